@@ -1,0 +1,32 @@
+"""genattrib: explain what a generative language model wrote.
+
+Example:
+    >>> import genattrib
+    >>> model = genattrib.load_model()                                    # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", max_new_tokens=8)  # doctest: +SKIP
+    >>> out.show()                                                        # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from genattrib.errors import GenattribError, InvalidArgumentError, UnknownNameError, UnsupportedModelError  # noqa: E402
+from genattrib.methods import describe_methods, list_methods  # noqa: E402
+from genattrib.models import AttributionModel, load_model  # noqa: E402
+from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402
+from genattrib.targets import list_targets  # noqa: E402
+
+__all__ = [
+    "AttributionModel",
+    "FeatureAttributionOutput",
+    "GenattribError",
+    "InvalidArgumentError",
+    "Provenance",
+    "SequenceAttribution",
+    "UnknownNameError",
+    "UnsupportedModelError",
+    "describe_methods",
+    "list_methods",
+    "list_targets",
+    "load_model",
+    "__version__",
+]

@@ -1,0 +1,86 @@
+"""Plan the work: which target steps are explained, and how they are grouped into batches.
+
+Example:
+    >>> jobs = [SequenceJob(torch.arange(6), prompt_length=3, step_start=0, step_stop=3)]
+    >>> [t.position for t in targets_of(jobs)]
+    [3, 4, 5]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+
+@dataclass
+class SequenceJob:
+    """One sequence to explain: ids (prompt + generated) and the generated steps to explain."""
+
+    input_ids: Int[Tensor, " position"]
+    prompt_length: int
+    step_start: int
+    step_stop: int
+    special_mask: Bool[Tensor, " position"] | None = None
+    contrast_ids: Int[Tensor, " generated"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.special_mask is None:
+            self.special_mask = torch.zeros(self.input_ids.shape[0], dtype=torch.bool)
+
+    @property
+    def num_steps(self) -> int:
+        return self.step_stop - self.step_start
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """One explained token: sequence ``job``, row ``row`` of its score matrix, at ``position``."""
+
+    job: int
+    row: int
+    position: int
+
+
+def targets_of(jobs: list[SequenceJob]) -> list[TargetRef]:
+    """Every explained target of every job."""
+    return [
+        TargetRef(j, row, job.prompt_length + job.step_start + row)
+        for j, job in enumerate(jobs)
+        for row in range(job.num_steps)
+    ]
+
+
+def plan_batches(
+    jobs: list[SequenceJob], rows_per_target: callable, rows_budget: callable, by_sequence: bool, max_targets: int = 64
+) -> list[list[TargetRef]]:
+    """Group targets into batches.
+
+    ``rows_per_target(length)`` is the method's cost of one target and ``rows_budget(length)``
+    how many model rows of that length fit at once. Targets are sorted longest first so a batch
+    holds rows of similar length (little padding). ``by_sequence`` keeps each batch within one
+    sequence (for methods that share one forward pass among a sequence's targets).
+    """
+    refs = targets_of(jobs)
+    if by_sequence:
+        batches: list[list[TargetRef]] = []
+        for j in range(len(jobs)):
+            mine = [r for r in refs if r.job == j]
+            for start in range(0, len(mine), max_targets):
+                batches.append(mine[start : start + max_targets])
+        return batches
+    refs.sort(key=lambda r: (-r.position, r.job, r.row))
+    batches, current = [], []
+    for ref in refs:
+        if current:
+            length = current[0].position
+            fits = (len(current) + 1) * rows_per_target(length) <= max(rows_budget(length), rows_per_target(length))
+            if not fits or len(current) >= max_targets:
+                batches.append(current)
+                current = []
+        current.append(ref)
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,52 @@
+"""Errors raised by genattrib.
+
+Every error names the argument that was wrong and says how to fix it, e.g.::
+
+    >>> raise InvalidArgumentError("method", "unknown method 'foo'", "use one of: saliency, ...")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class GenattribError(Exception):
+    """Base class of every error genattrib raises on purpose."""
+
+
+class InvalidArgumentError(GenattribError, ValueError):
+    """An argument the user passed cannot be used.
+
+    Example:
+        >>> InvalidArgumentError("prompt", "the prompt is empty", "pass some text").argument
+        'prompt'
+    """
+
+    def __init__(self, argument: str, problem: str, fix: str) -> None:
+        self.argument = argument
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"Invalid `{argument}`: {problem}. Fix: {fix}.")
+
+
+class UnknownNameError(InvalidArgumentError, KeyError):
+    """A registry look-up (method, target, reducer ...) found no such name."""
+
+    def __init__(self, argument: str, name: object, valid: Iterable[str]) -> None:
+        self.valid = sorted(valid)
+        super().__init__(
+            argument,
+            f"unknown name {name!r}",
+            f"use one of: {', '.join(self.valid)}",
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return self.args[0]
+
+
+class UnsupportedModelError(GenattribError, TypeError):
+    """The model cannot do what the chosen method needs (e.g. return attentions)."""
+
+
+class MissingDependencyError(GenattribError, ImportError):
+    """An optional package is needed for the requested feature."""

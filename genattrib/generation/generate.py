@@ -1,0 +1,96 @@
+"""Generate continuations once (KV cache, batched, left-padded) and return traces.
+
+Example:
+    >>> traces = generate_traces(hf_model, [ids], pad_token_id=0, generation_config=cfg)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from jaxtyping import Int
+from torch import Tensor, nn
+from transformers import GenerationConfig, StoppingCriteriaList
+
+from genattrib.generation.recorder import record_steps
+from genattrib.generation.trace import GenerationTrace
+from genattrib.targets import Target
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block and restore the previous state after."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _eos_ids(config: GenerationConfig) -> set[int]:
+    eos = config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _left_pad(prompts: list[Int[Tensor, " prompt"]], pad_id: int) -> tuple[Tensor, Tensor]:
+    width = max(int(p.shape[0]) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - p.shape[0] :] = p
+        mask[i, width - p.shape[0] :] = 1
+    return ids, mask
+
+
+def _trim(generated: Tensor, eos: set[int]) -> Tensor:
+    for i, tok in enumerate(generated.tolist()):
+        if tok in eos:
+            return generated[: i + 1]
+    return generated
+
+
+def generate_traces(
+    model: nn.Module,
+    prompts: list[Int[Tensor, " prompt"]],
+    *,
+    generation_config: GenerationConfig,
+    step_targets: dict[str, Target] | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+) -> list[GenerationTrace]:
+    """Generate for every prompt (in batches of ``batch_size``) and record step scores."""
+    device = model.get_input_embeddings().weight.device
+    pad_id = int(generation_config.pad_token_id)
+    eos = _eos_ids(generation_config)
+    size = batch_size or len(prompts)
+    traces: list[GenerationTrace] = []
+    with seeded(seed, device):
+        for start in range(0, len(prompts), size):
+            chunk = prompts[start : start + size]
+            ids, mask = _left_pad(chunk, pad_id)
+            with record_steps(model, step_targets or {}) as recorder, torch.no_grad():
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=generation_config,
+                    stopping_criteria=StoppingCriteriaList([recorder.criterion]),
+                )
+            sequences = out.sequences if hasattr(out, "sequences") else out
+            steps = recorder.stacked()
+            for row, prompt in enumerate(chunk):
+                generated = _trim(sequences[row, ids.shape[1] :].cpu(), eos)
+                n = int(generated.shape[0])
+                traces.append(
+                    GenerationTrace(
+                        prompt_ids=prompt.clone(),
+                        generated_ids=generated,
+                        step_scores={name: values[row, :n].clone() for name, values in steps.items()},
+                    )
+                )
+    return traces

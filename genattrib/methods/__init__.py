@@ -1,0 +1,65 @@
+"""Attribution methods, registered by name.
+
+Example:
+    >>> "saliency" in list_methods()
+    True
+    >>> get_method("integrated_gradients", n_steps=8).params.n_steps
+    8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from genattrib.errors import UnknownNameError
+from genattrib.methods.attention import Attention, Rollout
+from genattrib.methods.base import Attributor, MethodOutput, StepBatch
+from genattrib.methods.gradient_shap import GradientShap
+from genattrib.methods.input_x_gradient import InputXGradient
+from genattrib.methods.integrated_gradients import IntegratedGradients
+from genattrib.methods.occlusion import Occlusion
+from genattrib.methods.saliency import Saliency
+
+METHODS: Mapping[str, type[Attributor]] = MappingProxyType(
+    {
+        cls.name: cls
+        for cls in (Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, Attention, Rollout)
+    }
+)
+
+
+def list_methods() -> list[str]:
+    """Names of the registered attribution methods."""
+    return sorted(METHODS)
+
+
+def method_class(name: str) -> type[Attributor]:
+    if name not in METHODS:
+        raise UnknownNameError("method", name, METHODS)
+    return METHODS[name]
+
+
+def get_method(name: str | Attributor, **params: Any) -> Attributor:
+    """An instance of method ``name`` with ``params`` (validated)."""
+    if isinstance(name, Attributor):
+        return name
+    return method_class(name)(**params)
+
+
+def describe_methods() -> list[dict[str, Any]]:
+    """One dict per method: name, description, granular, needs_gradients, parameters."""
+    return [
+        {
+            "name": cls.name,
+            "description": cls.description,
+            "granular": cls.granular,
+            "needs_gradients": cls.needs_gradients,
+            "parameters": cls.param_names(),
+        }
+        for cls in (METHODS[n] for n in list_methods())
+    ]
+
+
+__all__ = ["METHODS", "Attributor", "MethodOutput", "StepBatch", "describe_methods", "get_method", "list_methods", "method_class"]

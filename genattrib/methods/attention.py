@@ -1,0 +1,122 @@
+"""Attention weights and attention rollout as attributions (forward only).
+
+``attention``: attention probabilities of the row that predicts the target, per layer and head,
+then reduced (mean by default) over the selected heads and layers. ``rollout``:
+``R = prod_l (0.5 A_l + 0.5 I)`` with heads averaged, read at the predicting row.
+
+Example:
+    >>> model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.methods.attention_capture import capture_attentions, eager_attention
+from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.methods.forward import ModelForward
+from genattrib.targets import Target
+
+REDUCTIONS = ("mean", "max", "sum")
+
+
+def _check_index_list(name: str, value: object) -> None:
+    if value is None:
+        return
+    items = [value] if isinstance(value, int) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, int) for i in items):
+        raise InvalidArgumentError(name, f"must be an int or a list of ints, got {value!r}", f"pass e.g. {name}=[-1]")
+
+
+def _select(values: torch.Tensor, index: int | list[int] | None, dim: int, name: str) -> torch.Tensor:
+    if index is None:
+        return values
+    items = [index] if isinstance(index, int) else list(index)
+    size = values.shape[dim]
+    bad = [i for i in items if not -size <= i < size]
+    if bad:
+        raise InvalidArgumentError(name, f"index {bad[0]} is out of range for {size}", f"use values in [-{size}, {size - 1}]")
+    return values.index_select(dim, torch.tensor([i % size for i in items], device=values.device))
+
+
+def _reduce(values: torch.Tensor, how: str, dim: int) -> torch.Tensor:
+    if how == "mean":
+        return values.mean(dim)
+    if how == "max":
+        return values.amax(dim)
+    return values.sum(dim)
+
+
+@dataclass
+class AttentionParams(MethodParams):
+    layers: int | list[int] | None = None
+    heads: int | list[int] | None = None
+    head_reduction: str = "mean"
+    layer_reduction: str = "mean"
+
+    def validate(self) -> None:
+        _check_index_list("layers", self.layers)
+        _check_index_list("heads", self.heads)
+        for name in ("head_reduction", "layer_reduction"):
+            if getattr(self, name) not in REDUCTIONS:
+                raise InvalidArgumentError(name, f"unknown reduction {getattr(self, name)!r}", f"use one of: {', '.join(REDUCTIONS)}")
+
+
+class _AttentionBase(Attributor):
+    needs_gradients = False
+    needs_attentions = True
+    group_by_sequence = True
+
+    def rows_per_target(self, length: int) -> int:
+        return 1
+
+    def check_model(self, forward: ModelForward, target: Target) -> None:
+        ids = torch.zeros(1, 2, dtype=torch.long)
+        with eager_attention(forward.model):
+            capture_attentions(forward, forward.embed(ids))
+
+    def _attentions(self, batch: StepBatch, forward: ModelForward) -> torch.Tensor:
+        with eager_attention(forward.model):
+            return capture_attentions(forward, batch.input_embeds[:1])[:, 0]  # layer head L L
+
+
+class Attention(_AttentionBase):
+    name = "attention"
+    description = "attention probabilities of the predicting row (mean over heads and layers by default)"
+    Params = AttentionParams
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        p: AttentionParams = self.params
+        attn = _select(_select(self._attentions(batch, forward), p.layers, 0, "layers"), p.heads, 1, "heads")
+        rows = attn[:, :, (batch.target_positions.to(attn.device) - 1).clamp(min=0)]  # layer head row L
+        per_layer = _reduce(rows, p.head_reduction, 1)
+        return MethodOutput(_reduce(per_layer, p.layer_reduction, 0))
+
+
+@dataclass
+class RolloutParams(MethodParams):
+    residual_weight: float = 0.5
+
+    def validate(self) -> None:
+        if not 0.0 <= float(self.residual_weight) <= 1.0:
+            raise InvalidArgumentError("residual_weight", f"must be in [0, 1], got {self.residual_weight!r}", "pass e.g. residual_weight=0.5")
+
+
+class Rollout(_AttentionBase):
+    name = "rollout"
+    description = "attention rollout: product over layers of (0.5 A + 0.5 I), heads averaged"
+    Params = RolloutParams
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        attn = self._attentions(batch, forward).mean(1)  # layer L L
+        w = float(self.params.residual_weight)
+        eye = torch.eye(attn.shape[-1], device=attn.device)
+        rollout = eye
+        for layer in attn:
+            mixed = (1 - w) * layer + w * eye
+            mixed = mixed / mixed.sum(-1, keepdim=True)
+            rollout = mixed @ rollout
+        return MethodOutput(rollout[(batch.target_positions.to(attn.device) - 1).clamp(min=0)])

@@ -1,0 +1,134 @@
+"""The contract every attribution method follows.
+
+The engine hands a method a :class:`StepBatch` (one row per explained target token, possibly
+from several sequences) and a :class:`~genattrib.methods.forward.ModelForward`; the method
+returns a :class:`MethodOutput` with one score per (row, source position[, hidden unit]).
+Methods never tokenize and never generate.
+
+Example:
+    >>> class Constant(Attributor):
+    ...     name = "constant"
+    ...     def attribute(self, batch, forward, target):
+    ...         return MethodOutput(torch.ones(batch.input_ids.shape))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.methods.forward import ModelForward
+from genattrib.targets import Target
+
+
+@dataclass
+class StepBatch:
+    """Rows to explain. Row ``r`` explains the token at ``target_positions[r]`` from the
+    positions before it; positions at or after it (padding included) are ignored."""
+
+    input_ids: Int[Tensor, "row position"]
+    input_embeds: Float[Tensor, "row position hidden"]
+    baseline_embeds: Float[Tensor, "row position hidden"]
+    target_positions: Int[Tensor, " row"]
+    target_ids: Int[Tensor, " row"]
+    fixed_mask: Bool[Tensor, "row position"]
+    sequence_index: Int[Tensor, " row"]
+    contrast_ids: Int[Tensor, " row"] | None = None
+    seed: int = 42
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def movable(self) -> Bool[Tensor, "row position hidden"]:
+        """Positions whose embedding may change (not special tokens), as a broadcastable mask."""
+        return (~self.fixed_mask).unsqueeze(-1).to(self.input_embeds.device)
+
+    def row_generator(self, row: int, device: torch.device) -> torch.Generator:
+        """A generator seeded from (seed, sequence, target position): batching-independent."""
+        gen = torch.Generator(device=device)
+        key = (self.seed * 1_000_003 + int(self.sequence_index[row]) * 10_007 + int(self.target_positions[row]))
+        gen.manual_seed(key % (2**63 - 1))
+        return gen
+
+
+@dataclass
+class MethodOutput:
+    """Scores for a :class:`StepBatch` and optional per-row step scores."""
+
+    scores: Float[Tensor, "row position"] | Float[Tensor, "row position hidden"]
+    step_scores: dict[str, Float[Tensor, " row"]] = field(default_factory=dict)
+
+
+@dataclass
+class MethodParams:
+    """Base of each method's parameters (a dataclass validated in ``validate``)."""
+
+    def validate(self) -> None:  # pragma: no cover - trivial default
+        """Raise :class:`InvalidArgumentError` for a bad value."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                value = f"tensor{tuple(value.shape)}"
+            out[f.name] = value
+        return out
+
+
+class Attributor(ABC):
+    """One attribution method. Subclasses set the class attributes and ``attribute``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    granular: ClassVar[bool] = False          # returns a hidden dimension
+    default_reduction: ClassVar[str] = "none"  # how the hidden dimension is reduced by default
+    needs_gradients: ClassVar[bool] = True
+    needs_attentions: ClassVar[bool] = False
+    uses_baseline: ClassVar[bool] = False
+    group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        valid = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise InvalidArgumentError(
+                unknown[0], f"method {self.name!r} has no parameter {unknown[0]!r}",
+                f"use one of: {', '.join(sorted(valid)) or '(none)'}",
+            )
+        self.params = self.Params(**params)
+        self.params.validate()
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls.Params)]
+
+    def rows_per_target(self, length: int) -> int:
+        """Model rows one target costs (used to size batches)."""
+        return 1
+
+    def check_model(self, forward: ModelForward, target: Target) -> None:
+        """Raise before heavy work if this method cannot run on the model/target."""
+        if self.needs_gradients and not target.differentiable:
+            raise InvalidArgumentError(
+                "attributed_fn", f"{target.name!r} is not differentiable, so {self.name!r} cannot explain it",
+                "use a differentiable target (logprob, probability, logit ...) or a forward-only method such as occlusion",
+            )
+
+    @abstractmethod
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        """Scores for every row of ``batch``."""

@@ -1,0 +1,207 @@
+"""Run the wrapped model on rows of embeddings: target values, gradients, attentions.
+
+Rows are right-padded prefixes; a causal model lets padding after the explained position be
+ignored, so no attention mask is needed. Logits are computed only at the positions that are
+explained. Rows are processed in chunks; a chunk that runs out of memory is halved and retried.
+
+Example:
+    >>> fwd = ModelForward(hf_model)                                   # doctest: +SKIP
+    >>> values, grads = fwd.values_and_grads(embeds, positions, target, ids)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from genattrib.targets import Target, TargetContext
+
+
+def _is_oom(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.7)
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pages = 8 << 30
+    return int(min(pages * 0.25, 4 << 30))
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block and restore its training flag after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class ModelForward:
+    """Thin runner over a Hugging Face causal LM used by every attribution method."""
+
+    def __init__(self, model: nn.Module, max_rows: int | None = None) -> None:
+        self.model = model
+        self.config = model.config
+        self.base = getattr(model, model.base_model_prefix)
+        self.embedding = model.get_input_embeddings()
+        self.head = model.get_output_embeddings()
+        if self.head is None:
+            from genattrib.errors import UnsupportedModelError
+
+            raise UnsupportedModelError(f"{type(model).__name__} has no output embeddings (LM head)")
+        self.input_device = self.embedding.weight.device
+        self.head_device = self.head.weight.device
+        self.dtype = self.embedding.weight.dtype
+        self.user_max_rows = max_rows
+        self._oom_cap: int | None = None
+
+    # --- sizes -----------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return int(self.embedding.weight.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.head.weight.shape[0])
+
+    def row_bytes(self, length: int, backward: bool = True, n_logits: int = 1) -> int:
+        """Rough memory of one row of ``length`` tokens through the model."""
+        cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
+        hidden = self.hidden_size
+        inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * hidden
+        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 8)
+        per_token = layers * (12 * hidden + 4 * inter + 2 * heads * length)
+        factor = 2 if backward else 1
+        bytes_per = max(4, torch.finfo(self.dtype).bits // 8)
+        return factor * bytes_per * length * per_token + 4 * 3 * self.vocab_size * n_logits
+
+    def rows_per_chunk(self, length: int, backward: bool = True, n_logits: int = 1) -> int:
+        """How many rows of ``length`` tokens to run at once."""
+        if self.user_max_rows is not None:
+            rows = self.user_max_rows
+        else:
+            rows = max(1, _available_bytes(self.input_device) // self.row_bytes(length, backward, n_logits))
+            rows = min(rows, 256)
+        if self._oom_cap is not None:
+            rows = min(rows, self._oom_cap)
+        return max(1, rows)
+
+    # --- basic pieces ----------------------------------------------------------------------
+    def embed(self, ids: Int[Tensor, "row position"]) -> Float[Tensor, "row position hidden"]:
+        with torch.no_grad():
+            return self.embedding(ids.to(self.input_device)).detach()
+
+    def head_logits(self, hidden: Float[Tensor, "... hidden"]) -> Float[Tensor, "... vocab"]:
+        """Apply the LM head (and the model's logit scaling / soft-capping) to hidden states."""
+        logits = self.head(hidden.to(self.head_device))
+        scale = getattr(self.model, "logit_scale", None)
+        if isinstance(scale, (int, float)) and scale != 1:
+            logits = logits * scale
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def hidden_states(self, embeds: Float[Tensor, "row position hidden"], **kwargs) -> Float[Tensor, "row position hidden"]:
+        out = self.base(inputs_embeds=embeds.to(self.input_device), use_cache=False, **kwargs)
+        return out[0]
+
+    def logits_at(
+        self, embeds: Float[Tensor, "row position hidden"], positions: Int[Tensor, "row k"]
+    ) -> Float[Tensor, "row k vocab"]:
+        """Logits that predict the tokens at ``positions`` (read at ``positions - 1``)."""
+        hidden = self.hidden_states(embeds)
+        index = (positions.to(hidden.device) - 1).clamp(min=0)
+        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return self.head_logits(picked)
+
+    # --- chunked runners -------------------------------------------------------------------
+    def _chunked(
+        self, total: int, length: int, backward: bool, run: Callable[[slice], None], n_logits: int = 1
+    ) -> None:
+        start = 0
+        while start < total:
+            size = self.rows_per_chunk(length, backward, n_logits)
+            chunk = slice(start, min(total, start + size))
+            try:
+                run(chunk)
+            except Exception as error:  # noqa: BLE001 - only OOM is handled
+                if not _is_oom(error) or size == 1:
+                    raise
+                self._oom_cap = max(1, size // 2)
+                if self.input_device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start = chunk.stop
+
+    def values(
+        self,
+        embeds: Float[Tensor, "row position hidden"],
+        positions: Int[Tensor, "row k"],
+        target: Target,
+        target_ids: Int[Tensor, "row k"],
+        contrast_ids: Int[Tensor, "row k"] | None = None,
+    ) -> Float[Tensor, "row k"]:
+        """Target values (no gradient) for ``k`` explained positions per row."""
+        out = torch.empty(positions.shape, dtype=torch.float32, device=self.head_device)
+
+        def run(chunk: slice) -> None:
+            with torch.no_grad():
+                logits = self.logits_at(embeds[chunk], positions[chunk])
+                r, k, v = logits.shape
+                ctx = TargetContext(
+                    logits.reshape(r * k, v),
+                    target_ids[chunk].reshape(-1).to(logits.device),
+                    None if contrast_ids is None else contrast_ids[chunk].reshape(-1).to(logits.device),
+                )
+                out[chunk] = target(ctx).reshape(r, k).float()
+
+        self._chunked(embeds.shape[0], embeds.shape[1], False, run, n_logits=positions.shape[1])
+        return out
+
+    def values_and_grads(
+        self,
+        embeds: Float[Tensor, "row position hidden"],
+        positions: Int[Tensor, " row"],
+        target: Target,
+        target_ids: Int[Tensor, " row"],
+        contrast_ids: Int[Tensor, " row"] | None = None,
+    ) -> tuple[Float[Tensor, " row"], Float[Tensor, "row position hidden"]]:
+        """Target value at one explained position per row and its gradient w.r.t. ``embeds``.
+
+        Gradients are returned in float32 whatever the model's dtype.
+        """
+        values = torch.empty(embeds.shape[0], dtype=torch.float32, device=self.head_device)
+        grads = torch.empty(embeds.shape, dtype=torch.float32, device=embeds.device)
+
+        def run(chunk: slice) -> None:
+            leaf = embeds[chunk].detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = self.logits_at(leaf, positions[chunk].unsqueeze(-1)).squeeze(1)
+                ctx = TargetContext(
+                    logits,
+                    target_ids[chunk].to(logits.device),
+                    None if contrast_ids is None else contrast_ids[chunk].to(logits.device),
+                )
+                value = target(ctx)
+                (grad,) = torch.autograd.grad(value.sum(), leaf)
+            values[chunk] = value.detach().float()
+            grads[chunk] = grad.float().to(grads.device)
+
+        self._chunked(embeds.shape[0], embeds.shape[1], True, run)
+        return values, grads

@@ -1,0 +1,24 @@
+"""Input × gradient: each embedding times the target's gradient w.r.t. it (sum over hidden).
+
+Example:
+    >>> model.attribute("The capital of France is", method="input_x_gradient")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from genattrib.methods.base import Attributor, MethodOutput, StepBatch
+from genattrib.methods.forward import ModelForward
+from genattrib.targets import Target
+
+
+class InputXGradient(Attributor):
+    name = "input_x_gradient"
+    description = "input embedding times gradient; sum over hidden"
+    granular = True
+    default_reduction = "sum"
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        _, grads = forward.values_and_grads(
+            batch.input_embeds, batch.target_positions, target, batch.target_ids, batch.contrast_ids
+        )
+        return MethodOutput(grads * batch.input_embeds.float())

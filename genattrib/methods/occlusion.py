@@ -1,0 +1,62 @@
+"""Occlusion (leave-one-out): ``F(x) - F(x with position i replaced by the baseline)``.
+
+Forward passes only. A causal model lets one occluded copy of a sequence score every target
+of that sequence at once, so the cost is one row per source position, not per (target,
+position) pair.
+
+Example:
+    >>> model.attribute("The capital of France is", method="occlusion")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.methods.forward import ModelForward
+from genattrib.targets import Target
+
+
+@dataclass
+class OcclusionParams(MethodParams):
+    baseline: Any = None
+
+
+class Occlusion(Attributor):
+    name = "occlusion"
+    description = "leave-one-out: drop in the target when a token is replaced by the baseline (forward only)"
+    Params = OcclusionParams
+    needs_gradients = False
+    uses_baseline = True
+    group_by_sequence = True
+
+    def rows_per_target(self, length: int) -> int:
+        return length
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        x, base = batch.input_embeds[0], batch.baseline_embeds[0]
+        length, n = batch.length, batch.num_rows
+        fixed = batch.fixed_mask[0]
+        positions = [i for i in range(length) if not bool(fixed[i])]
+        tgt_pos = batch.target_positions.unsqueeze(0)
+        tgt_ids = batch.target_ids.unsqueeze(0)
+        contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
+        original = forward.values(x.unsqueeze(0), tgt_pos, target, tgt_ids, contrast)[0]
+        scores = torch.zeros(n, length, dtype=torch.float32, device=original.device)
+        chunk = max(1, forward.rows_per_chunk(length, backward=False, n_logits=n))
+        for start in range(0, len(positions), chunk):
+            block = positions[start : start + chunk]
+            rows = x.unsqueeze(0).repeat(len(block), 1, 1)
+            index = torch.arange(len(block), device=x.device)
+            cols = torch.tensor(block, device=x.device)
+            rows[index, cols] = base[cols]
+            r = len(block)
+            occluded = forward.values(
+                rows, tgt_pos.expand(r, -1), target, tgt_ids.expand(r, -1),
+                None if contrast is None else contrast.expand(r, -1),
+            )
+            scores[:, cols.to(scores.device)] = (original.unsqueeze(0) - occluded).T
+        return MethodOutput(scores, {"target_value": original})

@@ -1,0 +1,24 @@
+"""Saliency: the gradient of the target w.r.t. each input embedding (L2 norm by default).
+
+Example:
+    >>> model.attribute("The capital of France is", method="saliency")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from genattrib.methods.base import Attributor, MethodOutput, StepBatch
+from genattrib.methods.forward import ModelForward
+from genattrib.targets import Target
+
+
+class Saliency(Attributor):
+    name = "saliency"
+    description = "gradient of the target w.r.t. input embeddings; L2 norm over hidden"
+    granular = True
+    default_reduction = "l2"
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        _, grads = forward.values_and_grads(
+            batch.input_embeds, batch.target_positions, target, batch.target_ids, batch.contrast_ids
+        )
+        return MethodOutput(grads)

@@ -1,0 +1,6 @@
+"""Loading models and the :class:`AttributionModel` wrapper."""
+
+from genattrib.models.attribution_model import AttributionModel
+from genattrib.models.loading import load_model
+
+__all__ = ["AttributionModel", "load_model"]

@@ -1,0 +1,115 @@
+"""Validate and tokenize what the user passed: prompts, chats, forced and contrast targets.
+
+Example:
+    >>> normalize_prompts("Hello", chat=False)
+    ['Hello']
+    >>> normalize_prompts("Hi", chat=True)
+    [[{'role': 'user', 'content': 'Hi'}]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from genattrib.errors import InvalidArgumentError
+
+Prompt = str | list[dict[str, str]]
+
+
+def _is_message_list(value: object) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(isinstance(m, dict) for m in value)
+
+
+def normalize_prompts(inputs: object, chat: bool) -> list[Prompt]:
+    """A list of prompts, each a string or a list of chat messages."""
+    if isinstance(inputs, str):
+        prompts: list[Any] = [inputs]
+    elif _is_message_list(inputs):
+        prompts = [inputs]
+    elif isinstance(inputs, (list, tuple)) and len(inputs) > 0:
+        prompts = list(inputs)
+    else:
+        raise InvalidArgumentError("inputs", f"expected a prompt string, a list of strings or chat messages, got {inputs!r}", "pass e.g. 'The capital of France is'")
+    out: list[Prompt] = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            if not p.strip():
+                raise InvalidArgumentError("inputs", f"prompt {i} is empty", "pass non-empty text")
+            out.append([{"role": "user", "content": p}] if chat else p)
+        elif _is_message_list(p):
+            for m in p:
+                if "role" not in m or "content" not in m:
+                    raise InvalidArgumentError("inputs", f"chat message {m!r} lacks 'role' or 'content'", "use {'role': 'user', 'content': '...'}")
+            if not any(str(m["content"]).strip() for m in p):
+                raise InvalidArgumentError("inputs", f"chat {i} has only empty messages", "give at least one message some text")
+            out.append(p)
+        else:
+            raise InvalidArgumentError("inputs", f"prompt {i} is a {type(p).__name__}", "pass strings or lists of {'role','content'} dicts")
+    return out
+
+
+def tokenize_prompt(tokenizer: Any, prompt: Prompt) -> Int[Tensor, " prompt"]:
+    """Token ids of one prompt (chat template applied to message lists)."""
+    if isinstance(prompt, str):
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    else:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidArgumentError("chat", "the tokenizer has no chat template", "pass plain text prompts, or set tokenizer.chat_template")
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) == 0:
+        raise InvalidArgumentError("inputs", "the prompt tokenizes to no tokens", "pass text the tokenizer can encode")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def normalize_targets(target: object, n_prompts: int, argument: str = "target") -> list[str] | None:
+    """One target string per prompt, or None."""
+    if target is None:
+        return None
+    targets = [target] * n_prompts if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else None
+    if targets is None or not all(isinstance(t, str) for t in targets):
+        raise InvalidArgumentError(argument, f"expected a string or a list of strings, got {target!r}", f"pass e.g. {argument}=' Paris'")
+    if len(targets) != n_prompts:
+        raise InvalidArgumentError(argument, f"{len(targets)} targets for {n_prompts} prompts", "pass one target per prompt")
+    for t in targets:
+        if t == "":
+            raise InvalidArgumentError(argument, "the forced continuation is empty", "pass the text to explain, e.g. ' Paris', or omit it to generate")
+    return targets
+
+
+def tokenize_continuation(
+    tokenizer: Any, prompt_ids: Int[Tensor, " prompt"], text: str, argument: str = "target"
+) -> Int[Tensor, " generated"]:
+    """Ids of ``text`` as a continuation of ``prompt_ids``, checked to decode back to ``text``."""
+    prompt_text = tokenizer.decode(prompt_ids.tolist(), clean_up_tokenization_spaces=False)
+    joint = tokenizer(prompt_text + text, add_special_tokens=False)["input_ids"]
+    plain = [int(i) for i in prompt_ids.tolist()]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    body = plain[1:] if plain and bos is not None and plain[0] == bos and (not joint or joint[0] != bos) else plain
+    if joint[: len(body)] == body and len(joint) > len(body):
+        ids = joint[len(body) :]
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise InvalidArgumentError(argument, f"{text!r} tokenizes to no tokens", "pass a longer continuation")
+    decoded = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+    if decoded != text:
+        raise InvalidArgumentError(
+            argument, f"{text!r} does not tokenize as given (it decodes back as {decoded!r})",
+            "pass text that round-trips through the tokenizer, e.g. without a space the tokenizer drops",
+        )
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def context_window(config: Any) -> int | None:
+    """Maximum sequence length of the model, when its config says."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -1,0 +1,102 @@
+"""``load_model``: wrap any Hugging Face causal LM for attribution.
+
+Example:
+    >>> model = load_model()                                        # embedded default model  # doctest: +SKIP
+    >>> model = load_model("path/or/hub-id", method="integrated_gradients", dtype="bfloat16", device_map="auto")  # doctest: +SKIP
+    >>> model = load_model((hf_model, tokenizer))                   # already loaded objects  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.models.attribution_model import AttributionModel
+from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_folder
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def _dtype(value: Any) -> Any:
+    if value is None or isinstance(value, torch.dtype) or value == "auto":
+        return value
+    if isinstance(value, str) and value in _DTYPES:
+        return _DTYPES[value]
+    raise InvalidArgumentError("dtype", f"unknown dtype {value!r}", f"use a torch.dtype or one of: auto, {', '.join(_DTYPES)}")
+
+
+def _from_pretrained(location: str, *, gguf_file: str | None, dtype: Any, device_map: Any, revision: str | None,
+                     trust_remote_code: bool, model_kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if gguf_file:
+        common["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **common)
+        kwargs = dict(common, **model_kwargs)
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except OSError as error:
+        raise InvalidArgumentError(
+            "source", f"could not load {location!r} ({error})",
+            "pass an existing local folder, a .gguf file, a reachable hub id, or (model, tokenizer)",
+        ) from error
+    model.eval()
+    return model, tokenizer
+
+
+def load_model(
+    source: str | Path | tuple[nn.Module, Any] | nn.Module | None = None,
+    method: str = "saliency",
+    *,
+    tokenizer: Any = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    max_rows: int | None = None,
+    **model_kwargs: Any,
+) -> AttributionModel:
+    """An :class:`AttributionModel` for ``source``.
+
+    ``source`` is ``None`` (the embedded default SmolLM2-135M-Instruct), a hub id or local folder,
+    a ``.gguf`` file, a ``(model, tokenizer)`` pair, or a model with ``tokenizer=``. Models loaded
+    with ``device_map`` are never moved afterwards.
+    """
+    dtype = _dtype(dtype)
+    if isinstance(source, tuple):
+        if len(source) != 2:
+            raise InvalidArgumentError("source", "a tuple must be (model, tokenizer)", "pass load_model((model, tokenizer))")
+        source, tokenizer = source
+    if isinstance(source, nn.Module):
+        if tokenizer is None:
+            raise InvalidArgumentError("tokenizer", "a loaded model was given without its tokenizer", "pass load_model((model, tokenizer))")
+        if not hasattr(source, "get_input_embeddings") or not hasattr(source, "generate"):
+            raise InvalidArgumentError("source", f"{type(source).__name__} is not a Hugging Face generative model", "pass an AutoModelForCausalLM")
+        return AttributionModel(source, tokenizer, method, max_rows=max_rows)
+    if source is None:
+        folder = default_model_folder()
+        model, tok = _from_pretrained(str(folder), gguf_file=None, dtype=dtype, device_map=device_map, revision=None,
+                                      trust_remote_code=False, model_kwargs=model_kwargs)
+        return AttributionModel(model, tok, method, name=DEFAULT_MODEL_NAME, max_rows=max_rows)
+    if not isinstance(source, (str, Path)):
+        raise InvalidArgumentError("source", f"cannot load a {type(source).__name__}", "pass a hub id, a folder, a .gguf file or (model, tokenizer)")
+    path = Path(source)
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise InvalidArgumentError("source", f"no GGUF file at {str(path)!r}", "pass the path of an existing .gguf file")
+        model, tok = _from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map,
+                                      revision=revision, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
+    else:
+        model, tok = _from_pretrained(str(source), gguf_file=None, dtype=dtype, device_map=device_map, revision=revision,
+                                      trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
+    return AttributionModel(model, tok, method, name=str(source), revision=revision, max_rows=max_rows)

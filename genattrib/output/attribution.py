@@ -1,0 +1,135 @@
+"""The result of ``model.attribute``: attributed sequences plus provenance.
+
+Example:
+    >>> out = model.attribute("The capital of France is", max_new_tokens=8)  # doctest: +SKIP
+    >>> out.sequences[0].generated_text                                      # doctest: +SKIP
+    ' Paris.'
+    >>> out.save("paris.json"); FeatureAttributionOutput.load("paris.json")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.output import serialization
+from genattrib.output.provenance import Provenance
+from genattrib.output.sequence import SequenceAttribution
+
+
+@dataclass
+class FeatureAttributionOutput:
+    """Attributions for one or more sequences, with where they came from."""
+
+    sequences: list[SequenceAttribution]
+    provenance: Provenance = field(default_factory=Provenance)
+
+    # --- container protocol ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __iter__(self) -> Iterator[SequenceAttribution]:
+        return iter(self.sequences)
+
+    def __getitem__(self, index: int | slice) -> FeatureAttributionOutput:
+        """``out[0]`` or ``out[1:3]``: a result holding only those sequences."""
+        if isinstance(index, int):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"sequence index {index} out of range for {len(self)} sequences")
+            picked = [self.sequences[index]]
+        elif isinstance(index, slice):
+            picked = self.sequences[index]
+        else:
+            raise InvalidArgumentError("index", f"cannot index with {type(index).__name__}", "use an int or a slice")
+        return FeatureAttributionOutput(list(picked), copy.deepcopy(self.provenance))
+
+    def steps(self, start: int | None = None, stop: int | None = None) -> FeatureAttributionOutput:
+        """Keep only explained generated steps ``start:stop`` of every sequence."""
+        return FeatureAttributionOutput([s.steps(start, stop) for s in self.sequences], copy.deepcopy(self.provenance))
+
+    # --- combining -----------------------------------------------------------------------
+    @classmethod
+    def merge(cls, outputs: Sequence[FeatureAttributionOutput]) -> FeatureAttributionOutput:
+        """Concatenate the sequences of results made by the same model, method and target."""
+        if not outputs:
+            raise InvalidArgumentError("outputs", "nothing to merge", "pass at least one result")
+        first = outputs[0].provenance
+        for other in outputs[1:]:
+            p = other.provenance
+            for name in ("model_name", "method", "attributed_fn"):
+                if getattr(p, name) != getattr(first, name):
+                    raise InvalidArgumentError(
+                        "outputs",
+                        f"results differ in {name} ({getattr(first, name)!r} vs {getattr(p, name)!r})",
+                        "merge only results of the same model, method and attributed function",
+                    )
+        merged = copy.deepcopy(first)
+        merged.timings = {}
+        for out in outputs:
+            for phase, seconds in out.provenance.timings.items():
+                merged.timings[phase] = merged.timings.get(phase, 0.0) + seconds
+        return cls([s for out in outputs for s in out.sequences], merged)
+
+    def equals(self, other: FeatureAttributionOutput) -> bool:
+        """Exact equality of every score, token and provenance field."""
+        return (
+            len(self) == len(other)
+            and self.provenance == other.provenance
+            and all(a.equals(b) for a, b in zip(self.sequences, other.sequences))
+        )
+
+    # --- display -------------------------------------------------------------------------
+    def show(self, **kwargs: Any) -> None:
+        """Print a heatmap of every sequence in the terminal (see :mod:`genattrib.render`)."""
+        from genattrib.render.console import show
+
+        show(self, **kwargs)
+
+    # --- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save to ``.json`` or ``.safetensors`` (no pickle); reload with :meth:`load`."""
+        meta: dict[str, Any] = {"provenance": self.provenance.to_dict(), "sequences": []}
+        tensors = {}
+        for i, seq in enumerate(self.sequences):
+            entry = {
+                "tokens": seq.tokens,
+                "prompt_length": seq.prompt_length,
+                "step_start": seq.step_start,
+                "generated_text": seq.generated_text,
+                "step_scores": sorted(seq.step_scores),
+                "granular": seq.granular_scores is not None,
+            }
+            meta["sequences"].append(entry)
+            tensors[f"{i}.input_ids"] = seq.input_ids
+            tensors[f"{i}.scores"] = seq.scores
+            tensors[f"{i}.special_mask"] = seq.special_mask
+            if seq.granular_scores is not None:
+                tensors[f"{i}.granular_scores"] = seq.granular_scores
+            for name, values in seq.step_scores.items():
+                tensors[f"{i}.step.{name}"] = values
+        return serialization.write(path, meta, tensors)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureAttributionOutput:
+        """Load a result saved with :meth:`save`."""
+        meta, tensors = serialization.read(path)
+        sequences = []
+        for i, entry in enumerate(meta["sequences"]):
+            sequences.append(
+                SequenceAttribution(
+                    input_ids=tensors[f"{i}.input_ids"],
+                    tokens=list(entry["tokens"]),
+                    prompt_length=int(entry["prompt_length"]),
+                    scores=tensors[f"{i}.scores"],
+                    step_scores={n: tensors[f"{i}.step.{n}"] for n in entry["step_scores"]},
+                    special_mask=tensors[f"{i}.special_mask"],
+                    granular_scores=tensors.get(f"{i}.granular_scores") if entry["granular"] else None,
+                    step_start=int(entry["step_start"]),
+                    generated_text=entry["generated_text"],
+                )
+            )
+        return cls(sequences, Provenance.from_dict(meta["provenance"]))

@@ -1,0 +1,61 @@
+"""Where a result came from: model, method, target, generation, versions and timings.
+
+Example:
+    >>> p = Provenance(model_name="tiny", method="saliency")
+    >>> Provenance.from_dict(p.to_dict()) == p
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers."""
+    import torch
+    import transformers
+
+    from genattrib import __version__
+
+    return {
+        "genattrib": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class Provenance:
+    """Everything needed to know how a result was produced (JSON-serialisable)."""
+
+    model_name: str = ""
+    model_revision: str | None = None
+    model_class: str = ""
+    dtype: str = ""
+    devices: list[str] = field(default_factory=list)
+    device_map: dict[str, Any] | None = None
+    method: str = ""
+    method_params: dict[str, Any] = field(default_factory=dict)
+    attributed_fn: str = ""
+    attributed_fn_args: dict[str, Any] = field(default_factory=dict)
+    step_scores: list[str] = field(default_factory=list)
+    generation_config: dict[str, Any] = field(default_factory=dict)
+    forced_target: bool = False
+    seed: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,75 @@
+"""Save and load results without pickle: JSON metadata + safetensors tensors, one file.
+
+A ``.json`` path gets a JSON document with the tensors embedded as base64 safetensors bytes;
+a ``.safetensors`` path gets a safetensors file with the JSON in its metadata. Both reload
+bit-exactly.
+
+Example:
+    >>> out.save("paris.json")                              # doctest: +SKIP
+    >>> FeatureAttributionOutput.load("paris.json")         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load as load_tensors_bytes
+from safetensors.torch import save as save_tensors_bytes
+from torch import Tensor
+
+from genattrib.errors import InvalidArgumentError
+
+FORMAT = "genattrib/1"
+_JSON_SUFFIXES = {".json"}
+_ST_SUFFIXES = {".safetensors", ".st"}
+
+
+def _check_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _JSON_SUFFIXES:
+        return "json"
+    if suffix in _ST_SUFFIXES:
+        return "safetensors"
+    raise InvalidArgumentError(
+        "path", f"cannot tell the format of {str(path)!r}", "end the file name in .json or .safetensors"
+    )
+
+
+def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
+    """Write ``meta`` (JSON-able) and ``tensors`` to one file at ``path``."""
+    path = Path(path)
+    kind = _check_suffix(path)
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    if kind == "json":
+        blob = save_tensors_bytes(contiguous) if contiguous else b""
+        doc = {"format": FORMAT, "meta": meta, "tensors": base64.b64encode(blob).decode("ascii")}
+        path.write_text(json.dumps(doc, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    else:
+        metadata = {"format": FORMAT, "meta": json.dumps(meta, ensure_ascii=False, allow_nan=False)}
+        path.write_bytes(save_tensors_bytes(contiguous, metadata=metadata))
+    return path
+
+
+def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Read a file written by :func:`write`."""
+    path = Path(path)
+    kind = _check_suffix(path)
+    if not path.is_file():
+        raise InvalidArgumentError("path", f"no file at {str(path)!r}", "pass the path given to save()")
+    if kind == "json":
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != FORMAT:
+            raise InvalidArgumentError("path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save")
+        blob = base64.b64decode(doc["tensors"])
+        tensors = load_tensors_bytes(blob) if blob else {}
+        return doc["meta"], tensors
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    metadata = header.get("__metadata__", {})
+    if metadata.get("format") != FORMAT:
+        raise InvalidArgumentError("path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save")
+    return json.loads(metadata["meta"]), load_tensors_bytes(raw)

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +55,7 @@ def targets_of(jobs: list[SequenceJob]) -> list[TargetRef]:
 
 
 def plan_batches(
-    jobs: list[SequenceJob], rows_per_target: callable, rows_budget: callable, by_sequence: bool, max_targets: int = 64
+    jobs: list[SequenceJob], rows_per_target: Callable[[int], int], rows_budget: Callable[[int], int], by_sequence: bool, max_targets: int = 64
 ) -> list[list[TargetRef]]:
     """Group targets into batches.
 

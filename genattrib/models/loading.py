@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from genattrib.errors import InvalidArgumentError
+from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel
 from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_folder
 
@@ -72,6 +73,7 @@ def load_model(
     a ``.gguf`` file, a ``(model, tokenizer)`` pair, or a model with ``tokenizer=``. Models loaded
     with ``device_map`` are never moved afterwards.
     """
+    method_class(method)  # unknown names fail before any weights load
     dtype = _dtype(dtype)
     if isinstance(source, tuple):
         if len(source) != 2:

@@ -1,0 +1,257 @@
+"""Command line: ``genattrib attribute | show | methods | targets``.
+
+Example::
+
+    $ genattrib attribute "The capital of France is" --max-new-tokens 8 --save paris.json
+    $ genattrib attribute "Why is the sky blue?" --chat --method integrated_gradients --param n_steps=32
+    $ genattrib show paris.json --step 0
+    $ genattrib methods
+
+Errors genattrib raises on purpose (:class:`~genattrib.errors.GenattribError`) print one red line
+on stderr and exit with code 2; bad command lines also exit with 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from genattrib.errors import GenattribError
+
+__all__ = ["build_parser", "main", "parse_param", "parse_value"]
+
+DTYPES = ("float32", "bfloat16", "float16")
+ERROR_EXIT = 2
+
+
+class _UsageError(Exception):
+    """A command line that parses but makes no sense (reported like an argparse error)."""
+
+
+def parse_value(text: str) -> Any:
+    """``"20"`` → 20, ``"0.5"`` → 0.5, ``"true"`` → True, ``"none"`` → None, JSON lists/objects, else the text.
+
+    Example:
+        >>> [parse_value(v) for v in ("20", "1e-3", "False", "null", "[1, 2]", "zero")]
+        [20, 0.001, False, None, [1, 2], 'zero']
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.strip()[:1] in ("[", "{", '"'):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``"n_steps=20"`` → ``("n_steps", 20)`` (argparse ``type=`` for ``--param``).
+
+    Example:
+        >>> parse_param("baseline=zeros")
+        ('baseline', 'zeros')
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a Python identifier as KEY, got {text!r}")
+    return key, parse_value(value)
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_display_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("display")
+    group.add_argument("--step", type=int, default=None, help="show one explained step as coloured source text")
+    group.add_argument("--view", choices=("auto", "matrix", "compact"), default="auto", help="layout (default: auto)")
+    group.add_argument("--width", type=int, default=None, help="maximum width in columns (default: terminal)")
+    group.add_argument("--digits", type=int, default=2, help="decimals per score (default: 2)")
+    group.add_argument("--no-step-scores", action="store_true", help="hide the step-score rows")
+
+
+def _add_attribute(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attribute", help="generate (or force) a continuation and attribute it")
+    p.add_argument("prompt", metavar="PROMPT", help="the prompt text (the user message with --chat)")
+    p.add_argument("--target", default=None, metavar="TEXT", help="force this continuation instead of generating")
+    p.add_argument("--contrast-target", default=None, metavar="TEXT",
+                   help="alternative continuation for contrastive functions")
+    p.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                   help="Hugging Face id or local folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub")
+    p.add_argument("--method", default=None, metavar="NAME", help="attribution method (see `genattrib methods`)")
+    p.add_argument("--attributed-fn", default=None, metavar="NAME", help="function explained (see `genattrib targets`)")
+    p.add_argument("--step-scores", type=_split_list, default=None, metavar="A,B",
+                   help="per-step scores, e.g. probability,entropy")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="tokens to generate")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="rows per attribution batch")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype")
+    p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cpu, cuda:0")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling and randomised methods")
+    p.add_argument("--chat", action="store_true", help="treat PROMPT as a user message and apply the chat template")
+    p.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="method parameter, repeatable (ints, floats, true/false, none parsed)")
+    p.add_argument("--save", default=None, metavar="PATH", help="save the result (.json or .safetensors)")
+    p.add_argument("--no-show", action="store_true", help="do not print the heatmap")
+    _add_display_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``genattrib`` argument parser (sub-commands attribute, show, methods, targets)."""
+    parser = argparse.ArgumentParser(prog="genattrib", description="Explain what a generative language model wrote.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_attribute(sub)
+    show = sub.add_parser("show", help="show a result saved with --save / FeatureAttributionOutput.save")
+    show.add_argument("path", metavar="PATH", help="a .json or .safetensors result")
+    _add_display_options(show)
+    sub.add_parser("methods", help="list attribution methods")
+    sub.add_parser("targets", help="list attributed functions and step scores")
+    return parser
+
+
+def _show(out: Any, args: argparse.Namespace, console: Console) -> None:
+    out.show(console=console, step=args.step, view=args.view, step_scores=not args.no_step_scores,
+             max_width=args.width, digits=args.digits)
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    """Only the options the user set, so library defaults stay in one place."""
+    return {k: v for k, v in kwargs.items() if v is not None and v is not False}
+
+
+def _run_attribute(args: argparse.Namespace, console: Console) -> int:
+    import genattrib
+
+    params = dict(args.param)
+    if len(params) != len(args.param):
+        keys = [key for key, _ in args.param]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise _UsageError(f"--param given more than once for: {', '.join(dup)}")
+    dtype = None
+    if args.dtype is not None:
+        import torch
+
+        dtype = getattr(torch, args.dtype)
+    load_options = _given(method=args.method, dtype=dtype, device_map=args.device_map, revision=args.revision,
+                          trust_remote_code=args.trust_remote_code)
+    inputs: Any = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+    options = _given(attributed_fn=args.attributed_fn, step_scores=args.step_scores,
+                     contrast_target=args.contrast_target, batch_size=args.batch_size, seed=args.seed,
+                     chat=args.chat, max_new_tokens=args.max_new_tokens)
+    clash = sorted(set(params) & (set(options) | {"target", "inputs"}))
+    if clash:
+        raise _UsageError(f"--param {', '.join(clash)} clashes with an option; use the option instead")
+    model = genattrib.load_model(args.model, **load_options)
+    out = model.attribute(inputs, target=args.target, **options, **params)
+    if not args.no_show:
+        _show(out, args, console)
+    if args.save:
+        path = out.save(args.save)
+        console.print(Text.assemble("saved to ", (str(path), "bold")))
+    return 0
+
+
+def _method_details(info: dict[str, Any]) -> Text:
+    """Description, then a dim line: gradients or forward only, granular, parameters."""
+    text = Text(str(info.get("description", "")))
+    facts = []
+    if "needs_gradients" in info:
+        facts.append("gradients" if info["needs_gradients"] else "forward only")
+    if info.get("granular"):
+        facts.append("granular (per hidden unit)")
+    if info.get("parameters"):
+        facts.append("parameters: " + ", ".join(str(p) for p in info["parameters"]))
+    if facts:
+        text.append("\n" + " · ".join(facts), style="dim")
+    return text
+
+
+def _run_methods(console: Console) -> int:
+    import genattrib
+
+    names = list(genattrib.list_methods())
+    try:
+        describe = getattr(importlib.import_module("genattrib.methods"), "describe_methods", None)
+    except ImportError:
+        describe = None
+    rows = {d["name"]: d for d in describe()} if describe else {}
+    if not rows:
+        for name in names:
+            console.print(Text(name))
+        return 0
+    table = Table(title="attribution methods", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("method", no_wrap=True, style="bold")
+    table.add_column("description", ratio=1)
+    for name in names + [n for n in rows if n not in names]:
+        table.add_row(Text(name), _method_details(rows.get(name, {})), end_section=True)
+    console.print(table)
+    return 0
+
+
+def _run_targets(console: Console) -> int:
+    import genattrib
+
+    for name in genattrib.list_targets():
+        console.print(Text(str(name)))
+    return 0
+
+
+def _run_show(args: argparse.Namespace, console: Console) -> int:
+    from genattrib.output.attribution import FeatureAttributionOutput
+
+    _show(FeatureAttributionOutput.load(args.path), args, console)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 usage or genattrib error).
+
+    Example:
+        >>> main(["methods"])   # doctest: +SKIP
+        0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help, or a bad command line (argparse printed why)
+        return exc.code if isinstance(exc.code, int) else ERROR_EXIT
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        if args.command == "attribute":
+            return _run_attribute(args, console)
+        if args.command == "show":
+            return _run_show(args, console)
+        if args.command == "methods":
+            return _run_methods(console)
+        return _run_targets(console)
+    except _UsageError as exc:
+        parser.print_usage(sys.stderr)
+        errors.print(Text(f"genattrib: error: {exc}", style="red"), soft_wrap=True)
+        return ERROR_EXIT
+    except GenattribError as exc:
+        message = " ".join(str(exc).split())
+        errors.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+        return ERROR_EXIT
+    except KeyboardInterrupt:
+        return 130

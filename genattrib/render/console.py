@@ -1,0 +1,144 @@
+"""Terminal heatmaps of a :class:`~genattrib.output.FeatureAttributionOutput` (rich).
+
+For each sequence: a title, the score matrix (source tokens down, explained tokens across,
+split into blocks that fit the width), the step scores under it, and a legend with the colour
+ramp, the method and the attributed function. Outputs with more than
+:data:`MAX_MATRIX_COLUMNS` explained steps get a compact text view instead (``view="matrix"``
+forces the matrix); ``step=k`` shows the source text of one step coloured by its scores.
+
+Example:
+    >>> out.show()                      # doctest: +SKIP
+    >>> out.show(step=3, max_width=100) # doctest: +SKIP
+    >>> from rich.console import Console
+    >>> console = Console(record=True, width=100)
+    >>> for item in render(out, console=console):  # doctest: +SKIP
+    ...     console.print(item)
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, RenderableType
+from rich.constrain import Constrain
+from rich.text import Text
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.output.attribution import FeatureAttributionOutput
+from genattrib.output.sequence import SequenceAttribution
+from genattrib.render.colors import ColorScale, NumberFormat
+from genattrib.render.matrix import matrix_blocks
+from genattrib.render.text_view import compact_view, step_view
+from genattrib.render.tokens import display_token
+
+__all__ = ["MAX_MATRIX_COLUMNS", "render", "show"]
+
+MAX_MATRIX_COLUMNS = 60
+VIEWS = ("auto", "matrix", "compact")
+
+
+def _title(seq: SequenceAttribution, index: int, width: int) -> Text:
+    text = seq.generated_text or "".join(seq.generated_tokens)
+    title = Text.assemble((f"Sequence {index}", "bold"), "  ")
+    counts = f"  ({seq.num_steps} explained × {len(seq.tokens)} tokens)"
+    room = max(8, width - title.cell_len - len(counts))
+    title.append(display_token(text, room), style="italic")
+    title.append(counts, style="dim")
+    return title
+
+
+def _legend(out: FeatureAttributionOutput, scale: ColorScale, fmt: NumberFormat) -> Text:
+    prov = out.provenance
+    lo, hi = scale.limits
+    legend = Text.assemble(
+        (prov.method or "unknown method", "bold"),
+        " attributions of ",
+        (prov.attributed_fn or "unknown function", "bold"),
+        "   ",
+        fmt(lo),
+        " ",
+    )
+    legend.append_text(scale.ramp())
+    legend.append(f" {fmt(hi)}{fmt.suffix}")
+    legend.append("   blank: at/after the target", style="dim")
+    return legend
+
+
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise InvalidArgumentError("view", f"unknown view {view!r}", "use 'auto', 'matrix' or 'compact'")
+
+
+def render(
+    out: FeatureAttributionOutput,
+    *,
+    console: Console | None = None,
+    step: int | None = None,
+    view: str = "auto",
+    step_scores: bool = True,
+    max_width: int | None = None,
+    digits: int = 2,
+) -> list[RenderableType]:
+    """The renderables that :func:`show` prints, each at most ``max_width`` cells wide.
+
+    Example:
+        >>> console = Console(record=True, width=80)
+        >>> for item in render(out, console=console):   # doctest: +SKIP
+        ...     console.print(item)
+        >>> "Paris" in console.export_text()             # doctest: +SKIP
+        True
+    """
+    _check_view(view)
+    if digits < 0:
+        raise InvalidArgumentError("digits", f"digits={digits} is negative", "pass 0 or more decimals")
+    console = console or Console()
+    width = min(max_width, console.width) if max_width else console.width
+    if width < 10:
+        raise InvalidArgumentError("max_width", f"width {width} is too narrow", "use at least 10 columns")
+    items: list[RenderableType] = []
+    for index, seq in enumerate(out.sequences):
+        scale = ColorScale.fit(seq.scores)
+        fmt = NumberFormat.fit(scale.vmax, digits)
+        items.append(_title(seq, index, width))
+        if seq.num_steps == 0:
+            items.append(Text("no explained steps", style="dim"))
+        elif step is not None:
+            items.extend(step_view(seq, step, scale, fmt, digits=digits, index=index))
+            items.append(_legend(out, scale, fmt))
+        elif view == "compact" or (view == "auto" and seq.num_steps > MAX_MATRIX_COLUMNS):
+            items.extend(compact_view(seq, digits=digits))
+        else:
+            items.extend(matrix_blocks(seq, scale, fmt, width=width, step_scores=step_scores, digits=digits))
+            items.append(_legend(out, scale, fmt))
+        items.append(Text(""))
+    if width < console.width:
+        return [Constrain(item, width) for item in items]
+    return items
+
+
+def show(
+    out: FeatureAttributionOutput,
+    *,
+    console: Console | None = None,
+    step: int | None = None,
+    view: str = "auto",
+    step_scores: bool = True,
+    max_width: int | None = None,
+    digits: int = 2,
+) -> None:
+    """Print ``out`` in the terminal (see the module docstring for the layout).
+
+    Args:
+        console: where to print; a new :class:`rich.console.Console` by default.
+        step: show only explained step ``step`` (row of ``scores``) as coloured source text.
+        view: ``"auto"`` (matrix up to 60 explained steps, else compact), ``"matrix"`` or ``"compact"``.
+        step_scores: add the step-score rows (e.g. probability) under the matrix.
+        max_width: cap on the width used (defaults to the console width).
+        digits: decimals shown per score.
+
+    Example:
+        >>> out.show(max_width=100, digits=3)   # doctest: +SKIP
+    """
+    console = console or Console()
+    for item in render(
+        out, console=console, step=step, view=view, step_scores=step_scores, max_width=max_width, digits=digits
+    ):
+        console.print(item)

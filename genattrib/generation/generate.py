@@ -38,7 +38,7 @@ def _eos_ids(config: GenerationConfig) -> set[int]:
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
 
 
-def _left_pad(prompts: list[Int[Tensor, " prompt"]], pad_id: int) -> tuple[Tensor, Tensor]:
+def _left_pad(prompts: list[Int[Tensor, " _prompt"]], pad_id: int) -> tuple[Tensor, Tensor]:
     width = max(int(p.shape[0]) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -57,7 +57,7 @@ def _trim(generated: Tensor, eos: set[int]) -> Tensor:
 
 def generate_traces(
     model: nn.Module,
-    prompts: list[Int[Tensor, " prompt"]],
+    prompts: list[Int[Tensor, " _prompt"]],
     *,
     generation_config: GenerationConfig,
     step_targets: dict[str, Target] | None = None,

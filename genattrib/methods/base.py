@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -56,10 +57,13 @@ class StepBatch:
         return (~self.fixed_mask).unsqueeze(-1).to(self.input_embeds.device)
 
     def row_generator(self, row: int, device: torch.device) -> torch.Generator:
-        """A generator seeded from (seed, sequence, target position): batching-independent."""
+        """A generator seeded from (seed, the row's tokens up to its target): the same row gets
+        the same draws whichever batch or sequence order it comes in."""
+        position = int(self.target_positions[row])
+        tokens = self.input_ids[row, : position].cpu().numpy().astype("int64").tobytes()
+        digest = zlib.crc32(tokens + int(self.target_ids[row]).to_bytes(8, "little", signed=True))
         gen = torch.Generator(device=device)
-        key = (self.seed * 1_000_003 + int(self.sequence_index[row]) * 10_007 + int(self.target_positions[row]))
-        gen.manual_seed(key % (2**63 - 1))
+        gen.manual_seed((self.seed * 4_294_967_311 + digest) % (2**63 - 1))
         return gen
 
 

@@ -54,7 +54,9 @@ class GradientShap(Attributor):
         noisy, alphas = [], []
         for row in range(batch.num_rows):
             gen = batch.row_generator(row, torch.device("cpu"))
-            noise = torch.randn((p.n_samples, *x.shape[1:]), generator=gen) * p.stdevs
+            own = int(batch.target_positions[row])  # draw only for the row's own prefix
+            noise = torch.zeros((p.n_samples, *x.shape[1:]))
+            noise[:, :own] = torch.randn((p.n_samples, own, x.shape[2]), generator=gen) * p.stdevs
             noisy.append(x[row].unsqueeze(0) + noise.to(x.device) * movable[row])
             alphas.append(torch.rand(p.n_samples, generator=gen).to(x.device))
         x_noisy = torch.stack(noisy)                                  # row, sample, L, d

@@ -1,0 +1,40 @@
+"""A model whose next token depends only on known positions: every method finds them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import genattrib
+
+PROMPT = "The capital of France is Paris and"
+
+
+@pytest.mark.parametrize("method", genattrib.list_methods())
+def test_every_method_ranks_planted_positions_first(planted, method):
+    model, positions = planted
+    params = {"n_steps": 16} if method == "integrated_gradients" else {}
+    out = model.attribute(PROMPT, max_new_tokens=4, method=method, **params)
+    seq = out.sequences[0]
+    assert seq.num_steps == 4
+    for row in seq.scores:
+        top = row.abs().nan_to_num(-1.0).topk(len(positions)).indices
+        assert sorted(top.tolist()) == sorted(positions), (method, row)
+
+
+def test_attention_head_and_layer_selection(planted):
+    model, positions = planted
+    out = model.attribute(PROMPT, max_new_tokens=2, method="attention", layers=[0], heads=[0], head_reduction="max")
+    row = out.sequences[0].scores[0]
+    assert float(row[list(positions)].sum()) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(genattrib.InvalidArgumentError, match="layers"):
+        model.attribute(PROMPT, max_new_tokens=2, method="attention", layers=[7])
+
+
+def test_planted_generation_copies_planted_tokens(planted):
+    """Changing a non-planted token leaves the output unchanged; changing a planted one does not."""
+    model, _ = planted
+    base = model.attribute(PROMPT, max_new_tokens=3, method="occlusion")
+    same = model.attribute("The capital of Italy is Rome and", max_new_tokens=3, method="occlusion")
+    assert base.sequences[0].generated_text == same.sequences[0].generated_text
+    assert torch.isfinite(base.sequences[0].scores[0, :5]).all()

@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -72,8 +72,8 @@ class AttributionModel:
     # --- the main call ---------------------------------------------------------------------
     def attribute(
         self,
-        inputs: str | list[str] | list[dict[str, str]] | list[list[dict[str, str]]],
-        target: str | list[str] | None = None,
+        inputs: str | Sequence[Any],
+        target: str | Sequence[Any] | torch.Tensor | None = None,
         *,
         method: str | Attributor | None = None,
         attributed_fn: str | Callable = "logprob",
@@ -96,7 +96,9 @@ class AttributionModel:
 
         ``kwargs`` go to the method when it has a parameter of that name (``n_steps``,
         ``baseline`` ...) and to generation otherwise (``max_new_tokens``, ``do_sample`` ...).
-        ``attr_pos_start``/``attr_pos_end`` select generated steps (slice semantics, 0 = first
+        ``inputs`` is a prompt, a list of prompts, a chat (list of ``{"role", "content"}``) or a
+        list of chats; ``target`` a forced continuation per prompt (text, or token ids used as
+        they are). ``attr_pos_start``/``attr_pos_end`` select generated steps (slice semantics, 0 = first
         generated token). Scores at or after each target position are NaN.
         """
         timings: dict[str, float] = {}

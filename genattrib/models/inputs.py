@@ -66,25 +66,46 @@ def tokenize_prompt(tokenizer: Any, prompt: Prompt) -> Int[Tensor, " prompt"]:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def normalize_targets(target: object, n_prompts: int, argument: str = "target") -> list[str] | None:
-    """One target string per prompt, or None."""
+def _is_id_list(value: object) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 1 and not value.is_floating_point()
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+
+def normalize_targets(target: object, n_prompts: int, argument: str = "target") -> list[str | Tensor] | None:
+    """One target per prompt (text, or token ids kept as ids), or None."""
     if target is None:
         return None
-    targets = [target] * n_prompts if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else None
-    if targets is None or not all(isinstance(t, str) for t in targets):
-        raise InvalidArgumentError(argument, f"expected a string or a list of strings, got {target!r}", f"pass e.g. {argument}=' Paris'")
+    if isinstance(target, str) or _is_id_list(target):
+        targets: list[Any] = [target] * n_prompts
+    elif isinstance(target, (list, tuple)):
+        targets = list(target)
+    else:
+        targets = []
+    if not targets or not all(isinstance(t, str) or _is_id_list(t) for t in targets):
+        raise InvalidArgumentError(argument, f"expected text or token ids (one per prompt), got {target!r}", f"pass e.g. {argument}=' Paris'")
     if len(targets) != n_prompts:
         raise InvalidArgumentError(argument, f"{len(targets)} targets for {n_prompts} prompts", "pass one target per prompt")
+    out: list[str | Tensor] = []
     for t in targets:
-        if t == "":
+        if isinstance(t, str) and t == "":
             raise InvalidArgumentError(argument, "the forced continuation is empty", "pass the text to explain, e.g. ' Paris', or omit it to generate")
-    return targets
+        if isinstance(t, torch.Tensor) and t.numel() == 0:
+            raise InvalidArgumentError(argument, "the forced continuation has no token ids", "pass at least one id")
+        out.append(t if isinstance(t, str) else torch.as_tensor(t, dtype=torch.long).clone())
+    return out
 
 
 def tokenize_continuation(
-    tokenizer: Any, prompt_ids: Int[Tensor, " prompt"], text: str, argument: str = "target"
+    tokenizer: Any, prompt_ids: Int[Tensor, " prompt"], text: str | Tensor, argument: str = "target"
 ) -> Int[Tensor, " generated"]:
-    """Ids of ``text`` as a continuation of ``prompt_ids``, checked to decode back to ``text``."""
+    """Ids of ``text`` as a continuation of ``prompt_ids``, checked to decode back to ``text``.
+    Token ids are used as given (checked against the vocabulary)."""
+    if isinstance(text, Tensor):
+        vocab = len(tokenizer)
+        if int(text.min()) < 0 or int(text.max()) >= vocab:
+            raise InvalidArgumentError(argument, f"token ids must be in [0, {vocab})", "pass ids of this tokenizer")
+        return text
     prompt_text = tokenizer.decode(prompt_ids.tolist(), clean_up_tokenization_spaces=False)
     joint = tokenizer(prompt_text + text, add_special_tokens=False)["input_ids"]
     plain = [int(i) for i in prompt_ids.tolist()]

@@ -1,0 +1,77 @@
+"""Generation: one generate call, step scores recorded by hooks, EOS, seeds, no side effects."""
+
+from __future__ import annotations
+
+import torch
+
+PROMPT = "The capital of France is"
+
+
+def test_recorded_step_scores_equal_teacher_forced(tiny_model):
+    names = ["probability", "logprob", "entropy", "rank"]
+    gen = tiny_model.attribute(PROMPT, max_new_tokens=5, step_scores=names)
+    seq = gen.sequences[0]
+    ids = seq.input_ids[seq.prompt_length:].tolist()
+    assert len(ids) >= 1
+    forced = tiny_model.attribute(PROMPT, target=ids, step_scores=names)  # ids: no text round trip
+    assert forced.sequences[0].input_ids.tolist() == seq.input_ids.tolist()
+    for name in names:
+        torch.testing.assert_close(seq.step_scores[name], forced.sequences[0].step_scores[name], atol=1e-5, rtol=1e-4)
+    assert (seq.step_scores["rank"] == 0).all()  # greedy decoding picks the top token
+
+
+def test_generation_stops_at_eos(planted):
+    model, _ = planted
+    # the planted model copies the tokens at positions 1 and 3: make both <eos>
+    out = model.attribute("The<eos> of<eos> is", max_new_tokens=6)
+    seq = out.sequences[0]
+    assert seq.input_ids[seq.prompt_length:].tolist() == [model.tokenizer.eos_token_id]
+    assert seq.generated_text == ""
+    assert seq.num_steps == 1
+
+
+def test_sampling_is_seeded_and_restores_rng(tiny_llama):
+    state = torch.random.get_rng_state()
+    a = tiny_llama.attribute(PROMPT, max_new_tokens=8, do_sample=True, temperature=1.5, seed=11)
+    assert torch.equal(state, torch.random.get_rng_state()), "seeded generation must not touch the global RNG"
+    b = tiny_llama.attribute(PROMPT, max_new_tokens=8, do_sample=True, temperature=1.5, seed=11)
+    c = tiny_llama.attribute(PROMPT, max_new_tokens=8, do_sample=True, temperature=1.5, seed=12)
+    assert a.sequences[0].input_ids.tolist() == b.sequences[0].input_ids.tolist()
+    assert a.sequences[0].input_ids.tolist() != c.sequences[0].input_ids.tolist()
+    assert a.provenance.generation_config.get("do_sample") is True
+
+
+def test_model_is_left_as_it_was(tiny_llama):
+    model = tiny_llama.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks = (len(model.get_output_embeddings()._forward_hooks), model.config._attn_implementation)
+    model.train()
+    try:
+        tiny_llama.attribute(PROMPT, max_new_tokens=3, method="attention", step_scores=["probability"])
+        assert model.training, "training flag restored"
+    finally:
+        model.eval()
+    assert (len(model.get_output_embeddings()._forward_hooks), model.config._attn_implementation) == hooks
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_generation_config_passes_through(tiny_llama):
+    from transformers import GenerationConfig
+
+    out = tiny_llama.attribute(PROMPT, generation_config=GenerationConfig(max_new_tokens=2, do_sample=False))
+    assert len(out.sequences[0].input_ids) - out.sequences[0].prompt_length <= 2
+    out = tiny_llama.attribute(PROMPT, max_new_tokens=3, min_new_tokens=3)
+    assert len(out.sequences[0].input_ids) - out.sequences[0].prompt_length == 3
+
+
+def test_provenance_is_complete(tiny_llama):
+    out = tiny_llama.attribute(PROMPT, max_new_tokens=2, method="integrated_gradients", n_steps=3)
+    p = out.provenance
+    assert p.method == "integrated_gradients" and p.method_params["n_steps"] == 3
+    assert p.method_params["baseline"].startswith("token")
+    assert p.attributed_fn == "logprob" and p.model_class == "LlamaForCausalLM"
+    assert p.dtype == "float32" and p.devices == ["cpu"]
+    assert {"genattrib", "torch", "transformers"} <= set(p.versions)
+    assert {"generate", "attribute", "total"} <= set(p.timings)
+    assert p.generation_config["max_new_tokens"] == 2

@@ -56,6 +56,7 @@ def capture_attentions(
     if not attentions or any(a is None for a in attentions):
         raise UnsupportedModelError(
             f"{type(forward.model).__name__} did not return attention probabilities; "
-            "attention methods need a model that supports output_attentions with eager attention"
+            "attention methods need a model that supports output_attentions with eager attention. "
+            "Use a gradient or perturbation method instead (e.g. method='saliency' or 'occlusion')."
         )
     return torch.stack([a.float().to(forward.input_device) for a in attentions])

@@ -41,7 +41,17 @@ def build_generation_config(
             unknown[0], f"{unknown[0]!r} is neither a parameter of the method nor a generation setting",
             f"method parameters: {', '.join(sorted(method_params)) or '(none)'}; generation settings as in transformers.GenerationConfig (max_new_tokens, do_sample, temperature ...)",
         )
-    config.update(**dict(overrides))
+    new_tokens = overrides.get("max_new_tokens")
+    if "max_new_tokens" in overrides and (isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1):
+        raise InvalidArgumentError("max_new_tokens", f"must be a positive int, got {new_tokens!r}", "pass e.g. max_new_tokens=16")
+    try:
+        config.update(**dict(overrides))
+        config.validate()
+    except (ValueError, TypeError) as error:
+        raise InvalidArgumentError(
+            ", ".join(sorted(overrides)) or "generation_config", f"invalid generation settings ({error})",
+            "fix the values as the message says (see transformers.GenerationConfig)",
+        ) from error
     if "max_new_tokens" not in overrides and "max_length" not in overrides and (base is None or base.max_new_tokens is None):
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     if config.max_new_tokens is not None and (not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1):

@@ -111,7 +111,7 @@ class AttributionModel:
         attributor = name if isinstance(name, Attributor) else get_method(name, **method_params)
         fn = resolve_target(attributed_fn, self._targets)
         step_targets = resolve_step_scores(step_scores, self._targets)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             raise InvalidArgumentError("batch_size", f"must be a positive int, got {batch_size!r}", "pass e.g. batch_size=8")
         prompts = inp.normalize_prompts(inputs, chat)
         forced = inp.normalize_targets(target, len(prompts), "target")

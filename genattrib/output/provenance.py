@@ -30,6 +30,14 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 @dataclass
 class Provenance:
     """Everything needed to know how a result was produced (JSON-serialisable)."""
@@ -51,6 +59,11 @@ class Provenance:
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def __post_init__(self) -> None:
+        # JSON has no tuples: store lists so a saved and reloaded provenance compares equal
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _jsonable(getattr(self, f.name)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

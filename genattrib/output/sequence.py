@@ -93,10 +93,12 @@ class SequenceAttribution:
         def same(a: Tensor | None, b: Tensor | None) -> bool:
             if a is None or b is None:
                 return a is b
-            return a.shape == b.shape and a.dtype == b.dtype and torch.equal(
-                torch.nan_to_num(a, nan=0.0) if a.is_floating_point() else a,
-                torch.nan_to_num(b, nan=0.0) if b.is_floating_point() else b,
-            ) and (not a.is_floating_point() or torch.equal(a.isnan(), b.isnan()))
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return False
+            if not a.is_floating_point():
+                return torch.equal(a, b)
+            nan_a, nan_b = a.isnan(), b.isnan()
+            return torch.equal(nan_a, nan_b) and torch.equal(a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0))
 
         return (
             self.tokens == other.tokens

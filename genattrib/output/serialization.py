@@ -42,7 +42,7 @@ def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) ->
     """Write ``meta`` (JSON-able) and ``tensors`` to one file at ``path``."""
     path = Path(path)
     kind = _check_suffix(path)
-    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    contiguous = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}  # no shared storage
     if kind == "json":
         blob = save_tensors_bytes(contiguous) if contiguous else b""
         doc = {"format": FORMAT, "meta": meta, "tensors": base64.b64encode(blob).decode("ascii")}
@@ -53,23 +53,42 @@ def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) ->
     return path
 
 
+def _not_ours(path: Path) -> InvalidArgumentError:
+    return InvalidArgumentError("path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save")
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _not_ours(path)
+    blob = base64.b64decode(doc["tensors"])
+    return doc["meta"], (load_tensors_bytes(blob) if blob else {})
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    raw = path.read_bytes()
+    if len(raw) < 8:
+        raise _not_ours(path)
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise _not_ours(path)
+    return json.loads(metadata["meta"]), load_tensors_bytes(raw)
+
+
 def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Read a file written by :func:`write`."""
     path = Path(path)
     kind = _check_suffix(path)
     if not path.is_file():
         raise InvalidArgumentError("path", f"no file at {str(path)!r}", "pass the path given to save()")
-    if kind == "json":
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != FORMAT:
-            raise InvalidArgumentError("path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save")
-        blob = base64.b64decode(doc["tensors"])
-        tensors = load_tensors_bytes(blob) if blob else {}
-        return doc["meta"], tensors
-    raw = path.read_bytes()
-    header_len = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + header_len])
-    metadata = header.get("__metadata__", {})
-    if metadata.get("format") != FORMAT:
-        raise InvalidArgumentError("path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save")
-    return json.loads(metadata["meta"]), load_tensors_bytes(raw)
+    try:
+        meta, tensors = _read_json(path) if kind == "json" else _read_safetensors(path)
+    except InvalidArgumentError:
+        raise
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, OSError) as error:
+        raise _not_ours(path) from error
+    if not isinstance(meta, dict):
+        raise _not_ours(path)
+    return meta, tensors

@@ -36,7 +36,7 @@ class AttributionModel:
 
     def __init__(
         self, model: nn.Module, tokenizer: Any, method: str = "saliency", *, name: str | None = None,
-        revision: str | None = None, max_rows: int | None = None,
+        revision: str | None = None, max_rows: int | None = None, device_map: Any = None,
     ) -> None:
         method_class(method)  # validates the name early
         self.model = model
@@ -45,6 +45,7 @@ class AttributionModel:
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.revision = revision
         self.max_rows = max_rows
+        self.device_map = device_map
         self._targets: dict[str, Target] = {}
 
     def __repr__(self) -> str:
@@ -214,7 +215,9 @@ class AttributionModel:
         params = attributor.params.to_dict()
         if baseline is not None:
             params["baseline"] = baseline.describe()
-        device_map = getattr(self.model, "hf_device_map", None)
+        device_map = getattr(self.model, "hf_device_map", None) or self.device_map
+        if device_map is not None and not isinstance(device_map, dict):
+            device_map = {"": device_map}
         return Provenance(
             model_name=self.name, model_revision=self.revision, model_class=type(self.model).__name__,
             dtype=str(self.dtype).replace("torch.", ""), devices=self.devices,

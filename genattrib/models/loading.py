@@ -89,7 +89,7 @@ def load_model(
         folder = default_model_folder()
         model, tok = _from_pretrained(str(folder), gguf_file=None, dtype=dtype, device_map=device_map, revision=None,
                                       trust_remote_code=False, model_kwargs=model_kwargs)
-        return AttributionModel(model, tok, method, name=DEFAULT_MODEL_NAME, max_rows=max_rows)
+        return AttributionModel(model, tok, method, name=DEFAULT_MODEL_NAME, max_rows=max_rows, device_map=device_map)
     if not isinstance(source, (str, Path)):
         raise InvalidArgumentError("source", f"cannot load a {type(source).__name__}", "pass a hub id, a folder, a .gguf file or (model, tokenizer)")
     path = Path(source)
@@ -101,4 +101,4 @@ def load_model(
     else:
         model, tok = _from_pretrained(str(source), gguf_file=None, dtype=dtype, device_map=device_map, revision=revision,
                                       trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
-    return AttributionModel(model, tok, method, name=str(source), revision=revision, max_rows=max_rows)
+    return AttributionModel(model, tok, method, name=str(source), revision=revision, max_rows=max_rows, device_map=device_map)

@@ -1,0 +1,67 @@
+"""Loading: local folders, loaded objects, device maps, dtypes; the wrapped objects stay as given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import genattrib
+from tiny import make_model
+
+
+@pytest.fixture(scope="module")
+def saved_folder(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    make_model("llama", tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_load_local_folder(saved_folder):
+    model = genattrib.load_model(str(saved_folder), method="input_x_gradient")
+    assert model.method == "input_x_gradient" and model.name == str(saved_folder)
+    out = model.attribute("The capital of France is", max_new_tokens=2)
+    assert out.provenance.model_name == str(saved_folder) and out.provenance.method == "input_x_gradient"
+
+
+def test_load_with_dtype_and_device_map(saved_folder):
+    model = genattrib.load_model(saved_folder, dtype="bfloat16", device_map="cpu")
+    assert model.dtype == torch.bfloat16
+    out = model.attribute("The capital of France is", max_new_tokens=2, method="integrated_gradients", n_steps=4)
+    assert out.sequences[0].scores.dtype == torch.float32
+    assert out.provenance.device_map is not None and out.provenance.dtype == "bfloat16"
+
+
+def test_device_mapped_model_is_never_moved(saved_folder, monkeypatch):
+    model = genattrib.load_model(saved_folder, device_map="cpu")
+    calls = []
+    monkeypatch.setattr(type(model.model), "to", lambda self, *a, **k: calls.append(a) or self)
+    model.attribute("The capital of France is", max_new_tokens=2)
+    assert calls == []
+
+
+def test_loaded_objects_are_wrapped_unchanged(tiny_tokenizer):
+    hf = make_model("gpt2", tiny_tokenizer)
+    model = genattrib.load_model((hf, tiny_tokenizer))
+    assert model.model is hf and model.tokenizer is tiny_tokenizer
+    also = genattrib.load_model(hf, tokenizer=tiny_tokenizer, method="occlusion")
+    assert also.model is hf and also.method == "occlusion"
+
+
+@pytest.mark.default_model
+def test_load_gguf_file():
+    from genattrib.models.default_model import gguf_location
+
+    folder, name = gguf_location()
+    model = genattrib.load_model(folder / name)
+    out = model.attribute("The capital of France is", max_new_tokens=2)
+    assert out.sequences[0].generated_text.startswith(" Paris")
+
+
+@pytest.mark.default_model
+def test_default_model_cache_is_reused(tmp_path, monkeypatch):
+    from genattrib.models import default_model
+
+    first = default_model.default_model_folder()
+    assert (first / "model.safetensors").is_file()
+    assert default_model.default_model_folder() == first

@@ -1,0 +1,35 @@
+"""Out-of-memory back-off: a chunk that runs out of memory is halved and retried, same result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genattrib.methods.forward import ModelForward
+
+
+@pytest.mark.parametrize("method,params", [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("occlusion", {})])
+def test_oom_halves_and_retries(tiny_llama, monkeypatch, method, params):
+    expected = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)
+    seen = []
+    original = ModelForward.logits_at
+
+    def flaky(self, embeds, positions):
+        seen.append(embeds.shape[0])
+        if embeds.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, embeds, positions)
+
+    monkeypatch.setattr(ModelForward, "logits_at", flaky)
+    got = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)
+    assert max(seen) > 2 and any(s <= 2 for s in seen)
+    torch.testing.assert_close(got.sequences[0].scores, expected.sequences[0].scores, equal_nan=True, atol=1e-5, rtol=1e-4)
+
+
+def test_other_errors_are_not_swallowed(tiny_llama, monkeypatch):
+    def broken(self, embeds, positions):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(ModelForward, "logits_at", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        tiny_llama.attribute("The capital of France is", target=" Paris", method="saliency")

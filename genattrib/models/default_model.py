@@ -50,12 +50,18 @@ def default_model_folder() -> Path:
     target = cache_root() / f"smollm2-135m-instruct-{version}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(folder), gguf_file=name, quantization_config=GgufConfig(dequantize=True)
-    )
+    extra = {}
+    if hasattr(transformers, "GgufConfig"):  # transformers 5: ask for a plain, saveable model
+        extra["quantization_config"] = transformers.GgufConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, **extra)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+    if getattr(tokenizer, "add_bos_token", False):
+        # transformers 4.x reads add_bos_token=True from the GGUF metadata; SmolLM2's own
+        # tokenizer adds no BOS, and 5.x agrees: keep prompts identical across versions
+        tokenizer.add_bos_token = False
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:

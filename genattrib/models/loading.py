@@ -46,7 +46,7 @@ def _from_pretrained(location: str, *, gguf_file: str | None, dtype: Any, device
         if device_map is not None:
             kwargs["device_map"] = device_map
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: transformers 4.x rejects bad repo ids
         raise InvalidArgumentError(
             "source", f"could not load {location!r} ({error})",
             "pass an existing local folder, a .gguf file, a reachable hub id, or (model, tokenizer)",

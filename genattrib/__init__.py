@@ -9,7 +9,12 @@ Example:
 
 __version__ = "0.1.0"
 
-from genattrib.errors import GenattribError, InvalidArgumentError, UnknownNameError, UnsupportedModelError  # noqa: E402
+from genattrib.errors import (  # noqa: E402
+    GenattribError,
+    InvalidArgumentError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 from genattrib.methods import describe_methods, list_methods  # noqa: E402
 from genattrib.models import AttributionModel, load_model  # noqa: E402
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402

@@ -31,24 +31,27 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session", params=["llama", "gpt2", "qwen2"])
 def tiny_model(request, tiny_tokenizer):
     """A tiny random model of each architecture, wrapped for attribution."""
-    import genattrib
     from tiny import make_model
+
+    import genattrib
 
     return genattrib.load_model((make_model(request.param, tiny_tokenizer), tiny_tokenizer))
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_tokenizer):
-    import genattrib
     from tiny import make_model
+
+    import genattrib
 
     return genattrib.load_model((make_model("llama", tiny_tokenizer), tiny_tokenizer))
 
 
 @pytest.fixture(scope="session")
 def planted(tiny_tokenizer):
-    import genattrib
     from tiny import PLANTED_POSITIONS, make_planted_model
+
+    import genattrib
 
     return genattrib.load_model((make_planted_model(tiny_tokenizer), tiny_tokenizer)), PLANTED_POSITIONS
 

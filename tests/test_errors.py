@@ -18,7 +18,6 @@ from transformers import LlamaForCausalLM, LlamaModel
 import genattrib
 import genattrib.models.attribution_model as attribution_model
 from genattrib import GenattribError, InvalidArgumentError, UnknownNameError, UnsupportedModelError
-from tiny import make_model, make_tokenizer
 
 PROMPT = "The capital of France is"
 WINDOW = 128  # max_position_embeddings of the tiny models
@@ -195,7 +194,7 @@ def test_forced_target_that_does_not_tokenize_as_given(tiny_llama, heavy):
 
 def test_contrast_target_missing(tiny_llama, heavy):
     for fn in ("contrast_prob_diff", "contrast_logprob_diff"):
-        expect_error(lambda: tiny_llama.attribute(PROMPT, attributed_fn=fn, max_new_tokens=2),
+        expect_error(lambda fn=fn: tiny_llama.attribute(PROMPT, attributed_fn=fn, max_new_tokens=2),
                      "contrast_target", "contrast_target=")
     expect_error(lambda: tiny_llama.attribute(PROMPT, step_scores=["contrast_prob_diff"], max_new_tokens=2),
                  "contrast_target", "contrast_target=")
@@ -263,7 +262,7 @@ def test_attention_method_on_model_without_attentions(tiny_llama, heavy, cls):
 
 def test_rank_is_not_differentiable(tiny_llama, heavy):
     for method in ("saliency", "integrated_gradients", "input_x_gradient"):
-        expect_error(lambda: tiny_llama.attribute(PROMPT, method=method, attributed_fn="rank", max_new_tokens=2),
+        expect_error(lambda method=method: tiny_llama.attribute(PROMPT, method=method, attributed_fn="rank", max_new_tokens=2),
                      "attributed_fn", "'rank'", "differentiable", "occlusion")
     assert heavy == {"generate": 0, "attribute": 0}
     out = tiny_llama.attribute(PROMPT, method="occlusion", attributed_fn="rank", max_new_tokens=2)
@@ -306,7 +305,7 @@ def test_bad_baseline(tiny_llama, heavy, method):
     expect_error(lambda: tiny_llama.attribute(PROMPT, method=method, baseline="capital France"),
                  "baseline", "not one", "single-token")
     for shape in [(7,), (1, 2, hidden), (3, 7), (hidden + 1,)]:
-        err = expect_error(lambda: tiny_llama.attribute(PROMPT, method=method, baseline=torch.zeros(shape)),
+        err = expect_error(lambda shape=shape: tiny_llama.attribute(PROMPT, method=method, baseline=torch.zeros(shape)),
                            "baseline", f"({hidden},)")
         assert str(tuple(shape)) in err.problem
     assert heavy == {"generate": 0, "attribute": 0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tiny import make_model
 
 WORDS = ["The", " capital", " of", " France", " is", " quick", " fox", " time", " model", " 42", " dog"]

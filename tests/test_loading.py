@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import make_model
 
 import genattrib
-from tiny import make_model
 
 
 @pytest.fixture(scope="module")

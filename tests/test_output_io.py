@@ -19,7 +19,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 import genattrib
-from genattrib import FeatureAttributionOutput, InvalidArgumentError, Provenance, SequenceAttribution
+from genattrib import (
+    FeatureAttributionOutput,
+    InvalidArgumentError,
+    Provenance,
+    SequenceAttribution,
+)
 
 PROMPT = "The capital of France is"
 SUFFIXES = [".json", ".safetensors"]

@@ -28,7 +28,7 @@ HIDDEN_REDUCERS: Mapping[str, Callable[[Tensor], Tensor]] = MappingProxyType(
 )
 
 
-def reduce_hidden(scores: Float[Tensor, "... hidden"], how: str = "sum") -> Float[Tensor, "..."]:
+def reduce_hidden(scores: Float[Tensor, "... hidden"], how: str = "sum") -> Float[Tensor, ...]:
     """Reduce the last (hidden) dimension with ``how`` in :data:`HIDDEN_REDUCERS`."""
     if how not in HIDDEN_REDUCERS:
         raise UnknownNameError("reduction", how, HIDDEN_REDUCERS)

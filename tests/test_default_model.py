@@ -39,6 +39,13 @@ def test_chat_prompt_uses_the_template(default_model):
     assert messages == before
     assert "<|im_start|>" in seq.tokens and "Paris" in seq.generated_text
     assert bool(seq.special_mask[seq.tokens.index("<|im_start|>")])
+    roles = seq.token_roles
+    content = [t for t, r in zip(seq.tokens, roles) if r == "user"]
+    assert "".join(content).strip() == messages[0]["content"]
+    assert roles[seq.tokens.index("<|im_start|>")] == "template"
+    assert set(roles[seq.prompt_length:]) == {"generated"}
+    # SmolLM2's template adds a default system prompt the user did not write: labelled template
+    assert roles[seq.tokens.index(" helpful")] == "template"
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion", "attention", "gradient_shap", "rollout"])

@@ -162,13 +162,15 @@ class AttributionModel:
             timings["attribute"] = time.perf_counter() - t3
 
         sequences = []
-        for trace, job, res in zip(traces, jobs, results):
+        for prompt, trace, job, res in zip(prompts, traces, jobs, results):
             ids = trace.input_ids
+            tokens = decode_tokens(self.tokenizer, ids.tolist())
+            roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
             steps = {k: v[job.step_start : job.step_stop].clone() for k, v in trace.step_scores.items()}
             steps.update(res.step_scores)
             sequences.append(
                 SequenceAttribution(
-                    input_ids=ids, tokens=decode_tokens(self.tokenizer, ids.tolist()), prompt_length=trace.prompt_length,
+                    input_ids=ids, tokens=tokens, prompt_length=trace.prompt_length, token_roles=roles,
                     scores=res.scores, step_scores=steps, special_mask=job.special_mask.clone(),
                     granular_scores=res.granular_scores, step_start=job.step_start,
                     generated_text=self.tokenizer.decode(trace.generated_ids.tolist(), skip_special_tokens=True),

@@ -134,3 +134,32 @@ def context_window(config: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def chat_token_roles(messages: list[dict[str, str]], tokens: list[str], prompt_length: int) -> list[str]:
+    """Role of every token: the message it belongs to (``system``/``user``/...), ``template``
+    for text the chat template adds (markers, role names, a default system prompt),
+    ``generated`` after the prompt. Found by locating each message's
+    content, in order, in the decoded prompt text.
+
+    Example:
+        >>> chat_token_roles([{"role": "user", "content": "Hi"}], ["<u>", "Hi", "</u>", "Yo"], 3)
+        ['template', 'user', 'template', 'generated']
+    """
+    text = "".join(tokens[:prompt_length])
+    char_roles = ["template"] * len(text)
+    cursor = 0
+    for message in messages:
+        content = str(message["content"])
+        start = text.find(content, cursor) if content else -1
+        if start < 0:
+            continue
+        char_roles[start : start + len(content)] = [str(message["role"])] * len(content)
+        cursor = start + len(content)
+    roles, offset = [], 0
+    for token in tokens[:prompt_length]:
+        span = char_roles[offset : offset + len(token)]
+        content_roles = [r for r in span if r != "template"]
+        roles.append(max(set(content_roles), key=content_roles.count) if content_roles else "template")
+        offset += len(token)
+    return roles + ["generated"] * (len(tokens) - prompt_length)

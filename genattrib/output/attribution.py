@@ -102,6 +102,7 @@ class FeatureAttributionOutput:
                 "generated_text": seq.generated_text,
                 "step_scores": sorted(seq.step_scores),
                 "granular": seq.granular_scores is not None,
+                "token_roles": seq.token_roles,
             }
             meta["sequences"].append(entry)
             tensors[f"{i}.input_ids"] = seq.input_ids
@@ -130,6 +131,7 @@ class FeatureAttributionOutput:
                     granular_scores=tensors.get(f"{i}.granular_scores") if entry["granular"] else None,
                     step_start=int(entry["step_start"]),
                     generated_text=entry["generated_text"],
+                    token_roles=entry.get("token_roles"),
                 )
             )
         return cls(sequences, Provenance.from_dict(meta["provenance"]))

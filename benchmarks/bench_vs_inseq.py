@@ -4,11 +4,16 @@ Both libraries explain every token of a fixed 55-token continuation of a fixed E
 with the embedded default model (SmolLM2-135M-Instruct), attributing the probability of each
 token (Inseq's default attributed function; genattrib is asked for the same one). Methods:
 saliency and integrated gradients with 50 Gauss-Legendre steps (Inseq: internal_batch_size=50).
+The path methods from the papers (SIG, DIG, UDIG) are timed for genattrib only
+(``--methods sequential_integrated_gradients ...``); every genattrib row also reports the model
+rows it needed (forward+backward and forward-only, from ``provenance.work``).
 
     nox -s bench                                  # full run (GPU if there is one)
     nox -s bench -- --tokens 10                   # quick CPU run
     nox -s bench -- --device cuda --dtype bfloat16 --json bench.json
     python benchmarks/bench_vs_inseq.py --skip-inseq --methods saliency
+    python benchmarks/bench_vs_inseq.py --skip-inseq --tokens 8 --n-steps 8 --methods \
+        sequential_integrated_gradients discretized_integrated_gradients uniform_discretized_integrated_gradients
 
 Each (library, method) gets one warm-up call on a short prefix of the continuation (excluded
 from the timings; ``--warmup full`` repeats the whole call instead, ``--warmup none`` skips it),
@@ -42,6 +47,9 @@ CONTINUATION = (  # exactly 55 SmolLM2 tokens; checked at run time
 )
 ATTRIBUTED_FN = "probability"  # Inseq's default; genattrib's default is logprob (same cost)
 METHODS = ("saliency", "integrated_gradients")
+PATH_METHODS = (  # genattrib only
+    "sequential_integrated_gradients", "discretized_integrated_gradients", "uniform_discretized_integrated_gradients",
+)
 
 
 @dataclass
@@ -58,6 +66,14 @@ class Result:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self.seconds / self.tokens if self.tokens else float("nan")
+
+    def rows(self, key: str) -> str:
+        value = self.extra.get("work", {}).get(key)
+        return "-" if value is None else f"{int(value)}"
 
 
 def log(message: str) -> None:
@@ -140,14 +156,14 @@ def run_case(
             peaks.append(peak)
         steps = count_steps(out)
         log(f"{label}: {seconds:.2f} s, {args.tokens / seconds:.2f} tokens/s, {steps} steps attributed")
-    extra = {"timings": dict(out.provenance.timings)} if hasattr(out, "provenance") else {}
+    extra = {"timings": dict(out.provenance.timings), "work": dict(out.provenance.work)} if hasattr(out, "provenance") else {}
     return Result(method, library, args.tokens, statistics.median(runs), runs, max(peaks) if peaks else None, steps, extra)
 
 
 def bench_genattrib(model: Any, args: argparse.Namespace, text: str, warm_text: str) -> list[Result]:
     results = []
     for method in args.methods:
-        params = {"n_steps": args.n_steps} if method == "integrated_gradients" else {}
+        params = method_params(method, args)
 
         def call(target: str, method: str = method, params: dict = params) -> Any:
             return model.attribute(PROMPT, target=target, method=method, attributed_fn=ATTRIBUTED_FN, **params)
@@ -158,11 +174,20 @@ def bench_genattrib(model: Any, args: argparse.Namespace, text: str, warm_text: 
     return results
 
 
+def method_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """genattrib parameters of ``method`` from the command line (defaults otherwise)."""
+    if method in ("integrated_gradients", "sequential_integrated_gradients"):
+        return {"n_steps": args.n_steps}
+    if method in PATH_METHODS and args.n_anchors is not None:
+        return {"n_anchors": args.n_anchors}
+    return {}
+
+
 def bench_inseq(model: Any, args: argparse.Namespace, text: str, warm_text: str) -> list[Result]:
     import inseq
 
     results = []
-    for method in args.methods:
+    for method in (m for m in args.methods if m in METHODS):
         # Inseq sets padding side and pad token on the tokenizer it gets: give it its own copy.
         inseq_model = inseq.load_model(
             model.model, method, tokenizer=copy.deepcopy(model.tokenizer), device=args.device
@@ -191,8 +216,9 @@ def print_table(results: list[Result], title: str) -> None:
         if r.library == "genattrib" and other is not None:
             speedup = f"{other.seconds / r.seconds:.1f}x"
         peak = f"{r.peak_mib:.0f}" if r.peak_mib is not None else "-"
-        rows.append((r.method, r.library, f"{r.seconds:.2f}", f"{r.tokens_per_s:.2f}", peak, speedup))
-    headers = ("method", "library", "seconds", "tokens/s", "peak GPU MiB", "speed-up")
+        rows.append((r.method, r.library, f"{r.seconds:.2f}", f"{r.tokens_per_s:.2f}", f"{r.seconds_per_token:.2f}",
+                     r.rows("grad_rows"), r.rows("rows"), peak, speedup))
+    headers = ("method", "library", "seconds", "tokens/s", "s/token", "fwd+bwd rows", "all rows", "peak GPU MiB", "speed-up")
     try:
         from rich.console import Console
         from rich.table import Table
@@ -204,7 +230,7 @@ def print_table(results: list[Result], title: str) -> None:
             table.add_row(*row)
         console = Console()
         if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
-            console = Console(width=120)
+            console = Console(width=160)
         console.print(table)
     except ImportError:
         print(title)
@@ -248,10 +274,11 @@ def _dist_version(name: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="methods to time (default: both)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + PATH_METHODS,
+                        help="methods to time (default: saliency and IG; the path methods are genattrib only)")
     parser.add_argument("--tokens", type=int, default=55, help="forced continuation length, 1-55 (default 55)")
-    parser.add_argument("--n-steps", type=int, default=50, help="integration steps for IG (default 50)")
+    parser.add_argument("--n-steps", type=int, default=50, help="integration steps for IG and SIG (default 50)")
+    parser.add_argument("--n-anchors", type=int, default=None, help="anchors for DIG/UDIG (default: the method's, 30)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--skip-inseq", action="store_true", help="time genattrib only")
@@ -297,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
 
     env = environment(args)
     title = (f"{args.tokens} forced tokens, {args.device} ({env['device_name']}), {args.dtype}, "
-             f"attributed fn: {ATTRIBUTED_FN}, IG n_steps={args.n_steps}")
+             f"attributed fn: {ATTRIBUTED_FN}, IG/SIG n_steps={args.n_steps}"
+             + (f", DIG/UDIG n_anchors={args.n_anchors}" if args.n_anchors is not None else ""))
     print_table(results, title)
     for r in results:
         if r.attributed_steps is not None and r.attributed_steps != args.tokens:
@@ -310,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             "config": {k: v for k, v in vars(args).items() if k != "json"},
             "attributed_fn": ATTRIBUTED_FN,
             "environment": env,
-            "results": [{**asdict(r), "tokens_per_s": r.tokens_per_s} for r in results],
+            "results": [{**asdict(r), "tokens_per_s": r.tokens_per_s, "seconds_per_token": r.seconds_per_token}
+                        for r in results],
         }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(doc, handle, indent=2)

@@ -13,6 +13,7 @@ import genattrib
 
 PROMPT = "The capital of France is"
 SAVE_TO = Path("artifacts/paris.json")
+HTML_TO = Path("artifacts/paris.html")
 
 
 def main() -> None:
@@ -34,6 +35,9 @@ def main() -> None:
     )
     if not same:
         raise SystemExit("reloaded result differs from the saved one")
+
+    out.save_html(HTML_TO)  # one self-contained page: open it in a browser, offline
+    print(f"wrote {HTML_TO} ({HTML_TO.stat().st_size / 1024:.1f} KiB): hover a generated token to see what it drew on")
 
 
 if __name__ == "__main__":

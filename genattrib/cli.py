@@ -5,6 +5,7 @@ Example::
     $ genattrib attribute "The capital of France is" --max-new-tokens 8 --save paris.json
     $ genattrib attribute "Why is the sky blue?" --chat --method integrated_gradients --param n_steps=32
     $ genattrib show paris.json --step 0
+    $ genattrib show paris.json --html paris.html
     $ genattrib methods
 
 Errors genattrib raises on purpose (:class:`~genattrib.errors.GenattribError`) print one red line
@@ -112,6 +113,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, repeatable (ints, floats, true/false, none parsed)")
     p.add_argument("--save", default=None, metavar="PATH", help="save the result (.json or .safetensors)")
+    p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML page (opens offline)")
     p.add_argument("--no-show", action="store_true", help="do not print the heatmap")
     _add_display_options(p)
 
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attribute(sub)
     show = sub.add_parser("show", help="show a result saved with --save / FeatureAttributionOutput.save")
     show.add_argument("path", metavar="PATH", help="a .json or .safetensors result")
+    show.add_argument("--html", default=None, metavar="PAGE",
+                      help="write a self-contained HTML page (opens offline) instead of printing")
     _add_display_options(show)
     sub.add_parser("methods", help="list attribution methods")
     sub.add_parser("targets", help="list attributed functions and step scores")
@@ -168,7 +172,15 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
     if args.save:
         path = out.save(args.save)
         console.print(Text.assemble("saved to ", (str(path), "bold")))
+    if args.html:
+        _write_html(out, args.html, console)
     return 0
+
+
+def _write_html(out: Any, path: str, console: Console) -> None:
+    written = out.save_html(path)
+    size = written.stat().st_size / 1024
+    console.print(Text.assemble("wrote HTML page ", (str(written), "bold"), f" ({size:,.0f} KiB)"))
 
 
 def _method_details(info: dict[str, Any]) -> Text:
@@ -219,7 +231,11 @@ def _run_targets(console: Console) -> int:
 def _run_show(args: argparse.Namespace, console: Console) -> int:
     from genattrib.output.attribution import FeatureAttributionOutput
 
-    _show(FeatureAttributionOutput.load(args.path), args, console)
+    out = FeatureAttributionOutput.load(args.path)
+    if args.html:
+        _write_html(out, args.html, console)
+    else:
+        _show(out, args, console)
     return 0
 
 

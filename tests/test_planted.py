@@ -10,10 +10,14 @@ import genattrib
 PROMPT = "The capital of France is Paris and"
 
 
+# fewer integration steps than the defaults keep the test fast; DIG and UDIG run with defaults
+PARAMS = {"integrated_gradients": {"n_steps": 16}, "sequential_integrated_gradients": {"n_steps": 16}}
+
+
 @pytest.mark.parametrize("method", genattrib.list_methods())
 def test_every_method_ranks_planted_positions_first(planted, method):
     model, positions = planted
-    params = {"n_steps": 16} if method == "integrated_gradients" else {}
+    params = PARAMS.get(method, {})
     out = model.attribute(PROMPT, max_new_tokens=4, method=method, **params)
     seq = out.sequences[0]
     assert seq.num_steps == 4

@@ -1,5 +1,37 @@
-"""Aggregation of attribution scores (hidden-dim reducers; more pipelines to come)."""
+"""Aggregation of attribution scores: hidden-dim reducers, normalisation, words, spans,
+sentences, lines, chat roles, contrast pairs, and pipelines that compose them.
 
+Every step returns a new result and leaves its input unchanged.
+
+Example:
+    >>> out.aggregate("words", "sentences")                    # doctest: +SKIP
+    >>> out.aggregate(Words(how="max"), Normalize("max-abs"))  # doctest: +SKIP
+    >>> out_a - out_b                                          # doctest: +SKIP
+"""
+
+from genattrib.aggregation.base import Aggregator
+from genattrib.aggregation.contrast import Pair, difference
 from genattrib.aggregation.hidden import HIDDEN_REDUCERS, reduce_hidden
+from genattrib.aggregation.pipeline import STEPS, Pipeline, aggregate
+from genattrib.aggregation.positional import Lines, Roles, Sentences, Spans, Words
+from genattrib.aggregation.reduce import Normalize, Reduce
+from genattrib.aggregation.segments import STEP_SCORE_RULES
 
-__all__ = ["HIDDEN_REDUCERS", "reduce_hidden"]
+__all__ = [
+    "HIDDEN_REDUCERS",
+    "STEPS",
+    "STEP_SCORE_RULES",
+    "Aggregator",
+    "Lines",
+    "Normalize",
+    "Pair",
+    "Pipeline",
+    "Reduce",
+    "Roles",
+    "Sentences",
+    "Spans",
+    "Words",
+    "aggregate",
+    "difference",
+    "reduce_hidden",
+]

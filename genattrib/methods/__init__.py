@@ -16,16 +16,24 @@ from typing import Any
 from genattrib.errors import UnknownNameError
 from genattrib.methods.attention import Attention, Rollout
 from genattrib.methods.base import Attributor, MethodOutput, StepBatch
+from genattrib.methods.discretized_integrated_gradients import DiscretizedIntegratedGradients
 from genattrib.methods.gradient_shap import GradientShap
 from genattrib.methods.input_x_gradient import InputXGradient
 from genattrib.methods.integrated_gradients import IntegratedGradients
 from genattrib.methods.occlusion import Occlusion
 from genattrib.methods.saliency import Saliency
+from genattrib.methods.sequential_integrated_gradients import SequentialIntegratedGradients
+from genattrib.methods.uniform_discretized_integrated_gradients import (
+    UniformDiscretizedIntegratedGradients,
+)
 
 METHODS: Mapping[str, type[Attributor]] = MappingProxyType(
     {
         cls.name: cls
-        for cls in (Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, Attention, Rollout)
+        for cls in (
+            Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, Attention, Rollout,
+            SequentialIntegratedGradients, DiscretizedIntegratedGradients, UniformDiscretizedIntegratedGradients,
+        )
     }
 )
 

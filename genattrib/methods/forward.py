@@ -68,6 +68,8 @@ class ModelForward:
         self.dtype = self.embedding.weight.dtype
         self.user_max_rows = max_rows
         self._oom_cap: int | None = None
+        self.rows_run = 0        # rows through the model (forward-only and forward+backward)
+        self.grad_rows_run = 0   # of which forward+backward
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -170,6 +172,7 @@ class ModelForward:
                     None if contrast_ids is None else contrast_ids[chunk].reshape(-1).to(logits.device),
                 )
                 out[chunk] = target(ctx).reshape(r, k).float()
+            self.rows_run += r
 
         self._chunked(embeds.shape[0], embeds.shape[1], False, run, n_logits=positions.shape[1])
         return out
@@ -202,6 +205,8 @@ class ModelForward:
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             values[chunk] = value.detach().float()
             grads[chunk] = grad.float().to(grads.device)
+            self.rows_run += leaf.shape[0]
+            self.grad_rows_run += leaf.shape[0]
 
         self._chunked(embeds.shape[0], embeds.shape[1], True, run)
         return values, grads

@@ -178,6 +178,7 @@ class AttributionModel:
             )
         timings["total"] = time.perf_counter() - t0
         provenance = self._provenance(attributor, fn, step_targets, gen_config, forced_ids is not None, run_seed, baseline, timings)
+        provenance.work = {"rows": forward.rows_run, "grad_rows": forward.grad_rows_run}
         return FeatureAttributionOutput(sequences, provenance)
 
     # --- helpers -----------------------------------------------------------------------------

@@ -72,6 +72,10 @@ class FeatureAttributionOutput:
         for out in outputs:
             for phase, seconds in out.provenance.timings.items():
                 merged.timings[phase] = merged.timings.get(phase, 0.0) + seconds
+        merged.work = {}
+        for out in outputs:
+            for name, count in out.provenance.work.items():
+                merged.work[name] = merged.work.get(name, 0) + count
         return cls([s for out in outputs for s in out.sequences], merged)
 
     def equals(self, other: FeatureAttributionOutput) -> bool:

@@ -59,6 +59,8 @@ class Provenance:
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    work: dict[str, int] = field(default_factory=dict)  # counts, e.g. model rows run
+    aggregations: list[str] = field(default_factory=list)  # steps applied by genattrib.aggregation, in order
 
     def __post_init__(self) -> None:
         # JSON has no tuples: store lists so a saved and reloaded provenance compares equal

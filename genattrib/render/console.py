@@ -4,7 +4,9 @@ For each sequence: a title, the score matrix (source tokens down, explained toke
 split into blocks that fit the width), the step scores under it, and a legend with the colour
 ramp, the method and the attributed function. Outputs with more than
 :data:`MAX_MATRIX_COLUMNS` explained steps get a compact text view instead (``view="matrix"``
-forces the matrix); ``step=k`` shows the source text of one step coloured by its scores.
+forces the matrix); ``step=k`` shows the source text of one step coloured by its scores;
+``summary=True`` lists, per generated sentence, the source sentences that mattered most
+(:mod:`genattrib.render.summary`).
 
 Example:
     >>> out.show()                      # doctest: +SKIP
@@ -26,6 +28,7 @@ from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import ColorScale, NumberFormat
 from genattrib.render.matrix import matrix_blocks
+from genattrib.render.summary import summary_view
 from genattrib.render.text_view import compact_view, step_view
 from genattrib.render.tokens import display_token
 
@@ -76,6 +79,7 @@ def render(
     step_scores: bool = True,
     max_width: int | None = None,
     digits: int = 2,
+    summary: bool = False,
 ) -> list[RenderableType]:
     """The renderables that :func:`show` prints, each at most ``max_width`` cells wide.
 
@@ -87,6 +91,8 @@ def render(
         True
     """
     _check_view(view)
+    if summary and step is not None:
+        raise InvalidArgumentError("summary", "summary=True and step= ask for two different views", "pass one of them")
     if digits < 0:
         raise InvalidArgumentError("digits", f"digits={digits} is negative", "pass 0 or more decimals")
     console = console or Console()
@@ -100,6 +106,8 @@ def render(
         items.append(_title(seq, index, width))
         if seq.num_steps == 0:
             items.append(Text("no explained steps", style="dim"))
+        elif summary:
+            items.extend(summary_view(seq, width=width))
         elif step is not None:
             items.extend(step_view(seq, step, scale, fmt, digits=digits, index=index))
             items.append(_legend(out, scale, fmt))
@@ -123,6 +131,7 @@ def show(
     step_scores: bool = True,
     max_width: int | None = None,
     digits: int = 2,
+    summary: bool = False,
 ) -> None:
     """Print ``out`` in the terminal (see the module docstring for the layout).
 
@@ -133,12 +142,14 @@ def show(
         step_scores: add the step-score rows (e.g. probability) under the matrix.
         max_width: cap on the width used (defaults to the console width).
         digits: decimals shown per score.
+        summary: per generated sentence, the top-3 source sentences with their share of the attribution.
 
     Example:
         >>> out.show(max_width=100, digits=3)   # doctest: +SKIP
     """
     console = console or Console()
     for item in render(
-        out, console=console, step=step, view=view, step_scores=step_scores, max_width=max_width, digits=digits
+        out, console=console, step=step, view=view, step_scores=step_scores, max_width=max_width, digits=digits,
+        summary=summary,
     ):
         console.print(item)

@@ -1,0 +1,109 @@
+"""Merge contiguous groups of positions into one position each, on both axes.
+
+The core of ``words``, ``spans``, ``sentences``, ``lines`` and ``roles``: given where groups
+start, it builds a valid :class:`SequenceAttribution` whose tokens are the groups' joined text.
+
+* source axis (columns): the positions of a group combine with ``how``;
+* target axis (rows): the explained tokens of a generated group combine with ``target_how``;
+  a row's columns at or after its own group are NaN (the NaN invariant), so a group that
+  contains a NaN-ed position is NaN, and scores of a word's earlier sub-tokens for its later
+  ones are dropped;
+* granular scores merge like the scores, per hidden unit; step scores with their rule
+  (:data:`~genattrib.aggregation.segments.STEP_SCORE_RULES`);
+* ``input_ids`` keeps the first token id of each group, ``special_mask`` is True for groups of
+  special tokens only, ``token_roles`` is the group's main content role.
+
+Example:
+    >>> merged = merge_positions(seq, [0, 2, 3], how="sum")   # doctest: +SKIP
+    >>> merged.tokens                                          # doctest: +SKIP
+    ['The cap', 'ital', ' is']
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from genattrib.aggregation.base import copy_sequence, nan_after_targets
+from genattrib.aggregation.segments import merge_step_scores, reduce_runs
+from genattrib.output.sequence import SequenceAttribution
+
+__all__ = ["group_role", "merge_positions", "runs_from_starts"]
+
+
+def runs_from_starts(starts: Sequence[int], n: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every group from the sorted group starts.
+
+    Example:
+        >>> runs_from_starts([0, 2, 3], 5)
+        [(0, 2), (2, 3), (3, 5)]
+    """
+    return list(zip(starts, [*starts[1:], n]))
+
+
+def group_role(roles: Sequence[str]) -> str:
+    """The role of a group: its most common role other than ``template``, else ``template``.
+
+    Example:
+        >>> group_role(["template", "user", "user"])
+        'user'
+    """
+    content = [r for r in roles if r != "template"]
+    return Counter(content).most_common(1)[0][0] if content else roles[0]
+
+
+def _check_starts(seq: SequenceAttribution, starts: Sequence[int]) -> None:
+    n = len(seq.tokens)
+    ok = list(starts) == sorted(set(starts)) and (not n or (starts and starts[0] == 0 and starts[-1] < n))
+    if not ok or (0 < seq.prompt_length < n and seq.prompt_length not in starts):
+        raise ValueError(f"group starts {list(starts)[:10]} are not sorted starts within 0..{n} with the prompt boundary")
+
+
+def merge_positions(
+    seq: SequenceAttribution,
+    starts: Sequence[int],
+    *,
+    how: str = "sum",
+    target_how: str | None = None,
+    step_rules: Mapping[str, str] | None = None,
+) -> SequenceAttribution:
+    """A new sequence where the positions ``starts[g]:starts[g+1]`` become one position each."""
+    _check_starts(seq, starts)
+    n = len(seq.tokens)
+    runs = runs_from_starts(starts, n)
+    if len(runs) == n:
+        return copy_sequence(seq)
+    group_of = [g for g, (a, b) in enumerate(runs) for _ in range(a, b)]
+    prompt_groups = sum(1 for a, _ in runs if a < seq.prompt_length)
+
+    # rows: the generated groups holding at least one explained token
+    first, stop = seq.prompt_length + seq.step_start, seq.prompt_length + seq.step_start + seq.num_steps
+    if seq.num_steps == 0:
+        row_runs: list[tuple[int, int]] = []
+        first_group = group_of[first] if first < n else len(runs)
+    else:
+        first_group = group_of[first]
+        row_runs = [(max(a, first) - first, min(b, stop) - first) for a, b in runs[first_group : group_of[stop - 1] + 1]]
+    new_first_target = first_group
+    rows_how = target_how or how
+
+    scores = reduce_runs(reduce_runs(seq.scores, runs, 1, how), row_runs, 0, rows_how)
+    granular = None
+    if seq.granular_scores is not None:
+        granular = reduce_runs(reduce_runs(seq.granular_scores, runs, 1, how), row_runs, 0, rows_how)
+        granular = nan_after_targets(granular, new_first_target)
+    special = seq.special_mask if seq.special_mask is not None else torch.zeros(n, dtype=torch.bool)
+    return SequenceAttribution(
+        input_ids=seq.input_ids[[a for a, _ in runs]].clone(),
+        tokens=["".join(seq.tokens[a:b]) for a, b in runs],
+        prompt_length=prompt_groups,
+        scores=nan_after_targets(scores, new_first_target),
+        step_scores=merge_step_scores(seq.step_scores, row_runs, step_rules),
+        special_mask=torch.stack([special[a:b].all() for a, b in runs]),
+        granular_scores=granular,
+        step_start=first_group - prompt_groups,
+        generated_text=seq.generated_text,
+        token_roles=None if seq.token_roles is None else [group_role(seq.token_roles[a:b]) for a, b in runs],
+    )

@@ -1,0 +1,112 @@
+"""Reduce contiguous runs of a tensor's rows or columns, and the per-score rules for step scores.
+
+Runs are ``(start, stop)`` index pairs along one dimension. NaN propagates: a run that holds a
+NaN reduces to NaN (this is what keeps the NaN pattern of merged scores).
+
+Example:
+    >>> import torch
+    >>> reduce_runs(torch.tensor([[1.0, 2.0, 3.0]]), [(0, 2), (2, 3)], dim=1, how="sum").tolist()
+    [[3.0, 3.0]]
+    >>> step_rule("probability"), step_rule("my_score")
+    ('product', 'sum')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+__all__ = ["MERGE_RULES", "STEP_RULES", "STEP_SCORE_RULES", "merge_step_scores", "reduce_runs", "step_rule"]
+
+
+def _absmax(t: Tensor, dim: int) -> Tensor:
+    """The value of largest magnitude (sign kept); NaN if the run holds a NaN."""
+    return t.gather(dim, t.abs().argmax(dim, keepdim=True)).squeeze(dim)
+
+
+#: How merged positions combine (source axis) and how merged rows combine (target axis).
+MERGE_RULES: Mapping[str, Callable[[Tensor, int], Tensor]] = MappingProxyType(
+    {
+        "sum": lambda t, dim: t.sum(dim),
+        "mean": lambda t, dim: t.mean(dim),
+        "max": lambda t, dim: t.amax(dim),
+        "absmax": _absmax,
+    }
+)
+
+#: How a step score of several generated tokens combines into one value.
+STEP_RULES: Mapping[str, Callable[[Tensor], Tensor]] = MappingProxyType(
+    {
+        "sum": lambda t: t.sum(0),
+        "product": lambda t: t.prod(0),
+        "mean": lambda t: t.mean(0),
+        "max": lambda t: t.amax(0),
+        "min": lambda t: t.amin(0),
+        "first": lambda t: t[0],
+        "last": lambda t: t[-1],
+    }
+)
+
+#: Default rule per step-score name; every other name uses ``"sum"``.
+STEP_SCORE_RULES: Mapping[str, str] = MappingProxyType(
+    {
+        "probability": "product",  # p(word) = product of the sub-token probabilities
+        "logprob": "sum",  # log p(word) = sum of the sub-token log-probabilities
+        "logit": "sum",  # matches rows that add up (attribution of the sum of F)
+        "entropy": "sum",  # chain rule along the generated path
+        "rank": "max",  # the worst rank of any sub-token
+        "completeness_error": "sum",  # errors of summed rows add up
+        "baseline_value": "sum",  # F at the baseline, summed like F
+        "contrast_logprob_diff": "sum",
+        "contrast_prob_diff": "sum",
+    }
+)
+
+
+def step_rule(name: str, overrides: Mapping[str, str] | None = None) -> str:
+    """The rule that merges step score ``name`` (``overrides`` first, then the table, else sum)."""
+    if overrides and name in overrides:
+        return overrides[name]
+    return STEP_SCORE_RULES.get(name, "sum")
+
+
+def reduce_runs(values: Float[Tensor, ...], runs: Sequence[tuple[int, int]], dim: int, how: str) -> Float[Tensor, ...]:
+    """Reduce each run ``values[..., start:stop, ...]`` along ``dim`` with :data:`MERGE_RULES` ``how``.
+
+    Example:
+        >>> reduce_runs(torch.tensor([1.0, float("nan"), 2.0]), [(0, 2), (2, 3)], 0, "max").tolist()
+        [nan, 2.0]
+    """
+    if all(stop - start == 1 for start, stop in runs) and len(runs) == values.shape[dim]:
+        return values.clone()
+    if not runs:
+        return values.narrow(dim, 0, 0).clone()
+    rule = MERGE_RULES[how]
+    return torch.stack([rule(values.narrow(dim, start, stop - start), dim) for start, stop in runs], dim)
+
+
+def merge_step_scores(
+    step_scores: Mapping[str, Float[Tensor, " generated"]],
+    runs: Sequence[tuple[int, int]],
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, Tensor]:
+    """Merge every step score over ``runs`` of rows with its rule (see :data:`STEP_SCORE_RULES`).
+
+    Example:
+        >>> merge_step_scores({"probability": torch.tensor([0.5, 0.5])}, [(0, 2)])["probability"].tolist()
+        [0.25]
+    """
+    merged = {}
+    for name, values in step_scores.items():
+        rule = STEP_RULES[step_rule(name, overrides)]
+        if all(stop - start == 1 for start, stop in runs) and len(runs) == values.shape[0]:
+            merged[name] = values.clone()
+        elif not runs:
+            merged[name] = values[:0].clone()
+        else:
+            merged[name] = torch.stack([rule(values[start:stop]) for start, stop in runs])
+    return merged

@@ -1,0 +1,157 @@
+"""One self-contained HTML page (or notebook fragment) showing a result.
+
+The page holds its CSS and JavaScript inline (``genattrib/render/assets/``) and the data once,
+in a ``<script type="application/json">`` block (:mod:`genattrib.render.html_data`). It makes
+no network request: the full page carries a Content-Security-Policy that forbids every source
+except its own inline script and style (by hash). Every token is put on the page by the script
+with ``textContent``; the little HTML written here (titles, the sequence selector, the
+provenance panel) is escaped.
+
+Views: the text as written (hover, focus or click a generated token to shade its sources;
+←/→ move between generated tokens), the heatmap on a ``<canvas>``, the step scores as a bar
+under each generated token, and the provenance panel.
+
+Example:
+    >>> out.save_html("paris.html")                     # doctest: +SKIP
+    >>> fragment = to_html(out, embedded=True)           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from html import escape
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.output.attribution import FeatureAttributionOutput
+from genattrib.render.html_data import output_payload, script_json
+from genattrib.render.html_provenance import provenance_table
+from genattrib.render.tokens import display_token
+
+__all__ = ["save_html", "to_html"]
+
+_SELECT_LABEL_CHARS = 60
+
+
+def _asset(name: str) -> str:
+    """Text of a file in ``genattrib/render/assets`` (package data)."""
+    return files("genattrib.render").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _default_title(out: FeatureAttributionOutput) -> str:
+    prov = out.provenance
+    parts = [p for p in (prov.model_name, prov.method) if p]
+    return "genattrib" + (": " + " · ".join(parts) if parts else "")
+
+
+def _check_id(element_id: str) -> str:
+    if not element_id or not all(c.isascii() and (c.isalnum() or c in "-_") for c in element_id):
+        raise InvalidArgumentError("element_id", f"{element_id!r} is not a plain HTML id", "use letters, digits, - and _")
+    if not element_id[0].isalpha():
+        raise InvalidArgumentError("element_id", f"{element_id!r} does not start with a letter", "start it with a letter")
+    return element_id
+
+
+def _sequence_selector(out: FeatureAttributionOutput, uid: str) -> str:
+    """A ``<select>`` of the sequences (hidden when there is only one)."""
+    options = []
+    for i, seq in enumerate(out.sequences):
+        text = display_token(" ".join((seq.generated_text or "".join(seq.generated_tokens)).split()), _SELECT_LABEL_CHARS)
+        options.append(f'<option value="{i}">#{i} {escape(text)}</option>')
+    hidden = "" if len(out.sequences) > 1 else " hidden"
+    return (
+        f'<label class="ga-control"{hidden}>Sequence <select class="ga-seq" id="{uid}-seq">'
+        f"{''.join(options)}</select></label>"
+    )
+
+
+def _body(out: FeatureAttributionOutput, uid: str, title: str) -> str:
+    """The root element: controls, empty views the script fills, the provenance panel."""
+    return f"""<div class="genattrib" id="{uid}">
+<header class="ga-head"><h2 class="ga-title">{escape(title)}</h2>
+<div class="ga-controls">{_sequence_selector(out, uid)}
+<label class="ga-control" hidden>Bars <select class="ga-bars" id="{uid}-bars"></select></label>
+<label class="ga-control"><input type="checkbox" class="ga-norm" id="{uid}-norm"> scale each step to its own maximum</label>
+</div></header>
+<p class="ga-nojs">The interactive view needs JavaScript (in a notebook: trust it, or open the saved page).</p>
+<p class="ga-summary"></p>
+<div class="ga-legend"></div>
+<section class="ga-panel"><h3>Text <span class="ga-hint">hover or focus a generated token to shade what it drew on · ←/→ move · click or Enter pins · Esc releases</span></h3>
+<div class="ga-text" role="group" aria-label="tokens"></div>
+<div class="ga-status" aria-live="polite"></div></section>
+<section class="ga-panel"><h3>Matrix <span class="ga-hint">rows: generated tokens · columns: source tokens · click a row to pin its step</span></h3>
+<div class="ga-matrix"><canvas class="ga-canvas"></canvas><canvas class="ga-overlay"></canvas></div>
+<div class="ga-readout">&#8203;</div></section>
+<details class="ga-panel ga-prov" open><summary>Provenance</summary>{provenance_table(out.provenance)}</details>
+<div class="ga-tip" role="tooltip" hidden></div>
+</div>"""
+
+
+def to_html(
+    out: FeatureAttributionOutput,
+    *,
+    embedded: bool = False,
+    title: str | None = None,
+    element_id: str | None = None,
+    compress: bool | None = None,
+) -> str:
+    """The page (or, with ``embedded=True``, a fragment for notebooks) showing ``out``.
+
+    Args:
+        embedded: a ``<div>`` with its style and script, no ``<html>``/``<body>``; ids are
+            unique per call, so several fragments can share one notebook page.
+        title: heading and ``<title>`` (default: ``genattrib: <model> · <method>``).
+        element_id: id of the root element (default: ``"genattrib"`` for a page, a random id
+            for a fragment); letters, digits, ``-`` and ``_``.
+        compress: zlib-compress the scores (default: only matrices above 64 KiB of float16).
+
+    Example:
+        >>> page = to_html(out, title="Paris")             # doctest: +SKIP
+        >>> page.startswith("<!DOCTYPE html>")              # doctest: +SKIP
+        True
+    """
+    if element_id is None:
+        element_id = "ga-" + secrets.token_hex(6) if embedded else "genattrib"
+    uid = _check_id(element_id)
+    title = _default_title(out) if title is None else str(title)
+    data = script_json(output_payload(out, compress=compress))
+    style = _asset("viewer.css")
+    script = f'(function () {{\n"use strict";\n{_asset("viewer.js")}\nmount(document.getElementById("{uid}"));\n}})();'
+    fragment = (
+        f"<style>{style}</style>\n{_body(out, uid, title)}\n"
+        f'<script type="application/json" class="ga-data" id="{uid}-data">{data}</script>\n'
+        f"<script>{script}</script>\n"
+    )
+    if embedded:
+        return fragment
+    csp = f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="generator" content="genattrib">\n'
+        f"<title>{escape(title)}</title>\n</head>\n<body>\n{fragment}</body>\n</html>\n"
+    )
+
+
+def save_html(out: FeatureAttributionOutput, path: str | Path, **kwargs: Any) -> Path:
+    """Write :func:`to_html` to ``path`` (UTF-8) and return the path.
+
+    Example:
+        >>> save_html(out, "artifacts/paris.html")   # doctest: +SKIP
+        PosixPath('artifacts/paris.html')
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidArgumentError("path", f"{path} is a folder", "give a file name such as page.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_html(out, **kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,181 @@
+"""The data block of an HTML page: scores as float16 in base64, tokens as safe JSON.
+
+Each sequence's score matrix is divided by a power of two (so the largest finite ``|score|``
+lies in ``[0.5, 1)`` and float16 keeps full relative precision whatever the magnitude), cast to
+float16 little-endian and base64-encoded. Large matrices are stored as two byte planes (all low
+bytes, then all high bytes) compressed with zlib before base64: the NaN half of the matrix and
+the repetitive exponent bytes then cost almost nothing. Step scores are float32 (ranks can
+exceed float16's range). NaN and infinities survive both codecs.
+
+The JSON is safe inside ``<script type="application/json">``: ``<``, ``>``, ``&``, U+2028/9 and
+lone surrogates are written as ``\\uXXXX`` escapes, so no token can close the script element or
+open a comment.
+
+Example:
+    >>> import torch
+    >>> spec = encode_scores(torch.tensor([[1.5, float("nan")]]), compress=False)
+    >>> spec["codec"], spec["shape"], decode_scores(spec).tolist()
+    ('f16le', [1, 2], [[1.5, nan]])
+    >>> script_json(["</script>"])
+    '["\\\\u003c/script\\\\u003e"]'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genattrib.output.attribution import FeatureAttributionOutput
+from genattrib.output.sequence import SequenceAttribution
+from genattrib.render.colors import BLUE, ORANGE, WHITE, ColorScale
+
+__all__ = [
+    "COMPRESS_ABOVE_BYTES",
+    "FORMAT",
+    "decode_scores",
+    "decode_step_scores",
+    "encode_scores",
+    "output_payload",
+    "script_json",
+    "sequence_payload",
+]
+
+FORMAT = "genattrib-html/1"
+COMPRESS_ABOVE_BYTES = 64 * 1024  # smaller matrices stay plain float16 (readable by any browser)
+_UNSAFE_IN_SCRIPT = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+
+
+def script_json(value: Any) -> str:
+    """Compact JSON that can sit inside ``<script type="application/json">`` unchanged.
+
+    Example:
+        >>> script_json({"a": "<!--"})
+        '{"a":"\\\\u003c!--"}'
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _UNSAFE_IN_SCRIPT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _scale_exponent(values: np.ndarray) -> int:
+    """``e`` such that every finite ``|value| / 2**e`` is below 1 (0 when there is none)."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    return math.frexp(top)[1] if top > 0 else 0
+
+
+def encode_scores(scores: Tensor, *, compress: bool | None = None) -> dict[str, Any]:
+    """``{"codec", "shape", "exp", "data"}`` for a 2-D score matrix (see the module docstring).
+
+    ``compress=None`` compresses when the float16 bytes exceed :data:`COMPRESS_ABOVE_BYTES`.
+
+    Example:
+        >>> encode_scores(torch.zeros(2, 3))["exp"]
+        0
+    """
+    values = scores.detach().to("cpu", torch.float64).numpy()
+    exp = _scale_exponent(values)
+    half = np.ldexp(values, -exp).astype("<f2")
+    raw = half.tobytes()
+    if compress is None:
+        compress = len(raw) > COMPRESS_ABOVE_BYTES
+    if compress:
+        planes = np.ascontiguousarray(half.reshape(-1).view(np.uint8).reshape(-1, 2).T)
+        codec, payload = "f16le-planes-zlib", zlib.compress(planes.tobytes(), 6)
+    else:
+        codec, payload = "f16le", raw
+    return {
+        "codec": codec,
+        "shape": [int(d) for d in values.shape],
+        "exp": exp,
+        "data": base64.b64encode(payload).decode("ascii"),
+    }
+
+
+def decode_scores(spec: dict[str, Any]) -> np.ndarray:
+    """The matrix stored by :func:`encode_scores` (float64; what the page's script reads).
+
+    Example:
+        >>> decode_scores(encode_scores(torch.tensor([[0.25, -3.0]]), compress=True)).tolist()
+        [[0.25, -3.0]]
+    """
+    payload = base64.b64decode(spec["data"])
+    count = int(np.prod(spec["shape"]))
+    if spec["codec"] == "f16le-planes-zlib":
+        planes = np.frombuffer(zlib.decompress(payload), dtype=np.uint8).reshape(2, count)
+        half = np.ascontiguousarray(planes.T).view("<f2").reshape(-1)
+    elif spec["codec"] == "f16le":
+        half = np.frombuffer(payload, dtype="<f2")
+    else:
+        raise ValueError(f"unknown score codec {spec['codec']!r}")
+    return np.ldexp(half.astype(np.float64), int(spec["exp"])).reshape(spec["shape"])
+
+
+def _encode_step_scores(values: Tensor) -> str:
+    return base64.b64encode(values.detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def decode_step_scores(data: str) -> np.ndarray:
+    """The float32 values of one step score in the data block.
+
+    Example:
+        >>> decode_step_scores(sequence_payload(seq)["step_scores"]["probability"])  # doctest: +SKIP
+    """
+    return np.frombuffer(base64.b64decode(data), dtype="<f4").copy()
+
+
+def _runs(labels: list[str]) -> list[list[Any]]:
+    """``["a", "a", "b"]`` → ``[[0, "a"], [2, "b"]]`` (start of every run of equal labels)."""
+    return [[i, label] for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label]
+
+
+def sequence_payload(seq: SequenceAttribution, *, compress: bool | None = None) -> dict[str, Any]:
+    """Everything the page's script needs about one sequence (JSON-serialisable).
+
+    Example:
+        >>> sequence_payload(seq)["scale"]      # doctest: +SKIP
+        {'kind': 'sequential', 'vmax': 6.26}
+    """
+    scale = ColorScale.fit(seq.scores.detach().float().cpu())
+    mask = seq.special_mask.tolist() if seq.special_mask is not None else []
+    step_scores = {
+        str(name): _encode_step_scores(values)
+        for name, values in seq.step_scores.items()
+        if values.ndim == 1 and values.shape[0] == seq.num_steps
+    }
+    return {
+        "tokens": [str(t) for t in seq.tokens],
+        "prompt_length": seq.prompt_length,
+        "step_start": seq.step_start,
+        "steps": seq.num_steps,
+        "special": [i for i, special in enumerate(mask) if special],
+        "roles": _runs(list(seq.token_roles)) if seq.token_roles is not None else None,
+        "generated_text": seq.generated_text,
+        "scale": {"kind": scale.kind, "vmax": scale.vmax if math.isfinite(scale.vmax) else 0.0},
+        "scores": encode_scores(seq.scores, compress=compress),
+        "step_scores": step_scores,
+    }
+
+
+def output_payload(out: FeatureAttributionOutput, *, compress: bool | None = None) -> dict[str, Any]:
+    """The whole data block: colours, method names and every sequence.
+
+    Example:
+        >>> output_payload(out)["format"]      # doctest: +SKIP
+        'genattrib-html/1'
+    """
+    prov = out.provenance
+    return {
+        "format": FORMAT,
+        "colors": {"negative": list(BLUE), "zero": list(WHITE), "positive": list(ORANGE)},
+        "method": prov.method,
+        "attributed_fn": prov.attributed_fn,
+        "sequences": [sequence_payload(seq, compress=compress) for seq in out.sequences],
+    }

@@ -1,0 +1,126 @@
+"""A summary for long outputs: per generated sentence, the source sentences that mattered most.
+
+A source sentence's share for a generated sentence is its part of the total ``|score|`` that the
+sentence's explained tokens give to all sources before them (NaN ignored). The generated
+sentence's own earlier tokens count as a source ("same sentence"). Sentences made only of
+special tokens or blank text are left out, as sources and as generated sentences. Sentences are split as in
+:func:`~genattrib.aggregation.boundaries.sentence_starts`.
+
+Example:
+    >>> out.show(summary=True)                         # doctest: +SKIP
+    >>> summarize(out.sequences[0], top=3)[0].sources  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import RenderableType
+from rich.text import Text
+
+from genattrib.aggregation.boundaries import sentence_starts
+from genattrib.aggregation.merge import group_role, runs_from_starts
+from genattrib.aggregation.segments import reduce_runs
+from genattrib.errors import InvalidArgumentError
+from genattrib.output.sequence import SequenceAttribution
+from genattrib.render.tokens import display_token
+
+__all__ = ["SentenceSummary", "SourceShare", "summarize", "summary_view"]
+
+TOP = 3
+_BAR_CELLS = 10
+
+
+@dataclass(frozen=True)
+class SourceShare:
+    """One source sentence of a generated sentence and its share of the attribution."""
+
+    text: str
+    share: float
+    role: str | None = None
+    same_sentence: bool = False
+
+
+@dataclass(frozen=True)
+class SentenceSummary:
+    """A generated sentence (its explained part) and its top source sentences."""
+
+    text: str
+    sources: tuple[SourceShare, ...]
+
+
+def summarize(seq: SequenceAttribution, top: int = TOP) -> list[SentenceSummary]:
+    """The top-``top`` source sentences of every generated sentence with explained tokens.
+
+    Example:
+        >>> [s.text for s in summarize(seq)]     # doctest: +SKIP
+        [' Paris is the capital of France.', ' It is big.']
+    """
+    if top < 1:
+        raise InvalidArgumentError("top", f"top={top} shows no sources", "pass top >= 1")
+    n = len(seq.tokens)
+    runs = runs_from_starts(sentence_starts(seq), n)
+    if seq.num_steps == 0 or not runs:
+        return []
+    size = seq.scores.detach().float().cpu().abs()
+    mass = reduce_runs(size.masked_fill(size.isnan(), 0.0), runs, 1, "sum")  # [steps, sentences]
+    special = seq.special_mask.tolist() if seq.special_mask is not None else [False] * n
+    texts = ["".join(seq.tokens[a:b]) for a, b in runs]
+    content = [bool(t.strip()) and not all(special[a:b]) for t, (a, b) in zip(texts, runs)]
+    first = seq.prompt_length + seq.step_start
+    summaries = []
+    for g, (a, b) in enumerate(runs):
+        rows = range(max(a, first) - first, min(b, first + seq.num_steps) - first)
+        if len(rows) == 0 or not content[g]:
+            continue
+        totals = mass[rows.start : rows.stop].sum(0)
+        candidates = [h for h in range(g + 1) if content[h] and float(totals[h]) > 0]
+        whole = sum(float(totals[h]) for h in candidates)
+        ranked = sorted(candidates, key=lambda h: -float(totals[h]))[:top]
+        sources = tuple(
+            SourceShare(
+                text=texts[h],
+                share=float(totals[h]) / whole,
+                role=None if seq.token_roles is None else group_role(seq.token_roles[runs[h][0] : runs[h][1]]),
+                same_sentence=h == g,
+            )
+            for h in ranked
+        )
+        explained = "".join(seq.tokens[first + rows.start : first + rows.stop])
+        summaries.append(SentenceSummary(text=explained, sources=sources))
+    return summaries
+
+
+def _clean(text: str, width: int) -> str:
+    return display_token(" ".join(text.split()), max(4, width))
+
+
+def summary_view(seq: SequenceAttribution, *, top: int = TOP, width: int = 80) -> list[RenderableType]:
+    """Rich lines for :func:`summarize` (tokens go through :class:`rich.text.Text`, never markup).
+
+    Example:
+        >>> for line in summary_view(seq, width=100):   # doctest: +SKIP
+        ...     console.print(line)
+    """
+    summaries = summarize(seq, top)
+    if not summaries:
+        return [Text("no explained steps", style="dim")]
+    lines: list[RenderableType] = [
+        Text(f"Share of |attribution| per source sentence (top {top}; special tokens left out)", style="dim")
+    ]
+    for summary in summaries:
+        lines.append(Text.assemble(("▸ ", "bold"), (_clean(summary.text, width - 2), "bold")))
+        if not summary.sources:
+            lines.append(Text("    no attributed source", style="dim"))
+        for source in summary.sources:
+            filled = round(source.share * _BAR_CELLS)
+            line = Text("  ")
+            line.append(f"{source.share:>4.0%} ", style="bold")
+            line.append("█" * filled, style="cyan")
+            line.append("░" * (_BAR_CELLS - filled) + "  ", style="dim")
+            note = " (same sentence, earlier tokens)" if source.same_sentence else ""
+            role = f" [{source.role}]" if source.role and source.role != "generated" else ""
+            line.append(_clean(source.text, width - line.cell_len - len(note) - len(role)))
+            line.append(role + note, style="dim")
+            lines.append(line)
+    return lines

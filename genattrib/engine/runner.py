@@ -16,10 +16,10 @@ from torch import Tensor
 
 from genattrib.aggregation import reduce_hidden
 from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
-from genattrib.engine.progress import progress_bar
 from genattrib.methods import Attributor, StepBatch
 from genattrib.methods.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.methods.forward import ModelForward
+from genattrib.progress import progress_bar
 from genattrib.targets import Target
 
 

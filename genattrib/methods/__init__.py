@@ -20,7 +20,9 @@ from genattrib.methods.discretized_integrated_gradients import DiscretizedIntegr
 from genattrib.methods.gradient_shap import GradientShap
 from genattrib.methods.input_x_gradient import InputXGradient
 from genattrib.methods.integrated_gradients import IntegratedGradients
+from genattrib.methods.lime import Lime
 from genattrib.methods.occlusion import Occlusion
+from genattrib.methods.reagent import ReAGent
 from genattrib.methods.saliency import Saliency
 from genattrib.methods.sequential_integrated_gradients import SequentialIntegratedGradients
 from genattrib.methods.uniform_discretized_integrated_gradients import (
@@ -33,6 +35,7 @@ METHODS: Mapping[str, type[Attributor]] = MappingProxyType(
         for cls in (
             Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, Attention, Rollout,
             SequentialIntegratedGradients, DiscretizedIntegratedGradients, UniformDiscretizedIntegratedGradients,
+            ReAGent, Lime,
         )
     }
 )

@@ -25,7 +25,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.forward import ModelForward
+from genattrib.methods.forward import ModelForward, no_gradient_error
 from genattrib.targets import Target
 
 
@@ -132,6 +132,8 @@ class Attributor(ABC):
                 "attributed_fn", f"{target.name!r} is not differentiable, so {self.name!r} cannot explain it",
                 "use a differentiable target (logprob, probability, logit ...) or a forward-only method such as occlusion",
             )
+        if self.needs_gradients and not forward.gradients_reach_inputs():
+            raise no_gradient_error(type(forward.model).__name__, f"method {self.name!r}")
 
     @abstractmethod
     def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:

@@ -39,6 +39,15 @@ def _available_bytes(device: torch.device) -> int:
     return int(min(pages * 0.25, 4 << 30))
 
 
+def no_gradient_error(model: str, method: str = "this method") -> Exception:
+    from genattrib.errors import UnsupportedModelError
+
+    return UnsupportedModelError(
+        f"{method} needs gradients, but no gradient reaches the input embeddings of {model} (its forward "
+        "runs without autograd, e.g. under torch.no_grad); use a forward-only method: reagent, occlusion or lime"
+    )
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put ``model`` in eval mode for the block and restore its training flag after."""
@@ -132,6 +141,13 @@ class ModelForward:
         picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         return self.head_logits(picked)
 
+    def gradients_reach_inputs(self) -> bool:
+        """Whether autograd links the logits to the input embeddings (one 1-token forward)."""
+        leaf = self.embed(torch.zeros(1, 1, dtype=torch.long)).float().to(self.dtype).requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.logits_at(leaf, torch.ones(1, 1, dtype=torch.long))
+        return bool(logits.requires_grad)
+
     # --- chunked runners -------------------------------------------------------------------
     def _chunked(
         self, total: int, length: int, backward: bool, run: Callable[[slice], None], n_logits: int = 1
@@ -202,6 +218,8 @@ class ModelForward:
                     None if contrast_ids is None else contrast_ids[chunk].to(logits.device),
                 )
                 value = target(ctx)
+                if not value.requires_grad:
+                    raise no_gradient_error(type(self.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             values[chunk] = value.detach().float()
             grads[chunk] = grad.float().to(grads.device)

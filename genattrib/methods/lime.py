@@ -1,0 +1,126 @@
+"""LIME: a seeded local linear surrogate of the target over random token masks.
+
+Each sample keeps every movable position with probability ``keep_prob`` (the first sample is
+the unmasked input, as in LIME); masked tokens are replaced by the baseline token. Samples are
+weighted as in LIME's text explainer, ``sqrt(exp(-d² / kernel_width²))`` with ``d`` the cosine
+distance (×100) between the sample's mask and the all-ones mask, and a weighted ridge regression
+(``alpha``, with intercept, closed form) gives one coefficient per source position. Forward
+passes only. One masked copy of a sequence serves every target of that sequence (a causal
+model reads only the prefix), so masks are shared per sequence; the bit of a position comes
+from a generator seeded by (seed, position, tokens up to it), so batching never changes them.
+The weighted R² of the fit is the step score ``lime_score``.
+
+Example:
+    >>> model.attribute("The capital of France is", method="lime", n_samples=200, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.methods.forward import ModelForward
+from genattrib.targets import Target
+
+
+@dataclass
+class LimeParams(MethodParams):
+    n_samples: int = 200
+    keep_prob: float = 0.5
+    kernel_width: float = 25.0
+    alpha: float = 1.0
+    baseline: Any = None
+
+    def validate(self) -> None:
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 2:
+            raise InvalidArgumentError("n_samples", f"must be an int >= 2, got {self.n_samples!r}", "pass e.g. n_samples=200")
+        if not isinstance(self.keep_prob, (int, float)) or not 0 < self.keep_prob < 1:
+            raise InvalidArgumentError("keep_prob", f"must be in (0, 1), got {self.keep_prob!r}", "pass e.g. keep_prob=0.5")
+        for name in ("kernel_width", "alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidArgumentError(name, f"must be > 0, got {value!r}", f"pass e.g. {name}=1.0")
+
+
+def sample_masks(ids: Int[Tensor, " position"], n_samples: int, keep_prob: float, seed: int) -> Bool[Tensor, "sample position"]:
+    """Keep-masks; row 0 keeps everything. Column ``i`` depends only on (seed, i, ids[: i + 1])."""
+    cols = []
+    for i in range(int(ids.shape[0])):
+        digest = zlib.crc32(ids[: i + 1].cpu().numpy().astype("int64").tobytes())
+        gen = torch.Generator().manual_seed((seed * 4_294_967_311 + digest * 131 + i) % (2**63 - 1))
+        cols.append(torch.rand(n_samples - 1, generator=gen) < keep_prob)
+    masks = torch.stack(cols, dim=1) if cols else torch.zeros(n_samples - 1, 0, dtype=torch.bool)
+    return torch.cat([torch.ones(1, masks.shape[1], dtype=torch.bool), masks])
+
+
+def kernel_weights(z: Float[Tensor, "sample feature"], width: float) -> Float[Tensor, " sample"]:
+    """LIME text kernel on the cosine distance (×100) to the all-ones sample."""
+    norm = z.norm(dim=1) * z.shape[1] ** 0.5
+    cosine = torch.where(norm > 0, z.sum(1) / norm.clamp(min=1e-12), torch.zeros_like(norm))
+    d = (1 - cosine) * 100
+    return torch.exp(-(d**2) / width**2).sqrt()
+
+
+def weighted_ridge(
+    z: Float[Tensor, "sample feature"], y: Float[Tensor, " sample"], w: Float[Tensor, " sample"], alpha: float
+) -> tuple[Float[Tensor, " feature"], Float[Tensor, ""]]:
+    """Coefficients of a weighted ridge fit with intercept, and its weighted R²."""
+    share = w / w.sum()
+    zm, ym = (share.unsqueeze(1) * z).sum(0), (share * y).sum()
+    zc, yc = z - zm, y - ym
+    gram = (zc.T * w) @ zc + alpha * torch.eye(z.shape[1], dtype=z.dtype)  # as sklearn's Ridge
+    coef = torch.linalg.solve(gram, (zc.T * w) @ yc)
+    residual = (w * (yc - zc @ coef) ** 2).sum()
+    total = (w * yc**2).sum()
+    r2 = 1 - residual / total if float(total) > 0 else torch.ones((), dtype=z.dtype)
+    return coef, r2
+
+
+class Lime(Attributor):
+    name = "lime"
+    description = "LIME: weighted ridge surrogate over random token masks, baseline-replaced (forward only, seeded)"
+    Params = LimeParams
+    needs_gradients = False
+    uses_baseline = True
+    group_by_sequence = True
+    stochastic = True
+
+    def rows_per_target(self, length: int) -> int:
+        return self.params.n_samples
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        p = self.params
+        x, base = batch.input_embeds[0], batch.baseline_embeds[0]
+        length, n = batch.length, batch.num_rows
+        fixed = batch.fixed_mask[0].cpu()
+        masks = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed) | fixed
+        tgt_pos, tgt_ids = batch.target_positions.unsqueeze(0), batch.target_ids.unsqueeze(0)
+        contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
+        values = torch.empty(p.n_samples, n, dtype=torch.float32)
+        chunk = max(1, forward.rows_per_chunk(length, backward=False, n_logits=n))
+        for start in range(0, p.n_samples, chunk):
+            keep = masks[start : start + chunk].to(x.device).unsqueeze(-1)
+            rows = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0))
+            r = rows.shape[0]
+            values[start : start + r] = forward.values(
+                rows, tgt_pos.expand(r, -1), target, tgt_ids.expand(r, -1),
+                None if contrast is None else contrast.expand(r, -1),
+            ).cpu()
+        scores = torch.zeros(n, length, dtype=torch.float32)
+        fit = torch.full((n,), float("nan"))
+        for row in range(n):
+            cols = (~fixed[: int(batch.target_positions[row])]).nonzero().squeeze(-1)
+            if cols.numel() == 0:
+                continue
+            z = masks[:, cols].double()
+            coef, r2 = weighted_ridge(z, values[:, row].double(), kernel_weights(z, p.kernel_width), p.alpha)
+            scores[row, cols] = coef.float()
+            fit[row] = float(r2)
+        return MethodOutput(scores, {"lime_score": fit})

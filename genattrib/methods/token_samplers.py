@@ -1,0 +1,159 @@
+"""Token samplers: replacement tokens for perturbation methods (ReAGent).
+
+A sampler follows a one-method protocol, ``sample(ids, mask, generator) -> ids``: it returns
+``ids`` with the positions where ``mask`` is True replaced. Built-in samplers are chosen by name
+(``uniform``, ``model``, ``mlm``, ``pos``); any object with a ``sample`` method works too.
+Methods never tokenize, so the attributed tokenizer's vocabulary comes in as a
+:class:`Vocabulary`, filled in by the model wrapper.
+
+Example:
+    >>> vocab = Vocabulary(size=6, special_ids=(0, 1))
+    >>> ids = torch.tensor([[2, 3, 4]])
+    >>> out = UniformSampler(vocab).sample(ids, torch.tensor([[False, True, False]]), torch.Generator().manual_seed(0))
+    >>> out[0, 0].item(), out[0, 2].item(), out[0, 1].item() in (2, 3, 4, 5)
+    (2, 4, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from genattrib.errors import InvalidArgumentError, MissingDependencyError, UnknownNameError
+from genattrib.methods.forward import ModelForward
+from genattrib.methods.mlm_sampler import MLMSampler
+from genattrib.methods.vocabulary import Vocabulary
+
+SAMPLER_NAMES = ("uniform", "model", "mlm", "pos")
+
+
+@runtime_checkable
+class TokenSampler(Protocol):
+    """Replace ``ids`` where ``mask`` is True (``generator`` is a CPU generator)."""
+
+    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
+               generator: torch.Generator) -> Int[Tensor, "row position"]: ...
+
+
+class UniformSampler:
+    """Any non-special token of the vocabulary, uniformly."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.allowed = vocabulary.allowed_ids()
+
+    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
+               generator: torch.Generator) -> Int[Tensor, "row position"]:
+        draw = torch.randint(len(self.allowed), tuple(ids.shape), generator=generator)
+        return torch.where(mask.cpu(), self.allowed[draw], ids.cpu())
+
+
+class ModelSampler:
+    """The attributed model's own top prediction at each position given the real prefix
+    (excluding the original token and special tokens); position 0, which has no prefix, gets a
+    uniform token. Predictions for all rows of a batch come from one batched forward
+    (:meth:`prepare`)."""
+
+    def __init__(self, forward: ModelForward, vocabulary: Vocabulary) -> None:
+        self.forward = forward
+        self.uniform = UniformSampler(vocabulary)
+        self.banned = torch.tensor([i for i in vocabulary.special_ids if i < forward.vocab_size], dtype=torch.long)
+        self.cache: dict[bytes, Tensor] = {}
+
+    def prepare(self, rows: list[Int[Tensor, " _position"]]) -> None:
+        """Compute (batched) the predictions of every row not cached yet."""
+        todo = [r.cpu() for r in rows if r.cpu().numpy().tobytes() not in self.cache]
+        if not todo:
+            return
+        length = max(int(r.shape[0]) for r in todo)
+        step = max(1, self.forward.rows_per_chunk(length, backward=False, n_logits=length))
+        for start in range(0, len(todo), step):
+            block = todo[start : start + step]
+            ids = torch.zeros(len(block), length, dtype=torch.long)
+            for i, r in enumerate(block):
+                ids[i, : r.shape[0]] = r
+            positions = torch.arange(length).expand(len(block), -1)
+            with torch.no_grad():
+                logits = self.forward.logits_at(self.forward.embed(ids), positions).float().cpu()
+            logits[..., self.banned] = -torch.inf
+            logits.scatter_(-1, ids.unsqueeze(-1), -torch.inf)  # never the original token
+            best = logits.argmax(-1)
+            self.forward.rows_run += len(block)
+            for i, r in enumerate(block):
+                self.cache[r.numpy().tobytes()] = best[i, : r.shape[0]]
+
+    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
+               generator: torch.Generator) -> Int[Tensor, "row position"]:
+        ids = ids.cpu()
+        self.prepare(list(ids))
+        predicted = torch.stack([self.cache[r.numpy().tobytes()] for r in ids])
+        fallback = self.uniform.sample(ids, torch.ones_like(mask, device="cpu"), generator)
+        predicted[:, 0] = fallback[:, 0]
+        return torch.where(mask.cpu(), predicted, ids)
+
+
+class PosSampler:
+    """A token of the same part-of-speech group (tags from NLTK's tagger on each vocabulary
+    token, computed once per sampler). Needs the optional ``nltk`` package and its tagger data."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        try:
+            import nltk
+        except ImportError as error:
+            raise MissingDependencyError(
+                "the 'pos' token sampler needs the optional package 'nltk' (pip install nltk; then "
+                "nltk.download('averaged_perceptron_tagger_eng')); or use token_sampler='uniform'"
+            ) from error
+        words = [t.lstrip("Ġ▁").strip() or t for t in vocabulary.tokens]
+        try:
+            tags = [tag for _, tag in nltk.pos_tag(words)]
+        except LookupError as error:
+            raise MissingDependencyError(f"the 'pos' token sampler needs NLTK's tagger data: {error}") from error
+        special = set(vocabulary.special_ids)
+        groups: dict[str, list[int]] = {}
+        for i, tag in enumerate(tags):
+            if i not in special:
+                groups.setdefault(tag[:2], []).append(i)
+        names = sorted(groups)
+        self.group_of = torch.tensor([names.index(t[:2]) if i not in special else -1 for i, t in enumerate(tags)])
+        self.members = [torch.tensor(groups[n]) for n in names]
+        self.uniform = UniformSampler(vocabulary)
+
+    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
+               generator: torch.Generator) -> Int[Tensor, "row position"]:
+        ids, mask = ids.cpu(), mask.cpu()
+        out = self.uniform.sample(ids, mask, generator)
+        draw = torch.rand(tuple(ids.shape), generator=generator)
+        for index in mask.nonzero().tolist():
+            group = int(self.group_of[min(int(ids[tuple(index)]), len(self.group_of) - 1)])
+            if group >= 0:
+                members = self.members[group]
+                out[tuple(index)] = members[int(draw[tuple(index)] * len(members))]
+        return out
+
+
+def resolve_sampler(spec: Any, vocabulary: Vocabulary, forward: ModelForward | None, mlm: Any = None) -> TokenSampler:
+    """A sampler from a name or an object with ``sample``; ``None`` means ``mlm`` when an MLM is
+    given, else ``uniform``."""
+    if spec is None:
+        spec = "uniform" if mlm is None else "mlm"
+    if not isinstance(spec, str):
+        if not isinstance(spec, TokenSampler):
+            raise InvalidArgumentError("token_sampler", f"{type(spec).__name__} has no sample(ids, mask, generator) method",
+                                       f"pass one of {', '.join(SAMPLER_NAMES)} or an object with that method")
+        return spec
+    if spec == "uniform":
+        return UniformSampler(vocabulary)
+    if spec == "model":
+        if forward is None:
+            raise InvalidArgumentError("token_sampler", "the 'model' sampler needs the attributed model", "use it through attribute()")
+        return ModelSampler(forward, vocabulary)
+    if spec == "mlm":
+        if mlm is None:
+            raise InvalidArgumentError("mlm", "token_sampler='mlm' needs a masked LM", "pass mlm=<path> or mlm=(model, tokenizer)")
+        return MLMSampler.from_spec(mlm, vocabulary)
+    if spec == "pos":
+        return PosSampler(vocabulary)
+    raise UnknownNameError("token_sampler", spec, SAMPLER_NAMES)

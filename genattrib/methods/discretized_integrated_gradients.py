@@ -28,7 +28,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams, check_int
 from genattrib.methods.embedding_neighbours import KnnCache
 from genattrib.methods.forward import ModelForward
-from genattrib.methods.monotonic_paths import anchor_scores
+from genattrib.methods.monotonic_paths import choose_anchor
 
 
 @dataclass
@@ -53,22 +53,17 @@ def knn_anchor_search(
     the baseline. Candidates are the neighbours of the last chosen word minus baseline words and
     words already on the path; with none left the baseline is chosen, and stays chosen."""
     n_words = int(words.shape[0])
-    rows = torch.arange(n_words, device=vocab.device)
     done = (inputs == base).all(-1)
     last_id, last_vec = words.clone(), inputs.clone()
     chosen = torch.full((n_words, m + 1), -1, dtype=torch.long, device=vocab.device)
     chosen[:, 0] = words
     anchors = torch.empty(n_words, m, inputs.shape[-1], dtype=torch.float32, device=vocab.device)
     for j in range(m):
-        cand = neighbours[last_id]
-        vecs = vocab[cand]
-        ok = ~(vecs == base.unsqueeze(1)).all(-1) & ~(cand.unsqueeze(-1) == chosen.unsqueeze(1)).any(-1) & ~done.unsqueeze(1)
-        score = anchor_scores(vecs, last_vec, base, m, strategy).masked_fill(~ok, float("inf"))
-        pick = score.argmin(-1)  # first minimum: ties go to the nearest neighbour
-        found = ok.any(-1)
-        last_vec = torch.where(found.unsqueeze(-1), vecs[rows, pick], base)
-        chosen[:, j + 1] = torch.where(found, cand[rows, pick], -1)
-        last_id = torch.where(found, cand[rows, pick], last_id)
+        # first minimum: ties go to the nearest neighbour; once the baseline is chosen it stays
+        found, ids, vecs = choose_anchor(neighbours[last_id], vocab, last_vec, base, chosen, m, strategy, ~done)
+        last_vec = torch.where(found.unsqueeze(-1), vecs, base)
+        chosen[:, j + 1] = torch.where(found, ids, -1)
+        last_id = torch.where(found, ids, last_id)
         done = done | ~found
         anchors[:, j] = last_vec
     return anchors

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 STRATEGIES = ("greedy", "maxcount")
@@ -50,6 +50,26 @@ def anchor_scores(
     if strategy == "greedy":
         return (candidates - monotonize(candidates, prev, b, m)).norm(dim=-1)
     raise ValueError(strategy)
+
+
+def choose_anchor(
+    cand: Int[Tensor, "word cand"], vocab: Float[Tensor, "vocab hidden"], previous: Float[Tensor, "word hidden"],
+    base: Float[Tensor, "word hidden"], chosen: Int[Tensor, "word slot"], m: int, strategy: str,
+    allowed: Bool[Tensor, " word"] | None = None,
+) -> tuple[Bool[Tensor, " word"], Int[Tensor, " word"], Float[Tensor, "word hidden"]]:
+    """DIG's choice among candidate words (shared by DIG and UDIG): drop baseline words and words
+    already on the path, score with :func:`anchor_scores`, take the first minimum.
+
+    Returns ``(found, ids, vectors)``; where ``found`` is False no candidate was left (ids and
+    vectors are then meaningless and the caller picks its fallback).
+    """
+    vecs = vocab[cand]
+    ok = ~(vecs == base.unsqueeze(1)).all(-1) & ~(cand.unsqueeze(-1) == chosen.unsqueeze(1)).any(-1)
+    if allowed is not None:
+        ok = ok & allowed.unsqueeze(1)
+    pick = anchor_scores(vecs, previous, base, m, strategy).masked_fill(~ok, float("inf")).argmin(-1)
+    rows = torch.arange(cand.shape[0], device=cand.device)
+    return ok.any(-1), cand[rows, pick], vecs[rows, pick]
 
 
 def upscale(path: Float[Tensor, "word point hidden"]) -> Float[Tensor, "word _point2 hidden"]:

@@ -23,7 +23,7 @@ from torch import Tensor
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams, check_int
 from genattrib.methods.embedding_neighbours import nearest_vocabulary
 from genattrib.methods.forward import ModelForward
-from genattrib.methods.monotonic_paths import anchor_scores
+from genattrib.methods.monotonic_paths import choose_anchor
 
 
 @dataclass
@@ -44,7 +44,6 @@ def uniform_anchor_search(
     """UDIG's anchor search for every word at once: ``m`` anchors ordered from the word towards
     the baseline (the nearest-vocabulary search of all points is one batched call)."""
     n_words, hidden = int(words.shape[0]), int(inputs.shape[-1])
-    rows = torch.arange(n_words, device=vocab.device)
     alphas = torch.arange(1, m + 1, device=vocab.device, dtype=torch.float32) / (m + 1)
     uniform = base.unsqueeze(1) + alphas.view(1, m, 1) * (inputs - base).unsqueeze(1)
     near, _ = nearest_vocabulary(uniform.reshape(-1, hidden), vocab, nbrs)
@@ -54,14 +53,9 @@ def uniform_anchor_search(
     anchors = torch.empty(n_words, m, hidden, dtype=torch.float32, device=vocab.device)
     last_vec = inputs
     for step, j in enumerate(range(m - 1, -1, -1)):
-        cand = near[:, j]
-        vecs = vocab[cand]
-        ok = ~(vecs == base.unsqueeze(1)).all(-1) & ~(cand.unsqueeze(-1) == chosen.unsqueeze(1)).any(-1)
-        score = anchor_scores(vecs, last_vec, base, m, strategy).masked_fill(~ok, float("inf"))
-        pick = score.argmin(-1)
-        found = ok.any(-1)
-        last_vec = torch.where(found.unsqueeze(-1), vecs[rows, pick], uniform[:, j])  # empty: the point itself
-        chosen[:, step + 1] = torch.where(found, cand[rows, pick], -1)
+        found, ids, vecs = choose_anchor(near[:, j], vocab, last_vec, base, chosen, m, strategy)
+        last_vec = torch.where(found.unsqueeze(-1), vecs, uniform[:, j])  # empty: the point itself
+        chosen[:, step + 1] = torch.where(found, ids, -1)
         anchors[:, step] = last_vec
     return anchors
 

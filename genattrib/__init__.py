@@ -15,6 +15,9 @@ from genattrib.errors import (  # noqa: E402
     UnknownNameError,
     UnsupportedModelError,
 )
+from genattrib.evaluation import EvaluationResult, evaluate, list_metrics  # noqa: E402
+from genattrib.evaluation.benchmark import benchmark  # noqa: E402
+from genattrib.evaluation.benchmark_result import BenchmarkResult  # noqa: E402
 from genattrib.methods import describe_methods, list_methods  # noqa: E402
 from genattrib.models import AttributionModel, load_model  # noqa: E402
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402
@@ -22,6 +25,8 @@ from genattrib.targets import list_targets  # noqa: E402
 
 __all__ = [
     "AttributionModel",
+    "BenchmarkResult",
+    "EvaluationResult",
     "FeatureAttributionOutput",
     "GenattribError",
     "InvalidArgumentError",
@@ -29,8 +34,11 @@ __all__ = [
     "SequenceAttribution",
     "UnknownNameError",
     "UnsupportedModelError",
+    "benchmark",
     "describe_methods",
+    "evaluate",
     "list_methods",
+    "list_metrics",
     "list_targets",
     "load_model",
     "__version__",

@@ -1,4 +1,4 @@
-"""Command line: ``genattrib attribute | show | methods | targets``.
+"""Command line: ``genattrib attribute | show | evaluate | methods | targets``.
 
 Example::
 
@@ -6,6 +6,7 @@ Example::
     $ genattrib attribute "Why is the sky blue?" --chat --method integrated_gradients --param n_steps=32
     $ genattrib show paris.json --step 0
     $ genattrib show paris.json --html paris.html
+    $ genattrib evaluate --methods saliency,integrated_gradients,reagent --dataset wikitext
     $ genattrib methods
 
 Errors genattrib raises on purpose (:class:`~genattrib.errors.GenattribError`) print one red line
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
 
 __all__ = ["build_parser", "main", "parse_param", "parse_value"]
@@ -119,7 +121,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``genattrib`` argument parser (sub-commands attribute, show, methods, targets)."""
+    """The ``genattrib`` argument parser (sub-commands attribute, show, evaluate, methods, targets)."""
     parser = argparse.ArgumentParser(prog="genattrib", description="Explain what a generative language model wrote.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_attribute(sub)
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--html", default=None, metavar="PAGE",
                       help="write a self-contained HTML page (opens offline) instead of printing")
     _add_display_options(show)
+    add_evaluate(sub)
     sub.add_parser("methods", help="list attribution methods")
     sub.add_parser("targets", help="list attributed functions and step scores")
     return parser
@@ -258,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_attribute(args, console)
         if args.command == "show":
             return _run_show(args, console)
+        if args.command == "evaluate":
+            return run_evaluate(args, console)
         if args.command == "methods":
             return _run_methods(console)
         return _run_targets(console)

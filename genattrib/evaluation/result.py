@@ -78,8 +78,8 @@ class EvaluationResult:
 
     def show(self, console: Any = None) -> None:
         """Print the summary as a rich table."""
-        from genattrib.evaluation.report import summary_table
-
         from rich.console import Console
+
+        from genattrib.evaluation.report import summary_table
 
         (console or Console()).print(summary_table({self.info.get("method", "method"): self}))

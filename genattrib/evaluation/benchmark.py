@@ -1,0 +1,135 @@
+"""``genattrib.benchmark``: compare attribution methods on one model with faithfulness metrics.
+
+Sequence-level sets (``wikitext``, ``tellmewhy``) follow ReAGent's protocol: the model writes
+``max_new_tokens`` tokens greedily once, every method explains those same tokens, and every
+``every``-th step is evaluated. Token-level sets (``longra``) force the known target token and
+also report how much attribution mass falls on the distractor.
+
+Example:
+    >>> res = genattrib.benchmark(model, methods=["saliency", "occlusion"], dataset="wikitext",
+    ...                           max_new_tokens=4, max_examples=3)            # doctest: +SKIP
+    >>> res.show(); res.to_pandas()                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.evaluation.benchmark_result import BenchmarkResult, MethodRun
+from genattrib.evaluation.bootstrap import summarize
+from genattrib.evaluation.datasets import Example, load_dataset
+from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics
+from genattrib.evaluation.steps import EvalSteps, collect_steps
+from genattrib.methods import method_class
+from genattrib.models import AttributionModel
+from genattrib.output import FeatureAttributionOutput
+
+RANDOM = "random"
+
+
+def random_steps(steps: EvalSteps, seed: int) -> EvalSteps:
+    """The same steps with seeded uniform random scores (the "random" reference row)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = [torch.rand(s.shape, generator=gen) for s in steps.scores]
+    return EvalSteps(steps.prefixes, scores, steps.special, steps.target_ids, steps.example, steps.step)
+
+
+def distractor_mass(out: FeatureAttributionOutput, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: share of |attribution| of the first explained step on the distractor's tokens,
+    and the distractor's share of the movable prompt tokens (what a uniform attribution gives)."""
+    mass, share = [], []
+    for seq, example in zip(out.sequences, examples):
+        start, end = example.distractor
+        p = seq.target_positions[0]
+        inside = torch.tensor([s < end and e > start for s, e in seq.offsets[:p]])
+        movable = ~seq.special_mask[:p]
+        scores = seq.scores[0, :p].abs().nan_to_num(0.0) * movable
+        total = scores.sum()
+        mass.append(scores[inside].sum() / total if total > 0 else torch.tensor(float("nan")))
+        share.append((inside & movable).sum() / movable.sum().clamp_min(1))
+    return torch.stack(mass).float(), torch.stack(share).float()
+
+
+def _check(model: Any, methods: Sequence[str], max_new_tokens: int, every: int) -> list[str]:
+    if not isinstance(model, AttributionModel):
+        raise InvalidArgumentError("model", f"expected an AttributionModel, got {type(model).__name__}", "pass genattrib.load_model(...)")
+    names = [methods] if isinstance(methods, str) else list(methods)
+    if not names:
+        raise InvalidArgumentError("methods", "no method given", "pass e.g. methods=['saliency', 'integrated_gradients']")
+    for name in names:
+        method_class(name)
+    for arg, value in (("max_new_tokens", max_new_tokens), ("every", every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(arg, f"must be a positive int, got {value!r}", f"pass e.g. {arg}=2")
+    return list(dict.fromkeys(names))
+
+
+def benchmark(
+    model: AttributionModel, methods: str | Sequence[str], dataset: str | Sequence[str] = "wikitext",
+    metrics: str | Sequence[str] | None = None, *, max_new_tokens: int = 10, every: int = 2,
+    max_examples: int | None = None, method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 42, k: float = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
+    show_progress: bool | None = None,
+) -> BenchmarkResult:
+    """Attribute ``dataset`` with every method in ``methods`` and score each with ``metrics``.
+
+    ``method_kwargs`` maps a method name to its parameters (e.g. ``{"integrated_gradients":
+    {"n_steps": 16}}``). A ``random`` row (seeded uniform scores on the same steps) is added when
+    ``include_random``. Returns a :class:`BenchmarkResult` (``show()``, ``to_pandas()``,
+    ``save_json()``, ``save_html()``).
+    """
+    names = _check(model, methods, max_new_tokens, every)
+    metric_names = resolve_metrics(metrics)
+    examples = load_dataset(dataset, max_examples)
+    kwargs = dict(method_kwargs or {})
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise InvalidArgumentError("method_kwargs", f"parameters given for {unknown[0]!r}, which is not among methods", f"use keys from {names}")
+    token_level = all(e.target is not None for e in examples)
+    prompts = [e.prompt for e in examples]
+    t0 = time.perf_counter()
+    if token_level:
+        targets: list[Any] = [e.target for e in examples]
+        evaluate_every, generate_seconds = 1, 0.0
+    else:  # the model writes once; every method explains the same tokens
+        t = time.perf_counter()
+        # occlusion of the first step only: forward passes, works on every model
+        written = model.attribute(prompts, method="occlusion", max_new_tokens=max_new_tokens, do_sample=False,
+                                  attr_pos_end=1, show_progress=False)
+        targets = [seq.input_ids[seq.prompt_length:].clone() for seq in written.sequences]
+        keep = [i for i, t in enumerate(targets) if t.numel()]
+        if not keep:
+            raise InvalidArgumentError("dataset", "the model wrote nothing (EOS first) for every prompt", "use other prompts")
+        examples, prompts, targets = [examples[i] for i in keep], [prompts[i] for i in keep], [targets[i] for i in keep]
+        evaluate_every, generate_seconds = every, time.perf_counter() - t
+    runs: list[MethodRun] = []
+    reference_steps = None
+    for name in names:
+        t = time.perf_counter()
+        out = model.attribute(prompts, target=targets, method=name, seed=seed, show_progress=show_progress, **dict(kwargs.get(name, {})))
+        attribute_seconds = time.perf_counter() - t
+        steps = collect_steps(out.steps(0, 1) if token_level else out, evaluate_every)
+        reference_steps = steps
+        result = evaluate_steps(model, steps, metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
+        extra = {}
+        if token_level:
+            mass, share = distractor_mass(out, examples)
+            extra["distractor_mass"] = summarize(mass, None, "mean", n_bootstrap, seed)
+            extra["distractor_share"] = summarize(share, None, "mean", n_bootstrap, seed)
+        runs.append(MethodRun(name, result, attribute_seconds, dict(out.provenance.method_params), extra,
+                              tokens=int(sum(s.num_steps for s in out.sequences)), rows=out.provenance.work.get("rows", 0)))
+    if include_random and reference_steps is not None:
+        result = evaluate_steps(model, random_steps(reference_steps, seed), metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
+        runs.append(MethodRun(RANDOM, result, 0.0, {"seed": seed}, {}, tokens=0, rows=0))
+    info = {
+        "model": model.name, "dataset": dataset if isinstance(dataset, str) else "custom", "examples": len(examples),
+        "token_level": token_level, "max_new_tokens": None if token_level else max_new_tokens, "every": evaluate_every,
+        "metrics": metric_names, "k": k, "seed": seed, "generate_seconds": generate_seconds,
+        "wall_seconds": time.perf_counter() - t0, "device": model.devices, "dtype": str(model.dtype).replace("torch.", ""),
+    }
+    return BenchmarkResult(runs, info)

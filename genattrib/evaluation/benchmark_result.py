@@ -1,0 +1,125 @@
+"""What :func:`genattrib.benchmark` returns: one evaluation per method, as a table.
+
+Example:
+    >>> res.rows()[0]["method"], res.rows()[0]["metric"]            # doctest: +SKIP
+    >>> res.to_pandas().pivot(index="method", columns="metric", values="value")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genattrib.errors import MissingDependencyError
+from genattrib.evaluation.bootstrap import Interval
+from genattrib.evaluation.metrics import METRICS
+from genattrib.evaluation.result import EvaluationResult
+
+#: Extra per-method figures that are not faithfulness metrics: (lower is better, description).
+EXTRAS = {
+    "distractor_mass": (True, "share of |attribution| on the distractor span (token-level sets)"),
+    "distractor_share": (True, "the distractor's share of the prompt tokens (what uniform scores give)"),
+}
+
+
+@dataclass
+class MethodRun:
+    """One method's evaluation, its attribution time and settings."""
+
+    method: str
+    result: EvaluationResult
+    attribute_seconds: float
+    params: dict[str, Any]
+    extra: dict[str, Interval] = field(default_factory=dict)
+    tokens: int = 0
+    rows: int = 0
+
+
+def _num(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+@dataclass
+class BenchmarkResult:
+    """Methods × metrics with 95% bootstrap intervals over examples."""
+
+    runs: list[MethodRun]
+    info: dict[str, Any]
+
+    @property
+    def methods(self) -> list[str]:
+        return [r.method for r in self.runs]
+
+    @property
+    def metrics(self) -> list[str]:
+        names = list(self.info.get("metrics", []))
+        extras = [e for e in EXTRAS if any(e in r.extra for r in self.runs)]
+        return names + extras
+
+    def interval(self, method: str, metric: str) -> Interval | None:
+        for run in self.runs:
+            if run.method == method:
+                return run.result.summary.get(metric) or run.extra.get(metric)
+        return None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Long format: one row per (method, metric)."""
+        out = []
+        for run in self.runs:
+            for metric in self.metrics:
+                interval = run.result.summary.get(metric) or run.extra.get(metric)
+                if interval is None:
+                    continue
+                lower = METRICS[metric].lower_is_better if metric in METRICS else EXTRAS[metric][0]
+                summary = METRICS[metric].summary if metric in METRICS else "mean"
+                out.append({"method": run.method, "metric": metric, "value": interval.value, "low": interval.low,
+                            "high": interval.high, "n": interval.n, "lower_is_better": lower, "summary": summary,
+                            "attribute_seconds": run.attribute_seconds, "tokens": run.tokens})
+        return out
+
+    def best(self, metric: str) -> str | None:
+        """The method (not the random row) with the best value of ``metric``."""
+        rows = [r for r in self.rows() if r["metric"] == metric and r["method"] != "random" and _num(r["value"]) is not None]
+        if not rows:
+            return None
+        lower = rows[0]["lower_is_better"]
+        return (min if lower else max)(rows, key=lambda r: r["value"])["method"]
+
+    def to_pandas(self) -> Any:
+        """The long-format table as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise MissingDependencyError("BenchmarkResult.to_pandas() needs the optional package pandas (pip install pandas); rows() gives the same table as dicts") from error
+        return pd.DataFrame(self.rows())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "info": self.info,
+            "rows": [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in self.rows()],
+            "methods": [{"method": r.method, "params": r.params, "attribute_seconds": r.attribute_seconds,
+                         "tokens": r.tokens, "rows": r.rows, "evaluate_seconds": r.result.info.get("seconds")} for r in self.runs],
+        }
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=str))
+        return path
+
+    def save_html(self, path: str | Path) -> Path:
+        """One self-contained HTML report with a bar chart (and intervals) per metric."""
+        from genattrib.evaluation.report import benchmark_html
+
+        path = Path(path)
+        path.write_text(benchmark_html(self), encoding="utf-8")
+        return path
+
+    def show(self, console: Any = None) -> None:
+        from rich.console import Console
+
+        from genattrib.evaluation.report import benchmark_table
+
+        (console or Console()).print(benchmark_table(self))

@@ -1,0 +1,60 @@
+"""Prompt sets for the benchmark, shipped as package data (origins in ``genattrib/data/README.md``).
+
+``wikitext`` and ``tellmewhy`` are sequence-level (the model writes a continuation); ``longra``
+is token-level (a known target token and a known distractor span).
+
+Example:
+    >>> len(load_dataset("wikitext")), load_dataset("longra")[0].target is not None
+    (22, True)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from genattrib.errors import InvalidArgumentError, UnknownNameError
+
+DATASETS = {"wikitext": "wikitext_prompts.txt", "tellmewhy": "tellmewhy_prompts.txt", "longra": "longra.json"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt; ``target`` is a forced continuation and ``distractor`` a character span of the
+    prompt known not to matter (token-level sets only)."""
+
+    prompt: str
+    target: str | None = None
+    distractor: tuple[int, int] | None = None
+    category: str = ""
+
+
+def _read(name: str) -> str:
+    return resources.files("genattrib.data").joinpath(name).read_text(encoding="utf-8")
+
+
+def load_dataset(dataset: str | Sequence[str], max_examples: int | None = None) -> list[Example]:
+    """Examples of a named set, or prompts given as a list of strings."""
+    if isinstance(dataset, str):
+        if dataset not in DATASETS:
+            raise UnknownNameError("dataset", dataset, DATASETS)
+        file = DATASETS[dataset]
+        if file.endswith(".json"):
+            examples = [
+                Example(e["prompt"], e["target"], (e["distractor_start"], e["distractor_end"]), e["category"])
+                for e in json.loads(_read(file))
+            ]
+        else:
+            # Prompts keep their trailing spaces: the released files end prompts with " ".
+            examples = [Example(line.rstrip("\n")) for line in _read(file).splitlines() if line.strip()]
+    else:
+        if not dataset or not all(isinstance(p, str) and p.strip() for p in dataset):
+            raise InvalidArgumentError("dataset", "must be a dataset name or a non-empty list of non-empty prompts", f"use one of {sorted(DATASETS)} or ['a prompt', ...]")
+        examples = [Example(p) for p in dataset]
+    if max_examples is not None:
+        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+            raise InvalidArgumentError("max_examples", f"must be a positive int, got {max_examples!r}", "pass e.g. max_examples=10")
+        examples = examples[:max_examples]
+    return examples

@@ -73,7 +73,7 @@ def benchmark(
     model: AttributionModel, methods: str | Sequence[str], dataset: str | Sequence[str] = "wikitext",
     metrics: str | Sequence[str] | None = None, *, max_new_tokens: int = 10, every: int = 2,
     max_examples: int | None = None, method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    seed: int = 42, k: float = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
+    seed: int = 42, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
     show_progress: bool | None = None,
 ) -> BenchmarkResult:
     """Attribute ``dataset`` with every method in ``methods`` and score each with ``metrics``.

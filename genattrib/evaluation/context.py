@@ -78,7 +78,7 @@ class EvalContext:
         return out
 
     # --- perturbed inputs ------------------------------------------------------------------
-    def logprobs(self, rows: Sequence[Int[Tensor, " position"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
+    def logprobs(self, rows: Sequence[Int[Tensor, " _position"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
         """log P(target of step ``step_index[r]`` | ``rows[r]``). A row equal to its step's prefix
         reuses the reference value; an empty row is read after a single baseline token."""
         out = torch.empty(len(rows))
@@ -94,7 +94,7 @@ class EvalContext:
             out[torch.tensor(todo)] = self._run_ids(picked, step_index[torch.tensor(todo)], _target_logprob)
         return out
 
-    def distances(self, embeds: Sequence[Float[Tensor, "position hidden"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
+    def distances(self, embeds: Sequence[Float[Tensor, "_position hidden"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
         """D(p(row), q(step)) for embedding rows (see :func:`hellinger_distance`)."""
         q = self.reference_distributions
 

@@ -65,7 +65,7 @@ def _baseline_id(model: AttributionModel, baseline: Any) -> int:
     return resolved.token_id
 
 
-def _check_options(k: float, soft_normalization: str, n_bootstrap: int) -> None:
+def _check_options(k: float | int, soft_normalization: str, n_bootstrap: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k <= 100:
         raise InvalidArgumentError("k", f"must be a percentage in [0, 100], got {k!r}", "pass e.g. k=20")
     if soft_normalization not in NORMALIZATIONS:
@@ -75,7 +75,7 @@ def _check_options(k: float, soft_normalization: str, n_bootstrap: int) -> None:
 
 
 def evaluate_steps(
-    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float = 20.0, seed: int = 42,
+    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float | int = 20.0, seed: int = 42,
     baseline: Any = None, soft_normalization: str = "sum", n_bootstrap: int = 1000, max_rows: int | None = None,
 ) -> EvaluationResult:
     """Metrics for already collected steps (what :func:`evaluate` and the benchmark share)."""
@@ -109,7 +109,7 @@ def evaluate_steps(
 
 def evaluate(
     out: FeatureAttributionOutput, metrics: str | Sequence[str] | None = None, *, model: AttributionModel | None = None,
-    every: int = 1, k: float = 20.0, seed: int = 42, baseline: Any = None, soft_normalization: str = "sum",
+    every: int = 1, k: float | int = 20.0, seed: int = 42, baseline: Any = None, soft_normalization: str = "sum",
     n_bootstrap: int = 1000, max_rows: int | None = None,
 ) -> EvaluationResult:
     """Faithfulness of ``out`` (per evaluated step and summarised over its sequences).

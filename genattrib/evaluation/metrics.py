@@ -63,7 +63,7 @@ def _per_step(ctx: EvalContext, build: Callable[[int], list[Tensor]]) -> tuple[l
     return rows, torch.tensor(index, dtype=torch.long)
 
 
-def _drop(ctx: EvalContext, percents: tuple[float, ...], how: str) -> Float[Tensor, "step k"]:
+def _drop(ctx: EvalContext, percents: tuple[float | int, ...], how: str) -> Float[Tensor, "step k"]:
     """``P − P′`` (``how`` = delete | keep) or ``log P′ − log P`` (``replace``) for each k%."""
     steps = ctx.steps
 

@@ -20,7 +20,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
-def top_count(percent: float, movable: int) -> int:
+def top_count(percent: float | int, movable: int) -> int:
     """``K = ⌊k% × T⌋`` positions for ``T`` movable tokens.
 
     Example:

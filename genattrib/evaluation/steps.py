@@ -27,9 +27,9 @@ POSITIONAL_AGGREGATIONS = ("words", "spans", "sentences", "lines", "roles")
 class EvalSteps:
     """Flattened steps; ``example[i]`` is the sequence step ``i`` came from."""
 
-    prefixes: list[Int[Tensor, " position"]]
-    scores: list[Float[Tensor, " position"]]
-    special: list[Bool[Tensor, " position"]]
+    prefixes: list[Int[Tensor, " _position"]]
+    scores: list[Float[Tensor, " _position"]]
+    special: list[Bool[Tensor, " _position"]]
     target_ids: Int[Tensor, " step"]
     example: Int[Tensor, " step"]
     step: Int[Tensor, " step"]

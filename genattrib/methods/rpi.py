@@ -159,7 +159,8 @@ class RPI(Attributor):
         seeds = []
         for r in range(rows):
             gen = batch.row_generator(r, device)
-            seeds.append(torch.randint(0, 2**62, (samples,), generator=gen, device=device).tolist())
+            # one draw at a time: sample s gets the same seed whatever num_samples is
+            seeds.append([int(torch.randint(0, 2**62, (1,), generator=gen, device=device)) for _ in range(samples)])
         acc_vg = torch.zeros(rows * samples, heads, length, device=device)
         acc_g = torch.zeros_like(acc_vg)
         base_rows = torch.zeros_like(acc_vg)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from tokenizers import normalizers
 from transformers import LlamaForCausalLM, LlamaModel
+from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 
 import genattrib
 import genattrib.models.attribution_model as attribution_model
@@ -240,18 +241,51 @@ class NoAttentionsLlama(LlamaForCausalLM):
         self.model = NoAttentionsLlamaModel(config)
 
 
+class DirectAttention(LlamaAttention):
+    """Llama attention computed in the module itself, never through the attention registry."""
+
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, *args, **kwargs):
+        shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+        q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], 1) for t in (k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
+        return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)), None
+
+
+class DirectAttentionLlama(LlamaForCausalLM):
+    def __init__(self, config):
+        super().__init__(config)
+        for i, layer in enumerate(self.model.layers):
+            layer.self_attn = DirectAttention(config, i)
+
+
 @pytest.mark.parametrize("cls", [FusedOnlyLlama, NoAttentionsLlama])
-def test_attention_method_on_model_without_attentions(tiny_llama, heavy, cls):
+def test_attention_methods_do_not_need_eager_or_output_attentions(tiny_llama, cls):
+    """Attention is read through the registry: no eager switch, no ``output_attentions``."""
     hf = cls(tiny_llama.model.config).eval()
+    hf.load_state_dict(tiny_llama.model.state_dict())
+    model = genattrib.load_model((hf, tiny_llama.tokenizer))
+    before, implementation = snapshot(hf), hf.config._attn_implementation
+    for method in ("attention", "rollout"):
+        got = model.attribute(PROMPT, target=" Paris is", method=method).sequences[0].scores
+        ref = tiny_llama.attribute(PROMPT, target=" Paris is", method=method).sequences[0].scores
+        torch.testing.assert_close(got, ref, equal_nan=True)
+    assert hf.config._attn_implementation == implementation
+    assert_unchanged(hf, before)
+
+
+def test_attention_method_on_model_without_registry(tiny_llama, heavy):
+    hf = DirectAttentionLlama(tiny_llama.model.config).eval()
     hf.load_state_dict(tiny_llama.model.state_dict())
     model = genattrib.load_model((hf, tiny_llama.tokenizer))
     before = snapshot(hf)
     implementation = hf.config._attn_implementation
-    for method in ("attention", "rollout"):
+    for method in ("attention", "rollout", "rpi"):
         with pytest.raises(UnsupportedModelError) as info:
             model.attribute(PROMPT, method=method, max_new_tokens=2)
         message = str(info.value)
-        assert "attention" in message and "method" in message
+        assert "DirectAttentionLlama" in message and "attention" in message and "method" in message
         # says what to do instead: name another kind of method
         assert any(word in message for word in ("gradient", "saliency", "occlusion", "perturbation")), message
     assert heavy == {"generate": 0, "attribute": 0}

@@ -23,6 +23,7 @@ from genattrib.methods.integrated_gradients import IntegratedGradients
 from genattrib.methods.lime import Lime
 from genattrib.methods.occlusion import Occlusion
 from genattrib.methods.reagent import ReAGent
+from genattrib.methods.rpi import RPI
 from genattrib.methods.saliency import Saliency
 from genattrib.methods.sequential_integrated_gradients import SequentialIntegratedGradients
 from genattrib.methods.uniform_discretized_integrated_gradients import (
@@ -35,7 +36,7 @@ METHODS: Mapping[str, type[Attributor]] = MappingProxyType(
         for cls in (
             Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, Attention, Rollout,
             SequentialIntegratedGradients, DiscretizedIntegratedGradients, UniformDiscretizedIntegratedGradients,
-            ReAGent, Lime,
+            ReAGent, Lime, RPI,
         )
     }
 )

@@ -2,7 +2,9 @@
 
 ``attention``: attention probabilities of the row that predicts the target, per layer and head,
 then reduced (mean by default) over the selected heads and layers. ``rollout``:
-``R = prod_l (0.5 A_l + 0.5 I)`` with heads averaged, read at the predicting row.
+``R = prod_l (0.5 A_l + 0.5 I)`` with heads averaged, read at the predicting row. Probabilities
+are read through the attention-function registry (:mod:`attention_capture`), so models loaded
+with SDPA work without switching to eager.
 
 Example:
     >>> model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1])  # doctest: +SKIP
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.attention_capture import capture_attentions, eager_attention
+from genattrib.methods.attention_capture import capture_attentions, check_attention_support
 from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.methods.forward import ModelForward
 from genattrib.targets import Target
@@ -74,13 +76,10 @@ class _AttentionBase(Attributor):
         return 1
 
     def check_model(self, forward: ModelForward, target: Target) -> None:
-        ids = torch.zeros(1, 2, dtype=torch.long)
-        with eager_attention(forward.model):
-            capture_attentions(forward, forward.embed(ids))
+        check_attention_support(forward)
 
     def _attentions(self, batch: StepBatch, forward: ModelForward) -> torch.Tensor:
-        with eager_attention(forward.model):
-            return capture_attentions(forward, batch.input_embeds[:1])[:, 0]  # layer head L L
+        return capture_attentions(forward, batch.input_embeds[:1])[:, 0]  # layer head L L
 
 
 class Attention(_AttentionBase):

@@ -1,0 +1,228 @@
+"""RPI: randomized path-integration over the attention of one layer (Barkan et al., 2024).
+
+For the row that explains target ``p`` (prefix of ``p`` tokens), ``A`` = post-softmax attention
+of layer ``layer`` (default: third from last). Each of ``num_samples`` seeded baselines
+``b = sqrt(abar_t) A + (1 - abar_t) eps`` (diffusion schedule, ``t = noise_t``) starts a path
+``v_k = b + (k/n)(A - b)``, ``k = 0..n``; ``g_k = dF/dv_k`` is taken w.r.t. the injected
+probabilities (they replace the layer's own). Candidate map, ``weighting="attention"``
+(reference code): ``mean_k(v_k * g_k) * A``; ``"difference"`` (paper): ``(A - b) * mean_k(g_k)``.
+Heads are averaged and the row ``p - 1`` read: one score per source position. Candidates are
+combined by ``selection`` (``mean`` or ``first``).
+
+Every (row, sample, path point) is an independent forward+backward row; all of them share
+model calls through :meth:`ModelForward._chunked` (OOM halving applies).
+
+Example:
+    >>> model.attribute("The capital of France is", method="rpi", num_samples=8, n_steps=10)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from genattrib.errors import InvalidArgumentError
+from genattrib.methods.attention_capture import (
+    AttentionProbe,
+    attention_probe,
+    capture_layer,
+    check_attention_support,
+    num_layers,
+)
+from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.methods.forward import ModelForward, no_gradient_error
+from genattrib.targets import Target, TargetContext
+
+WEIGHTINGS = ("attention", "difference")
+SELECTIONS = ("mean", "first")
+BASELINES = ("noise", "zeros", "attention")
+SCHEDULE = (1e-4, 0.02, 501)  # linear beta schedule: start, end, points
+
+
+def alpha_bar(t: int) -> float:
+    """``prod_{i<=t} (1 - beta_i)`` of the linear schedule; ``alpha_bar(500)`` is about 0.0063.
+
+    Example:
+        >>> round(alpha_bar(500), 4)
+        0.0063
+    """
+    betas = torch.linspace(*SCHEDULE, dtype=torch.float64)
+    return float(torch.prod(1 - betas[: t + 1]))
+
+
+def _positive_int(name: str, value: object, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(name, f"must be a positive int, got {value!r}", f"pass e.g. {example}")
+
+
+@dataclass
+class RPIParams(MethodParams):
+    """``baseline_kind``: ``noise`` (the method), ``zeros`` or ``attention`` (b = A: no noise)."""
+
+    num_samples: int = 24
+    n_steps: int = 30
+    layer: int | None = None
+    noise_t: int = 500
+    weighting: str = "attention"
+    selection: str = "mean"
+    baseline_kind: str = "noise"
+
+    def validate(self) -> None:
+        _positive_int("num_samples", self.num_samples, "num_samples=24")
+        _positive_int("n_steps", self.n_steps, "n_steps=30")
+        t = self.noise_t
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < SCHEDULE[2]:
+            raise InvalidArgumentError("noise_t", f"must be an int in [0, {SCHEDULE[2] - 1}], got {t!r}", "pass e.g. noise_t=500")
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+            raise InvalidArgumentError("layer", f"must be an int layer index or None, got {self.layer!r}", "pass e.g. layer=-3")
+        for name, valid in (("weighting", WEIGHTINGS), ("baseline_kind", BASELINES)):
+            if getattr(self, name) not in valid:
+                raise InvalidArgumentError(name, f"unknown value {getattr(self, name)!r}", f"use one of: {', '.join(valid)}")
+        if isinstance(self.selection, str) and self.selection.startswith("best:"):
+            raise InvalidArgumentError(
+                "selection", f"{self.selection!r} picks candidates by a faithfulness metric, which needs genattrib.evaluation "
+                "(not available in this version)", "use selection='mean' (default) or 'first'",
+            )
+        if self.selection not in SELECTIONS:
+            raise InvalidArgumentError("selection", f"unknown selection {self.selection!r}", f"use one of: {', '.join(SELECTIONS)}")
+
+
+def resolve_layer(layer: int | None, total: int | None) -> int:
+    """The absolute layer index (default: third from last, or 0 for models under 3 layers)."""
+    if total is None:
+        return 0 if layer is None else layer
+    if layer is None:
+        return max(total - 3, 0)
+    if not -total <= layer < total:
+        raise InvalidArgumentError("layer", f"layer {layer} is out of range for a model with {total} layers",
+                                   f"use a value in [-{total}, {total - 1}] or None (third from last)")
+    return layer % total
+
+
+def select_candidates(
+    candidates: Float[Tensor, "row sample position"], selection: str
+) -> Float[Tensor, "row position"]:
+    """Combine the candidate maps of each row (``mean`` or ``first``)."""
+    if selection == "first":
+        return candidates[:, 0]
+    return candidates.mean(1)
+
+
+def make_baseline(
+    params: RPIParams, attention: Float[Tensor, "head position position"], allowed: Bool[Tensor, "head position position"],
+    prefix: int, seed: int,
+) -> Float[Tensor, "head position position"]:
+    """Baseline of one (row, sample): noise only on allowed entries of the ``prefix`` block."""
+    base = attention.clone()
+    block = (slice(None), slice(0, prefix), slice(0, prefix))
+    if params.baseline_kind == "zeros":
+        base[block] = 0.0
+    elif params.baseline_kind == "noise":
+        gen = torch.Generator(device=attention.device)
+        gen.manual_seed(seed)
+        heads = attention.shape[0]
+        eps = torch.randn(heads, prefix, prefix, generator=gen, device=attention.device, dtype=torch.float32)
+        abar = alpha_bar(params.noise_t)
+        base[block] = abar**0.5 * attention[block] + (1 - abar) * eps * allowed[block]
+    return base
+
+
+class RPI(Attributor):
+    name = "rpi"
+    description = "randomized path-integration over one layer's attention probabilities (diffusion-noise baselines)"
+    Params = RPIParams
+    needs_attentions = True
+    stochastic = True
+
+    def rows_per_target(self, length: int) -> int:
+        return self.params.num_samples * (self.params.n_steps + 1) + 1
+
+    def check_model(self, forward: ModelForward, target: Target) -> None:
+        super().check_model(forward, target)
+        check_attention_support(forward)
+        resolve_layer(self.params.layer, num_layers(forward.model))
+
+    def candidates(
+        self, batch: StepBatch, forward: ModelForward, target: Target
+    ) -> Float[Tensor, "row sample position"]:
+        """One candidate score map per (row, baseline sample)."""
+        p: RPIParams = self.params
+        layer = resolve_layer(p.layer, num_layers(forward.model))
+        attention, allowed = self._capture(batch, forward, layer)
+        rows, samples, points = batch.num_rows, p.num_samples, p.n_steps + 1
+        heads, length = attention.shape[1], batch.length
+        device = attention.device
+        prefixes = [int(t) for t in batch.target_positions]
+        seeds = []
+        for r in range(rows):
+            gen = batch.row_generator(r, device)
+            # one draw at a time: sample s gets the same seed whatever num_samples is
+            seeds.append([int(torch.randint(0, 2**62, (1,), generator=gen, device=device)) for _ in range(samples)])
+        acc_vg = torch.zeros(rows * samples, heads, length, device=device)
+        acc_g = torch.zeros_like(acc_vg)
+        base_rows = torch.zeros_like(acc_vg)
+
+        def run(chunk: slice) -> None:
+            flat = torch.arange(chunk.start, chunk.stop)
+            r_idx, s_idx, k_idx = flat // (samples * points), (flat // points) % samples, flat % points
+            bases: dict[tuple[int, int], Tensor] = {}
+            for r, s in zip(r_idx.tolist(), s_idx.tolist()):
+                if (r, s) not in bases:
+                    bases[(r, s)] = make_baseline(p, attention[r], allowed[r], prefixes[r], seeds[r][s])
+                    base_rows[r * samples + s] = bases[(r, s)][:, prefixes[r] - 1]
+            base = torch.stack([bases[(r, s)] for r, s in zip(r_idx.tolist(), s_idx.tolist())])
+            alpha = (k_idx.to(device, torch.float32) / p.n_steps).view(-1, 1, 1, 1)
+            leaf = (base + alpha * (attention[r_idx] - base)).requires_grad_(True)
+            positions = batch.target_positions[r_idx]
+            with attention_probe(forward.model, AttentionProbe(inject={layer: leaf})), torch.enable_grad():
+                logits = forward.logits_at(batch.input_embeds[r_idx], positions.unsqueeze(-1)).squeeze(1)
+                contrast = None if batch.contrast_ids is None else batch.contrast_ids[r_idx].to(logits.device)
+                value = target(TargetContext(logits, batch.target_ids[r_idx].to(logits.device), contrast))
+                if not value.requires_grad:
+                    raise no_gradient_error(type(forward.model).__name__)
+                (grad,) = torch.autograd.grad(value.sum(), leaf)
+            query = (positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
+            g_row = grad.float().gather(2, query).squeeze(2)
+            v_row = leaf.detach().gather(2, query).squeeze(2)
+            slot = (r_idx * samples + s_idx).to(device)
+            acc_vg.index_add_(0, slot, v_row * g_row)
+            acc_g.index_add_(0, slot, g_row)
+            forward.rows_run += len(flat)
+            forward.grad_rows_run += len(flat)
+
+        forward._chunked(rows * samples * points, length, True, run)
+        query = (batch.target_positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
+        a_row = attention.gather(2, query).squeeze(2).unsqueeze(1)  # row 1 head L
+        shape = (rows, samples, heads, length)
+        if p.weighting == "attention":
+            maps = acc_vg.view(shape) / points * a_row
+        else:
+            maps = (a_row - base_rows.view(shape)) * acc_g.view(shape) / points
+        cands = maps.mean(2)
+        valid = torch.arange(length, device=device).unsqueeze(0) < batch.target_positions.to(device).unsqueeze(1)
+        return cands * valid.unsqueeze(1)
+
+    def _capture(
+        self, batch: StepBatch, forward: ModelForward, layer: int
+    ) -> tuple[Float[Tensor, "row head position position"], Bool[Tensor, "row head position position"]]:
+        parts: list[tuple[Tensor, Tensor]] = []
+
+        def run(chunk: slice) -> None:
+            parts.append(capture_layer(forward, batch.input_embeds[chunk], layer))
+            forward.rows_run += chunk.stop - chunk.start
+
+        forward._chunked(batch.num_rows, batch.length, False, run)
+        attention = torch.cat([a for a, _ in parts]).to(batch.input_embeds.device)
+        allowed = torch.cat([m for _, m in parts]).to(attention.device)
+        return attention, allowed
+
+    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+        cands = self.candidates(batch, forward, target)
+        valid = (torch.arange(batch.length, device=cands.device).unsqueeze(0)
+                 < batch.target_positions.to(cands.device).unsqueeze(1))
+        spread = cands.std(1, unbiased=False) if cands.shape[1] > 1 else torch.zeros_like(cands[:, 0])
+        spread = (spread * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        return MethodOutput(select_candidates(cands, self.params.selection), {"rpi_candidate_spread": spread})

@@ -1,0 +1,144 @@
+"""RPI: integration over one layer's attention probabilities, checked against direct loops."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import genattrib
+from genattrib import InvalidArgumentError
+from genattrib.methods.attention_capture import AttentionProbe, attention_probe
+from genattrib.methods.rpi import alpha_bar
+
+PROMPT = "The capital of France is"
+TARGET = " Paris"
+FAST = {"num_samples": 3, "n_steps": 4}
+
+
+def _direct(am, out, layer, alphas, baseline, weighting):
+    """Scores of the single target of ``out`` by plain autograd loops (eager A, one point at a time)."""
+    seq = out.sequences[0]
+    ids, p = seq.input_ids, seq.target_positions[0]
+    model = am.model
+    embeds = model.get_input_embeddings()(ids[:p]).detach().unsqueeze(0)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        a = eager(inputs_embeds=embeds, output_attentions=True).attentions[layer][0]  # head p p
+    b = torch.zeros_like(a) if baseline == "zeros" else a.clone()
+    vg, gs = torch.zeros_like(a), torch.zeros_like(a)
+    weights = torch.ones(len(alphas)) / len(alphas) if np.ndim(alphas[0]) == 0 else None
+    for i, alpha in enumerate(alphas):
+        w = float(weights[i]) if weights is not None else float(alpha[1])
+        alpha = float(alpha) if weights is not None else float(alpha[0])
+        v = (b + alpha * (a - b)).requires_grad_(True)
+        with attention_probe(model, AttentionProbe(inject={layer: v.unsqueeze(0)})):
+            value = model(inputs_embeds=embeds).logits[0, -1].log_softmax(-1)[int(ids[p])]
+        (g,) = torch.autograd.grad(value, v)
+        vg += w * v.detach() * g
+        gs += w * g
+    maps = vg * a if weighting == "attention" else (a - b) * gs
+    return maps.mean(0)[p - 1]
+
+
+def _scores(am, **params):
+    out = am.attribute(PROMPT, target=TARGET, method="rpi", **params)
+    seq = out.sequences[0]
+    return out, seq.scores[0, : seq.target_positions[0]]
+
+
+def test_noise_schedule():
+    assert abs(alpha_bar(500) - 0.0063) < 5e-5
+    assert alpha_bar(0) == pytest.approx(1 - 1e-4)
+
+
+def test_zero_noise_difference_map_is_zero_and_attention_map_is_a_squared_g(tiny_llama):
+    _, diff = _scores(tiny_llama, baseline_kind="attention", weighting="difference", **FAST)
+    assert torch.equal(diff, torch.zeros_like(diff))
+    out, att = _scores(tiny_llama, baseline_kind="attention", weighting="attention", **FAST)
+    expected = _direct(tiny_llama, out, 0, [1.0], "attention", "attention")  # A * g(A) * A
+    torch.testing.assert_close(att, expected, atol=1e-7, rtol=1e-4)
+    assert att.abs().max() > 0
+
+
+@pytest.mark.parametrize("weighting", ["difference", "attention"])
+def test_zero_baseline_equals_direct_integral(tiny_llama, weighting):
+    n = 200
+    out, got = _scores(tiny_llama, baseline_kind="zeros", weighting=weighting, num_samples=1, n_steps=n, layer=0)
+    same_points = _direct(tiny_llama, out, 0, [k / n for k in range(n + 1)], "zeros", weighting)
+    torch.testing.assert_close(got, same_points, atol=1e-7, rtol=1e-4)
+    # and the mean over many equally spaced points approaches the integral (Gauss-Legendre, 24 nodes)
+    nodes, weights = np.polynomial.legendre.leggauss(24)
+    integral = _direct(tiny_llama, out, 0, list(zip((nodes + 1) / 2, weights / 2)), "zeros", weighting)
+    assert (got - integral).abs().max() <= 0.02 * integral.abs().max()
+
+
+def test_seeds(tiny_llama):
+    _, a = _scores(tiny_llama, seed=7, **FAST)
+    _, b = _scores(tiny_llama, seed=7, **FAST)
+    _, c = _scores(tiny_llama, seed=8, **FAST)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    _, first7 = _scores(tiny_llama, seed=7, selection="first", **FAST)
+    _, first8 = _scores(tiny_llama, seed=8, selection="first", **FAST)
+    assert not torch.allclose(first7, first8)
+
+
+def test_first_is_the_first_candidate_of_mean(tiny_llama):
+    _, first = _scores(tiny_llama, selection="first", **FAST)
+    _, one = _scores(tiny_llama, num_samples=1, n_steps=FAST["n_steps"])
+    torch.testing.assert_close(first, one, atol=0, rtol=0)
+
+
+def test_runs_on_every_architecture(tiny_model):
+    out = tiny_model.attribute(PROMPT, target=" Paris. The", method="rpi", **FAST)
+    seq = out.sequences[0]
+    for j, p in enumerate(seq.target_positions):
+        assert torch.isfinite(seq.scores[j, :p]).all() and seq.scores[j, p:].isnan().all()
+        assert seq.scores[j, :p].abs().sum() > 0
+    assert torch.isfinite(seq.step_scores["rpi_candidate_spread"]).all()
+    rows = seq.num_steps * (FAST["num_samples"] * (FAST["n_steps"] + 1) + 1)
+    assert out.provenance.work == {"rows": rows, "grad_rows": rows - seq.num_steps}
+
+
+def test_batching_equals_one_at_a_time(tiny_llama):
+    prompts = [PROMPT, "A quick brown fox"]
+    together = tiny_llama.attribute(prompts, max_new_tokens=3, method="rpi", **FAST)
+    chunked = tiny_llama.attribute(prompts, max_new_tokens=3, method="rpi", max_rows=5, **FAST)
+    for i, prompt in enumerate(prompts):
+        alone = tiny_llama.attribute(prompt, max_new_tokens=3, method="rpi", **FAST).sequences[0].scores
+        torch.testing.assert_close(together.sequences[i].scores, alone, equal_nan=True, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(chunked.sequences[i].scores, alone, equal_nan=True, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("params,argument", [
+    ({"num_samples": 0}, "num_samples"), ({"n_steps": True}, "n_steps"), ({"noise_t": 501}, "noise_t"),
+    ({"noise_t": -1}, "noise_t"), ({"layer": True}, "layer"), ({"weighting": "paper"}, "weighting"),
+    ({"selection": "best:soft_ns"}, "selection"), ({"selection": "max"}, "selection"),
+    ({"baseline_kind": "uniform"}, "baseline_kind"),
+])
+def test_bad_parameters(params, argument):
+    with pytest.raises(InvalidArgumentError) as info:
+        genattrib.methods.get_method("rpi", **params)
+    assert info.value.argument == argument
+
+
+def test_layer_out_of_range_fails_before_work(tiny_llama):
+    with pytest.raises(InvalidArgumentError) as info:
+        tiny_llama.attribute(PROMPT, max_new_tokens=2, method="rpi", layer=5)
+    assert info.value.argument == "layer" and "2 layers" in info.value.problem
+    _, negative = _scores(tiny_llama, layer=-2, **FAST)
+    _, zero = _scores(tiny_llama, layer=0, **FAST)
+    torch.testing.assert_close(negative, zero, atol=0, rtol=0)
+
+
+@pytest.mark.default_model
+def test_default_model(default_model):
+    out = default_model.attribute(PROMPT, target=" Paris", method="rpi", num_samples=2, n_steps=3)
+    seq = out.sequences[0]
+    assert seq.scores.shape == (1, 6)
+    assert torch.isfinite(seq.scores[0, :5]).all() and seq.scores[0, :5].abs().sum() > 0
+    assert out.provenance.method_params["layer"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,8 +11,12 @@ import torch
 
 import genattrib
 from genattrib import InvalidArgumentError
+from genattrib.evaluation import METRICS, evaluate
 from genattrib.methods.attention_capture import AttentionProbe, attention_probe
+from genattrib.methods.base import StepBatch
+from genattrib.methods.forward import ModelForward
 from genattrib.methods.rpi import alpha_bar
+from genattrib.targets import resolve_target
 
 PROMPT = "The capital of France is"
 TARGET = " Paris"
@@ -117,7 +122,7 @@ def test_batching_equals_one_at_a_time(tiny_llama):
 @pytest.mark.parametrize("params,argument", [
     ({"num_samples": 0}, "num_samples"), ({"n_steps": True}, "n_steps"), ({"noise_t": 501}, "noise_t"),
     ({"noise_t": -1}, "noise_t"), ({"layer": True}, "layer"), ({"weighting": "paper"}, "weighting"),
-    ({"selection": "best:soft_ns"}, "selection"), ({"selection": "max"}, "selection"),
+    ({"selection": "best:nope"}, "selection"), ({"selection": "max"}, "selection"),
     ({"baseline_kind": "uniform"}, "baseline_kind"),
 ])
 def test_bad_parameters(params, argument):
@@ -142,3 +147,32 @@ def test_default_model(default_model):
     assert seq.scores.shape == (1, 6)
     assert torch.isfinite(seq.scores[0, :5]).all() and seq.scores[0, :5].abs().sum() > 0
     assert out.provenance.method_params["layer"] is None
+
+
+@pytest.mark.parametrize("metric", ["comprehensiveness", "log_odds"])
+def test_best_selection_keeps_the_candidate_the_metric_prefers(tiny_llama, metric):
+    """best:<metric> returns, per target, the candidate map that scores best on that metric."""
+    params = {"num_samples": 3, "n_steps": 4}
+    best = tiny_llama.attribute(PROMPT, max_new_tokens=2, method="rpi", selection=f"best:{metric}", **params)
+    seq = best.sequences[0]
+    # the candidates themselves, for the same rows the engine built
+    method = genattrib.methods.get_method("rpi", **params)
+    forward = ModelForward(tiny_llama.model)
+    rows = len(seq.target_positions)
+    input_ids = seq.input_ids.unsqueeze(0).expand(rows, -1).clone()
+    embeds = forward.embed(input_ids)
+    batch = StepBatch(input_ids, embeds, embeds.clone(), torch.tensor(seq.target_positions), seq.target_ids,
+                      seq.special_mask.unsqueeze(0).expand(rows, -1).clone(), torch.zeros(rows, dtype=torch.long), seed=42)
+    cands = method.candidates(batch, forward, resolve_target("logprob", {}))
+    values = []
+    for s in range(cands.shape[1]):
+        scores = seq.scores.clone()
+        for j, p in enumerate(seq.target_positions):
+            scores[j, :p] = cands[j, s, :p]
+        out = genattrib.FeatureAttributionOutput([replace(seq, scores=scores)], best.provenance)
+        values.append(evaluate(out, metrics=[metric], model=tiny_llama).per_step[metric])
+    values = torch.stack(values, 1)  # target sample
+    pick = values.argmin(1) if METRICS[metric].lower_is_better else values.argmax(1)
+    assert values.std(1).max() > 0  # the candidates really differ on the metric
+    for j, p in enumerate(seq.target_positions):
+        torch.testing.assert_close(seq.scores[j, :p], cands[j, pick[j], :p], atol=1e-6, rtol=1e-5)

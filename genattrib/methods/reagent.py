@@ -189,11 +189,16 @@ class ReAGent(Attributor):
         return (dist * use.unsqueeze(-1)).sum(1) / use.sum(1, keepdim=True)
 
 
+def with_params(method: Attributor, **values: object) -> Attributor:
+    """A copy of ``method`` with some parameters replaced (the original is left unchanged)."""
+    bound = type(method).__new__(type(method))
+    bound.__dict__.update(method.__dict__)
+    bound.params = dataclasses.replace(method.params, **values)
+    return bound
+
+
 def with_vocabulary(method: Attributor, vocabulary: Vocabulary) -> Attributor:
     """A copy of ``method`` whose ``vocabulary`` parameter is set (when it has one left empty)."""
     if getattr(method.params, "vocabulary", False) is not None:
         return method
-    bound = type(method).__new__(type(method))
-    bound.__dict__.update(method.__dict__)
-    bound.params = dataclasses.replace(method.params, vocabulary=vocabulary)
-    return bound
+    return with_params(method, vocabulary=vocabulary)

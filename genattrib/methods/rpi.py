@@ -7,7 +7,8 @@ of layer ``layer`` (default: third from last). Each of ``num_samples`` seeded ba
 probabilities (they replace the layer's own). Candidate map, ``weighting="attention"``
 (reference code): ``mean_k(v_k * g_k) * A``; ``"difference"`` (paper): ``(A - b) * mean_k(g_k)``.
 Heads are averaged and the row ``p - 1`` read: one score per source position. Candidates are
-combined by ``selection`` (``mean`` or ``first``).
+combined by ``selection``: ``mean``, ``first``, or ``best:<metric>`` (per target, the candidate that
+scores best on a faithfulness metric: the paper's oracle pick, see :mod:`rpi_selection`).
 
 Every (row, sample, path point) is an independent forward+backward row; all of them share
 model calls through :meth:`ModelForward._chunked` (OOM halving applies).
@@ -69,6 +70,7 @@ class RPIParams(MethodParams):
     weighting: str = "attention"
     selection: str = "mean"
     baseline_kind: str = "noise"
+    baseline_id: int | None = None  # token best:<metric> puts in place of removed tokens (filled in by the model wrapper)
 
     def validate(self) -> None:
         _positive_int("num_samples", self.num_samples, "num_samples=24")
@@ -82,12 +84,24 @@ class RPIParams(MethodParams):
             if getattr(self, name) not in valid:
                 raise InvalidArgumentError(name, f"unknown value {getattr(self, name)!r}", f"use one of: {', '.join(valid)}")
         if isinstance(self.selection, str) and self.selection.startswith("best:"):
-            raise InvalidArgumentError(
-                "selection", f"{self.selection!r} picks candidates by a faithfulness metric, which needs genattrib.evaluation "
-                "(not available in this version)", "use selection='mean' (default) or 'first'",
-            )
-        if self.selection not in SELECTIONS:
-            raise InvalidArgumentError("selection", f"unknown selection {self.selection!r}", f"use one of: {', '.join(SELECTIONS)}")
+            metric = self.selection.removeprefix("best:")
+            names = metric_names()
+            if metric not in names:
+                raise InvalidArgumentError("selection", f"unknown metric {metric!r} in {self.selection!r}",
+                                           f"use best:<metric> with one of: {', '.join(names)}")
+        elif self.selection not in SELECTIONS:
+            raise InvalidArgumentError("selection", f"unknown selection {self.selection!r}",
+                                       f"use one of: {', '.join(SELECTIONS)} or best:<metric> (e.g. best:soft_ns)")
+        if self.baseline_id is not None and (isinstance(self.baseline_id, bool) or not isinstance(self.baseline_id, int)):
+            raise InvalidArgumentError("baseline_id", f"must be a token id or None, got {self.baseline_id!r}", "leave it None (the tokenizer's UNK/PAD/EOS)")
+
+
+def metric_names() -> list[str]:
+    """Faithfulness metrics usable in ``selection="best:<metric>"``."""
+    # methods/ sits above evaluation/ in the data flow; the deferred import avoids an import cycle
+    from genattrib.evaluation.metrics import list_metrics
+
+    return list_metrics()
 
 
 def resolve_layer(layer: int | None, total: int | None) -> int:
@@ -225,4 +239,12 @@ class RPI(Attributor):
                  < batch.target_positions.to(cands.device).unsqueeze(1))
         spread = cands.std(1, unbiased=False) if cands.shape[1] > 1 else torch.zeros_like(cands[:, 0])
         spread = (spread * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-        return MethodOutput(select_candidates(cands, self.params.selection), {"rpi_candidate_spread": spread})
+        selection = self.params.selection
+        if selection.startswith("best:"):
+            # deferred (see metric_names): rpi_selection imports genattrib.evaluation
+            from genattrib.methods.rpi_selection import best_candidates
+
+            chosen = best_candidates(cands, batch, forward, selection.removeprefix("best:"), self.params.baseline_id)
+        else:
+            chosen = select_candidates(cands, selection)
+        return MethodOutput(chosen, {"rpi_candidate_spread": spread})

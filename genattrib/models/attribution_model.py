@@ -21,7 +21,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import Attributor, get_method, list_methods, method_class
 from genattrib.methods.forward import ModelForward, eval_mode
-from genattrib.methods.reagent import with_vocabulary
+from genattrib.methods.reagent import with_params, with_vocabulary
 from genattrib.methods.vocabulary import Vocabulary
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import (
@@ -119,6 +119,9 @@ class AttributionModel:
         attributor = name if isinstance(name, Attributor) else get_method(name, **method_params)
         if "vocabulary" in cls.param_names():  # methods that sample tokens learn the vocabulary here
             attributor = with_vocabulary(attributor, Vocabulary.from_tokenizer(self.tokenizer))
+        if "baseline_id" in cls.param_names() and getattr(attributor.params, "baseline_id", 0) is None:
+            # the token metric-based selection (RPI's best:<metric>) puts in place of removed tokens
+            attributor = with_params(attributor, baseline_id=resolve_baseline(None, self.tokenizer, 1).token_id)
         fn = resolve_target(attributed_fn, self._targets)
         step_targets = resolve_step_scores(step_scores, self._targets)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):

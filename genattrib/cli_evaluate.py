@@ -48,7 +48,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method-param", type=_method_param, action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method parameter, repeatable, e.g. integrated_gradients.n_steps=16")
     p.add_argument("--no-random", action="store_true", help="leave out the random-scores reference row")
-    p.add_argument("--json", default="genattrib-evaluation.json", metavar="PATH", help="results as JSON (default: %(default)s)")
+    p.add_argument("--json", default="genattrib-evaluation.json", metavar="PATH", help="results as JSON, rewritten after each method (default: %(default)s)")
     p.add_argument("--html", default="genattrib-evaluation.html", metavar="PATH", help="HTML report (default: %(default)s)")
 
 
@@ -69,9 +69,15 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
     if args.device_map is not None:
         load_options["device_map"] = args.device_map
     model = genattrib.load_model(args.model, **load_options)
+
+    def progress(run: Any) -> None:
+        console.print(Text.assemble((run.method, "bold"), f": {run.tokens} tokens attributed in {run.attribute_seconds:.1f} s, "
+                                    f"evaluated in {run.result.info.get('seconds', 0.0):.1f} s", style="dim"))
+
     result = genattrib.benchmark(
         model, args.methods, args.dataset, metrics, max_new_tokens=args.max_new_tokens, every=args.every,
         max_examples=args.max_examples, method_kwargs=params, seed=args.seed, k=args.k, include_random=not args.no_random,
+        checkpoint=args.json, on_method_done=progress,
     )
     result.show(console)
     json_path = result.save_json(args.json)

@@ -177,3 +177,29 @@ def test_default_model_evaluation_is_finite_and_in_range(default_model):
     assert 0.0 <= float(res.per_step["soft_ns"][0]) <= 1.0
     assert -1.0 <= float(res.per_step["comprehensiveness"][0]) <= 1.0
     assert res.info["model"] == default_model.name
+
+
+def test_to_pandas_or_a_clear_missing_dependency_error(tiny_llama):
+    res = genattrib.benchmark(tiny_llama, ["saliency"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2, n_bootstrap=50)
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(genattrib.errors.MissingDependencyError, match="pandas"):
+            res.to_pandas()
+    else:
+        frame = res.to_pandas()
+        assert list(frame["method"]) == ["saliency", "random"]
+
+
+def test_benchmark_checkpoints_after_each_method(tiny_llama, tmp_path):
+    seen, sizes = [], []
+    path = tmp_path / "partial.json"
+
+    def done(run):
+        seen.append(run.method)
+        sizes.append(len(json.loads(path.read_text())["methods"]))
+
+    genattrib.benchmark(tiny_llama, ["saliency", "occlusion"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2,
+                        n_bootstrap=50, checkpoint=path, on_method_done=done)
+    assert seen == ["saliency", "occlusion"] and sizes == [1, 2]
+    assert json.loads(path.read_text())["info"]["partial"] is True

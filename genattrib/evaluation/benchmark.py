@@ -14,7 +14,8 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,14 +75,17 @@ def benchmark(
     metrics: str | Sequence[str] | None = None, *, max_new_tokens: int = 10, every: int = 2,
     max_examples: int | None = None, method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 42, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
-    show_progress: bool | None = None,
+    show_progress: bool | None = None, checkpoint: str | Path | None = None,
+    on_method_done: Callable[[MethodRun], None] | None = None,
 ) -> BenchmarkResult:
     """Attribute ``dataset`` with every method in ``methods`` and score each with ``metrics``.
 
     ``method_kwargs`` maps a method name to its parameters (e.g. ``{"integrated_gradients":
     {"n_steps": 16}}``). A ``random`` row (seeded uniform scores on the same steps) is added when
     ``include_random``. Returns a :class:`BenchmarkResult` (``show()``, ``to_pandas()``,
-    ``save_json()``, ``save_html()``).
+    ``save_json()``, ``save_html()``). With ``checkpoint``, the JSON of the methods finished so
+    far is rewritten after each method (long runs keep their partial results);
+    ``on_method_done(run)`` is called after each method (e.g. to print progress).
     """
     names = _check(model, methods, max_new_tokens, every)
     metric_names = resolve_metrics(metrics)
@@ -107,6 +111,12 @@ def benchmark(
             raise InvalidArgumentError("dataset", "the model wrote nothing (EOS first) for every prompt", "use other prompts")
         examples, prompts, targets = [examples[i] for i in keep], [prompts[i] for i in keep], [targets[i] for i in keep]
         evaluate_every, generate_seconds = every, time.perf_counter() - t
+    info = {
+        "model": model.name, "dataset": dataset if isinstance(dataset, str) else "custom", "examples": len(examples),
+        "token_level": token_level, "max_new_tokens": None if token_level else max_new_tokens, "every": evaluate_every,
+        "metrics": metric_names, "k": k, "seed": seed, "generate_seconds": generate_seconds,
+        "device": model.devices, "dtype": str(model.dtype).replace("torch.", ""),
+    }
     runs: list[MethodRun] = []
     reference_steps = None
     for name in names:
@@ -123,13 +133,12 @@ def benchmark(
             extra["distractor_share"] = summarize(share, None, "mean", n_bootstrap, seed)
         runs.append(MethodRun(name, result, attribute_seconds, dict(out.provenance.method_params), extra,
                               tokens=int(sum(s.num_steps for s in out.sequences)), rows=out.provenance.work.get("rows", 0)))
+        if checkpoint is not None:
+            BenchmarkResult(list(runs), {**info, "partial": True, "wall_seconds": time.perf_counter() - t0}).save_json(checkpoint)
+        if on_method_done is not None:
+            on_method_done(runs[-1])
     if include_random and reference_steps is not None:
         result = evaluate_steps(model, random_steps(reference_steps, seed), metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
         runs.append(MethodRun(RANDOM, result, 0.0, {"seed": seed}, {}, tokens=0, rows=0))
-    info = {
-        "model": model.name, "dataset": dataset if isinstance(dataset, str) else "custom", "examples": len(examples),
-        "token_level": token_level, "max_new_tokens": None if token_level else max_new_tokens, "every": evaluate_every,
-        "metrics": metric_names, "k": k, "seed": seed, "generate_seconds": generate_seconds,
-        "wall_seconds": time.perf_counter() - t0, "device": model.devices, "dtype": str(model.dtype).replace("torch.", ""),
-    }
+    info["wall_seconds"] = time.perf_counter() - t0
     return BenchmarkResult(runs, info)

@@ -22,6 +22,8 @@ def markdown(data: dict) -> str:
     cell = {(r["method"], r["metric"]): r for r in rows}
     best = {}
     for m in metrics:
+        if m == "distractor_share":  # describes the data, not a method
+            continue
         candidates = [r for r in rows if r["metric"] == m and r["method"] != "random" and r["value"] is not None]
         if candidates:
             pick = (min if candidates[0]["lower_is_better"] else max)(candidates, key=lambda r: r["value"])

@@ -23,6 +23,8 @@ EXTRAS = {
     "distractor_mass": (True, "share of |attribution| on the distractor span (token-level sets)"),
     "distractor_share": (True, "the distractor's share of the prompt tokens (what uniform scores give)"),
 }
+#: Figures that describe the data, not the method: never "best".
+REFERENCE_ONLY = ("distractor_share",)
 
 
 @dataclass
@@ -81,7 +83,9 @@ class BenchmarkResult:
         return out
 
     def best(self, metric: str) -> str | None:
-        """The method (not the random row) with the best value of ``metric``."""
+        """The method (not the random row) with the best value of ``metric`` (None for reference figures)."""
+        if metric in REFERENCE_ONLY:
+            return None
         rows = [r for r in self.rows() if r["metric"] == metric and r["method"] != "random" and _num(r["value"]) is not None]
         if not rows:
             return None

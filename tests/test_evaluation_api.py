@@ -203,3 +203,14 @@ def test_benchmark_checkpoints_after_each_method(tiny_llama, tmp_path):
                         n_bootstrap=50, checkpoint=path, on_method_done=done)
     assert seen == ["saliency", "occlusion"] and sizes == [1, 2]
     assert json.loads(path.read_text())["info"]["partial"] is True
+
+
+def test_saved_benchmark_reloads_for_tables_and_reports(tiny_llama, tmp_path):
+    from genattrib.evaluation.benchmark_result import BenchmarkResult
+
+    res = genattrib.benchmark(tiny_llama, ["saliency", "occlusion"], ["a b c d e", "c d e f"], ["comprehensiveness", "soft_nc"],
+                              max_new_tokens=2, n_bootstrap=50)
+    again = BenchmarkResult.load(res.save_json(tmp_path / "b.json"))
+    assert again.rows() == res.rows()
+    assert again.best("soft_nc") == res.best("soft_nc")
+    assert again.save_html(tmp_path / "b.html").read_text().count("<svg") == 2

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genattrib.errors import MissingDependencyError
 from genattrib.evaluation.bootstrap import Interval
 from genattrib.evaluation.metrics import METRICS
@@ -112,6 +114,23 @@ class BenchmarkResult:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=1, default=str))
         return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchmarkResult:
+        """A result saved with :meth:`save_json` (summaries and timings; per-step values are not
+        saved), e.g. to print it again or re-render its HTML report."""
+        data = json.loads(Path(path).read_text())
+        runs = []
+        for entry in data["methods"]:
+            summary, extra = {}, {}
+            for row in (r for r in data["rows"] if r["method"] == entry["method"]):
+                interval = Interval(*(math.nan if row[k] is None else float(row[k]) for k in ("value", "low", "high")), int(row["n"]))
+                (summary if row["metric"] in METRICS else extra)[row["metric"]] = interval
+            empty = torch.empty(0)
+            result = EvaluationResult({}, {}, empty.long(), empty.long(), summary, {"seconds": entry.get("evaluate_seconds")})
+            runs.append(MethodRun(entry["method"], result, float(entry["attribute_seconds"]), entry.get("params", {}), extra,
+                                  int(entry.get("tokens", 0)), int(entry.get("rows", 0))))
+        return cls(runs, data["info"])
 
     def save_html(self, path: str | Path) -> Path:
         """One self-contained HTML report with a bar chart (and intervals) per metric."""

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from genattrib.evaluation.steps import EvalSteps
 from genattrib.methods.forward import ModelForward
+from genattrib.seeding import content_generator
 
 RowFn = Callable[[Float[Tensor, "row vocab"], Int[Tensor, " row"]], Float[Tensor, " row"]]
 
@@ -52,10 +52,7 @@ class EvalContext:
         """A generator for step ``i`` seeded from (seed, the step's tokens, ``stream``): results do
         not depend on which other steps are evaluated alongside."""
         data = self.steps.prefixes[i].numpy().astype("int64").tobytes() + int(self.steps.target_ids[i]).to_bytes(8, "little")
-        digest = zlib.crc32(data + stream.encode())
-        gen = torch.Generator()
-        gen.manual_seed((self.seed * 4_294_967_311 + digest) % (2**63 - 1))
-        return gen
+        return content_generator(self.seed, data + stream.encode())
 
     # --- references ------------------------------------------------------------------------
     @cached_property

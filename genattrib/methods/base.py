@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.forward import ModelForward, no_gradient_error
+from genattrib.seeding import content_generator
 from genattrib.targets import Target
 
 
@@ -61,10 +61,7 @@ class StepBatch:
         the same draws whichever batch or sequence order it comes in."""
         position = int(self.target_positions[row])
         tokens = self.input_ids[row, : position].cpu().numpy().astype("int64").tobytes()
-        digest = zlib.crc32(tokens + int(self.target_ids[row]).to_bytes(8, "little", signed=True))
-        gen = torch.Generator(device=device)
-        gen.manual_seed((self.seed * 4_294_967_311 + digest) % (2**63 - 1))
-        return gen
+        return content_generator(self.seed, tokens + int(self.target_ids[row]).to_bytes(8, "little", signed=True), device)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Metrics describe perturbed inputs (token-id rows or embedding rows, one per step and variant);
 :class:`EvalContext` runs them through the model in length-sorted, right-padded chunks (the
 engine's OOM back-off applies) and returns the target token's log-probability, or the
-distance of the predicted distribution to the unperturbed one.
+distance of the predicted distribution to the unperturbed one. The unperturbed references
+(log P and, for the soft metrics, the distribution q) come from one pass over the distinct
+prefixes.
 
 Example:
     >>> ctx = EvalContext(forward, steps, baseline_id=0)                 # doctest: +SKIP
@@ -23,7 +25,9 @@ from torch import Tensor
 from genattrib.evaluation.steps import EvalSteps
 from genattrib.methods.forward import ModelForward
 from genattrib.seeding import content_generator
+from genattrib.targets.functions import TargetContext, logprob
 
+#: ``fn(logits at each row's last position, row indices) -> one value per row``
 RowFn = Callable[[Float[Tensor, "row vocab"], Int[Tensor, " row"]], Float[Tensor, " row"]]
 
 
@@ -38,13 +42,17 @@ def hellinger_distance(p: Float[Tensor, "row vocab"], q: Float[Tensor, "row voca
 
 
 class EvalContext:
-    """Model access for metrics over the steps ``steps`` (reference values are cached)."""
+    """Model access for metrics over the steps ``steps``. ``keep_distributions`` keeps q (the
+    next-token distribution of every distinct prefix) from the reference pass, for Soft-NS/NC."""
 
-    def __init__(self, forward: ModelForward, steps: EvalSteps, baseline_id: int, seed: int = 42) -> None:
+    def __init__(
+        self, forward: ModelForward, steps: EvalSteps, baseline_id: int, seed: int = 42, keep_distributions: bool = True,
+    ) -> None:
         self.forward = forward
         self.steps = steps
         self.baseline_id = int(baseline_id)
         self.seed = int(seed)
+        self.keep_distributions = keep_distributions
         self.cache: dict[str, object] = {}  # values shared by several metrics (e.g. Soft-NS and Soft-NC)
 
     # --- randomness ------------------------------------------------------------------------
@@ -56,23 +64,52 @@ class EvalContext:
 
     # --- references ------------------------------------------------------------------------
     @cached_property
-    def reference_logprobs(self) -> Float[Tensor, " step"]:
-        """log P(target | full prefix) for every step."""
-        index = torch.arange(self.steps.num_steps)
-        return self._run_ids(self.steps.prefixes, index, _target_logprob)
+    def _distinct(self) -> tuple[list[int], Int[Tensor, " step"]]:
+        """Steps with distinct (prefix, target) — e.g. RPI's candidates share theirs — and, for
+        every step, the index of its distinct representative."""
+        first: dict[bytes, int] = {}
+        reps, index = [], []
+        for i, prefix in enumerate(self.steps.prefixes):
+            key = prefix.numpy().astype("int64").tobytes() + int(self.steps.target_ids[i]).to_bytes(8, "little")
+            if key not in first:
+                first[key] = len(reps)
+                reps.append(i)
+            index.append(first[key])
+        return reps, torch.tensor(index, dtype=torch.long)
 
     @cached_property
-    def reference_distributions(self) -> Float[Tensor, "step vocab"]:
-        """q: the predicted next-token distribution for every step (float32, on the CPU)."""
-        embeds = [self.forward.embed(p.unsqueeze(0))[0] for p in self.steps.prefixes]
-        out = torch.empty(self.steps.num_steps, self.forward.vocab_size)
+    def _reference(self) -> tuple[Float[Tensor, " distinct"], Float[Tensor, "distinct vocab"] | None]:
+        """One pass over the distinct prefixes: log P(target) and, when kept, q."""
+        reps, _ = self._distinct
+        targets = self.steps.target_ids[reps]
+        q = torch.empty(len(reps), self.forward.vocab_size) if self.keep_distributions else None
 
-        def keep(logits: Tensor, index: Tensor) -> Tensor:
-            out[index] = torch.softmax(logits.float(), -1).cpu()
-            return torch.zeros(index.shape[0])
+        def read(logits: Tensor, index: Tensor) -> Tensor:
+            if q is not None:
+                q[index] = torch.softmax(logits.float(), -1).cpu()
+            return _target_logprob(logits, targets[index].to(logits.device))
 
-        self._run_embeds(embeds, torch.arange(self.steps.num_steps), keep)
-        return out
+        values = self._run([self.steps.prefixes[i] for i in reps], read, ids=True)
+        return values, q
+
+    @property
+    def reference_logprobs(self) -> Float[Tensor, " step"]:
+        """log P(target | full prefix) for every step."""
+        return self._reference[0][self._distinct[1]]
+
+    def _distributions(self) -> Float[Tensor, "distinct vocab"]:
+        q = self._reference[1]
+        if q is None:  # not kept by the reference pass: one more pass, only for q
+            reps, _ = self._distinct
+            q = torch.empty(len(reps), self.forward.vocab_size)
+
+            def keep(logits: Tensor, index: Tensor) -> Tensor:
+                q[index] = torch.softmax(logits.float(), -1).cpu()
+                return torch.zeros(index.shape[0])
+
+            self._run([self.steps.prefixes[i] for i in reps], keep, ids=True)
+            self._reference = (self._reference[0], q)
+        return q
 
     # --- perturbed inputs ------------------------------------------------------------------
     def logprobs(self, rows: Sequence[Int[Tensor, " _position"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
@@ -88,52 +125,55 @@ class EvalContext:
                 todo.append(r)
         if todo:
             picked = [rows[r] if rows[r].numel() else torch.tensor([self.baseline_id]) for r in todo]
-            out[torch.tensor(todo)] = self._run_ids(picked, step_index[torch.tensor(todo)], _target_logprob)
+            targets = self.steps.target_ids[step_index[torch.tensor(todo)]]
+            out[torch.tensor(todo)] = self._run(
+                picked, lambda logits, index: _target_logprob(logits, targets[index].to(logits.device)), ids=True
+            )
         return out
 
     def distances(self, embeds: Sequence[Float[Tensor, "_position hidden"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
         """D(p(row), q(step)) for embedding rows (see :func:`hellinger_distance`)."""
-        q = self.reference_distributions
+        q = self._distributions()
+        q_index = self._distinct[1][step_index]
 
         def distance(logits: Tensor, index: Tensor) -> Tensor:
             p = torch.softmax(logits.float(), -1)
-            return hellinger_distance(p, q[step_index[index]].to(p.device)).cpu()
+            return hellinger_distance(p, q[q_index[index]].to(p.device))
 
-        return self._run_embeds(embeds, torch.arange(len(embeds)), distance)
+        return self._run(embeds, distance, ids=False)
 
-    # --- runners ---------------------------------------------------------------------------
-    def _run_ids(self, rows: Sequence[Tensor], step_index: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        embeds = [self.forward.embed(r.unsqueeze(0))[0] for r in rows]
-        targets = self.steps.target_ids[step_index]
-
-        def with_target(logits: Tensor, index: Tensor) -> Tensor:
-            return fn(logits, targets[index].to(logits.device)).cpu()
-
-        return self._run_embeds(embeds, torch.arange(len(rows)), with_target)
-
-    def _run_embeds(self, embeds: Sequence[Tensor], index: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        """Apply ``fn(logits at each row's last position, row indices)`` over length-sorted chunks."""
-        out = torch.empty(len(embeds))
-        if not embeds:
+    # --- runner ----------------------------------------------------------------------------
+    def _run(self, rows: Sequence[Tensor], fn: RowFn, ids: bool) -> Float[Tensor, " row"]:
+        """``fn`` of the logits at each row's last position, over length-sorted chunks; ``rows``
+        are token ids (embedded once per chunk) or embeddings."""
+        out = torch.empty(len(rows))
+        if not rows:
             return out
-        lengths = torch.tensor([int(e.shape[0]) for e in embeds])
+        lengths = torch.tensor([int(r.shape[0]) for r in rows])
         order = torch.sort(lengths, descending=True, stable=True).indices
-        hidden = int(embeds[0].shape[-1])
+        forward = self.forward
 
         def run(chunk: slice) -> None:
             picked = order[chunk]
             width = int(lengths[picked].max())
-            batch = torch.zeros(len(picked), width, hidden, dtype=self.forward.dtype, device=self.forward.input_device)
-            for r, j in enumerate(picked.tolist()):
-                batch[r, : lengths[j]] = embeds[j].to(batch.device, batch.dtype)
+            if ids:
+                batch_ids = torch.zeros(len(picked), width, dtype=torch.long)
+                for r, j in enumerate(picked.tolist()):
+                    batch_ids[r, : lengths[j]] = rows[j]
+                batch = forward.embed(batch_ids)
+            else:
+                hidden = int(rows[0].shape[-1])
+                batch = torch.zeros(len(picked), width, hidden, dtype=forward.dtype, device=forward.input_device)
+                for r, j in enumerate(picked.tolist()):
+                    batch[r, : lengths[j]] = rows[j].to(batch.device, batch.dtype)
             with torch.no_grad():
-                logits = self.forward.logits_at(batch, lengths[picked].unsqueeze(-1)).squeeze(1)
-            out[picked] = fn(logits, index[picked]).float()
-            self.forward.rows_run += len(picked)
+                logits = forward.logits_at(batch, lengths[picked].unsqueeze(-1)).squeeze(1)
+            out[picked] = fn(logits, picked).float().cpu()
+            forward.rows_run += len(picked)
 
-        self.forward._chunked(len(embeds), int(lengths.max()), False, run)
+        forward._chunked(len(rows), int(lengths.max()), False, run)
         return out
 
 
 def _target_logprob(logits: Float[Tensor, "row vocab"], targets: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
-    return torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logprob(TargetContext(logits.float(), targets))

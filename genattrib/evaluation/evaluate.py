@@ -86,7 +86,8 @@ def evaluate_steps(
     vocab = forward.vocab_size
     if any(int(p.max()) >= vocab for p in steps.prefixes if p.numel()) or int(steps.target_ids.max()) >= vocab:
         raise InvalidArgumentError("model", f"the result has token ids beyond the model's vocabulary ({vocab})", "evaluate with the model that produced the result")
-    ctx = EvalContext(forward, steps, _baseline_id(model, baseline), seed)
+    ctx = EvalContext(forward, steps, _baseline_id(model, baseline), seed,
+                      keep_distributions=any(METRICS[n].uses_distribution for n in names))
     options = MetricOptions(k=float(k), soft_normalization=soft_normalization)
     per_step, random_per_step, summary = {}, {}, {}
     with eval_mode(model.model):

@@ -47,6 +47,7 @@ class Metric:
     value_range: tuple[float, float]
     compute: Callable[[EvalContext, MetricOptions], tuple[Tensor, Tensor | None]]
     summary: str = "mean"
+    uses_distribution: bool = False  # compares whole next-token distributions (needs q)
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description, "lower_is_better": self.lower_is_better,
@@ -116,9 +117,9 @@ def _soft(which: str) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, Te
 
 _ALL = (
     Metric("soft_ns", "Soft normalised sufficiency (Zhao & Aletras 2023); summary ln(Σ method / Σ random)",
-           False, (0.0, 1.0), _soft("soft_ns"), "log_ratio"),
+           False, (0.0, 1.0), _soft("soft_ns"), "log_ratio", True),
     Metric("soft_nc", "Soft normalised comprehensiveness (Zhao & Aletras 2023); summary ln(Σ method / Σ random)",
-           False, (0.0, float("inf")), _soft("soft_nc"), "log_ratio"),
+           False, (0.0, float("inf")), _soft("soft_nc"), "log_ratio", True),
     Metric("comprehensiveness", "P − P′ after deleting the top-k% tokens", False, (-1.0, 1.0), _single(lambda o: o.k, "delete")),
     Metric("sufficiency", "P − P′ keeping only the top-k% tokens", True, (-1.0, 1.0), _single(lambda o: o.k, "keep")),
     Metric("log_odds", "log P′ − log P after replacing the top-k% tokens by the baseline token", True,

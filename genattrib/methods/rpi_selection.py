@@ -36,8 +36,9 @@ def best_candidates(
             example.append(r)
     steps = EvalSteps(prefixes, scores, special, torch.tensor(targets), torch.tensor(example),
                       torch.arange(samples).repeat(rows))
-    ctx = EvalContext(forward, steps, 0 if baseline_id is None else baseline_id, batch.seed)
     spec = METRICS[metric]
+    ctx = EvalContext(forward, steps, 0 if baseline_id is None else baseline_id, batch.seed,
+                      keep_distributions=spec.uses_distribution)
     values, _ = spec.compute(ctx, MetricOptions())
     values = values.reshape(rows, samples).float()
     worst = float("inf") if spec.lower_is_better else float("-inf")

@@ -214,3 +214,11 @@ def test_saved_benchmark_reloads_for_tables_and_reports(tiny_llama, tmp_path):
     assert again.rows() == res.rows()
     assert again.best("soft_nc") == res.best("soft_nc")
     assert again.save_html(tmp_path / "b.html").read_text().count("<svg") == 2
+
+
+@pytest.mark.default_model
+def test_shipped_longra_set_is_what_the_builder_keeps(default_model):
+    from genattrib.evaluation.longra import build_longra
+
+    shipped = json.loads((Path(genattrib.__file__).parent / "data" / "longra.json").read_text())
+    assert build_longra(default_model) == shipped

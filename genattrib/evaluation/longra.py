@@ -59,13 +59,21 @@ def candidates() -> list[dict[str, Any]]:
 
 
 def _greedy_next(forward: ModelForward, tokenizer: Any, prompts: list[str]) -> list[int]:
-    out = []
-    for prompt in prompts:
-        ids = torch.tensor([tokenizer(prompt, add_special_tokens=True)["input_ids"]])
+    """The greedy next token after each prompt (right-padded chunks; the model is causal)."""
+    rows = [torch.tensor(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
+    lengths = torch.tensor([len(r) for r in rows])
+    out = torch.empty(len(rows), dtype=torch.long)
+
+    def run(chunk: slice) -> None:
+        ids = torch.zeros(chunk.stop - chunk.start, int(lengths[chunk].max()), dtype=torch.long)
+        for r, row in enumerate(rows[chunk]):
+            ids[r, : len(row)] = row
         with torch.no_grad():
-            logits = forward.logits_at(forward.embed(ids), torch.tensor([[ids.shape[1]]]))
-        out.append(int(logits[0, 0].argmax()))
-    return out
+            logits = forward.logits_at(forward.embed(ids), lengths[chunk].unsqueeze(-1))
+        out[chunk] = logits[:, 0].argmax(-1).cpu()
+
+    forward._chunked(len(rows), int(lengths.max()), False, run)
+    return out.tolist()
 
 
 def build_longra(model: Any, examples: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -82,4 +90,21 @@ def build_longra(model: Any, examples: list[dict[str, Any]] | None = None) -> li
         first = tok(example["target"], add_special_tokens=False)["input_ids"][0]
         if a == first and b == first:
             kept.append({**example, "target": tok.decode([first]), "model": model.name})
-    return kept
+    return mixed_order(kept)
+
+
+def mixed_order(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each word's first kept distractor before any word's second, words interleaved across
+    categories: any prefix of the set (``max_examples``) mixes categories and words."""
+    categories = list(TEMPLATES)
+    words: dict[str, list[str]] = {c: [] for c in categories}  # kept words, in candidate order
+    for e in examples:
+        if e["word"] not in words[e["category"]]:
+            words[e["category"]].append(e["word"])
+    seen: dict[tuple[str, str], int] = {}
+    keyed = []
+    for e in sorted(examples, key=lambda e: e["distractor_id"]):
+        rank = seen.get((e["category"], e["word"]), 0)
+        seen[(e["category"], e["word"])] = rank + 1
+        keyed.append(((rank, words[e["category"]].index(e["word"]), categories.index(e["category"])), e))
+    return [e for _, e in sorted(keyed, key=lambda pair: pair[0])]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+import genattrib
 
 PROMPT = "The capital of France is"
 
@@ -75,3 +78,15 @@ def test_provenance_is_complete(tiny_llama):
     assert {"genattrib", "torch", "transformers"} <= set(p.versions)
     assert {"generate", "attribute", "total"} <= set(p.timings)
     assert p.generation_config["max_new_tokens"] == 2
+
+
+def test_generate_returns_what_attribute_explains(tiny_model):
+    prompts = ["a b c", "d e f g"]
+    ids = tiny_model.generate(prompts, max_new_tokens=4)
+    out = tiny_model.attribute(prompts, max_new_tokens=4, method="occlusion")
+    assert [i.tolist() for i in ids] == [s.input_ids[s.prompt_length:].tolist() for s in out.sequences]
+    forced = tiny_model.attribute(prompts, target=ids, method="occlusion")
+    for a, b in zip(forced.sequences, out.sequences):
+        torch.testing.assert_close(a.scores, b.scores, equal_nan=True)
+    with pytest.raises(genattrib.InvalidArgumentError):
+        tiny_model.generate(prompts, batch_size=0)

@@ -102,10 +102,7 @@ def benchmark(
         evaluate_every, generate_seconds = 1, 0.0
     else:  # the model writes once; every method explains the same tokens
         t = time.perf_counter()
-        # occlusion of the first step only: forward passes, works on every model
-        written = model.attribute(prompts, method="occlusion", max_new_tokens=max_new_tokens, do_sample=False,
-                                  attr_pos_end=1, show_progress=False)
-        targets = [seq.input_ids[seq.prompt_length:].clone() for seq in written.sequences]
+        targets = model.generate(prompts, max_new_tokens=max_new_tokens, do_sample=False)
         keep = [i for i, t in enumerate(targets) if t.numel()]
         if not keep:
             raise InvalidArgumentError("dataset", "the model wrote nothing (EOS first) for every prompt", "use other prompts")

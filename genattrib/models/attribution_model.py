@@ -124,8 +124,7 @@ class AttributionModel:
             attributor = with_params(attributor, baseline_id=resolve_baseline(None, self.tokenizer, 1).token_id)
         fn = resolve_target(attributed_fn, self._targets)
         step_targets = resolve_step_scores(step_scores, self._targets)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-            raise InvalidArgumentError("batch_size", f"must be a positive int, got {batch_size!r}", "pass e.g. batch_size=8")
+        self._check_batch_size(batch_size)
         prompts = inp.normalize_prompts(inputs, chat)
         forced = inp.normalize_targets(target, len(prompts), "target")
         contrasts = inp.normalize_targets(contrast_target, len(prompts), "contrast_target")
@@ -188,7 +187,32 @@ class AttributionModel:
         provenance.work = {"rows": forward.rows_run, "grad_rows": forward.grad_rows_run}
         return FeatureAttributionOutput(sequences, provenance)
 
+    def generate(
+        self, inputs: str | Sequence[Any], *, chat: bool = False, batch_size: int | None = None, seed: int | None = None,
+        generation_config: GenerationConfig | None = None, **kwargs: Any,
+    ) -> list[torch.Tensor]:
+        """The token ids the model writes after each prompt (EOS trimmed), without attributing:
+        what :meth:`attribute` would explain with the same settings; pass them back as ``target``.
+
+        Example:
+            >>> ids = model.generate(["The capital of France is"], max_new_tokens=4)        # doctest: +SKIP
+            >>> model.attribute(["The capital of France is"], target=ids, method="occlusion")  # doctest: +SKIP
+        """
+        self._check_batch_size(batch_size)
+        prompt_ids = [inp.tokenize_prompt(self.tokenizer, p) for p in inp.normalize_prompts(inputs, chat)]
+        config = build_generation_config(self.model, self.tokenizer, generation_config, kwargs, [])
+        self._check_lengths(prompt_ids, None, config)
+        with eval_mode(self.model):
+            traces = generate_traces(self.model, prompt_ids, generation_config=config, step_targets={},
+                                     batch_size=batch_size, seed=seed)
+        return [trace.generated_ids.clone() for trace in traces]
+
     # --- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _check_batch_size(batch_size: object) -> None:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise InvalidArgumentError("batch_size", f"must be a positive int, got {batch_size!r}", "pass e.g. batch_size=8")
+
     def _check_lengths(self, prompt_ids: list[torch.Tensor], forced_ids: list[torch.Tensor] | None, config: GenerationConfig) -> None:
         window = inp.context_window(self.model.config)
         if window is None:

@@ -64,7 +64,7 @@ class EvalContext:
 
     # --- references ------------------------------------------------------------------------
     @cached_property
-    def _distinct(self) -> tuple[list[int], Int[Tensor, " step"]]:
+    def distinct(self) -> tuple[list[int], Int[Tensor, " step"]]:
         """Steps with distinct (prefix, target) — e.g. RPI's candidates share theirs — and, for
         every step, the index of its distinct representative."""
         first: dict[bytes, int] = {}
@@ -80,7 +80,7 @@ class EvalContext:
     @cached_property
     def _reference(self) -> tuple[Float[Tensor, " distinct"], Float[Tensor, "distinct vocab"] | None]:
         """One pass over the distinct prefixes: log P(target) and, when kept, q."""
-        reps, _ = self._distinct
+        reps, _ = self.distinct
         targets = self.steps.target_ids[reps]
         q = torch.empty(len(reps), self.forward.vocab_size) if self.keep_distributions else None
 
@@ -95,12 +95,12 @@ class EvalContext:
     @property
     def reference_logprobs(self) -> Float[Tensor, " step"]:
         """log P(target | full prefix) for every step."""
-        return self._reference[0][self._distinct[1]]
+        return self._reference[0][self.distinct[1]]
 
     def _distributions(self) -> Float[Tensor, "distinct vocab"]:
         q = self._reference[1]
         if q is None:  # not kept by the reference pass: one more pass, only for q
-            reps, _ = self._distinct
+            reps, _ = self.distinct
             q = torch.empty(len(reps), self.forward.vocab_size)
 
             def keep(logits: Tensor, index: Tensor) -> Tensor:
@@ -134,7 +134,7 @@ class EvalContext:
     def distances(self, embeds: Sequence[Float[Tensor, "_position hidden"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
         """D(p(row), q(step)) for embedding rows (see :func:`hellinger_distance`)."""
         q = self._distributions()
-        q_index = self._distinct[1][step_index]
+        q_index = self.distinct[1][step_index]
 
         def distance(logits: Tensor, index: Tensor) -> Tensor:
             p = torch.softmax(logits.float(), -1)

@@ -35,6 +35,7 @@ class MetricOptions:
 
     k: float = 20.0
     soft_normalization: str = "sum"
+    random_baseline: bool = True  # Soft-NS/NC: also score the random baseline (needed for their summary)
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ def _aopc(how: str) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, None
     return lambda ctx, opts: (_drop(ctx, AOPC_PERCENTS, how).sum(-1) / (len(AOPC_PERCENTS) + 1), None)
 
 
-def _soft(which: str) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, Tensor]]:
-    def compute(ctx: EvalContext, opts: MetricOptions) -> tuple[Tensor, Tensor]:
-        values = soft_values(ctx, opts.soft_normalization)
-        return values[which], values[f"random_{which}"]
+def _soft(which: str) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, Tensor | None]]:
+    def compute(ctx: EvalContext, opts: MetricOptions) -> tuple[Tensor, Tensor | None]:
+        values = soft_values(ctx, opts.soft_normalization, opts.random_baseline)
+        return values[which], values.get(f"random_{which}")
 
     return compute
 

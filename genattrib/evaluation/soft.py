@@ -60,34 +60,39 @@ def random_importance(movable: Bool[Tensor, " position"], generator: torch.Gener
     return out
 
 
-def soft_values(ctx: EvalContext, normalization: str) -> dict[str, Float[Tensor, " step"]]:
-    """Soft-NS, Soft-NC and the same for the random baseline, per step (cached on ``ctx``)."""
-    key = f"soft:{normalization}"
+def soft_values(ctx: EvalContext, normalization: str, with_random: bool = True) -> dict[str, Float[Tensor, " step"]]:
+    """Soft-NS, Soft-NC and (``with_random``) the same for the random baseline, per step (cached
+    on ``ctx``). The all-zeroed input (Suff₀) is run once per distinct prefix."""
+    key = f"soft:{normalization}:{with_random}"
     if key in ctx.cache:
         return ctx.cache[key]  # type: ignore[return-value]
     steps = ctx.steps
+    reps, rep_of = ctx.distinct
     rows, index = [], []
+
+    def add(i: int, rho: Tensor, stream: str, embeds: Tensor) -> None:
+        rows.append(soft_mask(embeds, rho * steps.movable(i), steps.special[i], ctx.generator(i, stream)))
+        index.append(i)
+
+    embeds = [ctx.forward.embed(p.unsqueeze(0))[0].float().cpu() for p in steps.prefixes]
     for i in range(steps.num_steps):
-        movable, special = steps.movable(i), steps.special[i]
-        embeds = ctx.forward.embed(steps.prefixes[i].unsqueeze(0))[0].float().cpu()
-        keep = normalize_importance(steps.scores[i], movable, normalization)
-        rand = random_importance(movable, ctx.generator(i, "random-scores"))
-        variants = (
-            (keep, "suff"), (1.0 - keep, "comp"), (torch.zeros_like(keep), "zero"),
-            (rand, "random-suff"), (1.0 - rand, "random-comp"),
-        )
-        for rho, stream in variants:
-            rows.append(soft_mask(embeds, rho * movable, special, ctx.generator(i, stream)))
-            index.append(i)
-    d = ctx.distances(rows, torch.tensor(index, dtype=torch.long)).reshape(steps.num_steps, 5)
-    suff, comp, suff0 = 1.0 - d[:, 0], d[:, 1], 1.0 - d[:, 2]
-    rand_suff, rand_comp = 1.0 - d[:, 3], d[:, 4]
+        keep = normalize_importance(steps.scores[i], steps.movable(i), normalization)
+        add(i, keep, "suff", embeds[i])
+        add(i, 1.0 - keep, "comp", embeds[i])
+        if with_random:
+            rand = random_importance(steps.movable(i), ctx.generator(i, "random-scores"))
+            add(i, rand, "random-suff", embeds[i])
+            add(i, 1.0 - rand, "random-comp", embeds[i])
+    per_step = len(rows) // max(steps.num_steps, 1)
+    for i in reps:
+        add(i, torch.zeros(steps.prefixes[i].shape), "zero", embeds[i])
+    d = ctx.distances(rows, torch.tensor(index, dtype=torch.long))
+    own = d[: per_step * steps.num_steps].reshape(steps.num_steps, per_step)
+    suff0 = 1.0 - d[per_step * steps.num_steps :][rep_of]
     denom = (1.0 - suff0).clamp_min(1e-12)
-    values = {
-        "soft_ns": (suff - suff0).clamp_min(0.0) / denom,
-        "soft_nc": comp / denom,
-        "random_soft_ns": (rand_suff - suff0).clamp_min(0.0) / denom,
-        "random_soft_nc": rand_comp / denom,
-    }
+    values = {"soft_ns": (1.0 - own[:, 0] - suff0).clamp_min(0.0) / denom, "soft_nc": own[:, 1] / denom}
+    if with_random:
+        values["random_soft_ns"] = (1.0 - own[:, 2] - suff0).clamp_min(0.0) / denom
+        values["random_soft_nc"] = own[:, 3] / denom
     ctx.cache[key] = values
     return values

@@ -39,7 +39,7 @@ def best_candidates(
     spec = METRICS[metric]
     ctx = EvalContext(forward, steps, 0 if baseline_id is None else baseline_id, batch.seed,
                       keep_distributions=spec.uses_distribution)
-    values, _ = spec.compute(ctx, MetricOptions())
+    values, _ = spec.compute(ctx, MetricOptions(random_baseline=False))  # no summary: no random baseline
     values = values.reshape(rows, samples).float()
     worst = float("inf") if spec.lower_is_better else float("-inf")
     values = torch.where(values.isnan(), torch.full_like(values, worst), values)

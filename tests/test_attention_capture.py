@@ -9,13 +9,13 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from genattrib.methods.attention_capture import (
+from genattrib.engine.attention_capture import (
     AttentionProbe,
     attention_probe,
     capture_attentions,
     capture_layer,
 )
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 
 PROMPT = "The capital of France is"
 

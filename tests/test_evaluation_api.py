@@ -14,7 +14,7 @@ import genattrib
 from genattrib.cli import main
 from genattrib.errors import InvalidArgumentError, UnknownNameError
 from genattrib.evaluation.benchmark import distractor_mass
-from genattrib.evaluation.bootstrap import per_example_means, summarize
+from genattrib.faithfulness.bootstrap import per_example_means, summarize
 from genattrib.evaluation.datasets import Example, load_dataset
 
 finite = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=False)

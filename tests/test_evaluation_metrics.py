@@ -10,7 +10,7 @@ import torch
 
 import genattrib
 from genattrib.evaluation import collect_steps, evaluate
-from genattrib.evaluation.context import hellinger_distance
+from genattrib.faithfulness.context import hellinger_distance
 from genattrib.output import FeatureAttributionOutput
 
 PROMPTS = ["a b c d e f g h i j", "j i h g f e d c b a", "c a b d f e h g j i", "b b c c d d e e f f"]

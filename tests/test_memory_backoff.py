@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 
 
 @pytest.mark.parametrize("method,params", [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("occlusion", {})])

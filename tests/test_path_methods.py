@@ -17,7 +17,7 @@ from genattrib.methods.discretized_integrated_gradients import (
     knn_anchor_search,
 )
 from genattrib.methods.embedding_neighbours import KnnCache, build_knn_graph, nearest_vocabulary
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import monotonic_path
 from genattrib.methods.uniform_discretized_integrated_gradients import uniform_anchor_search
 

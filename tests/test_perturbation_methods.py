@@ -111,7 +111,7 @@ def test_model_and_uniform_samplers(tiny_llama):
     mask = torch.ones_like(ids, dtype=torch.bool)
     uniform = UniformSampler(vocab).sample(ids, mask, torch.Generator().manual_seed(0))
     assert not torch.isin(uniform, torch.tensor(vocab.special_ids)).any()
-    from genattrib.methods.forward import ModelForward
+    from genattrib.engine.forward import ModelForward
 
     sampler = ModelSampler(ModelForward(tiny_llama.model), vocab)
     first = sampler.sample(ids, mask, torch.Generator().manual_seed(0))

@@ -12,9 +12,9 @@ import torch
 import genattrib
 from genattrib import InvalidArgumentError
 from genattrib.evaluation import METRICS, evaluate
-from genattrib.methods.attention_capture import AttentionProbe, attention_probe
-from genattrib.methods.base import StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.attention_capture import AttentionProbe, attention_probe
+from genattrib.engine.contract import StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.rpi import alpha_bar
 from genattrib.targets import resolve_target
 

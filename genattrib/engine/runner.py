@@ -16,9 +16,9 @@ from torch import Tensor
 
 from genattrib.aggregation import reduce_hidden
 from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
-from genattrib.methods import Attributor, StepBatch
-from genattrib.methods.baselines import ResolvedBaseline, baseline_embeddings
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, StepBatch
+from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
+from genattrib.engine.forward import ModelForward
 from genattrib.progress import progress_bar
 from genattrib.targets import Target
 
@@ -77,11 +77,10 @@ def run_attribution(
 ) -> list[EngineResult]:
     """Attribute every explained step of every job with ``method``; no per-token Python loop
     of forwards: rows of many targets share each model call."""
-    backward = method.needs_gradients
     batches = plan_batches(
         jobs,
         method.rows_per_target,
-        lambda length: forward.rows_per_chunk(length, backward),
+        lambda length: forward.rows_per_chunk(length, method.needs_gradients),
         method.group_by_sequence,
     )
     baselines = [

@@ -13,7 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.engine.plan import SequenceJob
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 from genattrib.targets import Target, TargetContext
 
 

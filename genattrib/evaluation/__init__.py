@@ -6,9 +6,9 @@ Example:
 """
 
 from genattrib.evaluation.evaluate import evaluate, evaluate_steps, resolve_metrics
-from genattrib.evaluation.metrics import DEFAULT_METRICS, METRICS, Metric, list_metrics
+from genattrib.faithfulness.metrics import DEFAULT_METRICS, METRICS, Metric, list_metrics
 from genattrib.evaluation.result import EvaluationResult
-from genattrib.evaluation.steps import EvalSteps, collect_steps
+from genattrib.faithfulness.steps import EvalSteps, collect_steps
 
 __all__ = [
     "DEFAULT_METRICS", "METRICS", "EvalSteps", "EvaluationResult", "Metric", "collect_steps", "evaluate",

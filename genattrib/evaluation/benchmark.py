@@ -22,10 +22,10 @@ import torch
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.evaluation.benchmark_result import BenchmarkResult, MethodRun
-from genattrib.evaluation.bootstrap import summarize
+from genattrib.faithfulness.bootstrap import summarize
 from genattrib.evaluation.datasets import Example, load_dataset
 from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics
-from genattrib.evaluation.steps import EvalSteps, collect_steps
+from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.methods import method_class
 from genattrib.models import AttributionModel
 from genattrib.output import FeatureAttributionOutput

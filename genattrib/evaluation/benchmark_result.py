@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from genattrib.errors import MissingDependencyError
-from genattrib.evaluation.bootstrap import Interval
-from genattrib.evaluation.metrics import METRICS
+from genattrib.faithfulness.bootstrap import Interval
+from genattrib.faithfulness.metrics import METRICS
 from genattrib.evaluation.result import EvaluationResult
 
 #: Extra per-method figures that are not faithfulness metrics: (lower is better, description).

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from genattrib.errors import InvalidArgumentError, UnknownNameError
-from genattrib.evaluation.bootstrap import per_example_means, summarize
-from genattrib.evaluation.context import EvalContext
-from genattrib.evaluation.metrics import DEFAULT_METRICS, METRICS, MetricOptions
+from genattrib.faithfulness.bootstrap import per_example_means, summarize
+from genattrib.faithfulness.context import EvalContext
+from genattrib.faithfulness.metrics import DEFAULT_METRICS, METRICS, MetricOptions
 from genattrib.evaluation.result import EvaluationResult
-from genattrib.evaluation.soft import NORMALIZATIONS
-from genattrib.evaluation.steps import EvalSteps, collect_steps
-from genattrib.methods.forward import ModelForward, eval_mode
+from genattrib.faithfulness.soft import NORMALIZATIONS
+from genattrib.faithfulness.steps import EvalSteps, collect_steps
+from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.models import AttributionModel, load_model
 from genattrib.models.arguments import resolve_baseline
 from genattrib.models.default_model import DEFAULT_MODEL_NAME

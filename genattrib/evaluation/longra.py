@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from genattrib.methods.forward import ModelForward, eval_mode
+from genattrib.engine.forward import ModelForward, eval_mode
 
 CAPITALS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
             "Russia": "Moscow", "England": "London", "Egypt": "Cairo", "Greece": "Athens", "China": "Beijing",
@@ -68,11 +68,10 @@ def _greedy_next(forward: ModelForward, tokenizer: Any, prompts: list[str]) -> l
         ids = torch.zeros(chunk.stop - chunk.start, int(lengths[chunk].max()), dtype=torch.long)
         for r, row in enumerate(rows[chunk]):
             ids[r, : len(row)] = row
-        with torch.no_grad():
-            logits = forward.logits_at(forward.embed(ids), lengths[chunk].unsqueeze(-1))
+        logits = forward.logits_at(forward.embed(ids), lengths[chunk].unsqueeze(-1))
         out[chunk] = logits[:, 0].argmax(-1).cpu()
 
-    forward._chunked(len(rows), int(lengths.max()), False, run)
+    forward.run_chunked(len(rows), int(lengths.max()), run, grad=False)
     return out.tolist()
 
 

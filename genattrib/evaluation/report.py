@@ -16,8 +16,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from genattrib.evaluation.bootstrap import Interval
-from genattrib.evaluation.metrics import METRICS
+from genattrib.faithfulness.bootstrap import Interval
+from genattrib.faithfulness.metrics import METRICS
 
 
 def _fmt(x: float) -> str:

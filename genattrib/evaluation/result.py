@@ -17,8 +17,8 @@ from typing import Any
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.evaluation.bootstrap import Interval, per_example_means
-from genattrib.evaluation.metrics import METRICS
+from genattrib.faithfulness.bootstrap import Interval, per_example_means
+from genattrib.faithfulness.metrics import METRICS
 
 
 def _finite(x: float) -> float | None:

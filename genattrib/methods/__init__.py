@@ -15,7 +15,7 @@ from typing import Any
 
 from genattrib.errors import UnknownNameError
 from genattrib.methods.attention import Attention, Rollout
-from genattrib.methods.base import Attributor, MethodOutput, StepBatch
+from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.methods.discretized_integrated_gradients import DiscretizedIntegratedGradients
 from genattrib.methods.gradient_shap import GradientShap
 from genattrib.methods.input_x_gradient import InputXGradient

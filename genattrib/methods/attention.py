@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.attention_capture import capture_attentions, check_attention_support
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.attention_capture import capture_attentions, check_attention_support
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.targets import Target
 
 REDUCTIONS = ("mean", "max", "sum")

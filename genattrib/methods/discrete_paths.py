@@ -25,8 +25,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import Target
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams, check_int
 from genattrib.methods.embedding_neighbours import KnnCache
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import choose_anchor
 
 

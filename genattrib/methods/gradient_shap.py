@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.targets import Target
 
 

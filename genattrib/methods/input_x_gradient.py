@@ -6,8 +6,8 @@ Example:
 
 from __future__ import annotations
 
-from genattrib.methods.base import Attributor, MethodOutput, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.targets import Target
 
 

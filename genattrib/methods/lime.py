@@ -25,8 +25,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.targets import Target
 
 
@@ -104,7 +104,7 @@ class Lime(Attributor):
         tgt_pos, tgt_ids = batch.target_positions.unsqueeze(0), batch.target_ids.unsqueeze(0)
         contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
         values = torch.empty(p.n_samples, n, dtype=torch.float32)
-        chunk = max(1, forward.rows_per_chunk(length, backward=False, n_logits=n))
+        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n))
         for start in range(0, p.n_samples, chunk):
             keep = masks[start : start + chunk].to(x.device).unsqueeze(-1)
             rows = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0))

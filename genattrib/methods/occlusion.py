@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.targets import Target
 
 
@@ -46,7 +46,7 @@ class Occlusion(Attributor):
         contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
         original = forward.values(x.unsqueeze(0), tgt_pos, target, tgt_ids, contrast)[0]
         scores = torch.zeros(n, length, dtype=torch.float32, device=original.device)
-        chunk = max(1, forward.rows_per_chunk(length, backward=False, n_logits=n))
+        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n))
         for start in range(0, len(positions), chunk):
             block = positions[start : start + chunk]
             rows = x.unsqueeze(0).repeat(len(block), 1, 1)

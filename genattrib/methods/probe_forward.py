@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 
 
 def total_variation(p: Float[Tensor, "row vocab"], q: Float[Tensor, "row vocab"]) -> Float[Tensor, " row"]:
@@ -36,33 +36,35 @@ def score_rows(
     dist = torch.zeros(n, dtype=torch.float32)
 
     def run(chunk: slice) -> None:
-        embeds = forward.embed(ids[chunk])
-        with torch.no_grad():
-            logits = forward.logits_at(embeds, positions[chunk].unsqueeze(-1).to(embeds.device)).squeeze(1)
-            probs = logits.float().softmax(-1)
-            tgt = target_ids[chunk].to(probs.device).unsqueeze(-1)
-            prob[chunk] = probs.gather(-1, tgt).squeeze(-1).cpu()
-            top = probs.topk(min(top_k, probs.shape[-1]), dim=-1).indices
-            in_top[chunk] = (top == tgt).any(-1).cpu()
-            if reference is not None and reference_index is not None:
-                ref = reference[reference_index[chunk].to(reference.device)].to(probs.device)
-                dist[chunk] = total_variation(probs, ref).cpu()
-        forward.rows_run += int(embeds.shape[0])
+        probs = _next_token_distributions(forward, ids[chunk], positions[chunk])
+        tgt = target_ids[chunk].to(probs.device).unsqueeze(-1)
+        prob[chunk] = probs.gather(-1, tgt).squeeze(-1).cpu()
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1).indices
+        in_top[chunk] = (top == tgt).any(-1).cpu()
+        if reference is not None and reference_index is not None:
+            ref = reference[reference_index[chunk].to(reference.device)].to(probs.device)
+            dist[chunk] = total_variation(probs, ref).cpu()
 
-    forward._chunked(n, length, False, run)
+    forward.run_chunked(n, length, run, grad=False)
     return prob, in_top, dist
+
+
+def _next_token_distributions(
+    forward: ModelForward, ids: Int[Tensor, "row position"], positions: Int[Tensor, " row"]
+) -> Float[Tensor, "row vocab"]:
+    embeds = forward.embed(ids)
+    logits = forward.logits_at(embeds, positions.unsqueeze(-1).to(embeds.device)).squeeze(1)
+    return logits.float().softmax(-1)
 
 
 def distributions(
     forward: ModelForward, ids: Int[Tensor, "row position"], positions: Int[Tensor, " row"]
 ) -> Float[Tensor, "row vocab"]:
     """Next-token distributions at ``positions`` (used as references), on the head's device."""
-    out: list[Tensor] = []
-    step = forward.rows_per_chunk(int(ids.shape[1]), backward=False)
-    for start in range(0, int(ids.shape[0]), step):
-        with torch.no_grad():
-            embeds = forward.embed(ids[start : start + step])
-            logits = forward.logits_at(embeds, positions[start : start + step].unsqueeze(-1).to(embeds.device))
-        out.append(logits.squeeze(1).float().softmax(-1))
-        forward.rows_run += int(embeds.shape[0])
-    return torch.cat(out)
+    parts: list[Tensor] = []
+
+    def run(chunk: slice) -> None:
+        parts.append(_next_token_distributions(forward, ids[chunk], positions[chunk]))
+
+    forward.run_chunked(int(ids.shape[0]), int(ids.shape[1]), run, grad=False)
+    return torch.cat(parts)

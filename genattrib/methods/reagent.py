@@ -34,8 +34,8 @@ from rich.errors import LiveError
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError, UnknownNameError
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.probe_forward import distributions, score_rows
 from genattrib.methods.token_samplers import SAMPLER_NAMES, TokenSampler, resolve_sampler
 from genattrib.methods.vocabulary import Vocabulary

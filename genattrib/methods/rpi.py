@@ -11,7 +11,7 @@ combined by ``selection``: ``mean``, ``first``, or ``best:<metric>`` (per target
 scores best on a faithfulness metric: the paper's oracle pick, see :mod:`rpi_selection`).
 
 Every (row, sample, path point) is an independent forward+backward row; all of them share
-model calls through :meth:`ModelForward._chunked` (OOM halving applies).
+model calls through :meth:`ModelForward.run_chunked` (OOM halving applies).
 
 Example:
     >>> model.attribute("The capital of France is", method="rpi", num_samples=8, n_steps=10)  # doctest: +SKIP
@@ -26,15 +26,17 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.attention_capture import (
+from genattrib.engine.attention_capture import (
     AttentionProbe,
     attention_probe,
     capture_layer,
     check_attention_support,
     num_layers,
 )
-from genattrib.methods.base import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.methods.forward import ModelForward, no_gradient_error
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward, no_gradient_error
+from genattrib.faithfulness.metrics import list_metrics
+from genattrib.methods.rpi_selection import best_candidates
 from genattrib.targets import Target, TargetContext
 
 WEIGHTINGS = ("attention", "difference")
@@ -98,9 +100,6 @@ class RPIParams(MethodParams):
 
 def metric_names() -> list[str]:
     """Faithfulness metrics usable in ``selection="best:<metric>"``."""
-    # methods/ sits above evaluation/ in the data flow; the deferred import avoids an import cycle
-    from genattrib.evaluation.metrics import list_metrics
-
     return list_metrics()
 
 
@@ -204,10 +203,8 @@ class RPI(Attributor):
             slot = (r_idx * samples + s_idx).to(device)
             acc_vg.index_add_(0, slot, v_row * g_row)
             acc_g.index_add_(0, slot, g_row)
-            forward.rows_run += len(flat)
-            forward.grad_rows_run += len(flat)
 
-        forward._chunked(rows * samples * points, length, True, run)
+        forward.run_chunked(rows * samples * points, length, run, grad=True)
         query = (batch.target_positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
         a_row = attention.gather(2, query).squeeze(2).unsqueeze(1)  # row 1 head L
         shape = (rows, samples, heads, length)
@@ -226,9 +223,8 @@ class RPI(Attributor):
 
         def run(chunk: slice) -> None:
             parts.append(capture_layer(forward, batch.input_embeds[chunk], layer))
-            forward.rows_run += chunk.stop - chunk.start
 
-        forward._chunked(batch.num_rows, batch.length, False, run)
+        forward.run_chunked(batch.num_rows, batch.length, run, grad=False)
         attention = torch.cat([a for a, _ in parts]).to(batch.input_embeds.device)
         allowed = torch.cat([m for _, m in parts]).to(attention.device)
         return attention, allowed
@@ -241,9 +237,6 @@ class RPI(Attributor):
         spread = (spread * valid).sum(-1) / valid.sum(-1).clamp(min=1)
         selection = self.params.selection
         if selection.startswith("best:"):
-            # deferred (see metric_names): rpi_selection imports genattrib.evaluation
-            from genattrib.methods.rpi_selection import best_candidates
-
             chosen = best_candidates(cands, batch, forward, selection.removeprefix("best:"), self.params.baseline_id)
         else:
             chosen = select_candidates(cands, selection)

@@ -12,11 +12,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.evaluation.context import EvalContext
-from genattrib.evaluation.metrics import METRICS, MetricOptions
-from genattrib.evaluation.steps import EvalSteps
-from genattrib.methods.base import StepBatch
-from genattrib.methods.forward import ModelForward
+from genattrib.faithfulness.context import EvalContext
+from genattrib.faithfulness.metrics import METRICS, MetricOptions
+from genattrib.faithfulness.steps import EvalSteps
+from genattrib.engine.contract import StepBatch
+from genattrib.engine.forward import ModelForward
 
 
 def best_candidates(

@@ -24,9 +24,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.base import Attributor, MethodOutput, StepBatch
+from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.methods.discrete_paths import valid_positions
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import Target

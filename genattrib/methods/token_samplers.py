@@ -23,7 +23,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError, MissingDependencyError, UnknownNameError
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.mlm_sampler import MLMSampler
 from genattrib.methods.vocabulary import Vocabulary
 
@@ -68,21 +68,21 @@ class ModelSampler:
         if not todo:
             return
         length = max(int(r.shape[0]) for r in todo)
-        step = max(1, self.forward.rows_per_chunk(length, backward=False, n_logits=length))
-        for start in range(0, len(todo), step):
-            block = todo[start : start + step]
+
+        def run(chunk: slice) -> None:
+            block = todo[chunk]
             ids = torch.zeros(len(block), length, dtype=torch.long)
             for i, r in enumerate(block):
                 ids[i, : r.shape[0]] = r
             positions = torch.arange(length).expand(len(block), -1)
-            with torch.no_grad():
-                logits = self.forward.logits_at(self.forward.embed(ids), positions).float().cpu()
+            logits = self.forward.logits_at(self.forward.embed(ids), positions).float().cpu()
             logits[..., self.banned] = -torch.inf
             logits.scatter_(-1, ids.unsqueeze(-1), -torch.inf)  # never the original token
             best = logits.argmax(-1)
-            self.forward.rows_run += len(block)
             for i, r in enumerate(block):
                 self.cache[r.numpy().tobytes()] = best[i, : r.shape[0]]
+
+        self.forward.run_chunked(len(todo), length, run, grad=False, n_logits=length)
 
     def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
                generator: torch.Generator) -> Int[Tensor, "row position"]:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams, check_int
 from genattrib.methods.embedding_neighbours import nearest_vocabulary
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import choose_anchor
 
 

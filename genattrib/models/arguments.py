@@ -15,7 +15,7 @@ import torch
 from transformers import GenerationConfig
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.baselines import BASELINE_NAMES, ResolvedBaseline
+from genattrib.engine.baselines import BASELINE_NAMES, ResolvedBaseline
 from genattrib.targets import Target, resolve_target
 
 DEFAULT_MAX_NEW_TOKENS = 32

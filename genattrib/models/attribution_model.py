@@ -20,7 +20,7 @@ from genattrib.engine import SequenceJob, run_attribution, teacher_forced_step_s
 from genattrib.errors import InvalidArgumentError
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import Attributor, get_method, list_methods, method_class
-from genattrib.methods.forward import ModelForward, eval_mode
+from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.methods.reagent import with_params, with_vocabulary
 from genattrib.methods.vocabulary import Vocabulary
 from genattrib.models import inputs as inp

@@ -18,8 +18,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.evaluation.context import EvalContext
-from genattrib.evaluation.perturb import soft_mask
+from genattrib.faithfulness.context import EvalContext
+from genattrib.faithfulness.perturb import soft_mask
 
 NORMALIZATIONS = ("sum", "minmax", "clip")
 

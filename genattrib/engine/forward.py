@@ -19,7 +19,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from genattrib.errors import UnsupportedModelError
 from genattrib.targets import Target, TargetContext
+
+MAX_ROWS_PER_CHUNK = 256
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -40,8 +43,6 @@ def _available_bytes(device: torch.device) -> int:
 
 
 def no_gradient_error(model: str, method: str = "this method") -> Exception:
-    from genattrib.errors import UnsupportedModelError
-
     return UnsupportedModelError(
         f"{method} needs gradients, but no gradient reaches the input embeddings of {model} (its forward "
         "runs without autograd, e.g. under torch.no_grad); use a forward-only method: reagent, occlusion or lime"
@@ -69,8 +70,6 @@ class ModelForward:
         self.embedding = model.get_input_embeddings()
         self.head = model.get_output_embeddings()
         if self.head is None:
-            from genattrib.errors import UnsupportedModelError
-
             raise UnsupportedModelError(f"{type(model).__name__} has no output embeddings (LM head)")
         self.input_device = self.embedding.weight.device
         self.head_device = self.head.weight.device
@@ -89,25 +88,32 @@ class ModelForward:
     def vocab_size(self) -> int:
         return int(self.head.weight.shape[0])
 
-    def row_bytes(self, length: int, backward: bool = True, n_logits: int = 1) -> int:
-        """Rough memory of one row of ``length`` tokens through the model."""
+    def row_bytes(self, length: int, grad: bool = True, n_logits: int = 1) -> int:
+        """Rough peak memory of one row of ``length`` tokens through the model.
+
+        A forward+backward row (``grad``) keeps every layer's activations for the backward
+        pass, and their gradients; a forward-only row under ``no_grad`` holds about one layer's
+        working set at a time, so it is sized on its own, many times smaller.
+        """
         cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
         layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 12)
         hidden = self.hidden_size
         inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * hidden
         heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 8)
-        per_token = layers * (12 * hidden + 4 * inter + 2 * heads * length)
-        factor = 2 if backward else 1
+        per_layer = 12 * hidden + 4 * inter + 2 * heads * length  # per token, one layer
         bytes_per = max(4, torch.finfo(self.dtype).bits // 8)
-        return factor * bytes_per * length * per_token + 4 * 3 * self.vocab_size * n_logits
+        logits = 4 * 3 * self.vocab_size * n_logits  # fp32 logits, softmax and its gradient
+        if grad:
+            return 2 * bytes_per * length * layers * per_layer + logits
+        return bytes_per * length * (2 * per_layer + 2 * hidden) + logits
 
-    def rows_per_chunk(self, length: int, backward: bool = True, n_logits: int = 1) -> int:
-        """How many rows of ``length`` tokens to run at once."""
+    def rows_per_chunk(self, length: int, grad: bool = True, n_logits: int = 1) -> int:
+        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows)."""
         if self.user_max_rows is not None:
             rows = self.user_max_rows
         else:
-            rows = max(1, _available_bytes(self.input_device) // self.row_bytes(length, backward, n_logits))
-            rows = min(rows, 256)
+            rows = max(1, _available_bytes(self.input_device) // self.row_bytes(length, grad, n_logits))
+            rows = min(rows, MAX_ROWS_PER_CHUNK)
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)
         return max(1, rows)
@@ -148,16 +154,30 @@ class ModelForward:
             logits = self.logits_at(leaf, torch.ones(1, 1, dtype=torch.long))
         return bool(logits.requires_grad)
 
-    # --- chunked runners -------------------------------------------------------------------
-    def _chunked(
-        self, total: int, length: int, backward: bool, run: Callable[[slice], None], n_logits: int = 1
+    # --- the one way to run chunked model calls --------------------------------------------
+    def run_chunked(
+        self, total: int, length: int, run: Callable[[slice], None], *, grad: bool, n_logits: int = 1
     ) -> None:
+        """Call ``run(chunk)`` on consecutive slices covering ``range(total)``.
+
+        Each slice holds as many rows of ``length`` tokens as the row budget allows
+        (:meth:`rows_per_chunk`; ``grad`` says whether the rows run forward+backward, else they
+        run under ``no_grad``). A chunk that runs out of memory is halved and retried, and later
+        chunks stay at the smaller size. Rows are counted in :attr:`rows_run` (and
+        :attr:`grad_rows_run`) once their chunk succeeds.
+
+        Example:
+            >>> out = torch.empty(10)
+            >>> def run(chunk): out[chunk] = fwd.values(embeds[chunk], ...)  # doctest: +SKIP
+            >>> fwd.run_chunked(10, length=7, run=run, grad=False)           # doctest: +SKIP
+        """
         start = 0
         while start < total:
-            size = self.rows_per_chunk(length, backward, n_logits)
+            size = self.rows_per_chunk(length, grad, n_logits)
             chunk = slice(start, min(total, start + size))
             try:
-                run(chunk)
+                with contextlib.nullcontext() if grad else torch.no_grad():
+                    run(chunk)
             except Exception as error:  # noqa: BLE001 - only OOM is handled
                 if not _is_oom(error) or size == 1:
                     raise
@@ -165,6 +185,9 @@ class ModelForward:
                 if self.input_device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            self.rows_run += chunk.stop - chunk.start
+            if grad:
+                self.grad_rows_run += chunk.stop - chunk.start
             start = chunk.stop
 
     def values(
@@ -179,18 +202,16 @@ class ModelForward:
         out = torch.empty(positions.shape, dtype=torch.float32, device=self.head_device)
 
         def run(chunk: slice) -> None:
-            with torch.no_grad():
-                logits = self.logits_at(embeds[chunk], positions[chunk])
-                r, k, v = logits.shape
-                ctx = TargetContext(
-                    logits.reshape(r * k, v),
-                    target_ids[chunk].reshape(-1).to(logits.device),
-                    None if contrast_ids is None else contrast_ids[chunk].reshape(-1).to(logits.device),
-                )
-                out[chunk] = target(ctx).reshape(r, k).float()
-            self.rows_run += r
+            logits = self.logits_at(embeds[chunk], positions[chunk])
+            r, k, v = logits.shape
+            ctx = TargetContext(
+                logits.reshape(r * k, v),
+                target_ids[chunk].reshape(-1).to(logits.device),
+                None if contrast_ids is None else contrast_ids[chunk].reshape(-1).to(logits.device),
+            )
+            out[chunk] = target(ctx).reshape(r, k).float()
 
-        self._chunked(embeds.shape[0], embeds.shape[1], False, run, n_logits=positions.shape[1])
+        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=False, n_logits=positions.shape[1])
         return out
 
     def values_and_grads(
@@ -223,8 +244,6 @@ class ModelForward:
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             values[chunk] = value.detach().float()
             grads[chunk] = grad.float().to(grads.device)
-            self.rows_run += leaf.shape[0]
-            self.grad_rows_run += leaf.shape[0]
 
-        self._chunked(embeds.shape[0], embeds.shape[1], True, run)
+        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True)
         return values, grads

@@ -1,6 +1,6 @@
 """Faithfulness metrics (``../specs/EVALUATION.md``): each declares its name, range and direction.
 
-Every metric maps an :class:`~genattrib.evaluation.context.EvalContext` to one value per
+Every metric maps an :class:`~genattrib.faithfulness.context.EvalContext` to one value per
 evaluated step; the perturbed inputs of all steps go through the model together.
 
 Example:
@@ -20,9 +20,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.evaluation.context import EvalContext
-from genattrib.evaluation.perturb import delete_top, insert_top, keep_top, replace_top, top_count
-from genattrib.evaluation.soft import soft_values
+from genattrib.faithfulness.context import EvalContext
+from genattrib.faithfulness.perturb import delete_top, insert_top, keep_top, replace_top, top_count
+from genattrib.faithfulness.soft import soft_values
 
 AOPC_PERCENTS = (1, 5, 10, 20, 50)
 CURVE_PERCENTS = tuple(range(0, 101, 10))

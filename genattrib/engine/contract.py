@@ -1,7 +1,7 @@
 """The contract every attribution method follows.
 
 The engine hands a method a :class:`StepBatch` (one row per explained target token, possibly
-from several sequences) and a :class:`~genattrib.methods.forward.ModelForward`; the method
+from several sequences) and a :class:`~genattrib.engine.forward.ModelForward`; the method
 returns a :class:`MethodOutput` with one score per (row, source position[, hidden unit]).
 Methods never tokenize and never generate.
 
@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.forward import ModelForward, no_gradient_error
+from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.seeding import content_generator
 from genattrib.targets import Target
 

@@ -22,8 +22,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.evaluation.steps import EvalSteps
-from genattrib.methods.forward import ModelForward
+from genattrib.faithfulness.steps import EvalSteps
+from genattrib.engine.forward import ModelForward
 from genattrib.seeding import content_generator
 from genattrib.targets.functions import TargetContext, logprob
 
@@ -166,12 +166,10 @@ class EvalContext:
                 batch = torch.zeros(len(picked), width, hidden, dtype=forward.dtype, device=forward.input_device)
                 for r, j in enumerate(picked.tolist()):
                     batch[r, : lengths[j]] = rows[j].to(batch.device, batch.dtype)
-            with torch.no_grad():
-                logits = forward.logits_at(batch, lengths[picked].unsqueeze(-1)).squeeze(1)
+            logits = forward.logits_at(batch, lengths[picked].unsqueeze(-1)).squeeze(1)
             out[picked] = fn(logits, picked).float().cpu()
-            forward.rows_run += len(picked)
 
-        forward._chunked(len(rows), int(lengths.max()), False, run)
+        forward.run_chunked(len(rows), int(lengths.max()), run, grad=False)
         return out
 
 

@@ -33,7 +33,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from genattrib.errors import UnsupportedModelError
-from genattrib.methods.forward import ModelForward
+from genattrib.engine.forward import ModelForward
 
 _MISSING = object()
 

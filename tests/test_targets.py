@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import genattrib
 from genattrib import InvalidArgumentError, UnknownNameError
-from genattrib.targets import BUILTIN_TARGETS, Target, TargetContext, list_targets, resolve_target
+from genattrib.targets import BUILTIN_TARGETS, TargetFunction, TargetContext, list_targets, resolve_target
 
 PROMPT = "A quick brown fox"  # its greedy continuation on the tiny Llama round-trips through the tokenizer
 
@@ -163,18 +163,18 @@ def test_resolve_callables_and_target_objects():
         return c.logits[:, 0]
 
     t = resolve_target(my_score)
-    assert isinstance(t, Target) and t.name == "my_score" and t.fn is my_score
+    assert isinstance(t, TargetFunction) and t.name == "my_score" and t.fn is my_score
     assert t.differentiable and not t.needs_contrast
     assert torch.equal(t(ctx()), LOGITS[:, 0])
     assert resolve_target(lambda c: c.logits[:, 1]).name == "<lambda>"
     partial = functools.partial(lambda c, k: c.logits[:, k], k=2)
     assert torch.equal(resolve_target(partial)(ctx()), LOGITS[:, 2])
-    custom = Target("mine", my_score, differentiable=False)
+    custom = TargetFunction("mine", my_score, differentiable=False)
     assert resolve_target(custom) is custom
 
 
 def test_resolve_with_extra_and_unknown_names():
-    extra = {"mine": Target("mine", lambda c: c.logits.sum(-1))}
+    extra = {"mine": TargetFunction("mine", lambda c: c.logits.sum(-1))}
     assert resolve_target("mine", extra) is extra["mine"]
     assert resolve_target("logprob", extra) is BUILTIN_TARGETS["logprob"]
     assert "mine" in list_targets(extra) and "mine" not in list_targets()

@@ -8,7 +8,7 @@ Methods never tokenize and never generate.
 Example:
     >>> class Constant(Attributor):
     ...     name = "constant"
-    ...     def attribute(self, batch, forward, target):
+    ...     def attribute(self, batch, forward, attributed_fn):
     ...         return MethodOutput(torch.ones(batch.input_ids.shape))
 """
 
@@ -26,7 +26,7 @@ from torch import Tensor
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.seeding import content_generator
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -122,16 +122,16 @@ class Attributor(ABC):
         """Model rows one target costs (used to size batches)."""
         return 1
 
-    def check_model(self, forward: ModelForward, target: Target) -> None:
+    def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         """Raise before heavy work if this method cannot run on the model/target."""
-        if self.needs_gradients and not target.differentiable:
+        if self.needs_gradients and not attributed_fn.differentiable:
             raise InvalidArgumentError(
-                "attributed_fn", f"{target.name!r} is not differentiable, so {self.name!r} cannot explain it",
+                "attributed_fn", f"{attributed_fn.name!r} is not differentiable, so {self.name!r} cannot explain it",
                 "use a differentiable target (logprob, probability, logit ...) or a forward-only method such as occlusion",
             )
         if self.needs_gradients and not forward.gradients_reach_inputs():
             raise no_gradient_error(type(forward.model).__name__, f"method {self.name!r}")
 
     @abstractmethod
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         """Scores for every row of ``batch``."""

@@ -6,7 +6,7 @@ explained. Rows are processed in chunks; a chunk that runs out of memory is halv
 
 Example:
     >>> fwd = ModelForward(hf_model)                                   # doctest: +SKIP
-    >>> values, grads = fwd.values_and_grads(embeds, positions, target, ids)  # doctest: +SKIP
+    >>> values, grads = fwd.values_and_grads(embeds, positions, attributed_fn, ids)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from genattrib.errors import UnsupportedModelError
-from genattrib.targets import Target, TargetContext
+from genattrib.targets import TargetFunction, TargetContext
 
 MAX_ROWS_PER_CHUNK = 256
 
@@ -194,11 +194,11 @@ class ModelForward:
         self,
         embeds: Float[Tensor, "row position hidden"],
         positions: Int[Tensor, "row k"],
-        target: Target,
+        attributed_fn: TargetFunction,
         target_ids: Int[Tensor, "row k"],
         contrast_ids: Int[Tensor, "row k"] | None = None,
     ) -> Float[Tensor, "row k"]:
-        """Target values (no gradient) for ``k`` explained positions per row."""
+        """Values of ``attributed_fn`` (no gradient) for ``k`` explained positions per row."""
         out = torch.empty(positions.shape, dtype=torch.float32, device=self.head_device)
 
         def run(chunk: slice) -> None:
@@ -209,7 +209,7 @@ class ModelForward:
                 target_ids[chunk].reshape(-1).to(logits.device),
                 None if contrast_ids is None else contrast_ids[chunk].reshape(-1).to(logits.device),
             )
-            out[chunk] = target(ctx).reshape(r, k).float()
+            out[chunk] = attributed_fn(ctx).reshape(r, k).float()
 
         self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=False, n_logits=positions.shape[1])
         return out
@@ -218,11 +218,11 @@ class ModelForward:
         self,
         embeds: Float[Tensor, "row position hidden"],
         positions: Int[Tensor, " row"],
-        target: Target,
+        attributed_fn: TargetFunction,
         target_ids: Int[Tensor, " row"],
         contrast_ids: Int[Tensor, " row"] | None = None,
     ) -> tuple[Float[Tensor, " row"], Float[Tensor, "row position hidden"]]:
-        """Target value at one explained position per row and its gradient w.r.t. ``embeds``.
+        """Value of ``attributed_fn`` at one explained position per row and its gradient w.r.t. ``embeds``.
 
         Gradients are returned in float32 whatever the model's dtype.
         """
@@ -238,7 +238,7 @@ class ModelForward:
                     target_ids[chunk].to(logits.device),
                     None if contrast_ids is None else contrast_ids[chunk].to(logits.device),
                 )
-                value = target(ctx)
+                value = attributed_fn(ctx)
                 if not value.requires_grad:
                     raise no_gradient_error(type(self.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)

@@ -20,7 +20,7 @@ from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.forward import ModelForward
 from genattrib.progress import progress_bar
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _build_batch(
 def run_attribution(
     forward: ModelForward,
     method: Attributor,
-    target: Target,
+    attributed_fn: TargetFunction,
     jobs: list[SequenceJob],
     baseline: ResolvedBaseline | None = None,
     seed: int = 42,
@@ -99,7 +99,7 @@ def run_attribution(
     with progress_bar(len(batches), f"{method.name}", show_progress) as advance:
         for refs in batches:
             batch = _build_batch(refs, jobs, forward, baselines, seed)
-            out = method.attribute(batch, forward, target)
+            out = method.attribute(batch, forward, attributed_fn)
             scores = out.scores.detach().float()
             reduced = reduce_hidden(scores, method.default_reduction) if method.granular else scores
             reduced, scores = reduced.cpu(), scores.cpu()

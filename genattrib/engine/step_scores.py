@@ -14,11 +14,11 @@ from torch import Tensor
 
 from genattrib.engine.plan import SequenceJob
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import Target, TargetContext
+from genattrib.targets import TargetFunction, TargetContext
 
 
 def teacher_forced_step_scores(
-    forward: ModelForward, jobs: list[SequenceJob], targets: dict[str, Target], chunk: int = 256
+    forward: ModelForward, jobs: list[SequenceJob], targets: dict[str, TargetFunction], chunk: int = 256
 ) -> list[dict[str, Float[Tensor, " generated"]]]:
     """For each job, every target's value at every generated position (not only explained ones)."""
     results = []

@@ -16,7 +16,7 @@ from transformers import GenerationConfig, StoppingCriteriaList
 
 from genattrib.generation.recorder import record_steps
 from genattrib.generation.trace import GenerationTrace
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @contextlib.contextmanager
@@ -60,7 +60,7 @@ def generate_traces(
     prompts: list[Int[Tensor, " _prompt"]],
     *,
     generation_config: GenerationConfig,
-    step_targets: dict[str, Target] | None = None,
+    step_targets: dict[str, TargetFunction] | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
 ) -> list[GenerationTrace]:

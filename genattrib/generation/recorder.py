@@ -19,7 +19,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor, nn
 from transformers import StoppingCriteria
 
-from genattrib.targets import Target, TargetContext
+from genattrib.targets import TargetFunction, TargetContext
 
 
 class _Criterion(StoppingCriteria):
@@ -34,7 +34,7 @@ class _Criterion(StoppingCriteria):
 class StepRecorder:
     """Holds the last raw logits and the per-step scores computed from them."""
 
-    def __init__(self, targets: dict[str, Target]) -> None:
+    def __init__(self, targets: dict[str, TargetFunction]) -> None:
         self.targets = targets
         self.last_logits: Tensor | None = None
         self.steps: list[dict[str, Tensor]] = []
@@ -59,7 +59,7 @@ class StepRecorder:
 
 
 @contextlib.contextmanager
-def record_steps(model: nn.Module, targets: dict[str, Target]) -> Iterator[StepRecorder]:
+def record_steps(model: nn.Module, targets: dict[str, TargetFunction]) -> Iterator[StepRecorder]:
     """Attach a :class:`StepRecorder` to ``model``'s LM head for the block."""
     recorder = StepRecorder(targets)
     handle = model.get_output_embeddings().register_forward_hook(recorder.hook)

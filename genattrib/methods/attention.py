@@ -20,7 +20,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.engine.attention_capture import capture_attentions, check_attention_support
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 REDUCTIONS = ("mean", "max", "sum")
 
@@ -75,7 +75,7 @@ class _AttentionBase(Attributor):
     def rows_per_target(self, length: int) -> int:
         return 1
 
-    def check_model(self, forward: ModelForward, target: Target) -> None:
+    def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         check_attention_support(forward)
 
     def _attentions(self, batch: StepBatch, forward: ModelForward) -> torch.Tensor:
@@ -87,7 +87,7 @@ class Attention(_AttentionBase):
     description = "attention probabilities of the predicting row (mean over heads and layers by default)"
     Params = AttentionParams
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: AttentionParams = self.params
         attn = _select(_select(self._attentions(batch, forward), p.layers, 0, "layers"), p.heads, 1, "heads")
         rows = attn[:, :, (batch.target_positions.to(attn.device) - 1).clamp(min=0)]  # layer head row L
@@ -109,7 +109,7 @@ class Rollout(_AttentionBase):
     description = "attention rollout: product over layers of (0.5 A + 0.5 I), heads averaged"
     Params = RolloutParams
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         attn = self._attentions(batch, forward).mean(1)  # layer L L
         w = float(self.params.residual_weight)
         eye = torch.eye(attn.shape[-1], device=attn.device)

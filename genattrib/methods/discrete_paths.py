@@ -10,7 +10,7 @@ monotonisation, upscaling, caching and the attribution itself live here. Paths d
 (token, baseline), so they are built once per call and shared by every target and row.
 
 Example:
-    >>> out = discrete_path_attribution(batch, forward, target, points)  # doctest: +SKIP
+    >>> out = discrete_path_attribution(batch, forward, attributed_fn, points)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 _PATH_CACHE_BYTES = 256 << 20
 
@@ -61,7 +61,7 @@ def valid_positions(batch: StepBatch) -> Bool[Tensor, "row position"]:
 
 
 def discrete_path_attribution(
-    batch: StepBatch, forward: ModelForward, target: Target, points: Float[Tensor, "row point position hidden"]
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, points: Float[Tensor, "row point position hidden"]
 ) -> MethodOutput:
     """Scores along explicit path points (``points[:, 0]`` the baseline, ``points[:, -1]`` the
     input) and the completeness error ``sum(A) - (F(X^{n-1}) - F(X^0))`` per row."""
@@ -69,7 +69,7 @@ def discrete_path_attribution(
     points = points.to(batch.input_embeds.dtype)
     repeat = lambda t: None if t is None else t.repeat_interleave(n - 1, 0)  # noqa: E731
     values, grads = forward.values_and_grads(
-        points[:, :-1].reshape(rows * (n - 1), length, hidden), repeat(batch.target_positions), target,
+        points[:, :-1].reshape(rows * (n - 1), length, hidden), repeat(batch.target_positions), attributed_fn,
         repeat(batch.target_ids), repeat(batch.contrast_ids),
     )
     exact = points.float().to(grads.device)
@@ -77,7 +77,7 @@ def discrete_path_attribution(
     f_base = values.view(rows, n - 1)[:, 0]
     single = lambda t: None if t is None else t.unsqueeze(-1)  # noqa: E731
     f_input = forward.values(
-        points[:, -1], single(batch.target_positions), target, single(batch.target_ids), single(batch.contrast_ids)
+        points[:, -1], single(batch.target_positions), attributed_fn, single(batch.target_ids), single(batch.contrast_ids)
     )[:, 0]
     before = torch.arange(length, device=grads.device).unsqueeze(0) < batch.target_positions.to(grads.device).unsqueeze(1)
     total = (attributions.sum(-1) * before).sum(-1)
@@ -160,10 +160,10 @@ class DiscretePathAttributor(Attributor):
             self._paths.update({key: built[j] for j, key in enumerate(todo)})
         return torch.stack([found[key] for key in keys])
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         rows, cols = valid_positions(batch).nonzero(as_tuple=True)
         points = batch.input_embeds.float().unsqueeze(1).repeat(1, self.n_points, 1, 1)
         if rows.numel():
             paths = self.paths(batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward)
             points[rows, :, cols] = paths.to(points.device)
-        return discrete_path_attribution(batch, forward, target, points)
+        return discrete_path_attribution(batch, forward, attributed_fn, points)

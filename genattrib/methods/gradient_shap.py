@@ -18,7 +18,7 @@ import torch
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -46,7 +46,7 @@ class GradientShap(Attributor):
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: GradientShapParams = self.params
         x = batch.input_embeds.float()
         movable = batch.movable()
@@ -65,7 +65,7 @@ class GradientShap(Attributor):
         points = (base.unsqueeze(1) + a * delta).to(batch.input_embeds.dtype)
         repeat = lambda t: None if t is None else t.repeat_interleave(p.n_samples, 0)  # noqa: E731
         _, grads = forward.values_and_grads(
-            points.reshape(-1, *x.shape[1:]), repeat(batch.target_positions), target,
+            points.reshape(-1, *x.shape[1:]), repeat(batch.target_positions), attributed_fn,
             repeat(batch.target_ids), repeat(batch.contrast_ids),
         )
         grads = grads.view(batch.num_rows, p.n_samples, *x.shape[1:])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 class InputXGradient(Attributor):
@@ -17,8 +17,8 @@ class InputXGradient(Attributor):
     granular = True
     default_reduction = "sum"
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         _, grads = forward.values_and_grads(
-            batch.input_embeds, batch.target_positions, target, batch.target_ids, batch.contrast_ids
+            batch.input_embeds, batch.target_positions, attributed_fn, batch.target_ids, batch.contrast_ids
         )
         return MethodOutput(grads * batch.input_embeds.float())

@@ -19,7 +19,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.quadrature import RULES, quadrature_rule
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -55,14 +55,14 @@ class IntegratedGradients(Attributor):
     def rows_per_target(self, length: int) -> int:
         return self.params.n_steps + 2
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: IGParams = self.params
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
         n, steps = batch.num_rows, p.n_steps
         points = path_points(batch, alphas)
         repeat = lambda t: None if t is None else t.repeat_interleave(steps, 0)  # noqa: E731
         _, grads = forward.values_and_grads(
-            points, repeat(batch.target_positions), target, repeat(batch.target_ids), repeat(batch.contrast_ids)
+            points, repeat(batch.target_positions), attributed_fn, repeat(batch.target_ids), repeat(batch.contrast_ids)
         )
         w = weights.to(device=grads.device, dtype=torch.float32).view(1, -1, 1, 1)
         avg_grad = (grads.view(n, steps, *grads.shape[1:]) * w).sum(1)
@@ -71,7 +71,7 @@ class IntegratedGradients(Attributor):
         attributions = (x - base) * avg_grad
         ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64))
         pair = lambda t: None if t is None else t.repeat_interleave(2, 0).unsqueeze(-1)  # noqa: E731
-        values = forward.values(ends, pair(batch.target_positions), target, pair(batch.target_ids), pair(batch.contrast_ids))
+        values = forward.values(ends, pair(batch.target_positions), attributed_fn, pair(batch.target_ids), pair(batch.contrast_ids))
         f_base, f_input = values.view(n, 2).unbind(-1)
         valid = torch.arange(batch.length, device=x.device).unsqueeze(0) < batch.target_positions.to(x.device).unsqueeze(1)
         total = (attributions.sum(-1) * valid).sum(-1)

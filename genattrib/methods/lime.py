@@ -27,7 +27,7 @@ from torch import Tensor
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Lime(Attributor):
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p = self.params
         x, base = batch.input_embeds[0], batch.baseline_embeds[0]
         length, n = batch.length, batch.num_rows
@@ -110,7 +110,7 @@ class Lime(Attributor):
             rows = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0))
             r = rows.shape[0]
             values[start : start + r] = forward.values(
-                rows, tgt_pos.expand(r, -1), target, tgt_ids.expand(r, -1),
+                rows, tgt_pos.expand(r, -1), attributed_fn, tgt_ids.expand(r, -1),
                 None if contrast is None else contrast.expand(r, -1),
             ).cpu()
         scores = torch.zeros(n, length, dtype=torch.float32)

@@ -17,7 +17,7 @@ import torch
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Occlusion(Attributor):
     def rows_per_target(self, length: int) -> int:
         return length
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         x, base = batch.input_embeds[0], batch.baseline_embeds[0]
         length, n = batch.length, batch.num_rows
         fixed = batch.fixed_mask[0]
@@ -44,7 +44,7 @@ class Occlusion(Attributor):
         tgt_pos = batch.target_positions.unsqueeze(0)
         tgt_ids = batch.target_ids.unsqueeze(0)
         contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
-        original = forward.values(x.unsqueeze(0), tgt_pos, target, tgt_ids, contrast)[0]
+        original = forward.values(x.unsqueeze(0), tgt_pos, attributed_fn, tgt_ids, contrast)[0]
         scores = torch.zeros(n, length, dtype=torch.float32, device=original.device)
         chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n))
         for start in range(0, len(positions), chunk):
@@ -55,7 +55,7 @@ class Occlusion(Attributor):
             rows[index, cols] = base[cols]
             r = len(block)
             occluded = forward.values(
-                rows, tgt_pos.expand(r, -1), target, tgt_ids.expand(r, -1),
+                rows, tgt_pos.expand(r, -1), attributed_fn, tgt_ids.expand(r, -1),
                 None if contrast is None else contrast.expand(r, -1),
             )
             scores[:, cols.to(scores.device)] = (original.unsqueeze(0) - occluded).T

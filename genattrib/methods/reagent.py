@@ -40,7 +40,7 @@ from genattrib.methods.probe_forward import distributions, score_rows
 from genattrib.methods.token_samplers import SAMPLER_NAMES, TokenSampler, resolve_sampler
 from genattrib.methods.vocabulary import Vocabulary
 from genattrib.progress import progress_bar
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 DISTANCES = ("prob_drop", "distribution")
 EPS = 1e-6
@@ -100,7 +100,7 @@ class ReAGent(Attributor):
     def rows_per_target(self, length: int) -> int:
         return self.params.num_probes
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         with torch.no_grad():
             return self._attribute(batch, forward)
 

@@ -37,7 +37,7 @@ from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, St
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.faithfulness.metrics import list_metrics
 from genattrib.methods.rpi_selection import best_candidates
-from genattrib.targets import Target, TargetContext
+from genattrib.targets import TargetFunction, TargetContext
 
 WEIGHTINGS = ("attention", "difference")
 SELECTIONS = ("mean", "first")
@@ -153,13 +153,13 @@ class RPI(Attributor):
     def rows_per_target(self, length: int) -> int:
         return self.params.num_samples * (self.params.n_steps + 1) + 1
 
-    def check_model(self, forward: ModelForward, target: Target) -> None:
-        super().check_model(forward, target)
+    def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
+        super().check_model(forward, attributed_fn)
         check_attention_support(forward)
         resolve_layer(self.params.layer, num_layers(forward.model))
 
     def candidates(
-        self, batch: StepBatch, forward: ModelForward, target: Target
+        self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
     ) -> Float[Tensor, "row sample position"]:
         """One candidate score map per (row, baseline sample)."""
         p: RPIParams = self.params
@@ -193,7 +193,7 @@ class RPI(Attributor):
             with attention_probe(forward.model, AttentionProbe(inject={layer: leaf})), torch.enable_grad():
                 logits = forward.logits_at(batch.input_embeds[r_idx], positions.unsqueeze(-1)).squeeze(1)
                 contrast = None if batch.contrast_ids is None else batch.contrast_ids[r_idx].to(logits.device)
-                value = target(TargetContext(logits, batch.target_ids[r_idx].to(logits.device), contrast))
+                value = attributed_fn(TargetContext(logits, batch.target_ids[r_idx].to(logits.device), contrast))
                 if not value.requires_grad:
                     raise no_gradient_error(type(forward.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
@@ -229,8 +229,8 @@ class RPI(Attributor):
         allowed = torch.cat([m for _, m in parts]).to(attention.device)
         return attention, allowed
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
-        cands = self.candidates(batch, forward, target)
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+        cands = self.candidates(batch, forward, attributed_fn)
         valid = (torch.arange(batch.length, device=cands.device).unsqueeze(0)
                  < batch.target_positions.to(cands.device).unsqueeze(1))
         spread = cands.std(1, unbiased=False) if cands.shape[1] > 1 else torch.zeros_like(cands[:, 0])

@@ -29,7 +29,7 @@ from genattrib.methods.discrete_paths import valid_positions
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
-from genattrib.targets import Target
+from genattrib.targets import TargetFunction
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _grid(values: Tensor | None, members: Tensor, n: int) -> Tensor | None:
 
 
 def reference_values(
-    batch: StepBatch, forward: ModelForward, target: Target
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
 ) -> tuple[Float[Tensor, " row"], Float[Tensor, " row"], Float[Tensor, "row position"]]:
     """``F(x)``, ``F(x')`` and ``F(x with only i at baseline)`` for every row and position.
 
@@ -72,7 +72,7 @@ def reference_values(
         variants[2 + torch.arange(cols.numel(), device=x.device), cols] = base[top, cols]
         n = variants.shape[0]
         values = forward.values(
-            variants, _grid(batch.target_positions, members, n), target, _grid(batch.target_ids, members, n),
+            variants, _grid(batch.target_positions, members, n), attributed_fn, _grid(batch.target_ids, members, n),
             _grid(batch.contrast_ids, members, n),
         )
         heads = members.to(values.device)
@@ -98,7 +98,7 @@ class SequentialIntegratedGradients(Attributor):
     def rows_per_target(self, length: int) -> int:
         return length * self.params.n_steps + 2
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, target: Target) -> MethodOutput:
+    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: SIGParams = self.params
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
         x = batch.input_embeds
@@ -116,13 +116,13 @@ class SequentialIntegratedGradients(Attributor):
             moving = base[rows, cols].unsqueeze(1) + a * (x[rows, cols] - base[rows, cols]).unsqueeze(1)
             points[torch.arange(n, device=x.device), :, cols] = moving
             _, grads = forward.values_and_grads(
-                points.view(n * steps, length, hidden), _per_step(batch.target_positions, rows, steps), target,
+                points.view(n * steps, length, hidden), _per_step(batch.target_positions, rows, steps), attributed_fn,
                 _per_step(batch.target_ids, rows, steps), _per_step(batch.contrast_ids, rows, steps),
             )
             own = grads.view(n, steps, length, hidden)[torch.arange(n, device=grads.device), :, cols.to(grads.device)]
             avg_grad[rows, cols] = (own.to(x.device) * w).sum(1)
         attributions = (x.float() - base.float()) * avg_grad
-        f_input, f_base, f_one = reference_values(batch, forward, target)
+        f_input, f_base, f_one = reference_values(batch, forward, attributed_fn)
         position_sums = attributions.sum(-1).to(f_one.device)
         position_error = (position_sums - (f_input.unsqueeze(1) - f_one)).abs().nan_to_num(0.0).amax(-1)
         total = position_sums.masked_fill(~valid_positions(batch).to(f_one.device), 0.0).sum(-1)

@@ -16,7 +16,7 @@ from transformers import GenerationConfig
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.baselines import BASELINE_NAMES, ResolvedBaseline
-from genattrib.targets import Target, resolve_target
+from genattrib.targets import TargetFunction, resolve_target
 
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -69,9 +69,9 @@ def build_generation_config(
 
 
 def resolve_step_scores(
-    step_scores: str | Iterable[str | Callable] | Mapping[str, Any] | None, extra: Mapping[str, Target]
-) -> dict[str, Target]:
-    """``{name: Target}`` for the requested step scores."""
+    step_scores: str | Iterable[str | Callable] | Mapping[str, Any] | None, extra: Mapping[str, TargetFunction]
+) -> dict[str, TargetFunction]:
+    """``{name: TargetFunction}`` for the requested step scores."""
     if step_scores is None:
         return {}
     if isinstance(step_scores, str):

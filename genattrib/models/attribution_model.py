@@ -33,7 +33,7 @@ from genattrib.models.arguments import (
 from genattrib.models.tokens import decode_tokens
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
 from genattrib.output.provenance import library_versions
-from genattrib.targets import Target, list_targets, resolve_target
+from genattrib.targets import TargetFunction, list_targets, resolve_target
 
 DEFAULT_SEED = 42
 
@@ -53,7 +53,7 @@ class AttributionModel:
         self.revision = revision
         self.max_rows = max_rows
         self.device_map = device_map
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[str, TargetFunction] = {}
 
     def __repr__(self) -> str:
         return f"AttributionModel({self.name!r}, method={self.method!r}, dtype={self.dtype})"
@@ -75,7 +75,7 @@ class AttributionModel:
 
     def register_target(self, name: str, fn: Callable, *, differentiable: bool = True, needs_contrast: bool = False, description: str = "") -> None:
         """Add a target function usable by name on this model (as attributed_fn or step score)."""
-        self._targets[name] = Target(name, fn, description, differentiable, needs_contrast)
+        self._targets[name] = TargetFunction(name, fn, description, differentiable, needs_contrast)
 
     # --- the main call ---------------------------------------------------------------------
     def attribute(
@@ -249,7 +249,7 @@ class AttributionModel:
             jobs.append(SequenceJob(ids, trace.prompt_length, steps.start if n else 0, steps.stop if n else 0, mask, contrast_ids))
         return jobs
 
-    def _provenance(self, attributor: Attributor, fn: Target, step_targets: dict[str, Target], config: GenerationConfig,
+    def _provenance(self, attributor: Attributor, fn: TargetFunction, step_targets: dict[str, TargetFunction], config: GenerationConfig,
                     forced: bool, seed: int, baseline: Any, timings: dict[str, float]) -> Provenance:
         params = attributor.params.to_dict()
         if baseline is not None:

@@ -31,7 +31,7 @@ class TargetContext:
 
 
 @dataclass(frozen=True)
-class Target:
+class TargetFunction:
     """A named target function and what it needs."""
 
     name: str
@@ -96,19 +96,19 @@ def rank(ctx: TargetContext) -> Float[Tensor, " row"]:
     return (ctx.logits.float() > target_logit.unsqueeze(-1)).sum(-1).float()
 
 
-BUILTIN_TARGETS: Mapping[str, Target] = MappingProxyType(
+BUILTIN_TARGETS: Mapping[str, TargetFunction] = MappingProxyType(
     {
         t.name: t
         for t in (
-            Target("logprob", logprob, "log-probability of the target token (default)"),
-            Target("probability", probability, "probability of the target token"),
-            Target("logit", logit, "raw logit of the target token"),
-            Target("entropy", entropy, "entropy of the next-token distribution"),
-            Target("contrast_logprob_diff", contrast_logprob_diff,
+            TargetFunction("logprob", logprob, "log-probability of the target token (default)"),
+            TargetFunction("probability", probability, "probability of the target token"),
+            TargetFunction("logit", logit, "raw logit of the target token"),
+            TargetFunction("entropy", entropy, "entropy of the next-token distribution"),
+            TargetFunction("contrast_logprob_diff", contrast_logprob_diff,
                    "log p(target) - log p(contrast token)", needs_contrast=True),
-            Target("contrast_prob_diff", contrast_prob_diff,
+            TargetFunction("contrast_prob_diff", contrast_prob_diff,
                    "p(target) - p(contrast token)", needs_contrast=True),
-            Target("rank", rank, "rank of the target token (0 = top); not differentiable",
+            TargetFunction("rank", rank, "rank of the target token (0 = top); not differentiable",
                    differentiable=False),
         )
     }

@@ -1,4 +1,4 @@
-"""Resolve target names or user callables into :class:`Target` objects.
+"""Resolve target names or user callables into :class:`TargetFunction` objects.
 
 Built-in targets are immutable; users add their own per model (``model.register_target``) or
 pass a callable directly, so there is no global mutable registry.
@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from genattrib.errors import InvalidArgumentError, UnknownNameError
-from genattrib.targets.functions import BUILTIN_TARGETS, Target
+from genattrib.targets.functions import BUILTIN_TARGETS, TargetFunction
 
 
 def resolve_target(
-    spec: str | Target | Callable, extra: Mapping[str, Target] | None = None, argument: str = "attributed_fn"
-) -> Target:
-    """Turn a name, a :class:`Target` or a callable into a :class:`Target`."""
-    if isinstance(spec, Target):
+    spec: str | TargetFunction | Callable, extra: Mapping[str, TargetFunction] | None = None, argument: str = "attributed_fn"
+) -> TargetFunction:
+    """Turn a name, a :class:`TargetFunction` or a callable into a :class:`TargetFunction`."""
+    if isinstance(spec, TargetFunction):
         return spec
     if isinstance(spec, str):
         known = {**BUILTIN_TARGETS, **(extra or {})}
@@ -30,10 +30,10 @@ def resolve_target(
             raise UnknownNameError(argument, spec, known)
         return known[spec]
     if callable(spec):
-        return Target(getattr(spec, "__name__", "custom"), spec, "user function")
+        return TargetFunction(getattr(spec, "__name__", "custom"), spec, "user function")
     raise InvalidArgumentError(argument, f"cannot use {type(spec).__name__} as a target", "pass a target name or a callable(ctx) -> tensor")
 
 
-def list_targets(extra: Mapping[str, Target] | None = None) -> list[str]:
+def list_targets(extra: Mapping[str, TargetFunction] | None = None) -> list[str]:
     """Names of the built-in targets (plus ``extra``)."""
     return sorted({**BUILTIN_TARGETS, **(extra or {})})

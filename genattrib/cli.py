@@ -95,7 +95,8 @@ def _add_display_options(parser: argparse.ArgumentParser) -> None:
 def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attribute", help="generate (or force) a continuation and attribute it")
     p.add_argument("prompt", metavar="PROMPT", help="the prompt text (the user message with --chat)")
-    p.add_argument("--target", default=None, metavar="TEXT", help="force this continuation instead of generating")
+    p.add_argument("--continuation", "--target", dest="continuation", default=None, metavar="TEXT",
+                   help="explain this continuation instead of generating one (--target is an alias)")
     p.add_argument("--contrast-target", default=None, metavar="TEXT",
                    help="alternative continuation for contrastive functions")
     p.add_argument("--model", default=None, metavar="ID_OR_PATH",
@@ -107,7 +108,10 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step-scores", type=_split_list, default=None, metavar="A,B",
                    help="per-step scores, e.g. probability,entropy")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="tokens to generate")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="rows per attribution batch")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="prompts per generation and attribution batch")
+    p.add_argument("--max-rows", type=int, default=None, metavar="N",
+                   help="model rows per call (default: sized from free memory)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype")
     p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cpu, cuda:0")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling and randomised methods")
@@ -164,12 +168,13 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
     inputs: Any = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     options = _given(attributed_fn=args.attributed_fn, step_scores=args.step_scores,
                      contrast_target=args.contrast_target, batch_size=args.batch_size, seed=args.seed,
+                     max_rows=args.max_rows,
                      chat=args.chat, max_new_tokens=args.max_new_tokens)
-    clash = sorted(set(params) & (set(options) | {"target", "inputs"}))
+    clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs"}))
     if clash:
         raise _UsageError(f"--param {', '.join(clash)} clashes with an option; use the option instead")
     model = genattrib.load_model(args.model, **load_options)
-    out = model.attribute(inputs, target=args.target, **options, **params)
+    out = model.attribute(inputs, args.continuation, **options, **params)
     if not args.no_show:
         _show(out, args, console)
     if args.save:

@@ -1,7 +1,22 @@
-"""Plans and runs attribution in batches across target steps."""
+"""Execution: runs the model in memory-sized chunks, defines the method contract, plans which
+target steps share a batch, and runs a method over them.
 
+Example:
+    >>> sorted(n for n in __all__ if n.startswith("run"))
+    ['run_attribution']
+"""
+
+from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.forward import ModelForward, eval_mode
+from genattrib.engine.jobs import build_jobs
 from genattrib.engine.plan import SequenceJob, plan_batches
+from genattrib.engine.resources import bind_resources
 from genattrib.engine.runner import EngineResult, run_attribution
 from genattrib.engine.step_scores import teacher_forced_step_scores
 
-__all__ = ["EngineResult", "SequenceJob", "plan_batches", "run_attribution", "teacher_forced_step_scores"]
+__all__ = [
+    "Attributor", "EngineResult", "MethodOutput", "MethodParams", "ModelForward", "ResolvedBaseline", "SequenceJob",
+    "StepBatch", "baseline_embeddings", "bind_resources", "build_jobs", "eval_mode", "plan_batches", "run_attribution",
+    "teacher_forced_step_scores",
+]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -24,6 +25,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
+from genattrib.engine.attention_capture import check_attention_support
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
@@ -98,25 +100,61 @@ class Attributor(ABC):
     granular: ClassVar[bool] = False          # returns a hidden dimension
     default_reduction: ClassVar[str] = "none"  # how the hidden dimension is reduced by default
     needs_gradients: ClassVar[bool] = True
-    needs_attentions: ClassVar[bool] = False
+    needs_attentions: ClassVar[bool] = False  # reads attention probabilities (checked in check_model)
     uses_baseline: ClassVar[bool] = False
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
-    stochastic: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
+    requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)
 
     def __init__(self, **params: Any) -> None:
-        valid = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(params) - valid)
-        if unknown:
-            raise InvalidArgumentError(
-                unknown[0], f"method {self.name!r} has no parameter {unknown[0]!r}",
-                f"use one of: {', '.join(sorted(valid)) or '(none)'}",
-            )
+        self._check_names(params)
         self.params = self.Params(**params)
         self.params.validate()
 
     @classmethod
+    def _check_names(cls, params: Mapping[str, Any]) -> None:
+        valid = set(cls.param_names())
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise InvalidArgumentError(
+                unknown[0], f"method {cls.name!r} has no parameter {unknown[0]!r}",
+                f"use one of: {', '.join(sorted(valid)) or '(none)'}",
+            )
+
+    @classmethod
     def param_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls.Params)]
+
+    def replace(self, **params: Any) -> Attributor:
+        """A validated copy with some parameters changed; ``self`` is left as it is.
+
+        Example:
+            >>> ig = get_method("integrated_gradients", n_steps=8)  # doctest: +SKIP
+            >>> ig.replace(n_steps=16).params.n_steps, ig.params.n_steps  # doctest: +SKIP
+            (16, 8)
+        """
+        self._check_names(params)
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.params = dataclasses.replace(self.params, **params)
+        copy.params.validate()
+        return copy
+
+    def bind(self, **resources: Any) -> Attributor:
+        """A copy with the resources named in :attr:`requires` filled in, for each parameter the
+        user left ``None`` (a value the user gave wins). Resources not in ``requires`` are refused.
+
+        Example:
+            >>> reagent = get_method("reagent").bind(vocabulary=Vocabulary(size=8))  # doctest: +SKIP
+        """
+        extra = sorted(set(resources) - self.requires)
+        if extra:
+            raise InvalidArgumentError(
+                extra[0], f"method {self.name!r} does not require the resource {extra[0]!r}",
+                f"it requires: {', '.join(sorted(self.requires)) or '(nothing)'}",
+            )
+        missing = {k: v for k, v in resources.items() if getattr(self.params, k) is None}
+        return self.replace(**missing) if missing else self
 
     def rows_per_target(self, length: int) -> int:
         """Model rows one target costs (used to size batches)."""
@@ -131,6 +169,8 @@ class Attributor(ABC):
             )
         if self.needs_gradients and not forward.gradients_reach_inputs():
             raise no_gradient_error(type(forward.model).__name__, f"method {self.name!r}")
+        if self.needs_attentions:
+            check_attention_support(forward)
 
     @abstractmethod
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:

@@ -74,15 +74,26 @@ def run_attribution(
     seed: int = 42,
     keep_granular: bool | None = None,
     show_progress: bool | None = None,
+    prompts_per_batch: int | None = None,
 ) -> list[EngineResult]:
     """Attribute every explained step of every job with ``method``; no per-token Python loop
-    of forwards: rows of many targets share each model call."""
-    batches = plan_batches(
-        jobs,
-        method.rows_per_target,
-        lambda length: forward.rows_per_chunk(length, method.needs_gradients),
-        method.group_by_sequence,
-    )
+    of forwards: rows of many targets share each model call.
+
+    ``prompts_per_batch`` (the user's ``batch_size``) plans the jobs in groups of that many
+    sequences, one group after another, which bounds the memory a batch of rows can take;
+    rows inside a group are still sized to the memory budget. Results do not depend on it.
+    """
+    group = prompts_per_batch or max(1, len(jobs))
+    batches = [
+        [TargetRef(start + ref.job, ref.row, ref.position) for ref in batch]
+        for start in range(0, len(jobs), group)
+        for batch in plan_batches(
+            jobs[start : start + group],
+            method.rows_per_target,
+            lambda length: forward.rows_per_chunk(length, method.needs_gradients),
+            method.group_by_sequence,
+        )
+    ]
     baselines = [
         baseline_embeddings(baseline, job.input_ids, forward.embedding) if baseline is not None
         else forward.embed(job.input_ids.unsqueeze(0))[0]

@@ -118,7 +118,7 @@ def benchmark(
     reference_steps = None
     for name in names:
         t = time.perf_counter()
-        out = model.attribute(prompts, target=targets, method=name, seed=seed, show_progress=show_progress, **dict(kwargs.get(name, {})))
+        out = model.attribute(prompts, continuation=targets, method=name, seed=seed, show_progress=show_progress, **dict(kwargs.get(name, {})))
         attribute_seconds = time.perf_counter() - t
         steps = collect_steps(out.steps(0, 1) if token_level else out, evaluate_every)
         reference_steps = steps

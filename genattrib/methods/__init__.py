@@ -54,20 +54,30 @@ def method_class(name: str) -> type[Attributor]:
 
 
 def get_method(name: str | Attributor, **params: Any) -> Attributor:
-    """An instance of method ``name`` with ``params`` (validated)."""
+    """An instance of method ``name`` with ``params`` (validated); a method object takes the same
+    parameters, applied to a copy (:meth:`Attributor.replace`), so both spellings agree.
+
+    Example:
+        >>> get_method(get_method("integrated_gradients"), n_steps=8).params.n_steps
+        8
+    """
     if isinstance(name, Attributor):
-        return name
+        return name.replace(**params) if params else name
     return method_class(name)(**params)
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """One dict per method: name, description, granular, needs_gradients, parameters."""
+    """One dict per method: name, description, granular, needs_gradients, needs_attentions,
+    stochastic (draws from ``seed``), requires (resources bound by the engine), parameters."""
     return [
         {
             "name": cls.name,
             "description": cls.description,
             "granular": cls.granular,
             "needs_gradients": cls.needs_gradients,
+            "needs_attentions": cls.needs_attentions,
+            "stochastic": cls.stochastic,
+            "requires": sorted(cls.requires),
             "parameters": cls.param_names(),
         }
         for cls in (METHODS[n] for n in list_methods())

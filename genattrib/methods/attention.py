@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.engine.attention_capture import capture_attentions, check_attention_support
+from genattrib.engine.attention_capture import capture_attentions
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import TargetFunction
@@ -74,9 +74,6 @@ class _AttentionBase(Attributor):
 
     def rows_per_target(self, length: int) -> int:
         return 1
-
-    def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
-        check_attention_support(forward)
 
     def _attentions(self, batch: StepBatch, forward: ModelForward) -> torch.Tensor:
         return capture_attentions(forward, batch.input_embeds[:1])[:, 0]  # layer head L L

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +95,7 @@ class ReAGent(Attributor):
     Params = ReAGentParams
     needs_gradients = False
     stochastic = True
+    requires = frozenset({"vocabulary"})  # token samplers draw from the attributed tokenizer's vocabulary
 
     def rows_per_target(self, length: int) -> int:
         return self.params.num_probes
@@ -187,18 +187,3 @@ class ReAGent(Attributor):
         dist = torch.softmax(logits, -1).nan_to_num(0.0)
         use = torch.where(stopped.any(-1, keepdim=True), stopped, torch.ones_like(stopped)).float()
         return (dist * use.unsqueeze(-1)).sum(1) / use.sum(1, keepdim=True)
-
-
-def with_params(method: Attributor, **values: object) -> Attributor:
-    """A copy of ``method`` with some parameters replaced (the original is left unchanged)."""
-    bound = type(method).__new__(type(method))
-    bound.__dict__.update(method.__dict__)
-    bound.params = dataclasses.replace(method.params, **values)
-    return bound
-
-
-def with_vocabulary(method: Attributor, vocabulary: Vocabulary) -> Attributor:
-    """A copy of ``method`` whose ``vocabulary`` parameter is set (when it has one left empty)."""
-    if getattr(method.params, "vocabulary", False) is not None:
-        return method
-    return with_params(method, vocabulary=vocabulary)

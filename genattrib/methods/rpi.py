@@ -30,7 +30,6 @@ from genattrib.engine.attention_capture import (
     AttentionProbe,
     attention_probe,
     capture_layer,
-    check_attention_support,
     num_layers,
 )
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
@@ -149,13 +148,13 @@ class RPI(Attributor):
     Params = RPIParams
     needs_attentions = True
     stochastic = True
+    requires = frozenset({"baseline_id"})  # the token best:<metric> puts in place of removed ones
 
     def rows_per_target(self, length: int) -> int:
         return self.params.num_samples * (self.params.n_steps + 1) + 1
 
     def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         super().check_model(forward, attributed_fn)
-        check_attention_support(forward)
         resolve_layer(self.params.layer, num_layers(forward.model))
 
     def candidates(

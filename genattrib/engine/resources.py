@@ -1,0 +1,31 @@
+"""Give a method the resources it declares in ``Attributor.requires``.
+
+The engine knows the names of resources, not how to make them: the caller (the model wrapper,
+which owns the tokenizer) hands in a provider per name, called only when the method needs it
+and the user left the parameter empty.
+
+Example:
+    >>> class NeedsVocabulary(Attributor):  # doctest: +SKIP
+    ...     requires = frozenset({"vocabulary"})
+    >>> bind_resources(method, {"vocabulary": lambda: Vocabulary(size=8)})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from genattrib.engine.contract import Attributor
+from genattrib.errors import UnsupportedModelError
+
+
+def bind_resources(attributor: Attributor, providers: Mapping[str, Callable[[], Any]]) -> Attributor:
+    """A copy of ``attributor`` with every required resource the user left ``None`` filled in
+    from ``providers`` (``attributor`` itself when nothing is needed)."""
+    missing = sorted(attributor.requires - set(providers))
+    if missing:
+        raise UnsupportedModelError(
+            f"method {attributor.name!r} needs {', '.join(missing)}, which this model wrapper cannot provide"
+        )
+    wanted = {name: providers[name]() for name in sorted(attributor.requires) if getattr(attributor.params, name) is None}
+    return attributor.bind(**wanted) if wanted else attributor

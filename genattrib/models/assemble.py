@@ -1,0 +1,75 @@
+"""The last step of :meth:`AttributionModel.attribute`: engine results → a typed output.
+
+Tokens are decoded once here, for people (the ids stay the ground truth); chat prompts get a
+role per token; the provenance records what produced the scores.
+
+Example:
+    >>> out = assemble_output(model, request, traces, jobs, results, timings, work)  # doctest: +SKIP
+    >>> out.sequences[0].tokens[:3]                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from genattrib.engine import EngineResult, SequenceJob
+from genattrib.generation import GenerationTrace
+from genattrib.models import inputs as inp
+from genattrib.models.request import AttributionRequest
+from genattrib.models.tokens import decode_tokens
+from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
+from genattrib.output.provenance import library_versions
+
+if TYPE_CHECKING:
+    from genattrib.models.attribution_model import AttributionModel
+
+
+def assemble_sequence(
+    tokenizer: object, prompt: inp.Prompt, trace: GenerationTrace, job: SequenceJob, result: EngineResult
+) -> SequenceAttribution:
+    """One sequence's scores with its tokens, roles and step scores."""
+    ids = trace.input_ids
+    tokens = decode_tokens(tokenizer, ids.tolist())
+    roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
+    steps = {k: v[job.step_start : job.step_stop].clone() for k, v in trace.step_scores.items()}
+    steps.update(result.step_scores)
+    return SequenceAttribution(
+        input_ids=ids, tokens=tokens, prompt_length=trace.prompt_length, token_roles=roles,
+        scores=result.scores, step_scores=steps, special_mask=job.special_mask.clone(),
+        granular_scores=result.granular_scores, step_start=job.step_start,
+        generated_text=tokenizer.decode(trace.generated_ids.tolist(), skip_special_tokens=True),
+    )
+
+
+def provenance_of(model: AttributionModel, request: AttributionRequest, timings: dict[str, float]) -> Provenance:
+    """Model, method and parameters, target function, generation settings, seed, versions, work."""
+    params = request.attributor.params.to_dict()
+    if request.baseline is not None:
+        params["baseline"] = request.baseline.describe()
+    device_map = getattr(model.model, "hf_device_map", None) or model.device_map
+    if device_map is not None and not isinstance(device_map, dict):
+        device_map = {"": device_map}
+    forced = request.forced_ids is not None
+    return Provenance(
+        model_name=model.name, model_revision=model.revision, model_class=type(model.model).__name__,
+        dtype=str(model.dtype).replace("torch.", ""), devices=model.devices,
+        device_map={str(k): str(v) for k, v in device_map.items()} if device_map else None,
+        method=request.attributor.name, method_params=params, attributed_fn=request.attributed_fn.name,
+        step_scores=sorted(request.step_targets),
+        generation_config={} if forced else request.generation_config.to_diff_dict(),
+        forced_target=forced, seed=request.run_seed, versions=library_versions(), timings=timings,
+        work={"rows": request.forward.rows_run, "grad_rows": request.forward.grad_rows_run},
+    )
+
+
+def assemble_output(
+    model: AttributionModel, request: AttributionRequest, traces: Sequence[GenerationTrace],
+    jobs: Sequence[SequenceJob], results: Sequence[EngineResult], timings: dict[str, float],
+) -> FeatureAttributionOutput:
+    """The :class:`FeatureAttributionOutput` of one ``attribute()`` call."""
+    sequences = [
+        assemble_sequence(model.tokenizer, prompt, trace, job, result)
+        for prompt, trace, job, result in zip(request.prompts, traces, jobs, results)
+    ]
+    return FeatureAttributionOutput(sequences, provenance_of(model, request, timings))

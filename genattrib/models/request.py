@@ -1,0 +1,174 @@
+"""Step 1 of :meth:`AttributionModel.attribute`: check everything the user passed, before any
+heavy work, and turn it into one :class:`AttributionRequest` that the later steps read.
+
+Nothing the user passed is mutated. Errors name the argument and the fix.
+
+Example:
+    >>> request = prepare_request(model, "The capital of France is", max_new_tokens=4)  # doctest: +SKIP
+    >>> request.attributor.name, len(request.prompt_ids)                               # doctest: +SKIP
+    ('saliency', 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformers import GenerationConfig
+
+from genattrib.engine import Attributor, ModelForward, ResolvedBaseline, bind_resources
+from genattrib.errors import InvalidArgumentError
+from genattrib.methods import get_method, method_class
+from genattrib.models import inputs as inp
+from genattrib.models.arguments import build_generation_config, resolve_baseline, resolve_step_scores, split_kwargs
+from genattrib.models.resources import tokenizer_resources
+from genattrib.targets import TargetFunction, resolve_target
+
+if TYPE_CHECKING:
+    from genattrib.models.attribution_model import AttributionModel
+
+DEFAULT_SEED = 42
+
+
+@dataclass
+class AttributionRequest:
+    """Everything one ``attribute()`` call needs, validated."""
+
+    prompts: list[inp.Prompt]
+    prompt_ids: list[Int[Tensor, " _prompt"]]
+    forced_ids: list[Int[Tensor, " _generated"]] | None
+    contrast_ids: list[Int[Tensor, " _contrast"]] | None
+    attributor: Attributor
+    attributed_fn: TargetFunction
+    step_targets: dict[str, TargetFunction]
+    generation_config: GenerationConfig
+    baseline: ResolvedBaseline | None
+    forward: ModelForward
+    seed: int | None
+    steps: slice
+    keep_special: bool
+    keep_granular: bool | None
+    batch_size: int | None
+    show_progress: bool | None
+
+    @property
+    def run_seed(self) -> int:
+        """The seed the methods use (the default when none was given)."""
+        return DEFAULT_SEED if self.seed is None else int(self.seed)
+
+    @property
+    def needs_contrast(self) -> bool:
+        return self.attributed_fn.needs_contrast or any(t.needs_contrast for t in self.step_targets.values())
+
+
+def continuation_argument(continuation: object, target: object) -> tuple[object, str]:
+    """(the forced continuation, the name the user gave it): ``continuation``, or its alias
+    ``target`` (Inseq's name for it), so that errors name the argument the user wrote."""
+    if target is not None and continuation is not None:
+        raise InvalidArgumentError(
+            "target", "both continuation= and its alias target= were given", "pass the forced text once, as continuation="
+        )
+    return (continuation, "continuation") if target is None else (target, "target")
+
+
+def check_batch_size(batch_size: object) -> None:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidArgumentError("batch_size", f"must be a positive int, got {batch_size!r}", "pass e.g. batch_size=8")
+
+
+def check_lengths(
+    model: Any, prompt_ids: Sequence[Tensor], forced_ids: Sequence[Tensor] | None, config: GenerationConfig
+) -> None:
+    """Every prompt plus its continuation fits the model's context window."""
+    window = inp.context_window(model.config)
+    if window is None:
+        return
+    for i, ids in enumerate(prompt_ids):
+        extra = int(forced_ids[i].shape[0]) if forced_ids is not None else (config.max_new_tokens or 0)
+        total = int(ids.shape[0]) + extra
+        if int(ids.shape[0]) >= window or total > window:
+            raise InvalidArgumentError(
+                "inputs", f"prompt {i} has {int(ids.shape[0])} tokens and needs room for {extra} more, "
+                f"but the model's context window is {window} tokens",
+                "shorten the prompt, or lower max_new_tokens / the forced target (continuation=)",
+            )
+
+
+def resolve_method(
+    spec: str | Attributor, kwargs: Mapping[str, Any], method_kwargs: Mapping[str, Any] | None,
+    resources: Mapping[str, Callable[[], Any]],
+) -> tuple[Attributor, dict[str, Any]]:
+    """(the method, bound to the resources it requires; the keyword arguments left for generation).
+
+    A method name and a method object take the same keyword parameters.
+    """
+    cls = type(spec) if isinstance(spec, Attributor) else method_class(spec)
+    params, generation = split_kwargs(kwargs, cls.param_names())
+    params.update(method_kwargs or {})
+    return bind_resources(get_method(spec, **params), resources), generation
+
+
+def prepare_request(
+    model: AttributionModel,
+    inputs: str | Sequence[Any],
+    continuation: object = None,
+    *,
+    continuation_name: str = "continuation",
+    method: str | Attributor | None = None,
+    attributed_fn: str | Callable = "logprob",
+    step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None,
+    contrast_target: str | list[str] | None = None,
+    chat: bool = False,
+    batch_size: int | None = None,
+    attr_pos_start: int | None = None,
+    attr_pos_end: int | None = None,
+    seed: int | None = None,
+    generation_config: GenerationConfig | None = None,
+    attribute_special_tokens: bool = False,
+    keep_granular: bool | None = None,
+    max_rows: int | None = None,
+    show_progress: bool | None = None,
+    method_kwargs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> AttributionRequest:
+    """Validate an ``attribute()`` call (see its docstring for the arguments)."""
+    attributor, gen_kwargs = resolve_method(
+        method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
+    )
+    fn = resolve_target(attributed_fn, model.targets)
+    step_targets = resolve_step_scores(step_scores, model.targets)
+    check_batch_size(batch_size)
+    prompts = inp.normalize_prompts(inputs, chat)
+    forced = inp.normalize_targets(continuation, len(prompts), continuation_name)
+    contrasts = inp.normalize_targets(contrast_target, len(prompts), "contrast_target")
+    if (fn.needs_contrast or any(t.needs_contrast for t in step_targets.values())) and contrasts is None:
+        raise InvalidArgumentError(
+            "contrast_target", "a contrastive target was asked for but no contrast given",
+            "pass contrast_target='an alternative continuation'",
+        )
+    tok = model.tokenizer
+    prompt_ids = [inp.tokenize_prompt(tok, p) for p in prompts]
+    forced_ids = None if forced is None else [
+        inp.tokenize_continuation(tok, p, t, continuation_name) for p, t in zip(prompt_ids, forced)
+    ]
+    contrast_ids = None if contrasts is None else [
+        inp.tokenize_continuation(tok, p, c, "contrast_target") for p, c in zip(prompt_ids, contrasts)
+    ]
+    config = build_generation_config(model.model, tok, generation_config, gen_kwargs, type(attributor).param_names())
+    check_lengths(model.model, prompt_ids, forced_ids, config)
+    forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
+    attributor.check_model(forward, fn)
+    baseline = None
+    if attributor.uses_baseline:
+        baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
+    return AttributionRequest(
+        prompts=prompts, prompt_ids=prompt_ids, forced_ids=forced_ids, contrast_ids=contrast_ids,
+        attributor=attributor, attributed_fn=fn, step_targets=step_targets, generation_config=config,
+        baseline=baseline, forward=forward, seed=seed, steps=slice(attr_pos_start, attr_pos_end),
+        keep_special=attribute_special_tokens, keep_granular=keep_granular, batch_size=batch_size,
+        show_progress=show_progress,
+    )

@@ -2,6 +2,6 @@
 
 from genattrib.engine.plan import SequenceJob, plan_batches
 from genattrib.engine.runner import EngineResult, run_attribution
-from genattrib.engine.step_scores import teacher_forced_step_scores
+from genattrib.engine.step_scores import step_score_rules, teacher_forced_step_scores
 
-__all__ = ["EngineResult", "SequenceJob", "plan_batches", "run_attribution", "teacher_forced_step_scores"]
+__all__ = ["EngineResult", "SequenceJob", "plan_batches", "run_attribution", "step_score_rules", "teacher_forced_step_scores"]

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -102,6 +104,7 @@ class Attributor(ABC):
     uses_baseline: ClassVar[bool] = False
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
     stochastic: ClassVar[bool] = False
+    step_score_merge: ClassVar[Mapping[str, str]] = MappingProxyType({})  # each step score it emits -> merge rule
 
     def __init__(self, **params: Any) -> None:
         valid = {f.name for f in dataclasses.fields(self.Params)}

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from genattrib.engine import SequenceJob, run_attribution, teacher_forced_step_scores
+from genattrib.engine import SequenceJob, run_attribution, step_score_rules, teacher_forced_step_scores
 from genattrib.errors import InvalidArgumentError
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import Attributor, get_method, list_methods, method_class
@@ -73,9 +73,9 @@ class AttributionModel:
     def list_targets(self) -> list[str]:
         return list_targets(self._targets)
 
-    def register_target(self, name: str, fn: Callable, *, differentiable: bool = True, needs_contrast: bool = False, description: str = "") -> None:
-        """Add a target function usable by name on this model (as attributed_fn or step score)."""
-        self._targets[name] = TargetFunction(name, fn, description, differentiable, needs_contrast)
+    def register_target(self, name: str, fn: Callable, *, differentiable: bool = True, needs_contrast: bool = False, description: str = "", merge: str = "sum") -> None:
+        """Add a target function usable by name on this model (as attributed_fn or step score; ``merge``: how its step score merges)."""
+        self._targets[name] = TargetFunction(name, fn, description, differentiable, needs_contrast, merge)
 
     # --- the main call ---------------------------------------------------------------------
     def attribute(
@@ -263,5 +263,6 @@ class AttributionModel:
             device_map={str(k): str(v) for k, v in device_map.items()} if device_map else None,
             method=attributor.name, method_params=params, attributed_fn=fn.name,
             step_scores=sorted(step_targets), generation_config={} if forced else config.to_diff_dict(),
+            step_score_rules=step_score_rules(attributor, step_targets),
             forced_target=forced, seed=seed, versions=library_versions(), timings=timings,
         )

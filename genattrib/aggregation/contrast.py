@@ -6,7 +6,8 @@ or in the method. The result keeps ``a``'s tokens and provenance (with the step 
 
 * ``scores`` (and ``granular_scores`` when both kept them) are ``a - b``; NaN stay NaN;
 * step scores equal in both are kept once; otherwise ``a``'s are kept under their names and
-  ``b``'s are added as ``"b:<name>"``;
+  ``b``'s are added as ``"b:<name>"``, merged later with the rule ``b`` has for ``<name>``
+  (recorded in ``provenance.step_score_rules``);
 * both must have had the same aggregation steps (``provenance.aggregations``).
 
 Example:
@@ -24,6 +25,7 @@ from typing import ClassVar
 import torch
 
 from genattrib.aggregation.base import Aggregator, check_output, copy_sequence, recorded
+from genattrib.aggregation.segments import step_rule
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
@@ -65,6 +67,15 @@ def _step_scores(a: SequenceAttribution, b: SequenceAttribution) -> dict[str, to
         if not same:
             merged[f"b:{name}"] = values.clone()
     return merged
+
+
+def _step_score_rules(
+    a: FeatureAttributionOutput, b: FeatureAttributionOutput, sequences: list[SequenceAttribution]
+) -> dict[str, str]:
+    """``a``'s recorded rules, and for each score ``b:<name>`` kept from ``b`` the rule ``b`` uses."""
+    kept = {k for seq in sequences for k in seq.step_scores}
+    names = sorted({name for seq in b.sequences for name in seq.step_scores if f"b:{name}" in kept})
+    return {**a.provenance.step_score_rules, **{f"b:{n}": step_rule(n, recorded=b.provenance.step_score_rules) for n in names}}
 
 
 def _difference(a: SequenceAttribution, b: SequenceAttribution) -> SequenceAttribution:
@@ -114,7 +125,9 @@ def difference(a: FeatureAttributionOutput, b: FeatureAttributionOutput) -> Feat
                 "and apply the same aggregations to both before subtracting",
             )
     sequences = [_difference(x, y) for x, y in zip(a.sequences, b.sequences)]
-    return FeatureAttributionOutput(sequences, recorded(a.provenance, f"pair({_label(b)})"))
+    provenance = recorded(a.provenance, f"pair({_label(b)})")
+    provenance.step_score_rules = _step_score_rules(a, b, sequences)
+    return FeatureAttributionOutput(sequences, provenance)
 
 
 @dataclass(frozen=True)

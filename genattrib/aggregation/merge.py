@@ -9,7 +9,8 @@ start, it builds a valid :class:`SequenceAttribution` whose tokens are the group
   contains a NaN-ed position is NaN, and scores of a word's earlier sub-tokens for its later
   ones are dropped;
 * granular scores merge like the scores, per hidden unit; step scores with their rule
-  (:data:`~genattrib.aggregation.segments.STEP_SCORE_RULES`);
+  (:func:`~genattrib.aggregation.segments.step_rule`: ``step_rules`` overrides, then the
+  result's recorded ``provenance.step_score_rules``, then the fallback table);
 * ``input_ids`` keeps the first token id of each group, ``special_mask`` is True for groups of
   special tokens only, ``token_roles`` is the group's main content role.
 
@@ -68,8 +69,10 @@ def merge_positions(
     how: str = "sum",
     target_how: str | None = None,
     step_rules: Mapping[str, str] | None = None,
+    recorded_rules: Mapping[str, str] | None = None,
 ) -> SequenceAttribution:
-    """A new sequence where the positions ``starts[g]:starts[g+1]`` become one position each."""
+    """A new sequence where the positions ``starts[g]:starts[g+1]`` become one position each
+    (``recorded_rules``: the result's ``provenance.step_score_rules``)."""
     _check_starts(seq, starts)
     n = len(seq.tokens)
     runs = runs_from_starts(starts, n)
@@ -100,7 +103,7 @@ def merge_positions(
         tokens=["".join(seq.tokens[a:b]) for a, b in runs],
         prompt_length=prompt_groups,
         scores=nan_after_targets(scores, new_first_target),
-        step_scores=merge_step_scores(seq.step_scores, row_runs, step_rules),
+        step_scores=merge_step_scores(seq.step_scores, row_runs, step_rules, recorded_rules),
         special_mask=torch.stack([special[a:b].all() for a, b in runs]),
         granular_scores=granular,
         step_start=first_group - prompt_groups,

@@ -8,8 +8,11 @@ them on both axes (:func:`~genattrib.aggregation.merge.merge_positions`). Shared
 * ``target_how``: how the rows of a generated group combine (default: same as ``how``, so a
   merged cell is ``how`` over its block of token cells; with ``"sum"`` a word's row explains the
   sum of its tokens' attributed function, e.g. the word's log-probability).
-* ``step_rules``: per step-score name, overrides of
-  :data:`~genattrib.aggregation.segments.STEP_SCORE_RULES`.
+* ``step_rules``: per step-score name, overrides of the rule the result records for it
+  (``provenance.step_score_rules``, declared where the score is made); scores without a
+  recorded rule (results saved before rules were recorded) use
+  :data:`~genattrib.aggregation.segments.STEP_SCORE_RULES`. See
+  :func:`~genattrib.aggregation.segments.step_rule`.
 
 Example:
     >>> out.aggregate(Words(how="sum"), Sentences())            # doctest: +SKIP
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from genattrib.aggregation import boundaries
-from genattrib.aggregation.base import Aggregator, check_output
+from genattrib.aggregation.base import Aggregator, check_output, recorded
 from genattrib.aggregation.merge import merge_positions
 from genattrib.aggregation.segments import MERGE_RULES, STEP_RULES
 from genattrib.errors import InvalidArgumentError, UnknownNameError
@@ -55,9 +58,23 @@ class _Merging(Aggregator):
     def starts(self, seq: SequenceAttribution, index: int) -> list[int]:
         raise NotImplementedError
 
+    def __call__(self, out: FeatureAttributionOutput) -> FeatureAttributionOutput:
+        """Like :meth:`Aggregator.__call__`, with the step-score rules ``out`` records."""
+        check_output(out, self.name)
+        rules = out.provenance.step_score_rules
+        sequences = [self.merge(seq, index, rules) for index, seq in enumerate(out.sequences)]
+        return FeatureAttributionOutput(sequences, recorded(out.provenance, self.describe()))
+
     def apply(self, seq: SequenceAttribution, index: int) -> SequenceAttribution:
+        """One sequence on its own: no recorded rules, so ``step_rules`` then the fallback table."""
+        return self.merge(seq, index, None)
+
+    def merge(self, seq: SequenceAttribution, index: int, recorded_rules: Mapping[str, str] | None) -> SequenceAttribution:
+        """Merge the groups of ``seq`` (step scores: ``step_rules``, then ``recorded_rules``)."""
         starts = self.starts(seq, index)
-        return merge_positions(seq, starts, how=self.how, target_how=self.target_how, step_rules=self.step_rules)
+        return merge_positions(
+            seq, starts, how=self.how, target_how=self.target_how, step_rules=self.step_rules, recorded_rules=recorded_rules
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,16 +3,23 @@
 Runs are ``(start, stop)`` index pairs along one dimension. NaN propagates: a run that holds a
 NaN reduces to NaN (this is what keeps the NaN pattern of merged scores).
 
+Each step score declares its rule where it is made (``TargetFunction.merge``, a method's
+``Attributor.step_score_merge``) and the result records them (``provenance.step_score_rules``).
+The rule used for a score is the first of: the user's ``step_rules`` overrides, the recorded
+rule, :data:`STEP_SCORE_RULES` (the fallback for results saved before rules were recorded),
+``"sum"``.
+
 Example:
     >>> import torch
     >>> reduce_runs(torch.tensor([[1.0, 2.0, 3.0]]), [(0, 2), (2, 3)], dim=1, how="sum").tolist()
     [[3.0, 3.0]]
-    >>> step_rule("probability"), step_rule("my_score")
-    ('product', 'sum')
+    >>> step_rule("probability"), step_rule("my_score"), step_rule("my_score", recorded={"my_score": "none"})
+    ('product', 'sum', 'none')
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -20,7 +27,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genattrib.errors import UnknownNameError
+
 __all__ = ["MERGE_RULES", "STEP_RULES", "STEP_SCORE_RULES", "merge_step_scores", "reduce_runs", "step_rule"]
+
+
+def _single(t: Tensor) -> Tensor:
+    """The value of a one-token run; NaN for a run of several tokens (a score that does not merge)."""
+    return t[0] if t.shape[0] == 1 else torch.full_like(t[0], math.nan)
 
 
 def _absmax(t: Tensor, dim: int) -> Tensor:
@@ -48,10 +62,14 @@ STEP_RULES: Mapping[str, Callable[[Tensor], Tensor]] = MappingProxyType(
         "min": lambda t: t.amin(0),
         "first": lambda t: t[0],
         "last": lambda t: t[-1],
+        "none": _single,  # not mergeable: kept for a one-token row, NaN for a merged one
     }
 )
 
-#: Default rule per step-score name; every other name uses ``"sum"``.
+#: Fallback rule per step-score name, for results that record no rule for a score (files saved
+#: before ``provenance.step_score_rules`` existed, hand-built results); other names use ``"sum"``.
+#: New scores declare their rule at the source instead: ``TargetFunction(merge=...)``,
+#: ``AttributionModel.register_target(..., merge=...)``, ``Attributor.step_score_merge``.
 STEP_SCORE_RULES: Mapping[str, str] = MappingProxyType(
     {
         "probability": "product",  # p(word) = product of the sub-token probabilities
@@ -67,11 +85,18 @@ STEP_SCORE_RULES: Mapping[str, str] = MappingProxyType(
 )
 
 
-def step_rule(name: str, overrides: Mapping[str, str] | None = None) -> str:
-    """The rule that merges step score ``name`` (``overrides`` first, then the table, else sum)."""
-    if overrides and name in overrides:
-        return overrides[name]
-    return STEP_SCORE_RULES.get(name, "sum")
+def step_rule(name: str, overrides: Mapping[str, str] | None = None, recorded: Mapping[str, str] | None = None) -> str:
+    """The rule that merges step score ``name``: ``overrides`` first, then the ``recorded`` rules
+    (a result's ``provenance.step_score_rules``), then :data:`STEP_SCORE_RULES`, else ``"sum"``.
+
+    Example:
+        >>> step_rule("lime_score", recorded={"lime_score": "none"}), step_rule("rank", {"rank": "min"})
+        ('none', 'min')
+    """
+    for rules in (overrides, recorded, STEP_SCORE_RULES):
+        if rules and name in rules:
+            return rules[name]
+    return "sum"
 
 
 def reduce_runs(values: Float[Tensor, ...], runs: Sequence[tuple[int, int]], dim: int, how: str) -> Float[Tensor, ...]:
@@ -93,16 +118,22 @@ def merge_step_scores(
     step_scores: Mapping[str, Float[Tensor, " generated"]],
     runs: Sequence[tuple[int, int]],
     overrides: Mapping[str, str] | None = None,
+    recorded: Mapping[str, str] | None = None,
 ) -> dict[str, Tensor]:
-    """Merge every step score over ``runs`` of rows with its rule (see :data:`STEP_SCORE_RULES`).
+    """Merge every step score over ``runs`` of rows with its rule (see :func:`step_rule`).
 
     Example:
         >>> merge_step_scores({"probability": torch.tensor([0.5, 0.5])}, [(0, 2)])["probability"].tolist()
         [0.25]
+        >>> merge_step_scores({"fit": torch.tensor([0.5, 0.75, 0.25])}, [(0, 2), (2, 3)], recorded={"fit": "none"})["fit"].tolist()
+        [nan, 0.25]
     """
     merged = {}
     for name, values in step_scores.items():
-        rule = STEP_RULES[step_rule(name, overrides)]
+        how = step_rule(name, overrides, recorded)
+        if how not in STEP_RULES:
+            raise UnknownNameError(f"the merge rule of step score {name!r}", how, STEP_RULES)
+        rule = STEP_RULES[how]
         if all(stop - start == 1 for start, stop in runs) and len(runs) == values.shape[0]:
             merged[name] = values.clone()
         elif not runs:

@@ -13,10 +13,10 @@ from genattrib.engine.jobs import build_jobs
 from genattrib.engine.plan import SequenceJob, plan_batches
 from genattrib.engine.resources import bind_resources
 from genattrib.engine.runner import EngineResult, run_attribution
-from genattrib.engine.step_scores import teacher_forced_step_scores
+from genattrib.engine.step_scores import step_score_rules, teacher_forced_step_scores
 
 __all__ = [
     "Attributor", "EngineResult", "MethodOutput", "MethodParams", "ModelForward", "ResolvedBaseline", "SequenceJob",
     "StepBatch", "baseline_embeddings", "bind_resources", "build_jobs", "eval_mode", "plan_batches", "run_attribution",
-    "teacher_forced_step_scores",
+    "step_score_rules", "teacher_forced_step_scores",
 ]

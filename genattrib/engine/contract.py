@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -105,6 +106,8 @@ class Attributor(ABC):
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
     stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
     requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)
+    stochastic: ClassVar[bool] = False
+    step_score_merge: ClassVar[Mapping[str, str]] = MappingProxyType({})  # each step score it emits -> merge rule
 
     def __init__(self, **params: Any) -> None:
         self._check_names(params)

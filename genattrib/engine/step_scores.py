@@ -1,4 +1,5 @@
-"""Step scores computed teacher-forced (for forced continuations or contrast targets).
+"""Step scores computed teacher-forced (for forced continuations or contrast targets), and the
+rule each step score of a run merges with (recorded in ``provenance.step_score_rules``).
 
 One forward per sequence gives the logits at every generated position at once.
 
@@ -8,10 +9,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genattrib.engine.contract import Attributor
 from genattrib.engine.plan import SequenceJob
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import TargetFunction, TargetContext
@@ -44,3 +48,17 @@ def teacher_forced_step_scores(
                     out[name][start:stop] = target(ctx).float().cpu()
         results.append(out)
     return results
+
+
+def step_score_rules(attributor: Attributor, step_targets: Mapping[str, TargetFunction]) -> dict[str, str]:
+    """The merge rule of every step score a run can hold: each requested target's ``merge`` and
+    each score the method declares (``Attributor.step_score_merge``); the method's win on a
+    shared name, as its scores replace the target's in the result.
+
+    Example:
+        >>> from genattrib.methods import get_method
+        >>> from genattrib.targets import resolve_target
+        >>> step_score_rules(get_method("lime"), {"probability": resolve_target("probability")})
+        {'probability': 'product', 'lime_score': 'none'}
+    """
+    return {**{name: target.merge for name, target in step_targets.items()}, **attributor.step_score_merge}

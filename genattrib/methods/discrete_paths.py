@@ -107,6 +107,10 @@ class DiscretePathAttributor(Attributor):
     granular = True
     default_reduction = "sum"
     uses_baseline = True
+    step_score_merge = {
+        "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
+        "baseline_value": "sum",  # F at the path's start, summed like F
+    }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

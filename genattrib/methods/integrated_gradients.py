@@ -51,6 +51,10 @@ class IntegratedGradients(Attributor):
     granular = True
     default_reduction = "sum"
     uses_baseline = True
+    step_score_merge = {
+        "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
+        "baseline_value": "sum",  # F at the baseline, summed like F
+    }
 
     def rows_per_target(self, length: int) -> int:
         return self.params.n_steps + 2

@@ -91,6 +91,7 @@ class Lime(Attributor):
     uses_baseline = True
     group_by_sequence = True
     stochastic = True
+    step_score_merge = {"lime_score": "none"}  # R² of one token's own surrogate fit: R² of several fits do not combine
 
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples

@@ -32,6 +32,7 @@ class Occlusion(Attributor):
     needs_gradients = False
     uses_baseline = True
     group_by_sequence = True
+    step_score_merge = {"target_value": "sum"}  # F of the unoccluded input, summed like the rows it explains
 
     def rows_per_target(self, length: int) -> int:
         return length

@@ -96,6 +96,7 @@ class ReAGent(Attributor):
     needs_gradients = False
     stochastic = True
     requires = frozenset({"vocabulary"})  # token samplers draw from the attributed tokenizer's vocabulary
+    step_score_merge = {"reagent_iterations": "max"}  # rows iterate in one loop: a word took as long as its slowest token
 
     def rows_per_target(self, length: int) -> int:
         return self.params.num_probes

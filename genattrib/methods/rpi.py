@@ -149,6 +149,7 @@ class RPI(Attributor):
     needs_attentions = True
     stochastic = True
     requires = frozenset({"baseline_id"})  # the token best:<metric> puts in place of removed ones
+    step_score_merge = {"rpi_candidate_spread": "mean"}  # already a mean over positions: a word's is its tokens' mean
 
     def rows_per_target(self, length: int) -> int:
         return self.params.num_samples * (self.params.n_steps + 1) + 1

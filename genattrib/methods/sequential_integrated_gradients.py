@@ -94,6 +94,11 @@ class SequentialIntegratedGradients(Attributor):
     granular = True
     default_reduction = "sum"
     uses_baseline = True
+    step_score_merge = {
+        "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
+        "baseline_value": "sum",  # F at the baseline, summed like F
+        "max_position_error": "max",  # a max over a row's positions: the max of the maxima is the word's max
+    }
 
     def rows_per_target(self, length: int) -> int:
         return length * self.params.n_steps + 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from genattrib.engine import EngineResult, SequenceJob
+from genattrib.engine import EngineResult, SequenceJob, step_score_rules
 from genattrib.generation import GenerationTrace
 from genattrib.models import inputs as inp
 from genattrib.models.request import AttributionRequest
@@ -57,6 +57,7 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
         device_map={str(k): str(v) for k, v in device_map.items()} if device_map else None,
         method=request.attributor.name, method_params=params, attributed_fn=request.attributed_fn.name,
         step_scores=sorted(request.step_targets),
+        step_score_rules=step_score_rules(request.attributor, request.step_targets),
         generation_config={} if forced else request.generation_config.to_diff_dict(),
         forced_target=forced, seed=request.run_seed, versions=library_versions(), timings=timings,
         work={"rows": request.forward.rows_run, "grad_rows": request.forward.grad_rows_run},

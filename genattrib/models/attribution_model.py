@@ -74,9 +74,9 @@ class AttributionModel:
     def list_targets(self) -> list[str]:
         return list_targets(self._targets)
 
-    def register_target(self, name: str, fn: Callable, *, differentiable: bool = True, needs_contrast: bool = False, description: str = "") -> None:
-        """Add a target function usable by name on this model (as attributed_fn or step score)."""
-        self._targets[name] = TargetFunction(name, fn, description, differentiable, needs_contrast)
+    def register_target(self, name: str, fn: Callable, *, differentiable: bool = True, needs_contrast: bool = False, description: str = "", merge: str = "sum") -> None:
+        """Add a target function usable by name on this model (as attributed_fn or step score; ``merge``: how its step score merges)."""
+        self._targets[name] = TargetFunction(name, fn, description, differentiable, needs_contrast, merge)
 
     # --- the main call ---------------------------------------------------------------------
     def attribute(

@@ -76,6 +76,14 @@ class FeatureAttributionOutput:
         for out in outputs:
             for name, count in out.provenance.work.items():
                 merged.work[name] = merged.work.get(name, 0) + count
+        merged.step_score_rules = {}  # the union: each result may hold other step scores
+        for out in outputs:
+            for name, rule in out.provenance.step_score_rules.items():
+                if merged.step_score_rules.setdefault(name, rule) != rule:
+                    raise InvalidArgumentError(
+                        "outputs", f"results merge step score {name!r} differently ({merged.step_score_rules[name]!r} vs {rule!r})",
+                        "merge only results whose step scores of the same name have the same merge rule",
+                    )
         return cls([s for out in outputs for s in out.sequences], merged)
 
     def equals(self, other: FeatureAttributionOutput) -> bool:

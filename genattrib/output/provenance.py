@@ -53,6 +53,9 @@ class Provenance:
     attributed_fn: str = ""
     attributed_fn_args: dict[str, Any] = field(default_factory=dict)
     step_scores: list[str] = field(default_factory=list)
+    # merge rule of each step score (target and method scores), declared where the score is made;
+    # empty in files saved before rules were recorded (aggregation then falls back to STEP_SCORE_RULES)
+    step_score_rules: dict[str, str] = field(default_factory=dict)
     generation_config: dict[str, Any] = field(default_factory=dict)
     forced_target: bool = False
     seed: int | None = None

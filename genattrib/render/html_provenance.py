@@ -60,6 +60,7 @@ def provenance_rows(prov: Provenance) -> list[tuple[str, str]]:
         ("method parameters", _compact(prov.method_params)),
         ("attributed function", fn),
         ("step scores", _compact(prov.step_scores)),
+        ("step score merging", _compact(prov.step_score_rules)),
         ("aggregation", " → ".join(str(a) for a in getattr(prov, "aggregations", None) or [])),
         ("model class", prov.model_class),
         ("dtype", prov.dtype),

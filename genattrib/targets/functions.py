@@ -2,13 +2,17 @@
 
 Each function maps a :class:`TargetContext` (logits at the position that predicts the target,
 the target ids and optional contrast ids) to one value per row. The same functions serve as
-attributed functions (differentiated by gradient methods) and as step scores.
+attributed functions (differentiated by gradient methods) and as step scores; ``merge`` says how
+the step score of several generated tokens combines when aggregation merges them into a word,
+span or sentence (a rule of :data:`~genattrib.aggregation.segments.STEP_RULES`).
 
 Example:
     >>> import torch
     >>> ctx = TargetContext(torch.tensor([[0.0, 1.0]]), torch.tensor([1]))
     >>> round(float(BUILTIN_TARGETS["probability"](ctx)), 4)
     0.7311
+    >>> BUILTIN_TARGETS["probability"].merge, BUILTIN_TARGETS["logprob"].merge
+    ('product', 'sum')
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from types import MappingProxyType
 
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from genattrib.aggregation.segments import STEP_RULES
+from genattrib.errors import UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -32,13 +39,23 @@ class TargetContext:
 
 @dataclass(frozen=True)
 class TargetFunction:
-    """A named target function and what it needs."""
+    """A named target function, what it needs, and how its step score merges (``merge``).
+
+    Example:
+        >>> TargetFunction("top", lambda ctx: ctx.logits.amax(-1), merge="mean").merge
+        'mean'
+    """
 
     name: str
     fn: Callable[[TargetContext], Float[Tensor, " row"]]
     description: str = ""
     differentiable: bool = True
     needs_contrast: bool = False
+    merge: str = "sum"  # how its step score merges over several generated tokens (STEP_RULES)
+
+    def __post_init__(self) -> None:
+        if self.merge not in STEP_RULES:
+            raise UnknownNameError("merge", self.merge, STEP_RULES)
 
     def __call__(self, ctx: TargetContext) -> Float[Tensor, " row"]:
         if self.needs_contrast and ctx.contrast_ids is None:
@@ -100,16 +117,22 @@ BUILTIN_TARGETS: Mapping[str, TargetFunction] = MappingProxyType(
     {
         t.name: t
         for t in (
-            TargetFunction("logprob", logprob, "log-probability of the target token (default)"),
-            TargetFunction("probability", probability, "probability of the target token"),
-            TargetFunction("logit", logit, "raw logit of the target token"),
-            TargetFunction("entropy", entropy, "entropy of the next-token distribution"),
+            # log p(word) = sum of the sub-token log-probabilities
+            TargetFunction("logprob", logprob, "log-probability of the target token (default)", merge="sum"),
+            # p(word) = product of the sub-token probabilities
+            TargetFunction("probability", probability, "probability of the target token", merge="product"),
+            # matches rows that add up (attribution of the sum of F)
+            TargetFunction("logit", logit, "raw logit of the target token", merge="sum"),
+            # chain rule along the generated path
+            TargetFunction("entropy", entropy, "entropy of the next-token distribution", merge="sum"),
+            # differences of summed log-probabilities / of rows that add up
             TargetFunction("contrast_logprob_diff", contrast_logprob_diff,
-                   "log p(target) - log p(contrast token)", needs_contrast=True),
+                   "log p(target) - log p(contrast token)", needs_contrast=True, merge="sum"),
             TargetFunction("contrast_prob_diff", contrast_prob_diff,
-                   "p(target) - p(contrast token)", needs_contrast=True),
+                   "p(target) - p(contrast token)", needs_contrast=True, merge="sum"),
+            # the worst rank of any sub-token
             TargetFunction("rank", rank, "rank of the target token (0 = top); not differentiable",
-                   differentiable=False),
+                   differentiable=False, merge="max"),
         )
     }
 )

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from genattrib.errors import InvalidArgumentError
 
@@ -121,3 +122,16 @@ def check_index_list(name: str, value: object, example: str) -> None:
         return
     if not isinstance(value, (list, tuple)) or not all(is_int(i) for i in value):
         raise InvalidArgumentError(name, f"must be an int or a list of ints, got {value!r}", f"pass e.g. {example}")
+
+
+def check_choice(name: str, value: object, choices: Sequence[str], what: str = "value") -> None:
+    """Raise unless ``value`` is one of ``choices``; ``what`` names the kind in the message.
+
+    Example:
+        >>> check_choice("distance", "cosine", ("prob_drop", "distribution"), "distance")
+        Traceback (most recent call last):
+        ...
+        genattrib.errors.InvalidArgumentError: Invalid `distance`: unknown distance 'cosine'. Fix: use one of: prob_drop, distribution.
+    """
+    if value not in choices:
+        raise InvalidArgumentError(name, f"unknown {what} {value!r}", f"use one of: {', '.join(choices)}")

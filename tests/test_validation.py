@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.validation import (
+    check_choice,
     check_index_list,
     check_int,
     check_number,
@@ -109,6 +110,17 @@ def test_index_lists_accept_none_ints_and_lists_of_ints(value: object) -> None:
 def test_index_lists_reject_bools_floats_and_text(value: object) -> None:
     err = message(lambda: check_index_list("layers", value, "layers=[-1]"))
     assert err.problem == f"must be an int or a list of ints, got {value!r}" and err.fix == "pass e.g. layers=[-1]"
+
+
+@given(st.sampled_from(["mean", "max", "sum"]))
+def test_choices_accept_each_listed_value(value: str) -> None:
+    check_choice("head_reduction", value, ("mean", "max", "sum"), "reduction")
+
+
+@given(st.one_of(st.text(max_size=5), st.none(), st.integers()).filter(lambda v: v not in ("mean", "max", "sum")))
+def test_choices_reject_anything_else_and_list_the_choices(value: object) -> None:
+    err = message(lambda: check_choice("head_reduction", value, ("mean", "max", "sum"), "reduction"))
+    assert err.problem == f"unknown reduction {value!r}" and err.fix == "use one of: mean, max, sum"
 
 
 def test_validation_is_a_leaf_module() -> None:

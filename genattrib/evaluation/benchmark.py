@@ -29,6 +29,7 @@ from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.methods import method_class
 from genattrib.models import AttributionModel
 from genattrib.output import FeatureAttributionOutput
+from genattrib.validation import check_positive_int
 
 RANDOM = "random"
 
@@ -65,8 +66,7 @@ def _check(model: Any, methods: Sequence[str], max_new_tokens: int, every: int) 
     for name in names:
         method_class(name)
     for arg, value in (("max_new_tokens", max_new_tokens), ("every", every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(arg, f"must be a positive int, got {value!r}", f"pass e.g. {arg}=2")
+        check_positive_int(arg, value, f"{arg}=2")
     return list(dict.fromkeys(names))
 
 

@@ -29,13 +29,9 @@ from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, St
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_choice, check_int, check_positive_int
 
 _PATH_CACHE_BYTES = 256 << 20
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(name, f"must be an int >= {minimum}, got {value!r}", f"pass e.g. {name}={max(minimum, 1)}")
 
 
 @dataclass
@@ -46,12 +42,11 @@ class DiscretePathParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        check_int("n_anchors", self.n_anchors)
-        check_int("factor", self.factor, 0)
+        check_positive_int("n_anchors", self.n_anchors, "n_anchors=1")
+        check_int("factor", self.factor, "factor=1", minimum=0)
         if self.factor > 8:
             raise InvalidArgumentError("factor", f"{self.factor} would give {2**self.factor * (self.n_anchors + 1) + 1} points per row", "use factor <= 8 (0-2 is typical)")
-        if self.strategy not in STRATEGIES:
-            raise InvalidArgumentError("strategy", f"unknown anchor strategy {self.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
+        check_choice("strategy", self.strategy, STRATEGIES, "anchor strategy")
 
 
 def valid_positions(batch: StepBatch) -> Bool[Tensor, "row position"]:

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.quadrature import RULES, quadrature_rule
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_choice, check_positive_int
 
 
 @dataclass
@@ -29,10 +29,8 @@ class IGParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise InvalidArgumentError("n_steps", f"must be a positive int, got {self.n_steps!r}", "pass e.g. n_steps=50")
-        if self.quadrature not in RULES:
-            raise InvalidArgumentError("quadrature", f"unknown rule {self.quadrature!r}", f"use one of: {', '.join(RULES)}")
+        check_positive_int("n_steps", self.n_steps, "n_steps=50")
+        check_choice("quadrature", self.quadrature, RULES, "rule")
 
 
 def path_points(batch: StepBatch, alphas: torch.Tensor) -> torch.Tensor:

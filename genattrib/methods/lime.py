@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_int, check_number
 
 
 @dataclass
@@ -39,14 +39,10 @@ class LimeParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 2:
-            raise InvalidArgumentError("n_samples", f"must be an int >= 2, got {self.n_samples!r}", "pass e.g. n_samples=200")
-        if not isinstance(self.keep_prob, (int, float)) or not 0 < self.keep_prob < 1:
-            raise InvalidArgumentError("keep_prob", f"must be in (0, 1), got {self.keep_prob!r}", "pass e.g. keep_prob=0.5")
+        check_int("n_samples", self.n_samples, "n_samples=200", minimum=2)
+        check_number("keep_prob", self.keep_prob, "keep_prob=0.5", low=0, high=1, strict=True)
         for name in ("kernel_width", "alpha"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise InvalidArgumentError(name, f"must be > 0, got {value!r}", f"pass e.g. {name}=1.0")
+            check_number(name, getattr(self, name), f"{name}=1.0", low=0, strict=True)
 
 
 def sample_masks(ids: Int[Tensor, " position"], n_samples: int, keep_prob: float, seed: int) -> Bool[Tensor, "sample position"]:

@@ -38,6 +38,7 @@ from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.faithfulness.metrics import list_metrics
 from genattrib.methods.rpi_selection import best_candidates
 from genattrib.targets import TargetFunction, TargetContext
+from genattrib.validation import check_choice, check_int, check_positive_int, is_int
 
 WEIGHTINGS = ("attention", "difference")
 SELECTIONS = ("mean", "first")
@@ -56,11 +57,6 @@ def alpha_bar(t: int) -> float:
     return float(torch.prod(1 - betas[: t + 1]))
 
 
-def _positive_int(name: str, value: object, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(name, f"must be a positive int, got {value!r}", f"pass e.g. {example}")
-
-
 @dataclass
 class RPIParams(MethodParams):
     """``baseline_kind``: ``noise`` (the method), ``zeros`` or ``attention`` (b = A: no noise)."""
@@ -75,16 +71,13 @@ class RPIParams(MethodParams):
     baseline_id: int | None = None  # token best:<metric> puts in place of removed tokens (filled in by the model wrapper)
 
     def validate(self) -> None:
-        _positive_int("num_samples", self.num_samples, "num_samples=24")
-        _positive_int("n_steps", self.n_steps, "n_steps=30")
-        t = self.noise_t
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < SCHEDULE[2]:
-            raise InvalidArgumentError("noise_t", f"must be an int in [0, {SCHEDULE[2] - 1}], got {t!r}", "pass e.g. noise_t=500")
-        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+        check_positive_int("num_samples", self.num_samples, "num_samples=24")
+        check_positive_int("n_steps", self.n_steps, "n_steps=30")
+        check_int("noise_t", self.noise_t, "noise_t=500", minimum=0, maximum=SCHEDULE[2] - 1)
+        if self.layer is not None and not is_int(self.layer):
             raise InvalidArgumentError("layer", f"must be an int layer index or None, got {self.layer!r}", "pass e.g. layer=-3")
         for name, valid in (("weighting", WEIGHTINGS), ("baseline_kind", BASELINES)):
-            if getattr(self, name) not in valid:
-                raise InvalidArgumentError(name, f"unknown value {getattr(self, name)!r}", f"use one of: {', '.join(valid)}")
+            check_choice(name, getattr(self, name), valid)
         if isinstance(self.selection, str) and self.selection.startswith("best:"):
             metric = self.selection.removeprefix("best:")
             names = metric_names()
@@ -94,7 +87,7 @@ class RPIParams(MethodParams):
         elif self.selection not in SELECTIONS:
             raise InvalidArgumentError("selection", f"unknown selection {self.selection!r}",
                                        f"use one of: {', '.join(SELECTIONS)} or best:<metric> (e.g. best:soft_ns)")
-        if self.baseline_id is not None and (isinstance(self.baseline_id, bool) or not isinstance(self.baseline_id, int)):
+        if self.baseline_id is not None and not is_int(self.baseline_id):
             raise InvalidArgumentError("baseline_id", f"must be a token id or None, got {self.baseline_id!r}", "leave it None (the tokenizer's UNK/PAD/EOS)")
 
 

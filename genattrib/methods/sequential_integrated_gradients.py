@@ -23,13 +23,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.methods.discrete_paths import valid_positions
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_positive_int
 
 
 @dataclass
@@ -40,9 +40,7 @@ class SIGParams(IGParams):
 
     def validate(self) -> None:
         super().validate()
-        chunk = self.position_chunk
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise InvalidArgumentError("position_chunk", f"must be a positive int or None, got {chunk!r}", "pass e.g. position_chunk=8, or None to size it from memory")
+        check_positive_int("position_chunk", self.position_chunk, "position_chunk=8, or None to size it from memory", optional=True)
 
 
 def _grid(values: Tensor | None, members: Tensor, n: int) -> Tensor | None:

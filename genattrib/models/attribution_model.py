@@ -34,6 +34,7 @@ from genattrib.models.tokens import decode_tokens
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
 from genattrib.output.provenance import library_versions
 from genattrib.targets import TargetFunction, list_targets, resolve_target
+from genattrib.validation import check_positive_int
 
 DEFAULT_SEED = 42
 
@@ -210,8 +211,7 @@ class AttributionModel:
     # --- helpers -----------------------------------------------------------------------------
     @staticmethod
     def _check_batch_size(batch_size: object) -> None:
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-            raise InvalidArgumentError("batch_size", f"must be a positive int, got {batch_size!r}", "pass e.g. batch_size=8")
+        check_positive_int("batch_size", batch_size, "batch_size=8", optional=True)
 
     def _check_lengths(self, prompt_ids: list[torch.Tensor], forced_ids: list[torch.Tensor] | None, config: GenerationConfig) -> None:
         window = inp.context_window(self.model.config)

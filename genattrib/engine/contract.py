@@ -25,7 +25,7 @@ from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.forward import ModelForward, no_gradient_error
-from genattrib.seeding import content_generator
+from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets import TargetFunction
 
 
@@ -42,7 +42,7 @@ class StepBatch:
     fixed_mask: Bool[Tensor, "row position"]
     sequence_index: Int[Tensor, " row"]
     contrast_ids: Int[Tensor, " row"] | None = None
-    seed: int = 42
+    seed: int = DEFAULT_SEED
 
     @property
     def num_rows(self) -> int:

@@ -20,6 +20,7 @@ from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.forward import ModelForward
 from genattrib.progress import progress_bar
+from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction
 
 
@@ -71,7 +72,7 @@ def run_attribution(
     attributed_fn: TargetFunction,
     jobs: list[SequenceJob],
     baseline: ResolvedBaseline | None = None,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     keep_granular: bool | None = None,
     show_progress: bool | None = None,
 ) -> list[EngineResult]:

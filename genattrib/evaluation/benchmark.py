@@ -29,6 +29,7 @@ from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.methods import method_class
 from genattrib.models import AttributionModel
 from genattrib.output import FeatureAttributionOutput
+from genattrib.seeding import DEFAULT_SEED
 from genattrib.validation import check_positive_int
 
 RANDOM = "random"
@@ -74,7 +75,7 @@ def benchmark(
     model: AttributionModel, methods: str | Sequence[str], dataset: str | Sequence[str] = "wikitext",
     metrics: str | Sequence[str] | None = None, *, max_new_tokens: int = 10, every: int = 2,
     max_examples: int | None = None, method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    seed: int = 42, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
+    seed: int = DEFAULT_SEED, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
     show_progress: bool | None = None, checkpoint: str | Path | None = None,
     on_method_done: Callable[[MethodRun], None] | None = None,
 ) -> BenchmarkResult:

@@ -25,6 +25,7 @@ from genattrib.models import AttributionModel, load_model
 from genattrib.models.arguments import resolve_baseline
 from genattrib.models.default_model import DEFAULT_MODEL_NAME
 from genattrib.output import FeatureAttributionOutput
+from genattrib.seeding import DEFAULT_SEED
 from genattrib.validation import check_choice, check_number, check_positive_int
 
 
@@ -73,7 +74,7 @@ def _check_options(k: float | int, soft_normalization: str, n_bootstrap: int) ->
 
 
 def evaluate_steps(
-    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float | int = 20.0, seed: int = 42,
+    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float | int = 20.0, seed: int = DEFAULT_SEED,
     baseline: Any = None, soft_normalization: str = "sum", n_bootstrap: int = 1000, max_rows: int | None = None,
 ) -> EvaluationResult:
     """Metrics for already collected steps (what :func:`evaluate` and the benchmark share)."""
@@ -108,7 +109,7 @@ def evaluate_steps(
 
 def evaluate(
     out: FeatureAttributionOutput, metrics: str | Sequence[str] | None = None, *, model: AttributionModel | None = None,
-    every: int = 1, k: float | int = 20.0, seed: int = 42, baseline: Any = None, soft_normalization: str = "sum",
+    every: int = 1, k: float | int = 20.0, seed: int = DEFAULT_SEED, baseline: Any = None, soft_normalization: str = "sum",
     n_bootstrap: int = 1000, max_rows: int | None = None,
 ) -> EvaluationResult:
     """Faithfulness of ``out`` (per evaluated step and summarised over its sequences).

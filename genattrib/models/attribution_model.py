@@ -33,10 +33,9 @@ from genattrib.models.arguments import (
 from genattrib.models.tokens import decode_tokens
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
 from genattrib.output.provenance import library_versions
+from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction, list_targets, resolve_target
 from genattrib.validation import check_positive_int
-
-DEFAULT_SEED = 42
 
 
 class AttributionModel:

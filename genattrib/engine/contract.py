@@ -32,14 +32,15 @@ from genattrib.targets import TargetFunction
 @dataclass
 class StepBatch:
     """Rows to explain. Row ``r`` explains the token at ``target_positions[r]`` from the
-    positions before it; positions at or after it (padding included) are ignored."""
+    positions before it; positions at or after it (padding included) are ignored.
+    ``special_mask`` marks special tokens: never perturbed, never attributed."""
 
     input_ids: Int[Tensor, "row position"]
     input_embeds: Float[Tensor, "row position hidden"]
     baseline_embeds: Float[Tensor, "row position hidden"]
     target_positions: Int[Tensor, " row"]
     target_ids: Int[Tensor, " row"]
-    fixed_mask: Bool[Tensor, "row position"]
+    special_mask: Bool[Tensor, "row position"]
     sequence_index: Int[Tensor, " row"]
     contrast_ids: Int[Tensor, " row"] | None = None
     seed: int = DEFAULT_SEED
@@ -54,7 +55,7 @@ class StepBatch:
 
     def movable(self) -> Bool[Tensor, "row position hidden"]:
         """Positions whose embedding may change (not special tokens), as a broadcastable mask."""
-        return (~self.fixed_mask).unsqueeze(-1).to(self.input_embeds.device)
+        return (~self.special_mask).unsqueeze(-1).to(self.input_embeds.device)
 
     def row_generator(self, row: int, device: torch.device) -> torch.Generator:
         """A generator seeded from (seed, the row's tokens up to its target): the same row gets

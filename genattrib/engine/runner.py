@@ -59,7 +59,7 @@ def _build_batch(
         baseline_embeds=base,
         target_positions=torch.tensor([r.position for r in refs], dtype=torch.long, device=device),
         target_ids=torch.tensor([int(jobs[r.job].input_ids[r.position]) for r in refs], dtype=torch.long, device=device),
-        fixed_mask=fixed.to(device),
+        special_mask=fixed.to(device),
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,

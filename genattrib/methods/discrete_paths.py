@@ -52,7 +52,7 @@ class DiscretePathParams(MethodParams):
 def valid_positions(batch: StepBatch) -> Bool[Tensor, "row position"]:
     """Where a row's source position moves: not a special token, and before the target."""
     before = torch.arange(batch.length, device=batch.input_ids.device).unsqueeze(0) < batch.target_positions.unsqueeze(1)
-    return before & ~batch.fixed_mask
+    return before & ~batch.special_mask
 
 
 def discrete_path_attribution(

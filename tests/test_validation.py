@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genattrib.errors import InvalidArgumentError
@@ -19,6 +19,7 @@ from genattrib.validation import (
     is_number,
 )
 
+SETTINGS = settings(deadline=None)  # checks are instant; a loaded machine is not
 NOT_INTS = st.one_of(st.booleans(), st.floats(), st.text(max_size=3), st.none(), st.lists(st.integers(), max_size=2))
 
 
@@ -28,11 +29,13 @@ def message(call) -> InvalidArgumentError:
     return info.value
 
 
+@SETTINGS
 @given(st.integers(min_value=1))
 def test_every_int_from_one_is_a_positive_int(value: int) -> None:
     check_positive_int("n", value, "n=3")
 
 
+@SETTINGS
 @given(st.booleans())
 def test_every_bool_is_rejected_by_the_int_checks(value: bool) -> None:
     for call in (lambda: check_positive_int("n", value, "n=3"), lambda: check_int("n", value, "n=0", minimum=0),
@@ -41,12 +44,14 @@ def test_every_bool_is_rejected_by_the_int_checks(value: bool) -> None:
     assert not is_int(value) and not is_number(value)
 
 
+@SETTINGS
 @given(st.integers(max_value=0))
 def test_zero_and_negative_ints_are_not_positive(value: int) -> None:
     err = message(lambda: check_positive_int("batch_size", value, "batch_size=8"))
     assert str(err) == f"Invalid `batch_size`: must be a positive int, got {value!r}. Fix: pass e.g. batch_size=8."
 
 
+@SETTINGS
 @given(NOT_INTS.filter(lambda v: v is not None))
 def test_anything_but_an_int_is_rejected(value: object) -> None:
     assert message(lambda: check_positive_int("every", value, "every=2")).fix == "pass e.g. every=2"
@@ -60,6 +65,7 @@ def test_none_passes_only_when_optional() -> None:
     assert err.problem == "must be a positive int or None, got 0"
 
 
+@SETTINGS
 @given(st.integers(min_value=-50, max_value=50), st.integers(min_value=-50, max_value=50), st.integers(-60, 60))
 def test_int_range_accepts_exactly_the_ints_inside(low: int, high: int, value: int) -> None:
     if low <= value <= high:
@@ -75,6 +81,7 @@ def test_int_messages_name_the_bounds() -> None:
     assert message(lambda: check_int("x", 9, "x=1", maximum=4)).problem == "must be an int <= 4, got 9"
 
 
+@SETTINGS
 @given(st.floats(allow_nan=False), st.booleans())
 def test_number_bounds_follow_the_interval(value: float, strict: bool) -> None:
     inside = 0 < value < 1 if strict else 0 <= value <= 1
@@ -86,6 +93,7 @@ def test_number_bounds_follow_the_interval(value: float, strict: bool) -> None:
         assert message(call).problem == f"must be in {expected}, got {value!r}"
 
 
+@SETTINGS
 @given(st.one_of(st.booleans(), st.just(math.nan), st.text(max_size=3), st.none()))
 def test_bools_nan_and_non_numbers_are_never_in_range(value: object) -> None:
     message(lambda: check_number("stdevs", value, "stdevs=0.09", low=0, what="a float"))
@@ -101,22 +109,26 @@ def test_number_messages() -> None:
     check_number("x", 10**400, "x=1", low=0)
 
 
+@SETTINGS
 @given(st.one_of(st.none(), st.integers(), st.lists(st.integers(), max_size=4), st.tuples(st.integers())))
 def test_index_lists_accept_none_ints_and_lists_of_ints(value: object) -> None:
     check_index_list("heads", value, "heads=[-1]")
 
 
+@SETTINGS
 @given(st.one_of(st.booleans(), st.floats(), st.text(max_size=3), st.lists(st.booleans(), min_size=1, max_size=3)))
 def test_index_lists_reject_bools_floats_and_text(value: object) -> None:
     err = message(lambda: check_index_list("layers", value, "layers=[-1]"))
     assert err.problem == f"must be an int or a list of ints, got {value!r}" and err.fix == "pass e.g. layers=[-1]"
 
 
+@SETTINGS
 @given(st.sampled_from(["mean", "max", "sum"]))
 def test_choices_accept_each_listed_value(value: str) -> None:
     check_choice("head_reduction", value, ("mean", "max", "sum"), "reduction")
 
 
+@SETTINGS
 @given(st.one_of(st.text(max_size=5), st.none(), st.integers()).filter(lambda v: v not in ("mean", "max", "sum")))
 def test_choices_reject_anything_else_and_list_the_choices(value: object) -> None:
     err = message(lambda: check_choice("head_reduction", value, ("mean", "max", "sum"), "reduction"))

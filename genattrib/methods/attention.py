@@ -82,7 +82,7 @@ class Attention(_AttentionBase):
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: AttentionParams = self.params
         attn = _select(_select(self._attentions(batch, forward), p.layers, 0, "layers"), p.heads, 1, "heads")
-        rows = attn[:, :, (batch.target_positions.to(attn.device) - 1).clamp(min=0)]  # layer head row L
+        rows = attn[:, :, batch.predicting_positions(attn.device)]  # layer head row L
         per_layer = _reduce(rows, p.head_reduction, 1)
         return MethodOutput(_reduce(per_layer, p.layer_reduction, 0))
 
@@ -109,4 +109,4 @@ class Rollout(_AttentionBase):
             mixed = (1 - w) * layer + w * eye
             mixed = mixed / mixed.sum(-1, keepdim=True)
             rollout = mixed @ rollout
-        return MethodOutput(rollout[(batch.target_positions.to(attn.device) - 1).clamp(min=0)])
+        return MethodOutput(rollout[batch.predicting_positions(attn.device)])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from genattrib.errors import InvalidArgumentError
@@ -49,12 +49,6 @@ class DiscretePathParams(MethodParams):
         check_choice("strategy", self.strategy, STRATEGIES, "anchor strategy")
 
 
-def valid_positions(batch: StepBatch) -> Bool[Tensor, "row position"]:
-    """Where a row's source position moves: not a special token, and before the target."""
-    before = torch.arange(batch.length, device=batch.input_ids.device).unsqueeze(0) < batch.target_positions.unsqueeze(1)
-    return before & ~batch.special_mask
-
-
 def discrete_path_attribution(
     batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, points: Float[Tensor, "row point position hidden"]
 ) -> MethodOutput:
@@ -74,7 +68,7 @@ def discrete_path_attribution(
     f_input = forward.values(
         points[:, -1], single(batch.target_positions), attributed_fn, single(batch.target_ids), single(batch.contrast_ids)
     )[:, 0]
-    before = torch.arange(length, device=grads.device).unsqueeze(0) < batch.target_positions.to(grads.device).unsqueeze(1)
+    before = batch.before_target(grads.device)
     total = (attributions.sum(-1) * before).sum(-1)
     error = total.to(f_input.device) - (f_input - f_base.to(f_input.device))
     return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})
@@ -156,7 +150,7 @@ class DiscretePathAttributor(Attributor):
         return torch.stack([found[key] for key in keys])
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
-        rows, cols = valid_positions(batch).nonzero(as_tuple=True)
+        rows, cols = batch.source_mask().nonzero(as_tuple=True)
         points = batch.input_embeds.float().unsqueeze(1).repeat(1, self.n_points, 1, 1)
         if rows.numel():
             paths = self.paths(batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward)

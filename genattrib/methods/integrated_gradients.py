@@ -71,7 +71,7 @@ class IntegratedGradients(Attributor):
         pair = lambda t: None if t is None else t.repeat_interleave(2, 0).unsqueeze(-1)  # noqa: E731
         values = forward.values(ends, pair(batch.target_positions), attributed_fn, pair(batch.target_ids), pair(batch.contrast_ids))
         f_base, f_input = values.view(n, 2).unbind(-1)
-        valid = torch.arange(batch.length, device=x.device).unsqueeze(0) < batch.target_positions.to(x.device).unsqueeze(1)
+        valid = batch.before_target(x.device)
         total = (attributions.sum(-1) * valid).sum(-1)
         error = total.to(f_input.device) - (f_input - f_base)
         return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})

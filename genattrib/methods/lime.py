@@ -95,7 +95,7 @@ class Lime(Attributor):
         p = self.params
         x, base = batch.input_embeds[0], batch.baseline_embeds[0]
         length, n = batch.length, batch.num_rows
-        special = batch.special_mask[0].cpu()
+        special, sources = batch.special_mask[0].cpu(), batch.source_mask("cpu")
         masks = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed) | special
         tgt_pos, tgt_ids = batch.target_positions.unsqueeze(0), batch.target_ids.unsqueeze(0)
         contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
@@ -112,7 +112,7 @@ class Lime(Attributor):
         scores = torch.zeros(n, length, dtype=torch.float32)
         fit = torch.full((n,), float("nan"))
         for row in range(n):
-            cols = (~special[: int(batch.target_positions[row])]).nonzero().squeeze(-1)
+            cols = sources[row].nonzero().squeeze(-1)
             if cols.numel() == 0:
                 continue
             z = masks[:, cols].double()

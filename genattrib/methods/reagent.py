@@ -113,7 +113,7 @@ class ReAGent(Attributor):
         rows, length, probes = batch.num_rows, batch.length, p.num_probes
         ids = batch.input_ids.cpu()
         ends = batch.target_positions.cpu()
-        movable = ~batch.special_mask.cpu() & (torch.arange(length) < ends.unsqueeze(-1))
+        movable = batch.source_mask("cpu")
         gens = [batch.row_generator(r, torch.device("cpu")) for r in range(rows)]
         sampler = self._sampler(batch, forward)
         scores = torch.zeros(rows, probes, length)

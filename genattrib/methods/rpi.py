@@ -190,7 +190,7 @@ class RPI(Attributor):
                 if not value.requires_grad:
                     raise no_gradient_error(type(forward.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
-            query = (positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
+            query = batch.predicting_positions(device)[r_idx].view(-1, 1, 1, 1).expand(-1, heads, 1, length)
             g_row = grad.float().gather(2, query).squeeze(2)
             v_row = leaf.detach().gather(2, query).squeeze(2)
             slot = (r_idx * samples + s_idx).to(device)
@@ -198,7 +198,7 @@ class RPI(Attributor):
             acc_g.index_add_(0, slot, g_row)
 
         forward.run_chunked(rows * samples * points, length, run, grad=True)
-        query = (batch.target_positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
+        query = batch.predicting_positions(device).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
         a_row = attention.gather(2, query).squeeze(2).unsqueeze(1)  # row 1 head L
         shape = (rows, samples, heads, length)
         if p.weighting == "attention":
@@ -206,8 +206,7 @@ class RPI(Attributor):
         else:
             maps = (a_row - base_rows.view(shape)) * acc_g.view(shape) / points
         cands = maps.mean(2)
-        valid = torch.arange(length, device=device).unsqueeze(0) < batch.target_positions.to(device).unsqueeze(1)
-        return cands * valid.unsqueeze(1)
+        return cands * batch.before_target(device).unsqueeze(1)
 
     def _capture(
         self, batch: StepBatch, forward: ModelForward, layer: int
@@ -224,8 +223,7 @@ class RPI(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         cands = self.candidates(batch, forward, attributed_fn)
-        valid = (torch.arange(batch.length, device=cands.device).unsqueeze(0)
-                 < batch.target_positions.to(cands.device).unsqueeze(1))
+        valid = batch.before_target(cands.device)
         spread = cands.std(1, unbiased=False) if cands.shape[1] > 1 else torch.zeros_like(cands[:, 0])
         spread = (spread * valid).sum(-1) / valid.sum(-1).clamp(min=1)
         selection = self.params.selection

@@ -29,10 +29,10 @@ from rich.text import Text
 
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
+from genattrib.models.loading import DTYPE_NAMES
 
 __all__ = ["build_parser", "main", "parse_param", "parse_value"]
 
-DTYPES = ("float32", "bfloat16", "float16")
 ERROR_EXIT = 2
 
 
@@ -112,7 +112,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
                    help="prompts per generation and attribution batch")
     p.add_argument("--max-rows", type=int, default=None, metavar="N",
                    help="model rows per call (default: sized from free memory)")
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="model dtype")
     p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cpu, cuda:0")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling and randomised methods")
     p.add_argument("--chat", action="store_true", help="treat PROMPT as a user message and apply the chat template")

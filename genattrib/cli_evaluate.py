@@ -14,6 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from genattrib.models.loading import DTYPE_NAMES
+from genattrib.seeding import DEFAULT_SEED
+
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -42,9 +45,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-examples", type=int, default=None, metavar="N", help="use only the first N prompts")
     p.add_argument("--k", type=float, default=20.0, metavar="PERCENT", help="top-k%% for comprehensiveness etc. (default: 20)")
     p.add_argument("--model", default=None, metavar="ID_OR_PATH", help="model (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="model dtype")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="model dtype")
     p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cuda:0")
-    p.add_argument("--seed", type=int, default=42, help="seed for methods, metrics and bootstrap (default: 42)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for methods, metrics and bootstrap (default: %(default)s)")
     p.add_argument("--method-param", type=_method_param, action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method parameter, repeatable, e.g. integrated_gradients.n_steps=16")
     p.add_argument("--no-random", action="store_true", help="leave out the random-scores reference row")

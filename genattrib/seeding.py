@@ -1,4 +1,5 @@
-"""Generators seeded from content, so a row gets the same random draws whatever batch it is in.
+"""The default seed, and generators seeded from content, so a row gets the same random draws
+whatever batch it is in.
 
 Example:
     >>> a = content_generator(42, b"tokens").initial_seed(); b = content_generator(42, b"tokens").initial_seed()
@@ -11,6 +12,9 @@ from __future__ import annotations
 import zlib
 
 import torch
+
+DEFAULT_SEED = 42
+"""The seed of every seeded step (methods, metrics, bootstrap) when the caller gives none."""
 
 
 def content_generator(seed: int, data: bytes, device: torch.device | str = "cpu") -> torch.Generator:

@@ -34,6 +34,7 @@ from genattrib.aggregation.segments import MERGE_RULES, STEP_RULES
 from genattrib.errors import InvalidArgumentError, UnknownNameError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
+from genattrib.validation import is_int
 
 __all__ = ["Lines", "Roles", "Sentences", "Spans", "Words"]
 
@@ -150,7 +151,7 @@ Span = tuple[int, int]
 
 
 def _is_pair(value: object) -> bool:
-    return isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, Sequence) and len(value) == 2 and all(is_int(v) for v in value)
 
 
 def _per_sequence(spans: Sequence[object]) -> bool:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from genattrib.errors import UnsupportedModelError
 from genattrib.engine.forward import ModelForward
+from genattrib.validation import is_int
 
 _MISSING = object()
 
@@ -55,7 +56,7 @@ class AttentionProbe:
 
     def layer_index(self, module: nn.Module) -> int:
         index = getattr(module, "layer_idx", None)
-        if isinstance(index, int) and not isinstance(index, bool):
+        if is_int(index):
             return index
         return self.layer_of.setdefault(id(module), len(self.layer_of))
 

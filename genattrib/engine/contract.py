@@ -28,24 +28,40 @@ from torch import Tensor
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.attention_capture import check_attention_support
 from genattrib.engine.forward import ModelForward, no_gradient_error
-from genattrib.seeding import content_generator
+from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets import TargetFunction
 
 
 @dataclass
 class StepBatch:
     """Rows to explain. Row ``r`` explains the token at ``target_positions[r]`` from the
-    positions before it; positions at or after it (padding included) are ignored."""
+    positions before it; positions at or after it (padding included) are ignored.
+    ``special_mask`` marks special tokens: never perturbed, never attributed.
+
+    Example:
+        >>> ids = torch.tensor([[1, 5, 6, 7], [1, 5, 6, 7]])
+        >>> embeds = torch.zeros(2, 4, 3)
+        >>> special = torch.tensor([[True, False, False, False]] * 2)
+        >>> batch = StepBatch(ids, embeds, embeds, torch.tensor([2, 3]), torch.tensor([6, 7]), special, torch.tensor([0, 0]))
+        >>> batch.before_target()
+        tensor([[ True,  True, False, False],
+                [ True,  True,  True, False]])
+        >>> batch.source_mask()
+        tensor([[False,  True, False, False],
+                [False,  True,  True, False]])
+        >>> batch.predicting_positions()
+        tensor([1, 2])
+    """
 
     input_ids: Int[Tensor, "row position"]
     input_embeds: Float[Tensor, "row position hidden"]
     baseline_embeds: Float[Tensor, "row position hidden"]
     target_positions: Int[Tensor, " row"]
     target_ids: Int[Tensor, " row"]
-    fixed_mask: Bool[Tensor, "row position"]
+    special_mask: Bool[Tensor, "row position"]
     sequence_index: Int[Tensor, " row"]
     contrast_ids: Int[Tensor, " row"] | None = None
-    seed: int = 42
+    seed: int = DEFAULT_SEED
 
     @property
     def num_rows(self) -> int:
@@ -57,7 +73,25 @@ class StepBatch:
 
     def movable(self) -> Bool[Tensor, "row position hidden"]:
         """Positions whose embedding may change (not special tokens), as a broadcastable mask."""
-        return (~self.fixed_mask).unsqueeze(-1).to(self.input_embeds.device)
+        return (~self.special_mask).unsqueeze(-1).to(self.input_embeds.device)
+
+    def before_target(self, device: torch.device | str | None = None) -> Bool[Tensor, "row position"]:
+        """Positions before each row's target, special tokens included, on ``device`` (default:
+        that of ``input_ids``); targets at 2 and 3 of 4 positions give ``[[T, T, F, F], [T, T, T, F]]``."""
+        device = self.input_ids.device if device is None else device
+        return torch.arange(self.length, device=device).unsqueeze(0) < self.target_positions.to(device).unsqueeze(1)
+
+    def source_mask(self, device: torch.device | str | None = None) -> Bool[Tensor, "row position"]:
+        """Positions that may be attributed (perturbed, moved): before the row's target and not
+        special; with a special first token, ``before_target()`` minus column 0."""
+        device = self.input_ids.device if device is None else device
+        return self.before_target(device) & ~self.special_mask.to(device)
+
+    def predicting_positions(self, device: torch.device | str | None = None) -> Int[Tensor, " row"]:
+        """The position whose logits predict each row's target: ``target_positions - 1`` (at
+        least 0), on ``device`` (default: that of ``input_ids``); targets ``[2, 3]`` give ``[1, 2]``."""
+        device = self.input_ids.device if device is None else device
+        return (self.target_positions.to(device) - 1).clamp(min=0)
 
     def row_generator(self, row: int, device: torch.device) -> torch.Generator:
         """A generator seeded from (seed, the row's tokens up to its target): the same row gets

@@ -20,6 +20,7 @@ from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.forward import ModelForward
 from genattrib.progress import progress_bar
+from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction
 
 
@@ -58,7 +59,7 @@ def _build_batch(
         baseline_embeds=base,
         target_positions=torch.tensor([r.position for r in refs], dtype=torch.long, device=device),
         target_ids=torch.tensor([int(jobs[r.job].input_ids[r.position]) for r in refs], dtype=torch.long, device=device),
-        fixed_mask=fixed.to(device),
+        special_mask=fixed.to(device),
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
@@ -71,7 +72,7 @@ def run_attribution(
     attributed_fn: TargetFunction,
     jobs: list[SequenceJob],
     baseline: ResolvedBaseline | None = None,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     keep_granular: bool | None = None,
     show_progress: bool | None = None,
     prompts_per_batch: int | None = None,

@@ -29,6 +29,8 @@ from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.methods import method_class
 from genattrib.models import AttributionModel
 from genattrib.output import FeatureAttributionOutput
+from genattrib.seeding import DEFAULT_SEED
+from genattrib.validation import check_positive_int
 
 RANDOM = "random"
 
@@ -65,8 +67,7 @@ def _check(model: Any, methods: Sequence[str], max_new_tokens: int, every: int) 
     for name in names:
         method_class(name)
     for arg, value in (("max_new_tokens", max_new_tokens), ("every", every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(arg, f"must be a positive int, got {value!r}", f"pass e.g. {arg}=2")
+        check_positive_int(arg, value, f"{arg}=2")
     return list(dict.fromkeys(names))
 
 
@@ -74,7 +75,7 @@ def benchmark(
     model: AttributionModel, methods: str | Sequence[str], dataset: str | Sequence[str] = "wikitext",
     metrics: str | Sequence[str] | None = None, *, max_new_tokens: int = 10, every: int = 2,
     max_examples: int | None = None, method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    seed: int = 42, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
+    seed: int = DEFAULT_SEED, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
     show_progress: bool | None = None, checkpoint: str | Path | None = None,
     on_method_done: Callable[[MethodRun], None] | None = None,
 ) -> BenchmarkResult:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from genattrib.errors import InvalidArgumentError, UnknownNameError
+from genattrib.validation import check_positive_int
 
 DATASETS = {"wikitext": "wikitext_prompts.txt", "tellmewhy": "tellmewhy_prompts.txt", "longra": "longra.json"}
 
@@ -54,7 +55,6 @@ def load_dataset(dataset: str | Sequence[str], max_examples: int | None = None) 
             raise InvalidArgumentError("dataset", "must be a dataset name or a non-empty list of non-empty prompts", f"use one of {sorted(DATASETS)} or ['a prompt', ...]")
         examples = [Example(p) for p in dataset]
     if max_examples is not None:
-        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-            raise InvalidArgumentError("max_examples", f"must be a positive int, got {max_examples!r}", "pass e.g. max_examples=10")
+        check_positive_int("max_examples", max_examples, "max_examples=10")
         examples = examples[:max_examples]
     return examples

@@ -25,6 +25,8 @@ from genattrib.models import AttributionModel, load_model
 from genattrib.models.arguments import resolve_baseline
 from genattrib.models.default_model import DEFAULT_MODEL_NAME
 from genattrib.output import FeatureAttributionOutput
+from genattrib.seeding import DEFAULT_SEED
+from genattrib.validation import check_choice, check_number, check_positive_int
 
 
 def resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
@@ -66,16 +68,13 @@ def _baseline_id(model: AttributionModel, baseline: Any) -> int:
 
 
 def _check_options(k: float | int, soft_normalization: str, n_bootstrap: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k <= 100:
-        raise InvalidArgumentError("k", f"must be a percentage in [0, 100], got {k!r}", "pass e.g. k=20")
-    if soft_normalization not in NORMALIZATIONS:
-        raise InvalidArgumentError("soft_normalization", f"unknown normalisation {soft_normalization!r}", f"use one of: {', '.join(NORMALIZATIONS)}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
-        raise InvalidArgumentError("n_bootstrap", f"must be a positive int, got {n_bootstrap!r}", "pass e.g. n_bootstrap=1000")
+    check_number("k", k, "k=20", low=0, high=100, what="a percentage")
+    check_choice("soft_normalization", soft_normalization, NORMALIZATIONS, "normalisation")
+    check_positive_int("n_bootstrap", n_bootstrap, "n_bootstrap=1000")
 
 
 def evaluate_steps(
-    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float | int = 20.0, seed: int = 42,
+    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float | int = 20.0, seed: int = DEFAULT_SEED,
     baseline: Any = None, soft_normalization: str = "sum", n_bootstrap: int = 1000, max_rows: int | None = None,
 ) -> EvaluationResult:
     """Metrics for already collected steps (what :func:`evaluate` and the benchmark share)."""
@@ -110,7 +109,7 @@ def evaluate_steps(
 
 def evaluate(
     out: FeatureAttributionOutput, metrics: str | Sequence[str] | None = None, *, model: AttributionModel | None = None,
-    every: int = 1, k: float | int = 20.0, seed: int = 42, baseline: Any = None, soft_normalization: str = "sum",
+    every: int = 1, k: float | int = 20.0, seed: int = DEFAULT_SEED, baseline: Any = None, soft_normalization: str = "sum",
     n_bootstrap: int = 1000, max_rows: int | None = None,
 ) -> EvaluationResult:
     """Faithfulness of ``out`` (per evaluated step and summarised over its sequences).

@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from genattrib.seeding import DEFAULT_SEED
+
 LOG_RATIO_EPS = 1e-12
 
 
@@ -53,7 +55,7 @@ def _statistic(method: Tensor, random: Tensor | None, how: str) -> Tensor:
 
 def summarize(
     method: Float[Tensor, " example"], random: Float[Tensor, " example"] | None, how: str,
-    n_resamples: int = 1000, seed: int = 42,
+    n_resamples: int = 1000, seed: int = DEFAULT_SEED,
 ) -> Interval:
     """Point estimate and percentile-bootstrap 95% interval, resampling examples with replacement."""
     n = int(method.shape[0])

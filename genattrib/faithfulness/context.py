@@ -24,7 +24,7 @@ from torch import Tensor
 
 from genattrib.faithfulness.steps import EvalSteps
 from genattrib.engine.forward import ModelForward
-from genattrib.seeding import content_generator
+from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets.functions import TargetContext, logprob
 
 #: ``fn(logits at each row's last position, row indices) -> one value per row``
@@ -46,7 +46,7 @@ class EvalContext:
     next-token distribution of every distinct prefix) from the reference pass, for Soft-NS/NC."""
 
     def __init__(
-        self, forward: ModelForward, steps: EvalSteps, baseline_id: int, seed: int = 42, keep_distributions: bool = True,
+        self, forward: ModelForward, steps: EvalSteps, baseline_id: int, seed: int = DEFAULT_SEED, keep_distributions: bool = True,
     ) -> None:
         self.forward = forward
         self.steps = steps

@@ -17,9 +17,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.faithfulness.context import EvalContext
 from genattrib.faithfulness.perturb import soft_mask
+from genattrib.validation import check_choice
 
 NORMALIZATIONS = ("sum", "minmax", "clip")
 
@@ -32,8 +32,7 @@ def normalize_importance(
     ``sum``: |s| / Σ|s| (a distribution, like ReAGent's scores and the random baseline; default);
     ``minmax``: min–max of |s|; ``clip``: s clamped to [0, 1] (for scores already in range).
     """
-    if how not in NORMALIZATIONS:
-        raise InvalidArgumentError("soft_normalization", f"unknown normalisation {how!r}", f"use one of: {', '.join(NORMALIZATIONS)}")
+    check_choice("soft_normalization", how, NORMALIZATIONS, "normalisation")
     out = torch.zeros_like(scores)
     values = scores[movable]
     if values.numel() == 0:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.output import FeatureAttributionOutput
+from genattrib.validation import check_positive_int
 
 #: Aggregations that change what a score column means (no longer one token each).
 POSITIONAL_AGGREGATIONS = ("words", "spans", "sentences", "lines", "roles")
@@ -70,8 +71,7 @@ def _check_output(out: FeatureAttributionOutput) -> None:
 def collect_steps(out: FeatureAttributionOutput, every: int = 1) -> EvalSteps:
     """Every ``every``-th explained step of every sequence of ``out`` (token-level scores only)."""
     _check_output(out)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise InvalidArgumentError("every", f"must be a positive int, got {every!r}", "pass e.g. every=2 to evaluate every second step")
+    check_positive_int("every", every, "every=2 to evaluate every second step")
     prefixes, scores, special, targets, example, step = [], [], [], [], [], []
     for e, seq in enumerate(out.sequences):
         for j, p in enumerate(seq.target_positions):

@@ -21,16 +21,9 @@ from genattrib.engine.attention_capture import capture_attentions
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_choice, check_index_list, check_number
 
 REDUCTIONS = ("mean", "max", "sum")
-
-
-def _check_index_list(name: str, value: object) -> None:
-    if value is None:
-        return
-    items = [value] if isinstance(value, int) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(i, int) for i in items):
-        raise InvalidArgumentError(name, f"must be an int or a list of ints, got {value!r}", f"pass e.g. {name}=[-1]")
 
 
 def _select(values: torch.Tensor, index: int | list[int] | None, dim: int, name: str) -> torch.Tensor:
@@ -60,11 +53,10 @@ class AttentionParams(MethodParams):
     layer_reduction: str = "mean"
 
     def validate(self) -> None:
-        _check_index_list("layers", self.layers)
-        _check_index_list("heads", self.heads)
+        check_index_list("layers", self.layers, "layers=[-1]")
+        check_index_list("heads", self.heads, "heads=[-1]")
         for name in ("head_reduction", "layer_reduction"):
-            if getattr(self, name) not in REDUCTIONS:
-                raise InvalidArgumentError(name, f"unknown reduction {getattr(self, name)!r}", f"use one of: {', '.join(REDUCTIONS)}")
+            check_choice(name, getattr(self, name), REDUCTIONS, "reduction")
 
 
 class _AttentionBase(Attributor):
@@ -87,7 +79,7 @@ class Attention(_AttentionBase):
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: AttentionParams = self.params
         attn = _select(_select(self._attentions(batch, forward), p.layers, 0, "layers"), p.heads, 1, "heads")
-        rows = attn[:, :, (batch.target_positions.to(attn.device) - 1).clamp(min=0)]  # layer head row L
+        rows = attn[:, :, batch.predicting_positions(attn.device)]  # layer head row L
         per_layer = _reduce(rows, p.head_reduction, 1)
         return MethodOutput(_reduce(per_layer, p.layer_reduction, 0))
 
@@ -97,8 +89,7 @@ class RolloutParams(MethodParams):
     residual_weight: float = 0.5
 
     def validate(self) -> None:
-        if not 0.0 <= float(self.residual_weight) <= 1.0:
-            raise InvalidArgumentError("residual_weight", f"must be in [0, 1], got {self.residual_weight!r}", "pass e.g. residual_weight=0.5")
+        check_number("residual_weight", self.residual_weight, "residual_weight=0.5", low=0, high=1)
 
 
 class Rollout(_AttentionBase):
@@ -115,4 +106,4 @@ class Rollout(_AttentionBase):
             mixed = (1 - w) * layer + w * eye
             mixed = mixed / mixed.sum(-1, keepdim=True)
             rollout = mixed @ rollout
-        return MethodOutput(rollout[(batch.target_positions.to(attn.device) - 1).clamp(min=0)])
+        return MethodOutput(rollout[batch.predicting_positions(attn.device)])

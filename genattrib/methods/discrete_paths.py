@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from genattrib.errors import InvalidArgumentError
@@ -29,13 +29,9 @@ from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, St
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_choice, check_int, check_positive_int
 
 _PATH_CACHE_BYTES = 256 << 20
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(name, f"must be an int >= {minimum}, got {value!r}", f"pass e.g. {name}={max(minimum, 1)}")
 
 
 @dataclass
@@ -46,18 +42,11 @@ class DiscretePathParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        check_int("n_anchors", self.n_anchors)
-        check_int("factor", self.factor, 0)
+        check_positive_int("n_anchors", self.n_anchors, "n_anchors=1")
+        check_int("factor", self.factor, "factor=1", minimum=0)
         if self.factor > 8:
             raise InvalidArgumentError("factor", f"{self.factor} would give {2**self.factor * (self.n_anchors + 1) + 1} points per row", "use factor <= 8 (0-2 is typical)")
-        if self.strategy not in STRATEGIES:
-            raise InvalidArgumentError("strategy", f"unknown anchor strategy {self.strategy!r}", f"use one of: {', '.join(STRATEGIES)}")
-
-
-def valid_positions(batch: StepBatch) -> Bool[Tensor, "row position"]:
-    """Where a row's source position moves: not a special token, and before the target."""
-    before = torch.arange(batch.length, device=batch.input_ids.device).unsqueeze(0) < batch.target_positions.unsqueeze(1)
-    return before & ~batch.fixed_mask
+        check_choice("strategy", self.strategy, STRATEGIES, "anchor strategy")
 
 
 def discrete_path_attribution(
@@ -79,7 +68,7 @@ def discrete_path_attribution(
     f_input = forward.values(
         points[:, -1], single(batch.target_positions), attributed_fn, single(batch.target_ids), single(batch.contrast_ids)
     )[:, 0]
-    before = torch.arange(length, device=grads.device).unsqueeze(0) < batch.target_positions.to(grads.device).unsqueeze(1)
+    before = batch.before_target(grads.device)
     total = (attributions.sum(-1) * before).sum(-1)
     error = total.to(f_input.device) - (f_input - f_base.to(f_input.device))
     return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})
@@ -165,7 +154,7 @@ class DiscretePathAttributor(Attributor):
         return torch.stack([found[key] for key in keys])
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
-        rows, cols = valid_positions(batch).nonzero(as_tuple=True)
+        rows, cols = batch.source_mask().nonzero(as_tuple=True)
         points = batch.input_embeds.float().unsqueeze(1).repeat(1, self.n_points, 1, 1)
         if rows.numel():
             paths = self.paths(batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward)

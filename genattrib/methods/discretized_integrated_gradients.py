@@ -25,10 +25,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams, check_int
+from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import KnnCache
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import choose_anchor
+from genattrib.validation import check_positive_int
 
 
 @dataclass
@@ -38,7 +39,7 @@ class DIGParams(DiscretePathParams):
 
     def validate(self) -> None:
         super().validate()
-        check_int("n_neighbors", self.n_neighbors)
+        check_positive_int("n_neighbors", self.n_neighbors, "n_neighbors=1")
         if self.cache_dir is not None and self.cache_dir is not False and not isinstance(self.cache_dir, (str, os.PathLike)):
             raise InvalidArgumentError("cache_dir", f"cannot use {self.cache_dir!r}", "pass a folder, None (default cache) or False (no disk cache)")
         if isinstance(self.cache_dir, os.PathLike):

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_number, check_positive_int
 
 
 @dataclass
@@ -28,10 +28,8 @@ class GradientShapParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        if not isinstance(self.n_samples, int) or self.n_samples < 1:
-            raise InvalidArgumentError("n_samples", f"must be a positive int, got {self.n_samples!r}", "pass e.g. n_samples=20")
-        if not isinstance(self.stdevs, (int, float)) or self.stdevs < 0:
-            raise InvalidArgumentError("stdevs", f"must be a float >= 0, got {self.stdevs!r}", "pass e.g. stdevs=0.09")
+        check_positive_int("n_samples", self.n_samples, "n_samples=20")
+        check_number("stdevs", self.stdevs, "stdevs=0.09", low=0, what="a float")
 
 
 class GradientShap(Attributor):

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.quadrature import RULES, quadrature_rule
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_choice, check_positive_int
 
 
 @dataclass
@@ -29,10 +29,8 @@ class IGParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise InvalidArgumentError("n_steps", f"must be a positive int, got {self.n_steps!r}", "pass e.g. n_steps=50")
-        if self.quadrature not in RULES:
-            raise InvalidArgumentError("quadrature", f"unknown rule {self.quadrature!r}", f"use one of: {', '.join(RULES)}")
+        check_positive_int("n_steps", self.n_steps, "n_steps=50")
+        check_choice("quadrature", self.quadrature, RULES, "rule")
 
 
 def path_points(batch: StepBatch, alphas: torch.Tensor) -> torch.Tensor:
@@ -77,7 +75,7 @@ class IntegratedGradients(Attributor):
         pair = lambda t: None if t is None else t.repeat_interleave(2, 0).unsqueeze(-1)  # noqa: E731
         values = forward.values(ends, pair(batch.target_positions), attributed_fn, pair(batch.target_ids), pair(batch.contrast_ids))
         f_base, f_input = values.view(n, 2).unbind(-1)
-        valid = torch.arange(batch.length, device=x.device).unsqueeze(0) < batch.target_positions.to(x.device).unsqueeze(1)
+        valid = batch.before_target(x.device)
         total = (attributions.sum(-1) * valid).sum(-1)
         error = total.to(f_input.device) - (f_input - f_base)
         return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})

@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_int, check_number
 
 
 @dataclass
@@ -39,14 +39,10 @@ class LimeParams(MethodParams):
     baseline: Any = None
 
     def validate(self) -> None:
-        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 2:
-            raise InvalidArgumentError("n_samples", f"must be an int >= 2, got {self.n_samples!r}", "pass e.g. n_samples=200")
-        if not isinstance(self.keep_prob, (int, float)) or not 0 < self.keep_prob < 1:
-            raise InvalidArgumentError("keep_prob", f"must be in (0, 1), got {self.keep_prob!r}", "pass e.g. keep_prob=0.5")
+        check_int("n_samples", self.n_samples, "n_samples=200", minimum=2)
+        check_number("keep_prob", self.keep_prob, "keep_prob=0.5", low=0, high=1, strict=True)
         for name in ("kernel_width", "alpha"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise InvalidArgumentError(name, f"must be > 0, got {value!r}", f"pass e.g. {name}=1.0")
+            check_number(name, getattr(self, name), f"{name}=1.0", low=0, strict=True)
 
 
 def sample_masks(ids: Int[Tensor, " position"], n_samples: int, keep_prob: float, seed: int) -> Bool[Tensor, "sample position"]:
@@ -100,8 +96,8 @@ class Lime(Attributor):
         p = self.params
         x, base = batch.input_embeds[0], batch.baseline_embeds[0]
         length, n = batch.length, batch.num_rows
-        fixed = batch.fixed_mask[0].cpu()
-        masks = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed) | fixed
+        special, sources = batch.special_mask[0].cpu(), batch.source_mask("cpu")
+        masks = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed) | special
         tgt_pos, tgt_ids = batch.target_positions.unsqueeze(0), batch.target_ids.unsqueeze(0)
         contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
         values = torch.empty(p.n_samples, n, dtype=torch.float32)
@@ -117,7 +113,7 @@ class Lime(Attributor):
         scores = torch.zeros(n, length, dtype=torch.float32)
         fit = torch.full((n,), float("nan"))
         for row in range(n):
-            cols = (~fixed[: int(batch.target_positions[row])]).nonzero().squeeze(-1)
+            cols = sources[row].nonzero().squeeze(-1)
             if cols.numel() == 0:
                 continue
             z = masks[:, cols].double()

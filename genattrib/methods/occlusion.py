@@ -40,8 +40,8 @@ class Occlusion(Attributor):
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         x, base = batch.input_embeds[0], batch.baseline_embeds[0]
         length, n = batch.length, batch.num_rows
-        fixed = batch.fixed_mask[0]
-        positions = [i for i in range(length) if not bool(fixed[i])]
+        special = batch.special_mask[0]
+        positions = [i for i in range(length) if not bool(special[i])]
         tgt_pos = batch.target_positions.unsqueeze(0)
         tgt_ids = batch.target_ids.unsqueeze(0)
         contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)

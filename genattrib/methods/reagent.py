@@ -32,7 +32,7 @@ from jaxtyping import Bool, Float, Int
 from rich.errors import LiveError
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError, UnknownNameError
+from genattrib.errors import UnknownNameError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.probe_forward import distributions, score_rows
@@ -40,6 +40,7 @@ from genattrib.methods.token_samplers import SAMPLER_NAMES, TokenSampler, resolv
 from genattrib.methods.vocabulary import Vocabulary
 from genattrib.progress import progress_bar
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_choice, check_number, check_positive_int
 
 DISTANCES = ("prob_drop", "distribution")
 EPS = 1e-6
@@ -59,13 +60,9 @@ class ReAGentParams(MethodParams):
 
     def validate(self) -> None:
         for name in ("num_probes", "max_steps", "keep_top_n", "stop_top_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, f"must be a positive int, got {value!r}", f"pass e.g. {name}=3")
-        if not isinstance(self.replace_ratio, (int, float)) or not 0 < self.replace_ratio < 1:
-            raise InvalidArgumentError("replace_ratio", f"must be in (0, 1), got {self.replace_ratio!r}", "pass e.g. replace_ratio=0.3")
-        if self.distance not in DISTANCES:
-            raise InvalidArgumentError("distance", f"unknown distance {self.distance!r}", f"use one of: {', '.join(DISTANCES)}")
+            check_positive_int(name, getattr(self, name), f"{name}=3")
+        check_number("replace_ratio", self.replace_ratio, "replace_ratio=0.3", low=0, high=1, strict=True)
+        check_choice("distance", self.distance, DISTANCES, "distance")
         if isinstance(self.token_sampler, str) and self.token_sampler not in SAMPLER_NAMES:
             raise UnknownNameError("token_sampler", self.token_sampler, SAMPLER_NAMES)
 
@@ -117,7 +114,7 @@ class ReAGent(Attributor):
         rows, length, probes = batch.num_rows, batch.length, p.num_probes
         ids = batch.input_ids.cpu()
         ends = batch.target_positions.cpu()
-        movable = ~batch.fixed_mask.cpu() & (torch.arange(length) < ends.unsqueeze(-1))
+        movable = batch.source_mask("cpu")
         gens = [batch.row_generator(r, torch.device("cpu")) for r in range(rows)]
         sampler = self._sampler(batch, forward)
         scores = torch.zeros(rows, probes, length)

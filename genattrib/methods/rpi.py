@@ -37,6 +37,7 @@ from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.faithfulness.metrics import list_metrics
 from genattrib.methods.rpi_selection import best_candidates
 from genattrib.targets import TargetFunction, TargetContext
+from genattrib.validation import check_choice, check_int, check_positive_int, is_int
 
 WEIGHTINGS = ("attention", "difference")
 SELECTIONS = ("mean", "first")
@@ -55,11 +56,6 @@ def alpha_bar(t: int) -> float:
     return float(torch.prod(1 - betas[: t + 1]))
 
 
-def _positive_int(name: str, value: object, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(name, f"must be a positive int, got {value!r}", f"pass e.g. {example}")
-
-
 @dataclass
 class RPIParams(MethodParams):
     """``baseline_kind``: ``noise`` (the method), ``zeros`` or ``attention`` (b = A: no noise)."""
@@ -74,16 +70,13 @@ class RPIParams(MethodParams):
     baseline_id: int | None = None  # token best:<metric> puts in place of removed tokens (filled in by the model wrapper)
 
     def validate(self) -> None:
-        _positive_int("num_samples", self.num_samples, "num_samples=24")
-        _positive_int("n_steps", self.n_steps, "n_steps=30")
-        t = self.noise_t
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < SCHEDULE[2]:
-            raise InvalidArgumentError("noise_t", f"must be an int in [0, {SCHEDULE[2] - 1}], got {t!r}", "pass e.g. noise_t=500")
-        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+        check_positive_int("num_samples", self.num_samples, "num_samples=24")
+        check_positive_int("n_steps", self.n_steps, "n_steps=30")
+        check_int("noise_t", self.noise_t, "noise_t=500", minimum=0, maximum=SCHEDULE[2] - 1)
+        if self.layer is not None and not is_int(self.layer):
             raise InvalidArgumentError("layer", f"must be an int layer index or None, got {self.layer!r}", "pass e.g. layer=-3")
         for name, valid in (("weighting", WEIGHTINGS), ("baseline_kind", BASELINES)):
-            if getattr(self, name) not in valid:
-                raise InvalidArgumentError(name, f"unknown value {getattr(self, name)!r}", f"use one of: {', '.join(valid)}")
+            check_choice(name, getattr(self, name), valid)
         if isinstance(self.selection, str) and self.selection.startswith("best:"):
             metric = self.selection.removeprefix("best:")
             names = metric_names()
@@ -93,7 +86,7 @@ class RPIParams(MethodParams):
         elif self.selection not in SELECTIONS:
             raise InvalidArgumentError("selection", f"unknown selection {self.selection!r}",
                                        f"use one of: {', '.join(SELECTIONS)} or best:<metric> (e.g. best:soft_ns)")
-        if self.baseline_id is not None and (isinstance(self.baseline_id, bool) or not isinstance(self.baseline_id, int)):
+        if self.baseline_id is not None and not is_int(self.baseline_id):
             raise InvalidArgumentError("baseline_id", f"must be a token id or None, got {self.baseline_id!r}", "leave it None (the tokenizer's UNK/PAD/EOS)")
 
 
@@ -197,7 +190,7 @@ class RPI(Attributor):
                 if not value.requires_grad:
                     raise no_gradient_error(type(forward.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
-            query = (positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
+            query = batch.predicting_positions(device)[r_idx].view(-1, 1, 1, 1).expand(-1, heads, 1, length)
             g_row = grad.float().gather(2, query).squeeze(2)
             v_row = leaf.detach().gather(2, query).squeeze(2)
             slot = (r_idx * samples + s_idx).to(device)
@@ -205,7 +198,7 @@ class RPI(Attributor):
             acc_g.index_add_(0, slot, g_row)
 
         forward.run_chunked(rows * samples * points, length, run, grad=True)
-        query = (batch.target_positions.to(device) - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
+        query = batch.predicting_positions(device).view(-1, 1, 1, 1).expand(-1, heads, 1, length)
         a_row = attention.gather(2, query).squeeze(2).unsqueeze(1)  # row 1 head L
         shape = (rows, samples, heads, length)
         if p.weighting == "attention":
@@ -213,8 +206,7 @@ class RPI(Attributor):
         else:
             maps = (a_row - base_rows.view(shape)) * acc_g.view(shape) / points
         cands = maps.mean(2)
-        valid = torch.arange(length, device=device).unsqueeze(0) < batch.target_positions.to(device).unsqueeze(1)
-        return cands * valid.unsqueeze(1)
+        return cands * batch.before_target(device).unsqueeze(1)
 
     def _capture(
         self, batch: StepBatch, forward: ModelForward, layer: int
@@ -231,8 +223,7 @@ class RPI(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         cands = self.candidates(batch, forward, attributed_fn)
-        valid = (torch.arange(batch.length, device=cands.device).unsqueeze(0)
-                 < batch.target_positions.to(cands.device).unsqueeze(1))
+        valid = batch.before_target(cands.device)
         spread = cands.std(1, unbiased=False) if cands.shape[1] > 1 else torch.zeros_like(cands[:, 0])
         spread = (spread * valid).sum(-1) / valid.sum(-1).clamp(min=1)
         selection = self.params.selection

@@ -31,7 +31,7 @@ def best_candidates(
         for s in range(samples):
             prefixes.append(batch.input_ids[r, :p].cpu())
             scores.append(candidates[r, s, :p].detach().float().cpu())
-            special.append(batch.fixed_mask[r, :p].cpu())
+            special.append(batch.special_mask[r, :p].cpu())
             targets.append(int(batch.target_ids[r]))
             example.append(r)
     steps = EvalSteps(prefixes, scores, special, torch.tensor(targets), torch.tensor(example),

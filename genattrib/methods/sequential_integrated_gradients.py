@@ -23,13 +23,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
-from genattrib.methods.discrete_paths import valid_positions
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import TargetFunction
+from genattrib.validation import check_positive_int
 
 
 @dataclass
@@ -40,9 +39,7 @@ class SIGParams(IGParams):
 
     def validate(self) -> None:
         super().validate()
-        chunk = self.position_chunk
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise InvalidArgumentError("position_chunk", f"must be a positive int or None, got {chunk!r}", "pass e.g. position_chunk=8, or None to size it from memory")
+        check_positive_int("position_chunk", self.position_chunk, "position_chunk=8, or None to size it from memory", optional=True)
 
 
 def _grid(values: Tensor | None, members: Tensor, n: int) -> Tensor | None:
@@ -59,7 +56,7 @@ def reference_values(
     sequence in the batch."""
     x = batch.input_embeds
     base = torch.where(batch.movable(), batch.baseline_embeds, x)
-    valid = valid_positions(batch)
+    valid = batch.source_mask()
     f_input = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
     f_base = torch.empty_like(f_input)
     f_one = torch.full((batch.num_rows, batch.length), float("nan"), dtype=torch.float32, device=forward.head_device)
@@ -111,7 +108,7 @@ class SequentialIntegratedGradients(Attributor):
         steps, length, hidden = p.n_steps, batch.length, x.shape[-1]
         a = alphas.to(device=x.device, dtype=x.dtype).view(1, steps, 1)
         w = weights.to(device=x.device, dtype=torch.float32).view(1, steps, 1)
-        items = valid_positions(batch).nonzero()
+        items = batch.source_mask().nonzero()
         chunk = p.position_chunk or max(1, forward.rows_per_chunk(length) // steps)
         avg_grad = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for start in range(0, int(items.shape[0]), chunk):
@@ -130,7 +127,7 @@ class SequentialIntegratedGradients(Attributor):
         f_input, f_base, f_one = reference_values(batch, forward, attributed_fn)
         position_sums = attributions.sum(-1).to(f_one.device)
         position_error = (position_sums - (f_input.unsqueeze(1) - f_one)).abs().nan_to_num(0.0).amax(-1)
-        total = position_sums.masked_fill(~valid_positions(batch).to(f_one.device), 0.0).sum(-1)
+        total = position_sums.masked_fill(~batch.source_mask(f_one.device), 0.0).sum(-1)
         return MethodOutput(attributions, {
             "completeness_error": total - (f_input - f_base),
             "baseline_value": f_base,

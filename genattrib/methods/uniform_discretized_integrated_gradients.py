@@ -20,10 +20,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams, check_int
+from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import nearest_vocabulary
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import choose_anchor
+from genattrib.validation import check_positive_int
 
 
 @dataclass
@@ -34,7 +35,7 @@ class UDIGParams(DiscretePathParams):
 
     def validate(self) -> None:
         super().validate()
-        check_int("nbrs", self.nbrs)
+        check_positive_int("nbrs", self.nbrs, "nbrs=1")
 
 
 def uniform_anchor_search(

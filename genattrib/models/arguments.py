@@ -17,6 +17,7 @@ from transformers import GenerationConfig
 from genattrib.errors import InvalidArgumentError
 from genattrib.engine.baselines import BASELINE_NAMES, ResolvedBaseline
 from genattrib.targets import TargetFunction, resolve_target
+from genattrib.validation import check_positive_int
 
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -42,8 +43,8 @@ def build_generation_config(
             f"method parameters: {', '.join(sorted(method_params)) or '(none)'}; generation settings as in transformers.GenerationConfig (max_new_tokens, do_sample, temperature ...)",
         )
     new_tokens = overrides.get("max_new_tokens")
-    if "max_new_tokens" in overrides and (isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1):
-        raise InvalidArgumentError("max_new_tokens", f"must be a positive int, got {new_tokens!r}", "pass e.g. max_new_tokens=16")
+    if "max_new_tokens" in overrides:
+        check_positive_int("max_new_tokens", new_tokens, "max_new_tokens=16")
     try:
         config.update(**dict(overrides))
         config.validate()
@@ -54,8 +55,7 @@ def build_generation_config(
         ) from error
     if "max_new_tokens" not in overrides and "max_length" not in overrides and (base is None or base.max_new_tokens is None):
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
-    if config.max_new_tokens is not None and (not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1):
-        raise InvalidArgumentError("max_new_tokens", f"must be a positive int, got {config.max_new_tokens!r}", "pass e.g. max_new_tokens=16")
+    check_positive_int("max_new_tokens", config.max_new_tokens, "max_new_tokens=16", optional=True)
     if config.pad_token_id is None:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id
         if isinstance(pad, (list, tuple)):

@@ -16,6 +16,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
+from genattrib.validation import is_int
 
 Prompt = str | list[dict[str, str]]
 
@@ -69,7 +70,7 @@ def tokenize_prompt(tokenizer: Any, prompt: Prompt) -> Int[Tensor, " prompt"]:
 def _is_id_list(value: object) -> bool:
     if isinstance(value, torch.Tensor):
         return value.ndim == 1 and not value.is_floating_point()
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(is_int(i) for i in value)
 
 
 def normalize_targets(target: object, n_prompts: int, argument: str = "target") -> list[str | Tensor] | None:

@@ -21,6 +21,8 @@ from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_fol
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+DTYPE_NAMES = tuple(name for name, dtype in _DTYPES.items() if str(dtype) == f"torch.{name}")
+"""The model dtypes by torch's own name (``float32``, ``bfloat16``, ``float16``): the command line's choices."""
 
 
 def _dtype(value: Any) -> Any:

@@ -26,12 +26,12 @@ from genattrib.methods import get_method, method_class
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import build_generation_config, resolve_baseline, resolve_step_scores, split_kwargs
 from genattrib.models.resources import tokenizer_resources
+from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction, resolve_target
+from genattrib.validation import check_positive_int
 
 if TYPE_CHECKING:
     from genattrib.models.attribution_model import AttributionModel
-
-DEFAULT_SEED = 42
 
 
 @dataclass
@@ -76,8 +76,7 @@ def continuation_argument(continuation: object, target: object) -> tuple[object,
 
 
 def check_batch_size(batch_size: object) -> None:
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidArgumentError("batch_size", f"must be a positive int, got {batch_size!r}", "pass e.g. batch_size=8")
+    check_positive_int("batch_size", batch_size, "batch_size=8", optional=True)
 
 
 def check_lengths(

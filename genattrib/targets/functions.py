@@ -20,6 +20,8 @@ from types import MappingProxyType
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from genattrib.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class TargetContext:
@@ -42,8 +44,6 @@ class TargetFunction:
 
     def __call__(self, ctx: TargetContext) -> Float[Tensor, " row"]:
         if self.needs_contrast and ctx.contrast_ids is None:
-            from genattrib.errors import InvalidArgumentError
-
             raise InvalidArgumentError(
                 "contrast_target", f"target {self.name!r} compares with a contrast token but none was given",
                 "pass contrast_target='an alternative continuation'",

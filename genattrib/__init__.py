@@ -7,8 +7,6 @@ Example:
     >>> out.show()                                                        # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
 from genattrib.errors import (  # noqa: E402
     GenattribError,
     InvalidArgumentError,
@@ -22,6 +20,7 @@ from genattrib.methods import describe_methods, list_methods  # noqa: E402
 from genattrib.models import AttributionModel, load_model  # noqa: E402
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402
 from genattrib.targets import list_targets  # noqa: E402
+from genattrib.version import __version__
 
 __all__ = [
     "AttributionModel",

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+import genattrib
+from genattrib.cli_args import parse_param, parse_value, split_list
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
 from genattrib.models.loading import DTYPE_NAMES
+from genattrib.output.attribution import FeatureAttributionOutput
 
 __all__ = ["build_parser", "main", "parse_param", "parse_value"]
 
@@ -38,49 +41,6 @@ ERROR_EXIT = 2
 
 class _UsageError(Exception):
     """A command line that parses but makes no sense (reported like an argparse error)."""
-
-
-def parse_value(text: str) -> Any:
-    """``"20"`` → 20, ``"0.5"`` → 0.5, ``"true"`` → True, ``"none"`` → None, JSON lists/objects, else the text.
-
-    Example:
-        >>> [parse_value(v) for v in ("20", "1e-3", "False", "null", "[1, 2]", "zero")]
-        [20, 0.001, False, None, [1, 2], 'zero']
-    """
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.strip()[:1] in ("[", "{", '"'):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
-    return text
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """``"n_steps=20"`` → ``("n_steps", 20)`` (argparse ``type=`` for ``--param``).
-
-    Example:
-        >>> parse_param("baseline=zeros")
-        ('baseline', 'zeros')
-    """
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a Python identifier as KEY, got {text!r}")
-    return key, parse_value(value)
-
-
-def _split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _add_display_options(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +65,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub")
     p.add_argument("--method", default=None, metavar="NAME", help="attribution method (see `genattrib methods`)")
     p.add_argument("--attributed-fn", default=None, metavar="NAME", help="function explained (see `genattrib targets`)")
-    p.add_argument("--step-scores", type=_split_list, default=None, metavar="A,B",
+    p.add_argument("--step-scores", type=split_list, default=None, metavar="A,B",
                    help="per-step scores, e.g. probability,entropy")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="tokens to generate")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -151,8 +111,6 @@ def _given(**kwargs: Any) -> dict[str, Any]:
 
 
 def _run_attribute(args: argparse.Namespace, console: Console) -> int:
-    import genattrib
-
     params = dict(args.param)
     if len(params) != len(args.param):
         keys = [key for key, _ in args.param]
@@ -160,8 +118,6 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         raise _UsageError(f"--param given more than once for: {', '.join(dup)}")
     dtype = None
     if args.dtype is not None:
-        import torch
-
         dtype = getattr(torch, args.dtype)
     load_options = _given(method=args.method, dtype=dtype, device_map=args.device_map, revision=args.revision,
                           trust_remote_code=args.trust_remote_code)
@@ -207,8 +163,6 @@ def _method_details(info: dict[str, Any]) -> Text:
 
 
 def _run_methods(console: Console) -> int:
-    import genattrib
-
     names = list(genattrib.list_methods())
     try:
         describe = getattr(importlib.import_module("genattrib.methods"), "describe_methods", None)
@@ -229,16 +183,12 @@ def _run_methods(console: Console) -> int:
 
 
 def _run_targets(console: Console) -> int:
-    import genattrib
-
     for name in genattrib.list_targets():
         console.print(Text(str(name)))
     return 0
 
 
 def _run_show(args: argparse.Namespace, console: Console) -> int:
-    from genattrib.output.attribution import FeatureAttributionOutput
-
     out = FeatureAttributionOutput.load(args.path)
     if args.html:
         _write_html(out, args.html, console)

@@ -11,21 +11,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.text import Text
 
 from genattrib.models.loading import DTYPE_NAMES
 from genattrib.seeding import DEFAULT_SEED
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+import genattrib
+from genattrib.cli_args import parse_value, split_list
 
 
 def _method_param(text: str) -> tuple[str, str, Any]:
     """``"integrated_gradients.n_steps=16"`` → ``("integrated_gradients", "n_steps", 16)``."""
-    from genattrib.cli import parse_value
-
     key, sep, value = text.partition("=")
     method, dot, name = key.strip().partition(".")
     if not sep or not dot or not method or not name.isidentifier():
@@ -35,10 +32,10 @@ def _method_param(text: str) -> tuple[str, str, Any]:
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="compare attribution methods with faithfulness metrics")
-    p.add_argument("--methods", type=_split, required=True, metavar="A,B", help="methods to compare (see `genattrib methods`)")
+    p.add_argument("--methods", type=split_list, required=True, metavar="A,B", help="methods to compare (see `genattrib methods`)")
     p.add_argument("--dataset", default="wikitext", metavar="NAME",
                    help="wikitext | tellmewhy (sequence level) | longra (token level, distractor mass) (default: wikitext)")
-    p.add_argument("--metrics", type=_split, default=None, metavar="A,B",
+    p.add_argument("--metrics", type=split_list, default=None, metavar="A,B",
                    help="metrics, or 'all' (default: soft_ns,soft_nc,comprehensiveness,sufficiency,log_odds)")
     p.add_argument("--max-new-tokens", type=int, default=10, metavar="N", help="tokens written per prompt (default: 10)")
     p.add_argument("--every", type=int, default=2, metavar="N", help="evaluate every N-th generated token (default: 2)")
@@ -56,8 +53,6 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, console: Console) -> int:
-    import genattrib
-
     params: dict[str, dict[str, Any]] = {}
     for method, key, value in args.method_param:
         params.setdefault(method, {})[key] = value
@@ -66,8 +61,6 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
         metrics = "all"
     load_options: dict[str, Any] = {}
     if args.dtype is not None:
-        import torch
-
         load_options["dtype"] = getattr(torch, args.dtype)
     if args.device_map is not None:
         load_options["device_map"] = args.device_map

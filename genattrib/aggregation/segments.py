@@ -28,13 +28,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.errors import UnknownNameError
+from genattrib.targets.merge_rules import STEP_RULES
 
 __all__ = ["MERGE_RULES", "STEP_RULES", "STEP_SCORE_RULES", "merge_step_scores", "reduce_runs", "step_rule"]
-
-
-def _single(t: Tensor) -> Tensor:
-    """The value of a one-token run; NaN for a run of several tokens (a score that does not merge)."""
-    return t[0] if t.shape[0] == 1 else torch.full_like(t[0], math.nan)
 
 
 def _absmax(t: Tensor, dim: int) -> Tensor:
@@ -49,20 +45,6 @@ MERGE_RULES: Mapping[str, Callable[[Tensor, int], Tensor]] = MappingProxyType(
         "mean": lambda t, dim: t.mean(dim),
         "max": lambda t, dim: t.amax(dim),
         "absmax": _absmax,
-    }
-)
-
-#: How a step score of several generated tokens combines into one value.
-STEP_RULES: Mapping[str, Callable[[Tensor], Tensor]] = MappingProxyType(
-    {
-        "sum": lambda t: t.sum(0),
-        "product": lambda t: t.prod(0),
-        "mean": lambda t: t.mean(0),
-        "max": lambda t: t.amax(0),
-        "min": lambda t: t.amin(0),
-        "first": lambda t: t[0],
-        "last": lambda t: t[-1],
-        "none": _single,  # not mergeable: kept for a one-token row, NaN for a merged one
     }
 )
 

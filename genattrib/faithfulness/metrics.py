@@ -1,4 +1,4 @@
-"""Faithfulness metrics (``../specs/EVALUATION.md``): each declares its name, range and direction.
+"""Faithfulness metrics (``docs/evaluation.md``): each declares its name, range and direction.
 
 Every metric maps an :class:`~genattrib.faithfulness.context.EvalContext` to one value per
 evaluated step; the perturbed inputs of all steps go through the model together.

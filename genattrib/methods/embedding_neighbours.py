@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from genattrib.cache import cache_root
@@ -131,8 +132,6 @@ class KnnCache:
         return graph
 
     def _load_or_build(self, vocab: Tensor, k: int, model_name: str) -> tuple[KnnGraph, str]:
-        from safetensors.torch import load_file, save_file
-
         fingerprint = embedding_fingerprint(vocab)
         path = self.path_for(model_name, vocab, k, fingerprint)
         if path is not None and path.is_file():

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from genattrib.version import __version__
+
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape the numbers."""
-    import torch
     import transformers
-
-    from genattrib import __version__
 
     return {
         "genattrib": __version__,

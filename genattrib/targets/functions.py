@@ -4,7 +4,7 @@ Each function maps a :class:`TargetContext` (logits at the position that predict
 the target ids and optional contrast ids) to one value per row. The same functions serve as
 attributed functions (differentiated by gradient methods) and as step scores; ``merge`` says how
 the step score of several generated tokens combines when aggregation merges them into a word,
-span or sentence (a rule of :data:`~genattrib.aggregation.segments.STEP_RULES`).
+span or sentence (a rule of :data:`~genattrib.targets.merge_rules.STEP_RULES`).
 
 Example:
     >>> import torch
@@ -24,8 +24,8 @@ from types import MappingProxyType
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.aggregation.segments import STEP_RULES
-from genattrib.errors import UnknownNameError
+from genattrib.errors import InvalidArgumentError, UnknownNameError
+from genattrib.targets.merge_rules import STEP_RULES
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,6 @@ class TargetFunction:
 
     def __call__(self, ctx: TargetContext) -> Float[Tensor, " row"]:
         if self.needs_contrast and ctx.contrast_ids is None:
-            from genattrib.errors import InvalidArgumentError
-
             raise InvalidArgumentError(
                 "contrast_target", f"target {self.name!r} compares with a contrast token but none was given",
                 "pass contrast_target='an alternative continuation'",

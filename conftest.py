@@ -29,7 +29,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).parent
 
-# genattrib/__main__.py runs the command line on import: no doctests to collect there.
+# genattrib/__main__.py runs the command line on import: never collect it (pytest's doctest
+# plugin passes over __main__.py files too; this keeps it out whatever the options).
 collect_ignore = ["genattrib/__main__.py"]
 
 DOCTEST_PROMPT = "The capital of France is"

@@ -3,8 +3,10 @@
 Example:
     >>> import genattrib
     >>> model = genattrib.load_model()                                    # doctest: +SKIP
-    >>> out = model.attribute("The capital of France is", max_new_tokens=8)  # doctest: +SKIP
-    >>> out.show()                                                        # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", max_new_tokens=8)
+    >>> out.show()
+    Sequence 0 ...
+    ...
 """
 
 from genattrib.errors import (  # noqa: E402

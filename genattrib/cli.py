@@ -201,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 usage or genattrib error).
 
     Example:
-        >>> main(["methods"])   # doctest: +SKIP
+        >>> main(["methods"])
+        attribution methods
+        ...
         0
     """
     parser = build_parser()

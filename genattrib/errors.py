@@ -3,6 +3,8 @@
 Every error names the argument that was wrong and says how to fix it, e.g.::
 
     >>> raise InvalidArgumentError("method", "unknown method 'foo'", "use one of: saliency, ...")
+    Traceback (most recent call last):
+    genattrib.errors.InvalidArgumentError: Invalid `method`: unknown method 'foo'. Fix: use one of: saliency, ....
 """
 
 from __future__ import annotations

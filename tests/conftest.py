@@ -1,24 +1,15 @@
-"""Test configuration: run-time checking of jaxtyping annotations, shared tiny models."""
+"""Test configuration: shared tiny models (run-time type checking: the root conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-# jaxtyping + beartype check every annotated genattrib function during the tests. The hook
-# must be installed before genattrib is imported.
-if os.environ.get("GENATTRIB_TYPECHECK", "1") != "0":
-    from jaxtyping import install_import_hook
-
-    install_import_hook("genattrib", "beartype.beartype")
-
+# The jaxtyping + beartype import hook (GENATTRIB_TYPECHECK) is installed by the repository's
+# root conftest.py, which pytest imports first: doctests of genattrib may import it before tests/.
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,12 @@ sentences, lines, chat roles, contrast pairs, and pipelines that compose them.
 Every step returns a new result and leaves its input unchanged.
 
 Example:
-    >>> out.aggregate("words", "sentences")                    # doctest: +SKIP
-    >>> out.aggregate(Words(how="max"), Normalize("max-abs"))  # doctest: +SKIP
-    >>> out_a - out_b                                          # doctest: +SKIP
+    >>> out.aggregate("words", "sentences").sequences[0].tokens
+    ['The capital of France is', ' Paris.']
+    >>> words = out.aggregate(Words(how="max"), Normalize("max-abs"))
+    >>> occlusion = model.attribute(prompt, target=" Paris.", method="occlusion")
+    >>> (out - occlusion).provenance.aggregations              # saliency minus occlusion
+    ["pair(method='occlusion', attributed_fn='logprob', attributed_fn_args={})"]
 """
 
 from genattrib.aggregation.base import Aggregator

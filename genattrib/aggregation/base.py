@@ -6,8 +6,10 @@ to each sequence, copies the provenance and records the step in ``provenance.agg
 Example:
     >>> from genattrib.aggregation import Words
     >>> words = Words(how="sum")
-    >>> merged = words(out)                       # doctest: +SKIP
-    >>> merged.provenance.aggregations            # doctest: +SKIP
+    >>> merged = words(out)
+    >>> merged.sequences[0].tokens
+    ['The', ' capital', ' of', ' France', ' is', ' Paris', '.']
+    >>> merged.provenance.aggregations
     ["words(how='sum', target_how=None, step_rules=None)"]
 """
 

@@ -6,8 +6,11 @@ the same rules work for byte-level BPE, GPT-2 style and SentencePiece tokenizers
 crosses the boundary between prompt and generated text.
 
 Example:
-    >>> word_starts(seq)     # tokens ["The", " cap", "ital", " is", " Par", "is", "."]  # doctest: +SKIP
-    [0, 1, 3, 4, 6]
+    >>> seq = out.sequences[0]
+    >>> seq.tokens
+    ['The', ' capital', ' of', ' Fr', 'ance', ' is', ' Par', 'is', '.']
+    >>> word_starts(seq)
+    [0, 1, 2, 3, 5, 6, 8]
 """
 
 from __future__ import annotations

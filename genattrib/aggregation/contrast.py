@@ -11,10 +11,12 @@ or in the method. The result keeps ``a``'s tokens and provenance (with the step 
 * both must have had the same aggregation steps (``provenance.aggregations``).
 
 Example:
-    >>> paris = model.attribute(prompt, target=" Paris", attributed_fn="logprob")            # doctest: +SKIP
-    >>> lyon = model.attribute(prompt, target=" Paris", attributed_fn="contrast_logprob_diff",
-    ...                        contrast_target=" Lyon")                                      # doctest: +SKIP
-    >>> (lyon - paris).show()                                                                # doctest: +SKIP
+    >>> paris = model.attribute(prompt, target=" Paris", attributed_fn="logprob")
+    >>> rome = model.attribute(prompt, target=" Paris", attributed_fn="contrast_logprob_diff",
+    ...                        contrast_target=" Rome")
+    >>> (rome - paris).show()
+    Sequence 0  ·Paris  (2 explained × 8 tokens)
+    ...
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ def incompatibility(a: SequenceAttribution, b: SequenceAttribution) -> str | Non
     """What makes ``a`` and ``b`` impossible to subtract, or None when they match.
 
     Example:
-        >>> incompatibility(seq, seq) is None      # doctest: +SKIP
+        >>> seq = out.sequences[0]
+        >>> incompatibility(seq, seq) is None
         True
+        >>> incompatibility(seq, seq.steps(1))
+        'they explain different steps (3 from step 0 vs 2 from step 1)'
     """
     if a.tokens != b.tokens:
         if len(a.tokens) != len(b.tokens):
@@ -100,7 +105,7 @@ def difference(a: FeatureAttributionOutput, b: FeatureAttributionOutput) -> Feat
     results do not hold the same sequences.
 
     Example:
-        >>> difference(out, out).sequences[0].scores.nan_to_num().abs().max().item()   # doctest: +SKIP
+        >>> difference(out, out).sequences[0].scores.nan_to_num().abs().max().item()
         0.0
     """
     check_output(a, "pair")
@@ -135,8 +140,11 @@ class Pair(Aggregator):
     """The pipeline step for contrast: ``Pair(other)(out) == out - other``.
 
     Example:
-        >>> out.aggregate("pair", other)        # doctest: +SKIP
-        >>> out.aggregate(Pair(other), "words") # doctest: +SKIP
+        >>> other = model.attribute(prompt, target=" Paris.", method="occlusion")
+        >>> out.aggregate("pair", other).provenance.aggregations
+        ["pair(method='occlusion', attributed_fn='logprob', attributed_fn_args={})"]
+        >>> out.aggregate(Pair(other), "words").sequences[0].tokens
+        ['The', ' capital', ' of', ' France', ' is', ' Paris', '.']
     """
 
     other: FeatureAttributionOutput

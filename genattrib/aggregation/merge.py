@@ -15,9 +15,14 @@ start, it builds a valid :class:`SequenceAttribution` whose tokens are the group
   special tokens only, ``token_roles`` is the group's main content role.
 
 Example:
-    >>> merged = merge_positions(seq, [0, 2, 3], how="sum")   # doctest: +SKIP
-    >>> merged.tokens                                          # doctest: +SKIP
-    ['The cap', 'ital', ' is']
+    >>> seq = out.sequences[0]
+    >>> seq.tokens
+    ['The', ' capital', ' of', ' Fr', 'ance', ' is', ' Par', 'is', '.']
+    >>> merged = merge_positions(seq, [0, 3, 5, 6, 8], how="sum")
+    >>> merged.tokens
+    ['The capital of', ' France', ' is', ' Paris', '.']
+    >>> merged.scores.shape                                    # ' Par' and 'is' make one row
+    torch.Size([2, 5])
 """
 
 from __future__ import annotations

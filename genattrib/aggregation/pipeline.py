@@ -6,10 +6,15 @@ Names (:data:`STEPS`): the hidden-dim reducers ``sum``, ``l2``, ``mean``, ``absm
 arguments go to the one named step that takes them.
 
 Example:
-    >>> out.aggregate("words", "sentences")                          # doctest: +SKIP
-    >>> out.aggregate(["words", Normalize("max-abs")])               # doctest: +SKIP
-    >>> out.aggregate("spans", spans=[(0, 14)])                      # doctest: +SKIP
-    >>> out.aggregate("pair", other, "words")                        # doctest: +SKIP
+    >>> out.aggregate("words", "sentences").sequences[0].tokens
+    ['The capital of France is', ' Paris.']
+    >>> out.aggregate(["words", Normalize("max-abs")]).sequences[0].tokens
+    ['The', ' capital', ' of', ' France', ' is', ' Paris', '.']
+    >>> out.aggregate("spans", spans=[(0, 14)]).sequences[0].tokens
+    ['The capital of', ' Fr', 'ance', ' is', ' Par', 'is', '.']
+    >>> other = model.attribute(prompt, target=" Paris.", method="occlusion")
+    >>> out.aggregate("pair", other, "words").provenance.aggregations
+    ["pair(method='occlusion', attributed_fn='logprob', attributed_fn_args={})", "words(how='sum', target_how=None, step_rules=None)"]
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ class Pipeline(Aggregator):
     """Steps applied in order; each records itself in ``provenance.aggregations``.
 
     Example:
-        >>> Pipeline((Words(), Sentences()))(out)     # doctest: +SKIP
+        >>> Pipeline((Words(), Sentences()))(out).sequences[0].tokens
+        ['The capital of France is', ' Paris.']
     """
 
     steps: tuple[Aggregator, ...]
@@ -145,7 +151,8 @@ def aggregate(out: FeatureAttributionOutput, *steps: Any, **kwargs: Any) -> Feat
     """Apply ``steps`` to ``out`` in order (see the module docstring); ``out`` is left unchanged.
 
     Example:
-        >>> aggregate(out, "words", Normalize("sum-to-1"))    # doctest: +SKIP
+        >>> aggregate(out, "words", Normalize("sum-to-1")).sequences[0].scores.shape
+        torch.Size([2, 7])
     """
     check_output(out, "aggregate")
     resolved = resolve_steps(*steps, **kwargs)

@@ -1,8 +1,10 @@
 """Re-reduce granular scores over the hidden dimension, and normalise each generated step.
 
 Example:
-    >>> out.aggregate("l2")                       # doctest: +SKIP  (needs keep_granular=True)
-    >>> out.aggregate(Normalize("sum-to-1"))      # doctest: +SKIP
+    >>> out.sequences[0].granular_scores.shape    # kept by default when they fit (keep_granular)
+    torch.Size([3, 9, 32])
+    >>> l2 = out.aggregate("l2")
+    >>> normalized = out.aggregate(Normalize("sum-to-1"))
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Reduce(Aggregator):
     Needs granular scores: attribute with ``keep_granular=True``.
 
     Example:
-        >>> Reduce("l2")(out).sequences[0].scores      # doctest: +SKIP
+        >>> Reduce("l2")(out).sequences[0].scores.shape
+        torch.Size([3, 9])
     """
 
     how: str = "sum"
@@ -69,7 +72,7 @@ class Normalize(Aggregator):
     scaled by the same factor, so a later hidden-dim reducer gives normalised scores too.
 
     Example:
-        >>> Normalize("sum-to-1")(out).sequences[0].scores.abs().nansum(1)   # doctest: +SKIP
+        >>> Normalize("sum-to-1")(out).sequences[0].scores.abs().nansum(1)
         tensor([1., 1., 1.])
     """
 

@@ -13,10 +13,11 @@ The probe computes attention eagerly (fp32 softmax) and, per layer, stores the p
 no re-softmax, no re-mask, no dropout) through which autograd flows.
 
 Example:
-    >>> probe = AttentionProbe(capture={0, 1})                     # doctest: +SKIP
-    >>> with attention_probe(hf_model, probe):                     # doctest: +SKIP
-    ...     hf_model(input_ids)
-    >>> probe.probs[1].shape                                       # doctest: +SKIP
+    >>> input_ids = out.sequences[0].input_ids[None, :5]
+    >>> probe = AttentionProbe(capture={0, 1})
+    >>> with attention_probe(hf_model, probe):
+    ...     logits = hf_model(input_ids).logits
+    >>> probe.probs[1].shape                                       # (batch, head, query, key)
     torch.Size([1, 4, 5, 5])
 """
 

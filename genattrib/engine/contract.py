@@ -166,8 +166,9 @@ class Attributor(ABC):
         """A validated copy with some parameters changed; ``self`` is left as it is.
 
         Example:
-            >>> ig = get_method("integrated_gradients", n_steps=8)  # doctest: +SKIP
-            >>> ig.replace(n_steps=16).params.n_steps, ig.params.n_steps  # doctest: +SKIP
+            >>> from genattrib.methods import get_method
+            >>> ig = get_method("integrated_gradients", n_steps=8)
+            >>> ig.replace(n_steps=16).params.n_steps, ig.params.n_steps
             (16, 8)
         """
         self._check_names(params)
@@ -182,7 +183,10 @@ class Attributor(ABC):
         user left ``None`` (a value the user gave wins). Resources not in ``requires`` are refused.
 
         Example:
-            >>> reagent = get_method("reagent").bind(vocabulary=Vocabulary(size=8))  # doctest: +SKIP
+            >>> from genattrib.methods import get_method
+            >>> from genattrib.methods.vocabulary import Vocabulary
+            >>> get_method("reagent").bind(vocabulary=Vocabulary(size=8)).params.vocabulary.size
+            8
         """
         extra = sorted(set(resources) - self.requires)
         if extra:

@@ -5,8 +5,13 @@ ignored, so no attention mask is needed. Logits are computed only at the positio
 explained. Rows are processed in chunks; a chunk that runs out of memory is halved and retried.
 
 Example:
-    >>> fwd = ModelForward(hf_model)                                   # doctest: +SKIP
-    >>> values, grads = fwd.values_and_grads(embeds, positions, attributed_fn, ids)  # doctest: +SKIP
+    >>> from genattrib.targets import resolve_target
+    >>> fwd = ModelForward(hf_model)
+    >>> ids = out.sequences[0].input_ids[None]          # 1 row: "The capital of France is Paris."
+    >>> embeds, positions = fwd.embed(ids), torch.tensor([6])   # explain ' Par' at position 6
+    >>> values, grads = fwd.values_and_grads(embeds, positions, resolve_target("logprob"), ids[:, 6])
+    >>> values.shape, grads.shape
+    (torch.Size([1]), torch.Size([1, 9, 32]))
 """
 
 from __future__ import annotations
@@ -167,9 +172,11 @@ class ModelForward:
         :attr:`grad_rows_run`) once their chunk succeeds.
 
         Example:
-            >>> out = torch.empty(10)
-            >>> def run(chunk): out[chunk] = fwd.values(embeds[chunk], ...)  # doctest: +SKIP
-            >>> fwd.run_chunked(10, length=7, run=run, grad=False)           # doctest: +SKIP
+            >>> fwd = ModelForward(hf_model, max_rows=4)
+            >>> chunks = []
+            >>> fwd.run_chunked(10, length=7, run=chunks.append, grad=False)
+            >>> chunks, fwd.rows_run
+            ([slice(0, 4, None), slice(4, 8, None), slice(8, 10, None)], 10)
         """
         start = 0
         while start < total:

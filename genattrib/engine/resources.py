@@ -5,9 +5,11 @@ which owns the tokenizer) hands in a provider per name, called only when the met
 and the user left the parameter empty.
 
 Example:
-    >>> class NeedsVocabulary(Attributor):  # doctest: +SKIP
-    ...     requires = frozenset({"vocabulary"})
-    >>> bind_resources(method, {"vocabulary": lambda: Vocabulary(size=8)})  # doctest: +SKIP
+    >>> from genattrib.methods import get_method
+    >>> from genattrib.methods.vocabulary import Vocabulary
+    >>> reagent = bind_resources(get_method("reagent"), {"vocabulary": lambda: Vocabulary(size=8)})
+    >>> sorted(reagent.requires), reagent.params.vocabulary.size
+    (['vocabulary'], 8)
 """
 
 from __future__ import annotations

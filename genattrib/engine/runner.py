@@ -1,8 +1,12 @@
 """Run a method over planned batches and assemble per-sequence score matrices.
 
 Example:
-    >>> results = run_attribution(forward, get_method("saliency"), resolve_target("logprob"), jobs)  # doctest: +SKIP
+    >>> from genattrib.methods import get_method
+    >>> from genattrib.targets import resolve_target
+    >>> jobs = [SequenceJob(out.sequences[0].input_ids, prompt_length=6, step_start=0, step_stop=3)]
+    >>> results = run_attribution(ModelForward(hf_model), get_method("saliency"), resolve_target("logprob"), jobs)
     >>> results[0].scores.shape      # (explained steps, positions)
+    torch.Size([3, 9])
 """
 
 from __future__ import annotations

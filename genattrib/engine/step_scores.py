@@ -4,7 +4,11 @@ rule each step score of a run merges with (recorded in ``provenance.step_score_r
 One forward per sequence gives the logits at every generated position at once.
 
 Example:
-    >>> teacher_forced_step_scores(forward, jobs, {"probability": resolve_target("probability")})  # doctest: +SKIP
+    >>> from genattrib.targets import resolve_target
+    >>> jobs = [SequenceJob(out.sequences[0].input_ids, prompt_length=6, step_start=0, step_stop=3)]
+    >>> scores = teacher_forced_step_scores(ModelForward(hf_model), jobs, {"probability": resolve_target("probability")})
+    >>> scores[0]["probability"].shape
+    torch.Size([3])
 """
 
 from __future__ import annotations

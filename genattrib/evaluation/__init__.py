@@ -1,8 +1,10 @@
 """Faithfulness evaluation: which attribution method should a user trust on this model?
 
 Example:
-    >>> res = genattrib.evaluate(out, metrics=["soft_ns", "soft_nc"], model=model)     # doctest: +SKIP
-    >>> table = genattrib.benchmark(model, methods=["saliency", "reagent"], dataset="wikitext")  # doctest: +SKIP
+    >>> res = genattrib.evaluate(out, metrics=["soft_ns", "soft_nc"], model=model)
+    >>> sorted(res.summary)
+    ['soft_nc', 'soft_ns']
+    >>> table = genattrib.benchmark(model, methods=["saliency", "reagent"], dataset="wikitext")  # long: ReAGent, 22 prompts  # doctest: +SKIP
 """
 
 from genattrib.evaluation.evaluate import evaluate, evaluate_steps, resolve_metrics

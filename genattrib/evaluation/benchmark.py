@@ -6,9 +6,12 @@ Sequence-level sets (``wikitext``, ``tellmewhy``) follow ReAGent's protocol: the
 also report how much attribution mass falls on the distractor.
 
 Example:
-    >>> res = genattrib.benchmark(model, methods=["saliency", "occlusion"], dataset="wikitext",
-    ...                           max_new_tokens=4, max_examples=3)            # doctest: +SKIP
-    >>> res.show(); res.to_pandas()                                            # doctest: +SKIP
+    >>> res = genattrib.benchmark(model, methods=["saliency", "input_x_gradient"], dataset="wikitext",
+    ...                           metrics=["comprehensiveness", "sufficiency"], max_new_tokens=2, max_examples=2)
+    >>> res.show()
+    LlamaForCausalLM · wikitext · 2 examples · wall ...
+    ...
+    >>> res.to_pandas()                                       # needs pandas  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """What :func:`genattrib.benchmark` returns: one evaluation per method, as a table.
 
 Example:
-    >>> res.rows()[0]["method"], res.rows()[0]["metric"]            # doctest: +SKIP
-    >>> res.to_pandas().pivot(index="method", columns="metric", values="value")  # doctest: +SKIP
+    >>> res = genattrib.benchmark(model, "saliency", metrics="comprehensiveness", max_new_tokens=2, max_examples=2)
+    >>> res.rows()[0]["method"], res.rows()[0]["metric"]
+    ('saliency', 'comprehensiveness')
+    >>> res.to_pandas().pivot(index="method", columns="metric", values="value")  # needs pandas  # doctest: +SKIP
 """
 
 from __future__ import annotations

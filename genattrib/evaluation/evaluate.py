@@ -1,9 +1,11 @@
 """``genattrib.evaluate``: how faithful is an attribution result to the model that produced it?
 
 Example:
-    >>> out = model.attribute("The capital of France is", max_new_tokens=6)          # doctest: +SKIP
-    >>> res = genattrib.evaluate(out, metrics=["soft_ns", "comprehensiveness"], model=model)  # doctest: +SKIP
-    >>> res.show()                                                                   # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", max_new_tokens=6)
+    >>> res = genattrib.evaluate(out, metrics=["soft_ns", "comprehensiveness"], model=model)
+    >>> res.show()
+    faithfulness (value [95% bootstrap interval])
+    ...
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """Tables (rich) and a self-contained HTML report for evaluation and benchmark results.
 
 Example:
-    >>> html = benchmark_html(result)            # doctest: +SKIP
-    >>> Console().print(benchmark_table(result)) # doctest: +SKIP
+    >>> from rich.console import Console
+    >>> result = genattrib.benchmark(model, "saliency", metrics="comprehensiveness", max_new_tokens=2, max_examples=2)
+    >>> html = benchmark_html(result)
+    >>> Console().print(benchmark_table(result))
+    LlamaForCausalLM · wikitext · 2 examples · wall ...
+    ...
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """What :func:`genattrib.evaluate` returns: per-step values and bootstrap summaries.
 
 Example:
-    >>> res = genattrib.evaluate(out, metrics=["comprehensiveness"])   # doctest: +SKIP
-    >>> res.summary["comprehensiveness"].value                         # doctest: +SKIP
+    >>> res = genattrib.evaluate(out, metrics=["comprehensiveness"], model=model)
     >>> res.per_step["comprehensiveness"].shape                        # (evaluated steps,)
+    torch.Size([3])
+    >>> summary = res.summary["comprehensiveness"]                     # mean and 95% interval
+    >>> summary.low <= summary.value <= summary.high
+    True
 """
 
 from __future__ import annotations

@@ -8,8 +8,13 @@ distance of the predicted distribution to the unperturbed one. The unperturbed r
 prefixes.
 
 Example:
-    >>> ctx = EvalContext(forward, steps, baseline_id=0)                 # doctest: +SKIP
-    >>> ctx.logprobs([steps.prefixes[0][1:]], torch.tensor([0]))         # doctest: +SKIP
+    >>> from genattrib.faithfulness.steps import collect_steps
+    >>> steps = collect_steps(out)
+    >>> ctx = EvalContext(ModelForward(hf_model), steps, baseline_id=0)
+    >>> ctx.logprobs([steps.prefixes[0][1:]], torch.tensor([0])).shape   # first token dropped
+    torch.Size([1])
+    >>> torch.equal(ctx.logprobs([steps.prefixes[0]], torch.tensor([0])), ctx.reference_logprobs[:1])
+    True
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Each evaluated step is the prefix before one generated token, its target token, 
 attribution row over that prefix and which prefix positions are special tokens.
 
 Example:
-    >>> items = collect_steps(out, every=2)           # doctest: +SKIP
-    >>> items.num_steps, items.prefixes[0].shape      # doctest: +SKIP
+    >>> items = collect_steps(out, every=2)
+    >>> items.num_steps, items.prefixes[0].shape
+    (2, torch.Size([6]))
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """Generate continuations once (KV cache, batched, left-padded) and return traces.
 
 Example:
-    >>> traces = generate_traces(hf_model, [ids], pad_token_id=0, generation_config=cfg)  # doctest: +SKIP
+    >>> from transformers import GenerationConfig
+    >>> ids = tokenizer(prompt, return_tensors="pt").input_ids[0]
+    >>> cfg = GenerationConfig(max_new_tokens=3, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    >>> traces = generate_traces(hf_model, [ids], generation_config=cfg)
+    >>> traces[0].prompt_ids.shape, traces[0].generated_ids.shape
+    (torch.Size([6]), torch.Size([3]))
 """
 
 from __future__ import annotations

@@ -5,8 +5,12 @@ A forward hook on the LM head keeps the raw logits of the current step; a stoppi
 for the chosen token. Both are removed when the context exits.
 
 Example:
-    >>> with record_steps(hf_model, {"probability": target}) as recorder:   # doctest: +SKIP
-    ...     hf_model.generate(**inputs, stopping_criteria=[recorder.criterion])
+    >>> from genattrib.targets import resolve_target
+    >>> inputs = tokenizer(prompt, return_tensors="pt")
+    >>> with record_steps(hf_model, {"probability": resolve_target("probability")}) as recorder:
+    ...     ids = hf_model.generate(**inputs, max_new_tokens=3, stopping_criteria=[recorder.criterion])
+    >>> recorder.stacked()["probability"].shape           # (row, step)
+    torch.Size([1, 3])
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ are read through the attention-function registry (:mod:`attention_capture`), so 
 with SDPA work without switching to eager.
 
 Example:
-    >>> model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1])  # doctest: +SKIP
+    >>> out = model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1], max_new_tokens=2)
 """
 
 from __future__ import annotations

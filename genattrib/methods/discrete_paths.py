@@ -10,7 +10,16 @@ monotonisation, upscaling, caching and the attribution itself live here. Paths d
 (token, baseline), so they are built once per call and shared by every target and row.
 
 Example:
-    >>> out = discrete_path_attribution(batch, forward, attributed_fn, points)  # doctest: +SKIP
+    >>> from genattrib.targets import resolve_target
+    >>> forward = ModelForward(hf_model)
+    >>> ids = out.sequences[0].input_ids[None]          # explain ' Par' (position 6) from the prompt
+    >>> embeds = forward.embed(ids)
+    >>> batch = StepBatch(ids, embeds, torch.zeros_like(embeds), torch.tensor([6]), ids[:, 6],
+    ...                   torch.zeros_like(ids, dtype=torch.bool), torch.tensor([0]))
+    >>> points = torch.stack([embeds * a for a in (0.0, 0.5, 1.0)], 1)   # (row, point, position, hidden)
+    >>> result = discrete_path_attribution(batch, forward, resolve_target("logprob"), points)
+    >>> result.scores.shape, sorted(result.step_scores)
+    (torch.Size([1, 9, 32]), ['baseline_value', 'completeness_error'])
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ baselines, normally nothing for ``"zero"`` or tensor baselines (the walk then fa
 baseline vector itself when it runs out of candidates).
 
 Example:
-    >>> model.attribute("The capital of France is", method="discretized_integrated_gradients",
-    ...                 n_anchors=30, strategy="greedy")  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="discretized_integrated_gradients",
+    ...                       n_anchors=30, strategy="greedy", max_new_tokens=2)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ For each of ``n_samples`` draws: ``x~ = x + N(0, stdevs^2)``, ``a ~ U(0, 1)``, g
 Draws are seeded per (seed, sequence, target position), so batching never changes the result.
 
 Example:
-    >>> model.attribute(prompt, method="gradient_shap", n_samples=20, seed=0)  # doctest: +SKIP
+    >>> out = model.attribute(prompt, method="gradient_shap", n_samples=20, seed=0, max_new_tokens=2)
 """
 
 from __future__ import annotations

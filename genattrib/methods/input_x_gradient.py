@@ -1,7 +1,7 @@
 """Input × gradient: each embedding times the target's gradient w.r.t. it (sum over hidden).
 
 Example:
-    >>> model.attribute("The capital of France is", method="input_x_gradient")  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="input_x_gradient", max_new_tokens=2)
 """
 
 from __future__ import annotations

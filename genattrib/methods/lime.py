@@ -11,7 +11,9 @@ from a generator seeded by (seed, position, tokens up to it), so batching never 
 The weighted R² of the fit is the step score ``lime_score``.
 
 Example:
-    >>> model.attribute("The capital of France is", method="lime", n_samples=200, seed=0)  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="lime", n_samples=200, seed=0, max_new_tokens=2)
+    >>> sorted(out.sequences[0].step_scores)
+    ['lime_score']
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ of that sequence at once, so the cost is one row per source position, not per (t
 position) pair.
 
 Example:
-    >>> model.attribute("The capital of France is", method="occlusion")  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="occlusion", max_new_tokens=2)
 """
 
 from __future__ import annotations

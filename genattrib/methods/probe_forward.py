@@ -2,7 +2,10 @@
 target is in the model's top-k, and optionally a distance to a reference distribution.
 
 Example:
-    >>> p, top, dist = score_rows(forward, ids, positions, targets, top_k=3)  # doctest: +SKIP
+    >>> ids = out.sequences[0].input_ids[None]          # 1 row: "The capital of France is Paris."
+    >>> p, top, dist = score_rows(ModelForward(hf_model), ids, torch.tensor([6]), ids[:, 6], top_k=3)
+    >>> p.shape, top.dtype, dist.tolist()                # p(' Par' | prefix); no reference: distance 0
+    (torch.Size([1]), torch.bool, [0.0])
 """
 
 from __future__ import annotations

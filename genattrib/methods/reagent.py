@@ -17,7 +17,9 @@ the default). ReAGent always explains the target token's probability, whatever
 so batching never changes the result.
 
 Example:
-    >>> model.attribute("The capital of France is", method="reagent", seed=0)  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="reagent", seed=0, max_new_tokens=1, max_steps=20)
+    >>> torch.allclose(out.sequences[0].scores.nansum(1), torch.ones(1))   # a distribution per target
+    True
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Every (row, sample, path point) is an independent forward+backward row; all of t
 model calls through :meth:`ModelForward.run_chunked` (OOM halving applies).
 
 Example:
-    >>> model.attribute("The capital of France is", method="rpi", num_samples=8, n_steps=10)  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="rpi", num_samples=8, n_steps=10, max_new_tokens=1)
 """
 
 from __future__ import annotations

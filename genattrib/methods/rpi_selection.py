@@ -3,7 +3,7 @@ faithfulness metric (the paper's per-example oracle pick; it peeks at the metric
 measured with the same metric afterwards are optimistic).
 
 Example:
-    >>> model.attribute(prompt, method="rpi", selection="best:soft_ns")   # doctest: +SKIP
+    >>> out = model.attribute(prompt, method="rpi", selection="best:soft_ns", num_samples=4, n_steps=5, max_new_tokens=1)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Saliency: the gradient of the target w.r.t. each input embedding (L2 norm by default).
 
 Example:
-    >>> model.attribute("The capital of France is", method="saliency")  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="saliency", max_new_tokens=2)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ which SIG does not promise to match). The rows of many (target, position, step) 
 model calls; ``position_chunk`` bounds how many (target, position) pairs are built at once.
 
 Example:
-    >>> model.attribute("The capital of France is", method="sequential_integrated_gradients", n_steps=50)  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="sequential_integrated_gradients", n_steps=50, max_new_tokens=1)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ attribution. Defaults are the reference settings: 30 anchors, 50 neighbours, ``m
 factor 1 (63 points).
 
 Example:
-    >>> model.attribute("The capital of France is", method="uniform_discretized_integrated_gradients")  # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", method="uniform_discretized_integrated_gradients", max_new_tokens=2)
 """
 
 from __future__ import annotations

@@ -4,8 +4,14 @@ Tokens are decoded once here, for people (the ids stay the ground truth); chat p
 role per token; the provenance records what produced the scores.
 
 Example:
-    >>> out = assemble_output(model, request, traces, jobs, results, timings, work)  # doctest: +SKIP
-    >>> out.sequences[0].tokens[:3]                                                 # doctest: +SKIP
+    >>> from genattrib.engine import EngineResult, build_jobs
+    >>> from genattrib.generation import GenerationTrace
+    >>> trace = GenerationTrace(torch.tensor(tokenizer("The capital of")["input_ids"]), torch.tensor([7]))
+    >>> [job] = build_jobs([trace])
+    >>> result = EngineResult(torch.zeros(1, trace.input_ids.shape[0]))
+    >>> seq = assemble_sequence(tokenizer, "The capital of", trace, job, result)
+    >>> seq.tokens[-1] == tokenizer.decode([7]), seq.prompt_length == trace.prompt_length
+    (True, True)
 """
 
 from __future__ import annotations

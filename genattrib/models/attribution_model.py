@@ -2,8 +2,10 @@
 
 Example:
     >>> model = genattrib.load_model()                                   # doctest: +SKIP
-    >>> out = model.attribute("The capital of France is", max_new_tokens=8)  # doctest: +SKIP
-    >>> out.show()                                                       # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", max_new_tokens=8)
+    >>> out.show()
+    Sequence 0 ...
+    ...
 """
 
 from __future__ import annotations
@@ -149,8 +151,10 @@ class AttributionModel:
         what :meth:`attribute` would explain with the same settings; pass them back as ``continuation``.
 
         Example:
-            >>> ids = model.generate(["The capital of France is"], max_new_tokens=4)        # doctest: +SKIP
-            >>> model.attribute(["The capital of France is"], ids, method="occlusion")      # doctest: +SKIP
+            >>> ids = model.generate(["The capital of France is"], max_new_tokens=4)
+            >>> out = model.attribute(["The capital of France is"], ids, method="occlusion")
+            >>> out.sequences[0].input_ids[-4:].tolist() == ids[0].tolist()
+            True
         """
         check_batch_size(batch_size)
         prompt_ids = [inp.tokenize_prompt(self.tokenizer, p) for p in inp.normalize_prompts(inputs, chat)]

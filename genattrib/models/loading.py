@@ -3,7 +3,7 @@
 Example:
     >>> model = load_model()                                        # embedded default model  # doctest: +SKIP
     >>> model = load_model("path/or/hub-id", method="integrated_gradients", dtype="bfloat16", device_map="auto")  # doctest: +SKIP
-    >>> model = load_model((hf_model, tokenizer))                   # already loaded objects  # doctest: +SKIP
+    >>> model = load_model((hf_model, tokenizer))                   # already loaded objects
 """
 
 from __future__ import annotations

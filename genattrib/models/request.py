@@ -4,9 +4,9 @@ heavy work, and turn it into one :class:`AttributionRequest` that the later step
 Nothing the user passed is mutated. Errors name the argument and the fix.
 
 Example:
-    >>> request = prepare_request(model, "The capital of France is", max_new_tokens=4)  # doctest: +SKIP
-    >>> request.attributor.name, len(request.prompt_ids)                               # doctest: +SKIP
-    ('saliency', 1)
+    >>> request = prepare_request(model, "The capital of France is", max_new_tokens=4)
+    >>> request.attributor.name, len(request.prompt_ids), request.generation_config.max_new_tokens
+    ('saliency', 1, 4)
 """
 
 from __future__ import annotations

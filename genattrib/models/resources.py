@@ -1,8 +1,8 @@
 """What the model wrapper can give methods that declare ``requires`` (methods never tokenize).
 
 Example:
-    >>> providers = tokenizer_resources(tokenizer)      # doctest: +SKIP
-    >>> providers["vocabulary"]().size == len(tokenizer)  # doctest: +SKIP
+    >>> providers = tokenizer_resources(tokenizer)
+    >>> providers["vocabulary"]().size == len(tokenizer)
     True
 """
 

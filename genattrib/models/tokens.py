@@ -4,7 +4,10 @@ Each token's text is the difference between decoding a short window ending with 
 same window without it, so leading spaces and byte-level pieces come out as real text.
 
 Example:
-    >>> decode_tokens(tokenizer, [504, 3575])     # doctest: +SKIP
+    >>> ids = tokenizer("The capital").input_ids
+    >>> tokenizer.convert_ids_to_tokens(ids)
+    ['The', 'Ġcapital']
+    >>> decode_tokens(tokenizer, ids)
     ['The', ' capital']
 """
 

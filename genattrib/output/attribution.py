@@ -1,10 +1,13 @@
 """The result of ``model.attribute``: attributed sequences plus provenance.
 
 Example:
-    >>> out = model.attribute("The capital of France is", max_new_tokens=8)  # doctest: +SKIP
-    >>> out.sequences[0].generated_text                                      # doctest: +SKIP
+    >>> out = model.attribute("The capital of France is", target=" Paris.")
+    >>> out.sequences[0].generated_text
     ' Paris.'
-    >>> out.save("paris.json"); FeatureAttributionOutput.load("paris.json")  # doctest: +SKIP
+    >>> out.save("paris.json")
+    PosixPath('paris.json')
+    >>> FeatureAttributionOutput.load("paris.json").equals(out)
+    True
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ class FeatureAttributionOutput:
         aggregator objects), applied in order; this result is left unchanged.
 
         Example:
-            >>> out.aggregate("words", "sentences")          # doctest: +SKIP
+            >>> out.aggregate("words", "sentences").sequences[0].tokens
+            ['The capital of France is', ' Paris.']
         """
         from genattrib.aggregation.pipeline import aggregate
 

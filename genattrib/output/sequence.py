@@ -1,9 +1,13 @@
 """One attributed sequence: its tokens, score matrix and step scores.
 
 Example:
-    >>> seq = out.sequences[0]                      # doctest: +SKIP
+    >>> seq = out.sequences[0]
+    >>> seq.tokens
+    ['The', ' capital', ' of', ' Fr', 'ance', ' is', ' Par', 'is', '.']
     >>> seq.scores.shape                            # (generated steps, source positions)
+    torch.Size([3, 9])
     >>> seq.scores[0, seq.prompt_length:]           # NaN: positions at/after the first target
+    tensor([nan, nan, nan])
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ a ``.safetensors`` path gets a safetensors file with the JSON in its metadata. B
 bit-exactly.
 
 Example:
-    >>> out.save("paris.json")                              # doctest: +SKIP
-    >>> FeatureAttributionOutput.load("paris.json")         # doctest: +SKIP
+    >>> from genattrib import FeatureAttributionOutput
+    >>> out.save("paris.json")
+    PosixPath('paris.json')
+    >>> FeatureAttributionOutput.load("paris.json").equals(out)
+    True
 """
 
 from __future__ import annotations

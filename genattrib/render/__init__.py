@@ -3,8 +3,11 @@ self-contained HTML page (:mod:`genattrib.render.html`).
 
 Example:
     >>> from genattrib.render import save_html, show
-    >>> show(out, max_width=100)        # doctest: +SKIP
-    >>> save_html(out, "paris.html")    # doctest: +SKIP
+    >>> show(out, max_width=100)
+    Sequence 0  ·Paris.  (3 explained × 9 tokens)
+    ...
+    >>> save_html(out, "paris.html")
+    PosixPath('paris.html')
 """
 
 from genattrib.render.console import render, show

@@ -9,11 +9,16 @@ forces the matrix); ``step=k`` shows the source text of one step coloured by its
 (:mod:`genattrib.render.summary`).
 
 Example:
-    >>> out.show()                      # doctest: +SKIP
-    >>> out.show(step=3, max_width=100) # doctest: +SKIP
+    >>> out.show()
+    Sequence 0  ·Paris.  (3 explained × 9 tokens)
+    ...
+    >>> out.show(step=2, max_width=100)
+    Sequence 0  ·Paris.  ...
+    ...
+    >>> import io
     >>> from rich.console import Console
-    >>> console = Console(record=True, width=100)
-    >>> for item in render(out, console=console):  # doctest: +SKIP
+    >>> console = Console(record=True, width=100, file=io.StringIO())
+    >>> for item in render(out, console=console):
     ...     console.print(item)
 """
 
@@ -84,10 +89,11 @@ def render(
     """The renderables that :func:`show` prints, each at most ``max_width`` cells wide.
 
     Example:
-        >>> console = Console(record=True, width=80)
-        >>> for item in render(out, console=console):   # doctest: +SKIP
+        >>> import io
+        >>> console = Console(record=True, width=80, file=io.StringIO())
+        >>> for item in render(out, console=console):
         ...     console.print(item)
-        >>> "Paris" in console.export_text()             # doctest: +SKIP
+        >>> "Paris" in console.export_text()
         True
     """
     _check_view(view)
@@ -145,7 +151,9 @@ def show(
         summary: per generated sentence, the top-3 source sentences with their share of the attribution.
 
     Example:
-        >>> out.show(max_width=100, digits=3)   # doctest: +SKIP
+        >>> out.show(max_width=100, digits=3)
+        Sequence 0  ·Paris.  (3 explained × 9 tokens)
+        ...
     """
     console = console or Console()
     for item in render(

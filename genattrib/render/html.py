@@ -12,8 +12,9 @@ Views: the text as written (hover, focus or click a generated token to shade its
 under each generated token, and the provenance panel.
 
 Example:
-    >>> out.save_html("paris.html")                     # doctest: +SKIP
-    >>> fragment = to_html(out, embedded=True)           # doctest: +SKIP
+    >>> out.save_html("paris.html")
+    PosixPath('paris.html')
+    >>> fragment = to_html(out, embedded=True)
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def to_html(
         compress: zlib-compress the scores (default: only matrices above 64 KiB of float16).
 
     Example:
-        >>> page = to_html(out, title="Paris")             # doctest: +SKIP
-        >>> page.startswith("<!DOCTYPE html>")              # doctest: +SKIP
+        >>> page = to_html(out, title="Paris")
+        >>> page.startswith("<!DOCTYPE html>")
         True
     """
     if element_id is None:
@@ -146,7 +147,7 @@ def save_html(out: FeatureAttributionOutput, path: str | Path, **kwargs: Any) ->
     """Write :func:`to_html` to ``path`` (UTF-8) and return the path.
 
     Example:
-        >>> save_html(out, "artifacts/paris.html")   # doctest: +SKIP
+        >>> save_html(out, "artifacts/paris.html")
         PosixPath('artifacts/paris.html')
     """
     path = Path(path)

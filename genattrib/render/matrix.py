@@ -5,7 +5,10 @@ tokens; blocks hold consecutive target columns and never exceed the available wi
 never wraps a cell.
 
 Example:
-    >>> tables = matrix_blocks(seq, ColorScale.fit(seq.scores), NumberFormat(), width=100)  # doctest: +SKIP
+    >>> seq = out.sequences[0]
+    >>> tables = matrix_blocks(seq, ColorScale.fit(seq.scores), NumberFormat(), width=100)
+    >>> len(tables)                     # 3 explained tokens fit in one block
+    1
 """
 
 from __future__ import annotations

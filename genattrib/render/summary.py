@@ -7,8 +7,11 @@ special tokens or blank text are left out, as sources and as generated sentences
 :func:`~genattrib.aggregation.boundaries.sentence_starts`.
 
 Example:
-    >>> out.show(summary=True)                         # doctest: +SKIP
-    >>> summarize(out.sequences[0], top=3)[0].sources  # doctest: +SKIP
+    >>> out.show(summary=True)
+    Sequence 0 ...
+    ...
+    >>> [source.text for source in summarize(out.sequences[0], top=3)[0].sources]
+    ['The capital of France is', ' Paris.']
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def summarize(seq: SequenceAttribution, top: int = TOP) -> list[SentenceSummary]
     """The top-``top`` source sentences of every generated sentence with explained tokens.
 
     Example:
-        >>> [s.text for s in summarize(seq)]     # doctest: +SKIP
-        [' Paris is the capital of France.', ' It is big.']
+        >>> seq = model.attribute(prompt, target=" Paris. It is big.").sequences[0]
+        >>> [s.text for s in summarize(seq)]
+        [' Paris.', ' It is big.']
     """
     if top < 1:
         raise InvalidArgumentError("top", f"top={top} shows no sources", "pass top >= 1")
@@ -99,8 +103,14 @@ def summary_view(seq: SequenceAttribution, *, top: int = TOP, width: int = 80) -
     """Rich lines for :func:`summarize` (tokens go through :class:`rich.text.Text`, never markup).
 
     Example:
-        >>> for line in summary_view(seq, width=100):   # doctest: +SKIP
+        >>> from rich.console import Console
+        >>> console = Console(width=100)
+        >>> for line in summary_view(out.sequences[0], width=100):
         ...     console.print(line)
+        Share of |attribution| per source sentence (top 3; special tokens left out)
+        ▸ Paris.
+           ...  The capital of France is
+           ...  Paris. (same sentence, earlier tokens)
     """
     summaries = summarize(seq, top)
     if not summaries:

@@ -1,7 +1,8 @@
 """Running-text views: one explained step over its source text, and a compact summary.
 
 Example:
-    >>> step_view(seq, 3, ColorScale.fit(seq.scores), NumberFormat())  # doctest: +SKIP
+    >>> seq = out.sequences[0]
+    >>> lines = step_view(seq, 2, ColorScale.fit(seq.scores), NumberFormat())
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def resolve_step(seq: SequenceAttribution, step: int, index: int = 0) -> int:
     """Row of ``seq.scores`` for ``step`` (negative counts from the end); error if out of range.
 
     Example:
-        >>> resolve_step(seq, -1) == seq.num_steps - 1   # doctest: +SKIP
+        >>> seq = out.sequences[0]
+        >>> resolve_step(seq, -1) == seq.num_steps - 1
         True
     """
     if not -seq.num_steps <= step < seq.num_steps:

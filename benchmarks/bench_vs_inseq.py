@@ -48,7 +48,9 @@ CONTINUATION = (  # exactly 55 SmolLM2 tokens; checked at run time
 ATTRIBUTED_FN = "probability"  # Inseq's default; genattrib's default is logprob (same cost)
 METHODS = ("saliency", "integrated_gradients")
 PATH_METHODS = (  # genattrib only
-    "sequential_integrated_gradients", "discretized_integrated_gradients", "uniform_discretized_integrated_gradients",
+    "sequential_integrated_gradients",
+    "discretized_integrated_gradients",
+    "uniform_discretized_integrated_gradients",
 )
 
 
@@ -156,8 +158,14 @@ def run_case(
             peaks.append(peak)
         steps = count_steps(out)
         log(f"{label}: {seconds:.2f} s, {args.tokens / seconds:.2f} tokens/s, {steps} steps attributed")
-    extra = {"timings": dict(out.provenance.timings), "work": dict(out.provenance.work)} if hasattr(out, "provenance") else {}
-    return Result(method, library, args.tokens, statistics.median(runs), runs, max(peaks) if peaks else None, steps, extra)
+    extra = (
+        {"timings": dict(out.provenance.timings), "work": dict(out.provenance.work)}
+        if hasattr(out, "provenance")
+        else {}
+    )
+    return Result(
+        method, library, args.tokens, statistics.median(runs), runs, max(peaks) if peaks else None, steps, extra
+    )
 
 
 def bench_genattrib(model: Any, args: argparse.Namespace, text: str, warm_text: str) -> list[Result]:
@@ -192,7 +200,9 @@ def bench_inseq(model: Any, args: argparse.Namespace, text: str, warm_text: str)
         inseq_model = inseq.load_model(
             model.model, method, tokenizer=copy.deepcopy(model.tokenizer), device=args.device
         )
-        params = {"n_steps": args.n_steps, "internal_batch_size": args.n_steps} if method == "integrated_gradients" else {}
+        params = (
+            {"n_steps": args.n_steps, "internal_batch_size": args.n_steps} if method == "integrated_gradients" else {}
+        )
 
         def call(target: str, inseq_model: Any = inseq_model, params: dict = params) -> Any:
             return inseq_model.attribute(
@@ -216,9 +226,30 @@ def print_table(results: list[Result], title: str) -> None:
         if r.library == "genattrib" and other is not None:
             speedup = f"{other.seconds / r.seconds:.1f}x"
         peak = f"{r.peak_mib:.0f}" if r.peak_mib is not None else "-"
-        rows.append((r.method, r.library, f"{r.seconds:.2f}", f"{r.tokens_per_s:.2f}", f"{r.seconds_per_token:.2f}",
-                     r.rows("grad_rows"), r.rows("rows"), peak, speedup))
-    headers = ("method", "library", "seconds", "tokens/s", "s/token", "fwd+bwd rows", "all rows", "peak GPU MiB", "speed-up")
+        rows.append(
+            (
+                r.method,
+                r.library,
+                f"{r.seconds:.2f}",
+                f"{r.tokens_per_s:.2f}",
+                f"{r.seconds_per_token:.2f}",
+                r.rows("grad_rows"),
+                r.rows("rows"),
+                peak,
+                speedup,
+            )
+        )
+    headers = (
+        "method",
+        "library",
+        "seconds",
+        "tokens/s",
+        "s/token",
+        "fwd+bwd rows",
+        "all rows",
+        "peak GPU MiB",
+        "speed-up",
+    )
     try:
         from rich.console import Console
         from rich.table import Table
@@ -274,16 +305,25 @@ def _dist_version(name: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + PATH_METHODS,
-                        help="methods to time (default: saliency and IG; the path methods are genattrib only)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS + PATH_METHODS,
+        help="methods to time (default: saliency and IG; the path methods are genattrib only)",
+    )
     parser.add_argument("--tokens", type=int, default=55, help="forced continuation length, 1-55 (default 55)")
     parser.add_argument("--n-steps", type=int, default=50, help="integration steps for IG and SIG (default 50)")
     parser.add_argument("--n-anchors", type=int, default=None, help="anchors for DIG/UDIG (default: the method's, 30)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--skip-inseq", action="store_true", help="time genattrib only")
-    parser.add_argument("--warmup", choices=("short", "full", "none"), default="short",
-                        help="untimed warm-up per case: short prefix (default), the full call, or none")
+    parser.add_argument(
+        "--warmup",
+        choices=("short", "full", "none"),
+        default="short",
+        help="untimed warm-up per case: short prefix (default), the full call, or none",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per case; the median is reported")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between progress lines (0: off)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -323,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         results += bench_inseq(model, args, text, warm_text)
 
     env = environment(args)
-    title = (f"{args.tokens} forced tokens, {args.device} ({env['device_name']}), {args.dtype}, "
-             f"attributed fn: {ATTRIBUTED_FN}, IG/SIG n_steps={args.n_steps}"
-             + (f", DIG/UDIG n_anchors={args.n_anchors}" if args.n_anchors is not None else ""))
+    title = (
+        f"{args.tokens} forced tokens, {args.device} ({env['device_name']}), {args.dtype}, "
+        f"attributed fn: {ATTRIBUTED_FN}, IG/SIG n_steps={args.n_steps}"
+        + (f", DIG/UDIG n_anchors={args.n_anchors}" if args.n_anchors is not None else "")
+    )
     print_table(results, title)
     for r in results:
         if r.attributed_steps is not None and r.attributed_steps != args.tokens:
@@ -338,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             "config": {k: v for k, v in vars(args).items() if k != "json"},
             "attributed_fn": ATTRIBUTED_FN,
             "environment": env,
-            "results": [{**asdict(r), "tokens_per_s": r.tokens_per_s, "seconds_per_token": r.seconds_per_token}
-                        for r in results],
+            "results": [
+                {**asdict(r), "tokens_per_s": r.tokens_per_s, "seconds_per_token": r.seconds_per_token} for r in results
+            ],
         }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(doc, handle, indent=2)

@@ -1,6 +1,6 @@
 """Build ``genattrib/data/longra.json`` with the embedded default model.
 
-    python benchmarks/build_longra.py            # prints how many candidates were kept
+python benchmarks/build_longra.py            # prints how many candidates were kept
 """
 
 from __future__ import annotations

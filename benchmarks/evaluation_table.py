@@ -1,6 +1,6 @@
 """Render a ``genattrib evaluate --json`` file as a Markdown table (methods × metrics).
 
-    python benchmarks/evaluation_table.py docs/results/wikitext.json
+python benchmarks/evaluation_table.py docs/results/wikitext.json
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ def markdown(data: dict) -> str:
             best[m] = pick["method"]
     arrow = {m: ("↓" if next(r for r in rows if r["metric"] == m)["lower_is_better"] else "↑") for m in metrics}
     timing = {r["method"]: r for r in data["methods"]}
-    lines = ["| method | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " | s/token |",
-             "|---|" + "---|" * (len(metrics) + 1)]
+    lines = [
+        "| method | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " | s/token |",
+        "|---|" + "---|" * (len(metrics) + 1),
+    ]
     for method in methods:
         cells = []
         for m in metrics:

@@ -55,29 +55,49 @@ def _add_display_options(parser: argparse.ArgumentParser) -> None:
 def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attribute", help="generate (or force) a continuation and attribute it")
     p.add_argument("prompt", metavar="PROMPT", help="the prompt text (the user message with --chat)")
-    p.add_argument("--continuation", "--target", dest="continuation", default=None, metavar="TEXT",
-                   help="explain this continuation instead of generating one (--target is an alias)")
-    p.add_argument("--contrast-target", default=None, metavar="TEXT",
-                   help="alternative continuation for contrastive functions")
-    p.add_argument("--model", default=None, metavar="ID_OR_PATH",
-                   help="Hugging Face id or local folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--continuation",
+        "--target",
+        dest="continuation",
+        default=None,
+        metavar="TEXT",
+        help="explain this continuation instead of generating one (--target is an alias)",
+    )
+    p.add_argument(
+        "--contrast-target", default=None, metavar="TEXT", help="alternative continuation for contrastive functions"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="Hugging Face id or local folder (default: embedded SmolLM2-135M-Instruct)",
+    )
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub")
     p.add_argument("--method", default=None, metavar="NAME", help="attribution method (see `genattrib methods`)")
     p.add_argument("--attributed-fn", default=None, metavar="NAME", help="function explained (see `genattrib targets`)")
-    p.add_argument("--step-scores", type=split_list, default=None, metavar="A,B",
-                   help="per-step scores, e.g. probability,entropy")
+    p.add_argument(
+        "--step-scores", type=split_list, default=None, metavar="A,B", help="per-step scores, e.g. probability,entropy"
+    )
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="tokens to generate")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="prompts per generation and attribution batch")
-    p.add_argument("--max-rows", type=int, default=None, metavar="N",
-                   help="model rows per call (default: sized from free memory)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="prompts per generation and attribution batch"
+    )
+    p.add_argument(
+        "--max-rows", type=int, default=None, metavar="N", help="model rows per call (default: sized from free memory)"
+    )
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="model dtype")
     p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cpu, cuda:0")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling and randomised methods")
     p.add_argument("--chat", action="store_true", help="treat PROMPT as a user message and apply the chat template")
-    p.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter, repeatable (ints, floats, true/false, none parsed)")
+    p.add_argument(
+        "--param",
+        type=parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method parameter, repeatable (ints, floats, true/false, none parsed)",
+    )
     p.add_argument("--save", default=None, metavar="PATH", help="save the result (.json or .safetensors)")
     p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML page (opens offline)")
     p.add_argument("--no-show", action="store_true", help="do not print the heatmap")
@@ -91,8 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attribute(sub)
     show = sub.add_parser("show", help="show a result saved with --save / FeatureAttributionOutput.save")
     show.add_argument("path", metavar="PATH", help="a .json or .safetensors result")
-    show.add_argument("--html", default=None, metavar="PAGE",
-                      help="write a self-contained HTML page (opens offline) instead of printing")
+    show.add_argument(
+        "--html",
+        default=None,
+        metavar="PAGE",
+        help="write a self-contained HTML page (opens offline) instead of printing",
+    )
     _add_display_options(show)
     add_evaluate(sub)
     sub.add_parser("methods", help="list attribution methods")
@@ -101,8 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show(out: Any, args: argparse.Namespace, console: Console) -> None:
-    out.show(console=console, step=args.step, view=args.view, step_scores=not args.no_step_scores,
-             max_width=args.width, digits=args.digits)
+    out.show(
+        console=console,
+        step=args.step,
+        view=args.view,
+        step_scores=not args.no_step_scores,
+        max_width=args.width,
+        digits=args.digits,
+    )
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:
@@ -119,13 +149,24 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
     dtype = None
     if args.dtype is not None:
         dtype = getattr(torch, args.dtype)
-    load_options = _given(method=args.method, dtype=dtype, device_map=args.device_map, revision=args.revision,
-                          trust_remote_code=args.trust_remote_code)
+    load_options = _given(
+        method=args.method,
+        dtype=dtype,
+        device_map=args.device_map,
+        revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+    )
     inputs: Any = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
-    options = _given(attributed_fn=args.attributed_fn, step_scores=args.step_scores,
-                     contrast_target=args.contrast_target, batch_size=args.batch_size, seed=args.seed,
-                     max_rows=args.max_rows,
-                     chat=args.chat, max_new_tokens=args.max_new_tokens)
+    options = _given(
+        attributed_fn=args.attributed_fn,
+        step_scores=args.step_scores,
+        contrast_target=args.contrast_target,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_rows=args.max_rows,
+        chat=args.chat,
+        max_new_tokens=args.max_new_tokens,
+    )
     clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs"}))
     if clash:
         raise _UsageError(f"--param {', '.join(clash)} clashes with an option; use the option instead")

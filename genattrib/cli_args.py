@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = ["parse_param", "parse_value", "split_list"]
 
+
 def parse_value(text: str) -> Any:
     """``"20"`` → 20, ``"0.5"`` → 0.5, ``"true"`` → True, ``"none"`` → None, JSON lists/objects, else the text.
 

@@ -15,10 +15,10 @@ import torch
 from rich.console import Console
 from rich.text import Text
 
-from genattrib.models.loading import DTYPE_NAMES
-from genattrib.seeding import DEFAULT_SEED
 import genattrib
 from genattrib.cli_args import parse_value, split_list
+from genattrib.models.loading import DTYPE_NAMES
+from genattrib.seeding import DEFAULT_SEED
 
 
 def _method_param(text: str) -> tuple[str, str, Any]:
@@ -32,24 +32,56 @@ def _method_param(text: str) -> tuple[str, str, Any]:
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="compare attribution methods with faithfulness metrics")
-    p.add_argument("--methods", type=split_list, required=True, metavar="A,B", help="methods to compare (see `genattrib methods`)")
-    p.add_argument("--dataset", default="wikitext", metavar="NAME",
-                   help="wikitext | tellmewhy (sequence level) | longra (token level, distractor mass) (default: wikitext)")
-    p.add_argument("--metrics", type=split_list, default=None, metavar="A,B",
-                   help="metrics, or 'all' (default: soft_ns,soft_nc,comprehensiveness,sufficiency,log_odds)")
-    p.add_argument("--max-new-tokens", type=int, default=10, metavar="N", help="tokens written per prompt (default: 10)")
+    p.add_argument(
+        "--methods", type=split_list, required=True, metavar="A,B", help="methods to compare (see `genattrib methods`)"
+    )
+    p.add_argument(
+        "--dataset",
+        default="wikitext",
+        metavar="NAME",
+        help="wikitext | tellmewhy (sequence level) | longra (token level, distractor mass) (default: wikitext)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=split_list,
+        default=None,
+        metavar="A,B",
+        help="metrics, or 'all' (default: soft_ns,soft_nc,comprehensiveness,sufficiency,log_odds)",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=10, metavar="N", help="tokens written per prompt (default: 10)"
+    )
     p.add_argument("--every", type=int, default=2, metavar="N", help="evaluate every N-th generated token (default: 2)")
     p.add_argument("--max-examples", type=int, default=None, metavar="N", help="use only the first N prompts")
-    p.add_argument("--k", type=float, default=20.0, metavar="PERCENT", help="top-k%% for comprehensiveness etc. (default: 20)")
-    p.add_argument("--model", default=None, metavar="ID_OR_PATH", help="model (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--k", type=float, default=20.0, metavar="PERCENT", help="top-k%% for comprehensiveness etc. (default: 20)"
+    )
+    p.add_argument(
+        "--model", default=None, metavar="ID_OR_PATH", help="model (default: embedded SmolLM2-135M-Instruct)"
+    )
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="model dtype")
     p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cuda:0")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for methods, metrics and bootstrap (default: %(default)s)")
-    p.add_argument("--method-param", type=_method_param, action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="a method parameter, repeatable, e.g. integrated_gradients.n_steps=16")
+    p.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="seed for methods, metrics and bootstrap (default: %(default)s)"
+    )
+    p.add_argument(
+        "--method-param",
+        type=_method_param,
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="a method parameter, repeatable, e.g. integrated_gradients.n_steps=16",
+    )
     p.add_argument("--no-random", action="store_true", help="leave out the random-scores reference row")
-    p.add_argument("--json", default="genattrib-evaluation.json", metavar="PATH", help="results as JSON, rewritten after each method (default: %(default)s)")
-    p.add_argument("--html", default="genattrib-evaluation.html", metavar="PATH", help="HTML report (default: %(default)s)")
+    p.add_argument(
+        "--json",
+        default="genattrib-evaluation.json",
+        metavar="PATH",
+        help="results as JSON, rewritten after each method (default: %(default)s)",
+    )
+    p.add_argument(
+        "--html", default="genattrib-evaluation.html", metavar="PATH", help="HTML report (default: %(default)s)"
+    )
 
 
 def run_evaluate(args: argparse.Namespace, console: Console) -> int:
@@ -67,13 +99,29 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
     model = genattrib.load_model(args.model, **load_options)
 
     def progress(run: Any) -> None:
-        console.print(Text.assemble((run.method, "bold"), f": {run.tokens} tokens attributed in {run.attribute_seconds:.1f} s, "
-                                    f"evaluated in {run.result.info.get('seconds', 0.0):.1f} s", style="dim"))
+        console.print(
+            Text.assemble(
+                (run.method, "bold"),
+                f": {run.tokens} tokens attributed in {run.attribute_seconds:.1f} s, "
+                f"evaluated in {run.result.info.get('seconds', 0.0):.1f} s",
+                style="dim",
+            )
+        )
 
     result = genattrib.benchmark(
-        model, args.methods, args.dataset, metrics, max_new_tokens=args.max_new_tokens, every=args.every,
-        max_examples=args.max_examples, method_kwargs=params, seed=args.seed, k=args.k, include_random=not args.no_random,
-        checkpoint=args.json, on_method_done=progress,
+        model,
+        args.methods,
+        args.dataset,
+        metrics,
+        max_new_tokens=args.max_new_tokens,
+        every=args.every,
+        max_examples=args.max_examples,
+        method_kwargs=params,
+        seed=args.seed,
+        k=args.k,
+        include_random=not args.no_random,
+        checkpoint=args.json,
+        on_method_done=progress,
     )
     result.show(console)
     json_path = result.save_json(args.json)

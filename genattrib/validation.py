@@ -50,7 +50,12 @@ def _bounds(low: int | float | None, high: int | float | None, strict: bool) -> 
 
 
 def check_int(
-    name: str, value: object, example: str, *, minimum: int | None = None, maximum: int | None = None,
+    name: str,
+    value: object,
+    example: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
     optional: bool = False,
 ) -> None:
     """Raise unless ``value`` is an int in ``[minimum, maximum]`` (or None, when ``optional``).
@@ -60,12 +65,16 @@ def check_int(
         >>> check_int("noise_t", 501, "noise_t=500", minimum=0, maximum=500)
         Traceback (most recent call last):
         ...
-        genattrib.errors.InvalidArgumentError: Invalid `noise_t`: must be an int in [0, 500], got 501. Fix: pass e.g. noise_t=500.
+        genattrib.errors.InvalidArgumentError: Invalid `noise_t`: must be an int in [0, 500], got 501. Fix: ...
     """
     if value is None and optional:
         return
     if not is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        kind = "a positive int" if minimum == 1 and maximum is None else f"an int {_bounds(minimum, maximum, False)}".rstrip()
+        kind = (
+            "a positive int"
+            if minimum == 1 and maximum is None
+            else f"an int {_bounds(minimum, maximum, False)}".rstrip()
+        )
         raise InvalidArgumentError(
             name, f"must be {kind}{' or None' if optional else ''}, got {value!r}", f"pass e.g. {example}"
         )
@@ -79,14 +88,20 @@ def check_positive_int(name: str, value: object, example: str, *, optional: bool
         >>> check_positive_int("every", True, "every=2")
         Traceback (most recent call last):
         ...
-        genattrib.errors.InvalidArgumentError: Invalid `every`: must be a positive int, got True. Fix: pass e.g. every=2.
+        genattrib.errors.InvalidArgumentError: Invalid `every`: must be a positive int, got True. Fix: ...
     """
     check_int(name, value, example, minimum=1, optional=optional)
 
 
 def check_number(
-    name: str, value: object, example: str, *, low: int | float | None = None, high: int | float | None = None,
-    strict: bool = False, what: str = "",
+    name: str,
+    value: object,
+    example: str,
+    *,
+    low: int | float | None = None,
+    high: int | float | None = None,
+    strict: bool = False,
+    what: str = "",
 ) -> None:
     """Raise unless ``value`` is an int or float between ``low`` and ``high`` (bounds excluded
     when ``strict``; NaN is never inside). ``what`` names the kind in the message.
@@ -96,7 +111,7 @@ def check_number(
         >>> check_number("k", 120, "k=20", low=0, high=100, what="a percentage")
         Traceback (most recent call last):
         ...
-        genattrib.errors.InvalidArgumentError: Invalid `k`: must be a percentage in [0, 100], got 120. Fix: pass e.g. k=20.
+        genattrib.errors.InvalidArgumentError: Invalid `k`: must be a percentage in [0, 100], got 120. Fix: ...
     """
     inside = is_number(value) and not (isinstance(value, float) and math.isnan(value))
     if inside and low is not None:
@@ -116,7 +131,7 @@ def check_index_list(name: str, value: object, example: str) -> None:
         >>> check_index_list("layers", "last", "layers=[-1]")
         Traceback (most recent call last):
         ...
-        genattrib.errors.InvalidArgumentError: Invalid `layers`: must be an int or a list of ints, got 'last'. Fix: pass e.g. layers=[-1].
+        genattrib.errors.InvalidArgumentError: Invalid `layers`: must be an int or a list of ints, got 'last'. Fix: ...
     """
     if value is None or is_int(value):
         return
@@ -131,7 +146,7 @@ def check_choice(name: str, value: object, choices: Sequence[str], what: str = "
         >>> check_choice("distance", "cosine", ("prob_drop", "distribution"), "distance")
         Traceback (most recent call last):
         ...
-        genattrib.errors.InvalidArgumentError: Invalid `distance`: unknown distance 'cosine'. Fix: use one of: prob_drop, distribution.
+        genattrib.errors.InvalidArgumentError: Invalid `distance`: unknown distance 'cosine'. Fix: ...
     """
     if value not in choices:
         raise InvalidArgumentError(name, f"unknown {what} {value!r}", f"use one of: {', '.join(choices)}")

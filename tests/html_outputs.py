@@ -22,27 +22,39 @@ def nan_after_targets(scores: torch.Tensor, prompt_length: int, step_start: int 
 
 
 def provenance(**changes: object) -> Provenance:
-    base = dict(model_name="tiny-test", method="saliency", attributed_fn="logprob",
-                method_params={"abs": True}, step_scores=["probability", "entropy"],
-                versions={"genattrib": "0.1.0"}, timings={"generate": 0.25, "attribute": 1.5}, work={"rows": 7},
-                seed=42)
+    base = dict(
+        model_name="tiny-test",
+        method="saliency",
+        attributed_fn="logprob",
+        method_params={"abs": True},
+        step_scores=["probability", "entropy"],
+        versions={"genattrib": "0.1.0"},
+        timings={"generate": 0.25, "attribute": 1.5},
+        work={"rows": 7},
+        seed=42,
+    )
     base.update(changes)
     return Provenance(**base)  # type: ignore[arg-type]
 
 
 def paris_sequence(signed: bool = False) -> SequenceAttribution:
-    """"The capital of France is" → " Paris." with scores whose top source is known per step."""
+    """ "The capital of France is" → " Paris." with scores whose top source is known per step."""
     tokens = ["The", " capital", " of", " France", " is", " Paris", ".", "\n"]
     p, n = 5, len(tokens)
-    scores = torch.tensor([
-        [0.10, 0.30, 0.05, 0.90, 0.20, 0.00, 0.00, 0.00],   # " Paris"  ← " France"
-        [0.05, 0.10, 0.02, 0.20, 0.15, 0.70, 0.00, 0.00],   # "."      ← " Paris"
-        [0.40, 0.05, 0.01, 0.02, 0.03, 0.10, 0.25, 0.00],   # "\n"     ← "The"
-    ])
+    scores = torch.tensor(
+        [
+            [0.10, 0.30, 0.05, 0.90, 0.20, 0.00, 0.00, 0.00],  # " Paris"  ← " France"
+            [0.05, 0.10, 0.02, 0.20, 0.15, 0.70, 0.00, 0.00],  # "."      ← " Paris"
+            [0.40, 0.05, 0.01, 0.02, 0.03, 0.10, 0.25, 0.00],  # "\n"     ← "The"
+        ]
+    )
     if signed:
         scores = scores * torch.tensor([1, -1, 1, 1, -1, 1, -1, 1])
     return SequenceAttribution(
-        input_ids=torch.arange(n), tokens=tokens, prompt_length=p, scores=nan_after_targets(scores, p),
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=p,
+        scores=nan_after_targets(scores, p),
         step_scores={"probability": torch.tensor([0.93, 0.61, 0.2]), "entropy": torch.tensor([0.4, 1.2, 2.5])},
         generated_text=" Paris.\n",
     )
@@ -59,12 +71,17 @@ def hostile_output() -> FeatureAttributionOutput:
     g = torch.Generator().manual_seed(0)
     scores = nan_after_targets(torch.rand(3, n, generator=g), p)
     seq = SequenceAttribution(
-        input_ids=torch.arange(n), tokens=tokens, prompt_length=p, scores=scores,
-        step_scores={XSS_SCRIPT: torch.rand(3, generator=g)}, generated_text=" ok" + XSS_SCRIPT + XSS_IMG,
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=p,
+        scores=scores,
+        step_scores={XSS_SCRIPT: torch.rand(3, generator=g)},
+        generated_text=" ok" + XSS_SCRIPT + XSS_IMG,
         token_roles=["user"] * p + ["generated"] * 3,
     )
-    prov = provenance(model_name=XSS_SCRIPT, method=XSS_IMG, method_params={"note": XSS_SCRIPT},
-                      attributed_fn="logprob</script>")
+    prov = provenance(
+        model_name=XSS_SCRIPT, method=XSS_IMG, method_params={"note": XSS_SCRIPT}, attributed_fn="logprob</script>"
+    )
     return FeatureAttributionOutput([seq], prov)
 
 
@@ -79,7 +96,10 @@ def long_output(steps: int = 2000, prompt_length: int = 20, seed: int = 0) -> Fe
     recency = 2.0 * torch.exp(-distance / 40.0) + 0.8 * (torch.arange(n) < prompt_length)
     scores = nan_after_targets(recency + 0.3 * torch.randn(steps, n, generator=g), prompt_length)
     seq = SequenceAttribution(
-        input_ids=torch.arange(n), tokens=tokens, prompt_length=prompt_length, scores=scores,
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=prompt_length,
+        scores=scores,
         step_scores={"probability": torch.rand(steps, generator=g), "entropy": 3 * torch.rand(steps, generator=g)},
         generated_text="".join(tokens[prompt_length:]),
     )

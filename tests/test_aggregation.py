@@ -35,8 +35,38 @@ from genattrib.aggregation.boundaries import continues_word, word_starts
 from genattrib.errors import UnknownNameError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PIECES = ["The", " cap", "ital", " of", " Fr", "ance", " is", " Par", "is", ".", "!", "?", " ", "\n", "\n\n",
-          " It", "188", "0s", "_x", "é", "日本", "語", "", "'s", "\t", ". ", "a", "1", "<|im_end|>", "[b]x[/b]"]
+PIECES = [
+    "The",
+    " cap",
+    "ital",
+    " of",
+    " Fr",
+    "ance",
+    " is",
+    " Par",
+    "is",
+    ".",
+    "!",
+    "?",
+    " ",
+    "\n",
+    "\n\n",
+    " It",
+    "188",
+    "0s",
+    "_x",
+    "é",
+    "日本",
+    "語",
+    "",
+    "'s",
+    "\t",
+    ". ",
+    "a",
+    "1",
+    "<|im_end|>",
+    "[b]x[/b]",
+]
 TOKEN = st.one_of(st.sampled_from(PIECES), st.text(max_size=4))
 VALUE = st.integers(-50, 50).map(float)  # integers: sums are exact in float32, in any order
 ROLES = ["system", "user", "template"]
@@ -67,12 +97,18 @@ def sequence_specs(draw, min_steps: int = 0, roles: bool | None = None) -> dict:
         values = draw(st.lists(VALUE, min_size=k * n * h, max_size=k * n * h))
         granular = nan_after(torch.tensor(values).reshape(k, n, h), p + start)
     names = draw(st.lists(st.sampled_from(["probability", "logprob", "entropy", "rank", "custom"]), unique=True))
-    step_scores = {name: torch.tensor(draw(st.lists(st.floats(0.125, 1.0, width=32), min_size=k, max_size=k))) for name in names}
+    step_scores = {
+        name: torch.tensor(draw(st.lists(st.floats(0.125, 1.0, width=32), min_size=k, max_size=k))) for name in names
+    }
     with_roles = draw(st.booleans()) if roles is None else roles
     return dict(
         input_ids=torch.arange(n),  # id == position: a merged group keeps the id of its first token
         tokens=draw(st.lists(TOKEN, min_size=n, max_size=n)),
-        prompt_length=p, scores=scores, step_scores=step_scores, granular_scores=granular, step_start=start,
+        prompt_length=p,
+        scores=scores,
+        step_scores=step_scores,
+        granular_scores=granular,
+        step_start=start,
         special_mask=torch.tensor(draw(st.lists(st.sampled_from([False, False, False, True]), min_size=n, max_size=n))),
         token_roles=[draw(st.sampled_from(ROLES)) for _ in range(p)] + ["generated"] * g if with_roles else None,
         generated_text="generated",
@@ -86,18 +122,30 @@ def output_specs(draw, min_steps: int = 0, roles: bool | None = None) -> list[di
 
 def build(specs: list[dict]) -> FeatureAttributionOutput:
     seqs = [SequenceAttribution(**copy.deepcopy(spec)) for spec in specs]
-    return FeatureAttributionOutput(seqs, Provenance(model_name="tiny", method="input_x_gradient", attributed_fn="logprob"))
+    return FeatureAttributionOutput(
+        seqs, Provenance(model_name="tiny", method="input_x_gradient", attributed_fn="logprob")
+    )
 
 
-def make(tokens: list[str], prompt_length: int, *, special: set[int] = frozenset(), seed: int = 0, **kwargs) -> FeatureAttributionOutput:
+def make(
+    tokens: list[str], prompt_length: int, *, special: set[int] = frozenset(), seed: int = 0, **kwargs
+) -> FeatureAttributionOutput:
     n = len(tokens)
     k = n - prompt_length
     g = torch.Generator().manual_seed(seed)
     scores = nan_after(torch.randint(-9, 10, (k, n), generator=g).float(), prompt_length)
     seq = SequenceAttribution(
-        input_ids=torch.arange(n), tokens=tokens, prompt_length=prompt_length, scores=scores,
-        special_mask=torch.tensor([i in special for i in range(n)]), generated_text="".join(tokens[prompt_length:]),
-        step_scores={"probability": torch.full((k,), 0.5), "logprob": torch.full((k,), -1.0), "rank": torch.arange(k).float()},
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=prompt_length,
+        scores=scores,
+        special_mask=torch.tensor([i in special for i in range(n)]),
+        generated_text="".join(tokens[prompt_length:]),
+        step_scores={
+            "probability": torch.full((k,), 0.5),
+            "logprob": torch.full((k,), -1.0),
+            "rank": torch.arange(k).float(),
+        },
         **kwargs,
     )
     return FeatureAttributionOutput([seq], Provenance(method="input_x_gradient"))
@@ -193,8 +241,14 @@ def test_single_token_words_are_unchanged(specs, how):
 def test_sentences_spans_lines_roles_keep_totals(specs):
     out = build(specs)
     text = out.sequences[0].text
-    steps = [Sentences(), Lines(), Lines(paragraphs=True), Roles(), Spans(pattern=r"\w+|\s+"),
-             Spans([(0, len(text) // 2)] if len(text) > 1 else [])]
+    steps = [
+        Sentences(),
+        Lines(),
+        Lines(paragraphs=True),
+        Roles(),
+        Spans(pattern=r"\w+|\s+"),
+        Spans([(0, len(text) // 2)] if len(text) > 1 else []),
+    ]
     for step in steps:
         if isinstance(step, Spans) and step.spans is not None and len(out) > 1:
             continue  # character spans of sequence 0 need not fit sequence 1
@@ -225,7 +279,9 @@ def test_normalisation_per_step(specs, how):
             factor = torch.where(total > 0, 1 / total.clamp(min=1e-30), torch.ones_like(total)).unsqueeze(1)
             assert torch.allclose(after.scores, before.scores * factor, equal_nan=True)
             if after.granular_scores is not None:  # scaled by the same factor, so reducers commute
-                assert torch.allclose(after.granular_scores, before.granular_scores * factor.unsqueeze(-1), equal_nan=True)
+                assert torch.allclose(
+                    after.granular_scores, before.granular_scores * factor.unsqueeze(-1), equal_nan=True
+                )
 
 
 @SETTINGS
@@ -313,8 +369,15 @@ def test_reducers_recompute_scores_from_granular():
     out = make(["a", " b", "c"], 1)
     seq = out.sequences[0]
     granular = nan_after(torch.randn(2, 3, 4), 1)
-    with_granular = FeatureAttributionOutput([SequenceAttribution(**{**seq.__dict__, "granular_scores": granular})], out.provenance)
-    for how, expected in [("sum", granular.sum(-1)), ("l2", granular.norm(dim=-1)), ("mean", granular.mean(-1)), ("max", granular.amax(-1))]:
+    with_granular = FeatureAttributionOutput(
+        [SequenceAttribution(**{**seq.__dict__, "granular_scores": granular})], out.provenance
+    )
+    for how, expected in [
+        ("sum", granular.sum(-1)),
+        ("l2", granular.norm(dim=-1)),
+        ("mean", granular.mean(-1)),
+        ("max", granular.amax(-1)),
+    ]:
         assert torch.allclose(with_granular.aggregate(how).sequences[0].scores, expected, equal_nan=True)
     with pytest.raises(InvalidArgumentError, match="keep_granular=True") as err:
         out.aggregate("l2")
@@ -380,10 +443,17 @@ def test_contrast_checks_compatibility():
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["input_x_gradient", "saliency"])
 def test_real_attribution_words_and_reducers(tiny_llama, method):
-    out = tiny_llama.attribute("The capitalisation of Frenchmen is", target=" Parisians explained: Romeward.",
-                               method=method, keep_granular=True, step_scores=["probability", "logprob"])
+    out = tiny_llama.attribute(
+        "The capitalisation of Frenchmen is",
+        target=" Parisians explained: Romeward.",
+        method=method,
+        keep_granular=True,
+        step_scores=["probability", "logprob"],
+    )
     default = "l2" if method == "saliency" else "sum"
-    assert torch.allclose(out.aggregate(default).sequences[0].scores, out.sequences[0].scores, equal_nan=True, atol=1e-6)
+    assert torch.allclose(
+        out.aggregate(default).sequences[0].scores, out.sequences[0].scores, equal_nan=True, atol=1e-6
+    )
     kept = copy.deepcopy(out)
     words = out.aggregate("words")
     assert out.equals(kept)
@@ -403,10 +473,14 @@ def test_real_attribution_words_and_reducers(tiny_llama, method):
 
 @pytest.mark.default_model
 def test_default_model_words_and_roles(default_model):
-    out = default_model.attribute("Tell me about the 1880s in Paris.", target=" The 1880s in SmolLM land.", method="attention")
+    out = default_model.attribute(
+        "Tell me about the 1880s in Paris.", target=" The 1880s in SmolLM land.", method="attention"
+    )
     seq = out.aggregate("words").sequences[0]
     assert " 1880s" not in seq.tokens and "1880s" in seq.tokens and " SmolLM" in seq.tokens
-    chat = default_model.attribute([{"role": "user", "content": "Hi there! What is up?"}], target="Hello!", method="attention")
+    chat = default_model.attribute(
+        [{"role": "user", "content": "Hi there! What is up?"}], target="Hello!", method="attention"
+    )
     blocks = chat.aggregate("roles").sequences[0]
     assert blocks.token_roles == ["template", "user", "template", "generated"]
     assert blocks.tokens[1] == "Hi there! What is up?" and blocks.tokens[-1] == "Hello!"

@@ -65,36 +65,55 @@ RICH_LAZY = "rich is imported only when something is printed: `import genattrib`
 
 #: (importing module, imported module or package) -> why the import sits inside a function.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("genattrib.output.attribution", "genattrib.render"):
-        "points up on purpose: FeatureAttributionOutput.show/to_html/save_html/_repr_html_ are conveniences "
-        "over render/; deferred so that output/ (plain data) never loads render/ or rich when results are "
-        "loaded or saved",
-    ("genattrib.output.attribution", "genattrib.aggregation"):
-        "points up on purpose: FeatureAttributionOutput.aggregate() and `a - b` (contrast) are conveniences "
-        "over aggregation/, which itself builds on output/",
+    (
+        "genattrib.output.attribution",
+        "genattrib.render",
+    ): "points up on purpose: FeatureAttributionOutput.show/to_html/save_html/_repr_html_ are conveniences "
+    "over render/; deferred so that output/ (plain data) never loads render/ or rich when results are "
+    "loaded or saved",
+    (
+        "genattrib.output.attribution",
+        "genattrib.aggregation",
+    ): "points up on purpose: FeatureAttributionOutput.aggregate() and `a - b` (contrast) are conveniences "
+    "over aggregation/, which itself builds on output/",
     ("genattrib.evaluation.result", "genattrib.evaluation.report"): f"report.py imports rich.table; {RICH_LAZY}",
     ("genattrib.evaluation.result", "rich.console"): RICH_LAZY,
-    ("genattrib.evaluation.benchmark_result", "genattrib.evaluation.report"): f"report.py imports rich.table; {RICH_LAZY}",
+    (
+        "genattrib.evaluation.benchmark_result",
+        "genattrib.evaluation.report",
+    ): f"report.py imports rich.table; {RICH_LAZY}",
     ("genattrib.evaluation.benchmark_result", "rich.console"): RICH_LAZY,
     ("genattrib.progress", "rich.progress"): f"rich.progress loads rich.console; {RICH_LAZY}",
     ("genattrib.evaluation.benchmark_result", "pandas"): "optional dependency (BenchmarkResult.to_pandas)",
     ("genattrib.methods.token_samplers", "nltk"): "optional dependency (the 'pos' token sampler)",
-    ("genattrib.engine.attention_capture", "transformers"):
-        "AttentionInterface and transformers.masking_utils load transformers' modeling and masking code "
-        "(about a second); only attention capture needs them",
-    ("genattrib.methods.mlm_sampler", "transformers"):
-        "AutoModelForMaskedLM loads transformers' auto-model classes; needed only when an MLM is named by path",
-    ("genattrib.models.loading", "transformers"):
-        "the auto-model classes load transformers' modeling code; `import genattrib` and `genattrib show` do "
-        "without it until a model is loaded",
-    ("genattrib.models.default_model", "transformers"):
-        "as models/loading.py: transformers' modeling code is loaded only to convert the default model",
-    ("genattrib.output.provenance", "transformers"):
-        "output/ is plain data and imports nothing of the model stack at module level; the transformers "
-        "version is read only when a result is made",
-    ("genattrib.cli", "genattrib.methods"):
-        "importlib.import_module at call time: `genattrib methods` still lists names when genattrib.methods "
-        "has no describe_methods (tests/test_cli.py swaps the module in sys.modules)",
+    (
+        "genattrib.engine.attention_capture",
+        "transformers",
+    ): "AttentionInterface and transformers.masking_utils load transformers' modeling and masking code "
+    "(about a second); only attention capture needs them",
+    (
+        "genattrib.methods.mlm_sampler",
+        "transformers",
+    ): "AutoModelForMaskedLM loads transformers' auto-model classes; needed only when an MLM is named by path",
+    (
+        "genattrib.models.loading",
+        "transformers",
+    ): "the auto-model classes load transformers' modeling code; `import genattrib` and `genattrib show` do "
+    "without it until a model is loaded",
+    (
+        "genattrib.models.default_model",
+        "transformers",
+    ): "as models/loading.py: transformers' modeling code is loaded only to convert the default model",
+    (
+        "genattrib.output.provenance",
+        "transformers",
+    ): "output/ is plain data and imports nothing of the model stack at module level; the transformers "
+    "version is read only when a result is made",
+    (
+        "genattrib.cli",
+        "genattrib.methods",
+    ): "importlib.import_module at call time: `genattrib methods` still lists names when genattrib.methods "
+    "has no describe_methods (tests/test_cli.py swaps the module in sys.modules)",
 }
 
 
@@ -119,8 +138,10 @@ def describe(imp: Import) -> str:
 
 
 def test_every_module_is_placed_in_a_layer(imports: list[Import]) -> None:
-    unknown = sorted({m for m in module_files() if layer_of(m) is None}
-                     | {i.imported for i in imports if i.internal and layer_of(i.imported) is None})
+    unknown = sorted(
+        {m for m in module_files() if layer_of(m) is None}
+        | {i.imported for i in imports if i.internal and layer_of(i.imported) is None}
+    )
     assert not unknown, (
         "genattrib modules in no layer; add their package to LAYERS in tests/import_graph.py "
         "(and to docs/architecture.md):\n  " + "\n  ".join(unknown)
@@ -128,8 +149,14 @@ def test_every_module_is_placed_in_a_layer(imports: list[Import]) -> None:
 
 
 def test_no_import_points_to_a_higher_layer(imports: list[Import]) -> None:
-    upward = [i for i in imports if i.internal and layer_of(i.imported) is not None
-              and layer_of(i.importer) is not None and layer_of(i.imported) > layer_of(i.importer)]
+    upward = [
+        i
+        for i in imports
+        if i.internal
+        and layer_of(i.imported) is not None
+        and layer_of(i.importer) is not None
+        and layer_of(i.imported) > layer_of(i.importer)
+    ]
     bad = [describe(i) for i in upward if allowed(i) is None]
     assert not bad, (
         "imports pointing to a higher layer (move the shared code down, or invert the dependency; "
@@ -148,9 +175,11 @@ def test_every_deferred_import_is_allowlisted(imports: list[Import]) -> None:
 
 def test_allowlist_entries_are_explained_and_used(imports: list[Import]) -> None:
     assert all(len(reason.split()) >= 3 for reason in ALLOWED.values())
-    unused = [key for key in ALLOWED
-              if not any(i.deferred and i.importer == key[0] and (i.imported + ".").startswith(key[1] + ".")
-                         for i in imports)]
+    unused = [
+        key
+        for key in ALLOWED
+        if not any(i.deferred and i.importer == key[0] and (i.imported + ".").startswith(key[1] + ".") for i in imports)
+    ]
     assert not unused, f"ALLOWED entries that match no deferred import any more (remove them): {unused}"
 
 
@@ -169,8 +198,9 @@ def test_import_genattrib_leaves_the_lazy_modules_unloaded() -> None:
     """The reasons given for keeping render/, the evaluation report and rich lazy hold."""
     lazy = ["rich.console", "rich.table", "genattrib.render", "genattrib.evaluation.report"]
     code = f"import sys, genattrib; print([m for m in {lazy!r} if m in sys.modules])"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    )
     assert done.stdout.strip() == "[]", f"`import genattrib` loaded: {done.stdout.strip()}"
 
 
@@ -213,14 +243,19 @@ def test_the_scan_sees_deferred_relative_and_dynamic_imports(tmp_path: Path) -> 
         ("genattrib.output.base", "genattrib.render", 7, True),
         ("genattrib.render.console", "genattrib.output", 1, False),
     }
-    assert find_cycle({("output", "render"), ("render", "output")}) in (["output", "render", "output"],
-                                                                       ["render", "output", "render"])
+    assert find_cycle({("output", "render"), ("render", "output")}) in (
+        ["output", "render", "output"],
+        ["render", "output", "render"],
+    )
     assert find_cycle({("a", "b"), ("b", "c"), ("a", "c")}) is None
 
 
 def test_docstrings_cite_files_of_the_repository() -> None:
     """Citations like ``docs/evaluation.md`` point at files that exist here (no outside spec files)."""
-    cited = {(path.relative_to(ROOT).as_posix(), name) for path in module_files().values()
-             for name in re.findall(r"[\w./-]+\.md\b", path.read_text(encoding="utf-8"))}
+    cited = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path in module_files().values()
+        for name in re.findall(r"[\w./-]+\.md\b", path.read_text(encoding="utf-8"))
+    }
     missing = sorted((where, name) for where, name in cited if ".." in name or not (ROOT / name).is_file())
     assert not missing, f"files cited but not in the repository (cite docs/*.md instead): {missing}"

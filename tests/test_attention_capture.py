@@ -21,16 +21,23 @@ PROMPT = "The capital of France is"
 
 
 def _ids(am, batch=2):
-    ids = am.tokenizer([PROMPT + " Paris", "A quick brown fox jumps"], add_special_tokens=False, padding=True,
-                       return_tensors="pt")["input_ids"]
+    ids = am.tokenizer(
+        [PROMPT + " Paris", "A quick brown fox jumps"], add_special_tokens=False, padding=True, return_tensors="pt"
+    )["input_ids"]
     return ids[:batch]
 
 
 def _state(model):
-    configs = {id(c): c for c in [model.config, *(getattr(m, "config", None) for m in model.modules())] if c is not None}
+    configs = {
+        id(c): c for c in [model.config, *(getattr(m, "config", None) for m in model.modules())] if c is not None
+    }
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
-    return ({k: c.__dict__.get("_attn_implementation_internal") for k, c in configs.items()}, hooks,
-            set(AttentionInterface._global_mapping), set(AttentionMaskInterface._global_mapping))
+    return (
+        {k: c.__dict__.get("_attn_implementation_internal") for k, c in configs.items()},
+        hooks,
+        set(AttentionInterface._global_mapping),
+        set(AttentionMaskInterface._global_mapping),
+    )
 
 
 def test_capture_equals_eager_attentions(tiny_model):

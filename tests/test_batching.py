@@ -10,8 +10,13 @@ from hypothesis import strategies as st
 
 PROMPTS = ["The capital of France is", "A quick brown fox", "Once upon a time there", "Numbers like 1, 2"]
 TARGETS = [" Paris.", " jumps over the lazy dog", " was a model", " and 42"]
-METHODS = [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("occlusion", {}), ("gradient_shap", {"n_samples": 3}),
-           ("attention", {})]
+METHODS = [
+    ("saliency", {}),
+    ("integrated_gradients", {"n_steps": 4}),
+    ("occlusion", {}),
+    ("gradient_shap", {"n_samples": 3}),
+    ("attention", {}),
+]
 
 
 def _close(a, b):

@@ -79,14 +79,41 @@ def test_parse_value_round_trips_ints(value: int) -> None:
 
 
 # --- attribute -------------------------------------------------------------------------------
-def test_attribute_passes_options_and_typed_params(fake_load: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    code = main([
-        "attribute", "The capital of France is", "--model", "some/model", "--method", "integrated_gradients",
-        "--attributed-fn", "probability", "--step-scores", "probability,entropy", "--max-new-tokens", "8",
-        "--dtype", "bfloat16", "--device-map", "auto", "--seed", "3", "--target", " Paris.",
-        "--param", "n_steps=20", "--param", "internal_batch_size=0.5", "--param", "multiply_by_inputs=false",
-        "--param", "baseline=zeros",
-    ])
+def test_attribute_passes_options_and_typed_params(
+    fake_load: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "attribute",
+            "The capital of France is",
+            "--model",
+            "some/model",
+            "--method",
+            "integrated_gradients",
+            "--attributed-fn",
+            "probability",
+            "--step-scores",
+            "probability,entropy",
+            "--max-new-tokens",
+            "8",
+            "--dtype",
+            "bfloat16",
+            "--device-map",
+            "auto",
+            "--seed",
+            "3",
+            "--target",
+            " Paris.",
+            "--param",
+            "n_steps=20",
+            "--param",
+            "internal_batch_size=0.5",
+            "--param",
+            "multiply_by_inputs=false",
+            "--param",
+            "baseline=zeros",
+        ]
+    )
     assert code == 0
     source, load_kwargs = fake_load["load"]
     assert source == "some/model"
@@ -122,7 +149,9 @@ def test_attribute_chat_wraps_the_prompt(fake_load: dict[str, Any]) -> None:
     assert kwargs["chat"] is True
 
 
-def test_attribute_save_writes_a_loadable_file(fake_load: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_attribute_save_writes_a_loadable_file(
+    fake_load: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "out.json"
     assert main(["attribute", "The capital of France is", "--save", str(path), "--no-show"]) == 0
     stdout = capsys.readouterr().out
@@ -141,7 +170,9 @@ def test_show_reads_a_saved_result(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "The capital of France is Paris." in capsys.readouterr().out
 
 
-def test_genattrib_error_is_one_red_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_genattrib_error_is_one_red_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def load_model(*args: Any, **kwargs: Any) -> None:
         raise UnknownNameError("method", "nope", ["saliency", "occlusion"])
 
@@ -176,7 +207,9 @@ def test_step_out_of_range_is_a_clean_error(tmp_path: Path, capsys: pytest.Captu
         ([], "required"),
     ],
 )
-def test_bad_command_lines_exit_2(fake_load: dict[str, Any], capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+def test_bad_command_lines_exit_2(
+    fake_load: dict[str, Any], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert fake_load["model"].calls == []
@@ -192,8 +225,13 @@ def test_methods_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     monkeypatch.setattr(genattrib, "list_methods", lambda: ["saliency", "integrated_gradients"], raising=False)
     fake = types.ModuleType("genattrib.methods")
     fake.describe_methods = lambda: [  # type: ignore[attr-defined]
-        {"name": "saliency", "description": "gradient of the target", "granular": True, "needs_gradients": True,
-         "parameters": ["abs"]},
+        {
+            "name": "saliency",
+            "description": "gradient of the target",
+            "granular": True,
+            "needs_gradients": True,
+            "parameters": ["abs"],
+        },
         {"name": "integrated_gradients", "description": "path integral", "granular": True, "needs_gradients": True},
     ]
     monkeypatch.setitem(sys.modules, "genattrib.methods", fake)
@@ -217,12 +255,16 @@ def test_targets_lists_names(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 def test_python_dash_m_runs_the_cli() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "genattrib", "--help"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "genattrib", "--help"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "attribute" in done.stdout and "methods" in done.stdout
 
 
-def test_invalid_argument_error_from_the_model_layer(fake_load: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_argument_error_from_the_model_layer(
+    fake_load: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     def attribute(*args: Any, **kwargs: Any) -> None:
         raise InvalidArgumentError("inputs", "the prompt is empty", "pass some text")
 

@@ -21,8 +21,15 @@ PROMPT = ["A", " cat", " sat", ".", " A", " dog", " ran", "."]
 GENERATED = [" It", " ran", " fast", ".", " Then", " it", " slept", "."]
 
 
-def make_seq(prompt: list[str], generated: list[str], scores: torch.Tensor | None = None, *, step_start: int = 0,
-             special: set[int] = frozenset(), roles: list[str] | None = None) -> SequenceAttribution:
+def make_seq(
+    prompt: list[str],
+    generated: list[str],
+    scores: torch.Tensor | None = None,
+    *,
+    step_start: int = 0,
+    special: set[int] = frozenset(),
+    roles: list[str] | None = None,
+) -> SequenceAttribution:
     tokens = prompt + generated
     n, p = len(tokens), len(prompt)
     k = len(generated) - step_start
@@ -30,8 +37,13 @@ def make_seq(prompt: list[str], generated: list[str], scores: torch.Tensor | Non
     for j in range(k):
         scores[j, p + step_start + j :] = math.nan
     return SequenceAttribution(
-        input_ids=torch.arange(n), tokens=tokens, prompt_length=p, scores=scores, step_start=step_start,
-        special_mask=torch.tensor([i in special for i in range(n)]), token_roles=roles,
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=p,
+        scores=scores,
+        step_start=step_start,
+        special_mask=torch.tensor([i in special for i in range(n)]),
+        token_roles=roles,
         generated_text="".join(generated),
     )
 

@@ -43,14 +43,16 @@ def test_chat_prompt_uses_the_template(default_model):
     content = [t for t, r in zip(seq.tokens, roles) if r == "user"]
     assert "".join(content).strip() == messages[0]["content"]
     assert roles[seq.tokens.index("<|im_start|>")] == "template"
-    assert set(roles[seq.prompt_length:]) == {"generated"}
+    assert set(roles[seq.prompt_length :]) == {"generated"}
     # SmolLM2's template adds a default system prompt the user did not write: labelled template
     assert roles[seq.tokens.index(" helpful")] == "template"
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion", "attention", "gradient_shap", "rollout"])
 def test_every_method_runs(default_model, method):
-    params = {"n_steps": 8} if method == "integrated_gradients" else {"n_samples": 4} if method == "gradient_shap" else {}
+    params = (
+        {"n_steps": 8} if method == "integrated_gradients" else {"n_samples": 4} if method == "gradient_shap" else {}
+    )
     out = default_model.attribute(PROMPT, target=" Paris.", method=method, **params)
     seq = out.sequences[0]
     assert seq.scores.shape == (2, 7)
@@ -70,8 +72,20 @@ def test_cli_end_to_end(tmp_path, capsys):
     from genattrib.cli import main
 
     path = tmp_path / "out.json"
-    code = main(["attribute", PROMPT, "--method", "integrated_gradients", "--param", "n_steps=4",
-                 "--max-new-tokens", "3", "--save", str(path)])
+    code = main(
+        [
+            "attribute",
+            PROMPT,
+            "--method",
+            "integrated_gradients",
+            "--param",
+            "n_steps=4",
+            "--max-new-tokens",
+            "3",
+            "--save",
+            str(path),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "Paris" in text

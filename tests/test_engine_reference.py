@@ -56,9 +56,9 @@ def reference(am, method, ids, positions, **params):
         elif method == "occlusion":
             with torch.no_grad():
                 full = _logprob(model, embeds, tgt)
-                row = torch.stack([
-                    full - _logprob(model, torch.cat([embeds[:i], unk[None], embeds[i + 1 :]]), tgt) for i in range(p)
-                ])
+                row = torch.stack(
+                    [full - _logprob(model, torch.cat([embeds[:i], unk[None], embeds[i + 1 :]]), tgt) for i in range(p)]
+                )
         elif method in ("attention", "rollout"):
             eager = copy.deepcopy(model)
             eager.set_attn_implementation("eager")
@@ -78,8 +78,14 @@ def reference(am, method, ids, positions, **params):
 
 @pytest.mark.parametrize(
     "method,params",
-    [("saliency", {}), ("input_x_gradient", {}), ("integrated_gradients", {"n_steps": 6}), ("occlusion", {}),
-     ("attention", {}), ("rollout", {})],
+    [
+        ("saliency", {}),
+        ("input_x_gradient", {}),
+        ("integrated_gradients", {"n_steps": 6}),
+        ("occlusion", {}),
+        ("attention", {}),
+        ("rollout", {}),
+    ],
 )
 def test_engine_equals_naive_reference(tiny_model, method, params):
     out = tiny_model.attribute(PROMPT, target=TARGET, method=method, **params)
@@ -92,7 +98,9 @@ def test_engine_equals_naive_reference(tiny_model, method, params):
 
 
 def test_nan_pattern_and_shapes(tiny_model):
-    out = tiny_model.attribute([PROMPT, "A quick brown fox"], max_new_tokens=5, method="input_x_gradient", step_scores=["probability"])
+    out = tiny_model.attribute(
+        [PROMPT, "A quick brown fox"], max_new_tokens=5, method="input_x_gradient", step_scores=["probability"]
+    )
     for seq in out.sequences:
         n_gen = len(seq.input_ids) - seq.prompt_length
         assert seq.scores.shape == (n_gen, len(seq.input_ids))

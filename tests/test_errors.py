@@ -129,34 +129,66 @@ def test_prompt_plus_new_tokens_beyond_context_window(tiny_llama, heavy):
 # names: methods, targets, step scores, keyword arguments
 # --------------------------------------------------------------------------------------------
 def test_unknown_method(tiny_llama, heavy):
-    err = expect_error(lambda: tiny_llama.attribute(PROMPT, method="salincy"), "method",
-                       "'salincy'", "saliency", "integrated_gradients", "occlusion", error=UnknownNameError)
+    err = expect_error(
+        lambda: tiny_llama.attribute(PROMPT, method="salincy"),
+        "method",
+        "'salincy'",
+        "saliency",
+        "integrated_gradients",
+        "occlusion",
+        error=UnknownNameError,
+    )
     assert isinstance(err, KeyError) and set(err.valid) == set(genattrib.list_methods())
-    expect_error(lambda: genattrib.load_model((tiny_llama.model, tiny_llama.tokenizer), method="nope"),
-                 "method", "saliency", error=UnknownNameError)
+    expect_error(
+        lambda: genattrib.load_model((tiny_llama.model, tiny_llama.tokenizer), method="nope"),
+        "method",
+        "saliency",
+        error=UnknownNameError,
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
 def test_unknown_attributed_fn(tiny_llama, heavy):
-    err = expect_error(lambda: tiny_llama.attribute(PROMPT, attributed_fn="log_prob"), "attributed_fn",
-                       "'log_prob'", "logprob", "probability", "entropy", error=UnknownNameError)
+    err = expect_error(
+        lambda: tiny_llama.attribute(PROMPT, attributed_fn="log_prob"),
+        "attributed_fn",
+        "'log_prob'",
+        "logprob",
+        "probability",
+        "entropy",
+        error=UnknownNameError,
+    )
     assert set(err.valid) == set(tiny_llama.list_targets())
     assert heavy == {"generate": 0, "attribute": 0}
 
 
 @pytest.mark.parametrize("step_scores", [["probabilty"], ["probability", "probabilty"], {"p": "probabilty"}])
 def test_unknown_step_score(tiny_llama, heavy, step_scores):
-    expect_error(lambda: tiny_llama.attribute(PROMPT, step_scores=step_scores), "step_scores",
-                 "'probabilty'", "probability", "logprob", error=UnknownNameError)
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, step_scores=step_scores),
+        "step_scores",
+        "'probabilty'",
+        "probability",
+        "logprob",
+        error=UnknownNameError,
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
 def test_unknown_keyword(tiny_llama, heavy):
-    expect_error(lambda: tiny_llama.attribute(PROMPT, method="integrated_gradients", n_step=8),
-                 "n_step", "neither a parameter of the method nor a generation setting", "n_steps", "max_new_tokens")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, method="integrated_gradients", n_step=8),
+        "n_step",
+        "neither a parameter of the method nor a generation setting",
+        "n_steps",
+        "max_new_tokens",
+    )
     expect_error(lambda: tiny_llama.attribute(PROMPT, not_a_setting=1), "not_a_setting", "max_new_tokens")
-    expect_error(lambda: tiny_llama.attribute(PROMPT, method_kwargs={"n_step": 8}, method="integrated_gradients"),
-                 "n_step", "n_steps")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, method_kwargs={"n_step": 8}, method="integrated_gradients"),
+        "n_step",
+        "n_steps",
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
@@ -195,10 +227,16 @@ def test_forced_target_that_does_not_tokenize_as_given(tiny_llama, heavy):
 
 def test_contrast_target_missing(tiny_llama, heavy):
     for fn in ("contrast_prob_diff", "contrast_logprob_diff"):
-        expect_error(lambda fn=fn: tiny_llama.attribute(PROMPT, attributed_fn=fn, max_new_tokens=2),
-                     "contrast_target", "contrast_target=")
-    expect_error(lambda: tiny_llama.attribute(PROMPT, step_scores=["contrast_prob_diff"], max_new_tokens=2),
-                 "contrast_target", "contrast_target=")
+        expect_error(
+            lambda fn=fn: tiny_llama.attribute(PROMPT, attributed_fn=fn, max_new_tokens=2),
+            "contrast_target",
+            "contrast_target=",
+        )
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, step_scores=["contrast_prob_diff"], max_new_tokens=2),
+        "contrast_target",
+        "contrast_target=",
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
@@ -206,11 +244,19 @@ def test_contrast_target_with_wrong_number_of_tokens(tiny_llama, heavy):
     ids = lambda text: tiny_llama.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     target, contrast = " Paris is", " Rome was here"
     assert len(ids(contrast)) not in (1, len(ids(target)))
-    err = expect_error(lambda: tiny_llama.attribute(PROMPT, target=target, attributed_fn="contrast_prob_diff",
-                                                    contrast_target=contrast), "contrast_target", "single-token")
+    err = expect_error(
+        lambda: tiny_llama.attribute(
+            PROMPT, target=target, attributed_fn="contrast_prob_diff", contrast_target=contrast
+        ),
+        "contrast_target",
+        "single-token",
+    )
     assert str(len(ids(target))) in err.problem
-    expect_error(lambda: tiny_llama.attribute(PROMPT, target=target, attributed_fn="contrast_prob_diff",
-                                              contrast_target=""), "contrast_target", "empty")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, target=target, attributed_fn="contrast_prob_diff", contrast_target=""),
+        "contrast_target",
+        "empty",
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
@@ -296,8 +342,13 @@ def test_attention_method_on_model_without_registry(tiny_llama, heavy):
 
 def test_rank_is_not_differentiable(tiny_llama, heavy):
     for method in ("saliency", "integrated_gradients", "input_x_gradient"):
-        expect_error(lambda method=method: tiny_llama.attribute(PROMPT, method=method, attributed_fn="rank", max_new_tokens=2),
-                     "attributed_fn", "'rank'", "differentiable", "occlusion")
+        expect_error(
+            lambda method=method: tiny_llama.attribute(PROMPT, method=method, attributed_fn="rank", max_new_tokens=2),
+            "attributed_fn",
+            "'rank'",
+            "differentiable",
+            "occlusion",
+        )
     assert heavy == {"generate": 0, "attribute": 0}
     out = tiny_llama.attribute(PROMPT, method="occlusion", attributed_fn="rank", max_new_tokens=2)
     seq = out.sequences[0]
@@ -305,26 +356,36 @@ def test_rank_is_not_differentiable(tiny_llama, heavy):
     for j, p in enumerate(seq.target_positions):
         assert torch.isfinite(seq.scores[j, :p]).all() and torch.isnan(seq.scores[j, p:]).all()
     # occlusion differences of ranks are whole numbers
-    assert torch.equal(seq.scores[:, :seq.prompt_length], seq.scores[:, :seq.prompt_length].round())
+    assert torch.equal(seq.scores[:, : seq.prompt_length], seq.scores[:, : seq.prompt_length].round())
 
 
 @pytest.mark.parametrize("n_steps", [0, -1])
 def test_bad_n_steps(tiny_llama, heavy, n_steps):
-    expect_error(lambda: tiny_llama.attribute(PROMPT, method="integrated_gradients", n_steps=n_steps),
-                 "n_steps", "positive int", "n_steps=")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, method="integrated_gradients", n_steps=n_steps),
+        "n_steps",
+        "positive int",
+        "n_steps=",
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])
 def test_bad_batch_size(tiny_llama, heavy, batch_size):
-    expect_error(lambda: tiny_llama.attribute(PROMPT, batch_size=batch_size), "batch_size", "positive int", "batch_size=")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, batch_size=batch_size), "batch_size", "positive int", "batch_size="
+    )
     assert heavy == {"generate": 0, "attribute": 0}
 
 
 @pytest.mark.parametrize("start,end", [(5, None), (1, 1), (2, 1), (None, 0), (-10, -5)])
 def test_attr_positions_selecting_nothing(tiny_llama, heavy, start, end):
-    expect_error(lambda: tiny_llama.attribute(PROMPT, max_new_tokens=2, attr_pos_start=start, attr_pos_end=end),
-                 "attr_pos_start", "select no step", "[0, 2)")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, max_new_tokens=2, attr_pos_start=start, attr_pos_end=end),
+        "attr_pos_start",
+        "select no step",
+        "[0, 2)",
+    )
     assert heavy["attribute"] == 0
 
 
@@ -336,11 +397,18 @@ def test_attr_positions_with_forced_target(tiny_llama, heavy):
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
 def test_bad_baseline(tiny_llama, heavy, method):
     hidden = tiny_llama.model.config.hidden_size
-    expect_error(lambda: tiny_llama.attribute(PROMPT, method=method, baseline="capital France"),
-                 "baseline", "not one", "single-token")
+    expect_error(
+        lambda: tiny_llama.attribute(PROMPT, method=method, baseline="capital France"),
+        "baseline",
+        "not one",
+        "single-token",
+    )
     for shape in [(7,), (1, 2, hidden), (3, 7), (hidden + 1,)]:
-        err = expect_error(lambda shape=shape: tiny_llama.attribute(PROMPT, method=method, baseline=torch.zeros(shape)),
-                           "baseline", f"({hidden},)")
+        err = expect_error(
+            lambda shape=shape: tiny_llama.attribute(PROMPT, method=method, baseline=torch.zeros(shape)),
+            "baseline",
+            f"({hidden},)",
+        )
         assert str(tuple(shape)) in err.problem
     assert heavy == {"generate": 0, "attribute": 0}
 
@@ -359,8 +427,13 @@ def test_load_model_without_tokenizer(tiny_llama):
 
 @pytest.mark.parametrize("dtype", ["float33", "int8", "fp64"])
 def test_load_model_bad_dtype(tiny_llama, dtype):
-    expect_error(lambda: genattrib.load_model((tiny_llama.model, tiny_llama.tokenizer), dtype=dtype),
-                 "dtype", repr(dtype), "float32", "bfloat16")
+    expect_error(
+        lambda: genattrib.load_model((tiny_llama.model, tiny_llama.tokenizer), dtype=dtype),
+        "dtype",
+        repr(dtype),
+        "float32",
+        "bfloat16",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,8 +446,9 @@ def test_failing_calls_leave_the_model_unchanged(tiny_llama):
     generation_config = hf.generation_config.to_dict()
     failing = [
         lambda: tiny_llama.attribute(PROMPT, method="integrated_gradients", baseline="capital France"),
-        lambda: tiny_llama.attribute(PROMPT, target=" Paris is", attributed_fn="contrast_prob_diff",
-                                     contrast_target=" Rome was here"),
+        lambda: tiny_llama.attribute(
+            PROMPT, target=" Paris is", attributed_fn="contrast_prob_diff", contrast_target=" Rome was here"
+        ),
         lambda: tiny_llama.attribute(PROMPT, max_new_tokens=2, attr_pos_start=5),
         lambda: tiny_llama.attribute(PROMPT, attributed_fn="rank"),
         lambda: tiny_llama.attribute(PROMPT, not_a_setting=3),
@@ -496,11 +570,17 @@ _UNCHECKED_EXPECTED = {
 def unchecked_report():
     env = dict(os.environ, GENATTRIB_TYPECHECK="0", PYTHONWARNINGS="ignore")
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-c", _UNCHECKED_SCRIPT, str(Path(__file__).resolve().parent)],
-                          capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNCHECKED_SCRIPT, str(Path(__file__).resolve().parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=120,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT"):])
+    return json.loads(lines[-1][len("REPORT") :])
 
 
 @pytest.mark.parametrize("case", sorted(_UNCHECKED_EXPECTED))

@@ -14,8 +14,8 @@ import genattrib
 from genattrib.cli import main
 from genattrib.errors import InvalidArgumentError, UnknownNameError
 from genattrib.evaluation.benchmark import distractor_mass
-from genattrib.faithfulness.bootstrap import per_example_means, summarize
 from genattrib.evaluation.datasets import Example, load_dataset
+from genattrib.faithfulness.bootstrap import per_example_means, summarize
 
 finite = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=False)
 
@@ -69,9 +69,15 @@ def test_evaluate_does_not_mutate_the_result(tiny_llama, small_out):
 
 @pytest.mark.parametrize(
     "kwargs,argument",
-    [({"metrics": ["nope"]}, "metric"), ({"metrics": []}, "metrics"), ({"k": 120}, "k"), ({"every": 0}, "every"),
-     ({"soft_normalization": "softmax"}, "soft_normalization"), ({"n_bootstrap": 0}, "n_bootstrap"),
-     ({"baseline": "zero"}, "baseline")],
+    [
+        ({"metrics": ["nope"]}, "metric"),
+        ({"metrics": []}, "metrics"),
+        ({"k": 120}, "k"),
+        ({"every": 0}, "every"),
+        ({"soft_normalization": "softmax"}, "soft_normalization"),
+        ({"n_bootstrap": 0}, "n_bootstrap"),
+        ({"baseline": "zero"}, "baseline"),
+    ],
 )
 def test_bad_arguments_name_the_argument(tiny_llama, small_out, kwargs, argument):
     with pytest.raises(InvalidArgumentError) as err:
@@ -89,8 +95,16 @@ def test_aggregated_results_and_missing_model_are_refused(tiny_llama, small_out)
 
 def test_benchmark_table_json_and_html(tiny_llama, tmp_path):
     prompts = ["a b c d e f", "b <c> d e", "f e d c b a"]
-    res = genattrib.benchmark(tiny_llama, ["saliency", "occlusion"], prompts, ["comprehensiveness", "log_odds"],
-                              max_new_tokens=4, every=2, method_kwargs={"occlusion": {}}, n_bootstrap=200)
+    res = genattrib.benchmark(
+        tiny_llama,
+        ["saliency", "occlusion"],
+        prompts,
+        ["comprehensiveness", "log_odds"],
+        max_new_tokens=4,
+        every=2,
+        method_kwargs={"occlusion": {}},
+        n_bootstrap=200,
+    )
     assert res.methods == ["saliency", "occlusion", "random"]
     rows = res.rows()
     assert len(rows) == 3 * 2 and all(r["n"] == 3 for r in rows)
@@ -114,7 +128,9 @@ def test_benchmark_refuses_bad_input_before_work(tiny_llama):
 
 
 def test_html_report_escapes_method_and_model_names(tiny_llama, tmp_path):
-    res = genattrib.benchmark(tiny_llama, ["saliency"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2, n_bootstrap=50)
+    res = genattrib.benchmark(
+        tiny_llama, ["saliency"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2, n_bootstrap=50
+    )
     res.info["model"] = "<script>alert(1)</script>"
     res.runs[0].method = "<b>x</b>"
     html = res.save_html(tmp_path / "x.html").read_text()
@@ -153,11 +169,29 @@ def test_distractor_mass_counts_the_distractor_tokens(tiny_llama):
 
 def test_evaluate_command_writes_json_and_html(monkeypatch, tiny_llama, tmp_path, capsys):
     monkeypatch.setattr(genattrib, "load_model", lambda source=None, **kw: tiny_llama)
-    monkeypatch.setattr("genattrib.evaluation.datasets.load_dataset", lambda *a, **k: [Example("a b c d e f"), Example("b c d e")])
-    monkeypatch.setattr("genattrib.evaluation.benchmark.load_dataset", lambda *a, **k: [Example("a b c d e f"), Example("b c d e")])
-    code = main(["evaluate", "--methods", "saliency,integrated_gradients", "--metrics", "comprehensiveness,soft_ns",
-                 "--max-new-tokens", "3", "--method-param", "integrated_gradients.n_steps=4",
-                 "--json", str(tmp_path / "e.json"), "--html", str(tmp_path / "e.html")])
+    monkeypatch.setattr(
+        "genattrib.evaluation.datasets.load_dataset", lambda *a, **k: [Example("a b c d e f"), Example("b c d e")]
+    )
+    monkeypatch.setattr(
+        "genattrib.evaluation.benchmark.load_dataset", lambda *a, **k: [Example("a b c d e f"), Example("b c d e")]
+    )
+    code = main(
+        [
+            "evaluate",
+            "--methods",
+            "saliency,integrated_gradients",
+            "--metrics",
+            "comprehensiveness,soft_ns",
+            "--max-new-tokens",
+            "3",
+            "--method-param",
+            "integrated_gradients.n_steps=4",
+            "--json",
+            str(tmp_path / "e.json"),
+            "--html",
+            str(tmp_path / "e.html"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "integrated_gradients" in printed and "95% interval" in printed
@@ -180,7 +214,9 @@ def test_default_model_evaluation_is_finite_and_in_range(default_model):
 
 
 def test_to_pandas_or_a_clear_missing_dependency_error(tiny_llama):
-    res = genattrib.benchmark(tiny_llama, ["saliency"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2, n_bootstrap=50)
+    res = genattrib.benchmark(
+        tiny_llama, ["saliency"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2, n_bootstrap=50
+    )
     try:
         import pandas  # noqa: F401
     except ImportError:
@@ -199,8 +235,16 @@ def test_benchmark_checkpoints_after_each_method(tiny_llama, tmp_path):
         seen.append(run.method)
         sizes.append(len(json.loads(path.read_text())["methods"]))
 
-    genattrib.benchmark(tiny_llama, ["saliency", "occlusion"], ["a b c d"], ["comprehensiveness"], max_new_tokens=2,
-                        n_bootstrap=50, checkpoint=path, on_method_done=done)
+    genattrib.benchmark(
+        tiny_llama,
+        ["saliency", "occlusion"],
+        ["a b c d"],
+        ["comprehensiveness"],
+        max_new_tokens=2,
+        n_bootstrap=50,
+        checkpoint=path,
+        on_method_done=done,
+    )
     assert seen == ["saliency", "occlusion"] and sizes == [1, 2]
     assert json.loads(path.read_text())["info"]["partial"] is True
 
@@ -208,8 +252,14 @@ def test_benchmark_checkpoints_after_each_method(tiny_llama, tmp_path):
 def test_saved_benchmark_reloads_for_tables_and_reports(tiny_llama, tmp_path):
     from genattrib.evaluation.benchmark_result import BenchmarkResult
 
-    res = genattrib.benchmark(tiny_llama, ["saliency", "occlusion"], ["a b c d e", "c d e f"], ["comprehensiveness", "soft_nc"],
-                              max_new_tokens=2, n_bootstrap=50)
+    res = genattrib.benchmark(
+        tiny_llama,
+        ["saliency", "occlusion"],
+        ["a b c d e", "c d e f"],
+        ["comprehensiveness", "soft_nc"],
+        max_new_tokens=2,
+        n_bootstrap=50,
+    )
     again = BenchmarkResult.load(res.save_json(tmp_path / "b.json"))
     assert again.rows() == res.rows()
     assert again.best("soft_nc") == res.best("soft_nc")

@@ -82,7 +82,10 @@ def test_soft_metrics_match_a_hand_computation(tiny_llama):
         return torch.softmax(logits.float(), -1)
 
     q = dist(emb)
-    d = lambda rho: float(hellinger_distance(dist(emb * ((rho.unsqueeze(-1) > 0) | special)).unsqueeze(0), q.unsqueeze(0)))  # noqa: E731
+
+    def d(rho):
+        return float(hellinger_distance(dist(emb * ((rho.unsqueeze(-1) > 0) | special)).unsqueeze(0), q.unsqueeze(0)))
+
     suff, comp, suff0 = 1 - d(keep), d(1 - keep), 1 - d(torch.zeros(p))
     expected_ns = max(0.0, suff - suff0) / (1 - suff0)
     expected_nc = comp / (1 - suff0)
@@ -118,7 +121,7 @@ def test_k_zero_and_k_all_edge_cases(tiny_llama):
     full = evaluate(out, metrics=["comprehensiveness", "sufficiency", "log_odds"], model=tiny_llama, k=100)
     assert torch.equal(zero.per_step["comprehensiveness"], torch.zeros(steps.num_steps))  # nothing removed
     assert torch.equal(zero.per_step["log_odds"], torch.zeros(steps.num_steps))
-    assert torch.equal(full.per_step["sufficiency"], torch.zeros(steps.num_steps))        # everything kept
+    assert torch.equal(full.per_step["sufficiency"], torch.zeros(steps.num_steps))  # everything kept
     # K = 0 sufficiency / K = T comprehensiveness: the model sees no prompt token at all; both read
     # the target after a lone baseline token, so they are equal
     torch.testing.assert_close(zero.per_step["sufficiency"], full.per_step["comprehensiveness"])

@@ -14,7 +14,7 @@ def test_recorded_step_scores_equal_teacher_forced(tiny_model):
     names = ["probability", "logprob", "entropy", "rank"]
     gen = tiny_model.attribute(PROMPT, max_new_tokens=5, step_scores=names)
     seq = gen.sequences[0]
-    ids = seq.input_ids[seq.prompt_length:].tolist()
+    ids = seq.input_ids[seq.prompt_length :].tolist()
     assert len(ids) >= 1
     forced = tiny_model.attribute(PROMPT, target=ids, step_scores=names)  # ids: no text round trip
     assert forced.sequences[0].input_ids.tolist() == seq.input_ids.tolist()
@@ -28,7 +28,7 @@ def test_generation_stops_at_eos(planted):
     # the planted model copies the tokens at positions 1 and 3: make both <eos>
     out = model.attribute("The<eos> of<eos> is", max_new_tokens=6)
     seq = out.sequences[0]
-    assert seq.input_ids[seq.prompt_length:].tolist() == [model.tokenizer.eos_token_id]
+    assert seq.input_ids[seq.prompt_length :].tolist() == [model.tokenizer.eos_token_id]
     assert seq.generated_text == ""
     assert seq.num_steps == 1
 
@@ -84,7 +84,7 @@ def test_generate_returns_what_attribute_explains(tiny_model):
     prompts = ["a b c", "d e f g"]
     ids = tiny_model.generate(prompts, max_new_tokens=4)
     out = tiny_model.attribute(prompts, max_new_tokens=4, method="occlusion")
-    assert [i.tolist() for i in ids] == [s.input_ids[s.prompt_length:].tolist() for s in out.sequences]
+    assert [i.tolist() for i in ids] == [s.input_ids[s.prompt_length :].tolist() for s in out.sequences]
     forced = tiny_model.attribute(prompts, target=ids, method="occlusion")
     for a, b in zip(forced.sequences, out.sequences):
         torch.testing.assert_close(a.scores, b.scores, equal_nan=True)

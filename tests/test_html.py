@@ -42,8 +42,31 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_BYTES_2000_STEPS = 5_000_000
 ALLOWED_TAGS = {
-    "html", "head", "meta", "title", "body", "style", "script", "div", "header", "h2", "h3", "label", "select",
-    "option", "input", "p", "section", "span", "canvas", "details", "summary", "table", "tr", "th", "td",
+    "html",
+    "head",
+    "meta",
+    "title",
+    "body",
+    "style",
+    "script",
+    "div",
+    "header",
+    "h2",
+    "h3",
+    "label",
+    "select",
+    "option",
+    "input",
+    "p",
+    "section",
+    "span",
+    "canvas",
+    "details",
+    "summary",
+    "table",
+    "tr",
+    "th",
+    "td",
 }
 
 
@@ -129,7 +152,9 @@ def test_assets_are_package_data_and_safe_inline() -> None:
     assets = files("genattrib.render").joinpath("assets")
     names = {p.name for p in assets.iterdir()}
     assert {"viewer.js", "viewer.css"} <= names
-    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["genattrib.render"]
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "genattrib.render"
+    ]
     assert {"assets/*.js", "assets/*.css"} <= set(patterns)
     for name in ("viewer.js", "viewer.css"):
         text = assets.joinpath(name).read_text(encoding="utf-8").lower()
@@ -152,7 +177,10 @@ def test_scores_round_trip_through_the_page(compress) -> None:
         np.testing.assert_array_equal(decoded, decode_scores(entry["scores"]))
         assert entry["tokens"] == seq.tokens
         assert (entry["prompt_length"], entry["step_start"], entry["steps"]) == (
-            seq.prompt_length, seq.step_start, seq.num_steps)
+            seq.prompt_length,
+            seq.step_start,
+            seq.num_steps,
+        )
         for name, values in seq.step_scores.items():
             stored = np.frombuffer(base64.b64decode(entry["step_scores"][name]), dtype="<f4")
             np.testing.assert_array_equal(stored, values.numpy())
@@ -181,7 +209,9 @@ def test_any_output_round_trips(spec, compress) -> None:
 
 
 @SETTINGS
-@given(value=st.recursive(st.one_of(st.text(), st.integers(), st.none()), lambda c: st.lists(c, max_size=3), max_leaves=8))
+@given(
+    value=st.recursive(st.one_of(st.text(), st.integers(), st.none()), lambda c: st.lists(c, max_size=3), max_leaves=8)
+)
 def test_script_json_is_inert_and_exact(value) -> None:
     text = script_json(value)
     assert not set("<>&\u2028\u2029") & set(text)
@@ -272,8 +302,9 @@ def test_empty_and_zero_step_outputs_render() -> None:
 
 
 def test_page_from_a_real_model(tiny_llama) -> None:
-    out = tiny_llama.attribute(["The capital of France is", "A quick brown fox"], max_new_tokens=5,
-                               step_scores=["probability", "entropy"])
+    out = tiny_llama.attribute(
+        ["The capital of France is", "A quick brown fox"], max_new_tokens=5, step_scores=["probability", "entropy"]
+    )
     data = data_block(out.to_html())
     for seq, entry in zip(out.sequences, data["sequences"]):
         assert entry["tokens"] == seq.tokens
@@ -304,9 +335,12 @@ def test_cli_attribute_writes_html(tmp_path, monkeypatch, capsys) -> None:
 def test_sequence_with_roles_and_special_tokens() -> None:
     seq = paris_sequence()
     chat = SequenceAttribution(
-        input_ids=seq.input_ids, tokens=seq.tokens, prompt_length=seq.prompt_length, scores=seq.scores,
-        special_mask=torch.tensor([True] + [False] * 7), token_roles=["template", "user", "user", "user", "template",
-                                                                         "generated", "generated", "generated"],
+        input_ids=seq.input_ids,
+        tokens=seq.tokens,
+        prompt_length=seq.prompt_length,
+        scores=seq.scores,
+        special_mask=torch.tensor([True] + [False] * 7),
+        token_roles=["template", "user", "user", "user", "template", "generated", "generated", "generated"],
     )
     entry = data_block(to_html(FeatureAttributionOutput([chat], provenance())))["sequences"][0]
     assert entry["special"] == [0]

@@ -35,8 +35,15 @@ pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = os.environ.get("GENATTRIB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SANITY_LIMIT_S = 60.0
 
 
@@ -47,8 +54,11 @@ def browser():
     except ImportError:
         pytest.fail("the browser tests need the `playwright` Python package: pip install -e '.[test]'", pytrace=False)
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (`apt-get install -y chromium`, as .ci/run "
-                    "does) or set GENATTRIB_CHROMIUM; never `playwright install`", pytrace=False)
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: install Debian's package (`apt-get install -y chromium`, as .ci/run "
+            "does) or set GENATTRIB_CHROMIUM; never `playwright install`",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -78,7 +88,9 @@ def open_page(browser, tmp_path):
     contexts = []
 
     def opener(target, *, width: int = 1200, ready: str = ".genattrib[data-ready]", **kwargs) -> Opened:
-        path = target if isinstance(target, Path) else target.save_html(tmp_path / f"page{len(contexts)}.html", **kwargs)
+        path = (
+            target if isinstance(target, Path) else target.save_html(tmp_path / f"page{len(contexts)}.html", **kwargs)
+        )
         context = browser.new_context(viewport={"width": width, "height": 900})
         contexts.append(context)
         page = context.new_page()
@@ -118,9 +130,12 @@ def shade_strength(css: str) -> int:
 
 
 def token_states(page, root: str = ".genattrib") -> list[dict]:
-    return page.eval_on_selector_all(f"{root} .ga-text .ga-tok", """spans => spans.map(s => ({
+    return page.eval_on_selector_all(
+        f"{root} .ga-text .ga-tok",
+        """spans => spans.map(s => ({
         pos: Number(s.dataset.pos), score: s.dataset.score === undefined ? null : Number(s.dataset.score),
-        bg: getComputedStyle(s).backgroundColor, text: s.textContent, target: s.classList.contains('ga-target')}))""")
+        bg: getComputedStyle(s).backgroundColor, text: s.textContent, target: s.classList.contains('ga-target')}))""",
+    )
 
 
 def screenshot(page, name: str) -> Path:
@@ -214,8 +229,10 @@ def test_matrix_canvas_readout_and_click(open_page) -> None:
     box = page.locator(".ga-overlay").bounding_box()
 
     def cell(step: int, pos: int) -> tuple[float, float]:
-        return (box["x"] + layout["left"] + (pos + 0.5) * layout["cellX"],
-                box["y"] + layout["top"] + (step + 0.5) * layout["cellY"])
+        return (
+            box["x"] + layout["left"] + (pos + 0.5) * layout["cellX"],
+            box["y"] + layout["top"] + (step + 0.5) * layout["cellY"],
+        )
 
     page.mouse.move(*cell(0, 3))
     readout = page.text_content(".ga-readout")
@@ -225,9 +242,11 @@ def test_matrix_canvas_readout_and_click(open_page) -> None:
     page.mouse.click(*cell(2, 0))
     assert page.get_attribute(".genattrib", "data-step") == "2"
     assert "ga-pinned" in page.get_attribute(".genattrib", "class")
-    pixel = page.evaluate("""([x, y]) => Array.from(document.querySelector('.ga-canvas').getContext('2d')
+    pixel = page.evaluate(
+        """([x, y]) => Array.from(document.querySelector('.ga-canvas').getContext('2d')
         .getImageData(x * devicePixelRatio, y * devicePixelRatio, 1, 1).data)""",
-                          [layout["left"] + 3.5 * layout["cellX"], layout["top"] + 0.5 * layout["cellY"]])
+        [layout["left"] + 3.5 * layout["cellX"], layout["top"] + 0.5 * layout["cellY"]],
+    )
     assert pixel[3] == 255 and pixel[0] > pixel[2]  # " France" for " Paris": strong orange
     opened.assert_clean()
 
@@ -245,8 +264,13 @@ def test_hostile_tokens_render_as_text(open_page) -> None:
     assert XSS_SCRIPT in page.text_content(".ga-tip")
     assert page.evaluate("document.querySelectorAll('img, iframe, object, embed').length") == 0
     assert page.evaluate("document.scripts.length") == 2
-    assert page.evaluate("Array.from(document.querySelectorAll('*')).some(e => "
-                         "Array.from(e.attributes).some(a => a.name.startsWith('on')))") is False
+    assert (
+        page.evaluate(
+            "Array.from(document.querySelectorAll('*')).some(e => "
+            "Array.from(e.attributes).some(a => a.name.startsWith('on')))"
+        )
+        is False
+    )
     assert page.text_content(".ga-title") == f"genattrib: {XSS_SCRIPT} · {XSS_IMG}"
     assert XSS_SCRIPT in page.title()
     prov = page.text_content(".ga-prov")
@@ -258,8 +282,9 @@ def test_hostile_tokens_render_as_text(open_page) -> None:
 
 
 def test_batch_selector_switches_sequences(open_page) -> None:
-    out = FeatureAttributionOutput([paris_sequence(), hostile_output().sequences[0], paris_sequence(signed=True)],
-                                   paris_output().provenance)
+    out = FeatureAttributionOutput(
+        [paris_sequence(), hostile_output().sequences[0], paris_sequence(signed=True)], paris_output().provenance
+    )
     opened = open_page(out)
     page = opened.page
     assert page.eval_on_selector(".ga-seq", "s => s.options.length") == 3
@@ -296,9 +321,11 @@ def test_per_step_scale_and_bars(open_page) -> None:
 def test_notebook_fragments_coexist(open_page, tmp_path) -> None:
     a, b = paris_output(), paris_output(signed=True)
     doc = tmp_path / "notebook.html"
-    doc.write_text("<!DOCTYPE html><meta charset='utf-8'><title>nb</title><body>"
-                   f"<div class='cell'>{a._repr_html_()}</div><div class='cell'>{b._repr_html_()}</div>",
-                   encoding="utf-8")
+    doc.write_text(
+        "<!DOCTYPE html><meta charset='utf-8'><title>nb</title><body>"
+        f"<div class='cell'>{a._repr_html_()}</div><div class='cell'>{b._repr_html_()}</div>",
+        encoding="utf-8",
+    )
     opened = open_page(doc, ready=".cell:nth-child(2) .genattrib[data-ready]")
     page = opened.page
     page.wait_for_selector(".cell:nth-child(1) .genattrib[data-ready]", state="attached")
@@ -339,16 +366,20 @@ def test_2000_step_output_renders(open_page, tmp_path) -> None:
     assert page.get_attribute(".genattrib", "data-step") == str(seq.num_steps - 1)
     states = page.eval_on_selector_all(".ga-tok[data-score]", "els => els.length")
     assert states == last
-    print(f"\n2,000-step page: {path.stat().st_size / 1e6:.2f} MB; open to ready {opened.seconds:.2f} s "
-          f"(script {render_ms / 1000:.2f} s); ArrowRight {per_key * 1000:.0f} ms per step", file=sys.stderr)
+    print(
+        f"\n2,000-step page: {path.stat().st_size / 1e6:.2f} MB; open to ready {opened.seconds:.2f} s "
+        f"(script {render_ms / 1000:.2f} s); ArrowRight {per_key * 1000:.0f} ms per step",
+        file=sys.stderr,
+    )
     assert opened.seconds < SANITY_LIMIT_S
     screenshot(page, "html_2000_steps.png")
     opened.assert_clean()
 
 
 def test_page_of_a_tiny_model(open_page, tiny_llama) -> None:
-    out = tiny_llama.attribute(["The capital of France is", "A quick brown fox"], max_new_tokens=6,
-                               step_scores=["probability", "entropy"])
+    out = tiny_llama.attribute(
+        ["The capital of France is", "A quick brown fox"], max_new_tokens=6, step_scores=["probability", "entropy"]
+    )
     opened = open_page(out)
     page = opened.page
     seq = out.sequences[0]

@@ -25,7 +25,9 @@ def test_ig_completeness(tiny_tokenizer, words, model_seed, kind, baseline, fn):
 
     am = genattrib.load_model((make_model(kind, tiny_tokenizer, seed=model_seed), tiny_tokenizer))
     prompt = "".join(words)
-    out = am.attribute(prompt, target=" is Paris", method="integrated_gradients", n_steps=64, baseline=baseline, attributed_fn=fn)
+    out = am.attribute(
+        prompt, target=" is Paris", method="integrated_gradients", n_steps=64, baseline=baseline, attributed_fn=fn
+    )
     seq = out.sequences[0]
     err = seq.step_scores["completeness_error"]
     # F(x) - F(x') recovered from the sum of scores and the reported error
@@ -36,11 +38,14 @@ def test_ig_completeness(tiny_tokenizer, words, model_seed, kind, baseline, fn):
 
 def test_completeness_error_is_honest(tiny_llama):
     """With one step, the error is large: the step score really measures the quadrature error."""
-    coarse = tiny_llama.attribute("The capital of France is", target=" Paris", method="integrated_gradients",
-                                  n_steps=1, quadrature="riemann_left")
+    coarse = tiny_llama.attribute(
+        "The capital of France is", target=" Paris", method="integrated_gradients", n_steps=1, quadrature="riemann_left"
+    )
     fine = tiny_llama.attribute("The capital of France is", target=" Paris", method="integrated_gradients", n_steps=64)
-    assert coarse.sequences[0].step_scores["completeness_error"].abs().max() > \
-        10 * fine.sequences[0].step_scores["completeness_error"].abs().max()
+    assert (
+        coarse.sequences[0].step_scores["completeness_error"].abs().max()
+        > 10 * fine.sequences[0].step_scores["completeness_error"].abs().max()
+    )
     # F(x) - F(x') is the same whatever the quadrature
     d1 = coarse.sequences[0].scores.nan_to_num(0).sum(-1) - coarse.sequences[0].step_scores["completeness_error"]
     d2 = fine.sequences[0].scores.nan_to_num(0).sum(-1) - fine.sequences[0].step_scores["completeness_error"]

@@ -8,7 +8,9 @@ import torch
 from genattrib.engine.forward import ModelForward
 
 
-@pytest.mark.parametrize("method,params", [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("occlusion", {})])
+@pytest.mark.parametrize(
+    "method,params", [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("occlusion", {})]
+)
 def test_oom_halves_and_retries(tiny_llama, monkeypatch, method, params):
     expected = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)
     seen = []
@@ -23,7 +25,9 @@ def test_oom_halves_and_retries(tiny_llama, monkeypatch, method, params):
     monkeypatch.setattr(ModelForward, "logits_at", flaky)
     got = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)
     assert max(seen) > 2 and any(s <= 2 for s in seen)
-    torch.testing.assert_close(got.sequences[0].scores, expected.sequences[0].scores, equal_nan=True, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        got.sequences[0].scores, expected.sequences[0].scores, equal_nan=True, atol=1e-5, rtol=1e-4
+    )
 
 
 def test_other_errors_are_not_swallowed(tiny_llama, monkeypatch):

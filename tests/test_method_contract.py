@@ -49,7 +49,9 @@ class LastSource(Attributor):
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> type[Attributor]:
     """The registry entry is the only thing outside the method's own code."""
-    monkeypatch.setattr(methods_registry, "METHODS", MappingProxyType({**methods_registry.METHODS, "last_source": LastSource}))
+    monkeypatch.setattr(
+        methods_registry, "METHODS", MappingProxyType({**methods_registry.METHODS, "last_source": LastSource})
+    )
     return LastSource
 
 
@@ -57,7 +59,9 @@ def test_a_new_method_needs_only_its_code_and_the_registry(tiny_llama, registere
     out = tiny_llama.attribute(PROMPT, " Paris. The", method="last_source", weight=2.0)
     seq = out.sequences[0]
     for j, p in enumerate(seq.target_positions):
-        assert seq.scores[j, p - 1] == 2.0 and seq.scores[j, : p - 1].abs().sum() == 0 and seq.scores[j, p:].isnan().all()
+        assert (
+            seq.scores[j, p - 1] == 2.0 and seq.scores[j, : p - 1].abs().sum() == 0 and seq.scores[j, p:].isnan().all()
+        )
     # the engine bound the resource the method declared, from the wrapper's tokenizer
     assert (seq.step_scores["vocabulary_size"] == len(tiny_llama.tokenizer)).all()
     assert out.provenance.method == "last_source" and out.provenance.method_params["weight"] == 2.0

@@ -33,18 +33,46 @@ SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[Healt
 # --------------------------------------------------------------------------------------------
 # strategies
 # --------------------------------------------------------------------------------------------
-ODD_TOKENS = ["", " ", "\n", "\r\n", "\t", '"', "'", '"\'', "\\", "<script>", "</script>", "<b>&amp;</b>",
-              "é", "日本語", "🙂", "\u200b", "\x00", "Ġ", "▁", "{\"a\": 1}", "NaN"]
+ODD_TOKENS = [
+    "",
+    " ",
+    "\n",
+    "\r\n",
+    "\t",
+    '"',
+    "'",
+    "\"'",
+    "\\",
+    "<script>",
+    "</script>",
+    "<b>&amp;</b>",
+    "é",
+    "日本語",
+    "🙂",
+    "\u200b",
+    "\x00",
+    "Ġ",
+    "▁",
+    '{"a": 1}',
+    "NaN",
+]
 TOKEN = st.one_of(st.sampled_from(ODD_TOKENS), st.text(max_size=6))
 STEP_NAMES = st.sampled_from(["probability", "logprob", "entropy", "a.b", "x y", "ü", "step.0"])
 SCORE = st.floats(width=32, allow_nan=False)  # infinities included
-STEP_VALUE = st.floats(width=32)              # NaN included
+STEP_VALUE = st.floats(width=32)  # NaN included
 
-JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))
+JSON_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
 JSON_VALUE = st.recursive(
     JSON_LEAF,
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=10,
 )
 JSON_DICT = st.dictionaries(st.text(max_size=8), JSON_VALUE, max_size=4)
@@ -79,14 +107,21 @@ def sequence_specs(draw, min_steps: int = 0) -> dict:
         values = draw(st.lists(SCORE, min_size=k * n * h, max_size=k * n * h))
         granular = _nan_after_target(torch.tensor(values, dtype=dtype).reshape(k, n, h), prompt_length, step_start)
     names = draw(st.lists(STEP_NAMES, unique=True, max_size=4))
-    step_scores = {name: torch.tensor(draw(st.lists(STEP_VALUE, min_size=k, max_size=k)), dtype=torch.float32)
-                   for name in names}
+    step_scores = {
+        name: torch.tensor(draw(st.lists(STEP_VALUE, min_size=k, max_size=k)), dtype=torch.float32) for name in names
+    }
     special = torch.tensor(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=torch.bool)
     # Plain keyword arguments: the objects are built outside the strategy (the run-time type
     # checker samples containers with `random`, which hypothesis forbids inside strategies).
     return dict(
-        input_ids=ids, tokens=tokens, prompt_length=prompt_length, scores=scores, step_scores=step_scores,
-        special_mask=special, granular_scores=granular, step_start=step_start,
+        input_ids=ids,
+        tokens=tokens,
+        prompt_length=prompt_length,
+        scores=scores,
+        step_scores=step_scores,
+        special_mask=special,
+        granular_scores=granular,
+        step_start=step_start,
         generated_text=draw(st.one_of(st.sampled_from(ODD_TOKENS), st.text(max_size=12))),
     )
 
@@ -125,14 +160,20 @@ def build_sequence(spec: dict) -> SequenceAttribution:
 
 
 def build_output(spec: dict) -> FeatureAttributionOutput:
-    return FeatureAttributionOutput([build_sequence(s) for s in spec["sequences"]],
-                                    Provenance(**copy.deepcopy(spec["provenance"])))
+    return FeatureAttributionOutput(
+        [build_sequence(s) for s in spec["sequences"]], Provenance(**copy.deepcopy(spec["provenance"]))
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+_BITS = {
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
 
 
 def bit_equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
@@ -174,24 +215,39 @@ def roundtrip(out: FeatureAttributionOutput, suffix: str) -> FeatureAttributionO
         return FeatureAttributionOutput.load(path)
 
 
-def small_sequence(prompt_length: int = 3, generated: int = 4, step_start: int = 0, steps: int | None = None,
-                   seed: int = 0, granular: bool = True) -> SequenceAttribution:
+def small_sequence(
+    prompt_length: int = 3,
+    generated: int = 4,
+    step_start: int = 0,
+    steps: int | None = None,
+    seed: int = 0,
+    granular: bool = True,
+) -> SequenceAttribution:
     g = torch.Generator().manual_seed(seed)
     n = prompt_length + generated
     k = generated - step_start if steps is None else steps
     scores = _nan_after_target(torch.randn(k, n, generator=g), prompt_length, step_start)
     gran = _nan_after_target(torch.randn(k, n, 2, generator=g), prompt_length, step_start) if granular else None
     return SequenceAttribution(
-        input_ids=torch.arange(10, 10 + n), tokens=[f"t{i}" for i in range(n)], prompt_length=prompt_length,
-        scores=scores, step_scores={"probability": torch.rand(k, generator=g), "entropy": torch.rand(k, generator=g)},
-        granular_scores=gran, step_start=step_start, generated_text="gen",
+        input_ids=torch.arange(10, 10 + n),
+        tokens=[f"t{i}" for i in range(n)],
+        prompt_length=prompt_length,
+        scores=scores,
+        step_scores={"probability": torch.rand(k, generator=g), "entropy": torch.rand(k, generator=g)},
+        granular_scores=gran,
+        step_start=step_start,
+        generated_text="gen",
     )
 
 
 def small_output(n_seqs: int = 3, method: str = "saliency", timings: dict | None = None) -> FeatureAttributionOutput:
-    prov = Provenance(model_name="tiny", method=method, attributed_fn="logprob",
-                      method_params={"nested": {"a": [1, 2, {"b": None}]}, "none": None},
-                      timings=dict(timings or {"generate": 1.0, "attribute": 2.0}))
+    prov = Provenance(
+        model_name="tiny",
+        method=method,
+        attributed_fn="logprob",
+        method_params={"nested": {"a": [1, 2, {"b": None}]}, "none": None},
+        timings=dict(timings or {"generate": 1.0, "attribute": 2.0}),
+    )
     return FeatureAttributionOutput([small_sequence(seed=i, generated=4 + i) for i in range(n_seqs)], prov)
 
 
@@ -220,9 +276,15 @@ def test_provenance_roundtrips(spec, suffix):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_nested_provenance_and_none_roundtrip(suffix):
-    prov = Provenance(model_name="m", model_revision=None, method="saliency", seed=None, device_map=None,
-                      method_params={"a": {"b": {"c": [1, None, "x", {"d": 2.5}]}}, "e": None},
-                      generation_config={"max_new_tokens": 3, "eos_token_id": [3, 4], "nested": {"k": None}})
+    prov = Provenance(
+        model_name="m",
+        model_revision=None,
+        method="saliency",
+        seed=None,
+        device_map=None,
+        method_params={"a": {"b": {"c": [1, None, "x", {"d": 2.5}]}}, "e": None},
+        generation_config={"max_new_tokens": 3, "eos_token_id": [3, 4], "nested": {"k": None}},
+    )
     loaded = roundtrip(FeatureAttributionOutput([small_sequence()], prov), suffix)
     assert loaded.provenance.method_params == {"a": {"b": {"c": [1, None, "x", {"d": 2.5}]}}, "e": None}
     assert loaded.provenance.generation_config["nested"] == {"k": None}
@@ -431,7 +493,9 @@ def test_merge_concatenates_and_sums_timings():
     assert len(a) == 2 and len(b) == 1
 
 
-@pytest.mark.parametrize("field,value", [("method", "occlusion"), ("model_name", "other"), ("attributed_fn", "probability")])
+@pytest.mark.parametrize(
+    "field,value", [("method", "occlusion"), ("model_name", "other"), ("attributed_fn", "probability")]
+)
 def test_merge_refuses_different_results(field, value):
     a = small_output(1)
     b = small_output(1)
@@ -528,7 +592,8 @@ def test_real_attribution_merge_and_save(real_output, tiny_llama, tmp_path):
     assert len(merged) == 2
     for phase in ("generate", "attribute"):
         assert merged.provenance.timings[phase] == pytest.approx(
-            real_output.provenance.timings[phase] + other.provenance.timings[phase])
+            real_output.provenance.timings[phase] + other.provenance.timings[phase]
+        )
     loaded = roundtrip(merged, ".safetensors")
     assert_identical(merged, loaded)
     ig = tiny_llama.attribute(PROMPT, method="integrated_gradients", n_steps=4, max_new_tokens=2)

@@ -11,17 +11,21 @@ from hypothesis import strategies as st
 from tiny import make_model
 
 import genattrib
+from genattrib.engine.forward import ModelForward
 from genattrib.methods import get_method
 from genattrib.methods.discretized_integrated_gradients import (
     DiscretizedIntegratedGradients,
     knn_anchor_search,
 )
 from genattrib.methods.embedding_neighbours import KnnCache, build_knn_graph, nearest_vocabulary
-from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import monotonic_path
 from genattrib.methods.uniform_discretized_integrated_gradients import uniform_anchor_search
 
-SIG, DIG, UDIG = "sequential_integrated_gradients", "discretized_integrated_gradients", "uniform_discretized_integrated_gradients"
+SIG, DIG, UDIG = (
+    "sequential_integrated_gradients",
+    "discretized_integrated_gradients",
+    "uniform_discretized_integrated_gradients",
+)
 WORDS = ["The", " capital", " of", " France", " is", " quick", " fox", " time", " model", " 42", " dog"]
 PROMPT, TARGET = "The capital of France is", " Paris. The"
 FAST = {SIG: {"n_steps": 6}, DIG: {"n_anchors": 6}, UDIG: {"n_anchors": 6}}
@@ -83,7 +87,10 @@ def test_sig_position_chunk_and_quadrature_options(tiny_llama):
     b = tiny_llama.attribute(PROMPT, target=" dog", method=SIG, n_steps=4, position_chunk=1)
     torch.testing.assert_close(a.sequences[0].scores, b.sequences[0].scores, equal_nan=True, atol=1e-5, rtol=1e-4)
     coarse = tiny_llama.attribute(PROMPT, target=" dog", method=SIG, n_steps=1, quadrature="riemann_left")
-    assert coarse.sequences[0].step_scores["max_position_error"].max() > 10 * a.sequences[0].step_scores["max_position_error"].max()
+    assert (
+        coarse.sequences[0].step_scores["max_position_error"].max()
+        > 10 * a.sequences[0].step_scores["max_position_error"].max()
+    )
 
 
 # --- every method: completeness step score, special tokens, batching ----------------------------
@@ -98,7 +105,9 @@ def test_completeness_error_is_measured_against_plain_forwards(tiny_model, metho
     for step, p in enumerate(seq.target_positions):
         x = emb(seq.input_ids[:p]).detach()
         base = torch.where(seq.special_mask[:p].unsqueeze(-1), x, unk)
-        delta = _value(tiny_model.model, x, int(seq.input_ids[p])) - _value(tiny_model.model, base, int(seq.input_ids[p]))
+        delta = _value(tiny_model.model, x, int(seq.input_ids[p])) - _value(
+            tiny_model.model, base, int(seq.input_ids[p])
+        )
         err = float(seq.step_scores["completeness_error"][step])
         assert float(seq.scores[step, :p].sum()) - err == pytest.approx(delta, abs=1e-4)
     assert torch.isfinite(seq.step_scores["completeness_error"]).all()
@@ -132,28 +141,48 @@ class StraightDIG(DiscretizedIntegratedGradients):
 @pytest.mark.parametrize("m", [1, 7])
 def test_dig_on_the_straight_line_equals_ig_left_riemann(tiny_model, m):
     dig = tiny_model.attribute(PROMPT, target=TARGET, method=StraightDIG(n_anchors=m, cache_dir=False))
-    ig = tiny_model.attribute(PROMPT, target=TARGET, method="integrated_gradients", n_steps=m + 1, quadrature="riemann_left")
+    ig = tiny_model.attribute(
+        PROMPT, target=TARGET, method="integrated_gradients", n_steps=m + 1, quadrature="riemann_left"
+    )
     a, b = dig.sequences[0], ig.sequences[0]
     torch.testing.assert_close(a.scores, b.scores, equal_nan=True, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(a.step_scores["completeness_error"], b.step_scores["completeness_error"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        a.step_scores["completeness_error"], b.step_scores["completeness_error"], atol=1e-5, rtol=1e-4
+    )
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=SLOW_OK)
 @given(
-    method=st.sampled_from([DIG, UDIG]), strategy=st.sampled_from(["greedy", "maxcount"]),
-    m=st.integers(1, 12), factor=st.integers(0, 2), baseline=st.sampled_from(["unk", "zero", " the"]),
+    method=st.sampled_from([DIG, UDIG]),
+    strategy=st.sampled_from(["greedy", "maxcount"]),
+    m=st.integers(1, 12),
+    factor=st.integers(0, 2),
+    baseline=st.sampled_from(["unk", "zero", " the"]),
     words=st.lists(st.integers(0, 319), min_size=1, max_size=6),
 )
-def test_dig_and_udig_paths_are_monotone_from_baseline_to_input(tiny_llama, method, strategy, m, factor, baseline, words):
-    attributor = get_method(method, n_anchors=m, factor=factor, strategy=strategy,
-                                      **({"cache_dir": False} if method == DIG else {}))
+def test_dig_and_udig_paths_are_monotone_from_baseline_to_input(
+    tiny_llama, method, strategy, m, factor, baseline, words
+):
+    attributor = get_method(
+        method, n_anchors=m, factor=factor, strategy=strategy, **({"cache_dir": False} if method == DIG else {})
+    )
     forward = ModelForward(tiny_llama.model)
     weight = forward.embedding.weight.detach()
     ids = torch.tensor(words)
-    base_id = tiny_llama.tokenizer.unk_token_id if baseline == "unk" else tiny_llama.tokenizer.convert_tokens_to_ids("Ġthe")
-    base = torch.zeros(len(words), weight.shape[1]) if baseline == "zero" else weight[base_id].expand(len(words), -1).clone()
+    base_id = (
+        tiny_llama.tokenizer.unk_token_id if baseline == "unk" else tiny_llama.tokenizer.convert_tokens_to_ids("Ġthe")
+    )
+    base = (
+        torch.zeros(len(words), weight.shape[1])
+        if baseline == "zero"
+        else weight[base_id].expand(len(words), -1).clone()
+    )
     path = attributor.paths(ids, weight[ids], base, forward)
-    assert path.shape == (len(words), 2**factor * (m + 1) + 1, weight.shape[1]) == (len(words), attributor.n_points, weight.shape[1])
+    assert (
+        path.shape
+        == (len(words), 2**factor * (m + 1) + 1, weight.shape[1])
+        == (len(words), attributor.n_points, weight.shape[1])
+    )
     _check_monotone(path, base, weight[ids])
 
 
@@ -176,11 +205,11 @@ def test_anchor_searches_pick_real_words_then_fall_back():
         dig = knn_anchor_search(words, vocab[words], base, vocab, graph.indices, 8, strategy)
         udig = uniform_anchor_search(words, vocab[words], base, vocab, 8, 50, strategy)
         for w, word in enumerate(words.tolist()):
-            others = sorted({1, 2, 3, 4} - {word})           # neither the word nor the baseline
+            others = sorted({1, 2, 3, 4} - {word})  # neither the word nor the baseline
             assert sorted(_vocab_rows(dig[w, :3], vocab).tolist()) == others
             assert sorted(_vocab_rows(udig[w, :3], vocab).tolist()) == others
-        assert torch.equal(dig[:, 3:], base.unsqueeze(1).expand(-1, 5, -1))   # baseline, and it stays
-        torch.testing.assert_close(udig[:, 3:], uniform[:, 3:])               # the uniform points
+        assert torch.equal(dig[:, 3:], base.unsqueeze(1).expand(-1, 5, -1))  # baseline, and it stays
+        torch.testing.assert_close(udig[:, 3:], uniform[:, 3:])  # the uniform points
         for anchors in (dig, udig):
             _check_monotone(monotonic_path(vocab[words], anchors, base, 1), base, vocab[words])
 
@@ -191,8 +220,14 @@ def test_udig_runs_with_a_single_candidate_per_point(tiny_llama):
 
 
 def test_bad_parameters_fail_early(tiny_llama):
-    for method, params in [(DIG, {"strategy": "best"}), (DIG, {"n_anchors": 0}), (UDIG, {"nbrs": 0}),
-                           (DIG, {"cache_dir": 3}), (SIG, {"position_chunk": 0}), (SIG, {"quadrature": "simpson"})]:
+    for method, params in [
+        (DIG, {"strategy": "best"}),
+        (DIG, {"n_anchors": 0}),
+        (UDIG, {"nbrs": 0}),
+        (DIG, {"cache_dir": 3}),
+        (SIG, {"position_chunk": 0}),
+        (SIG, {"quadrature": "simpson"}),
+    ]:
         with pytest.raises(genattrib.InvalidArgumentError, match=next(iter(params))):
             tiny_llama.attribute(PROMPT, target=" Paris", method=method, **params)
 
@@ -230,7 +265,9 @@ def test_knn_graph_is_cached_on_disk_and_keyed_by_the_matrix(tmp_path):
 
 # --- the embedded default model ----------------------------------------------------------------
 @pytest.mark.default_model
-@pytest.mark.parametrize("method,params", [(SIG, {"n_steps": 2}), (DIG, {"n_anchors": 2}), (UDIG, {"n_anchors": 2, "factor": 0})])
+@pytest.mark.parametrize(
+    "method,params", [(SIG, {"n_steps": 2}), (DIG, {"n_anchors": 2}), (UDIG, {"n_anchors": 2, "factor": 0})]
+)
 def test_default_model_runs_each_path_method(default_model, method, params):
     out = default_model.attribute("The capital of France is", max_new_tokens=8, method=method, **params)
     seq = out.sequences[0]

@@ -60,8 +60,14 @@ def test_reagent_finds_planted_positions_in_most_seeds(planted):
     model, positions = planted
     wins = 0
     for seed in range(10):
-        seq = model.attribute("The capital of France is Paris and", max_new_tokens=3, method="reagent", seed=seed,
-                              keep_top_n=2, stop_top_k=1).sequences[0]
+        seq = model.attribute(
+            "The capital of France is Paris and",
+            max_new_tokens=3,
+            method="reagent",
+            seed=seed,
+            keep_top_n=2,
+            stop_top_k=1,
+        ).sequences[0]
         wins += all(sorted(row.nan_to_num(-1).topk(2).indices.tolist()) == sorted(positions) for row in seq.scores)
     assert wins >= 9
 
@@ -92,8 +98,16 @@ def test_mlm_sampler_with_tiny_random_bert(tiny_llama):
     mlm_tok = make_tokenizer()
     mlm_tok.add_special_tokens({"mask_token": "<mask>"})
     torch.manual_seed(0)
-    bert = BertForMaskedLM(BertConfig(vocab_size=len(mlm_tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=64, max_position_embeddings=64)).eval()
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(mlm_tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).eval()
     vocab = Vocabulary.from_tokenizer(tiny_llama.tokenizer)
     sampler = resolve_sampler(None, vocab, None, mlm=(bert, mlm_tok))
     ids = torch.tensor([[10, 11, 12, 13]] * 3)
@@ -116,7 +130,7 @@ def test_model_and_uniform_samplers(tiny_llama):
     sampler = ModelSampler(ModelForward(tiny_llama.model), vocab)
     first = sampler.sample(ids, mask, torch.Generator().manual_seed(0))
     again = sampler.sample(ids, mask, torch.Generator().manual_seed(1))
-    assert torch.equal(first[:, 1:], again[:, 1:])        # the model's own (deterministic) choice
+    assert torch.equal(first[:, 1:], again[:, 1:])  # the model's own (deterministic) choice
     assert (first[:, 1:] != ids[:, 1:]).all()
     seq = _scores(tiny_llama, "reagent", 0, token_sampler="model")
     torch.testing.assert_close(seq.scores.nan_to_num(0).sum(-1), torch.ones(seq.num_steps))
@@ -146,7 +160,9 @@ def test_weighted_ridge_recovers_a_linear_function():
 
 def test_lime_and_reagent_on_planted_model(tiny_tokenizer):
     model = genattrib.load_model((make_planted_model(tiny_tokenizer), tiny_tokenizer))
-    seq = model.attribute("The capital of France is Paris and", max_new_tokens=2, method="lime", n_samples=100).sequences[0]
+    seq = model.attribute(
+        "The capital of France is Paris and", max_new_tokens=2, method="lime", n_samples=100
+    ).sequences[0]
     for row in seq.scores:
         assert sorted(row.abs().nan_to_num(-1).topk(2).indices.tolist()) == [1, 3]
     assert (seq.step_scores["lime_score"] > 0.5).all()

@@ -13,8 +13,12 @@ PROMPT = "The capital of France is Paris and"
 # fewer integration steps than the defaults keep the test fast; DIG and UDIG run with defaults
 # ReAGent: the planted top-1 needs exactly two positions, so probes keep 2 and test the top-1
 # (with the defaults, keep 5 / top-3, probes stop before the weaker planted position separates)
-PARAMS = {"integrated_gradients": {"n_steps": 16}, "sequential_integrated_gradients": {"n_steps": 16},
-          "reagent": {"keep_top_n": 2, "stop_top_k": 1}, "rpi": {"num_samples": 6, "n_steps": 10}}
+PARAMS = {
+    "integrated_gradients": {"n_steps": 16},
+    "sequential_integrated_gradients": {"n_steps": 16},
+    "reagent": {"keep_top_n": 2, "stop_top_k": 1},
+    "rpi": {"num_samples": 6, "n_steps": 10},
+}
 
 
 @pytest.mark.parametrize("method", genattrib.list_methods())

@@ -173,7 +173,9 @@ def test_markup_in_tokens_is_shown_literally() -> None:
 def test_legend_shows_method_function_and_scale() -> None:
     scores = torch.zeros(len(GENERATED), len(PROMPT + GENERATED))
     scores[0, 0], scores[1, 2] = -0.8, 0.4
-    text = rendered_text(make_out(make_seq(PROMPT, GENERATED, scores=scores), method="integrated_gradients", fn="probability"))
+    text = rendered_text(
+        make_out(make_seq(PROMPT, GENERATED, scores=scores), method="integrated_gradients", fn="probability")
+    )
     legend = next(line for line in text.splitlines() if "integrated_gradients" in line)
     assert "probability" in legend and "-0.80" in legend and "0.80" in legend.replace("-0.80", "")
 
@@ -191,7 +193,9 @@ def test_nan_cells_show_no_number() -> None:
 
 
 def test_step_score_rows_shown_and_hidden() -> None:
-    seq = make_seq(PROMPT, GENERATED, step_scores={"probability": torch.full((6,), 0.5), "entropy": torch.full((6,), 2.25)})
+    seq = make_seq(
+        PROMPT, GENERATED, step_scores={"probability": torch.full((6,), 0.5), "entropy": torch.full((6,), 2.25)}
+    )
     text = rendered_text(make_out(seq))
     assert "probability" in text and "entropy" in text and "2.25" in text
     hidden = rendered_text(make_out(seq), step_scores=False)

@@ -11,10 +11,10 @@ import torch
 
 import genattrib
 from genattrib import InvalidArgumentError
-from genattrib.evaluation import METRICS, evaluate
 from genattrib.engine.attention_capture import AttentionProbe, attention_probe
 from genattrib.engine.contract import StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.evaluation import METRICS, evaluate
 from genattrib.methods.rpi import alpha_bar
 from genattrib.targets import resolve_target
 
@@ -119,12 +119,20 @@ def test_batching_equals_one_at_a_time(tiny_llama):
         torch.testing.assert_close(chunked.sequences[i].scores, alone, equal_nan=True, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("params,argument", [
-    ({"num_samples": 0}, "num_samples"), ({"n_steps": True}, "n_steps"), ({"noise_t": 501}, "noise_t"),
-    ({"noise_t": -1}, "noise_t"), ({"layer": True}, "layer"), ({"weighting": "paper"}, "weighting"),
-    ({"selection": "best:nope"}, "selection"), ({"selection": "max"}, "selection"),
-    ({"baseline_kind": "uniform"}, "baseline_kind"),
-])
+@pytest.mark.parametrize(
+    "params,argument",
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"n_steps": True}, "n_steps"),
+        ({"noise_t": 501}, "noise_t"),
+        ({"noise_t": -1}, "noise_t"),
+        ({"layer": True}, "layer"),
+        ({"weighting": "paper"}, "weighting"),
+        ({"selection": "best:nope"}, "selection"),
+        ({"selection": "max"}, "selection"),
+        ({"baseline_kind": "uniform"}, "baseline_kind"),
+    ],
+)
 def test_bad_parameters(params, argument):
     with pytest.raises(InvalidArgumentError) as info:
         genattrib.methods.get_method("rpi", **params)
@@ -161,8 +169,16 @@ def test_best_selection_keeps_the_candidate_the_metric_prefers(tiny_llama, metri
     rows = len(seq.target_positions)
     input_ids = seq.input_ids.unsqueeze(0).expand(rows, -1).clone()
     embeds = forward.embed(input_ids)
-    batch = StepBatch(input_ids, embeds, embeds.clone(), torch.tensor(seq.target_positions), seq.target_ids,
-                      seq.special_mask.unsqueeze(0).expand(rows, -1).clone(), torch.zeros(rows, dtype=torch.long), seed=42)
+    batch = StepBatch(
+        input_ids,
+        embeds,
+        embeds.clone(),
+        torch.tensor(seq.target_positions),
+        seq.target_ids,
+        seq.special_mask.unsqueeze(0).expand(rows, -1).clone(),
+        torch.zeros(rows, dtype=torch.long),
+        seed=42,
+    )
     cands = method.candidates(batch, forward, resolve_target("logprob", {}))
     values = []
     for s in range(cands.shape[1]):

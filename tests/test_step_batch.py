@@ -20,8 +20,15 @@ def batches(draw) -> StepBatch:
     special = draw(st.lists(st.lists(st.booleans(), min_size=length, max_size=length), min_size=rows, max_size=rows))
     ids = torch.arange(rows * length).view(rows, length)
     embeds = torch.zeros(rows, length, 2)
-    return StepBatch(ids, embeds, embeds.clone(), torch.tensor(targets), torch.zeros(rows, dtype=torch.long),
-                     torch.tensor(special, dtype=torch.bool), torch.arange(rows))
+    return StepBatch(
+        ids,
+        embeds,
+        embeds.clone(),
+        torch.tensor(targets),
+        torch.zeros(rows, dtype=torch.long),
+        torch.tensor(special, dtype=torch.bool),
+        torch.arange(rows),
+    )
 
 
 @SETTINGS
@@ -44,8 +51,10 @@ def test_masks_equal_the_expressions_methods_wrote(batch: StepBatch) -> None:
     """The helpers replace these inline expressions exactly."""
     arange = torch.arange(batch.length).unsqueeze(0)
     assert torch.equal(batch.before_target("cpu"), arange < batch.target_positions.unsqueeze(1))
-    assert torch.equal(batch.source_mask(torch.device("cpu")),
-                       ~batch.special_mask.cpu() & (torch.arange(batch.length) < batch.target_positions.cpu().unsqueeze(-1)))
+    assert torch.equal(
+        batch.source_mask(torch.device("cpu")),
+        ~batch.special_mask.cpu() & (torch.arange(batch.length) < batch.target_positions.cpu().unsqueeze(-1)),
+    )
     assert torch.equal(batch.predicting_positions("cpu"), (batch.target_positions - 1).clamp(min=0))
     assert torch.equal(batch.source_mask(), batch.before_target() & batch.movable().squeeze(-1))
 
@@ -54,5 +63,10 @@ def test_masks_equal_the_expressions_methods_wrote(batch: StepBatch) -> None:
 @given(batches())
 def test_masks_land_on_the_requested_device(batch: StepBatch) -> None:
     meta = torch.device("meta")
-    assert batch.before_target(meta).device == batch.source_mask(meta).device == batch.predicting_positions(meta).device == meta
+    assert (
+        batch.before_target(meta).device
+        == batch.source_mask(meta).device
+        == batch.predicting_positions(meta).device
+        == meta
+    )
     assert batch.before_target().device == batch.input_ids.device

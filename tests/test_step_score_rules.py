@@ -27,17 +27,39 @@ from genattrib.targets import BUILTIN_TARGETS, TargetFunction
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUFFIXES = [".json", ".safetensors"]
-PIECES = ["The", " cap", "ital", " of", " Fr", "ance", " is", " Par", "is", ".", " ", "\n", " It", "188", "0s", "'s", ". "]
+PIECES = [
+    "The",
+    " cap",
+    "ital",
+    " of",
+    " Fr",
+    "ance",
+    " is",
+    " Par",
+    "is",
+    ".",
+    " ",
+    "\n",
+    " It",
+    "188",
+    "0s",
+    "'s",
+    ". ",
+]
 VALUE = st.integers(-20, 20).map(float)  # integers: sums and means of a few are exact in float32
 RULE = st.sampled_from(sorted(STEP_RULES))
 PROMPT, TARGET = "The capital of France is", " Paris is the fox"
 
 # one small setting per method, so that every registered method runs in a second or two
 FAST = {
-    "integrated_gradients": {"n_steps": 2}, "sequential_integrated_gradients": {"n_steps": 2},
+    "integrated_gradients": {"n_steps": 2},
+    "sequential_integrated_gradients": {"n_steps": 2},
     "discretized_integrated_gradients": {"n_anchors": 2, "cache_dir": False},
-    "uniform_discretized_integrated_gradients": {"n_anchors": 2}, "gradient_shap": {"n_samples": 2},
-    "lime": {"n_samples": 16}, "reagent": {"num_probes": 2, "max_steps": 3}, "rpi": {"num_samples": 2, "n_steps": 2},
+    "uniform_discretized_integrated_gradients": {"n_anchors": 2},
+    "gradient_shap": {"n_samples": 2},
+    "lime": {"n_samples": 16},
+    "reagent": {"num_probes": 2, "max_steps": 3},
+    "rpi": {"num_samples": 2, "n_steps": 2},
 }
 
 
@@ -55,14 +77,22 @@ def sequence_specs(draw) -> dict:
     values = st.lists(VALUE, min_size=k, max_size=k)
     return dict(
         input_ids=torch.arange(n),  # id == position: a merged group keeps the id of its first token
-        tokens=draw(st.lists(st.sampled_from(PIECES), min_size=n, max_size=n)), prompt_length=p,
-        scores=scores.masked_fill(mask, math.nan), step_start=start,
-        step_scores={"fit": torch.tensor(draw(values)), "avg": torch.tensor(draw(values)), "total": torch.tensor(draw(values))},
+        tokens=draw(st.lists(st.sampled_from(PIECES), min_size=n, max_size=n)),
+        prompt_length=p,
+        scores=scores.masked_fill(mask, math.nan),
+        step_start=start,
+        step_scores={
+            "fit": torch.tensor(draw(values)),
+            "avg": torch.tensor(draw(values)),
+            "total": torch.tensor(draw(values)),
+        },
     )
 
 
 def build(spec: dict, rules: dict[str, str] | None = None) -> FeatureAttributionOutput:
-    return FeatureAttributionOutput([SequenceAttribution(**copy.deepcopy(spec))], Provenance(method="lime", step_score_rules=rules or {}))
+    return FeatureAttributionOutput(
+        [SequenceAttribution(**copy.deepcopy(spec))], Provenance(method="lime", step_score_rules=rules or {})
+    )
 
 
 def rows_per_merged_row(before: SequenceAttribution, after: SequenceAttribution, starts: list[int]) -> list[list[int]]:
@@ -126,10 +156,19 @@ def test_old_file_without_rules_aggregates_with_the_fallback_table(suffix, tmp_p
     tokens = ["The", " Par", "is", " is", " Fr", "ance", "."]
     k = 6
     seq = SequenceAttribution(
-        input_ids=torch.arange(7), tokens=tokens, prompt_length=1, scores=torch.zeros(k, 7),
-        step_scores={"probability": torch.full((k,), 0.5), "rank": torch.arange(k).float(), "lime_score": torch.full((k,), 0.25)},
+        input_ids=torch.arange(7),
+        tokens=tokens,
+        prompt_length=1,
+        scores=torch.zeros(k, 7),
+        step_scores={
+            "probability": torch.full((k,), 0.5),
+            "rank": torch.arange(k).float(),
+            "lime_score": torch.full((k,), 0.25),
+        },
     )
-    new = FeatureAttributionOutput([seq], Provenance(method="lime", step_score_rules={"lime_score": "none", "probability": "product"}))
+    new = FeatureAttributionOutput(
+        [seq], Provenance(method="lime", step_score_rules={"lime_score": "none", "probability": "product"})
+    )
     old = FeatureAttributionOutput.load(as_old_file(new, tmp_path / f"old{suffix}"))
     assert old.provenance.step_score_rules == {}
     assert old.sequences[0].equals(seq)
@@ -138,27 +177,47 @@ def test_old_file_without_rules_aggregates_with_the_fallback_table(suffix, tmp_p
     assert STEP_SCORE_RULES["probability"] == "product" and "lime_score" not in STEP_SCORE_RULES
     assert words.step_scores["probability"].tolist() == [0.25, 0.5, 0.25, 0.5]  # fallback: product
     assert words.step_scores["rank"].tolist() == [1.0, 2.0, 4.0, 5.0]  # fallback: max
-    assert words.step_scores["lime_score"].tolist() == [0.5, 0.25, 0.5, 0.25]  # fallback: sum, as before rules were recorded
+    assert words.step_scores["lime_score"].tolist() == [
+        0.5,
+        0.25,
+        0.5,
+        0.25,
+    ]  # fallback: sum, as before rules were recorded
     recorded = new.aggregate("words").sequences[0].step_scores["lime_score"]
     assert recorded[[1, 3]].tolist() == [0.25, 0.25] and recorded[[0, 2]].isnan().all()
 
 
 def test_merging_results_unites_rules_and_refuses_conflicts():
     spec = {"input_ids": torch.arange(3), "tokens": ["a", "b", "c"], "prompt_length": 1, "scores": torch.zeros(2, 3)}
-    a = FeatureAttributionOutput([SequenceAttribution(**spec)], Provenance(method="lime", step_score_rules={"x": "none"}))
-    b = FeatureAttributionOutput([SequenceAttribution(**spec)], Provenance(method="lime", step_score_rules={"y": "mean"}))
+    a = FeatureAttributionOutput(
+        [SequenceAttribution(**spec)], Provenance(method="lime", step_score_rules={"x": "none"})
+    )
+    b = FeatureAttributionOutput(
+        [SequenceAttribution(**spec)], Provenance(method="lime", step_score_rules={"y": "mean"})
+    )
     assert FeatureAttributionOutput.merge([a, b]).provenance.step_score_rules == {"x": "none", "y": "mean"}
-    c = FeatureAttributionOutput([SequenceAttribution(**spec)], Provenance(method="lime", step_score_rules={"x": "sum"}))
+    c = FeatureAttributionOutput(
+        [SequenceAttribution(**spec)], Provenance(method="lime", step_score_rules={"x": "sum"})
+    )
     with pytest.raises(InvalidArgumentError, match="'x'"):
         FeatureAttributionOutput.merge([a, c])
 
 
 def test_contrast_records_the_rule_of_the_other_results_scores():
-    spec = {"input_ids": torch.arange(4), "tokens": ["A", " Par", "is", "!"], "prompt_length": 1, "scores": torch.zeros(3, 4)}
-    a = FeatureAttributionOutput([SequenceAttribution(**spec, step_scores={"fit": torch.ones(3)})],
-                                 Provenance(method="lime", step_score_rules={"fit": "sum"}))
-    b = FeatureAttributionOutput([SequenceAttribution(**spec, step_scores={"fit": torch.full((3,), 2.0)})],
-                                 Provenance(method="lime", step_score_rules={"fit": "none"}))
+    spec = {
+        "input_ids": torch.arange(4),
+        "tokens": ["A", " Par", "is", "!"],
+        "prompt_length": 1,
+        "scores": torch.zeros(3, 4),
+    }
+    a = FeatureAttributionOutput(
+        [SequenceAttribution(**spec, step_scores={"fit": torch.ones(3)})],
+        Provenance(method="lime", step_score_rules={"fit": "sum"}),
+    )
+    b = FeatureAttributionOutput(
+        [SequenceAttribution(**spec, step_scores={"fit": torch.full((3,), 2.0)})],
+        Provenance(method="lime", step_score_rules={"fit": "none"}),
+    )
     diff = a - b
     assert diff.provenance.step_score_rules == {"fit": "sum", "b:fit": "none"}
     words = diff.aggregate("words").sequences[0]
@@ -171,8 +230,9 @@ def test_unknown_rules_are_refused():
         TargetFunction("x", lambda ctx: ctx.logits[:, 0], merge="median")
     assert info.value.argument == "merge"
     spec = {"input_ids": torch.arange(3), "tokens": ["a", "b", "c"], "prompt_length": 1, "scores": torch.zeros(2, 3)}
-    out = FeatureAttributionOutput([SequenceAttribution(**spec, step_scores={"x": torch.ones(2)})],
-                                   Provenance(step_score_rules={"x": "median"}))  # e.g. written by a later version
+    out = FeatureAttributionOutput(
+        [SequenceAttribution(**spec, step_scores={"x": torch.ones(2)})], Provenance(step_score_rules={"x": "median"})
+    )  # e.g. written by a later version
     with pytest.raises(UnknownNameError, match="'x'"):
         out.aggregate("words")
 
@@ -187,7 +247,9 @@ def test_builtin_targets_declare_what_the_fallback_table_says():
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", genattrib.list_methods())
 def test_every_method_declares_the_step_scores_it_emits(tiny_llama, method):
-    out = tiny_llama.attribute(PROMPT, target=TARGET, method=method, step_scores=["probability", "rank"], **FAST.get(method, {}))
+    out = tiny_llama.attribute(
+        PROMPT, target=TARGET, method=method, step_scores=["probability", "rank"], **FAST.get(method, {})
+    )
     declared = dict(METHODS[method].step_score_merge)
     emitted = set(out.sequences[0].step_scores) - {"probability", "rank"}
     assert emitted == set(declared), f"{method} emits {sorted(emitted)} but declares {sorted(declared)}"

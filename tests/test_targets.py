@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import genattrib
 from genattrib import InvalidArgumentError, UnknownNameError
-from genattrib.targets import BUILTIN_TARGETS, TargetFunction, TargetContext, list_targets, resolve_target
+from genattrib.targets import BUILTIN_TARGETS, TargetContext, TargetFunction, list_targets, resolve_target
 
 PROMPT = "A quick brown fox"  # its greedy continuation on the tiny Llama round-trips through the tokenizer
 
@@ -49,7 +49,8 @@ def test_logprob_probability_logit_by_hand():
     assert call("logprob", ctx())[1] == pytest.approx(math.log(0.25))
     # the example of the module's docstring
     assert call("probability", TargetContext(torch.tensor([[0.0, 1.0]]), torch.tensor([1])))[0] == pytest.approx(
-        math.e / (1 + math.e), abs=1e-6)
+        math.e / (1 + math.e), abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("vocab", [2, 4, 320])
@@ -78,7 +79,8 @@ def test_contrast_differences_by_hand():
     context = ctx(contrasts=CONTRASTS)
     assert call("contrast_prob_diff", context) == pytest.approx([p[i][t[i]] - p[i][c[i]] for i in range(3)], abs=1e-6)
     assert call("contrast_logprob_diff", context) == pytest.approx(
-        [lp[i][t[i]] - lp[i][c[i]] for i in range(3)], abs=1e-6)
+        [lp[i][t[i]] - lp[i][c[i]] for i in range(3)], abs=1e-6
+    )
     # row 2: tokens 0 and 3 have the same logit, row 1 is uniform
     assert call("contrast_logprob_diff", context)[1] == 0.0
     assert call("contrast_logprob_diff", ctx(contrasts=TARGETS)) == [0.0, 0.0, 0.0]
@@ -154,8 +156,11 @@ def test_target_properties(rows, vocab, values, target_seed):
 def test_resolve_builtin_names():
     for name in BUILTIN_TARGETS:
         assert resolve_target(name) is BUILTIN_TARGETS[name]
-    assert set(list_targets()) == set(BUILTIN_TARGETS) >= {"logprob", "probability", "logit", "entropy", "rank",
-                                                           "contrast_prob_diff", "contrast_logprob_diff"}
+    assert (
+        set(list_targets())
+        == set(BUILTIN_TARGETS)
+        >= {"logprob", "probability", "logit", "entropy", "rank", "contrast_prob_diff", "contrast_logprob_diff"}
+    )
 
 
 def test_resolve_callables_and_target_objects():
@@ -227,8 +232,9 @@ def test_registered_target_as_step_score(own_model):
     s = generated.sequences[0].step_scores
     assert s.keys() == {"double_logit", "logit"}
     assert torch.allclose(s["double_logit"], 2 * s["logit"], rtol=1e-6)
-    forced = own_model.attribute(PROMPT, target=generated.sequences[0].generated_text,
-                                 step_scores={"twice": "double_logit", "once": "logit"})
+    forced = own_model.attribute(
+        PROMPT, target=generated.sequences[0].generated_text, step_scores={"twice": "double_logit", "once": "logit"}
+    )
     f = forced.sequences[0].step_scores
     assert f.keys() == {"twice", "once"}
     assert torch.allclose(f["twice"], 2 * f["once"], rtol=1e-6)
@@ -303,8 +309,9 @@ def test_step_scores_follow_attr_pos(generated, tiny_llama):
 
 def test_contrast_step_scores(tiny_llama):
     target, contrast = " w2", " wa"
-    out = tiny_llama.attribute(PROMPT, target=target, contrast_target=contrast,
-                               step_scores=["contrast_logprob_diff", "logprob"])
+    out = tiny_llama.attribute(
+        PROMPT, target=target, contrast_target=contrast, step_scores=["contrast_logprob_diff", "logprob"]
+    )
     seq = out.sequences[0]
     ids = lambda text: tiny_llama.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     assert seq.num_steps == len(ids(target)) == len(ids(contrast))
@@ -321,8 +328,14 @@ def test_contrast_step_scores(tiny_llama):
 # integrated gradients: completeness of the probability
 # --------------------------------------------------------------------------------------------
 def test_integrated_gradients_completeness_of_probability(tiny_llama):
-    out = tiny_llama.attribute(PROMPT, method="integrated_gradients", n_steps=200, attributed_fn="probability",
-                               max_new_tokens=2, step_scores=["probability"])
+    out = tiny_llama.attribute(
+        PROMPT,
+        method="integrated_gradients",
+        n_steps=200,
+        attributed_fn="probability",
+        max_new_tokens=2,
+        step_scores=["probability"],
+    )
     seq = out.sequences[0]
     s = seq.step_scores
     assert {"completeness_error", "baseline_value", "probability"} <= set(s)

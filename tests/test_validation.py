@@ -38,8 +38,11 @@ def test_every_int_from_one_is_a_positive_int(value: int) -> None:
 @SETTINGS
 @given(st.booleans())
 def test_every_bool_is_rejected_by_the_int_checks(value: bool) -> None:
-    for call in (lambda: check_positive_int("n", value, "n=3"), lambda: check_int("n", value, "n=0", minimum=0),
-                 lambda: check_positive_int("n", value, "n=3", optional=True)):
+    for call in (
+        lambda: check_positive_int("n", value, "n=3"),
+        lambda: check_int("n", value, "n=0", minimum=0),
+        lambda: check_positive_int("n", value, "n=3", optional=True),
+    ):
         assert message(call).argument == "n"
     assert not is_int(value) and not is_number(value)
 
@@ -76,7 +79,9 @@ def test_int_range_accepts_exactly_the_ints_inside(low: int, high: int, value: i
 
 
 def test_int_messages_name_the_bounds() -> None:
-    assert message(lambda: check_int("n_samples", 1, "n_samples=200", minimum=2)).problem == "must be an int >= 2, got 1"
+    assert (
+        message(lambda: check_int("n_samples", 1, "n_samples=200", minimum=2)).problem == "must be an int >= 2, got 1"
+    )
     assert message(lambda: check_int("layer", 1.5, "layer=-3")).problem == "must be an int, got 1.5"
     assert message(lambda: check_int("x", 9, "x=1", maximum=4)).problem == "must be an int <= 4, got 9"
 
@@ -101,10 +106,16 @@ def test_bools_nan_and_non_numbers_are_never_in_range(value: object) -> None:
 
 
 def test_number_messages() -> None:
-    assert message(lambda: check_number("stdevs", -1, "stdevs=0.09", low=0, what="a float")).problem == "must be a float >= 0, got -1"
-    assert message(lambda: check_number("alpha", 0.0, "alpha=1.0", low=0, strict=True)).problem == "must be > 0, got 0.0"
+    assert (
+        message(lambda: check_number("stdevs", -1, "stdevs=0.09", low=0, what="a float")).problem
+        == "must be a float >= 0, got -1"
+    )
+    assert (
+        message(lambda: check_number("alpha", 0.0, "alpha=1.0", low=0, strict=True)).problem == "must be > 0, got 0.0"
+    )
     assert message(lambda: check_number("k", 101, "k=20", low=0, high=100, what="a percentage")).problem == (
-        "must be a percentage in [0, 100], got 101")
+        "must be a percentage in [0, 100], got 101"
+    )
     assert message(lambda: check_number("x", "1", "x=1")).problem == "must be a number, got '1'"
     check_number("x", 10**400, "x=1", low=0)
 

@@ -81,7 +81,9 @@ def recorded(provenance: Provenance, description: str) -> Provenance:
     return result
 
 
-def nan_after_targets(values: Float[Tensor, "generated position *rest"], first_target: int) -> Float[Tensor, "generated position *rest"]:
+def nan_after_targets(
+    values: Float[Tensor, "generated position *rest"], first_target: int
+) -> Float[Tensor, "generated position *rest"]:
     """A copy of ``values`` with NaN at ``[j, i]`` for ``i >= first_target + j`` (the NaN invariant).
 
     Example:

@@ -66,8 +66,10 @@ def _step_scores(a: SequenceAttribution, b: SequenceAttribution) -> dict[str, to
     merged = {name: values.clone() for name, values in a.step_scores.items()}
     for name, values in b.step_scores.items():
         mine = a.step_scores.get(name)
-        same = mine is not None and mine.shape == values.shape and bool(
-            ((mine == values) | (mine.isnan() & values.isnan())).all()
+        same = (
+            mine is not None
+            and mine.shape == values.shape
+            and bool(((mine == values) | (mine.isnan() & values.isnan())).all())
         )
         if not same:
             merged[f"b:{name}"] = values.clone()
@@ -80,12 +82,19 @@ def _step_score_rules(
     """``a``'s recorded rules, and for each score ``b:<name>`` kept from ``b`` the rule ``b`` uses."""
     kept = {k for seq in sequences for k in seq.step_scores}
     names = sorted({name for seq in b.sequences for name in seq.step_scores if f"b:{name}" in kept})
-    return {**a.provenance.step_score_rules, **{f"b:{n}": step_rule(n, recorded=b.provenance.step_score_rules) for n in names}}
+    return {
+        **a.provenance.step_score_rules,
+        **{f"b:{n}": step_rule(n, recorded=b.provenance.step_score_rules) for n in names},
+    }
 
 
 def _difference(a: SequenceAttribution, b: SequenceAttribution) -> SequenceAttribution:
     granular = None
-    if a.granular_scores is not None and b.granular_scores is not None and a.granular_scores.shape == b.granular_scores.shape:
+    if (
+        a.granular_scores is not None
+        and b.granular_scores is not None
+        and a.granular_scores.shape == b.granular_scores.shape
+    ):
         granular = a.granular_scores - b.granular_scores.to(a.granular_scores)
     return copy_sequence(
         a,

@@ -64,7 +64,9 @@ def _check_starts(seq: SequenceAttribution, starts: Sequence[int]) -> None:
     n = len(seq.tokens)
     ok = list(starts) == sorted(set(starts)) and (not n or (starts and starts[0] == 0 and starts[-1] < n))
     if not ok or (0 < seq.prompt_length < n and seq.prompt_length not in starts):
-        raise ValueError(f"group starts {list(starts)[:10]} are not sorted starts within 0..{n} with the prompt boundary")
+        raise ValueError(
+            f"group starts {list(starts)[:10]} are not sorted starts within 0..{n} with the prompt boundary"
+        )
 
 
 def merge_positions(
@@ -93,7 +95,9 @@ def merge_positions(
         first_group = group_of[first] if first < n else len(runs)
     else:
         first_group = group_of[first]
-        row_runs = [(max(a, first) - first, min(b, stop) - first) for a, b in runs[first_group : group_of[stop - 1] + 1]]
+        row_runs = [
+            (max(a, first) - first, min(b, stop) - first) for a, b in runs[first_group : group_of[stop - 1] + 1]
+        ]
     new_first_target = first_group
     rows_how = target_how or how
 

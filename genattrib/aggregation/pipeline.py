@@ -13,8 +13,10 @@ Example:
     >>> out.aggregate("spans", spans=[(0, 14)]).sequences[0].tokens
     ['The capital of', ' Fr', 'ance', ' is', ' Par', 'is', '.']
     >>> other = model.attribute(prompt, target=" Paris.", method="occlusion")
-    >>> out.aggregate("pair", other, "words").provenance.aggregations
-    ["pair(method='occlusion', attributed_fn='logprob', attributed_fn_args={})", "words(how='sum', target_how=None, step_rules=None)"]
+    >>> for step in out.aggregate("pair", other, "words").provenance.aggregations:
+    ...     print(step)
+    pair(method='occlusion', attributed_fn='logprob', attributed_fn_args={})
+    words(how='sum', target_how=None, step_rules=None)
 """
 
 from __future__ import annotations
@@ -104,10 +106,14 @@ def _parse(steps: tuple[Any, ...]) -> list[Aggregator | tuple[str, list[Any]]]:
                 args, i = [items[i + 1]], i + 1
             parsed.append((item, args))
         elif isinstance(item, FeatureAttributionOutput):
-            raise InvalidArgumentError("steps", "a result appears without 'pair' before it", "write aggregate('pair', other)")
+            raise InvalidArgumentError(
+                "steps", "a result appears without 'pair' before it", "write aggregate('pair', other)"
+            )
         else:
             raise InvalidArgumentError(
-                "steps", f"{item!r} ({type(item).__name__}) is not a step", f"pass step names ({', '.join(STEPS)}) or aggregator objects"
+                "steps",
+                f"{item!r} ({type(item).__name__}) is not a step",
+                f"pass step names ({', '.join(STEPS)}) or aggregator objects",
             )
         i += 1
     return parsed
@@ -128,11 +134,15 @@ def resolve_steps(*steps: Any, **kwargs: Any) -> list[Aggregator]:
         if not takers:
             names = ", ".join(f"'{n}'" for _, (n, _) in named) or "no named steps"
             raise InvalidArgumentError(
-                key, f"no named step of this pipeline ({names}) takes `{key}`", "check the spelling, or pass an aggregator object"
+                key,
+                f"no named step of this pipeline ({names}) takes `{key}`",
+                "check the spelling, or pass an aggregator object",
             )
         if len(takers) > 1:
             raise InvalidArgumentError(
-                key, f"`{key}` is ambiguous: {len(takers)} steps of this pipeline take it", "pass aggregator objects, e.g. Words(how='mean')"
+                key,
+                f"`{key}` is ambiguous: {len(takers)} steps of this pipeline take it",
+                "pass aggregator objects, e.g. Words(how='mean')",
             )
         assigned[takers[0]][key] = value
     resolved: list[Aggregator] = []
@@ -142,7 +152,9 @@ def resolve_steps(*steps: Any, **kwargs: Any) -> list[Aggregator]:
             continue
         name, args = item
         if name == "pair" and not args and "other" not in assigned[k]:
-            raise InvalidArgumentError("pair", "'pair' needs the result to subtract", "write aggregate('pair', other) or out - other")
+            raise InvalidArgumentError(
+                "pair", "'pair' needs the result to subtract", "write aggregate('pair', other) or out - other"
+            )
         resolved.append(STEPS[name](*args, **assigned[k]))
     return resolved
 
@@ -157,5 +169,7 @@ def aggregate(out: FeatureAttributionOutput, *steps: Any, **kwargs: Any) -> Feat
     check_output(out, "aggregate")
     resolved = resolve_steps(*steps, **kwargs)
     if not resolved:
-        raise InvalidArgumentError("steps", "no aggregation steps were given", f"pass step names ({', '.join(STEPS)}) or aggregator objects")
+        raise InvalidArgumentError(
+            "steps", "no aggregation steps were given", f"pass step names ({', '.join(STEPS)}) or aggregator objects"
+        )
     return Pipeline(tuple(resolved))(out)

@@ -73,11 +73,18 @@ class _Merging(Aggregator):
         """One sequence on its own: no recorded rules, so ``step_rules`` then the fallback table."""
         return self.merge(seq, index, None)
 
-    def merge(self, seq: SequenceAttribution, index: int, recorded_rules: Mapping[str, str] | None) -> SequenceAttribution:
+    def merge(
+        self, seq: SequenceAttribution, index: int, recorded_rules: Mapping[str, str] | None
+    ) -> SequenceAttribution:
         """Merge the groups of ``seq`` (step scores: ``step_rules``, then ``recorded_rules``)."""
         starts = self.starts(seq, index)
         return merge_positions(
-            seq, starts, how=self.how, target_how=self.target_how, step_rules=self.step_rules, recorded_rules=recorded_rules
+            seq,
+            starts,
+            how=self.how,
+            target_how=self.target_how,
+            step_rules=self.step_rules,
+            recorded_rules=recorded_rules,
         )
 
 
@@ -195,14 +202,22 @@ class Spans(_Merging):
             try:
                 re.compile(self.pattern)
             except re.error as err:
-                raise InvalidArgumentError("pattern", f"{self.pattern!r} is not a valid regex ({err})", "fix the regular expression") from err
+                raise InvalidArgumentError(
+                    "pattern", f"{self.pattern!r} is not a valid regex ({err})", "fix the regular expression"
+                ) from err
         spans = list(self.spans or [])
         for span in (s for group in spans for s in group) if _per_sequence(spans) else spans:
             if not _is_pair(span):
-                raise InvalidArgumentError("spans", f"{span!r} is not a (start, end) pair of ints", "pass spans like [(0, 10), (12, 20)]")
+                raise InvalidArgumentError(
+                    "spans", f"{span!r} is not a (start, end) pair of ints", "pass spans like [(0, 10), (12, 20)]"
+                )
 
     def describe(self) -> str:
-        what = f"pattern={getattr(self.pattern, 'pattern', self.pattern)!r}" if self.pattern is not None else f"spans={self.spans!r}"
+        what = (
+            f"pattern={getattr(self.pattern, 'pattern', self.pattern)!r}"
+            if self.pattern is not None
+            else f"spans={self.spans!r}"
+        )
         return f"spans({what}, how={self.how!r}, target_how={self.target_how!r}, step_rules={self.step_rules!r})"
 
     def __call__(self, out: FeatureAttributionOutput) -> FeatureAttributionOutput:
@@ -210,7 +225,9 @@ class Spans(_Merging):
         spans = list(self.spans or [])
         if _per_sequence(spans) and len(spans) != len(out.sequences):
             raise InvalidArgumentError(
-                "spans", f"{len(spans)} lists of spans for {len(out.sequences)} sequences", "pass one list per sequence, or one list for all"
+                "spans",
+                f"{len(spans)} lists of spans for {len(out.sequences)} sequences",
+                "pass one list per sequence, or one list for all",
             )
         return super().__call__(out)
 
@@ -225,12 +242,15 @@ class Spans(_Merging):
         for start, end in ordered:
             if not 0 <= start < end <= size:
                 raise InvalidArgumentError(
-                    "spans", f"span ({start}, {end}) is empty or outside the text of sequence {index} ({size} characters)",
+                    "spans",
+                    f"span ({start}, {end}) is empty or outside the text of sequence {index} ({size} characters)",
                     f"use 0 <= start < end <= {size} (character offsets into seq.text)",
                 )
         for (a0, a1), (b0, b1) in zip(ordered, ordered[1:]):
             if b0 < a1:
-                raise InvalidArgumentError("spans", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass non-overlapping spans")
+                raise InvalidArgumentError(
+                    "spans", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass non-overlapping spans"
+                )
         return ordered
 
     def starts(self, seq: SequenceAttribution, index: int) -> list[int]:

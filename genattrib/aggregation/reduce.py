@@ -96,5 +96,9 @@ class Normalize(Aggregator):
             total = size.masked_fill(size.isnan(), 0.0).amax(1, keepdim=True)
         usable = torch.isfinite(total) & (total > 0)
         factor = torch.where(usable, 1.0 / total.where(usable, torch.ones_like(total)), torch.ones_like(total))
-        granular = None if seq.granular_scores is None else seq.granular_scores * factor.unsqueeze(-1).to(seq.granular_scores.dtype)
+        granular = (
+            None
+            if seq.granular_scores is None
+            else seq.granular_scores * factor.unsqueeze(-1).to(seq.granular_scores.dtype)
+        )
         return copy_sequence(seq, scores=seq.scores * factor, granular_scores=granular)

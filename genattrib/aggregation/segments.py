@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -107,7 +106,8 @@ def merge_step_scores(
     Example:
         >>> merge_step_scores({"probability": torch.tensor([0.5, 0.5])}, [(0, 2)])["probability"].tolist()
         [0.25]
-        >>> merge_step_scores({"fit": torch.tensor([0.5, 0.75, 0.25])}, [(0, 2), (2, 3)], recorded={"fit": "none"})["fit"].tolist()
+        >>> fit = {"fit": torch.tensor([0.5, 0.75, 0.25])}
+        >>> merge_step_scores(fit, [(0, 2), (2, 3)], recorded={"fit": "none"})["fit"].tolist()
         [nan, 0.25]
     """
     merged = {}

@@ -16,7 +16,20 @@ from genattrib.engine.runner import EngineResult, run_attribution
 from genattrib.engine.step_scores import step_score_rules, teacher_forced_step_scores
 
 __all__ = [
-    "Attributor", "EngineResult", "MethodOutput", "MethodParams", "ModelForward", "ResolvedBaseline", "SequenceJob",
-    "StepBatch", "baseline_embeddings", "bind_resources", "build_jobs", "eval_mode", "plan_batches", "run_attribution",
-    "step_score_rules", "teacher_forced_step_scores",
+    "Attributor",
+    "EngineResult",
+    "MethodOutput",
+    "MethodParams",
+    "ModelForward",
+    "ResolvedBaseline",
+    "SequenceJob",
+    "StepBatch",
+    "baseline_embeddings",
+    "bind_resources",
+    "build_jobs",
+    "eval_mode",
+    "plan_batches",
+    "run_attribution",
+    "step_score_rules",
+    "teacher_forced_step_scores",
 ]

@@ -33,8 +33,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from genattrib.errors import UnsupportedModelError
 from genattrib.engine.forward import ModelForward
+from genattrib.errors import UnsupportedModelError
 from genattrib.validation import is_int
 
 _MISSING = object()
@@ -93,8 +93,15 @@ def _scaling(module: nn.Module, scaling: float | None, head_dim: int) -> float:
 
 
 def probe_attention_forward(
-    probe: AttentionProbe, module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any,
-    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
+    probe: AttentionProbe,
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
 ) -> tuple[Tensor, Tensor]:
     """Eager attention that records or replaces the probabilities (the registered function)."""
     if kwargs.get("s_aux") is not None or getattr(module, "sinks", None) is not None:
@@ -200,7 +207,8 @@ def check_attention_support(forward: ModelForward) -> None:
         raise unsupported_error(forward.model, "does not compute attention through the attention registry")
     if expected is not None and probe.calls < expected:
         raise unsupported_error(
-            forward.model, f"computed only {probe.calls} of its {expected} attention layers through the attention registry"
+            forward.model,
+            f"computed only {probe.calls} of its {expected} attention layers through the attention registry",
         )
 
 
@@ -224,6 +232,7 @@ def capture_layer(
     with attention_probe(forward.model, probe), torch.no_grad():
         forward.hidden_states(embeds)
     if layer not in probe.probs:
-        raise unsupported_error(forward.model, f"did not compute layer {layer}'s attention through the attention registry")
+        raise unsupported_error(
+            forward.model, f"did not compute layer {layer}'s attention through the attention registry"
+        )
     return probe.probs[layer].float(), probe.allowed[layer]
-

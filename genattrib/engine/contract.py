@@ -25,9 +25,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.attention_capture import check_attention_support
 from genattrib.engine.forward import ModelForward, no_gradient_error
+from genattrib.errors import InvalidArgumentError
 from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets import TargetFunction
 
@@ -42,7 +42,8 @@ class StepBatch:
         >>> ids = torch.tensor([[1, 5, 6, 7], [1, 5, 6, 7]])
         >>> embeds = torch.zeros(2, 4, 3)
         >>> special = torch.tensor([[True, False, False, False]] * 2)
-        >>> batch = StepBatch(ids, embeds, embeds, torch.tensor([2, 3]), torch.tensor([6, 7]), special, torch.tensor([0, 0]))
+        >>> positions, targets, sequence = torch.tensor([2, 3]), torch.tensor([6, 7]), torch.tensor([0, 0])
+        >>> batch = StepBatch(ids, embeds, embeds, positions, targets, special, sequence)
         >>> batch.before_target()
         tensor([[ True,  True, False, False],
                 [ True,  True,  True, False]])
@@ -97,8 +98,10 @@ class StepBatch:
         """A generator seeded from (seed, the row's tokens up to its target): the same row gets
         the same draws whichever batch or sequence order it comes in."""
         position = int(self.target_positions[row])
-        tokens = self.input_ids[row, : position].cpu().numpy().astype("int64").tobytes()
-        return content_generator(self.seed, tokens + int(self.target_ids[row]).to_bytes(8, "little", signed=True), device)
+        tokens = self.input_ids[row, :position].cpu().numpy().astype("int64").tobytes()
+        return content_generator(
+            self.seed, tokens + int(self.target_ids[row]).to_bytes(8, "little", signed=True), device
+        )
 
 
 @dataclass
@@ -132,7 +135,7 @@ class Attributor(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
-    granular: ClassVar[bool] = False          # returns a hidden dimension
+    granular: ClassVar[bool] = False  # returns a hidden dimension
     default_reduction: ClassVar[str] = "none"  # how the hidden dimension is reduced by default
     needs_gradients: ClassVar[bool] = True
     needs_attentions: ClassVar[bool] = False  # reads attention probabilities (checked in check_model)
@@ -154,7 +157,8 @@ class Attributor(ABC):
         unknown = sorted(set(params) - valid)
         if unknown:
             raise InvalidArgumentError(
-                unknown[0], f"method {cls.name!r} has no parameter {unknown[0]!r}",
+                unknown[0],
+                f"method {cls.name!r} has no parameter {unknown[0]!r}",
                 f"use one of: {', '.join(sorted(valid)) or '(none)'}",
             )
 
@@ -191,7 +195,8 @@ class Attributor(ABC):
         extra = sorted(set(resources) - self.requires)
         if extra:
             raise InvalidArgumentError(
-                extra[0], f"method {self.name!r} does not require the resource {extra[0]!r}",
+                extra[0],
+                f"method {self.name!r} does not require the resource {extra[0]!r}",
                 f"it requires: {', '.join(sorted(self.requires)) or '(nothing)'}",
             )
         missing = {k: v for k, v in resources.items() if getattr(self.params, k) is None}
@@ -205,8 +210,10 @@ class Attributor(ABC):
         """Raise before heavy work if this method cannot run on the model/target."""
         if self.needs_gradients and not attributed_fn.differentiable:
             raise InvalidArgumentError(
-                "attributed_fn", f"{attributed_fn.name!r} is not differentiable, so {self.name!r} cannot explain it",
-                "use a differentiable target (logprob, probability, logit ...) or a forward-only method such as occlusion",
+                "attributed_fn",
+                f"{attributed_fn.name!r} is not differentiable, so {self.name!r} cannot explain it",
+                "use a differentiable target (logprob, probability, logit ...) "
+                "or a forward-only method such as occlusion",
             )
         if self.needs_gradients and not forward.gradients_reach_inputs():
             raise no_gradient_error(type(forward.model).__name__, f"method {self.name!r}")

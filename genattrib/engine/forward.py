@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from genattrib.errors import UnsupportedModelError
-from genattrib.targets import TargetFunction, TargetContext
+from genattrib.targets import TargetContext, TargetFunction
 
 MAX_ROWS_PER_CHUNK = 256
 
@@ -81,8 +81,8 @@ class ModelForward:
         self.dtype = self.embedding.weight.dtype
         self.user_max_rows = max_rows
         self._oom_cap: int | None = None
-        self.rows_run = 0        # rows through the model (forward-only and forward+backward)
-        self.grad_rows_run = 0   # of which forward+backward
+        self.rows_run = 0  # rows through the model (forward-only and forward+backward)
+        self.grad_rows_run = 0  # of which forward+backward
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -139,7 +139,9 @@ class ModelForward:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def hidden_states(self, embeds: Float[Tensor, "row position hidden"], **kwargs) -> Float[Tensor, "row position hidden"]:
+    def hidden_states(
+        self, embeds: Float[Tensor, "row position hidden"], **kwargs
+    ) -> Float[Tensor, "row position hidden"]:
         out = self.base(inputs_embeds=embeds.to(self.input_device), use_cache=False, **kwargs)
         return out[0]
 

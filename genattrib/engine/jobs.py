@@ -26,7 +26,8 @@ def _contrast_for(contrast: Int[Tensor, " contrast"], n: int) -> Int[Tensor, " g
         contrast = contrast.expand(n).clone()
     if contrast.shape[0] != n:
         raise InvalidArgumentError(
-            "contrast_target", f"{contrast.shape[0]} contrast tokens for {n} generated tokens",
+            "contrast_target",
+            f"{contrast.shape[0]} contrast tokens for {n} generated tokens",
             "pass a single-token contrast or one with as many tokens as the continuation",
         )
     return contrast
@@ -53,8 +54,9 @@ def build_jobs(
         chosen = range(n)[steps]
         if n and len(chosen) == 0:
             raise InvalidArgumentError(
-                "attr_pos_start", f"attr_pos_start={steps.start}, attr_pos_end={steps.stop} select no step of "
-                f"{n} generated tokens", f"use indices in [0, {n}) or None",
+                "attr_pos_start",
+                f"attr_pos_start={steps.start}, attr_pos_end={steps.stop} select no step of {n} generated tokens",
+                f"use indices in [0, {n}) or None",
             )
         ids = trace.input_ids
         mask = torch.zeros_like(ids, dtype=torch.bool) if keep_special else torch.isin(ids, special)

@@ -55,7 +55,11 @@ def targets_of(jobs: list[SequenceJob]) -> list[TargetRef]:
 
 
 def plan_batches(
-    jobs: list[SequenceJob], rows_per_target: Callable[[int], int], rows_budget: Callable[[int], int], by_sequence: bool, max_targets: int = 64
+    jobs: list[SequenceJob],
+    rows_per_target: Callable[[int], int],
+    rows_budget: Callable[[int], int],
+    by_sequence: bool,
+    max_targets: int = 64,
 ) -> list[list[TargetRef]]:
     """Group targets into batches.
 

@@ -29,5 +29,7 @@ def bind_resources(attributor: Attributor, providers: Mapping[str, Callable[[], 
         raise UnsupportedModelError(
             f"method {attributor.name!r} needs {', '.join(missing)}, which this model wrapper cannot provide"
         )
-    wanted = {name: providers[name]() for name in sorted(attributor.requires) if getattr(attributor.params, name) is None}
+    wanted = {
+        name: providers[name]() for name in sorted(attributor.requires) if getattr(attributor.params, name) is None
+    }
     return attributor.bind(**wanted) if wanted else attributor

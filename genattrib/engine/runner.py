@@ -19,10 +19,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.aggregation import reduce_hidden
-from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
-from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
+from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
 from genattrib.progress import progress_bar
 from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction
@@ -38,8 +38,11 @@ class EngineResult:
 
 
 def _build_batch(
-    refs: list[TargetRef], jobs: list[SequenceJob], forward: ModelForward,
-    baselines: list[Tensor], seed: int,
+    refs: list[TargetRef],
+    jobs: list[SequenceJob],
+    forward: ModelForward,
+    baselines: list[Tensor],
+    seed: int,
 ) -> StepBatch:
     length = max(r.position for r in refs)
     device = forward.input_device
@@ -62,7 +65,9 @@ def _build_batch(
         input_embeds=forward.embed(ids),
         baseline_embeds=base,
         target_positions=torch.tensor([r.position for r in refs], dtype=torch.long, device=device),
-        target_ids=torch.tensor([int(jobs[r.job].input_ids[r.position]) for r in refs], dtype=torch.long, device=device),
+        target_ids=torch.tensor(
+            [int(jobs[r.job].input_ids[r.position]) for r in refs], dtype=torch.long, device=device
+        ),
         special_mask=fixed.to(device),
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
@@ -100,7 +105,8 @@ def run_attribution(
         )
     ]
     baselines = [
-        baseline_embeddings(baseline, job.input_ids, forward.embedding) if baseline is not None
+        baseline_embeddings(baseline, job.input_ids, forward.embedding)
+        if baseline is not None
         else forward.embed(job.input_ids.unsqueeze(0))[0]
         for job in jobs
     ]

@@ -6,7 +6,8 @@ One forward per sequence gives the logits at every generated position at once.
 Example:
     >>> from genattrib.targets import resolve_target
     >>> jobs = [SequenceJob(out.sequences[0].input_ids, prompt_length=6, step_start=0, step_stop=3)]
-    >>> scores = teacher_forced_step_scores(ModelForward(hf_model), jobs, {"probability": resolve_target("probability")})
+    >>> wanted = {"probability": resolve_target("probability")}
+    >>> scores = teacher_forced_step_scores(ModelForward(hf_model), jobs, wanted)
     >>> scores[0]["probability"].shape
     torch.Size([3])
 """
@@ -20,9 +21,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.engine.contract import Attributor
-from genattrib.engine.plan import SequenceJob
 from genattrib.engine.forward import ModelForward
-from genattrib.targets import TargetFunction, TargetContext
+from genattrib.engine.plan import SequenceJob
+from genattrib.targets import TargetContext, TargetFunction
 
 
 def teacher_forced_step_scores(

@@ -25,9 +25,9 @@ import torch
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.evaluation.benchmark_result import BenchmarkResult, MethodRun
-from genattrib.faithfulness.bootstrap import summarize
 from genattrib.evaluation.datasets import Example, load_dataset
 from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics
+from genattrib.faithfulness.bootstrap import summarize
 from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.methods import method_class
 from genattrib.models import AttributionModel
@@ -63,10 +63,14 @@ def distractor_mass(out: FeatureAttributionOutput, examples: Sequence[Example]) 
 
 def _check(model: Any, methods: Sequence[str], max_new_tokens: int, every: int) -> list[str]:
     if not isinstance(model, AttributionModel):
-        raise InvalidArgumentError("model", f"expected an AttributionModel, got {type(model).__name__}", "pass genattrib.load_model(...)")
+        raise InvalidArgumentError(
+            "model", f"expected an AttributionModel, got {type(model).__name__}", "pass genattrib.load_model(...)"
+        )
     names = [methods] if isinstance(methods, str) else list(methods)
     if not names:
-        raise InvalidArgumentError("methods", "no method given", "pass e.g. methods=['saliency', 'integrated_gradients']")
+        raise InvalidArgumentError(
+            "methods", "no method given", "pass e.g. methods=['saliency', 'integrated_gradients']"
+        )
     for name in names:
         method_class(name)
     for arg, value in (("max_new_tokens", max_new_tokens), ("every", every)):
@@ -75,11 +79,21 @@ def _check(model: Any, methods: Sequence[str], max_new_tokens: int, every: int) 
 
 
 def benchmark(
-    model: AttributionModel, methods: str | Sequence[str], dataset: str | Sequence[str] = "wikitext",
-    metrics: str | Sequence[str] | None = None, *, max_new_tokens: int = 10, every: int = 2,
-    max_examples: int | None = None, method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    seed: int = DEFAULT_SEED, k: float | int = 20.0, include_random: bool = True, n_bootstrap: int = 1000,
-    show_progress: bool | None = None, checkpoint: str | Path | None = None,
+    model: AttributionModel,
+    methods: str | Sequence[str],
+    dataset: str | Sequence[str] = "wikitext",
+    metrics: str | Sequence[str] | None = None,
+    *,
+    max_new_tokens: int = 10,
+    every: int = 2,
+    max_examples: int | None = None,
+    method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = DEFAULT_SEED,
+    k: float | int = 20.0,
+    include_random: bool = True,
+    n_bootstrap: int = 1000,
+    show_progress: bool | None = None,
+    checkpoint: str | Path | None = None,
     on_method_done: Callable[[MethodRun], None] | None = None,
 ) -> BenchmarkResult:
     """Attribute ``dataset`` with every method in ``methods`` and score each with ``metrics``.
@@ -97,7 +111,11 @@ def benchmark(
     kwargs = dict(method_kwargs or {})
     unknown = sorted(set(kwargs) - set(names))
     if unknown:
-        raise InvalidArgumentError("method_kwargs", f"parameters given for {unknown[0]!r}, which is not among methods", f"use keys from {names}")
+        raise InvalidArgumentError(
+            "method_kwargs",
+            f"parameters given for {unknown[0]!r}, which is not among methods",
+            f"use keys from {names}",
+        )
     token_level = all(e.target is not None for e in examples)
     prompts = [e.prompt for e in examples]
     t0 = time.perf_counter()
@@ -109,20 +127,37 @@ def benchmark(
         targets = model.generate(prompts, max_new_tokens=max_new_tokens, do_sample=False)
         keep = [i for i, t in enumerate(targets) if t.numel()]
         if not keep:
-            raise InvalidArgumentError("dataset", "the model wrote nothing (EOS first) for every prompt", "use other prompts")
+            raise InvalidArgumentError(
+                "dataset", "the model wrote nothing (EOS first) for every prompt", "use other prompts"
+            )
         examples, prompts, targets = [examples[i] for i in keep], [prompts[i] for i in keep], [targets[i] for i in keep]
         evaluate_every, generate_seconds = every, time.perf_counter() - t
     info = {
-        "model": model.name, "dataset": dataset if isinstance(dataset, str) else "custom", "examples": len(examples),
-        "token_level": token_level, "max_new_tokens": None if token_level else max_new_tokens, "every": evaluate_every,
-        "metrics": metric_names, "k": k, "seed": seed, "generate_seconds": generate_seconds,
-        "device": model.devices, "dtype": str(model.dtype).replace("torch.", ""),
+        "model": model.name,
+        "dataset": dataset if isinstance(dataset, str) else "custom",
+        "examples": len(examples),
+        "token_level": token_level,
+        "max_new_tokens": None if token_level else max_new_tokens,
+        "every": evaluate_every,
+        "metrics": metric_names,
+        "k": k,
+        "seed": seed,
+        "generate_seconds": generate_seconds,
+        "device": model.devices,
+        "dtype": str(model.dtype).replace("torch.", ""),
     }
     runs: list[MethodRun] = []
     reference_steps = None
     for name in names:
         t = time.perf_counter()
-        out = model.attribute(prompts, continuation=targets, method=name, seed=seed, show_progress=show_progress, **dict(kwargs.get(name, {})))
+        out = model.attribute(
+            prompts,
+            continuation=targets,
+            method=name,
+            seed=seed,
+            show_progress=show_progress,
+            **dict(kwargs.get(name, {})),
+        )
         attribute_seconds = time.perf_counter() - t
         steps = collect_steps(out.steps(0, 1) if token_level else out, evaluate_every)
         reference_steps = steps
@@ -132,14 +167,27 @@ def benchmark(
             mass, share = distractor_mass(out, examples)
             extra["distractor_mass"] = summarize(mass, None, "mean", n_bootstrap, seed)
             extra["distractor_share"] = summarize(share, None, "mean", n_bootstrap, seed)
-        runs.append(MethodRun(name, result, attribute_seconds, dict(out.provenance.method_params), extra,
-                              tokens=int(sum(s.num_steps for s in out.sequences)), rows=out.provenance.work.get("rows", 0)))
+        runs.append(
+            MethodRun(
+                name,
+                result,
+                attribute_seconds,
+                dict(out.provenance.method_params),
+                extra,
+                tokens=int(sum(s.num_steps for s in out.sequences)),
+                rows=out.provenance.work.get("rows", 0),
+            )
+        )
         if checkpoint is not None:
-            BenchmarkResult(list(runs), {**info, "partial": True, "wall_seconds": time.perf_counter() - t0}).save_json(checkpoint)
+            BenchmarkResult(list(runs), {**info, "partial": True, "wall_seconds": time.perf_counter() - t0}).save_json(
+                checkpoint
+            )
         if on_method_done is not None:
             on_method_done(runs[-1])
     if include_random and reference_steps is not None:
-        result = evaluate_steps(model, random_steps(reference_steps, seed), metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
+        result = evaluate_steps(
+            model, random_steps(reference_steps, seed), metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap
+        )
         runs.append(MethodRun(RANDOM, result, 0.0, {"seed": seed}, {}, tokens=0, rows=0))
     info["wall_seconds"] = time.perf_counter() - t0
     return BenchmarkResult(runs, info)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from genattrib.errors import MissingDependencyError
+from genattrib.evaluation.result import EvaluationResult
 from genattrib.faithfulness.bootstrap import Interval
 from genattrib.faithfulness.metrics import METRICS
-from genattrib.evaluation.result import EvaluationResult
 
 #: Extra per-method figures that are not faithfulness metrics: (lower is better, description).
 EXTRAS = {
@@ -81,16 +81,29 @@ class BenchmarkResult:
                     continue
                 lower = METRICS[metric].lower_is_better if metric in METRICS else EXTRAS[metric][0]
                 summary = METRICS[metric].summary if metric in METRICS else "mean"
-                out.append({"method": run.method, "metric": metric, "value": interval.value, "low": interval.low,
-                            "high": interval.high, "n": interval.n, "lower_is_better": lower, "summary": summary,
-                            "attribute_seconds": run.attribute_seconds, "tokens": run.tokens})
+                out.append(
+                    {
+                        "method": run.method,
+                        "metric": metric,
+                        "value": interval.value,
+                        "low": interval.low,
+                        "high": interval.high,
+                        "n": interval.n,
+                        "lower_is_better": lower,
+                        "summary": summary,
+                        "attribute_seconds": run.attribute_seconds,
+                        "tokens": run.tokens,
+                    }
+                )
         return out
 
     def best(self, metric: str) -> str | None:
         """The method (not the random row) with the best value of ``metric`` (None for reference figures)."""
         if metric in REFERENCE_ONLY:
             return None
-        rows = [r for r in self.rows() if r["metric"] == metric and r["method"] != "random" and _num(r["value"]) is not None]
+        rows = [
+            r for r in self.rows() if r["metric"] == metric and r["method"] != "random" and _num(r["value"]) is not None
+        ]
         if not rows:
             return None
         lower = rows[0]["lower_is_better"]
@@ -101,15 +114,27 @@ class BenchmarkResult:
         try:
             import pandas as pd
         except ImportError as error:
-            raise MissingDependencyError("BenchmarkResult.to_pandas() needs the optional package pandas (pip install pandas); rows() gives the same table as dicts") from error
+            raise MissingDependencyError(
+                "BenchmarkResult.to_pandas() needs the optional package pandas (pip install pandas); "
+                "rows() gives the same table as dicts"
+            ) from error
         return pd.DataFrame(self.rows())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "info": self.info,
             "rows": [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in self.rows()],
-            "methods": [{"method": r.method, "params": r.params, "attribute_seconds": r.attribute_seconds,
-                         "tokens": r.tokens, "rows": r.rows, "evaluate_seconds": r.result.info.get("seconds")} for r in self.runs],
+            "methods": [
+                {
+                    "method": r.method,
+                    "params": r.params,
+                    "attribute_seconds": r.attribute_seconds,
+                    "tokens": r.tokens,
+                    "rows": r.rows,
+                    "evaluate_seconds": r.result.info.get("seconds"),
+                }
+                for r in self.runs
+            ],
         }
 
     def save_json(self, path: str | Path) -> Path:
@@ -126,12 +151,25 @@ class BenchmarkResult:
         for entry in data["methods"]:
             summary, extra = {}, {}
             for row in (r for r in data["rows"] if r["method"] == entry["method"]):
-                interval = Interval(*(math.nan if row[k] is None else float(row[k]) for k in ("value", "low", "high")), int(row["n"]))
+                interval = Interval(
+                    *(math.nan if row[k] is None else float(row[k]) for k in ("value", "low", "high")), int(row["n"])
+                )
                 (summary if row["metric"] in METRICS else extra)[row["metric"]] = interval
             empty = torch.empty(0)
-            result = EvaluationResult({}, {}, empty.long(), empty.long(), summary, {"seconds": entry.get("evaluate_seconds")})
-            runs.append(MethodRun(entry["method"], result, float(entry["attribute_seconds"]), entry.get("params", {}), extra,
-                                  int(entry.get("tokens", 0)), int(entry.get("rows", 0))))
+            result = EvaluationResult(
+                {}, {}, empty.long(), empty.long(), summary, {"seconds": entry.get("evaluate_seconds")}
+            )
+            runs.append(
+                MethodRun(
+                    entry["method"],
+                    result,
+                    float(entry["attribute_seconds"]),
+                    entry.get("params", {}),
+                    extra,
+                    int(entry.get("tokens", 0)),
+                    int(entry.get("rows", 0)),
+                )
+            )
         return cls(runs, data["info"])
 
     def save_html(self, path: str | Path) -> Path:

@@ -52,7 +52,11 @@ def load_dataset(dataset: str | Sequence[str], max_examples: int | None = None) 
             examples = [Example(line.rstrip("\n")) for line in _read(file).splitlines() if line.strip()]
     else:
         if not dataset or not all(isinstance(p, str) and p.strip() for p in dataset):
-            raise InvalidArgumentError("dataset", "must be a dataset name or a non-empty list of non-empty prompts", f"use one of {sorted(DATASETS)} or ['a prompt', ...]")
+            raise InvalidArgumentError(
+                "dataset",
+                "must be a dataset name or a non-empty list of non-empty prompts",
+                f"use one of {sorted(DATASETS)} or ['a prompt', ...]",
+            )
         examples = [Example(p) for p in dataset]
     if max_examples is not None:
         check_positive_int("max_examples", max_examples, "max_examples=10")

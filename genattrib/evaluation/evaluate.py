@@ -15,14 +15,14 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.errors import InvalidArgumentError, UnknownNameError
+from genattrib.evaluation.result import EvaluationResult
 from genattrib.faithfulness.bootstrap import per_example_means, summarize
 from genattrib.faithfulness.context import EvalContext
 from genattrib.faithfulness.metrics import DEFAULT_METRICS, METRICS, MetricOptions
-from genattrib.evaluation.result import EvaluationResult
 from genattrib.faithfulness.soft import NORMALIZATIONS
 from genattrib.faithfulness.steps import EvalSteps, collect_steps
-from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.models import AttributionModel, load_model
 from genattrib.models.arguments import resolve_baseline
 from genattrib.models.default_model import DEFAULT_MODEL_NAME
@@ -51,12 +51,17 @@ def _resolve_model(out: FeatureAttributionOutput, model: AttributionModel | None
     if model is None:
         if produced_by != DEFAULT_MODEL_NAME:
             raise InvalidArgumentError(
-                "model", f"the result was made by {produced_by!r}, which genattrib cannot reload by itself",
+                "model",
+                f"the result was made by {produced_by!r}, which genattrib cannot reload by itself",
                 "pass model=<the AttributionModel that produced it>, e.g. genattrib.evaluate(out, model=model)",
             )
         return load_model()
     if not isinstance(model, AttributionModel):
-        raise InvalidArgumentError("model", f"expected an AttributionModel, got {type(model).__name__}", "wrap it with genattrib.load_model((hf_model, tokenizer))")
+        raise InvalidArgumentError(
+            "model",
+            f"expected an AttributionModel, got {type(model).__name__}",
+            "wrap it with genattrib.load_model((hf_model, tokenizer))",
+        )
     if produced_by and model.name != produced_by:
         warnings.warn(f"evaluating a result made by {produced_by!r} with model {model.name!r}", stacklevel=3)
     return model
@@ -65,7 +70,11 @@ def _resolve_model(out: FeatureAttributionOutput, model: AttributionModel | None
 def _baseline_id(model: AttributionModel, baseline: Any) -> int:
     resolved = resolve_baseline(baseline, model.tokenizer, model.model.get_input_embeddings().weight.shape[1])
     if resolved.token_id is None:
-        raise InvalidArgumentError("baseline", "evaluation replaces tokens, so it needs a baseline token, not a vector", "pass a token: 'unk', 'pad', 'eos' or a single-token string")
+        raise InvalidArgumentError(
+            "baseline",
+            "evaluation replaces tokens, so it needs a baseline token, not a vector",
+            "pass a token: 'unk', 'pad', 'eos' or a single-token string",
+        )
     return resolved.token_id
 
 
@@ -76,8 +85,16 @@ def _check_options(k: float | int, soft_normalization: str, n_bootstrap: int) ->
 
 
 def evaluate_steps(
-    model: AttributionModel, steps: EvalSteps, metrics: Sequence[str], *, k: float | int = 20.0, seed: int = DEFAULT_SEED,
-    baseline: Any = None, soft_normalization: str = "sum", n_bootstrap: int = 1000, max_rows: int | None = None,
+    model: AttributionModel,
+    steps: EvalSteps,
+    metrics: Sequence[str],
+    *,
+    k: float | int = 20.0,
+    seed: int = DEFAULT_SEED,
+    baseline: Any = None,
+    soft_normalization: str = "sum",
+    n_bootstrap: int = 1000,
+    max_rows: int | None = None,
 ) -> EvaluationResult:
     """Metrics for already collected steps (what :func:`evaluate` and the benchmark share)."""
     t0 = time.perf_counter()
@@ -86,9 +103,18 @@ def evaluate_steps(
     forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
     vocab = forward.vocab_size
     if any(int(p.max()) >= vocab for p in steps.prefixes if p.numel()) or int(steps.target_ids.max()) >= vocab:
-        raise InvalidArgumentError("model", f"the result has token ids beyond the model's vocabulary ({vocab})", "evaluate with the model that produced the result")
-    ctx = EvalContext(forward, steps, _baseline_id(model, baseline), seed,
-                      keep_distributions=any(METRICS[n].uses_distribution for n in names))
+        raise InvalidArgumentError(
+            "model",
+            f"the result has token ids beyond the model's vocabulary ({vocab})",
+            "evaluate with the model that produced the result",
+        )
+    ctx = EvalContext(
+        forward,
+        steps,
+        _baseline_id(model, baseline),
+        seed,
+        keep_distributions=any(METRICS[n].uses_distribution for n in names),
+    )
     options = MetricOptions(k=float(k), soft_normalization=soft_normalization)
     per_step, random_per_step, summary = {}, {}, {}
     with eval_mode(model.model):
@@ -101,18 +127,38 @@ def evaluate_steps(
             summary[name] = summarize(
                 per_example_means(values, steps.example),
                 None if random is None else per_example_means(random, steps.example),
-                metric.summary, n_bootstrap, seed,
+                metric.summary,
+                n_bootstrap,
+                seed,
             )
-    info = {"model": model.name, "metrics": names, "k": float(k), "seed": int(seed), "soft_normalization": soft_normalization,
-            "baseline_id": ctx.baseline_id, "n_bootstrap": n_bootstrap, "steps": steps.num_steps,
-            "examples": int(steps.example.unique().numel()), "rows": forward.rows_run, "seconds": time.perf_counter() - t0}
+    info = {
+        "model": model.name,
+        "metrics": names,
+        "k": float(k),
+        "seed": int(seed),
+        "soft_normalization": soft_normalization,
+        "baseline_id": ctx.baseline_id,
+        "n_bootstrap": n_bootstrap,
+        "steps": steps.num_steps,
+        "examples": int(steps.example.unique().numel()),
+        "rows": forward.rows_run,
+        "seconds": time.perf_counter() - t0,
+    }
     return EvaluationResult(per_step, random_per_step, steps.example.clone(), steps.step.clone(), summary, info)
 
 
 def evaluate(
-    out: FeatureAttributionOutput, metrics: str | Sequence[str] | None = None, *, model: AttributionModel | None = None,
-    every: int = 1, k: float | int = 20.0, seed: int = DEFAULT_SEED, baseline: Any = None, soft_normalization: str = "sum",
-    n_bootstrap: int = 1000, max_rows: int | None = None,
+    out: FeatureAttributionOutput,
+    metrics: str | Sequence[str] | None = None,
+    *,
+    model: AttributionModel | None = None,
+    every: int = 1,
+    k: float | int = 20.0,
+    seed: int = DEFAULT_SEED,
+    baseline: Any = None,
+    soft_normalization: str = "sum",
+    n_bootstrap: int = 1000,
+    max_rows: int | None = None,
 ) -> EvaluationResult:
     """Faithfulness of ``out`` (per evaluated step and summarised over its sequences).
 
@@ -126,8 +172,23 @@ def evaluate(
     _check_options(k, soft_normalization, n_bootstrap)
     steps = collect_steps(out, every)
     model = _resolve_model(out, model)
-    result = evaluate_steps(model, steps, names, k=k, seed=seed, baseline=baseline, soft_normalization=soft_normalization,
-                            n_bootstrap=n_bootstrap, max_rows=max_rows)
-    result.info.update({"method": out.provenance.method, "method_params": out.provenance.method_params,
-                        "attributed_fn": out.provenance.attributed_fn, "every": every})
+    result = evaluate_steps(
+        model,
+        steps,
+        names,
+        k=k,
+        seed=seed,
+        baseline=baseline,
+        soft_normalization=soft_normalization,
+        n_bootstrap=n_bootstrap,
+        max_rows=max_rows,
+    )
+    result.info.update(
+        {
+            "method": out.provenance.method,
+            "method_params": out.provenance.method_params,
+            "attributed_fn": out.provenance.attributed_fn,
+            "every": every,
+        }
+    )
     return result

@@ -21,19 +21,62 @@ import torch
 
 from genattrib.engine.forward import ModelForward, eval_mode
 
-CAPITALS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
-            "Russia": "Moscow", "England": "London", "Egypt": "Cairo", "Greece": "Athens", "China": "Beijing",
-            "Portugal": "Lisbon", "Austria": "Vienna", "Ireland": "Dublin", "Norway": "Oslo", "Canada": "Ottawa"}
-LANGUAGES = {"France": "French", "Germany": "German", "Italy": "Italian", "Spain": "Spanish", "Japan": "Japanese",
-             "Russia": "Russian", "China": "Chinese", "Greece": "Greek", "Portugal": "Portuguese", "Poland": "Polish",
-             "Sweden": "Swedish", "Turkey": "Turkish"}
-OPPOSITES = {"hot": "cold", "big": "small", "happy": "sad", "fast": "slow", "light": "dark", "old": "young",
-             "rich": "poor", "early": "late", "strong": "weak", "wet": "dry"}
+CAPITALS = {
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Japan": "Tokyo",
+    "Russia": "Moscow",
+    "England": "London",
+    "Egypt": "Cairo",
+    "Greece": "Athens",
+    "China": "Beijing",
+    "Portugal": "Lisbon",
+    "Austria": "Vienna",
+    "Ireland": "Dublin",
+    "Norway": "Oslo",
+    "Canada": "Ottawa",
+}
+LANGUAGES = {
+    "France": "French",
+    "Germany": "German",
+    "Italy": "Italian",
+    "Spain": "Spanish",
+    "Japan": "Japanese",
+    "Russia": "Russian",
+    "China": "Chinese",
+    "Greece": "Greek",
+    "Portugal": "Portuguese",
+    "Poland": "Polish",
+    "Sweden": "Swedish",
+    "Turkey": "Turkish",
+}
+OPPOSITES = {
+    "hot": "cold",
+    "big": "small",
+    "happy": "sad",
+    "fast": "slow",
+    "light": "dark",
+    "old": "young",
+    "rich": "poor",
+    "early": "late",
+    "strong": "weak",
+    "wet": "dry",
+}
 
 TEMPLATES = {
     "capital": ("My best friend moved to {word} last year", ". The capital city of that country is", CAPITALS),
-    "language": ("My grandmother was born and raised in {word}", ". The language she spoke at home as a child was", LANGUAGES),
-    "opposite": ("The teacher wrote the word {word} on the board", ". Then she asked for its opposite, which is the word", OPPOSITES),
+    "language": (
+        "My grandmother was born and raised in {word}",
+        ". The language she spoke at home as a child was",
+        LANGUAGES,
+    ),
+    "opposite": (
+        "The teacher wrote the word {word} on the board",
+        ". Then she asked for its opposite, which is the word",
+        OPPOSITES,
+    ),
 }
 DISTRACTORS = (
     "(a decision that, as my neighbour keeps reminding me over tea every single morning, surprised everyone we know)",
@@ -50,11 +93,18 @@ def candidates() -> list[dict[str, Any]]:
             start = head.format(word=word)
             for d, distractor in enumerate(DISTRACTORS):
                 prompt = f"{start} {distractor}{tail}"
-                out.append({
-                    "category": category, "word": word, "target": f" {answer}", "distractor_id": d,
-                    "prompt": prompt, "plain_prompt": f"{start}{tail}",
-                    "distractor_start": len(start) + 1, "distractor_end": len(start) + 1 + len(distractor),
-                })
+                out.append(
+                    {
+                        "category": category,
+                        "word": word,
+                        "target": f" {answer}",
+                        "distractor_id": d,
+                        "prompt": prompt,
+                        "plain_prompt": f"{start}{tail}",
+                        "distractor_start": len(start) + 1,
+                        "distractor_end": len(start) + 1 + len(distractor),
+                    }
+                )
     return out
 
 

@@ -57,9 +57,15 @@ def benchmark_table(result: Any) -> Table:
     """The benchmark as a narrow rich table: one section per metric, one row per method, the best
     method of each metric in bold green (so it fits a terminal whatever the number of methods)."""
     info = result.info
-    title = f"{info.get('model')} · {info.get('dataset')} · {info.get('examples')} examples · wall {info.get('wall_seconds', 0):.0f} s"
-    table = Table(box=box.SIMPLE_HEAVY, title=title,
-                  caption="95% bootstrap intervals over examples; soft_ns/soft_nc: ln(Σ method / Σ random), 0 = random")
+    title = (
+        f"{info.get('model')} · {info.get('dataset')} · {info.get('examples')} examples"
+        f" · wall {info.get('wall_seconds', 0):.0f} s"
+    )
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        title=title,
+        caption="95% bootstrap intervals over examples; soft_ns/soft_nc: ln(Σ method / Σ random), 0 = random",
+    )
     table.add_column("metric", overflow="fold")
     table.add_column("method", no_wrap=True)
     for name in ("value", "95% interval", "s/token"):
@@ -72,9 +78,15 @@ def benchmark_table(result: Any) -> Table:
                 continue
             style = "bold green" if run.method == best else ("dim" if run.method == "random" else None)
             per_token = run.attribute_seconds / run.tokens if run.tokens else float("nan")
-            table.add_row(f"{metric} {_arrow(metric)}" if n == 0 else "", run.method, _fmt(interval.value),
-                          f"[{_fmt(interval.low)}, {_fmt(interval.high)}]", _fmt(per_token), style=style,
-                          end_section=n == len(result.runs) - 1)
+            table.add_row(
+                f"{metric} {_arrow(metric)}" if n == 0 else "",
+                run.method,
+                _fmt(interval.value),
+                f"[{_fmt(interval.low)}, {_fmt(interval.high)}]",
+                _fmt(per_token),
+                style=style,
+                end_section=n == len(result.runs) - 1,
+            )
     return table
 
 
@@ -98,17 +110,28 @@ def _chart(result: Any, metric: str) -> str:
     left, width, bar_h = 190, 560, 18
     x = lambda v: left + (v - lo) / span * width  # noqa: E731 - a local scale
     best = result.best(metric)
-    parts = [f"<svg width='{left + width + 90}' height='{len(rows) * (bar_h + 6) + 10}' role='img' aria-label='{html.escape(metric)}'>"]
+    parts = [
+        f"<svg width='{left + width + 90}' height='{len(rows) * (bar_h + 6) + 10}' role='img' "
+        f"aria-label='{html.escape(metric)}'>"
+    ]
     for n, (method, i) in enumerate(rows):
         y = 5 + n * (bar_h + 6)
         cls = "rand" if method == "random" else ("best" if method == best else "bar")
         x0, x1 = sorted((x(0.0), x(i.value)))
         parts.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end'>{html.escape(method)}</text>")
-        parts.append(f"<rect class='{cls}' x='{x0:.1f}' y='{y}' width='{max(x1 - x0, 1):.1f}' height='{bar_h}'><title>{html.escape(method)}: {i.value:.4f}</title></rect>")
+        parts.append(
+            f"<rect class='{cls}' x='{x0:.1f}' y='{y}' width='{max(x1 - x0, 1):.1f}' height='{bar_h}'>"
+            f"<title>{html.escape(method)}: {i.value:.4f}</title></rect>"
+        )
         if math.isfinite(i.low) and math.isfinite(i.high):
-            parts.append(f"<line x1='{x(i.low):.1f}' x2='{x(i.high):.1f}' y1='{y + bar_h / 2}' y2='{y + bar_h / 2}' stroke='#222'/>")
+            parts.append(
+                f"<line x1='{x(i.low):.1f}' x2='{x(i.high):.1f}' y1='{y + bar_h / 2}' y2='{y + bar_h / 2}' "
+                "stroke='#222'/>"
+            )
         parts.append(f"<text x='{left + width + 6}' y='{y + 13}'>{i.value:.3f}</text>")
-    parts.append(f"<line x1='{x(0.0):.1f}' x2='{x(0.0):.1f}' y1='0' y2='{len(rows) * (bar_h + 6) + 10}' stroke='#999'/></svg>")
+    parts.append(
+        f"<line x1='{x(0.0):.1f}' x2='{x(0.0):.1f}' y1='0' y2='{len(rows) * (bar_h + 6) + 10}' stroke='#999'/></svg>"
+    )
     return "".join(parts)
 
 
@@ -118,12 +141,19 @@ def benchmark_html(result: Any) -> str:
     sections = []
     for metric in result.metrics:
         desc = METRICS[metric].description if metric in METRICS else ""
-        direction = "lower is better" if (METRICS[metric].lower_is_better if metric in METRICS else True) else "higher is better"
-        sections.append(f"<h2>{html.escape(metric)} <span class='note'>({direction})</span></h2>"
-                        f"<p class='note'>{html.escape(desc)}</p>{_chart(result, metric)}")
+        direction = (
+            "lower is better"
+            if (METRICS[metric].lower_is_better if metric in METRICS else True)
+            else "higher is better"
+        )
+        sections.append(
+            f"<h2>{html.escape(metric)} <span class='note'>({direction})</span></h2>"
+            f"<p class='note'>{html.escape(desc)}</p>{_chart(result, metric)}"
+        )
     timing = "".join(
         f"<tr><td>{html.escape(r.method)}</td><td>{r.tokens}</td><td>{r.attribute_seconds:.1f}</td>"
-        f"<td>{(r.result.info.get('seconds') or 0):.1f}</td><td>{html.escape(json.dumps(r.params, default=str))}</td></tr>"
+        f"<td>{(r.result.info.get('seconds') or 0):.1f}</td>"
+        f"<td>{html.escape(json.dumps(r.params, default=str))}</td></tr>"
         for r in result.runs
     )
     return (
@@ -134,7 +164,9 @@ def benchmark_html(result: Any) -> str:
         f"<p class='note'>dataset {html.escape(str(info.get('dataset')))}, {info.get('examples')} examples, "
         f"bars: value, lines: 95% bootstrap interval over examples; orange: best method; grey: random scores.</p>"
         + "".join(sections)
-        + "<h2>runs</h2><table><tr><th>method</th><th>tokens</th><th>attribution s</th><th>evaluation s</th><th>parameters</th></tr>"
-        + timing + "</table>"
+        + "<h2>runs</h2><table><tr><th>method</th><th>tokens</th><th>attribution s</th>"
+        + "<th>evaluation s</th><th>parameters</th></tr>"
+        + timing
+        + "</table>"
         + f"<h2>settings</h2><pre>{html.escape(json.dumps(info, indent=1, default=str))}</pre></body></html>"
     )

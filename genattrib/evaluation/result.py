@@ -53,7 +53,12 @@ class EvaluationResult:
         out = []
         for name, interval in self.summary.items():
             metric = METRICS[name]
-            row = {"metric": name, **interval.to_dict(), "lower_is_better": metric.lower_is_better, "summary": metric.summary}
+            row = {
+                "metric": name,
+                **interval.to_dict(),
+                "lower_is_better": metric.lower_is_better,
+                "summary": metric.summary,
+            }
             if name in self.random_per_step:
                 row["step_mean"] = float(self.per_step[name].nanmean())
                 row["random_step_mean"] = float(self.random_per_step[name].nanmean())
@@ -62,12 +67,15 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: summaries, per-step values (null for non-finite) and run information."""
+
         def clean(values: Tensor) -> list[float | None]:
             return [_finite(float(v)) for v in values]
 
         return {
             "info": self.info,
-            "summary": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.rows()],
+            "summary": [
+                {k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in self.rows()
+            ],
             "example": self.example.tolist(),
             "step": self.step.tolist(),
             "per_step": {k: clean(v) for k, v in self.per_step.items()},

@@ -54,8 +54,11 @@ def _statistic(method: Tensor, random: Tensor | None, how: str) -> Tensor:
 
 
 def summarize(
-    method: Float[Tensor, " example"], random: Float[Tensor, " example"] | None, how: str,
-    n_resamples: int = 1000, seed: int = DEFAULT_SEED,
+    method: Float[Tensor, " example"],
+    random: Float[Tensor, " example"] | None,
+    how: str,
+    n_resamples: int = 1000,
+    seed: int = DEFAULT_SEED,
 ) -> Interval:
     """Point estimate and percentile-bootstrap 95% interval, resampling examples with replacement."""
     n = int(method.shape[0])

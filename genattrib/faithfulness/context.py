@@ -27,8 +27,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.faithfulness.steps import EvalSteps
 from genattrib.engine.forward import ModelForward
+from genattrib.faithfulness.steps import EvalSteps
 from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets.functions import TargetContext, logprob
 
@@ -51,7 +51,12 @@ class EvalContext:
     next-token distribution of every distinct prefix) from the reference pass, for Soft-NS/NC."""
 
     def __init__(
-        self, forward: ModelForward, steps: EvalSteps, baseline_id: int, seed: int = DEFAULT_SEED, keep_distributions: bool = True,
+        self,
+        forward: ModelForward,
+        steps: EvalSteps,
+        baseline_id: int,
+        seed: int = DEFAULT_SEED,
+        keep_distributions: bool = True,
     ) -> None:
         self.forward = forward
         self.steps = steps
@@ -64,7 +69,9 @@ class EvalContext:
     def generator(self, i: int, stream: str) -> torch.Generator:
         """A generator for step ``i`` seeded from (seed, the step's tokens, ``stream``): results do
         not depend on which other steps are evaluated alongside."""
-        data = self.steps.prefixes[i].numpy().astype("int64").tobytes() + int(self.steps.target_ids[i]).to_bytes(8, "little")
+        data = self.steps.prefixes[i].numpy().astype("int64").tobytes() + int(self.steps.target_ids[i]).to_bytes(
+            8, "little"
+        )
         return content_generator(self.seed, data + stream.encode())
 
     # --- references ------------------------------------------------------------------------
@@ -117,7 +124,9 @@ class EvalContext:
         return q
 
     # --- perturbed inputs ------------------------------------------------------------------
-    def logprobs(self, rows: Sequence[Int[Tensor, " _position"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
+    def logprobs(
+        self, rows: Sequence[Int[Tensor, " _position"]], step_index: Int[Tensor, " row"]
+    ) -> Float[Tensor, " row"]:
         """log P(target of step ``step_index[r]`` | ``rows[r]``). A row equal to its step's prefix
         reuses the reference value; an empty row is read after a single baseline token."""
         out = torch.empty(len(rows))
@@ -136,7 +145,9 @@ class EvalContext:
             )
         return out
 
-    def distances(self, embeds: Sequence[Float[Tensor, "_position hidden"]], step_index: Int[Tensor, " row"]) -> Float[Tensor, " row"]:
+    def distances(
+        self, embeds: Sequence[Float[Tensor, "_position hidden"]], step_index: Int[Tensor, " row"]
+    ) -> Float[Tensor, " row"]:
         """D(p(row), q(step)) for embedding rows (see :func:`hellinger_distance`)."""
         q = self._distributions()
         q_index = self.distinct[1][step_index]

@@ -51,8 +51,13 @@ class Metric:
     uses_distribution: bool = False  # compares whole next-token distributions (needs q)
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "description": self.description, "lower_is_better": self.lower_is_better,
-                "range": list(self.value_range), "summary": self.summary}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "lower_is_better": self.lower_is_better,
+            "range": list(self.value_range),
+            "summary": self.summary,
+        }
 
 
 def _per_step(ctx: EvalContext, build: Callable[[int], list[Tensor]]) -> tuple[list[Tensor], Tensor]:
@@ -100,7 +105,9 @@ def _curve(ctx: EvalContext, insertion: bool) -> Float[Tensor, " step"]:
     return torch.trapezoid(probs, x, dim=-1)
 
 
-def _single(percent_of: Callable[[MetricOptions], float], how: str) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, None]]:
+def _single(
+    percent_of: Callable[[MetricOptions], float], how: str
+) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, None]]:
     return lambda ctx, opts: (_drop(ctx, (percent_of(opts),), how)[:, 0], None)
 
 
@@ -117,20 +124,63 @@ def _soft(which: str) -> Callable[[EvalContext, MetricOptions], tuple[Tensor, Te
 
 
 _ALL = (
-    Metric("soft_ns", "Soft normalised sufficiency (Zhao & Aletras 2023); summary ln(Σ method / Σ random)",
-           False, (0.0, 1.0), _soft("soft_ns"), "log_ratio", True),
-    Metric("soft_nc", "Soft normalised comprehensiveness (Zhao & Aletras 2023); summary ln(Σ method / Σ random)",
-           False, (0.0, float("inf")), _soft("soft_nc"), "log_ratio", True),
-    Metric("comprehensiveness", "P − P′ after deleting the top-k% tokens", False, (-1.0, 1.0), _single(lambda o: o.k, "delete")),
+    Metric(
+        "soft_ns",
+        "Soft normalised sufficiency (Zhao & Aletras 2023); summary ln(Σ method / Σ random)",
+        False,
+        (0.0, 1.0),
+        _soft("soft_ns"),
+        "log_ratio",
+        True,
+    ),
+    Metric(
+        "soft_nc",
+        "Soft normalised comprehensiveness (Zhao & Aletras 2023); summary ln(Σ method / Σ random)",
+        False,
+        (0.0, float("inf")),
+        _soft("soft_nc"),
+        "log_ratio",
+        True,
+    ),
+    Metric(
+        "comprehensiveness",
+        "P − P′ after deleting the top-k% tokens",
+        False,
+        (-1.0, 1.0),
+        _single(lambda o: o.k, "delete"),
+    ),
     Metric("sufficiency", "P − P′ keeping only the top-k% tokens", True, (-1.0, 1.0), _single(lambda o: o.k, "keep")),
-    Metric("log_odds", "log P′ − log P after replacing the top-k% tokens by the baseline token", True,
-           (float("-inf"), float("inf")), _single(lambda o: o.k, "replace")),
-    Metric("aopc_comprehensiveness", "comprehensiveness summed over k ∈ {1,5,10,20,50}% / 6 (ERASER)", False, (-1.0, 1.0), _aopc("delete")),
-    Metric("aopc_sufficiency", "sufficiency summed over k ∈ {1,5,10,20,50}% / 6 (ERASER)", True, (-1.0, 1.0), _aopc("keep")),
-    Metric("deletion_auc", "area under P while the top tokens are replaced by the baseline, 0–100% in 10% steps", True,
-           (0.0, 1.0), lambda ctx, opts: (_curve(ctx, insertion=False), None)),
-    Metric("insertion_auc", "area under P while the top tokens are restored into an all-baseline input, 0–100%", False,
-           (0.0, 1.0), lambda ctx, opts: (_curve(ctx, insertion=True), None)),
+    Metric(
+        "log_odds",
+        "log P′ − log P after replacing the top-k% tokens by the baseline token",
+        True,
+        (float("-inf"), float("inf")),
+        _single(lambda o: o.k, "replace"),
+    ),
+    Metric(
+        "aopc_comprehensiveness",
+        "comprehensiveness summed over k ∈ {1,5,10,20,50}% / 6 (ERASER)",
+        False,
+        (-1.0, 1.0),
+        _aopc("delete"),
+    ),
+    Metric(
+        "aopc_sufficiency", "sufficiency summed over k ∈ {1,5,10,20,50}% / 6 (ERASER)", True, (-1.0, 1.0), _aopc("keep")
+    ),
+    Metric(
+        "deletion_auc",
+        "area under P while the top tokens are replaced by the baseline, 0–100% in 10% steps",
+        True,
+        (0.0, 1.0),
+        lambda ctx, opts: (_curve(ctx, insertion=False), None),
+    ),
+    Metric(
+        "insertion_auc",
+        "area under P while the top tokens are restored into an all-baseline input, 0–100%",
+        False,
+        (0.0, 1.0),
+        lambda ctx, opts: (_curve(ctx, insertion=True), None),
+    ),
 )
 
 METRICS: Mapping[str, Metric] = MappingProxyType({m.name: m for m in _ALL})

@@ -46,14 +46,18 @@ def keep_top(
     return ids[keep]
 
 
-def replace_top(ids: Int[Tensor, " position"], order: Int[Tensor, " movable"], top: int, baseline_id: int) -> Int[Tensor, " position"]:
+def replace_top(
+    ids: Int[Tensor, " position"], order: Int[Tensor, " movable"], top: int, baseline_id: int
+) -> Int[Tensor, " position"]:
     """``ids`` with its ``top`` highest-scored positions replaced by ``baseline_id``."""
     out = ids.clone()
     out[order[:top]] = baseline_id
     return out
 
 
-def insert_top(ids: Int[Tensor, " position"], order: Int[Tensor, " movable"], top: int, baseline_id: int) -> Int[Tensor, " position"]:
+def insert_top(
+    ids: Int[Tensor, " position"], order: Int[Tensor, " movable"], top: int, baseline_id: int
+) -> Int[Tensor, " position"]:
     """All movable positions set to ``baseline_id`` except the ``top`` highest-scored ones."""
     out = ids.clone()
     out[order[top:]] = baseline_id
@@ -61,7 +65,9 @@ def insert_top(ids: Int[Tensor, " position"], order: Int[Tensor, " movable"], to
 
 
 def soft_mask(
-    embeds: Float[Tensor, "position hidden"], keep: Float[Tensor, " position"], special: Bool[Tensor, " position"],
+    embeds: Float[Tensor, "position hidden"],
+    keep: Float[Tensor, " position"],
+    special: Bool[Tensor, " position"],
     generator: torch.Generator,
 ) -> Float[Tensor, "position hidden"]:
     """Keep element ``(i, d)`` iff ``u_{i,d} < keep_i`` with ``u ~ U(0, 1)``, else zero it

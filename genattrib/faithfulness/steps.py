@@ -58,15 +58,22 @@ class EvalSteps:
 
 def _check_output(out: FeatureAttributionOutput) -> None:
     if not isinstance(out, FeatureAttributionOutput):
-        raise InvalidArgumentError("out", f"expected a FeatureAttributionOutput, got {type(out).__name__}", "pass the result of model.attribute(...)")
+        raise InvalidArgumentError(
+            "out",
+            f"expected a FeatureAttributionOutput, got {type(out).__name__}",
+            "pass the result of model.attribute(...)",
+        )
     changed = [a for a in out.provenance.aggregations if a.startswith(POSITIONAL_AGGREGATIONS)]
     if changed:
         raise InvalidArgumentError(
-            "out", f"scores were aggregated ({changed[0]}), so a column is no longer one token",
+            "out",
+            f"scores were aggregated ({changed[0]}), so a column is no longer one token",
             "evaluate the token-level result, before aggregating it to words/spans/sentences",
         )
     if not any(seq.num_steps for seq in out.sequences):
-        raise InvalidArgumentError("out", "the result explains no generated token", "attribute at least one generated token")
+        raise InvalidArgumentError(
+            "out", "the result explains no generated token", "attribute at least one generated token"
+        )
 
 
 def collect_steps(out: FeatureAttributionOutput, every: int = 1) -> EvalSteps:
@@ -86,6 +93,10 @@ def collect_steps(out: FeatureAttributionOutput, every: int = 1) -> EvalSteps:
             example.append(e)
             step.append(j)
     return EvalSteps(
-        prefixes, scores, special, torch.tensor(targets, dtype=torch.long),
-        torch.tensor(example, dtype=torch.long), torch.tensor(step, dtype=torch.long),
+        prefixes,
+        scores,
+        special,
+        torch.tensor(targets, dtype=torch.long),
+        torch.tensor(example, dtype=torch.long),
+        torch.tensor(step, dtype=torch.long),
     )

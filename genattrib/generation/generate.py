@@ -3,7 +3,8 @@
 Example:
     >>> from transformers import GenerationConfig
     >>> ids = tokenizer(prompt, return_tensors="pt").input_ids[0]
-    >>> cfg = GenerationConfig(max_new_tokens=3, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    >>> pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    >>> cfg = GenerationConfig(max_new_tokens=3, pad_token_id=pad, eos_token_id=eos)
     >>> traces = generate_traces(hf_model, [ids], generation_config=cfg)
     >>> traces[0].prompt_ids.shape, traces[0].generated_ids.shape
     (torch.Size([6]), torch.Size([3]))

@@ -23,14 +23,16 @@ from jaxtyping import Bool, Int
 from torch import Tensor, nn
 from transformers import StoppingCriteria
 
-from genattrib.targets import TargetFunction, TargetContext
+from genattrib.targets import TargetContext, TargetFunction
 
 
 class _Criterion(StoppingCriteria):
     def __init__(self, recorder: StepRecorder) -> None:
         self.recorder = recorder
 
-    def __call__(self, input_ids: Int[Tensor, "row position"], scores: Tensor | None, **kwargs: object) -> Bool[Tensor, " row"]:
+    def __call__(
+        self, input_ids: Int[Tensor, "row position"], scores: Tensor | None, **kwargs: object
+    ) -> Bool[Tensor, " row"]:
         self.recorder.record(input_ids[:, -1])
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 

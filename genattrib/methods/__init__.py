@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.errors import UnknownNameError
 from genattrib.methods.attention import Attention, Rollout
-from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.methods.discretized_integrated_gradients import DiscretizedIntegratedGradients
 from genattrib.methods.gradient_shap import GradientShap
 from genattrib.methods.input_x_gradient import InputXGradient
@@ -34,9 +34,19 @@ METHODS: Mapping[str, type[Attributor]] = MappingProxyType(
     {
         cls.name: cls
         for cls in (
-            Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, Attention, Rollout,
-            SequentialIntegratedGradients, DiscretizedIntegratedGradients, UniformDiscretizedIntegratedGradients,
-            ReAGent, Lime, RPI,
+            Saliency,
+            InputXGradient,
+            IntegratedGradients,
+            GradientShap,
+            Occlusion,
+            Attention,
+            Rollout,
+            SequentialIntegratedGradients,
+            DiscretizedIntegratedGradients,
+            UniformDiscretizedIntegratedGradients,
+            ReAGent,
+            Lime,
+            RPI,
         )
     }
 )
@@ -84,4 +94,13 @@ def describe_methods() -> list[dict[str, Any]]:
     ]
 
 
-__all__ = ["METHODS", "Attributor", "MethodOutput", "StepBatch", "describe_methods", "get_method", "list_methods", "method_class"]
+__all__ = [
+    "METHODS",
+    "Attributor",
+    "MethodOutput",
+    "StepBatch",
+    "describe_methods",
+    "get_method",
+    "list_methods",
+    "method_class",
+]

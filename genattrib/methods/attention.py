@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.attention_capture import capture_attentions
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.errors import InvalidArgumentError
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_index_list, check_number
 
@@ -33,7 +33,9 @@ def _select(values: torch.Tensor, index: int | list[int] | None, dim: int, name:
     size = values.shape[dim]
     bad = [i for i in items if not -size <= i < size]
     if bad:
-        raise InvalidArgumentError(name, f"index {bad[0]} is out of range for {size}", f"use values in [-{size}, {size - 1}]")
+        raise InvalidArgumentError(
+            name, f"index {bad[0]} is out of range for {size}", f"use values in [-{size}, {size - 1}]"
+        )
     return values.index_select(dim, torch.tensor([i % size for i in items], device=values.device))
 
 

@@ -33,9 +33,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.errors import InvalidArgumentError
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_int, check_positive_int
@@ -54,12 +54,19 @@ class DiscretePathParams(MethodParams):
         check_positive_int("n_anchors", self.n_anchors, "n_anchors=1")
         check_int("factor", self.factor, "factor=1", minimum=0)
         if self.factor > 8:
-            raise InvalidArgumentError("factor", f"{self.factor} would give {2**self.factor * (self.n_anchors + 1) + 1} points per row", "use factor <= 8 (0-2 is typical)")
+            raise InvalidArgumentError(
+                "factor",
+                f"{self.factor} would give {2**self.factor * (self.n_anchors + 1) + 1} points per row",
+                "use factor <= 8 (0-2 is typical)",
+            )
         check_choice("strategy", self.strategy, STRATEGIES, "anchor strategy")
 
 
 def discrete_path_attribution(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, points: Float[Tensor, "row point position hidden"]
+    batch: StepBatch,
+    forward: ModelForward,
+    attributed_fn: TargetFunction,
+    points: Float[Tensor, "row point position hidden"],
 ) -> MethodOutput:
     """Scores along explicit path points (``points[:, 0]`` the baseline, ``points[:, -1]`` the
     input) and the completeness error ``sum(A) - (F(X^{n-1}) - F(X^0))`` per row."""
@@ -67,15 +74,22 @@ def discrete_path_attribution(
     points = points.to(batch.input_embeds.dtype)
     repeat = lambda t: None if t is None else t.repeat_interleave(n - 1, 0)  # noqa: E731
     values, grads = forward.values_and_grads(
-        points[:, :-1].reshape(rows * (n - 1), length, hidden), repeat(batch.target_positions), attributed_fn,
-        repeat(batch.target_ids), repeat(batch.contrast_ids),
+        points[:, :-1].reshape(rows * (n - 1), length, hidden),
+        repeat(batch.target_positions),
+        attributed_fn,
+        repeat(batch.target_ids),
+        repeat(batch.contrast_ids),
     )
     exact = points.float().to(grads.device)
     attributions = (grads.view(rows, n - 1, length, hidden) * (exact[:, 1:] - exact[:, :-1])).sum(1)
     f_base = values.view(rows, n - 1)[:, 0]
     single = lambda t: None if t is None else t.unsqueeze(-1)  # noqa: E731
     f_input = forward.values(
-        points[:, -1], single(batch.target_positions), attributed_fn, single(batch.target_ids), single(batch.contrast_ids)
+        points[:, -1],
+        single(batch.target_positions),
+        attributed_fn,
+        single(batch.target_ids),
+        single(batch.contrast_ids),
     )[:, 0]
     before = batch.before_target(grads.device)
     total = (attributions.sum(-1) * before).sum(-1)
@@ -119,7 +133,7 @@ class DiscretePathAttributor(Attributor):
     @property
     def n_points(self) -> int:
         """Points per path: ``2**factor * (n_anchors + 1) + 1``."""
-        return 2 ** self.params.factor * (self.params.n_anchors + 1) + 1
+        return 2**self.params.factor * (self.params.n_anchors + 1) + 1
 
     def rows_per_target(self, length: int) -> int:
         return self.n_points  # n - 1 forward + backward rows, one forward row for F(x)
@@ -134,13 +148,20 @@ class DiscretePathAttributor(Attributor):
 
     @abstractmethod
     def search_anchors(
-        self, words: Int[Tensor, " word"], inputs: Float[Tensor, "word hidden"], base: Float[Tensor, "word hidden"],
-        vocab: Float[Tensor, "vocab hidden"], forward: ModelForward,
+        self,
+        words: Int[Tensor, " word"],
+        inputs: Float[Tensor, "word hidden"],
+        base: Float[Tensor, "word hidden"],
+        vocab: Float[Tensor, "vocab hidden"],
+        forward: ModelForward,
     ) -> Float[Tensor, "word anchor hidden"]:
         """``n_anchors`` anchor vectors per word, ordered from the word towards the baseline."""
 
     def paths(
-        self, words: Int[Tensor, " word"], inputs: Float[Tensor, "word hidden"], base: Float[Tensor, "word hidden"],
+        self,
+        words: Int[Tensor, " word"],
+        inputs: Float[Tensor, "word hidden"],
+        base: Float[Tensor, "word hidden"],
         forward: ModelForward,
     ) -> Float[Tensor, "word point hidden"]:
         """Monotone paths (baseline first, input last) for each word, cached by (token, baseline)."""
@@ -166,6 +187,8 @@ class DiscretePathAttributor(Attributor):
         rows, cols = batch.source_mask().nonzero(as_tuple=True)
         points = batch.input_embeds.float().unsqueeze(1).repeat(1, self.n_points, 1, 1)
         if rows.numel():
-            paths = self.paths(batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward)
+            paths = self.paths(
+                batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward
+            )
             points[rows, :, cols] = paths.to(points.device)
         return discrete_path_attribution(batch, forward, attributed_fn, points)

@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from genattrib.engine.forward import ModelForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import KnnCache
-from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import choose_anchor
 from genattrib.validation import check_positive_int
 
@@ -40,15 +40,28 @@ class DIGParams(DiscretePathParams):
     def validate(self) -> None:
         super().validate()
         check_positive_int("n_neighbors", self.n_neighbors, "n_neighbors=1")
-        if self.cache_dir is not None and self.cache_dir is not False and not isinstance(self.cache_dir, (str, os.PathLike)):
-            raise InvalidArgumentError("cache_dir", f"cannot use {self.cache_dir!r}", "pass a folder, None (default cache) or False (no disk cache)")
+        if (
+            self.cache_dir is not None
+            and self.cache_dir is not False
+            and not isinstance(self.cache_dir, (str, os.PathLike))
+        ):
+            raise InvalidArgumentError(
+                "cache_dir",
+                f"cannot use {self.cache_dir!r}",
+                "pass a folder, None (default cache) or False (no disk cache)",
+            )
         if isinstance(self.cache_dir, os.PathLike):
             self.cache_dir = os.fspath(self.cache_dir)
 
 
 def knn_anchor_search(
-    words: Int[Tensor, " word"], inputs: Float[Tensor, "word hidden"], base: Float[Tensor, "word hidden"],
-    vocab: Float[Tensor, "vocab hidden"], neighbours: Int[Tensor, "vocab k"], m: int, strategy: str,
+    words: Int[Tensor, " word"],
+    inputs: Float[Tensor, "word hidden"],
+    base: Float[Tensor, "word hidden"],
+    vocab: Float[Tensor, "vocab hidden"],
+    neighbours: Int[Tensor, "vocab k"],
+    m: int,
+    strategy: str,
 ) -> Float[Tensor, "word anchor hidden"]:
     """DIG's anchor search for every word at once: ``m`` anchors ordered from the word towards
     the baseline. Candidates are the neighbours of the last chosen word minus baseline words and
@@ -80,8 +93,12 @@ class DiscretizedIntegratedGradients(DiscretePathAttributor):
         self.knn = KnnCache(self.params.cache_dir)
 
     def search_anchors(
-        self, words: Int[Tensor, " word"], inputs: Float[Tensor, "word hidden"], base: Float[Tensor, "word hidden"],
-        vocab: Float[Tensor, "vocab hidden"], forward: ModelForward,
+        self,
+        words: Int[Tensor, " word"],
+        inputs: Float[Tensor, "word hidden"],
+        base: Float[Tensor, "word hidden"],
+        vocab: Float[Tensor, "vocab hidden"],
+        forward: ModelForward,
     ) -> Float[Tensor, "word anchor hidden"]:
         p: DIGParams = self.params
         name = str(getattr(forward.config, "_name_or_path", "") or type(forward.model).__name__)

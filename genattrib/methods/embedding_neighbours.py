@@ -52,8 +52,11 @@ def embedding_fingerprint(vocab: Float[Tensor, "vocab hidden"], rows_per_chunk: 
 
 
 def nearest_vocabulary(
-    queries: Float[Tensor, "query hidden"], vocab: Float[Tensor, "vocab hidden"], k: int,
-    skip: Int[Tensor, " query"] | None = None, on_chunk=None,
+    queries: Float[Tensor, "query hidden"],
+    vocab: Float[Tensor, "vocab hidden"],
+    k: int,
+    skip: Int[Tensor, " query"] | None = None,
+    on_chunk=None,
 ) -> tuple[Int[Tensor, "query k"], Float[Tensor, "query k"]]:
     """The ``k`` vocabulary rows nearest to each query (Euclidean), nearest first, and their
     distances. ``skip[q]`` is a vocabulary index excluded for query ``q`` (e.g. itself)."""
@@ -104,7 +107,6 @@ class KnnCache:
 
     def __init__(self, directory: str | os.PathLike | bool | None = None) -> None:
         if directory is None:
-
             directory = cache_root() / "knn"
         self.directory = None if directory is False else Path(directory)
         self._memory: dict[tuple, KnnGraph] = {}
@@ -137,7 +139,9 @@ class KnnCache:
         if path is not None and path.is_file():
             try:
                 tensors = load_file(str(path))
-                graph = KnnGraph(tensors["indices"].long().to(vocab.device), tensors["distances"].to(vocab.device), fingerprint)
+                graph = KnnGraph(
+                    tensors["indices"].long().to(vocab.device), tensors["distances"].to(vocab.device), fingerprint
+                )
                 if graph.indices.shape == (vocab.shape[0], k):
                     return graph, "disk"
             except (OSError, KeyError, RuntimeError, ValueError):
@@ -150,8 +154,12 @@ class KnnCache:
             os.close(handle)
             try:
                 save_file(
-                    {"indices": graph.indices.to("cpu", torch.int32).contiguous(), "distances": graph.distances.cpu().contiguous()},
-                    tmp, metadata={"model": model_name, "fingerprint": fingerprint, "k": str(k)},
+                    {
+                        "indices": graph.indices.to("cpu", torch.int32).contiguous(),
+                        "distances": graph.distances.cpu().contiguous(),
+                    },
+                    tmp,
+                    metadata={"model": model_name, "fingerprint": fingerprint, "k": str(k)},
                 )
                 os.replace(tmp, path)
             finally:

@@ -57,14 +57,17 @@ class GradientShap(Attributor):
             noise[:, :own] = torch.randn((p.n_samples, own, x.shape[2]), generator=gen) * p.stdevs
             noisy.append(x[row].unsqueeze(0) + noise.to(x.device) * movable[row])
             alphas.append(torch.rand(p.n_samples, generator=gen).to(x.device))
-        x_noisy = torch.stack(noisy)                                  # row, sample, L, d
+        x_noisy = torch.stack(noisy)  # row, sample, L, d
         a = torch.stack(alphas).view(batch.num_rows, p.n_samples, 1, 1)
         delta = x_noisy - base.unsqueeze(1)
         points = (base.unsqueeze(1) + a * delta).to(batch.input_embeds.dtype)
         repeat = lambda t: None if t is None else t.repeat_interleave(p.n_samples, 0)  # noqa: E731
         _, grads = forward.values_and_grads(
-            points.reshape(-1, *x.shape[1:]), repeat(batch.target_positions), attributed_fn,
-            repeat(batch.target_ids), repeat(batch.contrast_ids),
+            points.reshape(-1, *x.shape[1:]),
+            repeat(batch.target_positions),
+            attributed_fn,
+            repeat(batch.target_ids),
+            repeat(batch.contrast_ids),
         )
         grads = grads.view(batch.num_rows, p.n_samples, *x.shape[1:])
         return MethodOutput((grads * delta.to(grads.device)).mean(1))

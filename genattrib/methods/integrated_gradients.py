@@ -76,7 +76,9 @@ class IntegratedGradients(Attributor):
         attributions = (x - base) * avg_grad
         ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64))
         pair = lambda t: None if t is None else t.repeat_interleave(2, 0).unsqueeze(-1)  # noqa: E731
-        values = forward.values(ends, pair(batch.target_positions), attributed_fn, pair(batch.target_ids), pair(batch.contrast_ids))
+        values = forward.values(
+            ends, pair(batch.target_positions), attributed_fn, pair(batch.target_ids), pair(batch.contrast_ids)
+        )
         f_base, f_input = values.view(n, 2).unbind(-1)
         valid = batch.before_target(x.device)
         total = (attributions.sum(-1) * valid).sum(-1)

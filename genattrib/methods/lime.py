@@ -47,7 +47,9 @@ class LimeParams(MethodParams):
             check_number(name, getattr(self, name), f"{name}=1.0", low=0, strict=True)
 
 
-def sample_masks(ids: Int[Tensor, " position"], n_samples: int, keep_prob: float, seed: int) -> Bool[Tensor, "sample position"]:
+def sample_masks(
+    ids: Int[Tensor, " position"], n_samples: int, keep_prob: float, seed: int
+) -> Bool[Tensor, "sample position"]:
     """Keep-masks; row 0 keeps everything. Column ``i`` depends only on (seed, i, ids[: i + 1])."""
     cols = []
     for i in range(int(ids.shape[0])):
@@ -109,7 +111,10 @@ class Lime(Attributor):
             rows = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0))
             r = rows.shape[0]
             values[start : start + r] = forward.values(
-                rows, tgt_pos.expand(r, -1), attributed_fn, tgt_ids.expand(r, -1),
+                rows,
+                tgt_pos.expand(r, -1),
+                attributed_fn,
+                tgt_ids.expand(r, -1),
                 None if contrast is None else contrast.expand(r, -1),
             ).cpu()
         scores = torch.zeros(n, length, dtype=torch.float32)

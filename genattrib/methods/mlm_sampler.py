@@ -31,14 +31,20 @@ class MLMSampler:
 
     def __init__(self, model: Any, tokenizer: Any, vocabulary: Vocabulary) -> None:
         if getattr(tokenizer, "mask_token_id", None) is None:
-            raise InvalidArgumentError("mlm", "the masked LM's tokenizer has no mask token", "pass a masked LM (BERT, RoBERTa ...)")
+            raise InvalidArgumentError(
+                "mlm", "the masked LM's tokenizer has no mask token", "pass a masked LM (BERT, RoBERTa ...)"
+            )
         if not vocabulary.tokens:
-            raise InvalidArgumentError("mlm", "the attributed vocabulary's tokens are unknown", "use the sampler through AttributionModel.attribute")
+            raise InvalidArgumentError(
+                "mlm",
+                "the attributed vocabulary's tokens are unknown",
+                "use the sampler through AttributionModel.attribute",
+            )
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.mask_id = int(tokenizer.mask_token_id)
-        self.prefix = [i for i in (tokenizer.cls_token_id, ) if i is not None]
-        self.suffix = [i for i in (tokenizer.sep_token_id, ) if i is not None]
+        self.prefix = [i for i in (tokenizer.cls_token_id,) if i is not None]
+        self.suffix = [i for i in (tokenizer.sep_token_id,) if i is not None]
         mlm_vocab: dict[str, int] = tokenizer.get_vocab()
         plain: dict[str, int] = {}
         for token, index in sorted(mlm_vocab.items(), key=lambda kv: kv[1]):
@@ -58,7 +64,11 @@ class MLMSampler:
         mlm_special = [i for i in (getattr(tokenizer, "all_special_ids", None) or []) if i < size]
         self.from_mlm[mlm_special] = -1
         if int((self.from_mlm >= 0).sum()) == 0:
-            raise InvalidArgumentError("mlm", "no token of the masked LM's vocabulary matches the attributed model's", "use an MLM with a compatible vocabulary, or token_sampler='uniform'")
+            raise InvalidArgumentError(
+                "mlm",
+                "no token of the masked LM's vocabulary matches the attributed model's",
+                "use an MLM with a compatible vocabulary, or token_sampler='uniform'",
+            )
 
     @classmethod
     def from_spec(cls, spec: Any, vocabulary: Vocabulary) -> MLMSampler:
@@ -69,18 +79,27 @@ class MLMSampler:
             from transformers import AutoModelForMaskedLM, AutoTokenizer
 
             return cls(AutoModelForMaskedLM.from_pretrained(spec), AutoTokenizer.from_pretrained(spec), vocabulary)
-        raise InvalidArgumentError("mlm", f"cannot use {type(spec).__name__} as a masked LM", "pass a path or (model, tokenizer)")
+        raise InvalidArgumentError(
+            "mlm", f"cannot use {type(spec).__name__} as a masked LM", "pass a path or (model, tokenizer)"
+        )
 
-    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
-               generator: torch.Generator) -> Int[Tensor, "row position"]:
+    def sample(
+        self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"], generator: torch.Generator
+    ) -> Int[Tensor, "row position"]:
         ids, mask = ids.cpu(), mask.cpu()
         out = ids.clone()
         if not bool(mask.any()):
             return out
         mlm_ids = torch.where(mask, self.mask_id, self.to_mlm[ids])
         rows = mlm_ids.shape[0]
-        full = torch.cat([torch.tensor(self.prefix, dtype=torch.long).expand(rows, -1), mlm_ids,
-                          torch.tensor(self.suffix, dtype=torch.long).expand(rows, -1)], dim=1)
+        full = torch.cat(
+            [
+                torch.tensor(self.prefix, dtype=torch.long).expand(rows, -1),
+                mlm_ids,
+                torch.tensor(self.suffix, dtype=torch.long).expand(rows, -1),
+            ],
+            dim=1,
+        )
         with torch.no_grad():
             logits = self.model(input_ids=full.to(self.device)).logits.float().cpu()
         logits = logits[:, len(self.prefix) : len(self.prefix) + ids.shape[1]][mask]

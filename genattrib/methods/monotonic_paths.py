@@ -29,7 +29,10 @@ def is_between(
 
 
 def monotonize(
-    point: Float[Tensor, "*#batch hidden"], previous: Float[Tensor, "*#batch hidden"], base: Float[Tensor, "*#batch hidden"], m: int
+    point: Float[Tensor, "*#batch hidden"],
+    previous: Float[Tensor, "*#batch hidden"],
+    base: Float[Tensor, "*#batch hidden"],
+    m: int,
 ) -> Float[Tensor, "... hidden"]:
     """``point`` with its non-monotone dimensions (w.r.t. ``base`` and ``previous``) replaced by
     ``previous - (previous - base) / m``."""
@@ -39,8 +42,11 @@ def monotonize(
 
 
 def anchor_scores(
-    candidates: Float[Tensor, "word cand hidden"], previous: Float[Tensor, "word hidden"],
-    base: Float[Tensor, "word hidden"], m: int, strategy: str,
+    candidates: Float[Tensor, "word cand hidden"],
+    previous: Float[Tensor, "word hidden"],
+    base: Float[Tensor, "word hidden"],
+    m: int,
+    strategy: str,
 ) -> Float[Tensor, "word cand"]:
     """Lower is better. ``greedy``: distance from a candidate to its monotonised version;
     ``maxcount``: minus the number of monotone dimensions."""
@@ -53,8 +59,13 @@ def anchor_scores(
 
 
 def choose_anchor(
-    cand: Int[Tensor, "word cand"], vocab: Float[Tensor, "vocab hidden"], previous: Float[Tensor, "word hidden"],
-    base: Float[Tensor, "word hidden"], chosen: Int[Tensor, "word slot"], m: int, strategy: str,
+    cand: Int[Tensor, "word cand"],
+    vocab: Float[Tensor, "vocab hidden"],
+    previous: Float[Tensor, "word hidden"],
+    base: Float[Tensor, "word hidden"],
+    chosen: Int[Tensor, "word slot"],
+    m: int,
+    strategy: str,
     allowed: Bool[Tensor, " word"] | None = None,
 ) -> tuple[Bool[Tensor, " word"], Int[Tensor, " word"], Float[Tensor, "word hidden"]]:
     """DIG's choice among candidate words (shared by DIG and UDIG): drop baseline words and words
@@ -82,8 +93,10 @@ def upscale(path: Float[Tensor, "word point hidden"]) -> Float[Tensor, "word _po
 
 
 def monotonic_path(
-    inputs: Float[Tensor, "word hidden"], anchors: Float[Tensor, "word anchor hidden"],
-    base: Float[Tensor, "word hidden"], factor: int = 0,
+    inputs: Float[Tensor, "word hidden"],
+    anchors: Float[Tensor, "word anchor hidden"],
+    base: Float[Tensor, "word hidden"],
+    factor: int = 0,
 ) -> Float[Tensor, "word point hidden"]:
     """DIG's steps 2-3: monotonise the anchors (ordered from the input towards the baseline),
     append the baseline, reverse (baseline -> input) and upscale ``factor`` times:

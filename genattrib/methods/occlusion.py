@@ -56,7 +56,10 @@ class Occlusion(Attributor):
             rows[index, cols] = base[cols]
             r = len(block)
             occluded = forward.values(
-                rows, tgt_pos.expand(r, -1), attributed_fn, tgt_ids.expand(r, -1),
+                rows,
+                tgt_pos.expand(r, -1),
+                attributed_fn,
+                tgt_ids.expand(r, -1),
                 None if contrast is None else contrast.expand(r, -1),
             )
             scores[:, cols.to(scores.device)] = (original.unsqueeze(0) - occluded).T

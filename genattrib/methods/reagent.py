@@ -34,9 +34,9 @@ from jaxtyping import Bool, Float, Int
 from rich.errors import LiveError
 from torch import Tensor
 
-from genattrib.errors import UnknownNameError
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.errors import UnknownNameError
 from genattrib.methods.probe_forward import distributions, score_rows
 from genattrib.methods.token_samplers import SAMPLER_NAMES, TokenSampler, resolve_sampler
 from genattrib.methods.vocabulary import Vocabulary
@@ -56,8 +56,10 @@ class ReAGentParams(MethodParams):
     keep_top_n: int = 5
     stop_top_k: int = 3
     distance: str = "prob_drop"
-    token_sampler: Any = None   # "uniform" | "model" | "mlm" | "pos" | object with sample(); None: mlm if given else uniform
-    mlm: Any = None             # path / hub name or (model, tokenizer) of a masked LM
+    token_sampler: Any = (
+        None  # "uniform" | "model" | "mlm" | "pos" | object with sample(); None: mlm if given else uniform
+    )
+    mlm: Any = None  # path / hub name or (model, tokenizer) of a masked LM
     vocabulary: Vocabulary | None = None  # filled in by AttributionModel from its tokenizer
 
     def validate(self) -> None:
@@ -95,7 +97,9 @@ class ReAGent(Attributor):
     needs_gradients = False
     stochastic = True
     requires = frozenset({"vocabulary"})  # token samplers draw from the attributed tokenizer's vocabulary
-    step_score_merge = {"reagent_iterations": "max"}  # rows iterate in one loop: a word took as long as its slowest token
+    step_score_merge = {
+        "reagent_iterations": "max"
+    }  # rows iterate in one loop: a word took as long as its slowest token
 
     def rows_per_target(self, length: int) -> int:
         return self.params.num_probes
@@ -139,7 +143,9 @@ class ReAGent(Attributor):
                 iterations[row_of.unique()] = step + 1
                 mask = self._draw_masks(pairs, ends, movable, gens)
                 perturbed = self._replace(pairs, ids, mask, ends, sampler, gens)
-                prob, _, dist = score_rows(forward, perturbed, ends[row_of], target_ids[row_of], p.stop_top_k, reference, row_of)
+                prob, _, dist = score_rows(
+                    forward, perturbed, ends[row_of], target_ids[row_of], p.stop_top_k, reference, row_of
+                )
                 delta = p_orig[row_of] - prob if reference is None else dist
                 signed = torch.where(mask, delta.unsqueeze(-1), -delta.unsqueeze(-1))
                 update = torch.logit(((signed + 1) / 2).clamp(EPS, 1 - EPS))
@@ -155,8 +161,13 @@ class ReAGent(Attributor):
                     advance()
         return MethodOutput(self._final(scores, stopped, movable), {"reagent_iterations": iterations})
 
-    def _draw_masks(self, pairs: Int[Tensor, "pair 2"], ends: Int[Tensor, " row"], movable: Bool[Tensor, "row position"],
-                    gens: list[torch.Generator]) -> Bool[Tensor, "pair position"]:
+    def _draw_masks(
+        self,
+        pairs: Int[Tensor, "pair 2"],
+        ends: Int[Tensor, " row"],
+        movable: Bool[Tensor, "row position"],
+        gens: list[torch.Generator],
+    ) -> Bool[Tensor, "pair position"]:
         mask = torch.zeros(pairs.shape[0], movable.shape[1], dtype=torch.bool)
         for r in pairs[:, 0].unique().tolist():
             sel = (pairs[:, 0] == r).nonzero().squeeze(-1)
@@ -166,8 +177,14 @@ class ReAGent(Attributor):
         return mask
 
     @staticmethod
-    def _replace(pairs: Int[Tensor, "pair 2"], ids: Int[Tensor, "row position"], mask: Bool[Tensor, "pair position"],
-                 ends: Int[Tensor, " row"], sampler: TokenSampler, gens: list[torch.Generator]) -> Int[Tensor, "pair position"]:
+    def _replace(
+        pairs: Int[Tensor, "pair 2"],
+        ids: Int[Tensor, "row position"],
+        mask: Bool[Tensor, "pair position"],
+        ends: Int[Tensor, " row"],
+        sampler: TokenSampler,
+        gens: list[torch.Generator],
+    ) -> Int[Tensor, "pair position"]:
         out = ids[pairs[:, 0]].clone()
         for r in pairs[:, 0].unique().tolist():
             sel = (pairs[:, 0] == r).nonzero().squeeze(-1)
@@ -175,14 +192,19 @@ class ReAGent(Attributor):
             out[sel, :end] = sampler.sample(ids[r, :end].expand(len(sel), -1), mask[sel, :end], gens[r]).to(torch.long)
         return out
 
-    def _top_positions(self, scores: Float[Tensor, "pair position"], movable: Bool[Tensor, "pair position"]) -> Bool[Tensor, "pair position"]:
+    def _top_positions(
+        self, scores: Float[Tensor, "pair position"], movable: Bool[Tensor, "pair position"]
+    ) -> Bool[Tensor, "pair position"]:
         k = min(self.params.keep_top_n, scores.shape[1])
         top = scores.masked_fill(~movable, -torch.inf).topk(k, dim=-1).indices
         return torch.zeros_like(movable).scatter(1, top, True) & movable
 
     @staticmethod
-    def _final(scores: Float[Tensor, "row probe position"], stopped: Bool[Tensor, "row probe"],
-               movable: Bool[Tensor, "row position"]) -> Float[Tensor, "row position"]:
+    def _final(
+        scores: Float[Tensor, "row probe position"],
+        stopped: Bool[Tensor, "row probe"],
+        movable: Bool[Tensor, "row position"],
+    ) -> Float[Tensor, "row position"]:
         logits = scores.masked_fill(~movable.unsqueeze(1), -torch.inf)
         dist = torch.softmax(logits, -1).nan_to_num(0.0)
         use = torch.where(stopped.any(-1, keepdim=True), stopped, torch.ones_like(stopped)).float()

@@ -25,7 +25,6 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.attention_capture import (
     AttentionProbe,
     attention_probe,
@@ -34,9 +33,10 @@ from genattrib.engine.attention_capture import (
 )
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward, no_gradient_error
+from genattrib.errors import InvalidArgumentError
 from genattrib.faithfulness.metrics import list_metrics
 from genattrib.methods.rpi_selection import best_candidates
-from genattrib.targets import TargetFunction, TargetContext
+from genattrib.targets import TargetContext, TargetFunction
 from genattrib.validation import check_choice, check_int, check_positive_int, is_int
 
 WEIGHTINGS = ("attention", "difference")
@@ -67,27 +67,41 @@ class RPIParams(MethodParams):
     weighting: str = "attention"
     selection: str = "mean"
     baseline_kind: str = "noise"
-    baseline_id: int | None = None  # token best:<metric> puts in place of removed tokens (filled in by the model wrapper)
+    baseline_id: int | None = (
+        None  # token best:<metric> puts in place of removed tokens (filled in by the model wrapper)
+    )
 
     def validate(self) -> None:
         check_positive_int("num_samples", self.num_samples, "num_samples=24")
         check_positive_int("n_steps", self.n_steps, "n_steps=30")
         check_int("noise_t", self.noise_t, "noise_t=500", minimum=0, maximum=SCHEDULE[2] - 1)
         if self.layer is not None and not is_int(self.layer):
-            raise InvalidArgumentError("layer", f"must be an int layer index or None, got {self.layer!r}", "pass e.g. layer=-3")
+            raise InvalidArgumentError(
+                "layer", f"must be an int layer index or None, got {self.layer!r}", "pass e.g. layer=-3"
+            )
         for name, valid in (("weighting", WEIGHTINGS), ("baseline_kind", BASELINES)):
             check_choice(name, getattr(self, name), valid)
         if isinstance(self.selection, str) and self.selection.startswith("best:"):
             metric = self.selection.removeprefix("best:")
             names = metric_names()
             if metric not in names:
-                raise InvalidArgumentError("selection", f"unknown metric {metric!r} in {self.selection!r}",
-                                           f"use best:<metric> with one of: {', '.join(names)}")
+                raise InvalidArgumentError(
+                    "selection",
+                    f"unknown metric {metric!r} in {self.selection!r}",
+                    f"use best:<metric> with one of: {', '.join(names)}",
+                )
         elif self.selection not in SELECTIONS:
-            raise InvalidArgumentError("selection", f"unknown selection {self.selection!r}",
-                                       f"use one of: {', '.join(SELECTIONS)} or best:<metric> (e.g. best:soft_ns)")
+            raise InvalidArgumentError(
+                "selection",
+                f"unknown selection {self.selection!r}",
+                f"use one of: {', '.join(SELECTIONS)} or best:<metric> (e.g. best:soft_ns)",
+            )
         if self.baseline_id is not None and not is_int(self.baseline_id):
-            raise InvalidArgumentError("baseline_id", f"must be a token id or None, got {self.baseline_id!r}", "leave it None (the tokenizer's UNK/PAD/EOS)")
+            raise InvalidArgumentError(
+                "baseline_id",
+                f"must be a token id or None, got {self.baseline_id!r}",
+                "leave it None (the tokenizer's UNK/PAD/EOS)",
+            )
 
 
 def metric_names() -> list[str]:
@@ -102,8 +116,11 @@ def resolve_layer(layer: int | None, total: int | None) -> int:
     if layer is None:
         return max(total - 3, 0)
     if not -total <= layer < total:
-        raise InvalidArgumentError("layer", f"layer {layer} is out of range for a model with {total} layers",
-                                   f"use a value in [-{total}, {total - 1}] or None (third from last)")
+        raise InvalidArgumentError(
+            "layer",
+            f"layer {layer} is out of range for a model with {total} layers",
+            f"use a value in [-{total}, {total - 1}] or None (third from last)",
+        )
     return layer % total
 
 
@@ -117,8 +134,11 @@ def select_candidates(
 
 
 def make_baseline(
-    params: RPIParams, attention: Float[Tensor, "head position position"], allowed: Bool[Tensor, "head position position"],
-    prefix: int, seed: int,
+    params: RPIParams,
+    attention: Float[Tensor, "head position position"],
+    allowed: Bool[Tensor, "head position position"],
+    prefix: int,
+    seed: int,
 ) -> Float[Tensor, "head position position"]:
     """Baseline of one (row, sample): noise only on allowed entries of the ``prefix`` block."""
     base = attention.clone()

@@ -3,7 +3,8 @@ faithfulness metric (the paper's per-example oracle pick; it peeks at the metric
 measured with the same metric afterwards are optimistic).
 
 Example:
-    >>> out = model.attribute(prompt, method="rpi", selection="best:soft_ns", num_samples=4, n_steps=5, max_new_tokens=1)
+    >>> settings = dict(num_samples=4, n_steps=5, max_new_tokens=1)
+    >>> out = model.attribute(prompt, method="rpi", selection="best:soft_ns", **settings)
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from genattrib.engine.contract import StepBatch
+from genattrib.engine.forward import ModelForward
 from genattrib.faithfulness.context import EvalContext
 from genattrib.faithfulness.metrics import METRICS, MetricOptions
 from genattrib.faithfulness.steps import EvalSteps
-from genattrib.engine.contract import StepBatch
-from genattrib.engine.forward import ModelForward
 
 
 def best_candidates(
-    candidates: Float[Tensor, "row sample position"], batch: StepBatch, forward: ModelForward, metric: str,
+    candidates: Float[Tensor, "row sample position"],
+    batch: StepBatch,
+    forward: ModelForward,
+    metric: str,
     baseline_id: int | None,
 ) -> Float[Tensor, "row position"]:
     """For each row, the candidate with the best value of ``metric`` (ties and NaN: the earliest)."""
@@ -34,11 +38,13 @@ def best_candidates(
             special.append(batch.special_mask[r, :p].cpu())
             targets.append(int(batch.target_ids[r]))
             example.append(r)
-    steps = EvalSteps(prefixes, scores, special, torch.tensor(targets), torch.tensor(example),
-                      torch.arange(samples).repeat(rows))
+    steps = EvalSteps(
+        prefixes, scores, special, torch.tensor(targets), torch.tensor(example), torch.arange(samples).repeat(rows)
+    )
     spec = METRICS[metric]
-    ctx = EvalContext(forward, steps, 0 if baseline_id is None else baseline_id, batch.seed,
-                      keep_distributions=spec.uses_distribution)
+    ctx = EvalContext(
+        forward, steps, 0 if baseline_id is None else baseline_id, batch.seed, keep_distributions=spec.uses_distribution
+    )
     values, _ = spec.compute(ctx, MetricOptions(random_baseline=False))  # no summary: no random baseline
     values = values.reshape(rows, samples).float()
     worst = float("inf") if spec.lower_is_better else float("-inf")

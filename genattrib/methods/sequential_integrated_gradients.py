@@ -12,7 +12,8 @@ which SIG does not promise to match). The rows of many (target, position, step) 
 model calls; ``position_chunk`` bounds how many (target, position) pairs are built at once.
 
 Example:
-    >>> out = model.attribute("The capital of France is", method="sequential_integrated_gradients", n_steps=50, max_new_tokens=1)
+    >>> method = "sequential_integrated_gradients"
+    >>> out = model.attribute("The capital of France is", method=method, n_steps=50, max_new_tokens=1)
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class SIGParams(IGParams):
 
     def validate(self) -> None:
         super().validate()
-        check_positive_int("position_chunk", self.position_chunk, "position_chunk=8, or None to size it from memory", optional=True)
+        check_positive_int(
+            "position_chunk", self.position_chunk, "position_chunk=8, or None to size it from memory", optional=True
+        )
 
 
 def _grid(values: Tensor | None, members: Tensor, n: int) -> Tensor | None:
@@ -69,7 +72,10 @@ def reference_values(
         variants[2 + torch.arange(cols.numel(), device=x.device), cols] = base[top, cols]
         n = variants.shape[0]
         values = forward.values(
-            variants, _grid(batch.target_positions, members, n), attributed_fn, _grid(batch.target_ids, members, n),
+            variants,
+            _grid(batch.target_positions, members, n),
+            attributed_fn,
+            _grid(batch.target_ids, members, n),
             _grid(batch.contrast_ids, members, n),
         )
         heads = members.to(values.device)
@@ -118,8 +124,11 @@ class SequentialIntegratedGradients(Attributor):
             moving = base[rows, cols].unsqueeze(1) + a * (x[rows, cols] - base[rows, cols]).unsqueeze(1)
             points[torch.arange(n, device=x.device), :, cols] = moving
             _, grads = forward.values_and_grads(
-                points.view(n * steps, length, hidden), _per_step(batch.target_positions, rows, steps), attributed_fn,
-                _per_step(batch.target_ids, rows, steps), _per_step(batch.contrast_ids, rows, steps),
+                points.view(n * steps, length, hidden),
+                _per_step(batch.target_positions, rows, steps),
+                attributed_fn,
+                _per_step(batch.target_ids, rows, steps),
+                _per_step(batch.contrast_ids, rows, steps),
             )
             own = grads.view(n, steps, length, hidden)[torch.arange(n, device=grads.device), :, cols.to(grads.device)]
             avg_grad[rows, cols] = (own.to(x.device) * w).sum(1)
@@ -128,8 +137,11 @@ class SequentialIntegratedGradients(Attributor):
         position_sums = attributions.sum(-1).to(f_one.device)
         position_error = (position_sums - (f_input.unsqueeze(1) - f_one)).abs().nan_to_num(0.0).amax(-1)
         total = position_sums.masked_fill(~batch.source_mask(f_one.device), 0.0).sum(-1)
-        return MethodOutput(attributions, {
-            "completeness_error": total - (f_input - f_base),
-            "baseline_value": f_base,
-            "max_position_error": position_error,
-        })
+        return MethodOutput(
+            attributions,
+            {
+                "completeness_error": total - (f_input - f_base),
+                "baseline_value": f_base,
+                "max_position_error": position_error,
+            },
+        )

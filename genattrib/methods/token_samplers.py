@@ -22,8 +22,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from genattrib.errors import InvalidArgumentError, MissingDependencyError, UnknownNameError
 from genattrib.engine.forward import ModelForward
+from genattrib.errors import InvalidArgumentError, MissingDependencyError, UnknownNameError
 from genattrib.methods.mlm_sampler import MLMSampler
 from genattrib.methods.vocabulary import Vocabulary
 
@@ -34,8 +34,9 @@ SAMPLER_NAMES = ("uniform", "model", "mlm", "pos")
 class TokenSampler(Protocol):
     """Replace ``ids`` where ``mask`` is True (``generator`` is a CPU generator)."""
 
-    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
-               generator: torch.Generator) -> Int[Tensor, "row position"]: ...
+    def sample(
+        self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"], generator: torch.Generator
+    ) -> Int[Tensor, "row position"]: ...
 
 
 class UniformSampler:
@@ -44,8 +45,9 @@ class UniformSampler:
     def __init__(self, vocabulary: Vocabulary) -> None:
         self.allowed = vocabulary.allowed_ids()
 
-    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
-               generator: torch.Generator) -> Int[Tensor, "row position"]:
+    def sample(
+        self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"], generator: torch.Generator
+    ) -> Int[Tensor, "row position"]:
         draw = torch.randint(len(self.allowed), tuple(ids.shape), generator=generator)
         return torch.where(mask.cpu(), self.allowed[draw], ids.cpu())
 
@@ -84,8 +86,9 @@ class ModelSampler:
 
         self.forward.run_chunked(len(todo), length, run, grad=False, n_logits=length)
 
-    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
-               generator: torch.Generator) -> Int[Tensor, "row position"]:
+    def sample(
+        self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"], generator: torch.Generator
+    ) -> Int[Tensor, "row position"]:
         ids = ids.cpu()
         self.prepare(list(ids))
         predicted = torch.stack([self.cache[r.numpy().tobytes()] for r in ids])
@@ -121,8 +124,9 @@ class PosSampler:
         self.members = [torch.tensor(groups[n]) for n in names]
         self.uniform = UniformSampler(vocabulary)
 
-    def sample(self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"],
-               generator: torch.Generator) -> Int[Tensor, "row position"]:
+    def sample(
+        self, ids: Int[Tensor, "row position"], mask: Bool[Tensor, "row position"], generator: torch.Generator
+    ) -> Int[Tensor, "row position"]:
         ids, mask = ids.cpu(), mask.cpu()
         out = self.uniform.sample(ids, mask, generator)
         draw = torch.rand(tuple(ids.shape), generator=generator)
@@ -141,18 +145,25 @@ def resolve_sampler(spec: Any, vocabulary: Vocabulary, forward: ModelForward | N
         spec = "uniform" if mlm is None else "mlm"
     if not isinstance(spec, str):
         if not isinstance(spec, TokenSampler):
-            raise InvalidArgumentError("token_sampler", f"{type(spec).__name__} has no sample(ids, mask, generator) method",
-                                       f"pass one of {', '.join(SAMPLER_NAMES)} or an object with that method")
+            raise InvalidArgumentError(
+                "token_sampler",
+                f"{type(spec).__name__} has no sample(ids, mask, generator) method",
+                f"pass one of {', '.join(SAMPLER_NAMES)} or an object with that method",
+            )
         return spec
     if spec == "uniform":
         return UniformSampler(vocabulary)
     if spec == "model":
         if forward is None:
-            raise InvalidArgumentError("token_sampler", "the 'model' sampler needs the attributed model", "use it through attribute()")
+            raise InvalidArgumentError(
+                "token_sampler", "the 'model' sampler needs the attributed model", "use it through attribute()"
+            )
         return ModelSampler(forward, vocabulary)
     if spec == "mlm":
         if mlm is None:
-            raise InvalidArgumentError("mlm", "token_sampler='mlm' needs a masked LM", "pass mlm=<path> or mlm=(model, tokenizer)")
+            raise InvalidArgumentError(
+                "mlm", "token_sampler='mlm' needs a masked LM", "pass mlm=<path> or mlm=(model, tokenizer)"
+            )
         return MLMSampler.from_spec(mlm, vocabulary)
     if spec == "pos":
         return PosSampler(vocabulary)

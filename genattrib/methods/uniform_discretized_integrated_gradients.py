@@ -9,7 +9,8 @@ attribution. Defaults are the reference settings: 30 anchors, 50 neighbours, ``m
 factor 1 (63 points).
 
 Example:
-    >>> out = model.attribute("The capital of France is", method="uniform_discretized_integrated_gradients", max_new_tokens=2)
+    >>> method = "uniform_discretized_integrated_gradients"
+    >>> out = model.attribute("The capital of France is", method=method, max_new_tokens=2)
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from genattrib.engine.forward import ModelForward
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import nearest_vocabulary
-from genattrib.engine.forward import ModelForward
 from genattrib.methods.monotonic_paths import choose_anchor
 from genattrib.validation import check_positive_int
 
@@ -39,8 +40,13 @@ class UDIGParams(DiscretePathParams):
 
 
 def uniform_anchor_search(
-    words: Int[Tensor, " word"], inputs: Float[Tensor, "word hidden"], base: Float[Tensor, "word hidden"],
-    vocab: Float[Tensor, "vocab hidden"], m: int, nbrs: int, strategy: str,
+    words: Int[Tensor, " word"],
+    inputs: Float[Tensor, "word hidden"],
+    base: Float[Tensor, "word hidden"],
+    vocab: Float[Tensor, "vocab hidden"],
+    m: int,
+    nbrs: int,
+    strategy: str,
 ) -> Float[Tensor, "word anchor hidden"]:
     """UDIG's anchor search for every word at once: ``m`` anchors ordered from the word towards
     the baseline (the nearest-vocabulary search of all points is one batched call)."""
@@ -67,8 +73,12 @@ class UniformDiscretizedIntegratedGradients(DiscretePathAttributor):
     Params = UDIGParams
 
     def search_anchors(
-        self, words: Int[Tensor, " word"], inputs: Float[Tensor, "word hidden"], base: Float[Tensor, "word hidden"],
-        vocab: Float[Tensor, "vocab hidden"], forward: ModelForward,
+        self,
+        words: Int[Tensor, " word"],
+        inputs: Float[Tensor, "word hidden"],
+        base: Float[Tensor, "word hidden"],
+        vocab: Float[Tensor, "vocab hidden"],
+        forward: ModelForward,
     ) -> Float[Tensor, "word anchor hidden"]:
         p: UDIGParams = self.params
         return uniform_anchor_search(words, inputs, base, vocab, p.n_anchors, p.nbrs, p.strategy)

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from genattrib.errors import InvalidArgumentError
 from genattrib.engine.baselines import BASELINE_NAMES, ResolvedBaseline
+from genattrib.errors import InvalidArgumentError
 from genattrib.targets import TargetFunction, resolve_target
 from genattrib.validation import check_positive_int
 
@@ -31,16 +31,24 @@ def split_kwargs(kwargs: Mapping[str, Any], method_params: Iterable[str]) -> tup
 
 
 def build_generation_config(
-    model: Any, tokenizer: Any, base: GenerationConfig | None, overrides: Mapping[str, Any], method_params: Iterable[str]
+    model: Any,
+    tokenizer: Any,
+    base: GenerationConfig | None,
+    overrides: Mapping[str, Any],
+    method_params: Iterable[str],
 ) -> GenerationConfig:
     """The model's generation config, updated by ``base`` and ``overrides`` (validated)."""
-    config = copy.deepcopy(base if base is not None else getattr(model, "generation_config", None) or GenerationConfig())
+    config = copy.deepcopy(
+        base if base is not None else getattr(model, "generation_config", None) or GenerationConfig()
+    )
     valid = set(GenerationConfig().to_dict())
     unknown = sorted(k for k in overrides if k not in valid)
     if unknown:
         raise InvalidArgumentError(
-            unknown[0], f"{unknown[0]!r} is neither a parameter of the method nor a generation setting",
-            f"method parameters: {', '.join(sorted(method_params)) or '(none)'}; generation settings as in transformers.GenerationConfig (max_new_tokens, do_sample, temperature ...)",
+            unknown[0],
+            f"{unknown[0]!r} is neither a parameter of the method nor a generation setting",
+            f"method parameters: {', '.join(sorted(method_params)) or '(none)'}; generation settings as in "
+            "transformers.GenerationConfig (max_new_tokens, do_sample, temperature ...)",
         )
     new_tokens = overrides.get("max_new_tokens")
     if "max_new_tokens" in overrides:
@@ -50,10 +58,15 @@ def build_generation_config(
         config.validate()
     except (ValueError, TypeError) as error:
         raise InvalidArgumentError(
-            ", ".join(sorted(overrides)) or "generation_config", f"invalid generation settings ({error})",
+            ", ".join(sorted(overrides)) or "generation_config",
+            f"invalid generation settings ({error})",
             "fix the values as the message says (see transformers.GenerationConfig)",
         ) from error
-    if "max_new_tokens" not in overrides and "max_length" not in overrides and (base is None or base.max_new_tokens is None):
+    if (
+        "max_new_tokens" not in overrides
+        and "max_length" not in overrides
+        and (base is None or base.max_new_tokens is None)
+    ):
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     check_positive_int("max_new_tokens", config.max_new_tokens, "max_new_tokens=16", optional=True)
     if config.pad_token_id is None:
@@ -92,23 +105,39 @@ def resolve_baseline(spec: Any, tokenizer: Any, hidden_size: int) -> ResolvedBas
             token_id = getattr(tokenizer, f"{name}_token_id", None)
             if token_id is not None:
                 return ResolvedBaseline(token_id=int(token_id))
-        raise InvalidArgumentError("baseline", "the tokenizer has no UNK, PAD or EOS token", "pass baseline='zero' or a token string")
+        raise InvalidArgumentError(
+            "baseline", "the tokenizer has no UNK, PAD or EOS token", "pass baseline='zero' or a token string"
+        )
     if isinstance(spec, torch.Tensor):
         if spec.shape[-1] != hidden_size or spec.ndim not in (1, 2):
-            raise InvalidArgumentError("baseline", f"tensor of shape {tuple(spec.shape)}", f"pass shape ({hidden_size},) or (positions, {hidden_size})")
+            raise InvalidArgumentError(
+                "baseline",
+                f"tensor of shape {tuple(spec.shape)}",
+                f"pass shape ({hidden_size},) or (positions, {hidden_size})",
+            )
         return ResolvedBaseline(tensor=spec.detach().clone())
     if isinstance(spec, int):
         return ResolvedBaseline(token_id=spec)
     if not isinstance(spec, str):
-        raise InvalidArgumentError("baseline", f"cannot use {type(spec).__name__}", f"use one of {BASELINE_NAMES}, a token string or a tensor")
+        raise InvalidArgumentError(
+            "baseline", f"cannot use {type(spec).__name__}", f"use one of {BASELINE_NAMES}, a token string or a tensor"
+        )
     if spec == "zero":
         return ResolvedBaseline(zero=True)
     if spec in ("unk", "pad", "eos"):
         token_id = getattr(tokenizer, f"{spec}_token_id", None)
         if token_id is None:
-            raise InvalidArgumentError("baseline", f"the tokenizer has no {spec.upper()} token", "use another baseline, e.g. 'zero' or a token string")
+            raise InvalidArgumentError(
+                "baseline",
+                f"the tokenizer has no {spec.upper()} token",
+                "use another baseline, e.g. 'zero' or a token string",
+            )
         return ResolvedBaseline(token_id=int(token_id))
     ids = tokenizer(spec, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise InvalidArgumentError("baseline", f"{spec!r} is {len(ids)} tokens, not one", f"use one of {BASELINE_NAMES} or a single-token string")
+        raise InvalidArgumentError(
+            "baseline",
+            f"{spec!r} is {len(ids)} tokens, not one",
+            f"use one of {BASELINE_NAMES} or a single-token string",
+        )
     return ResolvedBaseline(token_id=int(ids[0]))

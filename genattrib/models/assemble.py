@@ -41,9 +41,15 @@ def assemble_sequence(
     steps = {k: v[job.step_start : job.step_stop].clone() for k, v in trace.step_scores.items()}
     steps.update(result.step_scores)
     return SequenceAttribution(
-        input_ids=ids, tokens=tokens, prompt_length=trace.prompt_length, token_roles=roles,
-        scores=result.scores, step_scores=steps, special_mask=job.special_mask.clone(),
-        granular_scores=result.granular_scores, step_start=job.step_start,
+        input_ids=ids,
+        tokens=tokens,
+        prompt_length=trace.prompt_length,
+        token_roles=roles,
+        scores=result.scores,
+        step_scores=steps,
+        special_mask=job.special_mask.clone(),
+        granular_scores=result.granular_scores,
+        step_start=job.step_start,
         generated_text=tokenizer.decode(trace.generated_ids.tolist(), skip_special_tokens=True),
     )
 
@@ -58,21 +64,33 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
         device_map = {"": device_map}
     forced = request.forced_ids is not None
     return Provenance(
-        model_name=model.name, model_revision=model.revision, model_class=type(model.model).__name__,
-        dtype=str(model.dtype).replace("torch.", ""), devices=model.devices,
+        model_name=model.name,
+        model_revision=model.revision,
+        model_class=type(model.model).__name__,
+        dtype=str(model.dtype).replace("torch.", ""),
+        devices=model.devices,
         device_map={str(k): str(v) for k, v in device_map.items()} if device_map else None,
-        method=request.attributor.name, method_params=params, attributed_fn=request.attributed_fn.name,
+        method=request.attributor.name,
+        method_params=params,
+        attributed_fn=request.attributed_fn.name,
         step_scores=sorted(request.step_targets),
         step_score_rules=step_score_rules(request.attributor, request.step_targets),
         generation_config={} if forced else request.generation_config.to_diff_dict(),
-        forced_target=forced, seed=request.run_seed, versions=library_versions(), timings=timings,
+        forced_target=forced,
+        seed=request.run_seed,
+        versions=library_versions(),
+        timings=timings,
         work={"rows": request.forward.rows_run, "grad_rows": request.forward.grad_rows_run},
     )
 
 
 def assemble_output(
-    model: AttributionModel, request: AttributionRequest, traces: Sequence[GenerationTrace],
-    jobs: Sequence[SequenceJob], results: Sequence[EngineResult], timings: dict[str, float],
+    model: AttributionModel,
+    request: AttributionRequest,
+    traces: Sequence[GenerationTrace],
+    jobs: Sequence[SequenceJob],
+    results: Sequence[EngineResult],
+    timings: dict[str, float],
 ) -> FeatureAttributionOutput:
     """The :class:`FeatureAttributionOutput` of one ``attribute()`` call."""
     sequences = [

@@ -40,8 +40,15 @@ class AttributionModel:
     """Wraps ``model`` and ``tokenizer`` (left unchanged) with a default attribution method."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, method: str = "saliency", *, name: str | None = None,
-        revision: str | None = None, max_rows: int | None = None, device_map: Any = None,
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        method: str = "saliency",
+        *,
+        name: str | None = None,
+        revision: str | None = None,
+        max_rows: int | None = None,
+        device_map: Any = None,
     ) -> None:
         method_class(method)  # validates the name early
         self.model = model
@@ -76,8 +83,18 @@ class AttributionModel:
     def list_targets(self) -> list[str]:
         return list_targets(self._targets)
 
-    def register_target(self, name: str, fn: Callable, *, differentiable: bool = True, needs_contrast: bool = False, description: str = "", merge: str = "sum") -> None:
-        """Add a target function usable by name on this model (as attributed_fn or step score; ``merge``: how its step score merges)."""
+    def register_target(
+        self,
+        name: str,
+        fn: Callable,
+        *,
+        differentiable: bool = True,
+        needs_contrast: bool = False,
+        description: str = "",
+        merge: str = "sum",
+    ) -> None:
+        """Add a target function usable by name on this model (as attributed_fn or step score;
+        ``merge``: how its step score merges over several generated tokens)."""
         self._targets[name] = TargetFunction(name, fn, description, differentiable, needs_contrast, merge)
 
     # --- the main call ---------------------------------------------------------------------
@@ -120,12 +137,26 @@ class AttributionModel:
         t0 = time.perf_counter()
         forced, forced_name = continuation_argument(continuation, target)
         request = prepare_request(
-            self, inputs, forced, continuation_name=forced_name, method=method,
-            attributed_fn=attributed_fn, step_scores=step_scores, contrast_target=contrast_target, chat=chat,
-            batch_size=batch_size, attr_pos_start=attr_pos_start, attr_pos_end=attr_pos_end, seed=seed,
-            generation_config=generation_config, attribute_special_tokens=attribute_special_tokens,
-            keep_granular=keep_granular, max_rows=max_rows, show_progress=show_progress,
-            method_kwargs=method_kwargs, **kwargs,
+            self,
+            inputs,
+            forced,
+            continuation_name=forced_name,
+            method=method,
+            attributed_fn=attributed_fn,
+            step_scores=step_scores,
+            contrast_target=contrast_target,
+            chat=chat,
+            batch_size=batch_size,
+            attr_pos_start=attr_pos_start,
+            attr_pos_end=attr_pos_end,
+            seed=seed,
+            generation_config=generation_config,
+            attribute_special_tokens=attribute_special_tokens,
+            keep_granular=keep_granular,
+            max_rows=max_rows,
+            show_progress=show_progress,
+            method_kwargs=method_kwargs,
+            **kwargs,
         )
         timings = {"validate": time.perf_counter() - t0}
         with eval_mode(self.model):
@@ -136,16 +167,29 @@ class AttributionModel:
                 self._teacher_forced_step_scores(request, traces, jobs)
             with _timed(timings, "attribute"):
                 results = run_attribution(
-                    request.forward, request.attributor, request.attributed_fn, jobs, request.baseline,
-                    request.run_seed, request.keep_granular, request.show_progress, request.batch_size,
+                    request.forward,
+                    request.attributor,
+                    request.attributed_fn,
+                    jobs,
+                    request.baseline,
+                    request.run_seed,
+                    request.keep_granular,
+                    request.show_progress,
+                    request.batch_size,
                 )
         out = assemble_output(self, request, traces, jobs, results, timings)
         out.provenance.timings["total"] = time.perf_counter() - t0
         return out
 
     def generate(
-        self, inputs: str | Sequence[Any], *, chat: bool = False, batch_size: int | None = None, seed: int | None = None,
-        generation_config: GenerationConfig | None = None, **kwargs: Any,
+        self,
+        inputs: str | Sequence[Any],
+        *,
+        chat: bool = False,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs: Any,
     ) -> list[torch.Tensor]:
         """The token ids the model writes after each prompt (EOS trimmed), without attributing:
         what :meth:`attribute` would explain with the same settings; pass them back as ``continuation``.
@@ -161,8 +205,9 @@ class AttributionModel:
         config = build_generation_config(self.model, self.tokenizer, generation_config, kwargs, [])
         check_lengths(self.model, prompt_ids, None, config)
         with eval_mode(self.model):
-            traces = generate_traces(self.model, prompt_ids, generation_config=config, step_targets={},
-                                     batch_size=batch_size, seed=seed)
+            traces = generate_traces(
+                self.model, prompt_ids, generation_config=config, step_targets={}, batch_size=batch_size, seed=seed
+            )
         return [trace.generated_ids.clone() for trace in traces]
 
     # --- helpers -----------------------------------------------------------------------------
@@ -171,9 +216,12 @@ class AttributionModel:
         if request.forced_ids is not None:
             return [GenerationTrace(p, f, forced=True) for p, f in zip(request.prompt_ids, request.forced_ids)]
         return generate_traces(
-            self.model, request.prompt_ids, generation_config=request.generation_config,
+            self.model,
+            request.prompt_ids,
+            generation_config=request.generation_config,
             step_targets={} if request.needs_contrast else request.step_targets,
-            batch_size=request.batch_size, seed=request.seed,
+            batch_size=request.batch_size,
+            seed=request.seed,
         )
 
     @staticmethod

@@ -34,7 +34,11 @@ def normalize_prompts(inputs: object, chat: bool) -> list[Prompt]:
     elif isinstance(inputs, (list, tuple)) and len(inputs) > 0:
         prompts = list(inputs)
     else:
-        raise InvalidArgumentError("inputs", f"expected a prompt string, a list of strings or chat messages, got {inputs!r}", "pass e.g. 'The capital of France is'")
+        raise InvalidArgumentError(
+            "inputs",
+            f"expected a prompt string, a list of strings or chat messages, got {inputs!r}",
+            "pass e.g. 'The capital of France is'",
+        )
     out: list[Prompt] = []
     for i, p in enumerate(prompts):
         if isinstance(p, str):
@@ -44,12 +48,20 @@ def normalize_prompts(inputs: object, chat: bool) -> list[Prompt]:
         elif _is_message_list(p):
             for m in p:
                 if "role" not in m or "content" not in m:
-                    raise InvalidArgumentError("inputs", f"chat message {m!r} lacks 'role' or 'content'", "use {'role': 'user', 'content': '...'}")
+                    raise InvalidArgumentError(
+                        "inputs",
+                        f"chat message {m!r} lacks 'role' or 'content'",
+                        "use {'role': 'user', 'content': '...'}",
+                    )
             if not any(str(m["content"]).strip() for m in p):
-                raise InvalidArgumentError("inputs", f"chat {i} has only empty messages", "give at least one message some text")
+                raise InvalidArgumentError(
+                    "inputs", f"chat {i} has only empty messages", "give at least one message some text"
+                )
             out.append(p)
         else:
-            raise InvalidArgumentError("inputs", f"prompt {i} is a {type(p).__name__}", "pass strings or lists of {'role','content'} dicts")
+            raise InvalidArgumentError(
+                "inputs", f"prompt {i} is a {type(p).__name__}", "pass strings or lists of {'role','content'} dicts"
+            )
     return out
 
 
@@ -59,7 +71,9 @@ def tokenize_prompt(tokenizer: Any, prompt: Prompt) -> Int[Tensor, " prompt"]:
         ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     else:
         if not getattr(tokenizer, "chat_template", None):
-            raise InvalidArgumentError("chat", "the tokenizer has no chat template", "pass plain text prompts, or set tokenizer.chat_template")
+            raise InvalidArgumentError(
+                "chat", "the tokenizer has no chat template", "pass plain text prompts, or set tokenizer.chat_template"
+            )
         text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) == 0:
@@ -84,13 +98,21 @@ def normalize_targets(target: object, n_prompts: int, argument: str = "target") 
     else:
         targets = []
     if not targets or not all(isinstance(t, str) or _is_id_list(t) for t in targets):
-        raise InvalidArgumentError(argument, f"expected text or token ids (one per prompt), got {target!r}", f"pass e.g. {argument}=' Paris'")
+        raise InvalidArgumentError(
+            argument, f"expected text or token ids (one per prompt), got {target!r}", f"pass e.g. {argument}=' Paris'"
+        )
     if len(targets) != n_prompts:
-        raise InvalidArgumentError(argument, f"{len(targets)} targets for {n_prompts} prompts", "pass one target per prompt")
+        raise InvalidArgumentError(
+            argument, f"{len(targets)} targets for {n_prompts} prompts", "pass one target per prompt"
+        )
     out: list[str | Tensor] = []
     for t in targets:
         if isinstance(t, str) and t == "":
-            raise InvalidArgumentError(argument, "the forced continuation is empty", "pass the text to explain, e.g. ' Paris', or omit it to generate")
+            raise InvalidArgumentError(
+                argument,
+                "the forced continuation is empty",
+                "pass the text to explain, e.g. ' Paris', or omit it to generate",
+            )
         if isinstance(t, torch.Tensor) and t.numel() == 0:
             raise InvalidArgumentError(argument, "the forced continuation has no token ids", "pass at least one id")
         out.append(t if isinstance(t, str) else torch.as_tensor(t, dtype=torch.long).clone())
@@ -121,7 +143,8 @@ def tokenize_continuation(
     decoded = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
     if decoded != text:
         raise InvalidArgumentError(
-            argument, f"{text!r} does not tokenize as given (it decodes back as {decoded!r})",
+            argument,
+            f"{text!r} does not tokenize as given (it decodes back as {decoded!r})",
             "pass text that round-trips through the tokenizer, e.g. without a space the tokenizer drops",
         )
     return torch.tensor(ids, dtype=torch.long)

@@ -2,7 +2,8 @@
 
 Example:
     >>> model = load_model()                                        # embedded default model  # doctest: +SKIP
-    >>> model = load_model("path/or/hub-id", method="integrated_gradients", dtype="bfloat16", device_map="auto")  # doctest: +SKIP
+    >>> options = dict(method="integrated_gradients", dtype="bfloat16", device_map="auto")
+    >>> model = load_model("path/or/hub-id", **options)  # doctest: +SKIP
     >>> model = load_model((hf_model, tokenizer))                   # already loaded objects
 """
 
@@ -19,8 +20,15 @@ from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel
 from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_folder
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
 DTYPE_NAMES = tuple(name for name, dtype in _DTYPES.items() if str(dtype) == f"torch.{name}")
 """The model dtypes by torch's own name (``float32``, ``bfloat16``, ``float16``): the command line's choices."""
 
@@ -30,11 +38,21 @@ def _dtype(value: Any) -> Any:
         return value
     if isinstance(value, str) and value in _DTYPES:
         return _DTYPES[value]
-    raise InvalidArgumentError("dtype", f"unknown dtype {value!r}", f"use a torch.dtype or one of: auto, {', '.join(_DTYPES)}")
+    raise InvalidArgumentError(
+        "dtype", f"unknown dtype {value!r}", f"use a torch.dtype or one of: auto, {', '.join(_DTYPES)}"
+    )
 
 
-def _from_pretrained(location: str, *, gguf_file: str | None, dtype: Any, device_map: Any, revision: str | None,
-                     trust_remote_code: bool, model_kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+def _from_pretrained(
+    location: str,
+    *,
+    gguf_file: str | None,
+    dtype: Any,
+    device_map: Any,
+    revision: str | None,
+    trust_remote_code: bool,
+    model_kwargs: dict[str, Any],
+) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -50,7 +68,8 @@ def _from_pretrained(location: str, *, gguf_file: str | None, dtype: Any, device
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as error:  # ValueError: transformers 4.x rejects bad repo ids
         raise InvalidArgumentError(
-            "source", f"could not load {location!r} ({error})",
+            "source",
+            f"could not load {location!r} ({error})",
             "pass an existing local folder, a .gguf file, a reachable hub id, or (model, tokenizer)",
         ) from error
     model.eval()
@@ -79,28 +98,65 @@ def load_model(
     dtype = _dtype(dtype)
     if isinstance(source, tuple):
         if len(source) != 2:
-            raise InvalidArgumentError("source", "a tuple must be (model, tokenizer)", "pass load_model((model, tokenizer))")
+            raise InvalidArgumentError(
+                "source", "a tuple must be (model, tokenizer)", "pass load_model((model, tokenizer))"
+            )
         source, tokenizer = source
     if isinstance(source, nn.Module):
         if tokenizer is None:
-            raise InvalidArgumentError("tokenizer", "a loaded model was given without its tokenizer", "pass load_model((model, tokenizer))")
+            raise InvalidArgumentError(
+                "tokenizer", "a loaded model was given without its tokenizer", "pass load_model((model, tokenizer))"
+            )
         if not hasattr(source, "get_input_embeddings") or not hasattr(source, "generate"):
-            raise InvalidArgumentError("source", f"{type(source).__name__} is not a Hugging Face generative model", "pass an AutoModelForCausalLM")
+            raise InvalidArgumentError(
+                "source",
+                f"{type(source).__name__} is not a Hugging Face generative model",
+                "pass an AutoModelForCausalLM",
+            )
         return AttributionModel(source, tokenizer, method, max_rows=max_rows)
     if source is None:
         folder = default_model_folder()
-        model, tok = _from_pretrained(str(folder), gguf_file=None, dtype=dtype, device_map=device_map, revision=None,
-                                      trust_remote_code=False, model_kwargs=model_kwargs)
+        model, tok = _from_pretrained(
+            str(folder),
+            gguf_file=None,
+            dtype=dtype,
+            device_map=device_map,
+            revision=None,
+            trust_remote_code=False,
+            model_kwargs=model_kwargs,
+        )
         return AttributionModel(model, tok, method, name=DEFAULT_MODEL_NAME, max_rows=max_rows, device_map=device_map)
     if not isinstance(source, (str, Path)):
-        raise InvalidArgumentError("source", f"cannot load a {type(source).__name__}", "pass a hub id, a folder, a .gguf file or (model, tokenizer)")
+        raise InvalidArgumentError(
+            "source",
+            f"cannot load a {type(source).__name__}",
+            "pass a hub id, a folder, a .gguf file or (model, tokenizer)",
+        )
     path = Path(source)
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
-            raise InvalidArgumentError("source", f"no GGUF file at {str(path)!r}", "pass the path of an existing .gguf file")
-        model, tok = _from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, device_map=device_map,
-                                      revision=revision, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
+            raise InvalidArgumentError(
+                "source", f"no GGUF file at {str(path)!r}", "pass the path of an existing .gguf file"
+            )
+        model, tok = _from_pretrained(
+            str(path.parent),
+            gguf_file=path.name,
+            dtype=dtype,
+            device_map=device_map,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+        )
     else:
-        model, tok = _from_pretrained(str(source), gguf_file=None, dtype=dtype, device_map=device_map, revision=revision,
-                                      trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
-    return AttributionModel(model, tok, method, name=str(source), revision=revision, max_rows=max_rows, device_map=device_map)
+        model, tok = _from_pretrained(
+            str(source),
+            gguf_file=None,
+            dtype=dtype,
+            device_map=device_map,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+        )
+    return AttributionModel(
+        model, tok, method, name=str(source), revision=revision, max_rows=max_rows, device_map=device_map
+    )

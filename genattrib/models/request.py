@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformers import GenerationConfig
@@ -70,7 +69,9 @@ def continuation_argument(continuation: object, target: object) -> tuple[object,
     ``target`` (Inseq's name for it), so that errors name the argument the user wrote."""
     if target is not None and continuation is not None:
         raise InvalidArgumentError(
-            "target", "both continuation= and its alias target= were given", "pass the forced text once, as continuation="
+            "target",
+            "both continuation= and its alias target= were given",
+            "pass the forced text once, as continuation=",
         )
     return (continuation, "continuation") if target is None else (target, "target")
 
@@ -91,14 +92,17 @@ def check_lengths(
         total = int(ids.shape[0]) + extra
         if int(ids.shape[0]) >= window or total > window:
             raise InvalidArgumentError(
-                "inputs", f"prompt {i} has {int(ids.shape[0])} tokens and needs room for {extra} more, "
+                "inputs",
+                f"prompt {i} has {int(ids.shape[0])} tokens and needs room for {extra} more, "
                 f"but the model's context window is {window} tokens",
                 "shorten the prompt, or lower max_new_tokens / the forced target (continuation=)",
             )
 
 
 def resolve_method(
-    spec: str | Attributor, kwargs: Mapping[str, Any], method_kwargs: Mapping[str, Any] | None,
+    spec: str | Attributor,
+    kwargs: Mapping[str, Any],
+    method_kwargs: Mapping[str, Any] | None,
     resources: Mapping[str, Callable[[], Any]],
 ) -> tuple[Attributor, dict[str, Any]]:
     """(the method, bound to the resources it requires; the keyword arguments left for generation).
@@ -146,17 +150,22 @@ def prepare_request(
     contrasts = inp.normalize_targets(contrast_target, len(prompts), "contrast_target")
     if (fn.needs_contrast or any(t.needs_contrast for t in step_targets.values())) and contrasts is None:
         raise InvalidArgumentError(
-            "contrast_target", "a contrastive target was asked for but no contrast given",
+            "contrast_target",
+            "a contrastive target was asked for but no contrast given",
             "pass contrast_target='an alternative continuation'",
         )
     tok = model.tokenizer
     prompt_ids = [inp.tokenize_prompt(tok, p) for p in prompts]
-    forced_ids = None if forced is None else [
-        inp.tokenize_continuation(tok, p, t, continuation_name) for p, t in zip(prompt_ids, forced)
-    ]
-    contrast_ids = None if contrasts is None else [
-        inp.tokenize_continuation(tok, p, c, "contrast_target") for p, c in zip(prompt_ids, contrasts)
-    ]
+    forced_ids = (
+        None
+        if forced is None
+        else [inp.tokenize_continuation(tok, p, t, continuation_name) for p, t in zip(prompt_ids, forced)]
+    )
+    contrast_ids = (
+        None
+        if contrasts is None
+        else [inp.tokenize_continuation(tok, p, c, "contrast_target") for p, c in zip(prompt_ids, contrasts)]
+    )
     config = build_generation_config(model.model, tok, generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
     forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
@@ -165,9 +174,20 @@ def prepare_request(
     if attributor.uses_baseline:
         baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
     return AttributionRequest(
-        prompts=prompts, prompt_ids=prompt_ids, forced_ids=forced_ids, contrast_ids=contrast_ids,
-        attributor=attributor, attributed_fn=fn, step_targets=step_targets, generation_config=config,
-        baseline=baseline, forward=forward, seed=seed, steps=slice(attr_pos_start, attr_pos_end),
-        keep_special=attribute_special_tokens, keep_granular=keep_granular, batch_size=batch_size,
+        prompts=prompts,
+        prompt_ids=prompt_ids,
+        forced_ids=forced_ids,
+        contrast_ids=contrast_ids,
+        attributor=attributor,
+        attributed_fn=fn,
+        step_targets=step_targets,
+        generation_config=config,
+        baseline=baseline,
+        forward=forward,
+        seed=seed,
+        steps=slice(attr_pos_start, attr_pos_end),
+        keep_special=attribute_special_tokens,
+        keep_granular=keep_granular,
+        batch_size=batch_size,
         show_progress=show_progress,
     )

@@ -84,7 +84,9 @@ class FeatureAttributionOutput:
             for name, rule in out.provenance.step_score_rules.items():
                 if merged.step_score_rules.setdefault(name, rule) != rule:
                     raise InvalidArgumentError(
-                        "outputs", f"results merge step score {name!r} differently ({merged.step_score_rules[name]!r} vs {rule!r})",
+                        "outputs",
+                        f"results merge step score {name!r} differently "
+                        f"({merged.step_score_rules[name]!r} vs {rule!r})",
                         "merge only results whose step scores of the same name have the same merge rule",
                     )
         return cls([s for out in outputs for s in out.sequences], merged)

@@ -57,7 +57,9 @@ def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) ->
 
 
 def _not_ours(path: Path) -> InvalidArgumentError:
-    return InvalidArgumentError("path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save")
+    return InvalidArgumentError(
+        "path", f"{str(path)!r} is not a genattrib result", "load a file saved with FeatureAttributionOutput.save"
+    )
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -157,7 +157,13 @@ def show(
     """
     console = console or Console()
     for item in render(
-        out, console=console, step=step, view=view, step_scores=step_scores, max_width=max_width, digits=digits,
+        out,
+        console=console,
+        step=step,
+        view=view,
+        step_scores=step_scores,
+        max_width=max_width,
+        digits=digits,
         summary=summary,
     ):
         console.print(item)

@@ -55,9 +55,13 @@ def _default_title(out: FeatureAttributionOutput) -> str:
 
 def _check_id(element_id: str) -> str:
     if not element_id or not all(c.isascii() and (c.isalnum() or c in "-_") for c in element_id):
-        raise InvalidArgumentError("element_id", f"{element_id!r} is not a plain HTML id", "use letters, digits, - and _")
+        raise InvalidArgumentError(
+            "element_id", f"{element_id!r} is not a plain HTML id", "use letters, digits, - and _"
+        )
     if not element_id[0].isalpha():
-        raise InvalidArgumentError("element_id", f"{element_id!r} does not start with a letter", "start it with a letter")
+        raise InvalidArgumentError(
+            "element_id", f"{element_id!r} does not start with a letter", "start it with a letter"
+        )
     return element_id
 
 
@@ -65,7 +69,9 @@ def _sequence_selector(out: FeatureAttributionOutput, uid: str) -> str:
     """A ``<select>`` of the sequences (hidden when there is only one)."""
     options = []
     for i, seq in enumerate(out.sequences):
-        text = display_token(" ".join((seq.generated_text or "".join(seq.generated_tokens)).split()), _SELECT_LABEL_CHARS)
+        text = display_token(
+            " ".join((seq.generated_text or "".join(seq.generated_tokens)).split()), _SELECT_LABEL_CHARS
+        )
         options.append(f'<option value="{i}">#{i} {escape(text)}</option>')
     hidden = "" if len(out.sequences) > 1 else " hidden"
     return (
@@ -74,21 +80,26 @@ def _sequence_selector(out: FeatureAttributionOutput, uid: str) -> str:
     )
 
 
+NORM_LABEL = "scale each step to its own maximum"
+TEXT_HINT = "hover or focus a generated token to shade what it drew on · ←/→ move · click or Enter pins · Esc releases"
+MATRIX_HINT = "rows: generated tokens · columns: source tokens · click a row to pin its step"
+
+
 def _body(out: FeatureAttributionOutput, uid: str, title: str) -> str:
     """The root element: controls, empty views the script fills, the provenance panel."""
     return f"""<div class="genattrib" id="{uid}">
 <header class="ga-head"><h2 class="ga-title">{escape(title)}</h2>
 <div class="ga-controls">{_sequence_selector(out, uid)}
 <label class="ga-control" hidden>Bars <select class="ga-bars" id="{uid}-bars"></select></label>
-<label class="ga-control"><input type="checkbox" class="ga-norm" id="{uid}-norm"> scale each step to its own maximum</label>
+<label class="ga-control"><input type="checkbox" class="ga-norm" id="{uid}-norm"> {NORM_LABEL}</label>
 </div></header>
 <p class="ga-nojs">The interactive view needs JavaScript (in a notebook: trust it, or open the saved page).</p>
 <p class="ga-summary"></p>
 <div class="ga-legend"></div>
-<section class="ga-panel"><h3>Text <span class="ga-hint">hover or focus a generated token to shade what it drew on · ←/→ move · click or Enter pins · Esc releases</span></h3>
+<section class="ga-panel"><h3>Text <span class="ga-hint">{TEXT_HINT}</span></h3>
 <div class="ga-text" role="group" aria-label="tokens"></div>
 <div class="ga-status" aria-live="polite"></div></section>
-<section class="ga-panel"><h3>Matrix <span class="ga-hint">rows: generated tokens · columns: source tokens · click a row to pin its step</span></h3>
+<section class="ga-panel"><h3>Matrix <span class="ga-hint">{MATRIX_HINT}</span></h3>
 <div class="ga-matrix"><canvas class="ga-canvas"></canvas><canvas class="ga-overlay"></canvas></div>
 <div class="ga-readout">&#8203;</div></section>
 <details class="ga-panel ga-prov" open><summary>Provenance</summary>{provenance_table(out.provenance)}</details>
@@ -135,7 +146,7 @@ def to_html(
         return fragment
     csp = f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="generator" content="genattrib">\n'

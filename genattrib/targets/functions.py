@@ -60,7 +60,8 @@ class TargetFunction:
     def __call__(self, ctx: TargetContext) -> Float[Tensor, " row"]:
         if self.needs_contrast and ctx.contrast_ids is None:
             raise InvalidArgumentError(
-                "contrast_target", f"target {self.name!r} compares with a contrast token but none was given",
+                "contrast_target",
+                f"target {self.name!r} compares with a contrast token but none was given",
                 "pass contrast_target='an alternative continuation'",
             )
         return self.fn(ctx)
@@ -124,13 +125,28 @@ BUILTIN_TARGETS: Mapping[str, TargetFunction] = MappingProxyType(
             # chain rule along the generated path
             TargetFunction("entropy", entropy, "entropy of the next-token distribution", merge="sum"),
             # differences of summed log-probabilities / of rows that add up
-            TargetFunction("contrast_logprob_diff", contrast_logprob_diff,
-                   "log p(target) - log p(contrast token)", needs_contrast=True, merge="sum"),
-            TargetFunction("contrast_prob_diff", contrast_prob_diff,
-                   "p(target) - p(contrast token)", needs_contrast=True, merge="sum"),
+            TargetFunction(
+                "contrast_logprob_diff",
+                contrast_logprob_diff,
+                "log p(target) - log p(contrast token)",
+                needs_contrast=True,
+                merge="sum",
+            ),
+            TargetFunction(
+                "contrast_prob_diff",
+                contrast_prob_diff,
+                "p(target) - p(contrast token)",
+                needs_contrast=True,
+                merge="sum",
+            ),
             # the worst rank of any sub-token
-            TargetFunction("rank", rank, "rank of the target token (0 = top); not differentiable",
-                   differentiable=False, merge="max"),
+            TargetFunction(
+                "rank",
+                rank,
+                "rank of the target token (0 = top); not differentiable",
+                differentiable=False,
+                merge="max",
+            ),
         )
     }
 )

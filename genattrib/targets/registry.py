@@ -19,7 +19,9 @@ from genattrib.targets.functions import BUILTIN_TARGETS, TargetFunction
 
 
 def resolve_target(
-    spec: str | TargetFunction | Callable, extra: Mapping[str, TargetFunction] | None = None, argument: str = "attributed_fn"
+    spec: str | TargetFunction | Callable,
+    extra: Mapping[str, TargetFunction] | None = None,
+    argument: str = "attributed_fn",
 ) -> TargetFunction:
     """Turn a name, a :class:`TargetFunction` or a callable into a :class:`TargetFunction`."""
     if isinstance(spec, TargetFunction):
@@ -31,7 +33,9 @@ def resolve_target(
         return known[spec]
     if callable(spec):
         return TargetFunction(getattr(spec, "__name__", "custom"), spec, "user function")
-    raise InvalidArgumentError(argument, f"cannot use {type(spec).__name__} as a target", "pass a target name or a callable(ctx) -> tensor")
+    raise InvalidArgumentError(
+        argument, f"cannot use {type(spec).__name__} as a target", "pass a target name or a callable(ctx) -> tensor"
+    )
 
 
 def list_targets(extra: Mapping[str, TargetFunction] | None = None) -> list[str]:

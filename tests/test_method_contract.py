@@ -178,3 +178,16 @@ def test_batch_size_groups_prompts_in_attribution_too(tiny_llama, registered, mo
     for a, b in zip(together.sequences, one_by_one.sequences):
         assert torch.equal(a.input_ids, b.input_ids)
         torch.testing.assert_close(a.scores, b.scores, equal_nan=True)
+
+
+def test_validation_takes_exactly_the_options_attribute_offers() -> None:
+    """``attribute()`` declares its options for users once; step 1 (``prepare_request``) takes the
+    same set, so the two lists cannot drift apart."""
+    import inspect
+
+    from genattrib.models.attribution_model import AttributionModel
+    from genattrib.models.request import prepare_request
+
+    public = set(inspect.signature(AttributionModel.attribute).parameters) - {"self", "continuation", "target"}
+    validated = set(inspect.signature(prepare_request).parameters) - {"model", "continuation", "continuation_name"}
+    assert public == validated

@@ -73,3 +73,24 @@ def test_forward_only_rows_are_sized_on_their_own(tiny_llama) -> None:
         assert forward.row_bytes(length, grad=False) < forward.row_bytes(length, grad=True)
         assert forward.rows_per_chunk(length, grad=False) >= forward.rows_per_chunk(length, grad=True)
     assert forward.rows_per_chunk(8, grad=False) <= MAX_ROWS_PER_CHUNK
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    lengths=st.lists(st.tuples(st.integers(1, 60), st.integers(1, 12)), min_size=1, max_size=6),
+    budget=st.integers(1, 300),
+    per_target=st.integers(1, 16),
+)
+def test_planned_batches_bound_padding_and_cover_every_target(lengths, budget, per_target) -> None:
+    """Every target is planned exactly once, and no batch holds a row shorter than MIN_FILL of
+    its longest (rows are padded to the longest)."""
+    from genattrib.engine.plan import MIN_FILL, SequenceJob, plan_batches, targets_of
+
+    jobs = [SequenceJob(torch.zeros(p + n, dtype=torch.long), p, 0, n) for p, n in lengths]
+    batches = plan_batches(jobs, lambda length: per_target, lambda length: budget, by_sequence=False)
+    planned = sorted((r.job, r.row) for batch in batches for r in batch)
+    assert planned == sorted((r.job, r.row) for r in targets_of(jobs))
+    for batch in batches:
+        longest = max(r.position for r in batch)
+        assert all(r.position >= MIN_FILL * longest for r in batch)
+        assert len(batch) == 1 or len(batch) * per_target <= max(budget, per_target)

@@ -15,6 +15,9 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+#: A row joins a batch only if it is at least this fraction of the batch's longest row.
+MIN_FILL = 0.8
+
 
 @dataclass
 class SequenceJob:
@@ -66,7 +69,9 @@ def plan_batches(
     ``rows_per_target(length)`` is the method's cost of one target and ``rows_budget(length)``
     how many model rows of that length fit at once. Targets are sorted longest first so a batch
     holds rows of similar length (little padding). ``by_sequence`` keeps each batch within one
-    sequence (for methods that share one forward pass among a sequence's targets).
+    sequence (for methods that share one forward pass among a sequence's targets). A batch never
+    holds a row shorter than :data:`MIN_FILL` of its longest: rows are padded to the longest, and
+    padding costs as much as tokens (it matters once forward-only batches grow large).
     """
     refs = targets_of(jobs)
     if by_sequence:
@@ -82,7 +87,8 @@ def plan_batches(
         if current:
             length = current[0].position
             fits = (len(current) + 1) * rows_per_target(length) <= max(rows_budget(length), rows_per_target(length))
-            if not fits or len(current) >= max_targets:
+            padded = ref.position < MIN_FILL * length  # its row would be over 20% padding
+            if not fits or padded or len(current) >= max_targets:
                 batches.append(current)
                 current = []
         current.append(ref)

@@ -47,13 +47,13 @@ def _build_batch(
     length = max(r.position for r in refs)
     device = forward.input_device
     ids = torch.zeros(len(refs), length, dtype=torch.long)
-    fixed = torch.ones(len(refs), length, dtype=torch.bool)
+    special = torch.ones(len(refs), length, dtype=torch.bool)
     base = torch.zeros(len(refs), length, forward.hidden_size, dtype=forward.dtype, device=device)
     for i, ref in enumerate(refs):
         job = jobs[ref.job]
         n = min(length, int(job.input_ids.shape[0]))
         ids[i, :n] = job.input_ids[:n]
-        fixed[i, :n] = job.special_mask[:n]
+        special[i, :n] = job.special_mask[:n]
         base[i, :n] = baselines[ref.job][:n]
     contrast = None
     if any(jobs[r.job].contrast_ids is not None for r in refs):
@@ -68,7 +68,7 @@ def _build_batch(
         target_ids=torch.tensor(
             [int(jobs[r.job].input_ids[r.position]) for r in refs], dtype=torch.long, device=device
         ),
-        special_mask=fixed.to(device),
+        special_mask=special.to(device),
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,

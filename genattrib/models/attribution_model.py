@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from genattrib.engine import Attributor, build_jobs, eval_mode, run_attribution, teacher_forced_step_scores
+from genattrib.engine import Attributor, SequenceJob, build_jobs, eval_mode, run_attribution, teacher_forced_step_scores
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import list_methods, method_class
 from genattrib.models import inputs as inp
@@ -225,7 +225,9 @@ class AttributionModel:
         )
 
     @staticmethod
-    def _teacher_forced_step_scores(request: AttributionRequest, traces: list[GenerationTrace], jobs: list) -> None:
+    def _teacher_forced_step_scores(
+        request: AttributionRequest, traces: list[GenerationTrace], jobs: list[SequenceJob]
+    ) -> None:
         """Step scores that generation did not record (forced or contrastive runs), teacher-forced."""
         if request.step_targets and (request.forced_ids is not None or request.needs_contrast):
             for trace, scores in zip(traces, teacher_forced_step_scores(request.forward, jobs, request.step_targets)):

@@ -133,30 +133,21 @@ def load_model(
             "pass a hub id, a folder, a .gguf file or (model, tokenizer)",
         )
     path = Path(source)
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise InvalidArgumentError(
-                "source", f"no GGUF file at {str(path)!r}", "pass the path of an existing .gguf file"
-            )
-        model, tok = _from_pretrained(
-            str(path.parent),
-            gguf_file=path.name,
-            dtype=dtype,
-            device_map=device_map,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            model_kwargs=model_kwargs,
+    is_gguf = path.suffix.lower() == ".gguf"
+    if is_gguf and not path.is_file():
+        raise InvalidArgumentError(
+            "source", f"no GGUF file at {str(path)!r}", "pass the path of an existing .gguf file"
         )
-    else:
-        model, tok = _from_pretrained(
-            str(source),
-            gguf_file=None,
-            dtype=dtype,
-            device_map=device_map,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            model_kwargs=model_kwargs,
-        )
+    location, gguf_file = (str(path.parent), path.name) if is_gguf else (str(source), None)
+    model, tok = _from_pretrained(
+        location,
+        gguf_file=gguf_file,
+        dtype=dtype,
+        device_map=device_map,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        model_kwargs=model_kwargs,
+    )
     return AttributionModel(
         model, tok, method, name=str(source), revision=revision, max_rows=max_rows, device_map=device_map
     )

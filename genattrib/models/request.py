@@ -61,7 +61,12 @@ class AttributionRequest:
 
     @property
     def needs_contrast(self) -> bool:
-        return self.attributed_fn.needs_contrast or any(t.needs_contrast for t in self.step_targets.values())
+        return needs_contrast(self.attributed_fn, self.step_targets)
+
+
+def needs_contrast(attributed_fn: TargetFunction, step_targets: Mapping[str, TargetFunction]) -> bool:
+    """Whether the attributed function or a step score compares with a contrast token."""
+    return attributed_fn.needs_contrast or any(t.needs_contrast for t in step_targets.values())
 
 
 def continuation_argument(continuation: object, target: object) -> tuple[object, str]:
@@ -148,7 +153,7 @@ def prepare_request(
     prompts = inp.normalize_prompts(inputs, chat)
     forced = inp.normalize_targets(continuation, len(prompts), continuation_name)
     contrasts = inp.normalize_targets(contrast_target, len(prompts), "contrast_target")
-    if (fn.needs_contrast or any(t.needs_contrast for t in step_targets.values())) and contrasts is None:
+    if needs_contrast(fn, step_targets) and contrasts is None:
         raise InvalidArgumentError(
             "contrast_target",
             "a contrastive target was asked for but no contrast given",

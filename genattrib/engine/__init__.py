@@ -8,6 +8,7 @@ Example:
 
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.explained import UNIT_RULES, Explained
 from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.engine.jobs import build_jobs
 from genattrib.engine.plan import SequenceJob, plan_batches
@@ -18,12 +19,14 @@ from genattrib.engine.step_scores import step_score_rules, teacher_forced_step_s
 __all__ = [
     "Attributor",
     "EngineResult",
+    "Explained",
     "MethodOutput",
     "MethodParams",
     "ModelForward",
     "ResolvedBaseline",
     "SequenceJob",
     "StepBatch",
+    "UNIT_RULES",
     "baseline_embeddings",
     "bind_resources",
     "build_jobs",

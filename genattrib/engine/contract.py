@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.engine.attention_capture import check_attention_support
+from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.errors import InvalidArgumentError
 from genattrib.seeding import DEFAULT_SEED, content_generator
@@ -35,7 +36,10 @@ from genattrib.targets import TargetFunction
 @dataclass
 class StepBatch:
     """Rows to explain. Row ``r`` explains the token at ``target_positions[r]`` from the
-    positions before it; positions at or after it (padding included) are ignored.
+    positions before it; positions at or after it (padding included) are ignored. A unit row
+    (``units`` set) explains the combined value of several generated tokens, the first at
+    ``target_positions[r]``, from the positions before that first token; the unit's own tokens
+    stay as they are (see :meth:`movable`).
     ``special_mask`` marks special tokens: never perturbed, never attributed.
 
     Example:
@@ -63,6 +67,20 @@ class StepBatch:
     sequence_index: Int[Tensor, " row"]
     contrast_ids: Int[Tensor, " row"] | None = None
     seed: int = DEFAULT_SEED
+    units: Explained | None = None  # unit rows: the unit's positions (first = target_positions)
+
+    def targets(self) -> Explained:
+        """What each row explains, for :class:`ModelForward` (one slot per row unless units)."""
+        if self.units is not None:
+            return self.units
+        return Explained.tokens(self.target_positions, self.target_ids, self.contrast_ids)
+
+    def unit_ends(self, device: torch.device | str | None = None) -> Int[Tensor, " row"]:
+        """The last explained position of each row (``target_positions`` for a token row)."""
+        device = self.input_ids.device if device is None else device
+        if self.units is None:
+            return self.target_positions.to(device)
+        return self.units.positions.masked_fill(~self.units.mask, -1).amax(-1).to(device)
 
     @property
     def num_rows(self) -> int:
@@ -73,8 +91,16 @@ class StepBatch:
         return int(self.input_ids.shape[1])
 
     def movable(self) -> Bool[Tensor, "row position hidden"]:
-        """Positions whose embedding may change (not special tokens), as a broadcastable mask."""
-        return (~self.special_mask).unsqueeze(-1).to(self.input_embeds.device)
+        """Positions whose embedding may change, as a broadcastable mask: not special tokens and
+        not the tokens of a unit row's own unit (held as they are: the unit is explained from
+        what comes before it)."""
+        device = self.input_embeds.device
+        keep = ~self.special_mask.to(device)
+        if self.units is not None:
+            cols = torch.arange(self.length, device=device).unsqueeze(0)
+            own = (cols >= self.target_positions.to(device).unsqueeze(1)) & (cols < self.unit_ends(device).unsqueeze(1))
+            keep = keep & ~own
+        return keep.unsqueeze(-1)
 
     def before_target(self, device: torch.device | str | None = None) -> Bool[Tensor, "row position"]:
         """Positions before each row's target, special tokens included, on ``device`` (default:
@@ -143,7 +169,7 @@ class Attributor(ABC):
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
     stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
     requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)
-    stochastic: ClassVar[bool] = False
+    supports_units: ClassVar[bool] = True  # can explain unit rows (explain="sentences" ...)
     step_score_merge: ClassVar[Mapping[str, str]] = MappingProxyType({})  # each step score it emits -> merge rule
 
     def __init__(self, **params: Any) -> None:

@@ -9,7 +9,8 @@ Example:
     >>> fwd = ModelForward(hf_model)
     >>> ids = out.sequences[0].input_ids[None]          # 1 row: "The capital of France is Paris."
     >>> embeds, positions = fwd.embed(ids), torch.tensor([6])   # explain ' Par' at position 6
-    >>> values, grads = fwd.values_and_grads(embeds, positions, resolve_target("logprob"), ids[:, 6])
+    >>> targets = Explained.tokens(positions, ids[:, 6])
+    >>> values, grads = fwd.values_and_grads(embeds, targets, resolve_target("logprob"))
     >>> values.shape, grads.shape
     (torch.Size([1]), torch.Size([1, 9, 32]))
 """
@@ -24,6 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from genattrib.engine.explained import Explained, combine
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
 
@@ -199,60 +201,53 @@ class ModelForward:
                 self.grad_rows_run += chunk.stop - chunk.start
             start = chunk.stop
 
-    def values(
-        self,
-        embeds: Float[Tensor, "row position hidden"],
-        positions: Int[Tensor, "row k"],
-        attributed_fn: TargetFunction,
-        target_ids: Int[Tensor, "row k"],
-        contrast_ids: Int[Tensor, "row k"] | None = None,
+    def _unit_values(
+        self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
     ) -> Float[Tensor, "row k"]:
-        """Values of ``attributed_fn`` (no gradient) for ``k`` explained positions per row."""
-        out = torch.empty(positions.shape, dtype=torch.float32, device=self.head_device)
+        """``attributed_fn`` at every slot of ``targets`` (``[row, k, m]``), combined per unit."""
+        r, k, m = targets.positions.shape
+        logits = self.logits_at(embeds, targets.positions.reshape(r, k * m))
+        flat = lambda t: t.reshape(-1).to(logits.device)  # noqa: E731
+        ctx = TargetContext(
+            logits.reshape(r * k * m, -1), flat(targets.ids), None if targets.contrast is None else flat(targets.contrast)
+        )
+        return combine(attributed_fn(ctx).reshape(r, k, m), targets.mask, attributed_fn.merge)
+
+    def values(
+        self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
+    ) -> Float[Tensor, "row k"]:
+        """Values of ``attributed_fn`` (no gradient) for ``k`` explained units per row
+        (``targets`` shaped ``[row, k, m]``)."""
+        r, k, m = targets.positions.shape
+        out = torch.empty(r, k, dtype=torch.float32, device=self.head_device)
 
         def run(chunk: slice) -> None:
-            logits = self.logits_at(embeds[chunk], positions[chunk])
-            r, k, v = logits.shape
-            ctx = TargetContext(
-                logits.reshape(r * k, v),
-                target_ids[chunk].reshape(-1).to(logits.device),
-                None if contrast_ids is None else contrast_ids[chunk].reshape(-1).to(logits.device),
-            )
-            out[chunk] = attributed_fn(ctx).reshape(r, k).float()
+            out[chunk] = self._unit_values(embeds[chunk], targets.select(chunk), attributed_fn).float()
 
-        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=False, n_logits=positions.shape[1])
+        self.run_chunked(r, embeds.shape[1], run, grad=False, n_logits=k * m)
         return out
 
     def values_and_grads(
-        self,
-        embeds: Float[Tensor, "row position hidden"],
-        positions: Int[Tensor, " row"],
-        attributed_fn: TargetFunction,
-        target_ids: Int[Tensor, " row"],
-        contrast_ids: Int[Tensor, " row"] | None = None,
+        self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
     ) -> tuple[Float[Tensor, " row"], Float[Tensor, "row position hidden"]]:
-        """Value of ``attributed_fn`` at one explained position per row and its gradient w.r.t. ``embeds``.
+        """Value of ``attributed_fn`` for one explained unit per row (``targets`` shaped
+        ``[row, m]``) and its gradient w.r.t. ``embeds``.
 
         Gradients are returned in float32 whatever the model's dtype.
         """
         values = torch.empty(embeds.shape[0], dtype=torch.float32, device=self.head_device)
         grads = torch.empty(embeds.shape, dtype=torch.float32, device=embeds.device)
+        one_unit = targets.map(lambda t: t.unsqueeze(1))
 
         def run(chunk: slice) -> None:
             leaf = embeds[chunk].detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                logits = self.logits_at(leaf, positions[chunk].unsqueeze(-1)).squeeze(1)
-                ctx = TargetContext(
-                    logits,
-                    target_ids[chunk].to(logits.device),
-                    None if contrast_ids is None else contrast_ids[chunk].to(logits.device),
-                )
-                value = attributed_fn(ctx)
+                value = self._unit_values(leaf, one_unit.select(chunk), attributed_fn)[:, 0]
                 if not value.requires_grad:
                     raise no_gradient_error(type(self.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             values[chunk] = value.detach().float()
             grads[chunk] = grad.float().to(grads.device)
 
-        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True)
+        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True, n_logits=targets.slots)
         return values, grads

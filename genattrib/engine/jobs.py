@@ -39,6 +39,7 @@ def build_jobs(
     steps: slice = slice(None),
     contrast_ids: Sequence[Int[Tensor, " _contrast"]] | None = None,
     keep_special: bool = False,
+    units: Sequence[list[tuple[int, int]] | None] | None = None,
 ) -> list[SequenceJob]:
     """One :class:`SequenceJob` per trace.
 
@@ -46,6 +47,8 @@ def build_jobs(
     select at least one step of every non-empty continuation. Tokens in ``special_ids`` are
     marked special (never perturbed, never attributed) unless ``keep_special``. ``contrast_ids``
     gives each trace's contrast tokens (already tokenized), one per step or a single token.
+    ``units`` gives each trace's explained units (absolute ``[start, stop)`` positions inside the
+    selected steps), or ``None`` to explain tokens.
     """
     special = torch.tensor(sorted({int(i) for i in special_ids}), dtype=torch.long)
     jobs = []
@@ -62,5 +65,8 @@ def build_jobs(
         mask = torch.zeros_like(ids, dtype=torch.bool) if keep_special else torch.isin(ids, special)
         contrast = None if contrast_ids is None else _contrast_for(contrast_ids[i], n)
         start, stop = (chosen.start, chosen.stop) if n else (0, 0)
-        jobs.append(SequenceJob(ids, trace.prompt_length, start, stop, mask, contrast))
+        spans = None if units is None else units[i]
+        if spans is not None and spans:
+            start, stop = spans[0][0] - trace.prompt_length, spans[-1][1] - trace.prompt_length
+        jobs.append(SequenceJob(ids, trace.prompt_length, start, stop, mask, contrast, spans))
     return jobs

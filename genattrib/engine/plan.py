@@ -4,6 +4,9 @@ Example:
     >>> jobs = [SequenceJob(torch.arange(6), prompt_length=3, step_start=0, step_stop=3)]
     >>> [t.position for t in targets_of(jobs)]
     [3, 4, 5]
+    >>> units = SequenceJob(torch.arange(6), prompt_length=3, step_start=0, step_stop=3, units=[(3, 5), (5, 6)])
+    >>> [(t.position, t.stop, t.length) for t in targets_of([units])]
+    [(3, 5, 4), (5, 6, 5)]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class SequenceJob:
     step_stop: int
     special_mask: Bool[Tensor, " position"] | None = None
     contrast_ids: Int[Tensor, " generated"] | None = None
+    units: list[tuple[int, int]] | None = None  # explained units [start, stop) of positions; None: tokens
 
     def __post_init__(self) -> None:
         if self.special_mask is None:
@@ -36,25 +40,41 @@ class SequenceJob:
 
     @property
     def num_steps(self) -> int:
+        """Generated steps selected (tokens covered by the explained rows)."""
         return self.step_stop - self.step_start
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """The positions ``[start, stop)`` each row explains: one token each unless ``units``."""
+        if self.units is not None:
+            return list(self.units)
+        first = self.prompt_length + self.step_start
+        return [(first + r, first + r + 1) for r in range(self.num_steps)]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.units) if self.units is not None else self.num_steps
 
 
 @dataclass(frozen=True)
 class TargetRef:
-    """One explained token: sequence ``job``, row ``row`` of its score matrix, at ``position``."""
+    """One explained token (or unit): sequence ``job``, row ``row`` of its score matrix, from
+    ``position`` up to ``stop`` (exclusive; ``position + 1`` for a token)."""
 
     job: int
     row: int
     position: int
+    stop: int
+
+    @property
+    def length(self) -> int:
+        """Tokens a model row needs: every position before the last explained one."""
+        return self.stop - 1
 
 
 def targets_of(jobs: list[SequenceJob]) -> list[TargetRef]:
     """Every explained target of every job."""
-    return [
-        TargetRef(j, row, job.prompt_length + job.step_start + row)
-        for j, job in enumerate(jobs)
-        for row in range(job.num_steps)
-    ]
+    return [TargetRef(j, row, start, stop) for j, job in enumerate(jobs) for row, (start, stop) in enumerate(job.spans)]
 
 
 def plan_batches(
@@ -81,13 +101,13 @@ def plan_batches(
             for start in range(0, len(mine), max_targets):
                 batches.append(mine[start : start + max_targets])
         return batches
-    refs.sort(key=lambda r: (-r.position, r.job, r.row))
+    refs.sort(key=lambda r: (-r.length, r.job, r.row))
     batches, current = [], []
     for ref in refs:
         if current:
-            length = current[0].position
+            length = current[0].length
             fits = (len(current) + 1) * rows_per_target(length) <= max(rows_budget(length), rows_per_target(length))
-            padded = ref.position < MIN_FILL * length  # its row would be over 20% padding
+            padded = ref.length < MIN_FILL * length  # its row would be over 20% padding
             if not fits or padded or len(current) >= max_targets:
                 batches.append(current)
                 current = []

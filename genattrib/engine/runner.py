@@ -21,6 +21,7 @@ from torch import Tensor
 from genattrib.aggregation import reduce_hidden
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.contract import Attributor, StepBatch
+from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
 from genattrib.progress import progress_bar
@@ -44,7 +45,7 @@ def _build_batch(
     baselines: list[Tensor],
     seed: int,
 ) -> StepBatch:
-    length = max(r.position for r in refs)
+    length = max(r.length for r in refs)
     device = forward.input_device
     ids = torch.zeros(len(refs), length, dtype=torch.long)
     special = torch.ones(len(refs), length, dtype=torch.bool)
@@ -58,7 +59,7 @@ def _build_batch(
     contrast = None
     if any(jobs[r.job].contrast_ids is not None for r in refs):
         contrast = torch.tensor(
-            [int(jobs[r.job].contrast_ids[jobs[r.job].step_start + r.row]) for r in refs], dtype=torch.long
+            [int(jobs[r.job].contrast_ids[r.position - jobs[r.job].prompt_length]) for r in refs], dtype=torch.long
         )
     return StepBatch(
         input_ids=ids.to(device),
@@ -72,7 +73,24 @@ def _build_batch(
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
+        units=_units(refs, jobs, device) if any(r.stop > r.position + 1 for r in refs) else None,
     )
+
+
+def _units(refs: list[TargetRef], jobs: list[SequenceJob], device: torch.device) -> Explained:
+    """The slots of unit rows: each unit's positions, padded (masked) to the longest unit."""
+    slots = max(r.stop - r.position for r in refs)
+    positions = torch.tensor([[min(r.position + k, r.stop - 1) for k in range(slots)] for r in refs])
+    mask = torch.tensor([[r.position + k < r.stop for k in range(slots)] for r in refs])
+    ids = torch.stack([jobs[r.job].input_ids[positions[i]] for i, r in enumerate(refs)])
+    contrast = None
+    if any(jobs[r.job].contrast_ids is not None for r in refs):
+        first = [jobs[r.job].prompt_length for r in refs]
+        contrast = torch.stack(
+            [jobs[r.job].contrast_ids[positions[i] - first[i]] for i, r in enumerate(refs)]  # type: ignore[index]
+        )
+    units = Explained(positions, ids, mask, contrast)
+    return units.to(device)
 
 
 def run_attribution(
@@ -95,7 +113,7 @@ def run_attribution(
     """
     group = prompts_per_batch or max(1, len(jobs))
     batches = [
-        [TargetRef(start + ref.job, ref.row, ref.position) for ref in batch]
+        [TargetRef(start + ref.job, ref.row, ref.position, ref.stop) for ref in batch]
         for start in range(0, len(jobs), group)
         for batch in plan_batches(
             jobs[start : start + group],
@@ -112,10 +130,10 @@ def run_attribution(
     ]
     if keep_granular is None:
         hidden = forward.hidden_size if method.granular else 1
-        cells = sum(job.num_steps * int(job.input_ids.shape[0]) for job in jobs) * hidden
+        cells = sum(job.num_rows * int(job.input_ids.shape[0]) for job in jobs) * hidden
         keep_granular = method.granular and cells * 4 <= 256 << 20
     results = [
-        EngineResult(torch.full((job.num_steps, int(job.input_ids.shape[0])), math.nan, dtype=torch.float32))
+        EngineResult(torch.full((job.num_rows, int(job.input_ids.shape[0])), math.nan, dtype=torch.float32))
         for job in jobs
     ]
     with progress_bar(len(batches), f"{method.name}", show_progress) as advance:

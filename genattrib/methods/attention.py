@@ -62,6 +62,7 @@ class AttentionParams(MethodParams):
 
 
 class _AttentionBase(Attributor):
+    supports_units = False  # attention is read at one query position
     needs_gradients = False
     needs_attentions = True
     group_by_sequence = True

@@ -72,25 +72,14 @@ def discrete_path_attribution(
     input) and the completeness error ``sum(A) - (F(X^{n-1}) - F(X^0))`` per row."""
     rows, n, length, hidden = points.shape
     points = points.to(batch.input_embeds.dtype)
-    repeat = lambda t: None if t is None else t.repeat_interleave(n - 1, 0)  # noqa: E731
+    targets = batch.targets()
     values, grads = forward.values_and_grads(
-        points[:, :-1].reshape(rows * (n - 1), length, hidden),
-        repeat(batch.target_positions),
-        attributed_fn,
-        repeat(batch.target_ids),
-        repeat(batch.contrast_ids),
+        points[:, :-1].reshape(rows * (n - 1), length, hidden), targets.repeat_interleave(n - 1), attributed_fn
     )
     exact = points.float().to(grads.device)
     attributions = (grads.view(rows, n - 1, length, hidden) * (exact[:, 1:] - exact[:, :-1])).sum(1)
     f_base = values.view(rows, n - 1)[:, 0]
-    single = lambda t: None if t is None else t.unsqueeze(-1)  # noqa: E731
-    f_input = forward.values(
-        points[:, -1],
-        single(batch.target_positions),
-        attributed_fn,
-        single(batch.target_ids),
-        single(batch.contrast_ids),
-    )[:, 0]
+    f_input = forward.values(points[:, -1], targets.map(lambda t: t.unsqueeze(1)), attributed_fn)[:, 0]
     before = batch.before_target(grads.device)
     total = (attributions.sum(-1) * before).sum(-1)
     error = total.to(f_input.device) - (f_input - f_base.to(f_input.device))

@@ -61,13 +61,8 @@ class GradientShap(Attributor):
         a = torch.stack(alphas).view(batch.num_rows, p.n_samples, 1, 1)
         delta = x_noisy - base.unsqueeze(1)
         points = (base.unsqueeze(1) + a * delta).to(batch.input_embeds.dtype)
-        repeat = lambda t: None if t is None else t.repeat_interleave(p.n_samples, 0)  # noqa: E731
         _, grads = forward.values_and_grads(
-            points.reshape(-1, *x.shape[1:]),
-            repeat(batch.target_positions),
-            attributed_fn,
-            repeat(batch.target_ids),
-            repeat(batch.contrast_ids),
+            points.reshape(-1, *x.shape[1:]), batch.targets().repeat_interleave(p.n_samples), attributed_fn
         )
         grads = grads.view(batch.num_rows, p.n_samples, *x.shape[1:])
         return MethodOutput((grads * delta.to(grads.device)).mean(1))

@@ -18,7 +18,5 @@ class InputXGradient(Attributor):
     default_reduction = "sum"
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
-        _, grads = forward.values_and_grads(
-            batch.input_embeds, batch.target_positions, attributed_fn, batch.target_ids, batch.contrast_ids
-        )
+        _, grads = forward.values_and_grads(batch.input_embeds, batch.targets(), attributed_fn)
         return MethodOutput(grads * batch.input_embeds.float())

@@ -65,20 +65,15 @@ class IntegratedGradients(Attributor):
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
         n, steps = batch.num_rows, p.n_steps
         points = path_points(batch, alphas)
-        repeat = lambda t: None if t is None else t.repeat_interleave(steps, 0)  # noqa: E731
-        _, grads = forward.values_and_grads(
-            points, repeat(batch.target_positions), attributed_fn, repeat(batch.target_ids), repeat(batch.contrast_ids)
-        )
+        targets = batch.targets()
+        _, grads = forward.values_and_grads(points, targets.repeat_interleave(steps), attributed_fn)
         w = weights.to(device=grads.device, dtype=torch.float32).view(1, -1, 1, 1)
         avg_grad = (grads.view(n, steps, *grads.shape[1:]) * w).sum(1)
         x = batch.input_embeds.float()
         base = torch.where(batch.movable(), batch.baseline_embeds, batch.input_embeds).float()
         attributions = (x - base) * avg_grad
         ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64))
-        pair = lambda t: None if t is None else t.repeat_interleave(2, 0).unsqueeze(-1)  # noqa: E731
-        values = forward.values(
-            ends, pair(batch.target_positions), attributed_fn, pair(batch.target_ids), pair(batch.contrast_ids)
-        )
+        values = forward.values(ends, targets.repeat_interleave(2).map(lambda t: t.unsqueeze(1)), attributed_fn)
         f_base, f_input = values.view(n, 2).unbind(-1)
         valid = batch.before_target(x.device)
         total = (attributions.sum(-1) * valid).sum(-1)

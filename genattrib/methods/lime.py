@@ -84,6 +84,7 @@ def weighted_ridge(
 
 
 class Lime(Attributor):
+    supports_units = False  # its shared samples would drop the tokens of a unit, which a unit row holds fixed
     name = "lime"
     description = "LIME: weighted ridge surrogate over random token masks, baseline-replaced (forward only, seeded)"
     Params = LimeParams
@@ -102,21 +103,14 @@ class Lime(Attributor):
         length, n = batch.length, batch.num_rows
         special, sources = batch.special_mask[0].cpu(), batch.source_mask("cpu")
         masks = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed) | special
-        tgt_pos, tgt_ids = batch.target_positions.unsqueeze(0), batch.target_ids.unsqueeze(0)
-        contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
+        targets = batch.targets()
         values = torch.empty(p.n_samples, n, dtype=torch.float32)
-        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n))
+        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n * targets.slots))
         for start in range(0, p.n_samples, chunk):
             keep = masks[start : start + chunk].to(x.device).unsqueeze(-1)
             rows = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0))
             r = rows.shape[0]
-            values[start : start + r] = forward.values(
-                rows,
-                tgt_pos.expand(r, -1),
-                attributed_fn,
-                tgt_ids.expand(r, -1),
-                None if contrast is None else contrast.expand(r, -1),
-            ).cpu()
+            values[start : start + r] = forward.values(rows, targets.shared(r), attributed_fn).cpu()
         scores = torch.zeros(n, length, dtype=torch.float32)
         fit = torch.full((n,), float("nan"))
         for row in range(n):

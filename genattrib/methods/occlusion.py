@@ -42,12 +42,10 @@ class Occlusion(Attributor):
         length, n = batch.length, batch.num_rows
         special = batch.special_mask[0]
         positions = [i for i in range(length) if not bool(special[i])]
-        tgt_pos = batch.target_positions.unsqueeze(0)
-        tgt_ids = batch.target_ids.unsqueeze(0)
-        contrast = None if batch.contrast_ids is None else batch.contrast_ids.unsqueeze(0)
-        original = forward.values(x.unsqueeze(0), tgt_pos, attributed_fn, tgt_ids, contrast)[0]
+        targets = batch.targets()
+        original = forward.values(x.unsqueeze(0), targets.shared(1), attributed_fn)[0]
         scores = torch.zeros(n, length, dtype=torch.float32, device=original.device)
-        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n))
+        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n * targets.slots))
         for start in range(0, len(positions), chunk):
             block = positions[start : start + chunk]
             rows = x.unsqueeze(0).repeat(len(block), 1, 1)
@@ -55,12 +53,6 @@ class Occlusion(Attributor):
             cols = torch.tensor(block, device=x.device)
             rows[index, cols] = base[cols]
             r = len(block)
-            occluded = forward.values(
-                rows,
-                tgt_pos.expand(r, -1),
-                attributed_fn,
-                tgt_ids.expand(r, -1),
-                None if contrast is None else contrast.expand(r, -1),
-            )
+            occluded = forward.values(rows, targets.shared(r), attributed_fn)
             scores[:, cols.to(scores.device)] = (original.unsqueeze(0) - occluded).T
         return MethodOutput(scores, {"target_value": original})

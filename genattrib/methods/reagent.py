@@ -91,6 +91,7 @@ def _probe_progress(total: int):
 
 
 class ReAGent(Attributor):
+    supports_units = False  # its stopping rule reads the rank of one predicted token
     name = "reagent"
     description = "ReAGent: recursive random replacement with probes, forward passes only (seeded, no gradients)"
     Params = ReAGentParams

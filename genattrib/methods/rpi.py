@@ -156,6 +156,7 @@ def make_baseline(
 
 
 class RPI(Attributor):
+    supports_units = False  # its attention-pattern reference is read at one query position
     name = "rpi"
     description = "randomized path-integration over one layer's attention probabilities (diffusion-noise baselines)"
     Params = RPIParams

@@ -45,8 +45,15 @@ class SIGParams(IGParams):
         )
 
 
-def _grid(values: Tensor | None, members: Tensor, n: int) -> Tensor | None:
-    return None if values is None else values[members].unsqueeze(0).expand(n, -1)
+def _sharing_groups(batch: StepBatch) -> list[Tensor]:
+    """Rows that can read their values from one copy of the longest: the rows of one sequence;
+    each unit row alone (its own unit's tokens stay fixed, which another row's copy would move)."""
+    if batch.units is not None:
+        return [torch.tensor([r], device=batch.input_embeds.device) for r in range(batch.num_rows)]
+    return [
+        (batch.sequence_index == seq).nonzero(as_tuple=True)[0].to(batch.input_embeds.device)
+        for seq in batch.sequence_index.unique().tolist()
+    ]
 
 
 def reference_values(
@@ -63,31 +70,21 @@ def reference_values(
     f_input = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
     f_base = torch.empty_like(f_input)
     f_one = torch.full((batch.num_rows, batch.length), float("nan"), dtype=torch.float32, device=forward.head_device)
-    for seq in batch.sequence_index.unique().tolist():
-        members = (batch.sequence_index == seq).nonzero(as_tuple=True)[0].to(x.device)
+    targets = batch.targets()
+    for members in _sharing_groups(batch):
         top = int(members[batch.target_positions[members].argmax()])
         cols = valid[top].nonzero(as_tuple=True)[0]
         variants = x[top].unsqueeze(0).repeat(2 + cols.numel(), 1, 1)
         variants[1] = base[top]
         variants[2 + torch.arange(cols.numel(), device=x.device), cols] = base[top, cols]
         n = variants.shape[0]
-        values = forward.values(
-            variants,
-            _grid(batch.target_positions, members, n),
-            attributed_fn,
-            _grid(batch.target_ids, members, n),
-            _grid(batch.contrast_ids, members, n),
-        )
+        values = forward.values(variants, targets.select(members).shared(n), attributed_fn)
         heads = members.to(values.device)
         f_input[heads], f_base[heads] = values[0], values[1]
         for k, row in enumerate(members.tolist()):
             mine = valid[row, cols].to(values.device)
             f_one[row, cols.to(values.device)[mine]] = values[2:, k][mine]
     return f_input, f_base, f_one
-
-
-def _per_step(values: Tensor | None, rows: Tensor, steps: int) -> Tensor | None:
-    return None if values is None else values[rows].repeat_interleave(steps, 0)
 
 
 class SequentialIntegratedGradients(Attributor):
@@ -115,6 +112,7 @@ class SequentialIntegratedGradients(Attributor):
         a = alphas.to(device=x.device, dtype=x.dtype).view(1, steps, 1)
         w = weights.to(device=x.device, dtype=torch.float32).view(1, steps, 1)
         items = batch.source_mask().nonzero()
+        targets = batch.targets()
         chunk = p.position_chunk or max(1, forward.rows_per_chunk(length) // steps)
         avg_grad = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for start in range(0, int(items.shape[0]), chunk):
@@ -124,11 +122,7 @@ class SequentialIntegratedGradients(Attributor):
             moving = base[rows, cols].unsqueeze(1) + a * (x[rows, cols] - base[rows, cols]).unsqueeze(1)
             points[torch.arange(n, device=x.device), :, cols] = moving
             _, grads = forward.values_and_grads(
-                points.view(n * steps, length, hidden),
-                _per_step(batch.target_positions, rows, steps),
-                attributed_fn,
-                _per_step(batch.target_ids, rows, steps),
-                _per_step(batch.contrast_ids, rows, steps),
+                points.view(n * steps, length, hidden), targets.select(rows).repeat_interleave(steps), attributed_fn
             )
             own = grads.view(n, steps, length, hidden)[torch.arange(n, device=grads.device), :, cols.to(grads.device)]
             avg_grad[rows, cols] = (own.to(x.device) * w).sum(1)

@@ -16,29 +16,52 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from genattrib.engine import EngineResult, SequenceJob, step_score_rules
 from genattrib.generation import GenerationTrace
 from genattrib.models import inputs as inp
 from genattrib.models.request import AttributionRequest
 from genattrib.models.tokens import decode_tokens
+from genattrib.models.units import describe_explain
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
 from genattrib.output.provenance import library_versions
+from genattrib.targets.merge_rules import STEP_RULES
 
 if TYPE_CHECKING:
     from genattrib.models.attribution_model import AttributionModel
 
 
+def _per_row(values: Float[Tensor, " generated"], job: SequenceJob, rule: str) -> Float[Tensor, " row"]:
+    """A generated-token step score for each explained row: the token's own value, or the values
+    of a unit's tokens merged by the score's ``rule`` (``logprob`` sums, ``probability`` multiplies)."""
+    if job.units is None:
+        return values[job.step_start : job.step_stop].clone()
+    p = job.prompt_length
+    merged = [STEP_RULES[rule](values[a - p : b - p]) for a, b in job.units]
+    return torch.stack(merged) if merged else values[:0].clone()
+
+
 def assemble_sequence(
-    tokenizer: object, prompt: inp.Prompt, trace: GenerationTrace, job: SequenceJob, result: EngineResult
+    tokenizer: object,
+    prompt: inp.Prompt,
+    trace: GenerationTrace,
+    job: SequenceJob,
+    result: EngineResult,
+    rules: Mapping[str, str] | None = None,
 ) -> SequenceAttribution:
-    """One sequence's scores with its tokens, roles and step scores."""
+    """One sequence's scores with its tokens, roles and step scores (``rules``: how each step
+    score merges over a unit's tokens, for unit rows)."""
+    rules = rules or {}
     ids = trace.input_ids
     tokens = decode_tokens(tokenizer, ids.tolist())
     roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
-    steps = {k: v[job.step_start : job.step_stop].clone() for k, v in trace.step_scores.items()}
+    steps = {k: _per_row(v, job, rules.get(k, "sum")) for k, v in trace.step_scores.items()}
     steps.update(result.step_scores)
     return SequenceAttribution(
         input_ids=ids,
@@ -50,6 +73,7 @@ def assemble_sequence(
         special_mask=job.special_mask.clone(),
         granular_scores=result.granular_scores,
         step_start=job.step_start,
+        target_spans=None if job.units is None else list(job.units),
         generated_text=tokenizer.decode(trace.generated_ids.tolist(), skip_special_tokens=True),
     )
 
@@ -73,6 +97,7 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
         method=request.attributor.name,
         method_params=params,
         attributed_fn=request.attributed_fn.name,
+        explain=describe_explain(request.explain),
         step_scores=sorted(request.step_targets),
         step_score_rules=step_score_rules(request.attributor, request.step_targets),
         generation_config={} if forced else request.generation_config.to_diff_dict(),
@@ -93,8 +118,9 @@ def assemble_output(
     timings: dict[str, float],
 ) -> FeatureAttributionOutput:
     """The :class:`FeatureAttributionOutput` of one ``attribute()`` call."""
+    rules = step_score_rules(request.attributor, request.step_targets)
     sequences = [
-        assemble_sequence(model.tokenizer, prompt, trace, job, result)
+        assemble_sequence(model.tokenizer, prompt, trace, job, result, rules)
         for prompt, trace, job, result in zip(request.prompts, traces, jobs, results)
     ]
     return FeatureAttributionOutput(sequences, provenance_of(model, request, timings))

@@ -32,6 +32,8 @@ from genattrib.models.request import (
     continuation_argument,
     prepare_request,
 )
+from genattrib.models.tokens import decode_tokens
+from genattrib.models.units import CharSpans, unit_spans
 from genattrib.output import FeatureAttributionOutput
 from genattrib.targets import TargetFunction, list_targets
 
@@ -119,6 +121,7 @@ class AttributionModel:
         max_rows: int | None = None,
         show_progress: bool | None = None,
         method_kwargs: Mapping[str, Any] | None = None,
+        explain: str | Sequence[Sequence[int]] | CharSpans = "tokens",
         **kwargs: Any,
     ) -> FeatureAttributionOutput:
         """Generate (or force) a continuation for each prompt and attribute every generated token.
@@ -133,6 +136,13 @@ class AttributionModel:
         caps the model rows per call inside that. ``attr_pos_start``/``attr_pos_end`` select
         generated steps (slice semantics, 0 = first generated token). Scores at or after each
         target position are NaN.
+
+        ``explain`` says what a row explains: ``"tokens"`` (each generated token), or units of
+        the generated text, ``"words"``, ``"sentences"``, ``"paragraphs"``, ``"lines"``, token
+        spans ``[(start, end), ...]`` (0 = first generated token) or :class:`CharSpans`. A unit
+        row explains the combined value of its tokens (``attributed_fn``'s merge rule: the sum of
+        log-probs for ``logprob``) from the positions before the unit, its own tokens held as
+        they are; a gradient method then needs one backward per unit, not one per token.
         """
         t0 = time.perf_counter()
         forced, forced_name = continuation_argument(continuation, target)
@@ -156,13 +166,21 @@ class AttributionModel:
             max_rows=max_rows,
             show_progress=show_progress,
             method_kwargs=method_kwargs,
+            explain=explain,
             **kwargs,
         )
         timings = {"validate": time.perf_counter() - t0}
         with eval_mode(self.model):
             with _timed(timings, "generate"):
                 traces = self._traces(request)
-            jobs = build_jobs(traces, self._special_ids(), request.steps, request.contrast_ids, request.keep_special)
+            jobs = build_jobs(
+                traces,
+                self._special_ids(),
+                request.steps,
+                request.contrast_ids,
+                request.keep_special,
+                self._units(request, traces),
+            )
             with _timed(timings, "step_scores"):
                 self._teacher_forced_step_scores(request, traces, jobs)
             with _timed(timings, "attribute"):
@@ -232,6 +250,22 @@ class AttributionModel:
         if request.step_targets and (request.forced_ids is not None or request.needs_contrast):
             for trace, scores in zip(traces, teacher_forced_step_scores(request.forward, jobs, request.step_targets)):
                 trace.step_scores = scores
+
+    def _units(
+        self, request: AttributionRequest, traces: list[GenerationTrace]
+    ) -> list[list[tuple[int, int]] | None] | None:
+        """The explained units of every trace (``None`` when tokens are explained)."""
+        if request.explain == "tokens":
+            return None
+        special = torch.tensor(self._special_ids(), dtype=torch.long)
+        units = []
+        for trace in traces:
+            ids = trace.input_ids
+            mask = torch.zeros_like(ids, dtype=torch.bool) if request.keep_special else torch.isin(ids, special)
+            steps = range(int(trace.generated_ids.shape[0]))[request.steps]
+            tokens = decode_tokens(self.tokenizer, ids.tolist())
+            units.append(unit_spans(request.explain, tokens, trace.prompt_length, mask, steps))
+        return units
 
     def _special_ids(self) -> list[int]:
         return list(getattr(self.tokenizer, "all_special_ids", []) or [])

@@ -19,12 +19,13 @@ from jaxtyping import Int
 from torch import Tensor
 from transformers import GenerationConfig
 
-from genattrib.engine import Attributor, ModelForward, ResolvedBaseline, bind_resources
+from genattrib.engine import UNIT_RULES, Attributor, ModelForward, ResolvedBaseline, bind_resources
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods import get_method, method_class
+from genattrib.methods import get_method, list_methods, method_class
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import build_generation_config, resolve_baseline, resolve_step_scores, split_kwargs
 from genattrib.models.resources import tokenizer_resources
+from genattrib.models.units import CharSpans, check_explain
 from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction, resolve_target
 from genattrib.validation import check_positive_int
@@ -53,6 +54,7 @@ class AttributionRequest:
     keep_granular: bool | None
     batch_size: int | None
     show_progress: bool | None
+    explain: str | list[tuple[int, int]] | CharSpans = "tokens"
 
     @property
     def run_seed(self) -> int:
@@ -141,9 +143,11 @@ def prepare_request(
     max_rows: int | None = None,
     show_progress: bool | None = None,
     method_kwargs: Mapping[str, Any] | None = None,
+    explain: str | Sequence[Sequence[int]] | CharSpans = "tokens",
     **kwargs: Any,
 ) -> AttributionRequest:
     """Validate an ``attribute()`` call (see its docstring for the arguments)."""
+    explain = check_explain(explain)
     attributor, gen_kwargs = resolve_method(
         method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
     )
@@ -175,6 +179,8 @@ def prepare_request(
     check_lengths(model.model, prompt_ids, forced_ids, config)
     forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
     attributor.check_model(forward, fn)
+    if explain != "tokens":
+        check_units_supported(attributor, fn)
     baseline = None
     if attributor.uses_baseline:
         baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
@@ -195,4 +201,22 @@ def prepare_request(
         keep_granular=keep_granular,
         batch_size=batch_size,
         show_progress=show_progress,
+        explain=explain,
     )
+
+
+def check_units_supported(attributor: Attributor, fn: TargetFunction) -> None:
+    """Unit rows need a method that explains them and a target whose values combine."""
+    if not attributor.supports_units:
+        units = sorted(name for name in list_methods() if method_class(name).supports_units)
+        raise InvalidArgumentError(
+            "explain",
+            f"method {attributor.name!r} explains single tokens only",
+            f"explain='tokens', or use a method that explains units: {', '.join(units)}",
+        )
+    if fn.merge not in UNIT_RULES:
+        raise InvalidArgumentError(
+            "explain",
+            f"the attributed function {fn.name!r} does not combine over tokens (merge rule {fn.merge!r})",
+            f"explain='tokens', or use a target whose merge rule is one of {', '.join(UNIT_RULES)} (e.g. logprob)",
+        )

@@ -157,6 +157,7 @@ class FeatureAttributionOutput:
                 "step_scores": sorted(seq.step_scores),
                 "granular": seq.granular_scores is not None,
                 "token_roles": seq.token_roles,
+                "target_spans": seq.target_spans,
             }
             meta["sequences"].append(entry)
             tensors[f"{i}.input_ids"] = seq.input_ids
@@ -186,6 +187,7 @@ class FeatureAttributionOutput:
                     step_start=int(entry["step_start"]),
                     generated_text=entry["generated_text"],
                     token_roles=entry.get("token_roles"),
+                    target_spans=entry.get("target_spans"),
                 )
             )
         return cls(sequences, Provenance.from_dict(meta["provenance"]))

@@ -53,6 +53,9 @@ class Provenance:
     method_params: dict[str, Any] = field(default_factory=dict)
     attributed_fn: str = ""
     attributed_fn_args: dict[str, Any] = field(default_factory=dict)
+    # what a row explains: "tokens", or units ("sentences" ..., "token spans", "character spans")
+    # whose value is attributed_fn merged over their tokens; step scores merge by step_score_rules
+    explain: str = "tokens"
     step_scores: list[str] = field(default_factory=list)
     # merge rule of each step score (target and method scores), declared where the score is made;
     # empty in files saved before rules were recorded (aggregation then falls back to STEP_SCORE_RULES)

@@ -25,6 +25,10 @@ class SequenceAttribution:
 
     ``scores[j, i]`` is how much source position ``i`` contributed to the generated token at
     position ``prompt_length + step_start + j``. Positions at or after that token are NaN.
+
+    A unit-level result (``attribute(..., explain="sentences")``) sets ``target_spans``: row
+    ``j`` then explains the tokens ``target_spans[j] = (start, stop)`` together (their combined
+    value, e.g. the sum of their log-probs), and positions at or after ``start`` are NaN.
     """
 
     input_ids: Int[Tensor, " position"]
@@ -37,6 +41,7 @@ class SequenceAttribution:
     step_start: int = 0
     generated_text: str = ""
     token_roles: list[str] | None = None  # chat prompts: message role of each token
+    target_spans: list[tuple[int, int]] | None = None  # unit rows: the tokens [start, stop) each row explains
 
     def __post_init__(self) -> None:
         n = int(self.input_ids.shape[0])
@@ -48,6 +53,13 @@ class SequenceAttribution:
             self.special_mask = torch.zeros(n, dtype=torch.bool)
         if self.token_roles is not None and len(self.token_roles) != n:
             raise ValueError(f"{len(self.token_roles)} token roles for {n} tokens")
+        if self.target_spans is not None:
+            self.target_spans = [(int(a), int(b)) for a, b in self.target_spans]
+            if len(self.target_spans) != self.scores.shape[0]:
+                raise ValueError(f"{len(self.target_spans)} target spans for {self.scores.shape[0]} rows")
+            bounds = [self.prompt_length] + [x for span in self.target_spans for x in span] + [n]
+            if any(b < a for a, b in zip(bounds, bounds[1:])) or any(a >= b for a, b in self.target_spans):
+                raise ValueError(f"target spans {self.target_spans[:5]} are not ordered, disjoint and generated")
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -82,14 +94,27 @@ class SequenceAttribution:
         return self.tokens[self.prompt_length :]
 
     @property
-    def target_positions(self) -> list[int]:
-        """Source position of each explained generated token."""
+    def spans(self) -> list[tuple[int, int]]:
+        """The positions ``[start, stop)`` each row explains (one token each, or the units)."""
+        if self.target_spans is not None:
+            return list(self.target_spans)
         first = self.prompt_length + self.step_start
-        return list(range(first, first + self.num_steps))
+        return [(first + j, first + j + 1) for j in range(self.num_steps)]
+
+    @property
+    def target_positions(self) -> list[int]:
+        """Source position of each explained generated token (the first token of each unit)."""
+        return [start for start, _ in self.spans]
 
     @property
     def target_tokens(self) -> list[str]:
-        return [self.tokens[p] for p in self.target_positions]
+        """The text each row explains: its token, or its unit's tokens joined."""
+        return ["".join(self.tokens[a:b]) for a, b in self.spans]
+
+    @property
+    def is_unit_level(self) -> bool:
+        """Whether rows explain units of several tokens (``explain=`` other than tokens)."""
+        return self.target_spans is not None
 
     @property
     def target_ids(self) -> Int[Tensor, " generated"]:
@@ -100,12 +125,17 @@ class SequenceAttribution:
         rows = range(self.num_steps)[slice(start, stop)]
         first = rows.start if len(rows) else 0
         sel = slice(rows.start, rows.stop)
+        spans = None if self.target_spans is None else self.target_spans[sel]
+        step_start = self.step_start + first
+        if spans is not None:
+            step_start = spans[0][0] - self.prompt_length if spans else self.step_start
         return replace(
             self,
+            target_spans=spans,
             scores=self.scores[sel].clone(),
             granular_scores=None if self.granular_scores is None else self.granular_scores[sel].clone(),
             step_scores={k: v[sel].clone() for k, v in self.step_scores.items()},
-            step_start=self.step_start + first,
+            step_start=step_start,
         )
 
     def equals(self, other: SequenceAttribution) -> bool:
@@ -127,6 +157,7 @@ class SequenceAttribution:
             and self.prompt_length == other.prompt_length
             and self.step_start == other.step_start
             and self.generated_text == other.generated_text
+            and self.target_spans == other.target_spans
             and same(self.input_ids, other.input_ids)
             and same(self.scores, other.scores)
             and same(self.special_mask, other.special_mask)

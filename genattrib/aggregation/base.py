@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -82,18 +83,24 @@ def recorded(provenance: Provenance, description: str) -> Provenance:
 
 
 def nan_after_targets(
-    values: Float[Tensor, "generated position *rest"], first_target: int
+    values: Float[Tensor, "generated position *rest"], first_target: int | Sequence[int]
 ) -> Float[Tensor, "generated position *rest"]:
-    """A copy of ``values`` with NaN at ``[j, i]`` for ``i >= first_target + j`` (the NaN invariant).
+    """A copy of ``values`` with NaN at ``[j, i]`` for ``i >= first_target + j`` (the NaN
+    invariant), or for ``i >= first_target[j]`` when each row's first target is given.
 
     Example:
         >>> nan_after_targets(torch.zeros(2, 3), 1).isnan().tolist()
         [[False, True, True], [False, False, True]]
+        >>> nan_after_targets(torch.zeros(2, 3), [1, 3]).isnan().tolist()
+        [[False, True, True], [False, False, False]]
     """
     k, n = int(values.shape[0]), int(values.shape[1])
-    rows = torch.arange(k).unsqueeze(1)
+    if isinstance(first_target, int):
+        starts = torch.arange(k).unsqueeze(1) + first_target
+    else:
+        starts = torch.tensor(list(first_target), dtype=torch.long).view(k, 1)
     cols = torch.arange(n).unsqueeze(0)
-    mask = cols >= first_target + rows
+    mask = cols >= starts
     while mask.ndim < values.ndim:
         mask = mask.unsqueeze(-1)
     return values.masked_fill(mask.to(values.device), math.nan)

@@ -88,34 +88,48 @@ def merge_positions(
     group_of = [g for g, (a, b) in enumerate(runs) for _ in range(a, b)]
     prompt_groups = sum(1 for a, _ in runs if a < seq.prompt_length)
 
-    # rows: the generated groups holding at least one explained token
-    first, stop = seq.prompt_length + seq.step_start, seq.prompt_length + seq.step_start + seq.num_steps
-    if seq.num_steps == 0:
-        row_runs: list[tuple[int, int]] = []
-        first_group = group_of[first] if first < n else len(runs)
-    else:
-        first_group = group_of[first]
-        row_runs = [
-            (max(a, first) - first, min(b, stop) - first) for a, b in runs[first_group : group_of[stop - 1] + 1]
-        ]
-    new_first_target = first_group
+    # rows: each row's span of groups; rows whose spans share a group merge into one
+    row_runs, spans = _row_runs([(group_of[a], group_of[b - 1] + 1) for a, b in seq.spans])
+    first = seq.prompt_length + seq.step_start
+    first_group = spans[0][0] if spans else (group_of[first] if first < n else len(runs))
+    starts = [a for a, _ in spans]
     rows_how = target_how or how
 
     scores = reduce_runs(reduce_runs(seq.scores, runs, 1, how), row_runs, 0, rows_how)
     granular = None
     if seq.granular_scores is not None:
         granular = reduce_runs(reduce_runs(seq.granular_scores, runs, 1, how), row_runs, 0, rows_how)
-        granular = nan_after_targets(granular, new_first_target)
+        granular = nan_after_targets(granular, starts)
     special = seq.special_mask if seq.special_mask is not None else torch.zeros(n, dtype=torch.bool)
     return SequenceAttribution(
         input_ids=seq.input_ids[[a for a, _ in runs]].clone(),
         tokens=["".join(seq.tokens[a:b]) for a, b in runs],
         prompt_length=prompt_groups,
-        scores=nan_after_targets(scores, new_first_target),
+        scores=nan_after_targets(scores, starts),
         step_scores=merge_step_scores(seq.step_scores, row_runs, step_rules, recorded_rules),
         special_mask=torch.stack([special[a:b].all() for a, b in runs]),
         granular_scores=granular,
         step_start=first_group - prompt_groups,
         generated_text=seq.generated_text,
         token_roles=None if seq.token_roles is None else [group_role(seq.token_roles[a:b]) for a, b in runs],
+        target_spans=None if seq.target_spans is None else spans,
     )
+
+
+def _row_runs(spans: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(runs of consecutive rows whose group spans overlap, the merged span of each run).
+
+    Example:
+        >>> _row_runs([(3, 4), (3, 4), (4, 6), (5, 7), (8, 9)])
+        ([(0, 2), (2, 4), (4, 5)], [(3, 4), (4, 7), (8, 9)])
+    """
+    row_runs: list[tuple[int, int]] = []
+    merged: list[tuple[int, int]] = []
+    for j, (a, b) in enumerate(spans):
+        if merged and a < merged[-1][1]:
+            row_runs[-1] = (row_runs[-1][0], j + 1)
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            row_runs.append((j, j + 1))
+            merged.append((a, b))
+    return row_runs, merged

@@ -57,7 +57,7 @@ class Reduce(Aggregator):
                 "aggregations that drop them",
             )
         scores = reduce_hidden(seq.granular_scores, self.how).to(seq.scores.dtype)
-        return copy_sequence(seq, scores=nan_after_targets(scores, seq.prompt_length + seq.step_start))
+        return copy_sequence(seq, scores=nan_after_targets(scores, seq.target_positions))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ class Explained:
     ) -> Explained:
         """One explained token per row."""
         mask = torch.ones(positions.shape[0], 1, dtype=torch.bool, device=positions.device)
-        return cls(positions.unsqueeze(-1), ids.unsqueeze(-1), mask, None if contrast is None else contrast.unsqueeze(-1))
+        return cls(
+            positions.unsqueeze(-1), ids.unsqueeze(-1), mask, None if contrast is None else contrast.unsqueeze(-1)
+        )
 
     @property
     def slots(self) -> int:

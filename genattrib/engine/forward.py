@@ -209,7 +209,9 @@ class ModelForward:
         logits = self.logits_at(embeds, targets.positions.reshape(r, k * m))
         flat = lambda t: t.reshape(-1).to(logits.device)  # noqa: E731
         ctx = TargetContext(
-            logits.reshape(r * k * m, -1), flat(targets.ids), None if targets.contrast is None else flat(targets.contrast)
+            logits.reshape(r * k * m, -1),
+            flat(targets.ids),
+            None if targets.contrast is None else flat(targets.contrast),
         )
         return combine(attributed_fn(ctx).reshape(r, k, m), targets.mask, attributed_fn.merge)
 

@@ -51,7 +51,9 @@ class CharSpans:
 
 def _pair(span: object, name: str) -> Span:
     if not (isinstance(span, Sequence) and len(span) == 2 and all(is_int(v) for v in span)):
-        raise InvalidArgumentError(name, f"{span!r} is not a (start, end) pair of ints", "pass spans like [(0, 5), (5, 9)]")
+        raise InvalidArgumentError(
+            name, f"{span!r} is not a (start, end) pair of ints", "pass spans like [(0, 5), (5, 9)]"
+        )
     start, end = int(span[0]), int(span[1])
     if not 0 <= start < end:
         raise InvalidArgumentError(name, f"span {span!r} is empty or negative", "use 0 <= start < end")
@@ -79,7 +81,9 @@ def check_explain(explain: object) -> str | list[Span] | CharSpans:
         spans = sorted(_pair(s, "explain") for s in explain)
         for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
             if b0 < a1:
-                raise InvalidArgumentError("explain", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass disjoint spans")
+                raise InvalidArgumentError(
+                    "explain", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass disjoint spans"
+                )
         return spans
     raise InvalidArgumentError(
         "explain",

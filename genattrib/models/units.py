@@ -88,7 +88,8 @@ def check_explain(explain: object) -> str | list[Span] | CharSpans:
     raise InvalidArgumentError(
         "explain",
         f"cannot explain {explain!r}",
-        f"use one of {', '.join(UNIT_NAMES)}, token spans [(start, end), ...] of the generated text or CharSpans([...])",
+        f"use one of {', '.join(UNIT_NAMES)}, token spans [(start, end), ...] of the generated text "
+        "or CharSpans([...])",
     )
 
 
@@ -126,8 +127,34 @@ def unit_spans(
             special_mask=special_mask,
         )
         runs = _runs(explain, seq, prompt_length)
+        if not isinstance(explain, CharSpans):
+            runs = _absorb_blank_runs(runs, tokens, prompt_length)
     first, stop = prompt_length + steps.start, prompt_length + steps.stop
     return [(max(a, first), min(b, stop)) for a, b in runs if a >= prompt_length and max(a, first) < min(b, stop)]
+
+
+def _absorb_blank_runs(runs: list[Span], tokens: Sequence[str], prompt_length: int) -> list[Span]:
+    """Whitespace-only runs (the blank line between paragraphs, a lone space) join the unit before
+    them in the generated text (the first one joins the unit after it): a unit is never blank.
+
+    Example:
+        >>> _absorb_blank_runs([(0, 2), (2, 3), (3, 4), (4, 5)], ["a", ".", "\\n\\n", "b", " "], 0)
+        [(0, 3), (3, 5)]
+    """
+    out: list[Span] = []
+    pending: int | None = None  # start of blank runs waiting for a following unit
+    for a, b in runs:
+        blank = not "".join(tokens[a:b]).strip()
+        if blank and a >= prompt_length and out and out[-1][0] >= prompt_length and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        elif blank and a >= prompt_length:
+            pending = a if pending is None else pending
+        else:
+            out.append((a if pending is None or a < prompt_length else pending, b))
+            pending = None
+    if pending is not None:
+        out.append((pending, runs[-1][1]))
+    return out
 
 
 def _char_runs(explain: CharSpans, seq: SequenceAttribution, prompt_length: int) -> list[Span]:

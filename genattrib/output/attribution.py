@@ -187,7 +187,9 @@ class FeatureAttributionOutput:
                     step_start=int(entry["step_start"]),
                     generated_text=entry["generated_text"],
                     token_roles=entry.get("token_roles"),
-                    target_spans=entry.get("target_spans"),
+                    target_spans=None
+                    if entry.get("target_spans") is None
+                    else [tuple(s) for s in entry["target_spans"]],
                 )
             )
         return cls(sequences, Provenance.from_dict(meta["provenance"]))

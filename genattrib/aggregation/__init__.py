@@ -16,7 +16,7 @@ from genattrib.aggregation.base import Aggregator
 from genattrib.aggregation.contrast import Pair, difference
 from genattrib.aggregation.hidden import HIDDEN_REDUCERS, reduce_hidden
 from genattrib.aggregation.pipeline import STEPS, Pipeline, aggregate
-from genattrib.aggregation.positional import Lines, Roles, Sentences, Spans, Words
+from genattrib.aggregation.positional import Lines, Roles, Sentences, Sources, Spans, Words
 from genattrib.aggregation.reduce import Normalize, Reduce
 from genattrib.aggregation.segments import STEP_SCORE_RULES
 
@@ -32,6 +32,7 @@ __all__ = [
     "Reduce",
     "Roles",
     "Sentences",
+    "Sources",
     "Spans",
     "Words",
     "aggregate",

@@ -118,6 +118,24 @@ def role_starts(seq: SequenceAttribution) -> list[int]:
     return _finish(seq, _role_breaks(seq), special_breaks=False)
 
 
+def run_starts(seq: SequenceAttribution, runs: Sequence[tuple[int, int]]) -> list[int]:
+    """Group starts for token ``runs`` ``[start, stop)`` (sorted, disjoint): each run is one
+    group, every other token stays on its own.
+
+    Example:
+        >>> run_starts(out.sequences[0], [(0, 3), (3, 6)])
+        [0, 3, 6, 7, 8]
+    """
+    breaks = {k for a, b in runs for k in (a, b)} | {k for k in range(1, len(seq.tokens)) if not _inside(k, runs)}
+    return _finish(seq, breaks, special_breaks=False)
+
+
+def _inside(k: int, runs: Sequence[tuple[int, int]]) -> bool:
+    """Whether token ``k`` continues a run (is in one and is not its first token)."""
+    i = bisect.bisect_right([a for a, _ in runs], k) - 1
+    return i >= 0 and runs[i][0] < k < runs[i][1]
+
+
 def span_starts(seq: SequenceAttribution, spans: Sequence[tuple[int, int]]) -> list[int]:
     """Group starts for character ``spans`` of ``seq.text`` (sorted, non-overlapping): the tokens
     that overlap a span form one group (a token overlapping two spans goes to the first); every

@@ -113,6 +113,9 @@ def merge_positions(
         generated_text=seq.generated_text,
         token_roles=None if seq.token_roles is None else [group_role(seq.token_roles[a:b]) for a, b in runs],
         target_spans=None if seq.target_spans is None else spans,
+        source_spans=None
+        if seq.source_spans is None
+        else _row_runs([(group_of[a], group_of[b - 1] + 1) for a, b in seq.source_spans])[1],
     )
 
 

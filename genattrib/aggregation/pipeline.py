@@ -2,7 +2,7 @@
 
 Names (:data:`STEPS`): the hidden-dim reducers ``sum``, ``l2``, ``mean``, ``absmax``, ``max``;
 ``normalize`` (``how=``), ``sum-to-1``, ``max-abs``; ``words``, ``spans``, ``sentences``,
-``lines``, ``paragraphs``, ``roles``; ``pair`` (followed by the other result). Keyword
+``lines``, ``paragraphs``, ``roles``, ``sources``; ``pair`` (followed by the other result). Keyword
 arguments go to the one named step that takes them.
 
 Example:
@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from genattrib.aggregation.base import Aggregator, check_output, copy_sequence
 from genattrib.aggregation.contrast import Pair
 from genattrib.aggregation.hidden import HIDDEN_REDUCERS
-from genattrib.aggregation.positional import Lines, Roles, Sentences, Spans, Words
+from genattrib.aggregation.positional import Lines, Roles, Sentences, Sources, Spans, Words
 from genattrib.aggregation.reduce import Normalize, Reduce
 from genattrib.errors import InvalidArgumentError, UnknownNameError
 from genattrib.output.attribution import FeatureAttributionOutput
@@ -48,6 +48,7 @@ STEPS: Mapping[str, Callable[..., Aggregator]] = MappingProxyType(
         "max-abs": partial(Normalize, "max-abs"),
         "words": Words,
         "spans": Spans,
+        "sources": Sources,
         "sentences": Sentences,
         "lines": Lines,
         "paragraphs": partial(Lines, paragraphs=True),

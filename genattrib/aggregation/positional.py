@@ -39,7 +39,7 @@ from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.validation import is_int
 
-__all__ = ["Lines", "Roles", "Sentences", "Spans", "Words"]
+__all__ = ["Lines", "Roles", "Sentences", "Sources", "Spans", "Words"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +117,29 @@ class Sentences(_Merging):
 
     def starts(self, seq: SequenceAttribution, index: int) -> list[int]:
         return boundaries.sentence_starts(seq)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sources(_Merging):
+    """Merge the positions of each source unit the result records (``attribute(...,
+    sources=...)``, ``seq.source_spans``) into one; other positions stay as they are.
+
+    Example:
+        >>> seq = model.attribute(prompt, target=" Paris.", method="occlusion", sources=[(0, 3), (3, 6)]).sequences[0]
+        >>> Sources().apply(seq, 0).tokens
+        ['The capital of', ' France is', ' Par', 'is', '.']
+    """
+
+    name: ClassVar[str] = "sources"
+
+    def starts(self, seq: SequenceAttribution, index: int) -> list[int]:
+        if seq.source_spans is None:
+            raise InvalidArgumentError(
+                "sources",
+                f"sequence {index} records no source units",
+                "attribute with sources='sentences' (or spans) first, or aggregate by 'sentences' / 'spans'",
+            )
+        return boundaries.run_starts(seq, seq.source_spans)
 
 
 @dataclass(frozen=True, kw_only=True)

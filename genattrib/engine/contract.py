@@ -68,6 +68,7 @@ class StepBatch:
     contrast_ids: Int[Tensor, " row"] | None = None
     seed: int = DEFAULT_SEED
     units: Explained | None = None  # unit rows: the unit's positions (first = target_positions)
+    source_groups: Int[Tensor, "row position"] | None = None  # source unit of each position (-1: none)
 
     def targets(self) -> Explained:
         """What each row explains, for :class:`ModelForward` (one slot per row unless units)."""
@@ -170,6 +171,7 @@ class Attributor(ABC):
     stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
     requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)
     supports_units: ClassVar[bool] = True  # can explain unit rows (explain="sentences" ...)
+    ablates_source_units: ClassVar[bool] = False  # perturbs whole source units (sources=...) when given
     step_score_merge: ClassVar[Mapping[str, str]] = MappingProxyType({})  # each step score it emits -> merge rule
 
     def __init__(self, **params: Any) -> None:

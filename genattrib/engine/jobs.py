@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from jaxtyping import Int
@@ -33,6 +33,28 @@ def _contrast_for(contrast: Int[Tensor, " contrast"], n: int) -> Int[Tensor, " g
     return contrast
 
 
+def source_groups(
+    spans: Sequence[tuple[int, int]], length: int, split_at: Iterable[int] = ()
+) -> Int[Tensor, " position"]:
+    """The source unit of every position (``-1``: none). A span is split at each position of
+    ``split_at`` inside it (the first token of each explained unit, whose own tokens a unit row
+    holds fixed: no ablated unit may hold both sources of a row and tokens of its unit).
+
+    Example:
+        >>> source_groups([(0, 3), (3, 5)], 7, split_at=[4]).tolist()
+        [0, 0, 0, 1, 2, -1, -1]
+    """
+    cuts = sorted(set(split_at))
+    groups = torch.full((length,), -1, dtype=torch.long)
+    next_id = 0
+    for start, stop in spans:
+        edges = [start, *[c for c in cuts if start < c < stop], stop]
+        for a, b in zip(edges, edges[1:]):
+            groups[a:b] = next_id
+            next_id += 1
+    return groups
+
+
 def build_jobs(
     traces: Sequence[GenerationTrace],
     special_ids: Sequence[int] = (),
@@ -40,6 +62,7 @@ def build_jobs(
     contrast_ids: Sequence[Int[Tensor, " _contrast"]] | None = None,
     keep_special: bool = False,
     units: Sequence[list[tuple[int, int]] | None] | None = None,
+    sources: Sequence[list[tuple[int, int]]] | None = None,
 ) -> list[SequenceJob]:
     """One :class:`SequenceJob` per trace.
 
@@ -48,7 +71,9 @@ def build_jobs(
     marked special (never perturbed, never attributed) unless ``keep_special``. ``contrast_ids``
     gives each trace's contrast tokens (already tokenized), one per step or a single token.
     ``units`` gives each trace's explained units (absolute ``[start, stop)`` positions inside the
-    selected steps), or ``None`` to explain tokens.
+    selected steps), or ``None`` to explain tokens. ``sources`` gives each trace's source units
+    (``[start, stop)`` spans ablated together by perturbation methods); a source unit is split
+    at the first token of every explained unit, whose own tokens a unit row holds fixed.
     """
     special = torch.tensor(sorted({int(i) for i in special_ids}), dtype=torch.long)
     jobs = []
@@ -68,5 +93,8 @@ def build_jobs(
         spans = None if units is None else units[i]
         if spans is not None and spans:
             start, stop = spans[0][0] - trace.prompt_length, spans[-1][1] - trace.prompt_length
-        jobs.append(SequenceJob(ids, trace.prompt_length, start, stop, mask, contrast, spans))
+        groups = None
+        if sources is not None:
+            groups = source_groups(sources[i], int(ids.shape[0]), [a for a, _ in spans or []])
+        jobs.append(SequenceJob(ids, trace.prompt_length, start, stop, mask, contrast, spans, groups))
     return jobs

@@ -33,6 +33,7 @@ class SequenceJob:
     special_mask: Bool[Tensor, " position"] | None = None
     contrast_ids: Int[Tensor, " generated"] | None = None
     units: list[tuple[int, int]] | None = None  # explained units [start, stop) of positions; None: tokens
+    source_groups: Int[Tensor, " position"] | None = None  # source unit of each position (-1: none)
 
     def __post_init__(self) -> None:
         if self.special_mask is None:

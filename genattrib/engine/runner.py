@@ -74,7 +74,21 @@ def _build_batch(
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
         units=_units(refs, jobs, device) if any(r.stop > r.position + 1 for r in refs) else None,
+        source_groups=_source_groups(refs, jobs, length, device),
     )
+
+
+def _source_groups(refs: list[TargetRef], jobs: list[SequenceJob], length: int, device: torch.device) -> Tensor | None:
+    """Each row's source unit per position (``-1``: in no unit, and padding), or ``None``."""
+    if all(jobs[r.job].source_groups is None for r in refs):
+        return None
+    groups = torch.full((len(refs), length), -1, dtype=torch.long)
+    for i, ref in enumerate(refs):
+        own = jobs[ref.job].source_groups
+        if own is not None:
+            n = min(length, int(own.shape[0]))
+            groups[i, :n] = own[:n]
+    return groups.to(device)
 
 
 def _units(refs: list[TargetRef], jobs: list[SequenceJob], device: torch.device) -> Explained:

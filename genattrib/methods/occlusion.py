@@ -2,7 +2,8 @@
 
 Forward passes only. A causal model lets one occluded copy of a sequence score every target
 of that sequence at once, so the cost is one row per source position, not per (target,
-position) pair.
+position) pair. With ``sources=`` whole source units are occluded at once: U units cost U + 1
+rows for every target of the sequence (a unit's score is shared evenly among its positions).
 
 Example:
     >>> out = model.attribute("The capital of France is", method="occlusion", max_new_tokens=2)
@@ -17,6 +18,7 @@ import torch
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.methods.source_units import ablate, ablation_units, spread
 from genattrib.targets import TargetFunction
 
 
@@ -32,6 +34,7 @@ class Occlusion(Attributor):
     needs_gradients = False
     uses_baseline = True
     group_by_sequence = True
+    ablates_source_units = True
     step_score_merge = {"target_value": "sum"}  # F of the unoccluded input, summed like the rows it explains
 
     def rows_per_target(self, length: int) -> int:
@@ -39,20 +42,13 @@ class Occlusion(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         x, base = batch.input_embeds[0], batch.baseline_embeds[0]
-        length, n = batch.length, batch.num_rows
-        special = batch.special_mask[0]
-        positions = [i for i in range(length) if not bool(special[i])]
         targets = batch.targets()
+        members = ablation_units(batch)
         original = forward.values(x.unsqueeze(0), targets.shared(1), attributed_fn)[0]
-        scores = torch.zeros(n, length, dtype=torch.float32, device=original.device)
-        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n * targets.slots))
-        for start in range(0, len(positions), chunk):
-            block = positions[start : start + chunk]
-            rows = x.unsqueeze(0).repeat(len(block), 1, 1)
-            index = torch.arange(len(block), device=x.device)
-            cols = torch.tensor(block, device=x.device)
-            rows[index, cols] = base[cols]
-            r = len(block)
-            occluded = forward.values(rows, targets.shared(r), attributed_fn)
-            scores[:, cols.to(scores.device)] = (original.unsqueeze(0) - occluded).T
-        return MethodOutput(scores, {"target_value": original})
+        effects = torch.zeros(batch.num_rows, int(members.shape[0]), dtype=torch.float32)
+        chunk = max(1, forward.rows_per_chunk(batch.length, grad=False, n_logits=batch.num_rows * targets.slots))
+        for start in range(0, int(members.shape[0]), chunk):
+            rows = ablate(x, base, members[start : start + chunk])
+            occluded = forward.values(rows, targets.shared(rows.shape[0]), attributed_fn)
+            effects[:, start : start + rows.shape[0]] = (original.unsqueeze(0) - occluded).T.cpu()
+        return MethodOutput(spread(effects, members, batch.target_positions), {"target_value": original})

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from genattrib.engine import EngineResult, SequenceJob, step_score_rules
@@ -45,6 +45,25 @@ def _per_row(values: Float[Tensor, " generated"], job: SequenceJob, rule: str) -
     p = job.prompt_length
     merged = [STEP_RULES[rule](values[a - p : b - p]) for a, b in job.units]
     return torch.stack(merged) if merged else values[:0].clone()
+
+
+def group_spans(groups: Int[Tensor, " position"]) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` runs of positions sharing a source unit (``-1``: none).
+
+    Example:
+        >>> group_spans(torch.tensor([0, 0, 1, -1, 2, 2]))
+        [(0, 2), (2, 3), (4, 6)]
+    """
+    spans: list[tuple[int, int]] = []
+    values = groups.tolist()
+    for k, g in enumerate(values):
+        if g < 0:
+            continue
+        if spans and values[k - 1] == g and spans[-1][1] == k:
+            spans[-1] = (spans[-1][0], k + 1)
+        else:
+            spans.append((k, k + 1))
+    return spans
 
 
 def assemble_sequence(
@@ -74,6 +93,7 @@ def assemble_sequence(
         granular_scores=result.granular_scores,
         step_start=job.step_start,
         target_spans=None if job.units is None else list(job.units),
+        source_spans=None if job.source_groups is None else group_spans(job.source_groups),
         generated_text=tokenizer.decode(trace.generated_ids.tolist(), skip_special_tokens=True),
     )
 

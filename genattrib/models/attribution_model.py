@@ -32,6 +32,7 @@ from genattrib.models.request import (
     continuation_argument,
     prepare_request,
 )
+from genattrib.models.sources import source_spans
 from genattrib.models.tokens import decode_tokens
 from genattrib.models.units import CharSpans, unit_spans
 from genattrib.output import FeatureAttributionOutput
@@ -122,6 +123,8 @@ class AttributionModel:
         show_progress: bool | None = None,
         method_kwargs: Mapping[str, Any] | None = None,
         explain: str | Sequence[Sequence[int]] | CharSpans = "tokens",
+        sources: str | Sequence[Sequence[int]] | CharSpans | None = None,
+        sources_include_generated: bool = False,
         **kwargs: Any,
     ) -> FeatureAttributionOutput:
         """Generate (or force) a continuation for each prompt and attribute every generated token.
@@ -143,6 +146,13 @@ class AttributionModel:
         row explains the combined value of its tokens (``attributed_fn``'s merge rule: the sum of
         log-probs for ``logprob``) from the positions before the unit, its own tokens held as
         they are; a gradient method then needs one backward per unit, not one per token.
+
+        ``sources`` groups the prompt into source units: ``"sentences"``, ``"paragraphs"``,
+        ``"documents"``, ``"lines"``, token spans of the sequence or :class:`CharSpans` of the
+        prompt's text (with ``sources_include_generated``, the generated text too). Perturbation
+        methods (occlusion, LIME, context ablation) then ablate whole units, so U units cost about
+        U forward rows for every target of a sequence; every method records the units
+        (``seq.source_spans``) and ``out.aggregate("sources")`` sums each unit's positions.
         """
         t0 = time.perf_counter()
         forced, forced_name = continuation_argument(continuation, target)
@@ -167,19 +177,23 @@ class AttributionModel:
             show_progress=show_progress,
             method_kwargs=method_kwargs,
             explain=explain,
+            sources=sources,
+            sources_include_generated=sources_include_generated,
             **kwargs,
         )
         timings = {"validate": time.perf_counter() - t0}
         with eval_mode(self.model):
             with _timed(timings, "generate"):
                 traces = self._traces(request)
+            units, sources = self._spans(request, traces)
             jobs = build_jobs(
                 traces,
                 self._special_ids(),
                 request.steps,
                 request.contrast_ids,
                 request.keep_special,
-                self._units(request, traces),
+                units,
+                sources,
             )
             with _timed(timings, "step_scores"):
                 self._teacher_forced_step_scores(request, traces, jobs)
@@ -251,21 +265,27 @@ class AttributionModel:
             for trace, scores in zip(traces, teacher_forced_step_scores(request.forward, jobs, request.step_targets)):
                 trace.step_scores = scores
 
-    def _units(
-        self, request: AttributionRequest, traces: list[GenerationTrace]
-    ) -> list[list[tuple[int, int]] | None] | None:
-        """The explained units of every trace (``None`` when tokens are explained)."""
-        if request.explain == "tokens":
-            return None
+    def _spans(self, request: AttributionRequest, traces: list[GenerationTrace]) -> tuple[list | None, list | None]:
+        """(the explained units of every trace, or ``None`` for tokens; the source units of every
+        trace, or ``None`` when ``sources`` was not given)."""
+        if request.explain == "tokens" and request.sources is None:
+            return None, None
         special = torch.tensor(self._special_ids(), dtype=torch.long)
-        units = []
-        for trace in traces:
+        units, sources = [], []
+        for prompt, trace in zip(request.prompts, traces):
             ids = trace.input_ids
             mask = torch.zeros_like(ids, dtype=torch.bool) if request.keep_special else torch.isin(ids, special)
             steps = range(int(trace.generated_ids.shape[0]))[request.steps]
             tokens = decode_tokens(self.tokenizer, ids.tolist())
             units.append(unit_spans(request.explain, tokens, trace.prompt_length, mask, steps))
-        return units
+            if request.sources is not None:
+                roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
+                sources.append(
+                    source_spans(
+                        request.sources, tokens, trace.prompt_length, mask, request.sources_include_generated, roles
+                    )
+                )
+        return (None if request.explain == "tokens" else units), (sources if request.sources is not None else None)
 
     def _special_ids(self) -> list[int]:
         return list(getattr(self.tokenizer, "all_special_ids", []) or [])

@@ -25,6 +25,7 @@ from genattrib.methods import get_method, list_methods, method_class
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import build_generation_config, resolve_baseline, resolve_step_scores, split_kwargs
 from genattrib.models.resources import tokenizer_resources
+from genattrib.models.sources import check_sources
 from genattrib.models.units import CharSpans, check_explain
 from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction, resolve_target
@@ -55,6 +56,8 @@ class AttributionRequest:
     batch_size: int | None
     show_progress: bool | None
     explain: str | list[tuple[int, int]] | CharSpans = "tokens"
+    sources: str | list[tuple[int, int]] | CharSpans | None = None
+    sources_include_generated: bool = False
 
     @property
     def run_seed(self) -> int:
@@ -144,10 +147,17 @@ def prepare_request(
     show_progress: bool | None = None,
     method_kwargs: Mapping[str, Any] | None = None,
     explain: str | Sequence[Sequence[int]] | CharSpans = "tokens",
+    sources: str | Sequence[Sequence[int]] | CharSpans | None = None,
+    sources_include_generated: bool = False,
     **kwargs: Any,
 ) -> AttributionRequest:
     """Validate an ``attribute()`` call (see its docstring for the arguments)."""
     explain = check_explain(explain)
+    sources = check_sources(sources)
+    if not isinstance(sources_include_generated, bool):
+        raise InvalidArgumentError(
+            "sources_include_generated", f"{sources_include_generated!r} is not a bool", "pass True or False"
+        )
     attributor, gen_kwargs = resolve_method(
         method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
     )
@@ -202,6 +212,8 @@ def prepare_request(
         batch_size=batch_size,
         show_progress=show_progress,
         explain=explain,
+        sources=sources,
+        sources_include_generated=sources_include_generated,
     )
 
 

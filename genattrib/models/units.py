@@ -46,10 +46,10 @@ class CharSpans:
     spans: Sequence[Sequence[int]]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spans", tuple(_pair(s, "explain") for s in self.spans))
+        object.__setattr__(self, "spans", tuple(pair(s, "explain") for s in self.spans))
 
 
-def _pair(span: object, name: str) -> Span:
+def pair(span: object, name: str) -> Span:
     if not (isinstance(span, Sequence) and len(span) == 2 and all(is_int(v) for v in span)):
         raise InvalidArgumentError(
             name, f"{span!r} is not a (start, end) pair of ints", "pass spans like [(0, 5), (5, 9)]"
@@ -78,7 +78,7 @@ def check_explain(explain: object) -> str | list[Span] | CharSpans:
     if isinstance(explain, CharSpans):
         return explain
     if isinstance(explain, Sequence) and explain:
-        spans = sorted(_pair(s, "explain") for s in explain)
+        spans = sorted(pair(s, "explain") for s in explain)
         for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
             if b0 < a1:
                 raise InvalidArgumentError(
@@ -119,59 +119,75 @@ def unit_spans(
                 )
         runs = [(prompt_length + a, prompt_length + b) for a, b in explain]
     else:
-        seq = SequenceAttribution(
-            input_ids=torch.zeros(n, dtype=torch.long),
-            tokens=list(tokens),
-            prompt_length=prompt_length,
-            scores=torch.empty(0, n),
-            special_mask=special_mask,
-        )
+        seq = text_view(tokens, prompt_length, special_mask)
         runs = _runs(explain, seq, prompt_length)
         if not isinstance(explain, CharSpans):
-            runs = _absorb_blank_runs(runs, tokens, prompt_length)
+            runs = absorb_blank_runs(runs, tokens, prompt_length)
     first, stop = prompt_length + steps.start, prompt_length + steps.stop
     return [(max(a, first), min(b, stop)) for a, b in runs if a >= prompt_length and max(a, first) < min(b, stop)]
 
 
-def _absorb_blank_runs(runs: list[Span], tokens: Sequence[str], prompt_length: int) -> list[Span]:
-    """Whitespace-only runs (the blank line between paragraphs, a lone space) join the unit before
-    them in the generated text (the first one joins the unit after it): a unit is never blank.
+def absorb_blank_runs(runs: list[Span], tokens: Sequence[str], boundary: int) -> list[Span]:
+    """Whitespace-only runs (the blank line between paragraphs, a lone space) join the run before
+    them (the first one joins the run after it), never across ``boundary`` (the prompt's end).
 
     Example:
-        >>> _absorb_blank_runs([(0, 2), (2, 3), (3, 4), (4, 5)], ["a", ".", "\\n\\n", "b", " "], 0)
+        >>> absorb_blank_runs([(0, 2), (2, 3), (3, 4), (4, 5)], ["a", ".", "\\n\\n", "b", " "], 0)
         [(0, 3), (3, 5)]
     """
     out: list[Span] = []
-    pending: int | None = None  # start of blank runs waiting for a following unit
-    for a, b in runs:
-        blank = not "".join(tokens[a:b]).strip()
-        if blank and a >= prompt_length and out and out[-1][0] >= prompt_length and out[-1][1] == a:
-            out[-1] = (out[-1][0], b)
-        elif blank and a >= prompt_length:
-            pending = a if pending is None else pending
-        else:
-            out.append((a if pending is None or a < prompt_length else pending, b))
-            pending = None
-    if pending is not None:
-        out.append((pending, runs[-1][1]))
+    for region in ([r for r in runs if r[0] < boundary], [r for r in runs if r[0] >= boundary]):
+        mine: list[Span] = []
+        pending: int | None = None  # start of blank runs waiting for a following run
+        for a, b in region:
+            if "".join(tokens[a:b]).strip():
+                mine.append((a if pending is None else pending, b))
+                pending = None
+            elif mine and mine[-1][1] == a:
+                mine[-1] = (mine[-1][0], b)
+            else:
+                pending = a if pending is None else pending
+        if pending is not None:
+            mine.append((pending, region[-1][1]))
+        out.extend(mine)
     return out
 
 
-def _char_runs(explain: CharSpans, seq: SequenceAttribution, prompt_length: int) -> list[Span]:
-    """Token runs overlapping each character span of the generated text (a token overlapping two
-    spans goes to the first)."""
+def text_view(
+    tokens: Sequence[str],
+    prompt_length: int,
+    special_mask: Bool[Tensor, " position"] | None,
+    token_roles: list[str] | None = None,
+) -> SequenceAttribution:
+    """A score-less sequence of ``tokens``, for the boundary rules of :mod:`genattrib.aggregation`."""
+    n = len(tokens)
+    return SequenceAttribution(
+        input_ids=torch.zeros(n, dtype=torch.long),
+        tokens=list(tokens),
+        prompt_length=prompt_length,
+        scores=torch.empty(0, n),
+        special_mask=special_mask,
+        token_roles=token_roles,
+    )
+
+
+def char_runs(
+    spans: Sequence[Span], seq: SequenceAttribution, region: range, name: str = "explain", what: str = "generated text"
+) -> list[Span]:
+    """Token runs overlapping each character span of the text of the tokens in ``region`` (a
+    token overlapping two spans goes to the first)."""
     offsets = seq.offsets
-    offset = offsets[prompt_length][0] if prompt_length < len(offsets) else len(seq.text)
-    generated_chars = len(seq.text) - offset
+    offset = offsets[region.start][0] if region.start < len(offsets) else len(seq.text)
+    size = (offsets[region.stop - 1][1] if len(region) else offset) - offset
     runs: list[Span] = []
-    for start, end in sorted(explain.spans):
-        if end > generated_chars:
+    for start, end in sorted(spans):
+        if end > size:
             raise InvalidArgumentError(
-                "explain",
-                f"character span ({start}, {end}) goes past the generated text ({generated_chars} characters)",
-                f"use character offsets of the generated text, 0 <= start < end <= {generated_chars}",
+                name,
+                f"character span ({start}, {end}) goes past the {what} ({size} characters)",
+                f"use character offsets of the {what}, 0 <= start < end <= {size}",
             )
-        inside = [k for k, (a, b) in enumerate(offsets) if a < end + offset and b > start + offset]
+        inside = [k for k in region if offsets[k][0] < end + offset and offsets[k][1] > start + offset]
         first = max([inside[0], runs[-1][1]] if runs else [inside[0]]) if inside else None
         if first is not None and first <= inside[-1]:
             runs.append((first, inside[-1] + 1))
@@ -180,7 +196,7 @@ def _char_runs(explain: CharSpans, seq: SequenceAttribution, prompt_length: int)
 
 def _runs(explain: str | CharSpans, seq: SequenceAttribution, prompt_length: int) -> list[Span]:
     if isinstance(explain, CharSpans):
-        return _char_runs(explain, seq, prompt_length)
+        return char_runs(explain.spans, seq, range(prompt_length, len(seq.tokens)))
     if explain == "words":
         starts = boundaries.word_starts(seq)
     elif explain == "sentences":

@@ -158,6 +158,7 @@ class FeatureAttributionOutput:
                 "granular": seq.granular_scores is not None,
                 "token_roles": seq.token_roles,
                 "target_spans": seq.target_spans,
+                "source_spans": seq.source_spans,
             }
             meta["sequences"].append(entry)
             tensors[f"{i}.input_ids"] = seq.input_ids
@@ -187,9 +188,13 @@ class FeatureAttributionOutput:
                     step_start=int(entry["step_start"]),
                     generated_text=entry["generated_text"],
                     token_roles=entry.get("token_roles"),
-                    target_spans=None
-                    if entry.get("target_spans") is None
-                    else [tuple(s) for s in entry["target_spans"]],
+                    target_spans=_spans(entry.get("target_spans")),
+                    source_spans=_spans(entry.get("source_spans")),
                 )
             )
         return cls(sequences, Provenance.from_dict(meta["provenance"]))
+
+
+def _spans(value: list[list[int]] | None) -> list[tuple[int, int]] | None:
+    """Spans read back from JSON (lists) as the tuples they were saved from."""
+    return None if value is None else [(int(a), int(b)) for a, b in value]

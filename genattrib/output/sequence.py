@@ -42,6 +42,7 @@ class SequenceAttribution:
     generated_text: str = ""
     token_roles: list[str] | None = None  # chat prompts: message role of each token
     target_spans: list[tuple[int, int]] | None = None  # unit rows: the tokens [start, stop) each row explains
+    source_spans: list[tuple[int, int]] | None = None  # source units (sources=...): [start, stop) of positions
 
     def __post_init__(self) -> None:
         n = int(self.input_ids.shape[0])
@@ -60,6 +61,11 @@ class SequenceAttribution:
             bounds = [self.prompt_length] + [x for span in self.target_spans for x in span] + [n]
             if any(b < a for a, b in zip(bounds, bounds[1:])) or any(a >= b for a, b in self.target_spans):
                 raise ValueError(f"target spans {self.target_spans[:5]} are not ordered, disjoint and generated")
+        if self.source_spans is not None:
+            self.source_spans = [(int(a), int(b)) for a, b in self.source_spans]
+            edges = [0] + [x for span in self.source_spans for x in span] + [n]
+            if any(b < a for a, b in zip(edges, edges[1:])) or any(a >= b for a, b in self.source_spans):
+                raise ValueError(f"source spans {self.source_spans[:5]} are not ordered and disjoint within {n}")
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -158,6 +164,7 @@ class SequenceAttribution:
             and self.step_start == other.step_start
             and self.generated_text == other.generated_text
             and self.target_spans == other.target_spans
+            and self.source_spans == other.source_spans
             and same(self.input_ids, other.input_ids)
             and same(self.scores, other.scores)
             and same(self.special_mask, other.special_mask)

@@ -1,0 +1,63 @@
+"""Source units for perturbation methods: which positions are ablated together, and how a
+unit's score is shared among its positions.
+
+Without ``sources=`` every attributable position is its own unit (token-level ablation). With
+``sources=`` (``StepBatch.source_groups``) a unit is every position of one group: occlusion,
+LIME and the context-ablation surrogate then cost one model row per unit and sample, not per
+token. A unit's score is shared evenly among its positions before each row's target, so that
+summing the positions of a unit (``out.aggregate("sources")``) gives the unit's score back.
+
+Example:
+    >>> members = torch.tensor([[True, True, False], [False, False, True]])
+    >>> spread(torch.tensor([[4.0, 1.0]]), members, torch.tensor([3]))
+    tensor([[2., 2., 1.]])
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from genattrib.engine.contract import StepBatch
+
+
+def ablation_units(batch: StepBatch) -> Bool[Tensor, "unit position"]:
+    """The units of the batch's shared sequence (row 0): one per source group, or one per
+    non-special position when there are no groups. Special tokens never belong to a unit."""
+    special = batch.special_mask[0].cpu()
+    if batch.source_groups is None:
+        positions = (~special).nonzero(as_tuple=True)[0]
+        members = torch.zeros(int(positions.shape[0]), batch.length, dtype=torch.bool)
+        members[torch.arange(int(positions.shape[0])), positions] = True
+        return members
+    groups = batch.source_groups[0].cpu().masked_fill(special, -1)
+    ids = groups[groups >= 0].unique()
+    return groups.unsqueeze(0) == ids.unsqueeze(1)
+
+
+def visible_counts(members: Bool[Tensor, "unit position"], starts: Int[Tensor, " row"]) -> Int[Tensor, "row unit"]:
+    """How many positions of each unit lie before each row's first target."""
+    before = torch.arange(members.shape[1]).unsqueeze(0) < starts.cpu().unsqueeze(1)
+    return before.long() @ members.long().T
+
+
+def spread(
+    effects: Float[Tensor, "row unit"], members: Bool[Tensor, "unit position"], starts: Int[Tensor, " row"]
+) -> Float[Tensor, "row position"]:
+    """Each unit's effect shared evenly among its positions before the row's target (0 elsewhere)."""
+    effects, members = effects.float().cpu(), members.cpu()
+    counts = visible_counts(members, starts)
+    share = torch.where(counts > 0, effects / counts.clamp(min=1), torch.zeros_like(effects))
+    before = torch.arange(members.shape[1]).unsqueeze(0) < starts.cpu().unsqueeze(1)
+    return (share @ members.float()) * before
+
+
+def ablate(
+    x: Float[Tensor, "position hidden"],
+    base: Float[Tensor, "position hidden"],
+    drop: Bool[Tensor, "sample position"],
+) -> Float[Tensor, "sample position hidden"]:
+    """Copies of ``x`` with the ``drop`` positions of each sample replaced by the baseline."""
+    drop = drop.to(x.device).unsqueeze(-1)
+    return torch.where(drop, base.unsqueeze(0), x.unsqueeze(0))

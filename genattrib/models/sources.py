@@ -1,0 +1,106 @@
+"""What ``attribute(..., sources=...)`` groups into source units: sentences, paragraphs,
+documents or lines of the prompt (and, with ``sources_include_generated=True``, of the text
+generated so far), or explicit spans. Perturbation methods (occlusion, LIME, context ablation)
+ablate whole units; every result records the units (``seq.source_spans``), so
+``out.aggregate("sources")`` sums the positions of each unit.
+
+Positions outside every unit (and special tokens) are held as they are.
+
+Example:
+    >>> tokens = ["Doc A.", " Fact.", "\\n\\n", "Doc B.", " Q?", " Answer", "."]
+    >>> source_spans("paragraphs", tokens, prompt_length=5)
+    [(0, 3), (3, 5)]
+    >>> source_spans("sentences", tokens, prompt_length=5, include_generated=True)
+    [(0, 1), (1, 3), (3, 4), (4, 5), (5, 7)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jaxtyping import Bool
+from torch import Tensor
+
+from genattrib.aggregation import boundaries
+from genattrib.aggregation.merge import runs_from_starts
+from genattrib.errors import InvalidArgumentError
+from genattrib.models.units import CharSpans, Span, absorb_blank_runs, char_runs, pair, text_view
+
+#: Named source units.
+SOURCE_NAMES = ("sentences", "paragraphs", "documents", "lines")
+
+
+def check_sources(sources: object) -> str | list[Span] | CharSpans | None:
+    """The validated ``sources`` argument.
+
+    Example:
+        >>> check_sources("documents"), check_sources(None), check_sources([[0, 4], (4, 9)])
+        ('documents', None, [(0, 4), (4, 9)])
+    """
+    if sources is None or isinstance(sources, CharSpans):
+        return sources
+    if isinstance(sources, str):
+        if sources not in SOURCE_NAMES:
+            raise InvalidArgumentError(
+                "sources",
+                f"unknown source unit {sources!r}",
+                f"use one of {', '.join(SOURCE_NAMES)}, token spans [(start, end), ...] or CharSpans([...])",
+            )
+        return sources
+    if isinstance(sources, Sequence) and sources:
+        spans = sorted(pair(s, "sources") for s in sources)
+        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise InvalidArgumentError(
+                    "sources", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass disjoint spans"
+                )
+        return spans
+    raise InvalidArgumentError(
+        "sources",
+        f"cannot group sources by {sources!r}",
+        f"use one of {', '.join(SOURCE_NAMES)}, token spans [(start, end), ...] of the sequence or CharSpans([...])",
+    )
+
+
+def source_spans(
+    sources: str | Sequence[Sequence[int]] | CharSpans,
+    tokens: Sequence[str],
+    prompt_length: int,
+    special_mask: Bool[Tensor, " position"] | None = None,
+    include_generated: bool = False,
+    token_roles: list[str] | None = None,
+) -> list[Span]:
+    """Token spans ``[start, stop)`` of the source units. Named units cover the prompt (and the
+    generated text with ``include_generated``), never cross the prompt boundary and never are
+    blank; token spans index the whole sequence (0 = first prompt token); :class:`CharSpans`
+    are character offsets of the prompt's text (of the whole text with ``include_generated``)."""
+    sources = check_sources(sources)
+    n = len(tokens)
+    scope = n if include_generated else prompt_length
+    if isinstance(sources, list):
+        for start, end in sources:
+            if end > scope:
+                raise InvalidArgumentError(
+                    "sources",
+                    f"token span ({start}, {end}) goes past the {scope} tokens it may group",
+                    f"use 0 <= start < end <= {scope}"
+                    + ("" if include_generated else ", or sources_include_generated=True to group generated text"),
+                )
+        return list(sources)
+    seq = text_view(tokens, prompt_length, special_mask, token_roles)
+    if isinstance(sources, CharSpans):
+        what = "text" if include_generated else "prompt's text"
+        return char_runs(sources.spans, seq, range(scope), "sources", what)
+    runs = absorb_blank_runs(runs_from_starts(_starts(sources, seq), n), tokens, prompt_length)
+    return [(a, b) for a, b in runs if b <= scope]
+
+
+def _starts(name: str, seq: object) -> list[int]:
+    if name == "sentences":
+        return boundaries.sentence_starts(seq)
+    if name == "lines":
+        return boundaries.line_starts(seq)
+    paragraphs = boundaries.line_starts(seq, paragraphs=True)
+    if name == "documents":  # paragraphs, and each chat message on its own
+        return sorted(set(paragraphs) | set(boundaries.role_starts(seq) if seq.token_roles else []))
+    return paragraphs

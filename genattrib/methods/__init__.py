@@ -16,6 +16,7 @@ from typing import Any
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.errors import UnknownNameError
 from genattrib.methods.attention import Attention, Rollout
+from genattrib.methods.context_ablation import ContextAblation
 from genattrib.methods.discretized_integrated_gradients import DiscretizedIntegratedGradients
 from genattrib.methods.gradient_shap import GradientShap
 from genattrib.methods.input_x_gradient import InputXGradient
@@ -47,6 +48,7 @@ METHODS: Mapping[str, type[Attributor]] = MappingProxyType(
             ReAGent,
             Lime,
             RPI,
+            ContextAblation,
         )
     }
 )

@@ -8,7 +8,9 @@ distance (×100) between the sample's mask and the all-ones mask, and a weighted
 passes only. One masked copy of a sequence serves every target of that sequence (a causal
 model reads only the prefix), so masks are shared per sequence; the bit of a position comes
 from a generator seeded by (seed, position, tokens up to it), so batching never changes them.
-The weighted R² of the fit is the step score ``lime_score``.
+The weighted R² of the fit is the step score ``lime_score``. With ``sources=`` a sample keeps or
+drops whole source units (a unit's bit is that of its first position) and a unit's coefficient
+is shared evenly among its positions.
 
 Example:
     >>> out = model.attribute("The capital of France is", method="lime", n_samples=200, seed=0, max_new_tokens=2)
@@ -28,6 +30,7 @@ from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.methods.source_units import ablated_values, ablation_units, spread, visible_counts
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_int, check_number
 
@@ -92,6 +95,7 @@ class Lime(Attributor):
     uses_baseline = True
     group_by_sequence = True
     stochastic = True
+    ablates_source_units = True
     step_score_merge = {"lime_score": "none"}  # R² of one token's own surrogate fit: R² of several fits do not combine
 
     def rows_per_target(self, length: int) -> int:
@@ -99,26 +103,20 @@ class Lime(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p = self.params
-        x, base = batch.input_embeds[0], batch.baseline_embeds[0]
-        length, n = batch.length, batch.num_rows
-        special, sources = batch.special_mask[0].cpu(), batch.source_mask("cpu")
-        masks = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed) | special
-        targets = batch.targets()
-        values = torch.empty(p.n_samples, n, dtype=torch.float32)
-        chunk = max(1, forward.rows_per_chunk(length, grad=False, n_logits=n * targets.slots))
-        for start in range(0, p.n_samples, chunk):
-            keep = masks[start : start + chunk].to(x.device).unsqueeze(-1)
-            rows = torch.where(keep, x.unsqueeze(0), base.unsqueeze(0))
-            r = rows.shape[0]
-            values[start : start + r] = forward.values(rows, targets.shared(r), attributed_fn).cpu()
-        scores = torch.zeros(n, length, dtype=torch.float32)
+        n = batch.num_rows
+        members = ablation_units(batch)
+        first = members.float().argmax(-1).long()
+        keep = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed)[:, first]  # sample, unit
+        values = ablated_values(batch, forward, attributed_fn, (~keep).float() @ members.float() > 0)
+        visible = visible_counts(members, batch.target_positions) > 0
+        coefs = torch.zeros(n, int(members.shape[0]), dtype=torch.float32)
         fit = torch.full((n,), float("nan"))
         for row in range(n):
-            cols = sources[row].nonzero().squeeze(-1)
+            cols = visible[row].nonzero().squeeze(-1)
             if cols.numel() == 0:
                 continue
-            z = masks[:, cols].double()
+            z = keep[:, cols].double()
             coef, r2 = weighted_ridge(z, values[:, row].double(), kernel_weights(z, p.kernel_width), p.alpha)
-            scores[row, cols] = coef.float()
+            coefs[row, cols] = coef.float()
             fit[row] = float(r2)
-        return MethodOutput(scores, {"lime_score": fit})
+        return MethodOutput(spread(coefs, members, batch.target_positions), {"lime_score": fit})

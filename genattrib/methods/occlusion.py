@@ -14,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.methods.source_units import ablate, ablation_units, spread
+from genattrib.methods.source_units import ablated_values, ablation_units, spread
 from genattrib.targets import TargetFunction
 
 
@@ -41,14 +39,7 @@ class Occlusion(Attributor):
         return length
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
-        x, base = batch.input_embeds[0], batch.baseline_embeds[0]
-        targets = batch.targets()
         members = ablation_units(batch)
-        original = forward.values(x.unsqueeze(0), targets.shared(1), attributed_fn)[0]
-        effects = torch.zeros(batch.num_rows, int(members.shape[0]), dtype=torch.float32)
-        chunk = max(1, forward.rows_per_chunk(batch.length, grad=False, n_logits=batch.num_rows * targets.slots))
-        for start in range(0, int(members.shape[0]), chunk):
-            rows = ablate(x, base, members[start : start + chunk])
-            occluded = forward.values(rows, targets.shared(rows.shape[0]), attributed_fn)
-            effects[:, start : start + rows.shape[0]] = (original.unsqueeze(0) - occluded).T.cpu()
+        original = forward.values(batch.input_embeds[:1], batch.targets().shared(1), attributed_fn)[0]
+        effects = (original.cpu().unsqueeze(0) - ablated_values(batch, forward, attributed_fn, members)).T
         return MethodOutput(spread(effects, members, batch.target_positions), {"target_value": original})

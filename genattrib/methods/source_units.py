@@ -20,6 +20,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.engine.contract import StepBatch
+from genattrib.engine.forward import ModelForward
+from genattrib.seeding import content_generator
+from genattrib.targets import TargetFunction
 
 
 def ablation_units(batch: StepBatch) -> Bool[Tensor, "unit position"]:
@@ -34,6 +37,20 @@ def ablation_units(batch: StepBatch) -> Bool[Tensor, "unit position"]:
     groups = batch.source_groups[0].cpu().masked_fill(special, -1)
     ids = groups[groups >= 0].unique()
     return groups.unsqueeze(0) == ids.unsqueeze(1)
+
+
+def keep_masks(
+    batch: StepBatch, members: Bool[Tensor, "unit position"], n_samples: int, keep_prob: float
+) -> Bool[Tensor, "sample unit"]:
+    """Random keep-bits for every unit. A unit's bits come from a generator seeded by (seed, its
+    first position, the tokens up to it), so batching and sequence order never change them."""
+    ids = batch.input_ids[0].cpu()
+    first = members.float().argmax(-1).tolist()
+    cols = []
+    for start in first:
+        data = ids[: start + 1].numpy().astype("int64").tobytes() + int(start).to_bytes(8, "little")
+        cols.append(torch.rand(n_samples, generator=content_generator(batch.seed, data)) < keep_prob)
+    return torch.stack(cols, 1) if cols else torch.zeros(n_samples, 0, dtype=torch.bool)
 
 
 def visible_counts(members: Bool[Tensor, "unit position"], starts: Int[Tensor, " row"]) -> Int[Tensor, "row unit"]:
@@ -61,3 +78,18 @@ def ablate(
     """Copies of ``x`` with the ``drop`` positions of each sample replaced by the baseline."""
     drop = drop.to(x.device).unsqueeze(-1)
     return torch.where(drop, base.unsqueeze(0), x.unsqueeze(0))
+
+
+def ablated_values(
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, drop: Bool[Tensor, "sample position"]
+) -> Float[Tensor, "sample row"]:
+    """Every target's value on copies of the batch's shared sequence with the ``drop`` positions
+    of each sample at the baseline: one model row per sample scores all targets, in chunks."""
+    x, base = batch.input_embeds[0], batch.baseline_embeds[0]
+    targets = batch.targets()
+    values = torch.empty(int(drop.shape[0]), batch.num_rows, dtype=torch.float32)
+    chunk = max(1, forward.rows_per_chunk(batch.length, grad=False, n_logits=batch.num_rows * targets.slots))
+    for start in range(0, int(drop.shape[0]), chunk):
+        rows = ablate(x, base, drop[start : start + chunk])
+        values[start : start + rows.shape[0]] = forward.values(rows, targets.shared(rows.shape[0]), attributed_fn).cpu()
+    return values

@@ -161,7 +161,10 @@ class ModelForward:
         leaf = self.embed(torch.zeros(1, 1, dtype=torch.long)).float().to(self.dtype).requires_grad_(True)
         with torch.enable_grad():
             logits = self.logits_at(leaf, torch.ones(1, 1, dtype=torch.long))
-        return bool(logits.requires_grad)
+            if not logits.requires_grad:  # e.g. the whole forward runs under no_grad
+                return False
+            (grad,) = torch.autograd.grad(logits.sum(), leaf, allow_unused=True)
+        return grad is not None  # None: the LM head has weights to train, but the inputs are cut off
 
     # --- the one way to run chunked model calls --------------------------------------------
     def run_chunked(

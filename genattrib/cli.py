@@ -32,6 +32,8 @@ from genattrib.cli_args import parse_param, parse_value, split_list
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
 from genattrib.models.loading import DTYPE_NAMES
+from genattrib.models.sources import SOURCE_NAMES
+from genattrib.models.units import UNIT_NAMES
 from genattrib.output.attribution import FeatureAttributionOutput
 
 __all__ = ["build_parser", "main", "parse_param", "parse_value"]
@@ -90,6 +92,23 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cpu, cuda:0")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling and randomised methods")
     p.add_argument("--chat", action="store_true", help="treat PROMPT as a user message and apply the chat template")
+    p.add_argument(
+        "--explain",
+        choices=UNIT_NAMES,
+        default=None,
+        help="what each row explains: generated tokens (default) or units of the generated text",
+    )
+    p.add_argument(
+        "--sources",
+        choices=SOURCE_NAMES,
+        default=None,
+        help="group the prompt into source units; occlusion, lime and context_ablation ablate whole units",
+    )
+    p.add_argument(
+        "--sources-include-generated",
+        action="store_true",
+        help="with --sources, group the text generated before each target too",
+    )
     p.add_argument(
         "--param",
         type=parse_param,
@@ -166,6 +185,9 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         max_rows=args.max_rows,
         chat=args.chat,
         max_new_tokens=args.max_new_tokens,
+        explain=args.explain,
+        sources=args.sources,
+        sources_include_generated=args.sources_include_generated,
     )
     clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs"}))
     if clash:

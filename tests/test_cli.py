@@ -142,6 +142,18 @@ def test_attribute_defaults_leave_library_defaults_alone(fake_load: dict[str, An
     assert fake_load["model"].calls == [("Hello", {"target": None})]
 
 
+def test_attribute_passes_units_and_sources(fake_load: dict[str, Any]) -> None:
+    args = ["attribute", "Hi", "--no-show", "--explain", "sentences", "--sources", "paragraphs"]
+    assert main([*args, "--sources-include-generated"]) == 0
+    [(_, kwargs)] = fake_load["model"].calls
+    assert (kwargs["explain"], kwargs["sources"], kwargs["sources_include_generated"]) == (
+        "sentences",
+        "paragraphs",
+        True,
+    )
+    assert main(["attribute", "Hi", "--explain", "chapters"]) == 2
+
+
 def test_attribute_chat_wraps_the_prompt(fake_load: dict[str, Any]) -> None:
     assert main(["attribute", "Why is the sky blue?", "--chat", "--no-show"]) == 0
     [(inputs, kwargs)] = fake_load["model"].calls

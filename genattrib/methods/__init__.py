@@ -80,7 +80,9 @@ def get_method(name: str | Attributor, **params: Any) -> Attributor:
 
 def describe_methods() -> list[dict[str, Any]]:
     """One dict per method: name, description, granular, needs_gradients, needs_attentions,
-    stochastic (draws from ``seed``), requires (resources bound by the engine), parameters."""
+    stochastic (draws from ``seed``), requires (resources bound by the engine), supports_units
+    (explains ``explain="sentences"`` ... rows), ablates_source_units (perturbs whole
+    ``sources=`` units), parameters."""
     return [
         {
             "name": cls.name,
@@ -90,6 +92,8 @@ def describe_methods() -> list[dict[str, Any]]:
             "needs_attentions": cls.needs_attentions,
             "stochastic": cls.stochastic,
             "requires": sorted(cls.requires),
+            "supports_units": cls.supports_units,
+            "ablates_source_units": cls.ablates_source_units,
             "parameters": cls.param_names(),
         }
         for cls in (METHODS[n] for n in list_methods())

@@ -203,3 +203,14 @@ def test_bad_explain_is_refused_before_work(tiny_llama):
         tiny_llama.attribute(PROMPT, STORY, explain="chapters")
     with pytest.raises(InvalidArgumentError, match="explain"):
         tiny_llama.attribute(PROMPT, STORY, explain=[(3, 1)])
+
+
+@pytest.mark.parametrize("method", ["saliency", "occlusion"])
+def test_logits_in_slices_give_the_same_scores(tiny_llama, monkeypatch, method):
+    """A long unit's logits go through the LM head in slices (checkpointed under autograd):
+    slicing to one slot at a time changes nothing."""
+    whole = tiny_llama.attribute(PROMPT, STORY, method=method, explain="sentences")
+    monkeypatch.setattr("genattrib.engine.forward.LOGIT_SLICE_BYTES", 1)
+    sliced = tiny_llama.attribute(PROMPT, STORY, method=method, explain="sentences")
+    a, b = whole.sequences[0].scores, sliced.sequences[0].scores
+    assert torch.allclose(a.nan_to_num(math.pi), b.nan_to_num(math.pi), atol=1e-6)

@@ -24,12 +24,15 @@ from collections.abc import Callable, Iterator
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from genattrib.engine.explained import Explained, combine
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
 
 MAX_ROWS_PER_CHUNK = 256
+#: Logits held at once when a row explains many positions (a long unit, or many shared targets).
+LOGIT_SLICE_BYTES = 64 << 20
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -109,7 +112,7 @@ class ModelForward:
         heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 8)
         per_layer = 12 * hidden + 4 * inter + 2 * heads * length  # per token, one layer
         bytes_per = max(4, torch.finfo(self.dtype).bits // 8)
-        logits = 4 * 3 * self.vocab_size * n_logits  # fp32 logits, softmax and its gradient
+        logits = min(4 * 3 * self.vocab_size * n_logits, 3 * LOGIT_SLICE_BYTES)  # fp32 logits, softmax, gradient
         if grad:
             return 2 * bytes_per * length * layers * per_layer + logits
         return bytes_per * length * (2 * per_layer + 2 * hidden) + logits
@@ -207,16 +210,49 @@ class ModelForward:
     def _unit_values(
         self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
     ) -> Float[Tensor, "row k"]:
-        """``attributed_fn`` at every slot of ``targets`` (``[row, k, m]``), combined per unit."""
+        """``attributed_fn`` at every slot of ``targets`` (``[row, k, m]``), combined per unit.
+
+        The LM head runs on slices of slots holding at most :data:`LOGIT_SLICE_BYTES` of logits
+        (a unit of 2,000 tokens would otherwise hold 2,000 vocabulary-sized rows); under autograd
+        each slice is checkpointed, so its logits are recomputed in the backward pass, not kept.
+        """
         r, k, m = targets.positions.shape
-        logits = self.logits_at(embeds, targets.positions.reshape(r, k * m))
+        hidden = self.hidden_states(embeds)
+        slots = (targets.positions.reshape(r, k * m), targets.ids.reshape(r, k * m))
+        contrast = None if targets.contrast is None else targets.contrast.reshape(r, k * m)
+        per = max(1, LOGIT_SLICE_BYTES // (4 * self.vocab_size * max(r, 1)))
+        if per >= k * m:
+            values = self._slot_values(hidden, *slots, contrast, attributed_fn)
+        else:
+            parts = []
+            for start in range(0, k * m, per):
+                part = (slots[0][:, start : start + per], slots[1][:, start : start + per])
+                extra = None if contrast is None else contrast[:, start : start + per]
+                if hidden.requires_grad:
+                    parts.append(
+                        checkpoint(self._slot_values, hidden, *part, extra, attributed_fn, use_reentrant=False)
+                    )
+                else:
+                    parts.append(self._slot_values(hidden, *part, extra, attributed_fn))
+            values = torch.cat(parts, 1)
+        return combine(values.reshape(r, k, m), targets.mask, attributed_fn.merge)
+
+    def _slot_values(
+        self,
+        hidden: Float[Tensor, "row position hidden"],
+        positions: Int[Tensor, "row slot"],
+        ids: Int[Tensor, "row slot"],
+        contrast: Int[Tensor, "row slot"] | None,
+        attributed_fn: TargetFunction,
+    ) -> Float[Tensor, "row slot"]:
+        """``attributed_fn`` of the logits that predict the tokens at ``positions``."""
+        index = (positions.to(hidden.device) - 1).clamp(min=0)
+        logits = self.head_logits(hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
         flat = lambda t: t.reshape(-1).to(logits.device)  # noqa: E731
         ctx = TargetContext(
-            logits.reshape(r * k * m, -1),
-            flat(targets.ids),
-            None if targets.contrast is None else flat(targets.contrast),
+            logits.reshape(-1, logits.shape[-1]), flat(ids), None if contrast is None else flat(contrast)
         )
-        return combine(attributed_fn(ctx).reshape(r, k, m), targets.mask, attributed_fn.merge)
+        return attributed_fn(ctx).reshape(positions.shape)
 
     def values(
         self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction

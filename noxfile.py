@@ -11,6 +11,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s tests                     # the test suite (what CI runs: .ci/run)
     nox -s tests -- -x -k saliency   # arguments after -- go to pytest
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
+    nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
 """
 
 from __future__ import annotations
@@ -101,3 +102,11 @@ def bench(session: nox.Session) -> None:
     session.install("--no-deps", INSEQ, "captum")  # captum's own deps are genattrib's or listed
     session.install(*INSEQ_RUNTIME_DEPS)
     session.run("python", "benchmarks/bench_vs_inseq.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON, name="bench-longform")
+def bench_longform(session: nox.Session) -> None:
+    """Long-form analysis costs on the default model: time, peak RSS and file sizes for 256 to
+    2,048 generated tokens (token vs sentence saliency, sentence-source occlusion, context ablation)."""
+    _install_genattrib(session, "")
+    session.run("python", "benchmarks/bench_longform.py", *session.posargs, env=OFFLINE_ENV)

@@ -17,7 +17,7 @@ from a least-squares fit ``seconds = a * rows + b * row_tokens`` over those wind
 in proportion to their length); the table marks those cells. File sizes (JSON, safetensors,
 HTML) are those of results that ran in full.
 
-    nox -s bench-longform                              # full table, results in benchmarks/results/
+    nox -s bench-longform                              # full table, results in docs/results/longform.json
     nox -s bench-longform -- --lengths 256 512 --budget 60
 """
 
@@ -187,14 +187,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--budget", type=float, default=150.0, help="seconds per cell before windows+extrapolation")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "longform.json")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "results" / "longform.json")
+    parser.add_argument("--story-cache", type=Path, default=HERE.parent / "artifacts" / "longform_story.json")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child.read_text()))))
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    story = _story(max(args.lengths), args.out.parent / "longform_story.json")
+    args.story_cache.parent.mkdir(parents=True, exist_ok=True)
+    story = _story(max(args.lengths), args.story_cache)
     results: dict[str, Any] = {"lengths": args.lengths, "budget_s": args.budget, "threads": args.threads, "cells": {}}
     for name in args.methods:
         previous: tuple[int, float] | None = None

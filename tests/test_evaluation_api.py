@@ -93,6 +93,12 @@ def test_aggregated_results_and_missing_model_are_refused(tiny_llama, small_out)
     assert err.value.argument == "model"
 
 
+def test_unit_level_results_are_refused(tiny_llama):
+    units = tiny_llama.attribute("a b c", " d e. f g.", method="saliency", explain="sentences")
+    with pytest.raises(InvalidArgumentError, match="units"):
+        genattrib.evaluate(units, model=tiny_llama)
+
+
 def test_benchmark_table_json_and_html(tiny_llama, tmp_path):
     prompts = ["a b c d e f", "b <c> d e", "f e d c b a"]
     res = genattrib.benchmark(

@@ -70,6 +70,12 @@ def _check_output(out: FeatureAttributionOutput) -> None:
             f"scores were aggregated ({changed[0]}), so a column is no longer one token",
             "evaluate the token-level result, before aggregating it to words/spans/sentences",
         )
+    if any(seq.is_unit_level for seq in out.sequences):
+        raise InvalidArgumentError(
+            "out",
+            f"rows explain units of several tokens ({out.provenance.explain}); the metrics score one token per row",
+            "evaluate a token-level result (attribute with explain='tokens')",
+        )
     if not any(seq.num_steps for seq in out.sequences):
         raise InvalidArgumentError(
             "out", "the result explains no generated token", "attribute at least one generated token"

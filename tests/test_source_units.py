@@ -136,8 +136,7 @@ UNITS = [(0, 4), (4, 6), (6, 8)]
 def test_every_unit_level_method_ranks_the_planted_unit_first(planted, method, params):
     model, positions = planted
     assert all(0 <= p < UNITS[0][1] for p in positions)
-    kwargs = {"explain": "sentences"} if method != "lime" else {}
-    out = model.attribute(PLANTED_PROMPT, max_new_tokens=4, method=method, sources=UNITS, **kwargs, **params)
+    out = model.attribute(PLANTED_PROMPT, max_new_tokens=4, method=method, sources=UNITS, explain="words", **params)
     merged = out.aggregate("sources").sequences[0]
     for row in merged.scores:
         prompt_units = row[: len(UNITS)].abs()

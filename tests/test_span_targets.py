@@ -148,7 +148,9 @@ def test_integrated_gradients_completeness_holds_per_unit(tiny_llama):
 
 
 # --- engine invariants --------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion", "sequential_integrated_gradients"])
+@pytest.mark.parametrize(
+    "method", ["saliency", "integrated_gradients", "occlusion", "sequential_integrated_gradients", "lime"]
+)
 def test_batched_unit_rows_equal_one_at_a_time(tiny_llama, method):
     prompts = [PROMPT, "Once upon a time there was"]
     stories = [STORY, " a fox. It ran away. The end."]

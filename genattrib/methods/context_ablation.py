@@ -34,7 +34,7 @@ from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.methods.source_units import ablated_values, ablation_units, keep_masks, spread
+from genattrib.methods.source_units import ablated_values, ablation_units, keep_masks, reaching_units, spread
 from genattrib.methods.surrogates import SOLVERS, fit_surrogates, r_squared
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_int, check_number
@@ -100,8 +100,7 @@ class ContextAblation(Attributor):
         """Per row: weights over the units that can change it (fitted on all samples) and the
         R² on the held-out samples of a fit made without them."""
         p: ContextAblationParams = self.params
-        first = members.float().argmax(-1)  # first position of each unit
-        reach = first.unsqueeze(0) < batch.unit_ends("cpu").unsqueeze(1)  # row, unit
+        reach = reaching_units(members, batch)
         z, y = keep.double(), values.double()
         fit = torch.full((batch.num_rows,), float("nan"))
         held = round(p.n_samples * p.holdout)

@@ -10,7 +10,8 @@ model reads only the prefix), so masks are shared per sequence; the bit of a pos
 from a generator seeded by (seed, position, tokens up to it), so batching never changes them.
 The weighted R² of the fit is the step score ``lime_score``. With ``sources=`` a sample keeps or
 drops whole source units (a unit's bit is that of its first position) and a unit's coefficient
-is shared evenly among its positions.
+is shared evenly among its positions. A unit row (``explain="sentences"``) is regressed on every
+unit that can change it, the dropped tokens of its own unit included, and reports those before it.
 
 Example:
     >>> out = model.attribute("The capital of France is", method="lime", n_samples=200, seed=0, max_new_tokens=2)
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.methods.source_units import ablated_values, ablation_units, spread, visible_counts
+from genattrib.methods.source_units import ablated_values, ablation_units, reaching_units, spread
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_int, check_number
 
@@ -87,7 +88,6 @@ def weighted_ridge(
 
 
 class Lime(Attributor):
-    supports_units = False  # its shared samples would drop the tokens of a unit, which a unit row holds fixed
     name = "lime"
     description = "LIME: weighted ridge surrogate over random token masks, baseline-replaced (forward only, seeded)"
     Params = LimeParams
@@ -108,11 +108,11 @@ class Lime(Attributor):
         first = members.float().argmax(-1).long()
         keep = sample_masks(batch.input_ids[0], p.n_samples, p.keep_prob, batch.seed)[:, first]  # sample, unit
         values = ablated_values(batch, forward, attributed_fn, (~keep).float() @ members.float() > 0)
-        visible = visible_counts(members, batch.target_positions) > 0
+        reach = reaching_units(members, batch)
         coefs = torch.zeros(n, int(members.shape[0]), dtype=torch.float32)
         fit = torch.full((n,), float("nan"))
         for row in range(n):
-            cols = visible[row].nonzero().squeeze(-1)
+            cols = reach[row].nonzero().squeeze(-1)
             if cols.numel() == 0:
                 continue
             z = keep[:, cols].double()

@@ -59,6 +59,13 @@ def visible_counts(members: Bool[Tensor, "unit position"], starts: Int[Tensor, "
     return before.long() @ members.long().T
 
 
+def reaching_units(members: Bool[Tensor, "unit position"], batch: StepBatch) -> Bool[Tensor, "row unit"]:
+    """Units that can change each row's value: those starting before the row's last explained
+    token (for a unit row, the dropped tokens of its own unit included)."""
+    first = members.float().argmax(-1)
+    return first.unsqueeze(0) < batch.unit_ends("cpu").unsqueeze(1)
+
+
 def spread(
     effects: Float[Tensor, "row unit"], members: Bool[Tensor, "unit position"], starts: Int[Tensor, " row"]
 ) -> Float[Tensor, "row position"]:

@@ -5,7 +5,9 @@ lies in ``[0.5, 1)`` and float16 keeps full relative precision whatever the magn
 float16 little-endian and base64-encoded. Large matrices are stored as two byte planes (all low
 bytes, then all high bytes) compressed with zlib before base64: the NaN half of the matrix and
 the repetitive exponent bytes then cost almost nothing. Step scores are float32 (ranks can
-exceed float16's range). NaN and infinities survive both codecs.
+exceed float16's range). NaN and infinities survive both codecs. Matrices too big for a page
+keep the top ``k`` sources per row, 8-bit quantised (:mod:`genattrib.render.html_rows`); the
+page then says so.
 
 The JSON is safe inside ``<script type="application/json">``: ``<``, ``>``, ``&``, U+2028/9 and
 lone surrogates are written as ``\\uXXXX`` escapes, so no token can close the script element or
@@ -33,9 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import BLUE, ORANGE, WHITE, ColorScale
+from genattrib.render.html_rows import encode_matrix
+from genattrib.render.units import CHUNK_ROWS, group_sums, outline_units, top_sources, unit_scores
 
 __all__ = [
     "COMPRESS_ABOVE_BYTES",
@@ -48,7 +53,7 @@ __all__ = [
     "sequence_payload",
 ]
 
-FORMAT = "genattrib-html/1"
+FORMAT = "genattrib-html/2"  # 2: top-k codec, outline units, sentence sums
 COMPRESS_ABOVE_BYTES = 64 * 1024  # smaller matrices stay plain float16 (readable by any browser)
 _UNSAFE_IN_SCRIPT = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 
@@ -138,40 +143,117 @@ def _runs(labels: list[str]) -> list[list[Any]]:
     return [[i, label] for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label]
 
 
-def sequence_payload(seq: SequenceAttribution, *, compress: bool | None = None) -> dict[str, Any]:
+def _scale(values: Tensor) -> dict[str, Any]:
+    """``{"kind", "vmax"}`` of :class:`ColorScale` for ``values``, read in row chunks."""
+    lo, hi = math.inf, -math.inf
+    for r0 in range(0, values.shape[0], CHUNK_ROWS):
+        chunk = values[r0 : r0 + CHUNK_ROWS].detach().float()
+        finite = chunk[torch.isfinite(chunk)]
+        if finite.numel():
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    scale = ColorScale.fit(torch.tensor([lo, hi] if lo <= hi else [], dtype=torch.float64))
+    return {"kind": scale.kind, "vmax": scale.vmax if math.isfinite(scale.vmax) else 0.0}
+
+
+def _unit_name(seq: SequenceAttribution, explain: str) -> str:
+    """What one outline unit is called: ``"sentence"`` for token-level results, else the unit."""
+    if not seq.is_unit_level:
+        return "sentence"
+    return explain[:-1] if explain.endswith("s") and explain != "tokens" else "unit"
+
+
+def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str) -> list[str]:
+    """Visible notes on what the page leaves out or rounds for this sequence."""
+    notes = []
+    row = unit if seq.is_unit_level else "generated token"
+    n = len(seq.tokens)
+    for key, what in (("scores", f"{row} row"), ("unit_scores", f"{unit} row"), ("group_scores", f"{unit} row")):
+        spec = specs.get(key)
+        if spec and spec["codec"] == "topk-q8-zlib":
+            over = "source sentences" if key == "group_scores" else f"{n:,} source tokens"
+            notes.append(
+                f"Showing the top {spec['k']} of {over} for each {what} (largest |score|; the |score| of "
+                "the rest is given as each row's residual); scores quantised to 8 bits per row."
+            )
+    if specs["scores"]["codec"] == "topk-q8-zlib":
+        notes.append(
+            f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big for this page: the matrix shows "
+            f"{unit}s × source sentences instead."
+        )
+    return notes
+
+
+def sequence_payload(
+    seq: SequenceAttribution, *, compress: bool | None = None, top_k: int | str | None = "auto", explain: str = "tokens"
+) -> dict[str, Any]:
     """Everything the page's script needs about one sequence (JSON-serialisable).
 
+    Besides the tokens and scores: the outline's units (:mod:`genattrib.render.units`) with their
+    top source words, the sentence starts of the text and every unit's row summed over those
+    sentences. A token-level result's sentence rows (sums of its token rows) are stored only when
+    the token rows are top-k; the page sums exact rows itself.
+
     Example:
-        >>> sequence_payload(out.sequences[0])["scale"]
+        >>> entry = sequence_payload(out.sequences[0])
+        >>> entry["scale"]
         {'kind': 'sequential', 'vmax': ...}
+        >>> entry["units"]["name"], entry["units"]["spans"]
+        ('sentence', [[6, 9]])
     """
-    scale = ColorScale.fit(seq.scores.detach().float().cpu())
     mask = seq.special_mask.tolist() if seq.special_mask is not None else []
     step_scores = {
         str(name): _encode_step_scores(values)
         for name, values in seq.step_scores.items()
         if values.ndim == 1 and values.shape[0] == seq.num_steps
     }
+    units = outline_units(seq)
+    rows = unit_scores(seq, units)
+    starts = sentence_starts(seq)
+    sums = group_sums(rows, units.limits, starts)
+    specs = {
+        "scores": encode_matrix(seq.scores, top_k=top_k, compress=compress),
+        "group_scores": encode_matrix(sums, top_k=top_k, compress=compress),
+    }
+    if units.merged and specs["scores"]["codec"] == "topk-q8-zlib":  # else the page sums the exact rows itself
+        specs["unit_scores"] = encode_matrix(rows, top_k=top_k, compress=compress)
+    name = _unit_name(seq, explain)
     return {
         "tokens": [str(t) for t in seq.tokens],
         "prompt_length": seq.prompt_length,
         "step_start": seq.step_start,
         "steps": seq.num_steps,
+        "spans": [list(span) for span in seq.target_spans] if seq.target_spans is not None else None,
         "special": [i for i, special in enumerate(mask) if special],
         "roles": _runs(list(seq.token_roles)) if seq.token_roles is not None else None,
         "generated_text": seq.generated_text,
-        "scale": {"kind": scale.kind, "vmax": scale.vmax if math.isfinite(scale.vmax) else 0.0},
-        "scores": encode_scores(seq.scores, compress=compress),
+        "scale": _scale(seq.scores),
+        "scores": specs["scores"],
         "step_scores": step_scores,
+        "units": {
+            "name": name,
+            "spans": [list(span) for span in units.spans],
+            "rows": [list(r) for r in units.rows],
+            "limits": units.limits,
+            "merged": units.merged,
+            "top": [[list(source) for source in sources] for sources in top_sources(seq, rows, units.limits)],
+        },
+        "unit_scores": specs.get("unit_scores"),
+        "unit_scale": _scale(rows) if units.merged else None,
+        "groups": starts,
+        "group_scores": specs["group_scores"],
+        "group_scale": _scale(sums),
+        "notes": _notes(seq, specs, name),
     }
 
 
-def output_payload(out: FeatureAttributionOutput, *, compress: bool | None = None) -> dict[str, Any]:
+def output_payload(
+    out: FeatureAttributionOutput, *, compress: bool | None = None, top_k: int | str | None = "auto"
+) -> dict[str, Any]:
     """The whole data block: colours, method names and every sequence.
 
     Example:
         >>> output_payload(out)["format"]
-        'genattrib-html/1'
+        'genattrib-html/2'
     """
     prov = out.provenance
     return {
@@ -179,5 +261,8 @@ def output_payload(out: FeatureAttributionOutput, *, compress: bool | None = Non
         "colors": {"negative": list(BLUE), "zero": list(WHITE), "positive": list(ORANGE)},
         "method": prov.method,
         "attributed_fn": prov.attributed_fn,
-        "sequences": [sequence_payload(seq, compress=compress) for seq in out.sequences],
+        "explain": prov.explain,
+        "sequences": [
+            sequence_payload(seq, compress=compress, top_k=top_k, explain=prov.explain) for seq in out.sequences
+        ],
     }

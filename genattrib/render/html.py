@@ -100,7 +100,9 @@ def _levels(uid: str) -> str:
         f'<label><input type="radio" class="ga-level" name="{uid}-level" value="{value}"{checked}> {label}</label>'
         for value, label, checked in (("token", "tokens", " checked"), ("unit", "sentences", ""))
     )
-    return f'<span class="ga-control ga-levels" role="radiogroup"><span class="ga-level-what">Rows</span> {radios}</span>'
+    return (
+        f'<span class="ga-control ga-levels" role="radiogroup"><span class="ga-level-what">Rows</span> {radios}</span>'
+    )
 
 
 def _find(uid: str) -> str:

@@ -148,9 +148,10 @@ def _scale(values: Tensor) -> dict[str, Any]:
     lo, hi = math.inf, -math.inf
     for r0 in range(0, values.shape[0], CHUNK_ROWS):
         chunk = values[r0 : r0 + CHUNK_ROWS].detach().float()
-        finite = chunk[torch.isfinite(chunk)]
-        if finite.numel():
-            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        if chunk.numel():
+            inf = math.inf
+            lo = min(lo, float(chunk.nan_to_num(nan=inf, posinf=inf, neginf=inf).min()))
+            hi = max(hi, float(chunk.nan_to_num(nan=-inf, posinf=-inf, neginf=-inf).max()))
     scale = ColorScale.fit(torch.tensor([lo, hi] if lo <= hi else [], dtype=torch.float64))
     return {"kind": scale.kind, "vmax": scale.vmax if math.isfinite(scale.vmax) else 0.0}
 
@@ -164,20 +165,21 @@ def _unit_name(seq: SequenceAttribution, explain: str) -> str:
 
 def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str) -> list[str]:
     """Visible notes on what the page leaves out or rounds for this sequence."""
-    notes = []
-    row = unit if seq.is_unit_level else "generated token"
     n = len(seq.tokens)
-    for key, what in (("scores", f"{row} row"), ("unit_scores", f"{unit} row"), ("group_scores", f"{unit} row")):
-        spec = specs.get(key)
-        if spec and spec["codec"] == "topk-q8-zlib":
-            over = "source sentences" if key == "group_scores" else f"{n:,} source tokens"
-            notes.append(
-                f"Showing the top {spec['k']} of {over} for each {what} (largest |score|; the |score| of "
-                "the rest is given as each row's residual); scores quantised to 8 bits per row."
-            )
+    row = unit if seq.is_unit_level else "generated token"
+    names = {"scores": f"{row} rows over tokens", "unit_scores": f"{unit} rows over tokens"}
+    names["group_scores"] = f"{unit} rows over source sentences"
+    cut = [(names[key], spec["k"]) for key, spec in specs.items() if spec["codec"] == "topk-q8-zlib"]
+    if not cut:
+        return []
+    kept = "; ".join(f"{what}: top {k}" for what, k in cut)
+    notes = [
+        f"Showing the top-k sources per row by |score| ({kept}; {n:,} tokens in all). The |score| "
+        "of the sources left out is given per row. Scores quantised to 8 bits per row."
+    ]
     if specs["scores"]["codec"] == "topk-q8-zlib":
         notes.append(
-            f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big for this page: the matrix shows "
+            f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big to draw: the matrix shows "
             f"{unit}s × source sentences instead."
         )
     return notes

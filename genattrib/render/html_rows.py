@@ -45,19 +45,19 @@ def encode_topk(values: Float[Tensor, "row column"], k: int) -> dict[str, Any]:
     kk = max(0, min(k, cols))
     counts, scales, residuals, gaps, levels = [], [], [], [], []
     for r0 in range(0, rows, _CHUNK):
-        v = values[r0 : r0 + _CHUNK].detach().to("cpu", torch.float64)
-        size = torch.where(v.isnan(), torch.full((), -1.0, dtype=v.dtype), v.abs())
-        top, index = size.topk(kk, dim=1)
+        v = values[r0 : r0 + _CHUNK].detach().to("cpu", torch.float32)
+        size = v.abs()
+        top, index = size.nan_to_num(nan=-1.0).topk(kk, dim=1)
         count = (top >= 0).sum(1)  # NaN is never kept; kept entries lead each row of ``top``
         valid = torch.arange(kk).unsqueeze(0) < count.unsqueeze(1)  # after sorting by position
         index = torch.where(top >= 0, index, torch.full((), cols, dtype=index.dtype)).sort(1).values
         kept = v.gather(1, index.clamp(max=max(cols - 1, 0)))
-        finite = torch.isfinite(kept) & valid
-        scale = torch.where(finite, kept.abs(), torch.zeros(())).amax(1) if kk else torch.zeros(len(v))
-        q = torch.where(scale.unsqueeze(1) > 0, kept / scale.clamp(min=1e-300).unsqueeze(1) * _LEVELS, 0.0)
+        kept_size = torch.where(valid, kept.abs().nan_to_num(nan=0.0, posinf=0.0), torch.zeros(()))
+        scale = kept_size.amax(1) if kk else torch.zeros(len(v))
+        q = kept.double() / scale.double().clamp(min=1e-300).unsqueeze(1) * _LEVELS
         q = q.nan_to_num(0.0, posinf=_LEVELS, neginf=-_LEVELS).round().clamp(-_LEVELS, _LEVELS)
-        whole = torch.where(torch.isfinite(v), v.abs(), torch.zeros(())).sum(1)
-        shown = torch.where(finite, kept.abs(), torch.zeros(())).sum(1)
+        whole = size.nan_to_num(nan=0.0, posinf=0.0).sum(1, dtype=torch.float64)
+        shown = kept_size.sum(1, dtype=torch.float64)
         gap = torch.diff(index, dim=1, prepend=torch.zeros(len(v), 1, dtype=index.dtype))
         gaps.append(gap[valid].numpy())
         levels.append(q[valid].numpy())

@@ -1,8 +1,8 @@
 """Units for reading a long result: the outline's units, their rows of scores, and their top sources.
 
 A unit-level result (``attribute(..., explain="sentences")``) has one unit per row. A token-level
-result has one unit per generated sentence (its explained part), whose row is the sum of its
-tokens' rows. Sources can be grouped too: :func:`group_sums` adds a row's scores over groups of
+result has one unit per generated sentence (its explained part; blank text such as a paragraph
+break joins the sentence before it), whose row is the sum of its tokens' rows. Sources can be grouped too: :func:`group_sums` adds a row's scores over groups of
 positions (e.g. the sentences of the whole text), and :func:`top_sources` ranks the words a unit
 drew on most. Everything works on row chunks, so an 8,000 × 8,000 matrix is never copied whole.
 
@@ -11,8 +11,8 @@ Example:
     >>> units = outline_units(seq)
     >>> ["".join(seq.tokens[a:b]) for a, b in units.spans]
     [' Paris.', ' It is big.']
-    >>> units.rows
-    [(0, 3), (3, 7)]
+    >>> units.rows                                   # rows of seq.scores merged into each unit
+    [(0, 3), (3, 10)]
     >>> unit_scores(seq, units).shape
     torch.Size([2, 16])
 """
@@ -60,20 +60,23 @@ def outline_units(seq: SequenceAttribution) -> Units:
         spans = seq.spans
         return Units(spans, [(j, j + 1) for j in range(len(spans))], [a for a, _ in spans], merged=False)
     first, last = seq.target_positions[0], seq.target_positions[-1]
-    spans, rows, limits = [], [], []
+    spans: list[tuple[int, int]] = []
     for a, b in runs_from_starts(sentence_starts(seq), len(seq.tokens)):
         lo, hi = max(a, first), min(b, last + 1)
-        if lo < hi:
+        if lo >= hi:
+            continue
+        if spans and (not "".join(seq.tokens[lo:hi]).strip() or not "".join(seq.tokens[slice(*spans[-1])]).strip()):
+            spans[-1] = (spans[-1][0], hi)  # blank text (a paragraph break) joins the sentence before it
+        else:
             spans.append((lo, hi))
-            rows.append((lo - first, hi - first))
-            limits.append(hi - 1)  # the unit's last token: every row scores the positions before it
+    rows = [(lo - first, hi - first) for lo, hi in spans]
+    limits = [hi - 1 for _, hi in spans]  # the unit's last token: every row scores the positions before it
     return Units(spans, rows, limits, merged=True)
 
 
 def _zeroed(values: Tensor) -> Tensor:
     """Float32 copy with NaN and ±inf as 0 (sums of finite scores)."""
-    values = values.detach().to("cpu", torch.float32)
-    return torch.where(torch.isfinite(values), values, torch.zeros((), dtype=torch.float32))
+    return values.detach().to("cpu", torch.float32).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _nan_from(matrix: Tensor, limits: Sequence[int], starts: Tensor) -> Tensor:
@@ -90,13 +93,9 @@ def unit_scores(seq: SequenceAttribution, units: Units) -> Float[Tensor, "unit p
     n = len(seq.tokens)
     if not units.merged:
         return seq.scores.detach().to("cpu", torch.float32)
-    unit_of_row = torch.empty(seq.num_steps, dtype=torch.long)
-    for u, (r0, r1) in enumerate(units.rows):
-        unit_of_row[r0:r1] = u
     out = torch.zeros(len(units), n)
-    for r0 in range(0, seq.num_steps, CHUNK_ROWS):
-        r1 = min(r0 + CHUNK_ROWS, seq.num_steps)
-        out.index_add_(0, unit_of_row[r0:r1], _zeroed(seq.scores[r0:r1]))
+    for u, (r0, r1) in enumerate(units.rows):  # a unit's rows are consecutive
+        out[u] = _zeroed(seq.scores[r0:r1]).sum(0)
     return _nan_from(out, units.limits, torch.arange(n))
 
 
@@ -135,7 +134,7 @@ def top_sources(
     Example:
         >>> seq = out.sequences[0]
         >>> [text for text, _, _ in top_sources(seq, seq.scores, seq.target_positions, top=2)[0]]
-        ['France', 'capital']
+        ['is', 'France']
     """
     n = len(seq.tokens)
     starts = word_starts(seq)

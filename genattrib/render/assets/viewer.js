@@ -5,8 +5,6 @@
  * unit rows of a unit-level result over source sentences). No globals, no network. */
 
 const TOP_K = 5;
-const BAR_COLOR = "rgba(31, 35, 40, 0.78)";
-const BAR_TRACK = "rgba(31, 35, 40, 0.12)";
 
 function mount(root) {
   const started = performance.now(), q = (selector) => root.querySelector(selector);
@@ -45,12 +43,12 @@ function mount(root) {
   function buildText() {
     const s = seq(), frag = document.createDocumentFragment(), rows = s.token;
     state.nodes = new Array(s.n);
-    let role = null;
+    let role = null, block = frag.appendChild(element("div", "ga-block"));
     for (let i = 0; i < s.n; i++) {
       const here = s.roles ? s.roles[i] : (i < s.promptLength ? "prompt" : "generated");
       if (here !== role) {
         role = here;
-        if (role !== "template" && (s.roles || role === "generated")) frag.appendChild(element("span", "ga-chip", role));
+        if (role !== "template" && (s.roles || role === "generated")) block.appendChild(element("span", "ga-chip", role));
       }
       let cls = "ga-tok";
       if (i >= s.promptLength) cls += " ga-gen";
@@ -60,7 +58,9 @@ function mount(root) {
       const span = element("span", cls, runningText(s.tokens[i]));
       span.dataset.pos = String(i);
       state.nodes[i] = span;
-      frag.appendChild(span);
+      block.appendChild(span);
+      // a line ends here: later lines go to a new block, which the browser lays out only when seen
+      if (s.tokens[i].endsWith("\n") && i + 1 < s.n) block = frag.appendChild(element("div", "ga-block"));
     }
     parts.text.replaceChildren(frag);
     state.shown = { at: new Int16Array(s.n), score: new Float64Array(s.n), flags: new Uint8Array(s.n) };
@@ -96,19 +96,17 @@ function mount(root) {
     state.shown.flags.fill(8);  // forces every class and score to be written again
   }
 
-  function paintBars() {
+  function paintBars() {  // the bar itself is drawn by CSS (.ga-bars-on .ga-step); each row sets its length
     const s = seq(), rows = s.token, values = state.bars ? s.stepScores[state.bars] : null;
     let top = 0;
     if (values && state.bars !== "probability") values.forEach((v) => { if (Number.isFinite(v)) top = Math.max(top, Math.abs(v)); });
+    root.classList.toggle("ga-bars-on", !!values);
+    if (!values) return;
     for (let j = 0; j < rows.rows; j++) {
-      const v = values ? values[j] : NaN;
+      const v = values[j];
       const frac = !Number.isFinite(v) ? 0 : state.bars === "probability" ? Math.max(0, Math.min(1, v)) : top > 0 ? Math.abs(v) / top : 0;
-      for (let i = rows.spans[2 * j]; i < rows.spans[2 * j + 1]; i++) {
-        const st = state.nodes[i].style;
-        if (!values) { st.backgroundImage = ""; continue; }
-        st.backgroundImage = "linear-gradient(" + BAR_COLOR + ", " + BAR_COLOR + "), linear-gradient(" + BAR_TRACK + ", " + BAR_TRACK + ")";
-        st.backgroundSize = (100 * frac).toFixed(1) + "% 3px, 100% 3px";
-      }
+      const length = (100 * frac).toFixed(1) + "%";
+      for (let i = rows.spans[2 * j]; i < rows.spans[2 * j + 1]; i++) state.nodes[i].style.setProperty("--ga-bar", length);
     }
   }
 

@@ -136,7 +136,8 @@ def _body(out: FeatureAttributionOutput, uid: str, title: str) -> str:
 <div class="ga-text" role="group" aria-label="tokens"></div>
 <div class="ga-status" aria-live="polite"></div></section>
 </div>
-<section class="ga-panel"><h3>Matrix <span class="ga-hint">{MATRIX_HINT}</span> <span class="ga-hint ga-matrix-note"></span></h3>
+<section class="ga-panel"><h3>Matrix <span class="ga-hint">{MATRIX_HINT}</span>
+<span class="ga-hint ga-matrix-note"></span></h3>
 <div class="ga-matrix"><canvas class="ga-canvas"></canvas><canvas class="ga-overlay"></canvas></div>
 <div class="ga-readout">&#8203;</div></section>
 <details class="ga-panel ga-prov" open><summary>Provenance</summary>{provenance_table(out.provenance)}</details>

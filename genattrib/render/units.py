@@ -2,9 +2,10 @@
 
 A unit-level result (``attribute(..., explain="sentences")``) has one unit per row. A token-level
 result has one unit per generated sentence (its explained part; blank text such as a paragraph
-break joins the sentence before it), whose row is the sum of its tokens' rows. Sources can be grouped too: :func:`group_sums` adds a row's scores over groups of
-positions (e.g. the sentences of the whole text), and :func:`top_sources` ranks the words a unit
-drew on most. Everything works on row chunks, so an 8,000 × 8,000 matrix is never copied whole.
+break joins the sentence before it), whose row is the sum of its tokens' rows. Sources can be
+grouped too: :func:`group_sums` adds a row's scores over groups of positions (e.g. the sentences
+of the whole text), and :func:`top_sources` ranks the words a unit drew on most. Everything
+works on row chunks, so an 8,000 × 8,000 matrix is never copied whole.
 
 Example:
     >>> seq = model.attribute(prompt, target=" Paris. It is big.").sequences[0]

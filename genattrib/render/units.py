@@ -86,17 +86,19 @@ def _nan_from(matrix: Tensor, limits: Sequence[int], starts: Tensor) -> Tensor:
     return matrix.masked_fill(starts.unsqueeze(0) >= bound, float("nan"))
 
 
-def unit_scores(seq: SequenceAttribution, units: Units) -> Float[Tensor, "unit position"]:
-    """Each unit's row over the source positions: the sum of its rows, NaN from its limit on.
-
-    For a unit-level result the rows are the units already and come back unchanged (float32).
+def unit_scores(seq: SequenceAttribution, units: Units, *, absolute: bool = False) -> Float[Tensor, "unit position"]:
+    """Each unit's row over the source positions: the sum of its rows (of their ``|score|`` with
+    ``absolute=True``), NaN from its limit on. A unit-level result's rows are its units already:
+    they come back as they are (float32).
     """
     n = len(seq.tokens)
     if not units.merged:
-        return seq.scores.detach().to("cpu", torch.float32)
+        rows = seq.scores.detach().to("cpu", torch.float32)
+        return rows.abs() if absolute else rows
     out = torch.zeros(len(units), n)
     for u, (r0, r1) in enumerate(units.rows):  # a unit's rows are consecutive
-        out[u] = _zeroed(seq.scores[r0:r1]).sum(0)
+        rows = _zeroed(seq.scores[r0:r1])
+        out[u] = (rows.abs() if absolute else rows).sum(0)
     return _nan_from(out, units.limits, torch.arange(n))
 
 

@@ -39,7 +39,7 @@ from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import BLUE, ORANGE, WHITE, ColorScale
-from genattrib.render.html_rows import encode_matrix
+from genattrib.render.html_rows import SUMS_DENSE_MAX_CELLS, encode_matrix
 from genattrib.render.units import CHUNK_ROWS, group_sums, outline_units, top_sources, unit_scores
 
 __all__ = [
@@ -214,10 +214,10 @@ def sequence_payload(
     sums = group_sums(rows, units.limits, starts)
     specs = {
         "scores": encode_matrix(seq.scores, top_k=top_k, compress=compress),
-        "group_scores": encode_matrix(sums, top_k=top_k, compress=compress),
+        "group_scores": encode_matrix(sums, top_k=top_k, compress=compress, dense_max=SUMS_DENSE_MAX_CELLS),
     }
     if units.merged and specs["scores"]["codec"] == "topk-q8-zlib":  # else the page sums the exact rows itself
-        specs["unit_scores"] = encode_matrix(rows, top_k=top_k, compress=compress)
+        specs["unit_scores"] = encode_matrix(rows, top_k=specs["scores"]["k"])
     name = _unit_name(seq, explain)
     return {
         "tokens": [str(t) for t in seq.tokens],

@@ -31,9 +31,18 @@ from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_TOP_K", "DENSE_MAX_CELLS", "decode_matrix", "decode_topk", "encode_matrix", "encode_topk"]
+__all__ = [
+    "DEFAULT_TOP_K",
+    "DENSE_MAX_CELLS",
+    "SUMS_DENSE_MAX_CELLS",
+    "decode_matrix",
+    "decode_topk",
+    "encode_matrix",
+    "encode_topk",
+]
 
 DENSE_MAX_CELLS = 5_000_000  # a 2,200-token generation stays exact (about 6 MB of page)
+SUMS_DENSE_MAX_CELLS = 1_000_000  # sums over source sentences: exact up to about 1.2 MB
 DEFAULT_TOP_K = 64
 _CHUNK = 512
 _LEVELS = 127
@@ -119,10 +128,15 @@ def decode_topk(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_matrix(
-    values: Float[Tensor, "row column"], *, top_k: int | str | None = "auto", compress: bool | None = None
+    values: Float[Tensor, "row column"],
+    *,
+    top_k: int | str | None = "auto",
+    compress: bool | None = None,
+    dense_max: int | None = None,
 ) -> dict[str, Any]:
-    """Exact float16 (``top_k=None``, or ``"auto"`` up to :data:`DENSE_MAX_CELLS` cells) or the
-    top ``k`` per row (an int, or ``"auto"`` above the limit: :data:`DEFAULT_TOP_K`).
+    """Exact float16 (``top_k=None``, or ``"auto"`` up to ``dense_max`` cells, by default
+    :data:`DENSE_MAX_CELLS`) or the top ``k`` per row (an int, or ``"auto"`` above the limit:
+    :data:`DEFAULT_TOP_K`).
 
     Example:
         >>> encode_matrix(torch.zeros(2, 3))["codec"]
@@ -132,7 +146,8 @@ def encode_matrix(
     """
     if top_k == "auto":
         rows, cols = values.shape
-        top_k = DEFAULT_TOP_K if rows * cols > DENSE_MAX_CELLS and cols > DEFAULT_TOP_K else None
+        limit = DENSE_MAX_CELLS if dense_max is None else dense_max
+        top_k = DEFAULT_TOP_K if rows * cols > limit and cols > DEFAULT_TOP_K else None
     if top_k is None:
         from genattrib.render.html_data import encode_scores  # html_data builds pages from this module
 

@@ -63,37 +63,36 @@ function mount(root) {
       if (s.tokens[i].endsWith("\n") && i + 1 < s.n) block = frag.appendChild(element("div", "ga-block"));
     }
     parts.text.replaceChildren(frag);
-    state.shown = { at: new Int16Array(s.n), score: new Float64Array(s.n), flags: new Uint8Array(s.n) };
+    state.shown = { at: new Int16Array(s.n), score: new Float64Array(s.n), flags: new Uint8Array(s.n), stale: true };
   }
 
   function shade() {  // only what changed is written: a click on an 8,000-token page stays fast
     const s = seq(), L = state.L, j = state.row, a = L.spans[2 * j], b = L.spans[2 * j + 1], lim = L.limits[j];
-    const vmax = vmaxOf(j), sh = state.shown;
+    const vmax = vmaxOf(j), sh = state.shown, force = sh.stale;
+    sh.stale = false;
     fillRow(L.mat, j, L.vals, L.kept);
     for (let i = 0; i < s.n; i++) {
       const c = L.colOf ? L.colOf[i] : i, has = i < lim && L.kept[c] === 1, v = has ? L.vals[c] : NaN;
       const at = has ? lutIndex(v, vmax) : -1, node = state.nodes[i], st = node.style;
       const flags = (has ? 1 : 0) | (i >= a && i < b ? 2 : 0) | (i >= b ? 4 : 0), before = sh.flags[i];
-      if (at !== sh.at[i]) {
+      if (force || at !== sh.at[i]) {
         st.backgroundColor = at < 0 ? "" : cssColor(state.lut, at);
         st.color = at < 0 ? "" : textColor(state.lut, at);
         sh.at[i] = at;
       }
-      if ((has && !Object.is(v, sh.score[i])) || (flags & 1) !== (before & 1)) {
+      if (force || (has && !Object.is(v, sh.score[i])) || (flags & 1) !== (before & 1)) {
         if (has) node.dataset.score = String(v);
         else delete node.dataset.score;
         sh.score[i] = v;
       }
-      if ((flags ^ before) & 2) node.classList.toggle("ga-target", !!(flags & 2));
-      if ((flags ^ before) & 4) node.classList.toggle("ga-future", !!(flags & 4));
+      if (force || (flags ^ before) & 2) node.classList.toggle("ga-target", !!(flags & 2));
+      if (force || (flags ^ before) & 4) node.classList.toggle("ga-future", !!(flags & 4));
       sh.flags[i] = flags;
     }
   }
 
-  function resetShown() {
-    if (!state.shown) return;
-    state.shown.at.fill(-2);
-    state.shown.flags.fill(8);  // forces every class and score to be written again
+  function resetShown() {  // the next shade() writes every colour, score and class again
+    if (state.shown) state.shown.stale = true;
   }
 
   function paintBars() {  // the bar itself is drawn by CSS (.ga-bars-on .ga-step); each row sets its length

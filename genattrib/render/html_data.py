@@ -1,13 +1,10 @@
-"""The data block of an HTML page: scores as float16 in base64, tokens as safe JSON.
+"""The data block of an HTML page: tokens as safe JSON, scores as base64 (html_rows.py).
 
-Each sequence's score matrix is divided by a power of two (so the largest finite ``|score|``
-lies in ``[0.5, 1)`` and float16 keeps full relative precision whatever the magnitude), cast to
-float16 little-endian and base64-encoded. Large matrices are stored as two byte planes (all low
-bytes, then all high bytes) compressed with zlib before base64: the NaN half of the matrix and
-the repetitive exponent bytes then cost almost nothing. Step scores are float32 (ranks can
-exceed float16's range). NaN and infinities survive both codecs. Matrices too big for a page
-keep the top ``k`` sources per row, 8-bit quantised (:mod:`genattrib.render.html_rows`); the
-page then says so.
+Each sequence's scores are exact float16 (base64, zlib for large matrices), or, for matrices
+too big for a page, the top ``k`` sources per row, 8-bit quantised; the page then says so
+(:mod:`genattrib.render.html_rows`). Step scores are float32 (ranks can exceed float16's range).
+With the scores come the outline's units and sums over the sentences of the text
+(:mod:`genattrib.render.units`).
 
 The JSON is safe inside ``<script type="application/json">``: ``<``, ``>``, ``&``, U+2028/9 and
 lone surrogates are written as ``\\uXXXX`` escapes, so no token can close the script element or
@@ -28,7 +25,6 @@ import base64
 import json
 import math
 import re
-import zlib
 from typing import Any
 
 import numpy as np
@@ -39,7 +35,13 @@ from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import BLUE, ORANGE, WHITE, ColorScale
-from genattrib.render.html_rows import SUMS_DENSE_MAX_CELLS, encode_matrix
+from genattrib.render.html_rows import (
+    COMPRESS_ABOVE_BYTES,
+    SUMS_DENSE_MAX_CELLS,
+    decode_scores,
+    encode_matrix,
+    encode_scores,
+)
 from genattrib.render.units import CHUNK_ROWS, group_sums, outline_units, top_sources, unit_scores
 
 __all__ = [
@@ -54,7 +56,6 @@ __all__ = [
 ]
 
 FORMAT = "genattrib-html/2"  # 2: top-k codec, outline units, sentence sums
-COMPRESS_ABOVE_BYTES = 64 * 1024  # smaller matrices stay plain float16 (readable by any browser)
 _UNSAFE_IN_SCRIPT = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 
 
@@ -67,60 +68,6 @@ def script_json(value: Any) -> str:
     """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return _UNSAFE_IN_SCRIPT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _scale_exponent(values: np.ndarray) -> int:
-    """``e`` such that every finite ``|value| / 2**e`` is below 1 (0 when there is none)."""
-    finite = np.abs(values[np.isfinite(values)])
-    top = float(finite.max()) if finite.size else 0.0
-    return math.frexp(top)[1] if top > 0 else 0
-
-
-def encode_scores(scores: Tensor, *, compress: bool | None = None) -> dict[str, Any]:
-    """``{"codec", "shape", "exp", "data"}`` for a 2-D score matrix (see the module docstring).
-
-    ``compress=None`` compresses when the float16 bytes exceed :data:`COMPRESS_ABOVE_BYTES`.
-
-    Example:
-        >>> encode_scores(torch.zeros(2, 3))["exp"]
-        0
-    """
-    values = scores.detach().to("cpu", torch.float64).numpy()
-    exp = _scale_exponent(values)
-    half = np.ldexp(values, -exp).astype("<f2")
-    raw = half.tobytes()
-    if compress is None:
-        compress = len(raw) > COMPRESS_ABOVE_BYTES
-    if compress:
-        planes = np.ascontiguousarray(half.reshape(-1).view(np.uint8).reshape(-1, 2).T)
-        codec, payload = "f16le-planes-zlib", zlib.compress(planes.tobytes(), 6)
-    else:
-        codec, payload = "f16le", raw
-    return {
-        "codec": codec,
-        "shape": [int(d) for d in values.shape],
-        "exp": exp,
-        "data": base64.b64encode(payload).decode("ascii"),
-    }
-
-
-def decode_scores(spec: dict[str, Any]) -> np.ndarray:
-    """The matrix stored by :func:`encode_scores` (float64; what the page's script reads).
-
-    Example:
-        >>> decode_scores(encode_scores(torch.tensor([[0.25, -3.0]]), compress=True)).tolist()
-        [[0.25, -3.0]]
-    """
-    payload = base64.b64decode(spec["data"])
-    count = int(np.prod(spec["shape"]))
-    if spec["codec"] == "f16le-planes-zlib":
-        planes = np.frombuffer(zlib.decompress(payload), dtype=np.uint8).reshape(2, count)
-        half = np.ascontiguousarray(planes.T).view("<f2").reshape(-1)
-    elif spec["codec"] == "f16le":
-        half = np.frombuffer(payload, dtype="<f2")
-    else:
-        raise ValueError(f"unknown score codec {spec['codec']!r}")
-    return np.ldexp(half.astype(np.float64), int(spec["exp"])).reshape(spec["shape"])
 
 
 def _encode_step_scores(values: Tensor) -> str:

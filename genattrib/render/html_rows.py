@@ -1,14 +1,24 @@
-"""Score matrices too big for a page: the ``k`` largest ``|score|`` per row, quantised to 8 bits.
+"""The score matrices of an HTML page: exact float16, or the top ``k`` per row in 8 bits.
 
-:func:`encode_matrix` keeps a matrix exact (float16, :func:`~genattrib.render.html_data.encode_scores`)
-while it has at most :data:`DENSE_MAX_CELLS` cells; above that it keeps, per row, the ``k``
-sources with the largest ``|score|`` (NaN never counts) as an 8-bit integer times the row's scale
-(its largest ``|score|`` / 127), plus the ``|score|`` mass of the sources left out (the residual).
-Layout before zlib and base64 (little-endian): ``uint32`` count per row, ``float32`` scale per
-row, ``float32`` residual per row, then every row's sorted positions as gaps from the previous
-one (``uint16``, or ``uint32`` when a row has more than 65,536 columns), then the ``int8`` values.
+Exact (:func:`encode_scores`): the matrix is divided by a power of two (so the largest finite
+``|score|`` lies in ``[0.5, 1)`` and float16 keeps full relative precision whatever the
+magnitude), cast to float16 little-endian and base64-encoded. Large matrices are stored as two
+byte planes (all low bytes, then all high bytes) compressed with zlib before base64: the NaN half
+of the matrix and the repetitive exponent bytes then cost almost nothing. NaN and infinities
+survive.
+
+Top-k (:func:`encode_topk`), for matrices above :data:`DENSE_MAX_CELLS` cells
+(:func:`encode_matrix` chooses): per row, the ``k`` sources with the largest ``|score|`` (NaN
+never counts) as an 8-bit integer times the row's scale (its largest ``|score|`` / 127), plus
+the ``|score|`` mass of the sources left out (the residual). Layout before zlib and base64
+(little-endian): ``uint32`` count per row, ``float32`` scale per row, ``float32`` residual per
+row, then every row's sorted positions as gaps from the previous one (``uint16``, or ``uint32``
+when a row has more than 65,536 columns), then the ``int8`` values.
 
 Example:
+    >>> spec = encode_scores(torch.tensor([[1.5, float("nan")]]), compress=False)
+    >>> spec["codec"], spec["shape"], decode_scores(spec).tolist()
+    ('f16le', [1, 2], [[1.5, nan]])
     >>> m = torch.tensor([[3.0, -1.0, 0.5, float("nan")]])
     >>> spec = encode_topk(m, k=2)
     >>> spec["codec"], spec["k"]
@@ -21,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import math
 import zlib
 from typing import Any
 
@@ -32,20 +43,78 @@ from torch import Tensor
 from genattrib.errors import InvalidArgumentError
 
 __all__ = [
+    "COMPRESS_ABOVE_BYTES",
     "DEFAULT_TOP_K",
     "DENSE_MAX_CELLS",
     "SUMS_DENSE_MAX_CELLS",
     "decode_matrix",
+    "decode_scores",
     "decode_topk",
     "encode_matrix",
+    "encode_scores",
     "encode_topk",
 ]
 
+COMPRESS_ABOVE_BYTES = 64 * 1024  # smaller matrices stay plain float16 (readable by any browser)
 DENSE_MAX_CELLS = 5_000_000  # a 2,200-token generation stays exact (about 6 MB of page)
 SUMS_DENSE_MAX_CELLS = 1_000_000  # sums over source sentences: exact up to about 1.2 MB
 DEFAULT_TOP_K = 64
 _CHUNK = 512
 _LEVELS = 127
+
+
+def _scale_exponent(values: np.ndarray) -> int:
+    """``e`` such that every finite ``|value| / 2**e`` is below 1 (0 when there is none)."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    return math.frexp(top)[1] if top > 0 else 0
+
+
+def encode_scores(scores: Tensor, *, compress: bool | None = None) -> dict[str, Any]:
+    """``{"codec", "shape", "exp", "data"}`` for a 2-D score matrix (see the module docstring).
+
+    ``compress=None`` compresses when the float16 bytes exceed :data:`COMPRESS_ABOVE_BYTES`.
+
+    Example:
+        >>> encode_scores(torch.zeros(2, 3))["exp"]
+        0
+    """
+    values = scores.detach().to("cpu", torch.float64).numpy()
+    exp = _scale_exponent(values)
+    half = np.ldexp(values, -exp).astype("<f2")
+    raw = half.tobytes()
+    if compress is None:
+        compress = len(raw) > COMPRESS_ABOVE_BYTES
+    if compress:
+        planes = np.ascontiguousarray(half.reshape(-1).view(np.uint8).reshape(-1, 2).T)
+        codec, payload = "f16le-planes-zlib", zlib.compress(planes.tobytes(), 6)
+    else:
+        codec, payload = "f16le", raw
+    return {
+        "codec": codec,
+        "shape": [int(d) for d in values.shape],
+        "exp": exp,
+        "data": base64.b64encode(payload).decode("ascii"),
+    }
+
+
+def decode_scores(spec: dict[str, Any]) -> np.ndarray:
+    """The matrix stored by :func:`encode_scores` (float64; what the page's script reads).
+
+    Example:
+        >>> decode_scores(encode_scores(torch.tensor([[0.25, -3.0]]), compress=True)).tolist()
+        [[0.25, -3.0]]
+    """
+    payload = base64.b64decode(spec["data"])
+    count = int(np.prod(spec["shape"]))
+    if spec["codec"] == "f16le-planes-zlib":
+        planes = np.frombuffer(zlib.decompress(payload), dtype=np.uint8).reshape(2, count)
+        half = np.ascontiguousarray(planes.T).view("<f2").reshape(-1)
+    elif spec["codec"] == "f16le":
+        half = np.frombuffer(payload, dtype="<f2")
+    else:
+        raise ValueError(f"unknown score codec {spec['codec']!r}")
+    return np.ldexp(half.astype(np.float64), int(spec["exp"])).reshape(spec["shape"])
 
 
 def encode_topk(values: Float[Tensor, "row column"], k: int) -> dict[str, Any]:
@@ -149,8 +218,6 @@ def encode_matrix(
         limit = DENSE_MAX_CELLS if dense_max is None else dense_max
         top_k = DEFAULT_TOP_K if rows * cols > limit and cols > DEFAULT_TOP_K else None
     if top_k is None:
-        from genattrib.render.html_data import encode_scores  # html_data builds pages from this module
-
         return encode_scores(values, compress=compress)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidArgumentError("top_k", f"top_k={top_k!r} keeps no source", "pass 'auto', None or an int >= 1")
@@ -164,8 +231,6 @@ def decode_matrix(spec: dict[str, Any]) -> np.ndarray:
         >>> decode_matrix(encode_matrix(torch.ones(1, 2))).tolist()
         [[1.0, 1.0]]
     """
-    from genattrib.render.html_data import decode_scores
-
     if spec["codec"] == "topk-q8-zlib":
         return decode_topk(spec)[0]
     return decode_scores(spec)

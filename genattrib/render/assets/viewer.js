@@ -135,7 +135,8 @@ function mount(root) {
   function tipText(pos) {
     const s = seq(), L = state.L, j = state.row, a = L.spans[2 * j], c = L.colOf ? L.colOf[pos] : pos;
     const lines = ["\u201c" + labelText(s.tokens[pos], 40) + "\u201d \u00b7 position " + pos + (s.roles ? " \u00b7 " + s.roles[pos] : "")];
-    const target = "\u201c" + labelText(clip(L.rowText(j), 20), 20) + "\u201d";
+    const one = L.spans[2 * j + 1] - a === 1, text = L.rowText(j);
+    const target = "\u201c" + (one ? labelText(text, 20) : clip(text, 24)) + "\u201d";
     if (pos < L.limits[j]) {
       const what = L.colOf ? "score of " + sourceLabel(L, c) : "score";
       lines.push(L.kept[c] ? what + " for " + L.rowName + " " + j + " (\u2192 " + target + "): " + fmt(L.vals[c])

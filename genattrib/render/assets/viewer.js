@@ -273,7 +273,7 @@ function mount(root) {
     state.bars = names.includes("probability") ? "probability" : names[0] || null;
     if (state.bars) parts.barsSelect.value = state.bars;
     buildText();
-    const withOutline = s.units > 1 || s.unitLevel;
+    const withOutline = s.units > 1 || (s.unitLevel && s.units > 0);
     parts.outlinePanel.hidden = !withOutline;
     parts.reader.classList.toggle("ga-with-outline", withOutline);
     parts.outlineHead.textContent = s.units + " " + s.unitName + (s.units === 1 ? "" : "s") + " \u00b7 top source words (summed scores)";

@@ -125,10 +125,12 @@ def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str
         "of the sources left out is given per row. Scores quantised to 8 bits per row."
     ]
     if specs["scores"]["codec"] == "topk-q8-zlib":
-        notes.append(
-            f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big to draw: the matrix shows "
-            f"{unit}s × source sentences instead."
+        instead = (
+            "no heatmap is drawn."
+            if specs["group_scores"]["codec"] == "topk-q8-zlib"
+            else f"the matrix shows {unit}s × source sentences instead."
         )
+        notes.append(f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big to draw: {instead}")
     return notes
 
 

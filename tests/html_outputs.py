@@ -104,3 +104,80 @@ def long_output(steps: int = 2000, prompt_length: int = 20, seed: int = 0) -> Fe
         generated_text="".join(tokens[prompt_length:]),
     )
     return FeatureAttributionOutput([seq], provenance(model_name="synthetic-2000"))
+
+
+LONG_WORDS = [
+    " the",
+    " model",
+    " wrote",
+    " a",
+    " long",
+    " answer",
+    " about",
+    " rivers",
+    " and",
+    " cities",
+    " with",
+    " more",
+]
+
+
+def long_form_tokens(count: int, seed: int = 0) -> list[str]:
+    """``count`` tokens of plain prose: sentences of 6-19 words ending in "." (one in nine in
+    "?" or "!"), a paragraph break after every fifth sentence."""
+    g = torch.Generator().manual_seed(seed)
+    tokens: list[str] = []
+    sentence = 0
+    while len(tokens) < count:
+        length = int(torch.randint(6, 20, (1,), generator=g))
+        words = [LONG_WORDS[int(i)] for i in torch.randint(len(LONG_WORDS), (length,), generator=g)]
+        words[0] = (
+            " " + words[0].strip().capitalize() if tokens and tokens[-1] != "\n\n" else words[0].strip().capitalize()
+        )
+        tokens.extend(words)
+        tokens.append("?" if sentence % 9 == 4 else "!" if sentence % 9 == 7 else ".")
+        sentence += 1
+        if sentence % 5 == 0:
+            tokens.append("\n\n")
+    return tokens[:count]
+
+
+def long_form_output(
+    steps: int = 8000, prompt_length: int = 40, unit_level: bool = False, seed: int = 0
+) -> FeatureAttributionOutput:
+    """A synthetic long generation of ``steps`` tokens after a ``prompt_length``-token prompt,
+    scores with recency and a prompt bias plus noise (float32, built row chunk by row chunk).
+    ``unit_level=True`` explains its generated sentences instead (``target_spans``)."""
+    from genattrib.aggregation.boundaries import sentence_starts
+    from genattrib.aggregation.merge import runs_from_starts
+
+    g = torch.Generator().manual_seed(seed)
+    tokens = long_form_tokens(prompt_length + steps, seed)
+    if tokens[prompt_length - 1] != "\n\n":
+        tokens[prompt_length - 1] = "."  # the prompt ends a sentence
+    n = len(tokens)
+    bare = SequenceAttribution(torch.arange(n), tokens, prompt_length, torch.zeros(0, n))
+    spans = None
+    if unit_level:
+        spans = [(a, b) for a, b in runs_from_starts(sentence_starts(bare), n) if a >= prompt_length]
+    starts = [a for a, _ in spans] if spans else list(range(prompt_length, n))
+    scores = torch.empty(len(starts), n)
+    cols = torch.arange(n)
+    for r0 in range(0, len(starts), 512):
+        first = torch.tensor(starts[r0 : r0 + 512]).unsqueeze(1)
+        distance = (first - cols).clamp(min=1).float()
+        chunk = 2.0 * torch.exp(-distance / 40.0) + 0.8 * (cols < prompt_length)
+        chunk = chunk + 0.3 * torch.randn(chunk.shape, generator=g)
+        scores[r0 : r0 + 512] = chunk.masked_fill(cols >= first, math.nan)
+    rows = len(starts)
+    seq = SequenceAttribution(
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=prompt_length,
+        scores=scores,
+        step_scores={"probability": torch.rand(rows, generator=g)},
+        generated_text="".join(tokens[prompt_length:]),
+        target_spans=spans,
+    )
+    prov = provenance(model_name=f"synthetic-{steps}", explain="sentences" if unit_level else "tokens")
+    return FeatureAttributionOutput([seq], prov)

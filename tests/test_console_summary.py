@@ -128,3 +128,104 @@ def test_real_attribution_summary(tiny_llama):
     out.show(summary=True, console=console)
     text = console.export_text()
     assert "▸ It ran fast." in text and "▸ Then it slept." in text and "%" in text
+
+
+# --- long and unit-level results: out.show() prints a summary per unit -------------------------
+def shown(out: FeatureAttributionOutput, width: int = 100, **kwargs) -> str:
+    console = Console(file=io.StringIO(), record=True, width=width, color_system="truecolor")
+    out.show(console=console, **kwargs)
+    return console.export_text()
+
+
+def unit_output(texts: list[str], weights: list[float] | None = None) -> FeatureAttributionOutput:
+    """A unit-level result: PROMPT, then one generated sentence per text (one token per word)."""
+    generated = [w for text in texts for w in text.split(" ") if w]
+    generated = [(" " + w) for w in generated]
+    tokens = PROMPT + generated
+    n, p = len(tokens), len(PROMPT)
+    spans, at = [], p
+    for text in texts:
+        count = len([w for w in text.split(" ") if w])
+        spans.append((at, at + count))
+        at += count
+    scores = torch.full((len(spans), n), 0.1)
+    scores[:, 4:8] = torch.tensor(weights or [1.0, 1.0, 1.0, 1.0])  # " A dog ran." leads
+    for j, (a, _) in enumerate(spans):
+        scores[j, a:] = math.nan
+    seq = SequenceAttribution(
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=p,
+        scores=scores,
+        target_spans=spans,
+        generated_text="".join(generated),
+    )
+    return FeatureAttributionOutput([seq], Provenance(method="saliency", attributed_fn="logprob", explain="sentences"))
+
+
+def test_unit_level_rows_too_wide_for_one_block_print_a_unit_summary():
+    texts = [f"Sentence number {k} goes on for a while." for k in range(12)]
+    out = unit_output(texts)
+    text = shown(out, width=80)
+    lines = text.splitlines()
+    assert "Share of |attribution| per source sentence" in text and "show(summary=True)" in text
+    for k in (0, 5, 11):
+        assert f"▸ Sentence number {k} goes on for a while." in lines
+    first = lines.index("▸ Sentence number 0 goes on for a while.")
+    assert "A dog ran." in lines[first + 1] and "A cat sat." in lines[first + 2]  # ranked by share
+    last = lines.index("▸ Sentence number 11 goes on for a while.")
+    assert "A dog ran." in lines[last + 1] and "%" in lines[last + 1]
+    assert "┃" not in text and "probability" not in text  # no matrix
+    assert max(cell_len(line) for line in lines) <= 80
+
+
+def test_unit_level_rows_that_fit_show_the_matrix_with_every_source_row():
+    out = unit_output(["It ran.", "Then it slept well.", "The end."])
+    lines = shown(out, width=120).splitlines()
+    assert not any("Share of |attribution|" in line for line in lines)
+    header = next(line for line in lines if "·Then it sl…" in line)
+    assert "·It ran." in header and "·The end." in header
+    # the third unit (" The end.", position 14) scores every token before it, down to " well."
+    for label in ("·Then", "·slept", "·well."):
+        row = next(line for line in lines if line.startswith(label + " "))
+        assert row.split()[1:] == ["0.10"], row  # blank for the two earlier units
+
+
+def test_long_token_level_result_prints_text_and_sentence_summary():
+    prompt = ["A", " cat", " sat", "."]
+    generated = []
+    for k in range(20):
+        generated += [" It", " ran", f" {k}", " times", "."]
+    out = FeatureAttributionOutput(
+        [make_seq(prompt, generated, torch.rand(100, 104, generator=torch.Generator().manual_seed(1)))],
+        Provenance(method="saliency", attributed_fn="logprob"),
+    )
+    text = shown(out, width=100)
+    assert "A cat sat. It ran 0 times. It ran 1 times." in text  # the text as written
+    lines = text.splitlines()
+    for k in (0, 7, 19):
+        assert f"▸ It ran {k} times." in lines
+    row = lines.index("▸ It ran 7 times.")
+    assert all("%" in line for line in lines[row + 1 : row + 4])
+    assert "100 explained steps are too many columns" in text
+    assert "▸" not in shown(out, width=100, view="compact")  # the text alone
+
+
+def test_unit_views_mark_whole_units():
+    out = unit_output(["It ran.", "Then it slept well.", "The end."])
+    step = shown(out, step=1)
+    assert "Step 1 (positions 10-13): target ·Then it slept well." in step
+    assert "A cat sat. A dog ran. It ran. Then it slept well." in step
+
+
+def test_tiny_model_explaining_sentences_shows_matrix_and_summary(tiny_llama):
+    out = tiny_llama.attribute(
+        "The cat sat. The dog ran.", " It ran fast. Then it slept. The end.", explain="sentences"
+    )
+    matrix = shown(out, width=120)
+    assert "·It ran fas…" in matrix and "·Then it sl…" in matrix and "·The end." in matrix
+    summary = shown(out, width=100, summary=True)
+    assert "▸ It ran fast." in summary and "▸ Then it slept." in summary and "▸ The end." in summary
+    assert "The cat sat." in summary and "%" in summary
+    narrow = shown(out, width=40)  # three units do not fit 40 columns: the summary instead
+    assert "▸ Then it slept." in narrow and "Share of |attribution|" in narrow

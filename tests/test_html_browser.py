@@ -314,7 +314,7 @@ def test_per_step_scale_and_bars(open_page) -> None:
     bars = page.eval_on_selector_all(".ga-step", "els => els.map(e => getComputedStyle(e).backgroundSize)")
     assert [b.split(",")[0].split()[0] for b in bars] == ["93%", "61%", "20%"]  # probability
     page.select_option(".ga-bars", "none")
-    assert page.eval_on_selector(".ga-step", "e => e.style.backgroundImage") == ""
+    assert page.eval_on_selector(".ga-step", "e => getComputedStyle(e).backgroundImage") == "none"
     opened.assert_clean()
 
 

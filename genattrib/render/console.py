@@ -3,8 +3,10 @@
 For each sequence: a title, the score matrix (source tokens down, explained tokens across,
 split into blocks that fit the width), the step scores under it, and a legend with the colour
 ramp, the method and the attributed function. Outputs with more than
-:data:`MAX_MATRIX_COLUMNS` explained steps get a compact text view instead (``view="matrix"``
-forces the matrix); ``step=k`` shows the source text of one step coloured by its scores;
+:data:`MAX_MATRIX_COLUMNS` explained steps, and unit-level results whose units do not fit the
+width, get the text and a per-unit summary instead: each generated sentence (or unit) with the
+source sentences it drew on most (:func:`too_long`; ``view="matrix"`` forces the matrix,
+``view="compact"`` gives the text alone); ``step=k`` shows the source text of one step coloured by its scores;
 ``summary=True`` lists, per generated sentence, the source sentences that mattered most
 (:mod:`genattrib.render.summary`).
 
@@ -24,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.constrain import Constrain
 from rich.text import Text
@@ -32,12 +35,12 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import ColorScale, NumberFormat
-from genattrib.render.matrix import matrix_blocks
+from genattrib.render.matrix import HEADER_MAX_WIDTH, LABEL_MAX_WIDTH, matrix_blocks, split_columns
 from genattrib.render.summary import summary_view
-from genattrib.render.text_view import compact_view, step_view
+from genattrib.render.text_view import compact_view, long_hint, step_view
 from genattrib.render.tokens import display_token
 
-__all__ = ["MAX_MATRIX_COLUMNS", "render", "show"]
+__all__ = ["MAX_MATRIX_COLUMNS", "render", "show", "too_long"]
 
 MAX_MATRIX_COLUMNS = 60
 VIEWS = ("auto", "matrix", "compact")
@@ -68,6 +71,23 @@ def _legend(out: FeatureAttributionOutput, scale: ColorScale, fmt: NumberFormat)
     legend.append(f" {fmt(hi)}{fmt.suffix}")
     legend.append("   blank: at/after the target", style="dim")
     return legend
+
+
+def too_long(seq: SequenceAttribution, width: int, digits: int = 2) -> bool:
+    """Whether ``view="auto"`` shows ``seq`` as text and a per-unit summary instead of the matrix:
+    more than :data:`MAX_MATRIX_COLUMNS` rows, or unit rows (whose headers are passages) that do
+    not fit the width in one block.
+
+    Example:
+        >>> too_long(out.sequences[0], width=80)
+        False
+    """
+    if seq.num_steps > MAX_MATRIX_COLUMNS:
+        return True
+    if not seq.is_unit_level:
+        return False
+    widths = [max(cell_len(display_token(t, HEADER_MAX_WIDTH)), digits + 4) for t in seq.target_tokens]
+    return len(split_columns(widths, width, LABEL_MAX_WIDTH)) > 1
 
 
 def _check_view(view: str) -> None:
@@ -117,8 +137,12 @@ def render(
         elif step is not None:
             items.extend(step_view(seq, step, scale, fmt, digits=digits, index=index))
             items.append(_legend(out, scale, fmt))
-        elif view == "compact" or (view == "auto" and seq.num_steps > MAX_MATRIX_COLUMNS):
+        elif view == "compact":
             items.extend(compact_view(seq, digits=digits))
+        elif view == "auto" and too_long(seq, width, digits):
+            items.extend(compact_view(seq, digits=digits, hint=False))
+            items.extend(summary_view(seq, width=width))
+            items.append(Text(long_hint(seq), style="dim"))
         else:
             items.extend(matrix_blocks(seq, scale, fmt, width=width, step_scores=step_scores, digits=digits))
             items.append(_legend(out, scale, fmt))
@@ -144,7 +168,8 @@ def show(
     Args:
         console: where to print; a new :class:`rich.console.Console` by default.
         step: show only explained step ``step`` (row of ``scores``) as coloured source text.
-        view: ``"auto"`` (matrix up to 60 explained steps, else compact), ``"matrix"`` or ``"compact"``.
+        view: ``"auto"`` (matrix up to 60 explained steps and unit rows that fit, else the text and
+            a per-unit summary), ``"matrix"`` or ``"compact"`` (the text alone).
         step_scores: add the step-score rows (e.g. probability) under the matrix.
         max_width: cap on the width used (defaults to the console width).
         digits: decimals shown per score.

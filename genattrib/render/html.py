@@ -8,8 +8,12 @@ with ``textContent``; the little HTML written here (titles, the sequence selecto
 provenance panel) is escaped.
 
 Views: the text as written (hover, focus or click a generated token to shade its sources;
-←/→ move between generated tokens), the heatmap on a ``<canvas>``, the step scores as a bar
-under each generated token, and the provenance panel.
+j/k or ←/→ move between them; a search box finds text), an outline of the units (sentences, or
+the rows of a unit-level result) with their top source words, the heatmap on a ``<canvas>``, the
+step scores as a bar under each generated token, and the provenance panel. A switch reads the
+result by tokens or by sentences (sentence rows summed from token rows; or, for a unit-level
+result, its units over the sentences of the text). Long results keep the top ``k`` sources per
+row, 8-bit quantised (:mod:`genattrib.render.html_rows`), and the page says so.
 
 Example:
     >>> out.save_html("paris.html")
@@ -81,8 +85,34 @@ def _sequence_selector(out: FeatureAttributionOutput, uid: str) -> str:
 
 
 NORM_LABEL = "scale each step to its own maximum"
-TEXT_HINT = "hover or focus a generated token to shade what it drew on · ←/→ move · click or Enter pins · Esc releases"
+TEXT_HINT = (
+    "hover, focus or click a generated token (or unit) to shade what it drew on · j/k or ←/→ move · "
+    "Home/End · click or Enter pins · Esc releases · / finds · u switches level"
+)
 MATRIX_HINT = "rows: generated tokens · columns: source tokens · click a row to pin its step"
+OUTLINE_HINT = "click a unit to shade what it drew on"
+ASSETS = ("paint.js", "decode.js", "heatmap.js", "reader.js", "viewer.js")  # joined in this order
+
+
+def _levels(uid: str) -> str:
+    """The level switch: the result's own rows, or units (sentences)."""
+    radios = "".join(
+        f'<label><input type="radio" class="ga-level" name="{uid}-level" value="{value}"{checked}> {label}</label>'
+        for value, label, checked in (("token", "tokens", " checked"), ("unit", "sentences", ""))
+    )
+    return (
+        f'<span class="ga-control ga-levels" role="radiogroup"><span class="ga-level-what">Rows</span> {radios}</span>'
+    )
+
+
+def _find(uid: str) -> str:
+    return (
+        f'<div class="ga-find"><input type="search" class="ga-search" id="{uid}-find" placeholder="Find in the text" '
+        'aria-label="find in the text" autocomplete="off">'
+        '<button type="button" class="ga-prev" aria-label="previous match">&#8593;</button>'
+        '<button type="button" class="ga-next" aria-label="next match">&#8595;</button>'
+        '<span class="ga-count" aria-live="polite"></span></div>'
+    )
 
 
 def _body(out: FeatureAttributionOutput, uid: str, title: str) -> str:
@@ -90,16 +120,24 @@ def _body(out: FeatureAttributionOutput, uid: str, title: str) -> str:
     return f"""<div class="genattrib" id="{uid}">
 <header class="ga-head"><h2 class="ga-title">{escape(title)}</h2>
 <div class="ga-controls">{_sequence_selector(out, uid)}
+{_levels(uid)}
 <label class="ga-control" hidden>Bars <select class="ga-bars" id="{uid}-bars"></select></label>
 <label class="ga-control"><input type="checkbox" class="ga-norm" id="{uid}-norm"> {NORM_LABEL}</label>
 </div></header>
 <p class="ga-nojs">The interactive view needs JavaScript (in a notebook: trust it, or open the saved page).</p>
 <p class="ga-summary"></p>
+<div class="ga-notes" hidden></div>
 <div class="ga-legend"></div>
-<section class="ga-panel"><h3>Text <span class="ga-hint">{TEXT_HINT}</span></h3>
+<div class="ga-reader">
+<section class="ga-panel ga-outline-panel" hidden><h3>Outline <span class="ga-hint">{OUTLINE_HINT}</span></h3>
+<p class="ga-outline-head"></p><ol class="ga-outline"></ol></section>
+<section class="ga-panel ga-text-panel"><h3>Text <span class="ga-hint">{TEXT_HINT}</span></h3>
+{_find(uid)}
 <div class="ga-text" role="group" aria-label="tokens"></div>
 <div class="ga-status" aria-live="polite"></div></section>
-<section class="ga-panel"><h3>Matrix <span class="ga-hint">{MATRIX_HINT}</span></h3>
+</div>
+<section class="ga-panel"><h3>Matrix <span class="ga-hint">{MATRIX_HINT}</span>
+<span class="ga-hint ga-matrix-note"></span></h3>
 <div class="ga-matrix"><canvas class="ga-canvas"></canvas><canvas class="ga-overlay"></canvas></div>
 <div class="ga-readout">&#8203;</div></section>
 <details class="ga-panel ga-prov" open><summary>Provenance</summary>{provenance_table(out.provenance)}</details>
@@ -114,6 +152,7 @@ def to_html(
     title: str | None = None,
     element_id: str | None = None,
     compress: bool | None = None,
+    top_k: int | str | None = "auto",
 ) -> str:
     """The page (or, with ``embedded=True``, a fragment for notebooks) showing ``out``.
 
@@ -124,6 +163,9 @@ def to_html(
         element_id: id of the root element (default: ``"genattrib"`` for a page, a random id
             for a fragment); letters, digits, ``-`` and ``_``.
         compress: zlib-compress the scores (default: only matrices above 64 KiB of float16).
+        top_k: ``"auto"`` keeps the scores exact (float16) up to 5,000,000 cells per matrix and
+            above that only the 64 largest ``|score|`` per row, 8-bit quantised (the page says
+            so); an int keeps that many per row; ``None`` always keeps every score.
 
     Example:
         >>> page = to_html(out, title="Paris")
@@ -133,10 +175,13 @@ def to_html(
     if element_id is None:
         element_id = "ga-" + secrets.token_hex(6) if embedded else "genattrib"
     uid = _check_id(element_id)
+    if top_k not in ("auto", None) and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InvalidArgumentError("top_k", f"top_k={top_k!r} keeps no source", "pass 'auto', None or an int >= 1")
     title = _default_title(out) if title is None else str(title)
-    data = script_json(output_payload(out, compress=compress))
+    data = script_json(output_payload(out, compress=compress, top_k=top_k))
     style = _asset("viewer.css")
-    script = f'(function () {{\n"use strict";\n{_asset("viewer.js")}\nmount(document.getElementById("{uid}"));\n}})();'
+    code = "\n".join(_asset(name) for name in ASSETS)
+    script = f'(function () {{\n"use strict";\n{code}\nmount(document.getElementById("{uid}"));\n}})();'
     fragment = (
         f"<style>{style}</style>\n{_body(out, uid, title)}\n"
         f'<script type="application/json" class="ga-data" id="{uid}-data">{data}</script>\n'

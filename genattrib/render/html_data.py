@@ -1,11 +1,10 @@
-"""The data block of an HTML page: scores as float16 in base64, tokens as safe JSON.
+"""The data block of an HTML page: tokens as safe JSON, scores as base64 (html_rows.py).
 
-Each sequence's score matrix is divided by a power of two (so the largest finite ``|score|``
-lies in ``[0.5, 1)`` and float16 keeps full relative precision whatever the magnitude), cast to
-float16 little-endian and base64-encoded. Large matrices are stored as two byte planes (all low
-bytes, then all high bytes) compressed with zlib before base64: the NaN half of the matrix and
-the repetitive exponent bytes then cost almost nothing. Step scores are float32 (ranks can
-exceed float16's range). NaN and infinities survive both codecs.
+Each sequence's scores are exact float16 (base64, zlib for large matrices), or, for matrices
+too big for a page, the top ``k`` sources per row, 8-bit quantised; the page then says so
+(:mod:`genattrib.render.html_rows`). Step scores are float32 (ranks can exceed float16's range).
+With the scores come the outline's units and sums over the sentences of the text
+(:mod:`genattrib.render.units`).
 
 The JSON is safe inside ``<script type="application/json">``: ``<``, ``>``, ``&``, U+2028/9 and
 lone surrogates are written as ``\\uXXXX`` escapes, so no token can close the script element or
@@ -26,16 +25,24 @@ import base64
 import json
 import math
 import re
-import zlib
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import BLUE, ORANGE, WHITE, ColorScale
+from genattrib.render.html_rows import (
+    COMPRESS_ABOVE_BYTES,
+    SUMS_DENSE_MAX_CELLS,
+    decode_scores,
+    encode_matrix,
+    encode_scores,
+)
+from genattrib.render.units import CHUNK_ROWS, group_sums, outline_units, top_sources, unit_scores
 
 __all__ = [
     "COMPRESS_ABOVE_BYTES",
@@ -48,8 +55,7 @@ __all__ = [
     "sequence_payload",
 ]
 
-FORMAT = "genattrib-html/1"
-COMPRESS_ABOVE_BYTES = 64 * 1024  # smaller matrices stay plain float16 (readable by any browser)
+FORMAT = "genattrib-html/2"  # 2: top-k codec, outline units, sentence sums
 _UNSAFE_IN_SCRIPT = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 
 
@@ -62,60 +68,6 @@ def script_json(value: Any) -> str:
     """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return _UNSAFE_IN_SCRIPT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _scale_exponent(values: np.ndarray) -> int:
-    """``e`` such that every finite ``|value| / 2**e`` is below 1 (0 when there is none)."""
-    finite = np.abs(values[np.isfinite(values)])
-    top = float(finite.max()) if finite.size else 0.0
-    return math.frexp(top)[1] if top > 0 else 0
-
-
-def encode_scores(scores: Tensor, *, compress: bool | None = None) -> dict[str, Any]:
-    """``{"codec", "shape", "exp", "data"}`` for a 2-D score matrix (see the module docstring).
-
-    ``compress=None`` compresses when the float16 bytes exceed :data:`COMPRESS_ABOVE_BYTES`.
-
-    Example:
-        >>> encode_scores(torch.zeros(2, 3))["exp"]
-        0
-    """
-    values = scores.detach().to("cpu", torch.float64).numpy()
-    exp = _scale_exponent(values)
-    half = np.ldexp(values, -exp).astype("<f2")
-    raw = half.tobytes()
-    if compress is None:
-        compress = len(raw) > COMPRESS_ABOVE_BYTES
-    if compress:
-        planes = np.ascontiguousarray(half.reshape(-1).view(np.uint8).reshape(-1, 2).T)
-        codec, payload = "f16le-planes-zlib", zlib.compress(planes.tobytes(), 6)
-    else:
-        codec, payload = "f16le", raw
-    return {
-        "codec": codec,
-        "shape": [int(d) for d in values.shape],
-        "exp": exp,
-        "data": base64.b64encode(payload).decode("ascii"),
-    }
-
-
-def decode_scores(spec: dict[str, Any]) -> np.ndarray:
-    """The matrix stored by :func:`encode_scores` (float64; what the page's script reads).
-
-    Example:
-        >>> decode_scores(encode_scores(torch.tensor([[0.25, -3.0]]), compress=True)).tolist()
-        [[0.25, -3.0]]
-    """
-    payload = base64.b64decode(spec["data"])
-    count = int(np.prod(spec["shape"]))
-    if spec["codec"] == "f16le-planes-zlib":
-        planes = np.frombuffer(zlib.decompress(payload), dtype=np.uint8).reshape(2, count)
-        half = np.ascontiguousarray(planes.T).view("<f2").reshape(-1)
-    elif spec["codec"] == "f16le":
-        half = np.frombuffer(payload, dtype="<f2")
-    else:
-        raise ValueError(f"unknown score codec {spec['codec']!r}")
-    return np.ldexp(half.astype(np.float64), int(spec["exp"])).reshape(spec["shape"])
 
 
 def _encode_step_scores(values: Tensor) -> str:
@@ -138,40 +90,121 @@ def _runs(labels: list[str]) -> list[list[Any]]:
     return [[i, label] for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label]
 
 
-def sequence_payload(seq: SequenceAttribution, *, compress: bool | None = None) -> dict[str, Any]:
+def _scale(values: Tensor) -> dict[str, Any]:
+    """``{"kind", "vmax"}`` of :class:`ColorScale` for ``values``, read in row chunks."""
+    lo, hi = math.inf, -math.inf
+    for r0 in range(0, values.shape[0], CHUNK_ROWS):
+        chunk = values[r0 : r0 + CHUNK_ROWS].detach().float()
+        if chunk.numel():
+            inf = math.inf
+            lo = min(lo, float(chunk.nan_to_num(nan=inf, posinf=inf, neginf=inf).min()))
+            hi = max(hi, float(chunk.nan_to_num(nan=-inf, posinf=-inf, neginf=-inf).max()))
+    scale = ColorScale.fit(torch.tensor([lo, hi] if lo <= hi else [], dtype=torch.float64))
+    return {"kind": scale.kind, "vmax": scale.vmax if math.isfinite(scale.vmax) else 0.0}
+
+
+def _unit_name(seq: SequenceAttribution, explain: str) -> str:
+    """What one outline unit is called: ``"sentence"`` for token-level results, else the unit."""
+    if not seq.is_unit_level:
+        return "sentence"
+    return explain[:-1] if explain.endswith("s") and explain != "tokens" else "unit"
+
+
+def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str) -> list[str]:
+    """Visible notes on what the page leaves out or rounds for this sequence."""
+    n = len(seq.tokens)
+    row = unit if seq.is_unit_level else "generated token"
+    names = {"scores": f"{row} rows over tokens", "unit_scores": f"{unit} rows over tokens"}
+    names["group_scores"] = f"{unit} rows over source sentences"
+    cut = [(names[key], spec["k"]) for key, spec in specs.items() if spec["codec"] == "topk-q8-zlib"]
+    if not cut:
+        return []
+    kept = "; ".join(f"{what}: top {k}" for what, k in cut)
+    notes = [
+        f"Showing the top-k sources per row by |score| ({kept}; {n:,} tokens in all). The |score| "
+        "of the sources left out is given per row. Scores quantised to 8 bits per row."
+    ]
+    if specs["scores"]["codec"] == "topk-q8-zlib":
+        instead = (
+            "no heatmap is drawn."
+            if specs["group_scores"]["codec"] == "topk-q8-zlib"
+            else f"the matrix shows {unit}s × source sentences instead."
+        )
+        notes.append(f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big to draw: {instead}")
+    return notes
+
+
+def sequence_payload(
+    seq: SequenceAttribution, *, compress: bool | None = None, top_k: int | str | None = "auto", explain: str = "tokens"
+) -> dict[str, Any]:
     """Everything the page's script needs about one sequence (JSON-serialisable).
 
+    Besides the tokens and scores: the outline's units (:mod:`genattrib.render.units`) with their
+    top source words, the sentence starts of the text and every unit's row summed over those
+    sentences. A token-level result's sentence rows (sums of its token rows) are stored only when
+    the token rows are top-k; the page sums exact rows itself.
+
     Example:
-        >>> sequence_payload(out.sequences[0])["scale"]
+        >>> entry = sequence_payload(out.sequences[0])
+        >>> entry["scale"]
         {'kind': 'sequential', 'vmax': ...}
+        >>> entry["units"]["name"], entry["units"]["spans"]
+        ('sentence', [[6, 9]])
     """
-    scale = ColorScale.fit(seq.scores.detach().float().cpu())
     mask = seq.special_mask.tolist() if seq.special_mask is not None else []
     step_scores = {
         str(name): _encode_step_scores(values)
         for name, values in seq.step_scores.items()
         if values.ndim == 1 and values.shape[0] == seq.num_steps
     }
+    units = outline_units(seq)
+    rows = unit_scores(seq, units)
+    starts = sentence_starts(seq)
+    sums = group_sums(rows, units.limits, starts)
+    specs = {
+        "scores": encode_matrix(seq.scores, top_k=top_k, compress=compress),
+        "group_scores": encode_matrix(sums, top_k=top_k, compress=compress, dense_max=SUMS_DENSE_MAX_CELLS),
+    }
+    if units.merged and specs["scores"]["codec"] == "topk-q8-zlib":  # else the page sums the exact rows itself
+        specs["unit_scores"] = encode_matrix(rows, top_k=specs["scores"]["k"])
+    name = _unit_name(seq, explain)
     return {
         "tokens": [str(t) for t in seq.tokens],
         "prompt_length": seq.prompt_length,
         "step_start": seq.step_start,
         "steps": seq.num_steps,
+        "spans": [list(span) for span in seq.target_spans] if seq.target_spans is not None else None,
         "special": [i for i, special in enumerate(mask) if special],
         "roles": _runs(list(seq.token_roles)) if seq.token_roles is not None else None,
         "generated_text": seq.generated_text,
-        "scale": {"kind": scale.kind, "vmax": scale.vmax if math.isfinite(scale.vmax) else 0.0},
-        "scores": encode_scores(seq.scores, compress=compress),
+        "scale": _scale(seq.scores),
+        "scores": specs["scores"],
         "step_scores": step_scores,
+        "units": {
+            "name": name,
+            "spans": [list(span) for span in units.spans],
+            "rows": [list(r) for r in units.rows],
+            "limits": units.limits,
+            "merged": units.merged,
+            "top": [[list(source) for source in sources] for sources in top_sources(seq, rows, units.limits)],
+        },
+        "unit_scores": specs.get("unit_scores"),
+        "unit_scale": _scale(rows) if units.merged else None,
+        "groups": starts,
+        "group_scores": specs["group_scores"],
+        "group_scale": _scale(sums),
+        "notes": _notes(seq, specs, name),
     }
 
 
-def output_payload(out: FeatureAttributionOutput, *, compress: bool | None = None) -> dict[str, Any]:
+def output_payload(
+    out: FeatureAttributionOutput, *, compress: bool | None = None, top_k: int | str | None = "auto"
+) -> dict[str, Any]:
     """The whole data block: colours, method names and every sequence.
 
     Example:
         >>> output_payload(out)["format"]
-        'genattrib-html/1'
+        'genattrib-html/2'
     """
     prov = out.provenance
     return {
@@ -179,5 +212,8 @@ def output_payload(out: FeatureAttributionOutput, *, compress: bool | None = Non
         "colors": {"negative": list(BLUE), "zero": list(WHITE), "positive": list(ORANGE)},
         "method": prov.method,
         "attributed_fn": prov.attributed_fn,
-        "sequences": [sequence_payload(seq, compress=compress) for seq in out.sequences],
+        "explain": prov.explain,
+        "sequences": [
+            sequence_payload(seq, compress=compress, top_k=top_k, explain=prov.explain) for seq in out.sequences
+        ],
     }

@@ -135,5 +135,5 @@ def matrix_blocks(
         row.label.truncate(label_width, overflow="ellipsis")
     blocks = split_columns(widths, width, label_width)
     # rows at or after a block's last target are blank in that block: leave them out
-    first = seq.target_positions[0]
-    return [_block_table(headers, rows[: first + cols[-1]], extra, cols, label_width, widths) for cols in blocks]
+    targets = seq.target_positions
+    return [_block_table(headers, rows[: targets[cols[-1]]], extra, cols, label_width, widths) for cols in blocks]

@@ -2,7 +2,8 @@
 
 A source sentence's share for a generated sentence is its part of the total ``|score|`` that the
 sentence's explained tokens give to all sources before them (NaN ignored). The generated
-sentence's own earlier tokens count as a source ("same sentence"). Sentences made only of
+sentence's own earlier tokens count as a source ("same sentence"). A unit-level result
+(``explain="sentences"``, ...) is summarised per row: each unit with its top source sentences. Sentences made only of
 special tokens or blank text are left out, as sources and as generated sentences. Sentences are split as in
 :func:`~genattrib.aggregation.boundaries.sentence_starts`.
 
@@ -16,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from rich.console import RenderableType
@@ -23,10 +25,10 @@ from rich.text import Text
 
 from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.aggregation.merge import group_role, runs_from_starts
-from genattrib.aggregation.segments import reduce_runs
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.tokens import display_token
+from genattrib.render.units import group_sums, outline_units, unit_scores
 
 __all__ = ["SentenceSummary", "SourceShare", "summarize", "summary_view"]
 
@@ -53,7 +55,8 @@ class SentenceSummary:
 
 
 def summarize(seq: SequenceAttribution, top: int = TOP) -> list[SentenceSummary]:
-    """The top-``top`` source sentences of every generated sentence with explained tokens.
+    """The top-``top`` source sentences of every unit: a generated sentence with explained tokens
+    (token-level result), or a row (unit-level result, e.g. ``explain="sentences"``).
 
     Example:
         >>> seq = model.attribute(prompt, target=" Paris. It is big.").sequences[0]
@@ -63,35 +66,34 @@ def summarize(seq: SequenceAttribution, top: int = TOP) -> list[SentenceSummary]
     if top < 1:
         raise InvalidArgumentError("top", f"top={top} shows no sources", "pass top >= 1")
     n = len(seq.tokens)
-    runs = runs_from_starts(sentence_starts(seq), n)
-    if seq.num_steps == 0 or not runs:
+    units = outline_units(seq)
+    if seq.num_steps == 0 or not len(units):
         return []
-    size = seq.scores.detach().float().cpu().abs()
-    mass = reduce_runs(size.masked_fill(size.isnan(), 0.0), runs, 1, "sum")  # [steps, sentences]
+    starts = sentence_starts(seq)
+    runs = runs_from_starts(starts, n)
+    mass = group_sums(unit_scores(seq, units, absolute=True), units.limits, starts).nan_to_num(0.0)
     special = seq.special_mask.tolist() if seq.special_mask is not None else [False] * n
     texts = ["".join(seq.tokens[a:b]) for a, b in runs]
     content = [bool(t.strip()) and not all(special[a:b]) for t, (a, b) in zip(texts, runs)]
-    first = seq.prompt_length + seq.step_start
     summaries = []
-    for g, (a, b) in enumerate(runs):
-        rows = range(max(a, first) - first, min(b, first + seq.num_steps) - first)
-        if len(rows) == 0 or not content[g]:
+    for u, (a, b) in enumerate(units.spans):
+        if not "".join(seq.tokens[a:b]).strip() or all(special[a:b]):
             continue
-        totals = mass[rows.start : rows.stop].sum(0)
-        candidates = [h for h in range(g + 1) if content[h] and float(totals[h]) > 0]
-        whole = sum(float(totals[h]) for h in candidates)
-        ranked = sorted(candidates, key=lambda h: -float(totals[h]))[:top]
+        own = bisect.bisect_right(starts, a) - 1  # the sentence holding the unit's first token
+        totals = mass[u].tolist()
+        candidates = [h for h in range(len(runs)) if content[h] and totals[h] > 0]
+        whole = sum(totals[h] for h in candidates)
+        ranked = sorted(candidates, key=lambda h: -totals[h])[:top]
         sources = tuple(
             SourceShare(
                 text=texts[h],
-                share=float(totals[h]) / whole,
+                share=totals[h] / whole,
                 role=None if seq.token_roles is None else group_role(seq.token_roles[runs[h][0] : runs[h][1]]),
-                same_sentence=h == g,
+                same_sentence=h == own,
             )
             for h in ranked
         )
-        explained = "".join(seq.tokens[first + rows.start : first + rows.stop])
-        summaries.append(SentenceSummary(text=explained, sources=sources))
+        summaries.append(SentenceSummary(text="".join(seq.tokens[a:b]), sources=sources))
     return summaries
 
 

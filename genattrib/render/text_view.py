@@ -19,7 +19,7 @@ from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.colors import ColorScale, NumberFormat
 from genattrib.render.tokens import display_token, text_token
 
-__all__ = ["compact_view", "resolve_step", "step_view"]
+__all__ = ["compact_view", "long_hint", "resolve_step", "step_view"]
 
 TOP_K = 5
 PROMPT_TAIL_CELLS = 400
@@ -61,11 +61,17 @@ def step_view(
     values = seq.scores[row].detach().float().cpu().tolist()
     mask = seq.special_mask.tolist() if seq.special_mask is not None else [False] * len(seq.tokens)
     plain = NumberFormat(digits)
+    stop = seq.spans[row][1]
+    where = (
+        f" (generated token {target_pos - seq.prompt_length}, position {target_pos}): target "
+        if stop - target_pos == 1
+        else f" (positions {target_pos}-{stop - 1}): target "
+    )
     header = Text.assemble(
         ("Step ", "bold"),
         (str(row), "bold"),
-        f" (generated token {target_pos - seq.prompt_length}, position {target_pos}): target ",
-        (display_token(seq.tokens[target_pos], 40), "bold"),
+        where,
+        (display_token(seq.target_tokens[row], 40), "bold"),
         _step_score_note(seq, row, plain),
     )
     body = Text()
@@ -75,7 +81,7 @@ def step_view(
         if mask[pos]:
             style += Style(italic=True)
         body.append(text_token(seq.tokens[pos]) or "∅", style=style)
-    body.append(text_token(seq.tokens[target_pos]).rstrip("\n") or "∅", style=_TARGET_STYLE)
+    body.append(text_token(seq.target_tokens[row]).rstrip("\n") or "∅", style=_TARGET_STYLE)
     ranked = sorted((p for p in range(target_pos) if not math.isnan(values[p])), key=lambda p: -abs(values[p]))
     top = Text()
     top.append("top |score|: ", style="dim")
@@ -93,8 +99,9 @@ def _compact_scale(name: str, values: list[float]) -> ColorScale:
     return ColorScale.fit(torch.tensor(values))
 
 
-def compact_view(seq: SequenceAttribution, *, digits: int = 2) -> list[RenderableType]:
-    """Prompt (dim, tail only) then generated text coloured by a step score, plus a hint."""
+def compact_view(seq: SequenceAttribution, *, digits: int = 2, hint: bool = True) -> list[RenderableType]:
+    """Prompt (dim, tail only) then generated text coloured by a step score (every token of a unit
+    by its row's), plus a hint (``hint=False`` leaves it out)."""
     usable = {n: v for n, v in seq.step_scores.items() if v.ndim == 1 and v.shape[0] == seq.num_steps}
     name = "probability" if "probability" in usable else next(iter(usable), None)
     values = usable[name].detach().float().cpu().tolist() if name else []
@@ -104,9 +111,9 @@ def compact_view(seq: SequenceAttribution, *, digits: int = 2) -> list[Renderabl
         prompt = "…" + prompt[-PROMPT_TAIL_CELLS:]
     body = Text()
     body.append(prompt, style="dim")
-    first = seq.prompt_length + seq.step_start
+    row_at = {pos: j for j, (a, b) in enumerate(seq.spans) for pos in range(a, b)}
     for pos in range(seq.prompt_length, len(seq.tokens)):
-        row = pos - first
+        row = row_at.get(pos, -1)
         explained = scale is not None and 0 <= row < len(values) and not math.isnan(values[row])
         style = scale.style(values[row]) if explained and scale is not None else Style()
         body.append(text_token(seq.tokens[pos]) or "∅", style=style)
@@ -116,9 +123,21 @@ def compact_view(seq: SequenceAttribution, *, digits: int = 2) -> list[Renderabl
         plain = NumberFormat(digits)
         legend = Text.assemble(("colour: ", "dim"), (name, "bold"), f"  {plain(lo)} ", scale.ramp(), f" {plain(hi)}")
         lines.append(legend)
-    hint = (
-        f"{seq.num_steps} explained steps are too many columns for a readable matrix; "
-        "use show(step=k) for the source scores of step k, or show(view='matrix') for the full table."
-    )
-    lines.append(Text(hint, style="dim"))
+    if hint:
+        lines.append(Text(long_hint(seq), style="dim"))
     return lines
+
+
+def long_hint(seq: SequenceAttribution) -> str:
+    """What to call for the details of a result too long for the matrix.
+
+    Example:
+        >>> print(long_hint(out.sequences[0]))
+        3 explained steps are too many columns for a readable matrix; use show(step=k) ...
+    """
+    rows = "units" if seq.is_unit_level else "steps"
+    return (
+        f"{seq.num_steps} explained {rows} are too many columns for a readable matrix; "
+        "use show(step=k) for the source scores of row k, show(summary=True) for the summary alone, "
+        "or show(view='matrix') for the full table."
+    )

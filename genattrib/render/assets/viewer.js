@@ -1,284 +1,150 @@
-/* genattrib HTML viewer, inlined into every page by genattrib/render/html.py, which wraps this
- * file in a function and calls mount(root). It reads the JSON data block "<root id>-data" and
- * draws the text view, the step-score bars, the legend and the matrix (on a canvas).
- * Token text only ever reaches the page through textContent or canvas fillText: nothing here
- * turns strings into HTML. No globals, no network: everything lives inside mount(). */
+/* genattrib HTML viewer, part 5 of 5: mount(root) reads the JSON data block "<root id>-data" and
+ * draws the text (shaded by the picked row), the outline, the step-score bars, the legend and
+ * the heatmap. Rows are picked at one of two levels (decode.js): "token" (the result's own rows
+ * over source tokens) or "unit" (sentence rows of a token-level result over source tokens, or the
+ * unit rows of a unit-level result over source sentences). No globals, no network. */
 
 const TOP_K = 5;
-const MAX_CELL = 26;             // largest matrix cell (CSS px)
-const LABEL_MIN_CELL = 13;       // matrix cells at least this big get token labels
-const MATRIX_MIN_HEIGHT = 160;   // short matrices are stretched to at least this height
-const MATRIX_MAX_HEIGHT = 1200;  // tall matrices are squeezed to at most this height
-const LUT_HALF = 256;            // colour levels on each side of zero
-const NAN_IN_PREFIX = [224, 224, 224];
-const BAR_COLOR = "rgba(31, 35, 40, 0.78)";
-const BAR_TRACK = "rgba(31, 35, 40, 0.12)";
-const LABEL_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
 
-// ---- decoding the data block -----------------------------------------------------------
-function base64Bytes(text) {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
-
-async function inflate(bytes) {
-  if (typeof DecompressionStream === "undefined") {
-    throw new Error("this browser cannot decompress the scores (no DecompressionStream); use a recent browser");
-  }
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
-function halfTable() {  // float16 bit pattern -> value
-  const table = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-    if (exp === 0) table[h] = sign * frac * 2 ** -24;
-    else if (exp === 31) table[h] = frac ? NaN : sign * Infinity;
-    else table[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return table;
-}
-
-async function decodeScores(spec, table) {
-  const count = spec.shape[0] * spec.shape[1];
-  const out = new Float32Array(count);
-  const factor = 2 ** spec.exp;
-  let bytes = base64Bytes(spec.data);
-  if (spec.codec === "f16le-planes-zlib") {
-    bytes = await inflate(bytes);
-    for (let i = 0; i < count; i++) out[i] = table[bytes[i] | (bytes[count + i] << 8)] * factor;
-  } else if (spec.codec === "f16le") {
-    for (let i = 0; i < count; i++) out[i] = table[bytes[2 * i] | (bytes[2 * i + 1] << 8)] * factor;
-  } else {
-    throw new Error("unknown score codec " + spec.codec);
-  }
-  return out;
-}
-
-function decodeFloat32(text) {
-  const bytes = base64Bytes(text);
-  const view = new DataView(bytes.buffer);
-  const out = new Float32Array(bytes.length / 4);
-  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(4 * i, true);
-  return out;
-}
-
-function expandRuns(runs, n) {
-  if (!runs) return null;
-  const labels = new Array(n);
-  runs.forEach(([start, label], r) => {
-    const stop = r + 1 < runs.length ? runs[r + 1][0] : n;
-    for (let i = start; i < stop; i++) labels[i] = label;
-  });
-  return labels;
-}
-
-async function loadSequence(raw, table) {
-  const n = raw.tokens.length, k = raw.steps;
-  const special = new Uint8Array(n);
-  raw.special.forEach((i) => { special[i] = 1; });
-  const stepScores = {};
-  for (const [name, data] of Object.entries(raw.step_scores)) stepScores[name] = decodeFloat32(data);
-  const scores = await decodeScores(raw.scores, table);
-  const rowMax = new Float32Array(k);
-  for (let j = 0; j < k; j++) {
-    let top = 0;
-    for (let i = j * n, end = i + raw.prompt_length + raw.step_start + j; i < end; i++) {
-      const a = Math.abs(scores[i]);
-      if (a > top && a !== Infinity) top = a;
-    }
-    rowMax[j] = top;
-  }
-  return {
-    tokens: raw.tokens, n, steps: k, promptLength: raw.prompt_length, first: raw.prompt_length + raw.step_start,
-    scores, rowMax, special, roles: expandRuns(raw.roles, n), stepScores, kind: raw.scale.kind,
-    vmax: raw.scale.vmax, generatedText: raw.generated_text,
-  };
-}
-
-// ---- colours and text ------------------------------------------------------------------
-function mix(a, b, t) {
-  return [0, 1, 2].map((c) => Math.round(a[c] + (b[c] - a[c]) * t));
-}
-
-function colorTable(kind, colors) {  // LUT over t = score / vmax in [-1, 1], as colors.py
-  const lut = new Uint8Array((2 * LUT_HALF + 1) * 3);
-  for (let q = -LUT_HALF; q <= LUT_HALF; q++) {
-    const t = q / LUT_HALF;
-    let rgb = colors.zero;
-    if (t > 0 && kind !== "sequential_negative") rgb = mix(colors.zero, colors.positive, t);
-    if (t < 0 && kind !== "sequential") rgb = mix(colors.zero, colors.negative, -t);
-    lut.set(rgb, (q + LUT_HALF) * 3);
-  }
-  return lut;
-}
-
-function lutIndex(value, vmax) {  // -1 for NaN (no colour)
-  if (Number.isNaN(value)) return -1;
-  if (!(vmax > 0)) return LUT_HALF * 3;
-  const t = Math.max(-1, Math.min(1, value / vmax));
-  return (Math.round(t * LUT_HALF) + LUT_HALF) * 3;
-}
-
-function cssColor(lut, at) {
-  return "rgb(" + lut[at] + ", " + lut[at + 1] + ", " + lut[at + 2] + ")";
-}
-
-function textColor(lut, at) {
-  return 0.2126 * lut[at] + 0.7152 * lut[at + 1] + 0.0722 * lut[at + 2] > 140 ? "" : "#ffffff";
-}
-
-function fmt(value) {
-  if (Number.isNaN(value)) return "NaN";
-  if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
-  const a = Math.abs(value);
-  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return value.toExponential(2);
-  return String(Number(value.toPrecision(3)));
-}
-
-function visibleChar(c) {
-  if (c === "\n") return "\u23ce\n";
-  if (c === "\t") return "\u21e5\t";
-  if (c === "\r") return "\u240d";
-  const code = c.charCodeAt(0);
-  if (code < 0x20) return String.fromCharCode(0x2400 + code);
-  if (code === 0x7f) return "\u2421";
-  return c;
-}
-
-function runningText(token) {  // a token inside the running text: real spaces, visible controls
-  if (token === "") return "\u2205";
-  return Array.from(token, visibleChar).join("");
-}
-
-function labelText(token, max) {  // a token on its own: spaces as "·", no line breaks
-  if (token === "") return "\u2205";
-  const chars = Array.from(token, (c) => (c === " " ? "\u00b7" : visibleChar(c).replace(/[\n\t]$/, "")));
-  return chars.length > max ? chars.slice(0, max - 1).join("") + "\u2026" : chars.join("");
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-// ---- the viewer ------------------------------------------------------------------------
 function mount(root) {
-  const started = performance.now();
+  const started = performance.now(), q = (selector) => root.querySelector(selector);
   const parts = {
-    nojs: root.querySelector(".ga-nojs"), summary: root.querySelector(".ga-summary"),
-    legend: root.querySelector(".ga-legend"), text: root.querySelector(".ga-text"),
-    status: root.querySelector(".ga-status"), matrix: root.querySelector(".ga-matrix"),
-    canvas: root.querySelector(".ga-canvas"), overlay: root.querySelector(".ga-overlay"),
-    readout: root.querySelector(".ga-readout"), tip: root.querySelector(".ga-tip"),
-    seqSelect: root.querySelector(".ga-seq"), barsSelect: root.querySelector(".ga-bars"),
-    norm: root.querySelector(".ga-norm"),
+    nojs: q(".ga-nojs"), summary: q(".ga-summary"), notes: q(".ga-notes"), legend: q(".ga-legend"),
+    text: q(".ga-text"), status: q(".ga-status"), matrix: q(".ga-matrix"), canvas: q(".ga-canvas"),
+    overlay: q(".ga-overlay"), readout: q(".ga-readout"), tip: q(".ga-tip"), seqSelect: q(".ga-seq"),
+    barsSelect: q(".ga-bars"), norm: q(".ga-norm"), levels: q(".ga-levels"), levelWhat: q(".ga-level-what"),
+    reader: q(".ga-reader"), outlinePanel: q(".ga-outline-panel"), outlineHead: q(".ga-outline-head"),
+    matrixNote: q(".ga-matrix-note"), input: q(".ga-search"), prev: q(".ga-prev"), next: q(".ga-next"), count: q(".ga-count"),
   };
   const data = JSON.parse(document.getElementById(root.id + "-data").textContent);
-  const table = halfTable();
-  const cache = new Map();
-  const state = {
-    seq: null, step: 0, pinned: false, perStep: false, bars: null, spans: [], lut: null,
-    image: null, layout: null, width: 0,
-  };
+  const table = halfTable(), cache = new Map();
+  const state = { seq: null, L: null, row: 0, pinned: false, perStep: false, bars: null, nodes: [], lut: null, shown: null, tabbed: null };
+  const heat = makeHeatmap(parts, pickFromHeatmap);
+  const outline = makeOutline(q(".ga-outline"), pickUnit);
+  const search = makeSearch(parts, { nodes: () => state.nodes, jump: jumpTo });
   parts.nojs.hidden = true;
 
-  // -- helpers on the current sequence --
   const seq = () => state.seq;
-  const targetOf = (j) => state.seq.first + j;
-  const stepOf = (pos) => pos - state.seq.first;
-  const explained = (pos) => stepOf(pos) >= 0 && stepOf(pos) < state.seq.steps;
-  const score = (j, pos) => state.seq.scores[j * state.seq.n + pos];
-  const vmaxOf = (j) => (state.perStep ? state.seq.rowMax[j] : state.seq.vmax);
+  const clampRow = (j) => Math.max(0, Math.min(state.L.rows - 1, j));
+  const vmaxOf = (j) => (state.perStep ? state.L.rowMax[j] : state.L.scale.vmax);
+  const stepRow = (j) => (state.L.key === "token" || seq().unitLevel ? j : -1);  // rows that have step scores
+  const unitOfRow = () => (state.L.key === "token" ? state.L.unitOf[state.row] : state.row);
 
   function stepScoreText(j) {
+    if (j < 0) return "";
     return Object.entries(seq().stepScores).map(([name, values]) => name + " " + fmt(values[j])).join(" \u00b7 ");
+  }
+
+  function sourceLabel(L, c) {
+    return L.colOf ? "sentence \u201c" + clip(colText(seq(), L, c), 30) + "\u201d" : "\u201c" + labelText(seq().tokens[c], 20) + "\u201d";
   }
 
   // -- text view --
   function buildText() {
-    const s = seq(), frag = document.createDocumentFragment();
-    state.spans = new Array(s.n);
-    let role = null;
+    const s = seq(), frag = document.createDocumentFragment(), rows = s.token;
+    state.nodes = new Array(s.n);
+    let role = null, block = frag.appendChild(element("div", "ga-block"));
     for (let i = 0; i < s.n; i++) {
       const here = s.roles ? s.roles[i] : (i < s.promptLength ? "prompt" : "generated");
       if (here !== role) {
         role = here;
-        if (role !== "template" && (s.roles || role === "generated")) frag.appendChild(element("span", "ga-chip", role));
+        if (role !== "template" && (s.roles || role === "generated")) block.appendChild(element("span", "ga-chip", role));
       }
       let cls = "ga-tok";
       if (i >= s.promptLength) cls += " ga-gen";
-      if (explained(i)) cls += " ga-step";
+      if (rows.rowAt[i] >= 0) cls += " ga-step";
       if (s.special[i]) cls += " ga-special";
       if (here === "template") cls += " ga-template";
       const span = element("span", cls, runningText(s.tokens[i]));
       span.dataset.pos = String(i);
-      if (explained(i)) span.tabIndex = -1;
-      state.spans[i] = span;
-      frag.appendChild(span);
+      state.nodes[i] = span;
+      block.appendChild(span);
+      // a line ends here: later lines go to a new block, which the browser lays out only when seen
+      if (s.tokens[i].endsWith("\n") && i + 1 < s.n) block = frag.appendChild(element("div", "ga-block"));
     }
     parts.text.replaceChildren(frag);
+    state.shown = { at: new Int16Array(s.n), score: new Float64Array(s.n), flags: new Uint8Array(s.n), stale: true };
   }
 
-  function shade() {
-    const s = seq(), j = state.step, target = targetOf(j), vmax = vmaxOf(j);
+  function shade() {  // only what changed is written: a click on an 8,000-token page stays fast
+    const s = seq(), L = state.L, j = state.row, a = L.spans[2 * j], b = L.spans[2 * j + 1], lim = L.limits[j];
+    const vmax = vmaxOf(j), sh = state.shown, force = sh.stale;
+    sh.stale = false;
+    fillRow(L.mat, j, L.vals, L.kept);
     for (let i = 0; i < s.n; i++) {
-      const span = state.spans[i], st = span.style;
-      if (i < target) {
-        const v = score(j, i), at = lutIndex(v, vmax);
+      const c = L.colOf ? L.colOf[i] : i, has = i < lim && L.kept[c] === 1, v = has ? L.vals[c] : NaN;
+      const at = has ? lutIndex(v, vmax) : -1, node = state.nodes[i], st = node.style;
+      const flags = (has ? 1 : 0) | (i >= a && i < b ? 2 : 0) | (i >= b ? 4 : 0), before = sh.flags[i];
+      if (force || at !== sh.at[i]) {
         st.backgroundColor = at < 0 ? "" : cssColor(state.lut, at);
         st.color = at < 0 ? "" : textColor(state.lut, at);
-        span.dataset.score = String(v);
-      } else {
-        st.backgroundColor = "";
-        st.color = "";
-        delete span.dataset.score;
+        sh.at[i] = at;
       }
-      span.classList.toggle("ga-future", i > target);
-      span.classList.toggle("ga-target", i === target);
-      if (explained(i)) span.tabIndex = i === target ? 0 : -1;
+      if (force || (has && !Object.is(v, sh.score[i])) || (flags & 1) !== (before & 1)) {
+        if (has) node.dataset.score = String(v);
+        else delete node.dataset.score;
+        sh.score[i] = v;
+      }
+      if (force || (flags ^ before) & 2) node.classList.toggle("ga-target", !!(flags & 2));
+      if (force || (flags ^ before) & 4) node.classList.toggle("ga-future", !!(flags & 4));
+      sh.flags[i] = flags;
     }
   }
 
-  function paintBars() {
-    const s = seq(), values = state.bars ? s.stepScores[state.bars] : null;
+  function resetShown() {  // the next shade() writes every colour, score and class again
+    if (state.shown) state.shown.stale = true;
+  }
+
+  function paintBars() {  // the bar itself is drawn by CSS (.ga-bars-on .ga-step); each row sets its length
+    const s = seq(), rows = s.token, values = state.bars ? s.stepScores[state.bars] : null;
     let top = 0;
     if (values && state.bars !== "probability") values.forEach((v) => { if (Number.isFinite(v)) top = Math.max(top, Math.abs(v)); });
-    for (let j = 0; j < s.steps; j++) {
-      const st = state.spans[targetOf(j)].style;
-      if (!values) { st.backgroundImage = ""; continue; }
+    root.classList.toggle("ga-bars-on", !!values);
+    if (!values) return;
+    for (let j = 0; j < rows.rows; j++) {
       const v = values[j];
       const frac = !Number.isFinite(v) ? 0 : state.bars === "probability" ? Math.max(0, Math.min(1, v)) : top > 0 ? Math.abs(v) / top : 0;
-      st.backgroundImage = "linear-gradient(" + BAR_COLOR + ", " + BAR_COLOR + "), linear-gradient(" + BAR_TRACK + ", " + BAR_TRACK + ")";
-      st.backgroundSize = (100 * frac).toFixed(1) + "% 3px, 100% 3px";
+      const length = (100 * frac).toFixed(1) + "%";
+      for (let i = rows.spans[2 * j]; i < rows.spans[2 * j + 1]; i++) state.nodes[i].style.setProperty("--ga-bar", length);
     }
   }
 
-  function describeStep() {
-    const s = seq(), j = state.step, target = targetOf(j);
+  function describe() {
+    const s = seq(), L = state.L, j = state.row, a = L.spans[2 * j], b = L.spans[2 * j + 1];
+    fillRow(L.mat, j, L.vals, L.kept);
     const ranked = [];
-    for (let i = 0; i < target; i++) if (!Number.isNaN(score(j, i))) ranked.push(i);
-    ranked.sort((a, b) => Math.abs(score(j, b)) - Math.abs(score(j, a)));
+    let kept = 0;
+    for (let c = 0; c < L.colLimit[j]; c++) {
+      if (L.kept[c] && !Number.isNaN(L.vals[c])) { ranked.push(c); kept += Math.abs(L.vals[c]); }
+    }
+    ranked.sort((x, y) => Math.abs(L.vals[y]) - Math.abs(L.vals[x]));
+    const where = b - a === 1 ? "position " + a : "positions " + a + "\u2013" + (b - 1);
+    const steps = stepScoreText(stepRow(j));
+    let cut = "";
+    if (L.mat.sparse) {
+      const rest = L.mat.sparse.residual[j];
+      cut = " \u00b7 top " + L.mat.k + " sources kept: " + percent(kept, kept + rest) + " of |score| (the rest: " + percent(rest, kept + rest) + ")";
+    }
     parts.status.replaceChildren(
-      element("b", "", "step " + j + (state.pinned ? " (pinned, Esc releases)" : "")),
-      " \u00b7 target \u201c" + labelText(s.tokens[target], 40) + "\u201d at position " + target,
-      stepScoreText(j) ? " \u00b7 " + stepScoreText(j) : "",
-      " \u00b7 top |score|: " + ranked.slice(0, TOP_K).map((i) => "\u201c" + labelText(s.tokens[i], 20) + "\u201d " + fmt(score(j, i))).join(", "),
+      element("b", "", L.rowName + " " + j + (state.pinned ? " (pinned, Esc releases)" : "")),
+      " \u00b7 target \u201c" + clip(L.rowText(j), 60) + "\u201d at " + where, steps ? " \u00b7 " + steps : "",
+      " \u00b7 top |score|: " + ranked.slice(0, TOP_K).map((c) => sourceLabel(L, c) + " " + fmt(L.vals[c])).join(", ") + cut,
     );
   }
 
   function tipText(pos) {
-    const s = seq(), j = state.step, target = targetOf(j);
+    const s = seq(), L = state.L, j = state.row, a = L.spans[2 * j], c = L.colOf ? L.colOf[pos] : pos;
     const lines = ["\u201c" + labelText(s.tokens[pos], 40) + "\u201d \u00b7 position " + pos + (s.roles ? " \u00b7 " + s.roles[pos] : "")];
-    if (pos < target) lines.push("score for step " + j + " (\u2192 \u201c" + labelText(s.tokens[target], 20) + "\u201d): " + fmt(score(j, pos)));
-    else if (pos === target) lines.push("target of step " + j);
-    else lines.push("after the target of step " + j + ": no score");
-    if (explained(pos) && stepScoreText(stepOf(pos))) lines.push(stepScoreText(stepOf(pos)));
+    const one = L.spans[2 * j + 1] - a === 1, text = L.rowText(j);
+    const target = "\u201c" + (one ? labelText(text, 20) : clip(text, 24)) + "\u201d";
+    if (pos < L.limits[j]) {
+      const what = L.colOf ? "score of " + sourceLabel(L, c) : "score";
+      lines.push(L.kept[c] ? what + " for " + L.rowName + " " + j + " (\u2192 " + target + "): " + fmt(L.vals[c])
+        : "not among the top " + L.mat.k + " sources of " + L.rowName + " " + j + " (\u2192 " + target + ")");
+    } else if (pos >= a && pos < L.spans[2 * j + 1]) lines.push("target of " + L.rowName + " " + j);
+    else lines.push("after the target of " + L.rowName + " " + j + ": no score");
+    const own = s.token.rowAt[pos];
+    if (own >= 0 && stepScoreText(own)) lines.push(stepScoreText(own));
     return lines.join("\n");
   }
 
@@ -290,230 +156,187 @@ function mount(root) {
     parts.tip.style.top = (y + 18 + h > window.innerHeight ? y - h - 8 : y + 18) + "px";
   }
 
-  // -- legend --
   function drawLegend() {
-    const s = seq(), lut = state.lut, ramp = element("canvas", "ga-ramp");
+    const L = state.L, lut = state.lut, kind = L.scale.kind, ramp = element("canvas", "ga-ramp");
     ramp.width = 160;
     ramp.height = 12;
     const ctx = ramp.getContext("2d");
-    const lo = s.kind === "sequential" ? 0 : -1, hi = s.kind === "sequential_negative" ? 0 : 1;
+    const lo = kind === "sequential" ? 0 : -1, hi = kind === "sequential_negative" ? 0 : 1;
     for (let x = 0; x < 160; x++) {
       ctx.fillStyle = cssColor(lut, lutIndex(lo + ((hi - lo) * (x + 0.5)) / 160, 1));
       ctx.fillRect(x, 0, 1, 12);
     }
-    const top = state.perStep ? "step max" : fmt(s.vmax);
-    const low = lo < 0 ? (state.perStep ? "\u2212step max" : fmt(-s.vmax)) : "0";
-    const high = hi > 0 ? top : "0";
+    const top = state.perStep ? "step max" : fmt(L.scale.vmax);
+    const low = lo < 0 ? (state.perStep ? "\u2212step max" : fmt(-L.scale.vmax)) : "0";
     const words = { diverging: "diverging: blue negative, orange positive", sequential: "sequential: white 0 \u2192 orange", sequential_negative: "sequential: blue negative \u2192 white 0" };
     const none = element("span", "ga-swatch");
     none.style.backgroundColor = "#ffffff";
     parts.legend.replaceChildren(
-      element("span", "ga-legend-num", low), ramp, element("span", "ga-legend-num", high),
-      element("span", "", words[s.kind] + (state.perStep ? " (each step scaled to its own maximum)" : "")),
-      none, element("span", "", "no score (at or after the target)"),
+      element("span", "ga-legend-num", low), ramp, element("span", "ga-legend-num", hi > 0 ? top : "0"),
+      element("span", "", words[kind] + (state.perStep ? " (each step scaled to its own maximum)" : "")),
+      none, element("span", "", "no score (at or after the target" + (L.mat.sparse ? ", or not among the row's top " + L.mat.k : "") + ")"),
     );
   }
 
-  // -- matrix --
-  function buildImage() {
-    const s = seq(), img = element("canvas");
-    img.width = Math.max(1, s.n);
-    img.height = Math.max(1, s.steps);
-    const ctx = img.getContext("2d"), pixels = ctx.createImageData(img.width, img.height), px = pixels.data;
-    for (let j = 0; j < s.steps; j++) {
-      const target = targetOf(j), vmax = vmaxOf(j);
-      for (let i = 0, o = j * s.n * 4; i < target; i++, o += 4) {
-        const at = lutIndex(score(j, i), vmax);
-        if (at < 0) px.set(NAN_IN_PREFIX, o);
-        else { px[o] = state.lut[at]; px[o + 1] = state.lut[at + 1]; px[o + 2] = state.lut[at + 2]; }
-        px[o + 3] = 255;
-      }
-    }
-    ctx.putImageData(pixels, 0, 0);
-    state.image = img;
-  }
-
-  function measure(ctx, labels) {
-    ctx.font = LABEL_FONT;
-    return labels.reduce((w, t) => Math.max(w, ctx.measureText(t).width), 0);
-  }
-
-  function layoutMatrix() {
-    const s = seq(), width = Math.max(200, parts.matrix.clientWidth);
-    state.width = parts.matrix.clientWidth;
-    const ctx = parts.canvas.getContext("2d");
-    const rowLabels = s.tokens.slice(s.first, s.first + s.steps).map((t) => labelText(t, 16));
-    const colLabels = s.tokens.map((t) => labelText(t, 16));
-    let left = 0, top = 0, cellX = Math.min(MAX_CELL, width / s.n), cellY;
-    const labelled = s.steps * LABEL_MIN_CELL <= MATRIX_MAX_HEIGHT && (width - 150) / s.n >= LABEL_MIN_CELL;
-    if (labelled) {
-      left = Math.ceil(measure(ctx, rowLabels)) + 10;
-      top = Math.ceil(measure(ctx, colLabels) * 0.71) + 14;
-      cellX = Math.min(MAX_CELL, (width - left) / s.n);
-      cellY = cellX;
-    } else {
-      cellY = Math.min(MAX_CELL, Math.max(cellX, MATRIX_MIN_HEIGHT / s.steps), MATRIX_MAX_HEIGHT / s.steps);
-    }
-    const w = Math.ceil(left + cellX * s.n), h = Math.ceil(top + cellY * s.steps), dpr = window.devicePixelRatio || 1;
-    for (const c of [parts.canvas, parts.overlay]) {
-      c.width = Math.round(w * dpr);
-      c.height = Math.round(h * dpr);
-      c.style.width = w + "px";
-      c.style.height = h + "px";
-    }
-    state.layout = { left, top, cellX, cellY, dpr };
-    parts.overlay.dataset.layout = JSON.stringify({ left, top, cellX, cellY });  // for tests and tools
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    ctx.imageSmoothingEnabled = cellX < 1 || cellY < 1;
-    ctx.imageSmoothingQuality = "high";
-    ctx.drawImage(state.image, left, top, cellX * s.n, cellY * s.steps);
-    if (labelled) drawLabels(ctx, rowLabels, colLabels);
-    drawOverlay(null);
-  }
-
-  function drawLabels(ctx, rowLabels, colLabels) {
-    const { left, top, cellX, cellY } = state.layout, s = seq();
-    ctx.font = LABEL_FONT;
-    ctx.fillStyle = "#1f2328";
-    ctx.textBaseline = "middle";
-    ctx.textAlign = "right";
-    rowLabels.forEach((t, j) => ctx.fillText(t, left - 6, top + (j + 0.5) * cellY));
-    ctx.textAlign = "left";
-    colLabels.forEach((t, i) => {
-      ctx.save();
-      ctx.translate(left + (i + 0.5) * cellX, top - 6);
-      ctx.rotate(-Math.PI / 4);
-      ctx.fillStyle = i >= s.promptLength ? "#8250df" : "#1f2328";
-      ctx.fillText(t, 0, 0);
-      ctx.restore();
-    });
-  }
-
-  function drawOverlay(hover) {
-    const { left, top, cellX, cellY, dpr } = state.layout, s = seq(), ctx = parts.overlay.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, parts.overlay.width, parts.overlay.height);
-    if (!s.steps) return;
-    ctx.strokeStyle = "#1f2328";
-    ctx.lineWidth = state.pinned ? 2 : 1.25;
-    ctx.strokeRect(left - 1, top + state.step * cellY - 1, cellX * targetOf(state.step) + 2, Math.max(cellY, 1) + 2);
-    if (hover) {
-      ctx.strokeStyle = "#0969da";
-      ctx.lineWidth = 2;
-      ctx.strokeRect(left + hover.i * cellX - 1, top + hover.j * cellY - 1, Math.max(cellX, 1) + 2, Math.max(cellY, 1) + 2);
-    }
-  }
-
-  function cellAt(event) {
-    const { left, top, cellX, cellY } = state.layout, rect = parts.overlay.getBoundingClientRect();
-    const i = Math.floor((event.clientX - rect.left - left) / cellX), j = Math.floor((event.clientY - rect.top - top) / cellY);
-    return i >= 0 && i < seq().n && j >= 0 && j < seq().steps ? { i, j } : null;
-  }
-
-  function readout(cell) {
-    const s = seq();
-    if (!cell) { parts.readout.textContent = "\u200b"; return; }
-    const target = targetOf(cell.j), v = score(cell.j, cell.i);
-    parts.readout.textContent = "step " + cell.j + " \u00b7 \u201c" + labelText(s.tokens[target], 30) + "\u201d \u2190 \u201c" +
-      labelText(s.tokens[cell.i], 30) + "\u201d (position " + cell.i + "): " + (cell.i < target ? fmt(v) : "no score (at or after the target)");
-  }
-
-  // -- state changes --
-  function setStep(j, pinned) {
-    const s = seq();
-    if (!s || !s.steps) return;
-    j = Math.max(0, Math.min(s.steps - 1, j));
-    const changed = j !== state.step;
-    state.step = j;
+  // -- picking rows and levels --
+  function setRow(j, pinned) {
+    const L = state.L;
+    if (!L || !L.rows) return;
+    j = clampRow(j);
+    const changed = j !== state.row;
+    state.row = j;
     if (pinned !== undefined) state.pinned = pinned;
     root.classList.toggle("ga-pinned", state.pinned);
     root.dataset.step = String(j);
     if (changed) shade();
-    describeStep();
-    drawOverlay(null);
+    const node = state.nodes[L.spans[2 * j]];
+    if (state.tabbed !== node) {
+      if (state.tabbed) state.tabbed.tabIndex = -1;
+      node.tabIndex = 0;
+      state.tabbed = node;
+    }
+    describe();
+    const H = heat.level();
+    if (H) heat.mark(H === L ? j : unitOfRow(), state.pinned);
+    outline.setCurrent(unitOfRow());
   }
 
-  function focusStep(j) {
-    const s = seq();
-    j = Math.max(0, Math.min(s.steps - 1, j));
-    setStep(j);
-    state.spans[targetOf(j)].focus();
+  function focusRow(j) {
+    setRow(j);
+    state.nodes[state.L.spans[2 * state.row]].focus();
+  }
+
+  function setTabbable(L) {
+    if (state.L) for (let j = 0; j < state.L.rows; j++) state.nodes[state.L.spans[2 * j]].removeAttribute("tabindex");
+    for (let j = 0; j < L.rows; j++) state.nodes[L.spans[2 * j]].tabIndex = -1;
+    state.tabbed = null;
+  }
+
+  function setLevel(key) {
+    const s = seq(), from = state.L, to = key === "unit" ? s.unit : s.token;
+    if (from === to || !to.rows) return;
+    const j = !from ? 0 : to.key === "unit" ? unitOfRow() : s.unitRows[2 * state.row];
+    setTabbable(to);
+    state.L = to;
+    state.row = Math.max(0, Math.min(to.rows - 1, j));
+    root.dataset.level = key;
+    root.querySelectorAll(".ga-level").forEach((input) => { input.checked = input.value === key; });
+    redrawAll();
+    setRow(state.row);
   }
 
   function redrawAll() {
-    const s = seq();
-    state.lut = colorTable(s.kind, data.colors);
+    const s = seq(), L = state.L;
+    state.lut = colorTable(L.scale.kind, data.colors);
+    resetShown();
     drawLegend();
-    parts.matrix.closest("section").hidden = !s.steps;
-    if (!s.steps) return;
-    buildImage();
-    layoutMatrix();
-    shade();
+    const H = canDraw(L) ? L : canDraw(s.sentences) ? s.sentences : null;
+    parts.matrix.closest("section").hidden = !H || !H.rows;
+    parts.matrixNote.textContent = H && H !== L ? "this level's matrix is too big to draw: rows are " + s.unitName + "s, columns the sentences of the text" : "";
+    if (H && H.rows) heat.show(s, H, H === L ? state.lut : colorTable(H.scale.kind, data.colors), state.perStep);
+    if (L.rows) shade();
+  }
+
+  function pickFromHeatmap(level, j) {
+    if (level !== state.L) setLevel(level.key);
+    setRow(j, true);
+  }
+
+  function pickUnit(u) {
+    if (state.L.key === "token" && !seq().unitLevel) setLevel("unit");
+    setRow(u, true);
+    state.nodes[state.L.spans[2 * state.row]].focus({ preventScroll: true });
+    state.nodes[state.L.spans[2 * state.row]].scrollIntoView({ block: "nearest" });
+  }
+
+  function jumpTo(pos) {
+    const j = state.L && state.L.rows ? state.L.rowAt[pos] : -1;
+    if (j >= 0) setRow(j, true);
   }
 
   async function showSequence(index) {
     if (!cache.has(index)) cache.set(index, await loadSequence(data.sequences[index], table));
     state.seq = cache.get(index);
-    const s = seq();
-    state.step = 0;
+    const s = seq(), rows = s.unitLevel ? s.unitName + "s" : "steps";
+    state.L = null;
+    state.row = 0;
     state.pinned = false;
     root.dataset.seq = String(index);
+    root.classList.toggle("ga-unit-level", s.unitLevel);
     parts.summary.textContent = (data.method || "attribution") + " scores of " + (data.attributed_fn || "the target") + " \u00b7 " +
-      s.steps + " explained step" + (s.steps === 1 ? "" : "s") + " over " + s.n + " tokens (" + s.promptLength + " in the prompt)";
+      s.steps + " explained " + (s.steps === 1 ? rows.replace(/s$/, "") : rows) + " over " + s.n + " tokens (" + s.promptLength + " in the prompt)";
+    parts.notes.replaceChildren(...s.notes.map((note) => element("p", "ga-note", note)));
+    parts.notes.hidden = !s.notes.length;
     const names = Object.keys(s.stepScores);
     parts.barsSelect.replaceChildren(...names.map((n) => element("option", "", n)), element("option", "", "none"));
     parts.barsSelect.closest("label").hidden = names.length === 0;
     state.bars = names.includes("probability") ? "probability" : names[0] || null;
     if (state.bars) parts.barsSelect.value = state.bars;
     buildText();
-    redrawAll();
-    paintBars();
-    if (s.steps) setStep(0, false);
-    else parts.status.textContent = "This sequence has no explained steps.";
+    const withOutline = s.units > 1 || (s.unitLevel && s.units > 0);
+    parts.outlinePanel.hidden = !withOutline;
+    parts.reader.classList.toggle("ga-with-outline", withOutline);
+    parts.outlineHead.textContent = s.units + " " + s.unitName + (s.units === 1 ? "" : "s") + " \u00b7 top source words (summed scores)";
+    outline.build(s);
+    parts.levels.hidden = !s.units;
+    parts.levelWhat.textContent = s.unitLevel ? "Sources" : "Rows";
+    search.index(s);
+    if (s.steps) {
+      setLevel("token");
+      paintBars();
+    } else {
+      parts.matrix.closest("section").hidden = true;
+      state.L = s.token;
+      state.lut = colorTable(s.token.scale.kind, data.colors);
+      drawLegend();
+      parts.status.textContent = "This sequence has no explained steps.";
+    }
   }
 
   // -- events --
   const tokenAt = (event) => event.target.closest && event.target.closest(".ga-tok");
+  const rowAt = (span) => (span && state.L && state.L.rows ? state.L.rowAt[Number(span.dataset.pos)] : -1);
   parts.text.addEventListener("mouseover", (event) => {
     const span = tokenAt(event);
     if (!span) return;
-    const pos = Number(span.dataset.pos);
-    if (explained(pos) && !state.pinned) setStep(stepOf(pos));
-    showTip(pos, event.clientX, event.clientY);
+    if (rowAt(span) >= 0 && !state.pinned) setRow(rowAt(span));
+    showTip(Number(span.dataset.pos), event.clientX, event.clientY);
   });
   parts.text.addEventListener("mouseleave", () => { parts.tip.hidden = true; });
   parts.text.addEventListener("click", (event) => {
-    const span = tokenAt(event);
-    if (!span || !explained(Number(span.dataset.pos))) return;
-    const j = stepOf(Number(span.dataset.pos));
-    setStep(j, !(state.pinned && j === state.step));
+    const j = rowAt(tokenAt(event));
+    if (j < 0) return;
+    setRow(j, !(state.pinned && j === state.row));
+    if (document.activeElement !== state.tabbed) state.tabbed.focus({ preventScroll: true });
   });
   parts.text.addEventListener("focusin", (event) => {
-    const span = tokenAt(event);
-    if (!span || !explained(Number(span.dataset.pos))) return;
-    if (!state.pinned) setStep(stepOf(Number(span.dataset.pos)));
+    const span = tokenAt(event), j = rowAt(span);
+    if (j < 0) return;
+    if (!state.pinned) setRow(j);
     const rect = span.getBoundingClientRect();
     showTip(Number(span.dataset.pos), rect.left, rect.bottom - 10);
   });
   parts.text.addEventListener("focusout", () => { parts.tip.hidden = true; });
-  parts.text.addEventListener("keydown", (event) => {
-    if (!tokenAt(event) || !seq().steps) return;
-    const moves = { ArrowRight: state.step + 1, ArrowLeft: state.step - 1, Home: 0, End: seq().steps - 1 };
-    if (event.key in moves) focusStep(moves[event.key]);
-    else if (event.key === "Enter" || event.key === " ") setStep(state.step, !state.pinned);
-    else if (event.key === "Escape") setStep(state.step, false);
+  root.addEventListener("keydown", (event) => {
+    const target = event.target, L = state.L;
+    if (!L || !L.rows || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (target.closest && target.closest("input, select, textarea, button")) return;
+    const onItem = !!(target.closest && target.closest(".ga-tok, .ga-unit"));
+    const key = event.key, moves = { j: 1, k: -1, ArrowRight: 1, ArrowLeft: -1 };
+    if (key in moves && (onItem || key.length === 1)) focusRow(state.row + moves[key]);
+    else if ((key === "Home" || key === "End") && onItem) focusRow(key === "Home" ? 0 : L.rows - 1);
+    else if ((key === "Enter" || key === " ") && target.closest && target.closest(".ga-unit")) pickUnit(Number(target.closest(".ga-unit").dataset.unit));
+    else if ((key === "Enter" || key === " ") && onItem) setRow(state.row, !state.pinned);
+    else if (key === "Escape") setRow(state.row, false);
+    else if (key === "/") parts.input.focus();
+    else if (key === "u" && !parts.levels.hidden) { setLevel(L.key === "token" ? "unit" : "token"); focusRow(state.row); }
     else return;
     event.preventDefault();
   });
-  parts.overlay.addEventListener("mousemove", (event) => { const cell = cellAt(event); readout(cell); drawOverlay(cell); });
-  parts.overlay.addEventListener("mouseleave", () => { readout(null); drawOverlay(null); });
-  parts.overlay.addEventListener("click", (event) => { const cell = cellAt(event); if (cell) setStep(cell.j, true); });
+  root.querySelectorAll(".ga-level").forEach((input) => input.addEventListener("change", () => { if (input.checked) setLevel(input.value); }));
   parts.seqSelect.addEventListener("change", () => { showSequence(Number(parts.seqSelect.value)).catch(fail); });
   parts.barsSelect.addEventListener("change", () => { state.bars = parts.barsSelect.value === "none" ? null : parts.barsSelect.value; paintBars(); });
-  parts.norm.addEventListener("change", () => { state.perStep = parts.norm.checked; redrawAll(); describeStep(); });
-  const resize = new ResizeObserver(() => { if (state.seq && state.seq.steps && parts.matrix.clientWidth !== state.width) layoutMatrix(); });
-  resize.observe(parts.matrix);
+  parts.norm.addEventListener("change", () => { state.perStep = parts.norm.checked; redrawAll(); describe(); });
 
   function fail(error) {
     const box = element("p", "ga-error", "Could not show this attribution: " + (error && error.message ? error.message : error));
@@ -523,12 +346,13 @@ function mount(root) {
 
   if (!data.sequences.length) {
     parts.summary.textContent = "This result holds no sequences.";
-    root.querySelectorAll(".ga-panel:not(.ga-prov), .ga-legend").forEach((node) => { node.hidden = true; });
+    root.querySelectorAll(".ga-panel:not(.ga-prov), .ga-legend, .ga-levels").forEach((node) => { node.hidden = true; });
     root.dataset.ready = "true";
     return;
   }
   showSequence(0).then(() => {
     root.dataset.renderMs = (performance.now() - started).toFixed(1);
+    root.dataset.readyMs = performance.now().toFixed(1);  // since the page started loading
     root.dataset.ready = "true";
   }).catch(fail);
 }

@@ -14,15 +14,15 @@ from genattrib.engine.forward import ModelForward
 def test_oom_halves_and_retries(tiny_llama, monkeypatch, method, params):
     expected = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)
     seen = []
-    original = ModelForward.logits_at
+    original = ModelForward.hidden_states  # every model call of values/values_and_grads goes through it
 
-    def flaky(self, embeds, positions):
+    def flaky(self, embeds, **kwargs):
         seen.append(embeds.shape[0])
         if embeds.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(self, embeds, positions)
+        return original(self, embeds, **kwargs)
 
-    monkeypatch.setattr(ModelForward, "logits_at", flaky)
+    monkeypatch.setattr(ModelForward, "hidden_states", flaky)
     got = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)
     assert max(seen) > 2 and any(s <= 2 for s in seen)
     torch.testing.assert_close(
@@ -31,9 +31,9 @@ def test_oom_halves_and_retries(tiny_llama, monkeypatch, method, params):
 
 
 def test_other_errors_are_not_swallowed(tiny_llama, monkeypatch):
-    def broken(self, embeds, positions):
+    def broken(self, embeds, **kwargs):
         raise RuntimeError("something else")
 
-    monkeypatch.setattr(ModelForward, "logits_at", broken)
+    monkeypatch.setattr(ModelForward, "hidden_states", broken)
     with pytest.raises(RuntimeError, match="something else"):
         tiny_llama.attribute("The capital of France is", target=" Paris", method="saliency")

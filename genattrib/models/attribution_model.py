@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -19,7 +20,16 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from genattrib.engine import Attributor, SequenceJob, build_jobs, eval_mode, run_attribution, teacher_forced_step_scores
+from genattrib.engine import (
+    GRANULAR_BUDGET_MB,
+    Attributor,
+    SequenceJob,
+    build_jobs,
+    eval_mode,
+    resolve_keep_granular,
+    run_attribution,
+    teacher_forced_step_scores,
+)
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import list_methods, method_class
 from genattrib.models import inputs as inp
@@ -32,6 +42,7 @@ from genattrib.models.request import (
     continuation_argument,
     prepare_request,
 )
+from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage
 from genattrib.models.tokens import decode_tokens
 from genattrib.models.units import CharSpans, unit_spans
 from genattrib.output import FeatureAttributionOutput
@@ -118,6 +129,9 @@ class AttributionModel:
         generation_config: GenerationConfig | None = None,
         attribute_special_tokens: bool = False,
         keep_granular: bool | None = None,
+        granular_budget_mb: float = GRANULAR_BUDGET_MB,
+        top_k: int | None = None,
+        stream_to: str | os.PathLike | None = None,
         max_rows: int | None = None,
         show_progress: bool | None = None,
         method_kwargs: Mapping[str, Any] | None = None,
@@ -143,8 +157,17 @@ class AttributionModel:
         row explains the combined value of its tokens (``attributed_fn``'s merge rule: the sum of
         log-probs for ``logprob``) from the positions before the unit, its own tokens held as
         they are; a gradient method then needs one backward per unit, not one per token.
+
+        Storage (see :mod:`genattrib.models.storage`): granular scores are kept (``keep_granular``
+        None: when they fit) within ``granular_budget_mb`` (MiB, default 256; ``keep_granular=True``
+        beyond it raises before any row is attributed). ``top_k=k`` keeps each row's k
+        largest-|score| cells and the exact sum of the others (``seq.sparse_scores``; dropped
+        cells read 0 in ``seq.scores``). ``stream_to="folder/"`` writes each finished batch of
+        rows to a shard in the folder; re-running the same call with it resumes an interrupted
+        run, and the result reads its rows from the folder (``FeatureAttributionOutput.load``).
         """
         t0 = time.perf_counter()
+        storage = check_storage(top_k, stream_to, granular_budget_mb, keep_granular)
         forced, forced_name = continuation_argument(continuation, target)
         request = prepare_request(
             self,
@@ -169,6 +192,7 @@ class AttributionModel:
             explain=explain,
             **kwargs,
         )
+        writer = open_stream(self, request, storage)
         timings = {"validate": time.perf_counter() - t0}
         with eval_mode(self.model):
             with _timed(timings, "generate"):
@@ -181,6 +205,11 @@ class AttributionModel:
                 request.keep_special,
                 self._units(request, traces),
             )
+            hidden = request.forward.hidden_size
+            keep = resolve_keep_granular(
+                request.attributor, jobs, hidden, request.keep_granular, storage.granular_budget_mb, storage.top_k
+            )
+            done = plan_stream(writer, jobs, keep, hidden, storage.top_k)
             with _timed(timings, "step_scores"):
                 self._teacher_forced_step_scores(request, traces, jobs)
             with _timed(timings, "attribute"):
@@ -191,13 +220,17 @@ class AttributionModel:
                     jobs,
                     request.baseline,
                     request.run_seed,
-                    request.keep_granular,
+                    keep,
                     request.show_progress,
                     request.batch_size,
+                    top_k=storage.top_k,
+                    granular_budget_mb=storage.granular_budget_mb,
+                    sink=writer,
+                    done=done,
                 )
         out = assemble_output(self, request, traces, jobs, results, timings)
         out.provenance.timings["total"] = time.perf_counter() - t0
-        return out
+        return record_storage(out, storage, keep, writer)
 
     def generate(
         self,

@@ -35,6 +35,7 @@ from genattrib.methods import list_methods, method_class
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import build_generation_config
 from genattrib.models.assemble import assemble_output
+from genattrib.models.estimate import Estimate, estimate_call
 from genattrib.models.request import (
     AttributionRequest,
     check_batch_size,
@@ -231,6 +232,33 @@ class AttributionModel:
         out = assemble_output(self, request, traces, jobs, results, timings)
         out.provenance.timings["total"] = time.perf_counter() - t0
         return record_storage(out, storage, keep, writer)
+
+    def estimate(
+        self,
+        inputs: str | Sequence[Any],
+        continuation: str | Sequence[Any] | torch.Tensor | None = None,
+        *,
+        target: str | Sequence[Any] | torch.Tensor | None = None,
+        granular_budget_mb: float = GRANULAR_BUDGET_MB,
+        top_k: int | None = None,
+        stream_to: str | os.PathLike | None = None,
+        calibrate: bool = True,
+        **kwargs: Any,
+    ) -> Estimate:
+        """What :meth:`attribute` with the same arguments would cost (rows, FLOPs, peak memory,
+        predicted seconds), without running it: the call is checked and planned, and
+        (``calibrate``) a short calibration on this device times the model. Without a
+        continuation nothing is generated: ``max_new_tokens`` tokens are assumed (see
+        :mod:`genattrib.models.estimate`).
+
+        Example:
+            >>> print(model.estimate(prompt, max_new_tokens=64, method="integrated_gradients"))  # doctest: +SKIP
+        """
+        storage = check_storage(top_k, stream_to, granular_budget_mb, kwargs.get("keep_granular"))
+        forced, forced_name = continuation_argument(continuation, target)
+        request = prepare_request(self, inputs, forced, continuation_name=forced_name, **kwargs)
+        with eval_mode(self.model):
+            return estimate_call(self, request, storage, calibrate)
 
     def generate(
         self,

@@ -88,7 +88,8 @@ def check_explain(explain: object) -> str | list[Span] | CharSpans:
     raise InvalidArgumentError(
         "explain",
         f"cannot explain {explain!r}",
-        f"use one of {', '.join(UNIT_NAMES)}, token spans [(start, end), ...] of the generated text or CharSpans([...])",
+        f"use one of {', '.join(UNIT_NAMES)}, token spans [(start, end), ...] of the generated text "
+        "or CharSpans([...])",
     )
 
 

@@ -24,9 +24,11 @@ a different call raises.
 :class:`ShardedRows` store that reads its rows from the shards when they are asked for.
 
 Example:
+    >>> from pathlib import Path
+    >>> from genattrib import FeatureAttributionOutput
     >>> out = model.attribute(prompt, target=" Paris.", stream_to="paris/")
     >>> sorted(p.name for p in Path("paris").iterdir())
-    ['index.json', 'result.safetensors', 'shard-00000.safetensors']
+    ['index.json', 'result.safetensors', 'shard-00000.safetensors', 'shard-00001.safetensors']
     >>> FeatureAttributionOutput.load("paris").equals(out)
     True
 """
@@ -280,8 +282,9 @@ class ShardedRows(ScoreStore):
         return sparse.select(rows) if sparse is not None else self.dense()[rows].clone()
 
 
-def sequence_rows(folder: Path, index: dict[str, Any], sequence: int) -> SequenceRows:
-    """(scores store, granular store or None, step scores) of one sequence of a stream folder."""
+def sequence_rows(folder: Path, index: dict[str, Any], sequence: int, steps: bool = True) -> SequenceRows:
+    """(scores store, granular store or None, step scores) of one sequence of a stream folder;
+    the step scores of the rows are read from the shards only if ``steps`` (else: none)."""
     info = index["sequences"][sequence]
     key = str(sequence)
     parts = [(shard["file"], list(shard["rows"][key])) for shard in index["shards"] if key in shard["rows"]]
@@ -291,19 +294,20 @@ def sequence_rows(folder: Path, index: dict[str, Any], sequence: int) -> Sequenc
     granular = None
     if hidden is not None:
         granular = ShardedRows(folder, sequence, "granular", rows, (positions, int(hidden)), parts)
-    steps: dict[str, Tensor] = {}
-    for file, chunk in parts:
+    step_scores: dict[str, Tensor] = {}
+    for file, chunk in parts if steps else []:
         with safe_open(str(folder / file), framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 - safe_open objects have keys(), no __iter__
                 prefix = f"{sequence}.step."
                 if name.startswith(prefix):
-                    store = steps.setdefault(name[len(prefix) :], torch.full((rows,), math.nan))
+                    store = step_scores.setdefault(name[len(prefix) :], torch.full((rows,), math.nan))
                     store[torch.tensor(chunk, dtype=torch.long)] = f.get_tensor(name).to(store.dtype)
-    return scores, granular, steps
+    return scores, granular, step_scores
 
 
 def read_stream(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor], list[SequenceRows]]:
-    """(metadata, tensors, each sequence's lazy rows) of a complete stream folder."""
+    """(metadata, tensors, each sequence's lazy rows) of a complete stream folder; no shard is
+    read until rows are asked for (step scores are in the result file)."""
     folder = Path(path)
     if not (folder / INDEX).is_file():
         raise InvalidArgumentError(
@@ -321,4 +325,4 @@ def read_stream(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor], li
             "re-run the same attribute(..., stream_to=...) call to finish it",
         )
     meta, tensors = serialization.read(folder / index.get("result", RESULT))
-    return meta, tensors, [sequence_rows(folder, index, j) for j in range(len(index["sequences"]))]
+    return meta, tensors, [sequence_rows(folder, index, j, steps=False) for j in range(len(index["sequences"]))]

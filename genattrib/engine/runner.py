@@ -57,7 +57,7 @@ def resolve_keep_granular(
     jobs: Sequence[SequenceJob],
     hidden: int,
     keep_granular: bool | None,
-    budget_mb: float = GRANULAR_BUDGET_MB,
+    budget_mb: int | float = GRANULAR_BUDGET_MB,
     top_k: int | None = None,
 ) -> bool:
     """Whether to keep granular scores: never for a method without them or with ``top_k``; when
@@ -216,7 +216,7 @@ def run_attribution(
     prompts_per_batch: int | None = None,
     *,
     top_k: int | None = None,
-    granular_budget_mb: float = GRANULAR_BUDGET_MB,
+    granular_budget_mb: int | float = GRANULAR_BUDGET_MB,
     sink: RowSink | None = None,
     done: AbstractSet[tuple[int, int]] = frozenset(),
 ) -> list[EngineResult]:

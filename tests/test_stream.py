@@ -173,7 +173,7 @@ def test_loading_a_stream_folder_reads_shards_only_on_access(tiny_llama, tmp_pat
     row = first.score_row(1)
     assert len(opened) == 1 and opened[0].startswith("shard-")
     torch.testing.assert_close(row, streamed.sequences[0].scores[1], equal_nan=True, rtol=0, atol=0)
-    shards_of_first = {f for f, _ in first.__dict__["_scores"].parts}
+    shards_of_first = {f for f, _ in first.__dict__["scores"].parts}
     opened.clear()
     first.scores  # noqa: B018 - materialises this sequence's rows, and only these
     assert set(opened) == shards_of_first  # the shards holding rows of this sequence, no other

@@ -326,3 +326,10 @@ def test_user_arguments_are_not_mutated(tiny_llama):
     saved = (list(prompts), list(continuation))
     tiny_llama.attribute(prompts, continuation, top_k=2, granular_budget_mb=1.0)
     assert (prompts, continuation) == saved
+
+
+def test_a_sparse_sequence_rebuilds_from_its_fields():
+    seq = sparse_output(torch.randn(3, 5), 2).sequences[0]
+    again = SequenceAttribution(**seq.__dict__)
+    assert again.equals(seq) and again.sparse_scores is seq.sparse_scores
+    assert isinstance(seq.__dict__["scores"], SparseScores)  # the store itself, not a dense copy

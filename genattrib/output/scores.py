@@ -64,9 +64,20 @@ class ScoreStore(ABC):
     def dense(self) -> Tensor:
         """The whole matrix as a new dense tensor."""
 
+    def cached(self) -> Tensor:
+        """:meth:`dense`, computed on the first call and kept (do not modify it in place)."""
+        cache = self.__dict__.get("_cached")
+        if cache is None:
+            cache = self.__dict__["_cached"] = self.dense()
+        return cache
+
+    @property
+    def is_cached(self) -> bool:
+        return self.__dict__.get("_cached") is not None
+
     def row(self, j: int) -> Tensor:
         """Row ``j`` alone (a store may read only that row)."""
-        return self.dense()[j]
+        return self.cached()[j] if self.is_cached else self.dense()[j]
 
     def select(self, rows: slice) -> ScoreStore | Tensor:
         """Rows ``rows`` (a slice), as a store or a dense tensor."""

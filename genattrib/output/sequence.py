@@ -13,8 +13,9 @@ Example:
 instead of a tensor: the top-k :class:`~genattrib.output.scores.SparseScores` of
 ``attribute(..., top_k=k)``, or the rows of a streamed result on disk
 (``attribute(..., stream_to=...)``). Reading the attribute densifies the store once, on first
-access, and caches the dense tensor; :meth:`SequenceAttribution.score_row` reads one row
-without densifying the rest, and :attr:`SequenceAttribution.sparse_scores` gives the top-k form.
+access, and the store caches the dense tensor (``seq.__dict__`` holds the store itself);
+:meth:`SequenceAttribution.score_row` reads one row without densifying the rest, and
+:attr:`SequenceAttribution.sparse_scores` gives the top-k form.
 """
 
 from __future__ import annotations
@@ -76,24 +77,24 @@ class SequenceAttribution:
     @property
     def scores_shape(self) -> tuple[int, ...]:
         """The shape of ``scores``, without densifying a store."""
-        return tuple(int(d) for d in self.__dict__["_scores"].shape)
+        return tuple(int(d) for d in self.__dict__["scores"].shape)
 
     @property
     def granular_scores_shape(self) -> tuple[int, ...] | None:
         """The shape of ``granular_scores`` (None when not kept), without densifying a store."""
-        stored = self.__dict__["_granular_scores"]
+        stored = self.__dict__["granular_scores"]
         return None if stored is None else tuple(int(d) for d in stored.shape)
 
     @property
     def sparse_scores(self) -> SparseScores | None:
         """The top-k form of ``scores`` (``attribute(..., top_k=k)``), with each row's residual; else None."""
-        stored = self.__dict__["_scores"]
+        stored = self.__dict__["scores"]
         return stored.sparse() if isinstance(stored, ScoreStore) else None
 
     def score_row(self, j: int) -> Float[Tensor, " position"]:
         """Row ``j`` of ``scores``; a store not densified yet reads only that row."""
-        stored = self.__dict__["_scores"]
-        if isinstance(stored, ScoreStore) and "scores" not in self.__dict__.get("_dense", {}):
+        stored = self.__dict__["scores"]
+        if isinstance(stored, ScoreStore) and not stored.is_cached:
             return stored.row(range(self.num_steps)[j])
         return self.scores[j]
 
@@ -165,7 +166,7 @@ class SequenceAttribution:
         step_start = self.step_start + first
         if spans is not None:
             step_start = spans[0][0] - self.prompt_length if spans else self.step_start
-        stored = self.__dict__["_scores"]
+        stored = self.__dict__["scores"]
         return replace(
             self,
             target_spans=spans,
@@ -208,22 +209,15 @@ class SequenceAttribution:
 
 
 def _stored(name: str) -> property:
-    """A dataclass field held as a tensor or a :class:`ScoreStore`; reading it densifies a store
-    once (cached until the field is set again)."""
-    private = "_" + name
+    """A dataclass field held (in the instance ``__dict__``, under its own name) as a tensor or a
+    :class:`ScoreStore`; reading it gives a tensor, a store densified once (the store caches it)."""
 
     def get(self: SequenceAttribution) -> Any:
-        value = self.__dict__[private]
-        if not isinstance(value, ScoreStore):
-            return value
-        cache = self.__dict__.setdefault("_dense", {})
-        if name not in cache:
-            cache[name] = value.dense()
-        return cache[name]
+        value = self.__dict__[name]
+        return value.cached() if isinstance(value, ScoreStore) else value
 
     def set(self: SequenceAttribution, value: Any) -> None:
-        self.__dict__[private] = value
-        self.__dict__.get("_dense", {}).pop(name, None)
+        self.__dict__[name] = value
 
     return property(get, set, doc=f"``{name}`` as a dense tensor (a store is densified on first access)")
 

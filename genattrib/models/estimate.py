@@ -13,9 +13,9 @@ chunk), then costed:
   plus the scores the result keeps (dense, top-k or granular; only a batch's worth with
   ``stream_to``);
 * predicted seconds: a short calibration on this device (``calibrate=True``): one row, then
-  one chunk of rows (at most :data:`CALIBRATION_TOKENS` token-rows) at the run's typical
-  length, forward (and backward, for a gradient method), timed after a warm-up, give the
-  seconds per model call and per token-row; generating 1 and then a few tokens of the first
+  a few rows (at most :data:`CALIBRATION_ROWS` rows, :data:`CALIBRATION_TOKENS` token-rows) at
+  the run's typical length, forward (and backward, for a gradient method), timed after a
+  warm-up, give the seconds per model call and per token-row; generating 1 and then a few tokens of the first
   prompt gives the generation speed. Attribution time is then token-rows × seconds per
   token-row plus (chunks + batches) × seconds per call.
 
@@ -62,8 +62,9 @@ if TYPE_CHECKING:
 #: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
 ASSUMED_UNIT_TOKENS = {"words": 1.3, "sentences": 20.0, "paragraphs": 80.0, "lines": 12.0}
 
-#: Token-rows of one calibration pass, at most.
-CALIBRATION_TOKENS = 2048
+#: Token-rows of one calibration pass, at most (and at most :data:`CALIBRATION_ROWS` rows).
+CALIBRATION_TOKENS = 512
+CALIBRATION_ROWS = 4
 
 
 def _size(n: int | float, unit: str = "B") -> str:
@@ -231,7 +232,8 @@ def calibrate_rows(
     forward: ModelForward, request: AttributionRequest, jobs: list[SequenceJob], length: int, rows: int, grad: bool
 ) -> tuple[float, float]:
     """(seconds per model call, seconds per token-row) of rows of ``length`` tokens (forward, or
-    forward+backward): one warm-up pass, then one row and ``rows`` rows timed."""
+    forward+backward): a warm-up pass of ``rows`` rows, then one row (best of two) and ``rows``
+    rows timed; a line through the two points."""
     source = next((j.input_ids for j in jobs if j.input_ids.numel()), torch.zeros(1, dtype=torch.long))
     ids = source.repeat(math.ceil(length / source.shape[0]))[:length].expand(rows, length).contiguous()
     embeds = forward.embed(ids)
@@ -247,12 +249,14 @@ def calibrate_rows(
         else:
             forward.values(embeds[:n], chunk.map(lambda t: t.unsqueeze(1)), fn)
 
-    run(1)
-    one = _time(lambda: run(1), forward.input_device)
+    run(rows)  # warm-up at full size: the allocator reaches its peak here
+    one = min(_time(lambda: run(1), forward.input_device) for _ in range(2))
     if rows == 1:
         return 0.0, one / length
     many = _time(lambda: run(rows), forward.input_device)
-    per_token_row = max(many - one, 0.0) / ((rows - 1) * length) or many / (rows * length)
+    per_token_row = (many - one) / ((rows - 1) * length)
+    if per_token_row <= 0:  # timing noise: no overhead term
+        return 0.0, many / (rows * length)
     return max(one - per_token_row * length, 0.0), per_token_row
 
 
@@ -347,7 +351,8 @@ def _calibrate(
     forward = ModelForward(model.model, max_rows=request.forward.user_max_rows)  # keeps the request's counts clean
     total = sum(r * length for r, length in costs)
     length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
-    rows = max(1, min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length))
+    rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)
+    rows = max(1, min(rows, CALIBRATION_ROWS))
     per_call, per_row = calibrate_rows(forward, request, jobs, length, rows, grad)
     name = "grad" if grad else "forward"
     estimate.calibration = {"rows": rows, "length": length, f"{name}_s_per_call": per_call}

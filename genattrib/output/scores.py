@@ -81,7 +81,7 @@ class ScoreStore(ABC):
 
     def select(self, rows: slice) -> ScoreStore | Tensor:
         """Rows ``rows`` (a slice), as a store or a dense tensor."""
-        return self.dense()[rows].clone()
+        return self.cached()[rows].clone()
 
     def sparse(self) -> SparseScores | None:
         """The top-k form of the matrix, if it was kept sparse."""

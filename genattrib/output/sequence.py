@@ -170,7 +170,7 @@ class SequenceAttribution:
         return replace(
             self,
             target_spans=spans,
-            scores=stored.select(sel) if isinstance(stored, SparseScores) else self.scores[sel].clone(),
+            scores=stored.select(sel) if isinstance(stored, ScoreStore) else self.scores[sel].clone(),
             granular_scores=None if self.granular_scores is None else self.granular_scores[sel].clone(),
             step_scores={k: v[sel].clone() for k, v in self.step_scores.items()},
             step_start=step_start,

@@ -279,7 +279,7 @@ class ShardedRows(ScoreStore):
 
     def select(self, rows: slice) -> ScoreStore | Tensor:
         sparse = self.sparse()
-        return sparse.select(rows) if sparse is not None else self.dense()[rows].clone()
+        return sparse.select(rows) if sparse is not None else self.cached()[rows].clone()
 
 
 def sequence_rows(folder: Path, index: dict[str, Any], sequence: int, steps: bool = True) -> SequenceRows:

@@ -290,3 +290,14 @@ def test_stream_does_not_mutate_the_arguments(tiny_llama, tmp_path):
     folder = str(tmp_path / "run")
     tiny_llama.attribute(prompts, continuations, **SETTINGS, stream_to=folder)
     assert prompts == PROMPTS and continuations == CONTINUATIONS and folder == str(tmp_path / "run")
+
+
+def test_temporary_files_of_a_killed_write_are_ignored_and_removed(tiny_llama, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".index.json.123.tmp").write_text("{half")
+    out = tiny_llama.attribute(PROMPTS[0], CONTINUATIONS[0], **SETTINGS, stream_to=folder)
+    (folder / ".shard-00009.safetensors.456.tmp").write_bytes(b"half")
+    again = tiny_llama.attribute(PROMPTS[0], CONTINUATIONS[0], **SETTINGS, stream_to=folder)
+    assert same_result(again, out)
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

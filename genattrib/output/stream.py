@@ -70,6 +70,18 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, allow_nan=False, default=str))
 
 
+def _ours_tmp(path: Path) -> bool:
+    """A temporary file a killed writer left (``.index.json.<pid>.tmp``, ``.shard-….safetensors.<pid>.tmp``)."""
+    name = path.name
+    return name.startswith((f".{INDEX}.", ".shard-", f".{RESULT}.")) and name.endswith(".tmp")
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files of a killed run (never listed in the index, so never read)."""
+    for leftover in [p for p in folder.iterdir() if _ours_tmp(p)]:
+        leftover.unlink(missing_ok=True)
+
+
 def check_stream_folder(path: object) -> Path:
     """The folder ``stream_to`` names, checked: not a file, and a genattrib stream or empty/new."""
     if not isinstance(path, (str, os.PathLike)) or not str(path):
@@ -83,7 +95,7 @@ def check_stream_folder(path: object) -> Path:
             f"{str(folder)!r} is a file, not a folder",
             "pass a folder path (it is created if missing), not a result file; save files with out.save()",
         )
-    if folder.is_dir() and not (folder / INDEX).is_file() and any(folder.iterdir()):
+    if folder.is_dir() and not (folder / INDEX).is_file() and any(not _ours_tmp(p) for p in folder.iterdir()):
         raise InvalidArgumentError(
             "stream_to",
             f"{str(folder)!r} is a folder with other files and no genattrib {INDEX}",
@@ -138,8 +150,10 @@ class StreamWriter(RowSink):
                     f"(differs in: {', '.join(_differences(old, fingerprint))})",
                     "repeat the same call to resume it, or stream to a new or empty folder",
                 )
+            _remove_leftovers(folder)
             return cls(folder, index)
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(folder)
         index = {
             "format": STREAM_FORMAT,
             "fingerprint": fingerprint,

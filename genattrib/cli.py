@@ -4,6 +4,8 @@ Example::
 
     $ genattrib attribute "The capital of France is" --max-new-tokens 8 --save paris.json
     $ genattrib attribute "Why is the sky blue?" --chat --method integrated_gradients --param n_steps=32
+    $ genattrib attribute "Tell me a story." --max-new-tokens 512 --dry-run
+    $ genattrib attribute "Tell me a story." --max-new-tokens 512 --top-k 20 --stream-to story/
     $ genattrib show paris.json --step 0
     $ genattrib show paris.json --html paris.html
     $ genattrib evaluate --methods saliency,integrated_gradients,reagent --dataset wikitext
@@ -117,6 +119,28 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="method parameter, repeatable (ints, floats, true/false, none parsed)",
     )
+    storage = p.add_argument_group("storage and cost")
+    storage.add_argument(
+        "--top-k", type=int, default=None, metavar="K", help="keep the K largest |scores| of each row, plus a residual"
+    )
+    storage.add_argument(
+        "--stream-to",
+        default=None,
+        metavar="DIR",
+        help="write each finished batch of rows to DIR as it completes; the same command again resumes",
+    )
+    storage.add_argument(
+        "--granular-budget-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="most memory granular (per hidden unit) scores may take (default: 256)",
+    )
+    storage.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the estimated rows, FLOPs, peak memory and time, and exit without attributing",
+    )
     p.add_argument("--save", default=None, metavar="PATH", help="save the result (.json or .safetensors)")
     p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML page (opens offline)")
     p.add_argument("--no-show", action="store_true", help="do not print the heatmap")
@@ -129,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_attribute(sub)
     show = sub.add_parser("show", help="show a result saved with --save / FeatureAttributionOutput.save")
-    show.add_argument("path", metavar="PATH", help="a .json or .safetensors result")
+    show.add_argument("path", metavar="PATH", help="a .json or .safetensors result, or a --stream-to folder")
     show.add_argument(
         "--html",
         default=None,
@@ -188,11 +212,17 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         explain=args.explain,
         sources=args.sources,
         sources_include_generated=args.sources_include_generated,
+        top_k=args.top_k,
+        stream_to=args.stream_to,
+        granular_budget_mb=args.granular_budget_mb,
     )
     clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs"}))
     if clash:
         raise _UsageError(f"--param {', '.join(clash)} clashes with an option; use the option instead")
     model = genattrib.load_model(args.model, **load_options)
+    if args.dry_run:
+        console.print(Text(str(model.estimate(inputs, args.continuation, **options, **params))))
+        return 0
     out = model.attribute(inputs, args.continuation, **options, **params)
     if not args.no_show:
         _show(out, args, console)

@@ -13,10 +13,18 @@ from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.engine.jobs import build_jobs
 from genattrib.engine.plan import SequenceJob, plan_batches
 from genattrib.engine.resources import bind_resources
-from genattrib.engine.runner import EngineResult, run_attribution
+from genattrib.engine.runner import (
+    GRANULAR_BUDGET_MB,
+    EngineResult,
+    granular_bytes,
+    plan_run,
+    resolve_keep_granular,
+    run_attribution,
+)
 from genattrib.engine.step_scores import step_score_rules, teacher_forced_step_scores
 
 __all__ = [
+    "GRANULAR_BUDGET_MB",
     "Attributor",
     "EngineResult",
     "Explained",
@@ -31,7 +39,10 @@ __all__ = [
     "bind_resources",
     "build_jobs",
     "eval_mode",
+    "granular_bytes",
     "plan_batches",
+    "plan_run",
+    "resolve_keep_granular",
     "run_attribution",
     "step_score_rules",
     "teacher_forced_step_scores",

@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import torch
@@ -24,18 +26,65 @@ from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
+from genattrib.errors import InvalidArgumentError
+from genattrib.output.rows import MemorySink, RowBlock, RowSink
+from genattrib.output.scores import ScoreStore, SparseScores
 from genattrib.progress import progress_bar
 from genattrib.seeding import DEFAULT_SEED
 from genattrib.targets import TargetFunction
 
+#: Default budget for the granular (per hidden unit) scores a result keeps, in MiB.
+GRANULAR_BUDGET_MB = 256.0
+
 
 @dataclass
 class EngineResult:
-    """Scores of one sequence: rows are explained steps, columns source positions."""
+    """Scores of one sequence: rows are explained steps, columns source positions (a tensor, or
+    a store: top-k rows, or rows streamed to disk)."""
 
-    scores: Float[Tensor, "generated position"]
-    granular_scores: Float[Tensor, "generated position hidden"] | None = None
+    scores: Float[Tensor, "generated position"] | ScoreStore
+    granular_scores: Float[Tensor, "generated position hidden"] | ScoreStore | None = None
     step_scores: dict[str, Float[Tensor, " generated"]] = field(default_factory=dict)
+
+
+def granular_bytes(jobs: Sequence[SequenceJob], hidden: int) -> int:
+    """Bytes the granular scores of ``jobs`` take (float32 rows × positions × hidden)."""
+    return sum(job.num_rows * int(job.input_ids.shape[0]) for job in jobs) * hidden * 4
+
+
+def resolve_keep_granular(
+    method: Attributor,
+    jobs: Sequence[SequenceJob],
+    hidden: int,
+    keep_granular: bool | None,
+    budget_mb: int | float = GRANULAR_BUDGET_MB,
+    top_k: int | None = None,
+) -> bool:
+    """Whether to keep granular scores: never for a method without them or with ``top_k``; when
+    ``keep_granular`` is None, only if they fit ``budget_mb``; ``keep_granular=True`` beyond the
+    budget raises (before any row is attributed)."""
+    if not method.granular or keep_granular is False:
+        return False
+    size = granular_bytes(jobs, hidden)
+    if keep_granular is None:
+        return top_k is None and size <= budget_mb * 2**20
+    if top_k is not None:
+        raise InvalidArgumentError(
+            "keep_granular",
+            "top_k= keeps only the k largest scores of each row, but granular scores (every hidden unit) are dense",
+            "drop keep_granular=True, or pass top_k=None",
+        )
+    if size > budget_mb * 2**20:
+        need = math.ceil(size / 2**20)
+        raise InvalidArgumentError(
+            "keep_granular",
+            f"the granular scores of this call would take {need:,} MiB "
+            f"({sum(j.num_rows for j in jobs):,} rows x positions x {hidden} hidden units, float32), "
+            f"over granular_budget_mb={budget_mb:g}",
+            f"pass granular_budget_mb={need} (or more) to keep them, or keep_granular=None to keep only the "
+            "scores reduced over the hidden units, or explain fewer steps (attr_pos_start / attr_pos_end)",
+        )
+    return True
 
 
 def _build_batch(
@@ -107,6 +156,68 @@ def _units(refs: list[TargetRef], jobs: list[SequenceJob], device: torch.device)
     return units.to(device)
 
 
+def plan_run(
+    forward: ModelForward,
+    method: Attributor,
+    jobs: Sequence[SequenceJob],
+    prompts_per_batch: int | None = None,
+    done: AbstractSet[tuple[int, int]] = frozenset(),
+) -> list[list[TargetRef]]:
+    """The batches :func:`run_attribution` runs, in order, leaving out the (sequence, row) pairs
+    in ``done`` (rows a resumed stream already holds)."""
+    group = prompts_per_batch or max(1, len(jobs))
+    batches = [
+        [TargetRef(start + ref.job, ref.row, ref.position, ref.stop) for ref in batch]
+        for start in range(0, len(jobs), group)
+        for batch in plan_batches(
+            list(jobs[start : start + group]),
+            method.rows_per_target,
+            lambda length: forward.rows_per_chunk(length, method.needs_gradients),
+            method.group_by_sequence,
+        )
+    ]
+    if done:
+        batches = [[r for r in batch if (r.job, r.row) not in done] for batch in batches]
+    return [batch for batch in batches if batch]
+
+
+def _blocks(
+    refs: list[TargetRef],
+    jobs: list[SequenceJob],
+    reduced: Float[Tensor, "row position"],
+    granular: Float[Tensor, "row position hidden"] | None,
+    step_scores: Mapping[str, Tensor],
+    top_k: int | None,
+) -> list[RowBlock]:
+    """The finished rows of one batch, one block per sequence: each row's scores before its
+    target position, NaN from there on (top-k rows when ``top_k``)."""
+    members: dict[int, list[int]] = {}
+    for i, ref in enumerate(refs):
+        members.setdefault(ref.job, []).append(i)
+    steps = {name: values.detach().float().cpu() for name, values in step_scores.items()}
+    blocks = []
+    for j, slots in members.items():
+        positions = int(jobs[j].input_ids.shape[0])
+        dense = torch.full((len(slots), positions), math.nan, dtype=torch.float32)
+        kept = None if granular is None else torch.full((len(slots), positions, granular.shape[-1]), math.nan)
+        for k, i in enumerate(slots):
+            p = refs[i].position
+            dense[k, :p] = reduced[i, :p]
+            if kept is not None and granular is not None:
+                kept[k, :p] = granular[i, :p]
+        index = torch.tensor(slots, dtype=torch.long)
+        blocks.append(
+            RowBlock(
+                sequence=j,
+                rows=torch.tensor([refs[i].row for i in slots], dtype=torch.long),
+                scores=dense if top_k is None else SparseScores.from_dense(dense, top_k),
+                granular=kept,
+                step_scores={name: values[index] for name, values in steps.items()},
+            )
+        )
+    return blocks
+
+
 def run_attribution(
     forward: ModelForward,
     method: Attributor,
@@ -117,6 +228,11 @@ def run_attribution(
     keep_granular: bool | None = None,
     show_progress: bool | None = None,
     prompts_per_batch: int | None = None,
+    *,
+    top_k: int | None = None,
+    granular_budget_mb: int | float = GRANULAR_BUDGET_MB,
+    sink: RowSink | None = None,
+    done: AbstractSet[tuple[int, int]] = frozenset(),
 ) -> list[EngineResult]:
     """Attribute every explained step of every job with ``method``; no per-token Python loop
     of forwards: rows of many targets share each model call.
@@ -124,48 +240,30 @@ def run_attribution(
     ``prompts_per_batch`` (the user's ``batch_size``) plans the jobs in groups of that many
     sequences, one group after another, which bounds the memory a batch of rows can take;
     rows inside a group are still sized to the memory budget. Results do not depend on it.
+
+    Each finished batch goes to ``sink`` (default: a :class:`~genattrib.output.rows.MemorySink`)
+    as one :class:`~genattrib.output.rows.RowBlock` per sequence; ``top_k`` keeps the k
+    largest-|score| cells of each row (:class:`~genattrib.output.scores.SparseScores`) as the
+    batch finishes. Granular scores are kept as :func:`resolve_keep_granular` says (within
+    ``granular_budget_mb``). Rows in ``done`` are skipped (the sink already holds them).
     """
-    group = prompts_per_batch or max(1, len(jobs))
-    batches = [
-        [TargetRef(start + ref.job, ref.row, ref.position, ref.stop) for ref in batch]
-        for start in range(0, len(jobs), group)
-        for batch in plan_batches(
-            jobs[start : start + group],
-            method.rows_per_target,
-            lambda length: forward.rows_per_chunk(length, method.needs_gradients),
-            method.group_by_sequence,
-        )
-    ]
+    batches = plan_run(forward, method, jobs, prompts_per_batch, done)
     baselines = [
         baseline_embeddings(baseline, job.input_ids, forward.embedding)
         if baseline is not None
         else forward.embed(job.input_ids.unsqueeze(0))[0]
         for job in jobs
     ]
-    if keep_granular is None:
-        hidden = forward.hidden_size if method.granular else 1
-        cells = sum(job.num_rows * int(job.input_ids.shape[0]) for job in jobs) * hidden
-        keep_granular = method.granular and cells * 4 <= 256 << 20
-    results = [
-        EngineResult(torch.full((job.num_rows, int(job.input_ids.shape[0])), math.nan, dtype=torch.float32))
-        for job in jobs
-    ]
+    keep = resolve_keep_granular(method, jobs, forward.hidden_size, keep_granular, granular_budget_mb, top_k)
+    if sink is None:
+        sink = MemorySink([(job.num_rows, int(job.input_ids.shape[0])) for job in jobs], top_k)
     with progress_bar(len(batches), f"{method.name}", show_progress) as advance:
         for refs in batches:
             batch = _build_batch(refs, jobs, forward, baselines, seed)
             out = method.attribute(batch, forward, attributed_fn)
             scores = out.scores.detach().float()
             reduced = reduce_hidden(scores, method.default_reduction) if method.granular else scores
-            reduced, scores = reduced.cpu(), scores.cpu()
-            for i, ref in enumerate(refs):
-                res, p = results[ref.job], ref.position
-                res.scores[ref.row, :p] = reduced[i, :p]
-                if method.granular and keep_granular:
-                    if res.granular_scores is None:
-                        res.granular_scores = torch.full((*res.scores.shape, scores.shape[-1]), math.nan)
-                    res.granular_scores[ref.row, :p] = scores[i, :p]
-                for name, values in out.step_scores.items():
-                    store = res.step_scores.setdefault(name, torch.full((res.scores.shape[0],), math.nan))
-                    store[ref.row] = float(values[i])
+            granular = scores.cpu() if method.granular and keep else None
+            sink.add(_blocks(refs, jobs, reduced.cpu(), granular, out.step_scores, top_k))
             advance()
-    return results
+    return [EngineResult(*sink.result(j)) for j in range(len(jobs))]

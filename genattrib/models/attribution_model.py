@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -19,12 +20,22 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from genattrib.engine import Attributor, SequenceJob, build_jobs, eval_mode, run_attribution, teacher_forced_step_scores
+from genattrib.engine import (
+    GRANULAR_BUDGET_MB,
+    Attributor,
+    SequenceJob,
+    build_jobs,
+    eval_mode,
+    resolve_keep_granular,
+    run_attribution,
+    teacher_forced_step_scores,
+)
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.methods import list_methods, method_class
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import build_generation_config
 from genattrib.models.assemble import assemble_output
+from genattrib.models.estimate import Estimate, estimate_call
 from genattrib.models.request import (
     AttributionRequest,
     check_batch_size,
@@ -33,6 +44,7 @@ from genattrib.models.request import (
     prepare_request,
 )
 from genattrib.models.sources import source_spans
+from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage
 from genattrib.models.tokens import decode_tokens
 from genattrib.models.units import CharSpans, unit_spans
 from genattrib.output import FeatureAttributionOutput
@@ -119,6 +131,9 @@ class AttributionModel:
         generation_config: GenerationConfig | None = None,
         attribute_special_tokens: bool = False,
         keep_granular: bool | None = None,
+        granular_budget_mb: int | float = GRANULAR_BUDGET_MB,
+        top_k: int | None = None,
+        stream_to: str | os.PathLike | None = None,
         max_rows: int | None = None,
         show_progress: bool | None = None,
         method_kwargs: Mapping[str, Any] | None = None,
@@ -153,8 +168,17 @@ class AttributionModel:
         methods (occlusion, LIME, context ablation) then ablate whole units, so U units cost about
         U forward rows for every target of a sequence; every method records the units
         (``seq.source_spans``) and ``out.aggregate("sources")`` sums each unit's positions.
+
+        Storage (see :mod:`genattrib.models.storage`): granular scores are kept (``keep_granular``
+        None: when they fit) within ``granular_budget_mb`` (MiB, default 256; ``keep_granular=True``
+        beyond it raises before any row is attributed). ``top_k=k`` keeps each row's k
+        largest-|score| cells and the exact sum of the others (``seq.sparse_scores``; dropped
+        cells read 0 in ``seq.scores``). ``stream_to="folder/"`` writes each finished batch of
+        rows to a shard in the folder; re-running the same call with it resumes an interrupted
+        run, and the result reads its rows from the folder (``FeatureAttributionOutput.load``).
         """
         t0 = time.perf_counter()
+        storage = check_storage(top_k, stream_to, granular_budget_mb, keep_granular)
         forced, forced_name = continuation_argument(continuation, target)
         request = prepare_request(
             self,
@@ -181,6 +205,7 @@ class AttributionModel:
             sources_include_generated=sources_include_generated,
             **kwargs,
         )
+        writer = open_stream(self, request, storage)
         timings = {"validate": time.perf_counter() - t0}
         with eval_mode(self.model):
             with _timed(timings, "generate"):
@@ -195,6 +220,11 @@ class AttributionModel:
                 units,
                 sources,
             )
+            hidden = request.forward.hidden_size
+            keep = resolve_keep_granular(
+                request.attributor, jobs, hidden, request.keep_granular, storage.granular_budget_mb, storage.top_k
+            )
+            done = plan_stream(writer, jobs, keep, hidden, storage.top_k)
             with _timed(timings, "step_scores"):
                 self._teacher_forced_step_scores(request, traces, jobs)
             with _timed(timings, "attribute"):
@@ -205,13 +235,44 @@ class AttributionModel:
                     jobs,
                     request.baseline,
                     request.run_seed,
-                    request.keep_granular,
+                    keep,
                     request.show_progress,
                     request.batch_size,
+                    top_k=storage.top_k,
+                    granular_budget_mb=storage.granular_budget_mb,
+                    sink=writer,
+                    done=done,
                 )
         out = assemble_output(self, request, traces, jobs, results, timings)
         out.provenance.timings["total"] = time.perf_counter() - t0
-        return out
+        return record_storage(out, storage, keep, writer)
+
+    def estimate(
+        self,
+        inputs: str | Sequence[Any],
+        continuation: str | Sequence[Any] | torch.Tensor | None = None,
+        *,
+        target: str | Sequence[Any] | torch.Tensor | None = None,
+        granular_budget_mb: int | float = GRANULAR_BUDGET_MB,
+        top_k: int | None = None,
+        stream_to: str | os.PathLike | None = None,
+        calibrate: bool = True,
+        **kwargs: Any,
+    ) -> Estimate:
+        """What :meth:`attribute` with the same arguments would cost (rows, FLOPs, peak memory,
+        predicted seconds), without running it: the call is checked and planned, and
+        (``calibrate``) a short calibration on this device times the model. Without a
+        continuation nothing is generated: ``max_new_tokens`` tokens are assumed (see
+        :mod:`genattrib.models.estimate`).
+
+        Example:
+            >>> print(model.estimate(prompt, max_new_tokens=64, method="integrated_gradients"))  # doctest: +SKIP
+        """
+        storage = check_storage(top_k, stream_to, granular_budget_mb, kwargs.get("keep_granular"))
+        forced, forced_name = continuation_argument(continuation, target)
+        request = prepare_request(self, inputs, forced, continuation_name=forced_name, **kwargs)
+        with eval_mode(self.model):
+            return estimate_call(self, request, storage, calibrate)
 
     def generate(
         self,

@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from genattrib.errors import InvalidArgumentError
-from genattrib.output import serialization
+from genattrib.output import serialization, stream
 from genattrib.output.provenance import Provenance
+from genattrib.output.rows import SequenceRows
+from genattrib.output.scores import SparseScores
 from genattrib.output.sequence import SequenceAttribution
 
 
@@ -145,46 +149,89 @@ class FeatureAttributionOutput:
 
     # --- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Save to ``.json`` or ``.safetensors`` (no pickle); reload with :meth:`load`."""
+        """Save to ``.json`` or ``.safetensors`` (no pickle); reload with :meth:`load`.
+
+        Top-k results (``attribute(..., top_k=k)``) are saved sparse (kept cells and residuals);
+        a streamed result is read from its shards and saved whole.
+        """
+        meta, tensors = self.encode()
+        return serialization.write(path, meta, tensors)
+
+    def encode(self, scores: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """(JSON metadata, tensors) that :meth:`save` writes; ``scores=False`` leaves out the score
+        rows (scores and granular scores), which a stream folder keeps in its shards."""
         meta: dict[str, Any] = {"provenance": self.provenance.to_dict(), "sequences": []}
         tensors = {}
         for i, seq in enumerate(self.sequences):
+            sparse = seq.sparse_scores
             entry = {
                 "tokens": seq.tokens,
                 "prompt_length": seq.prompt_length,
                 "step_start": seq.step_start,
                 "generated_text": seq.generated_text,
                 "step_scores": sorted(seq.step_scores),
-                "granular": seq.granular_scores is not None,
+                "granular": seq.granular_scores_shape is not None,
                 "token_roles": seq.token_roles,
                 "target_spans": seq.target_spans,
                 "source_spans": seq.source_spans,
             }
+            if sparse is not None:
+                entry["sparse"] = {"k": sparse.k, "positions": sparse.num_positions}
             meta["sequences"].append(entry)
             tensors[f"{i}.input_ids"] = seq.input_ids
-            tensors[f"{i}.scores"] = seq.scores
             tensors[f"{i}.special_mask"] = seq.special_mask
-            if seq.granular_scores is not None:
-                tensors[f"{i}.granular_scores"] = seq.granular_scores
+            if scores:
+                if sparse is not None:
+                    tensors.update(sparse.to_tensors(f"{i}.sparse."))
+                else:
+                    tensors[f"{i}.scores"] = seq.scores
+                if seq.granular_scores is not None:
+                    tensors[f"{i}.granular_scores"] = seq.granular_scores
             for name, values in seq.step_scores.items():
                 tensors[f"{i}.step.{name}"] = values
-        return serialization.write(path, meta, tensors)
+        return meta, tensors
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureAttributionOutput:
-        """Load a result saved with :meth:`save`."""
+        """Load a result saved with :meth:`save`, or the folder of ``attribute(..., stream_to=folder)``.
+
+        A folder is opened lazily: each sequence's rows are read from the shards when its
+        ``scores`` (or one row, :meth:`SequenceAttribution.score_row`) are asked for.
+        """
+        if Path(path).is_dir():
+            meta, tensors, stored = stream.read_stream(path)
+            return cls.decode(meta, tensors, stored)
         meta, tensors = serialization.read(path)
+        return cls.decode(meta, tensors)
+
+    @classmethod
+    def decode(
+        cls, meta: dict[str, Any], tensors: dict[str, Tensor], stored: Sequence[SequenceRows] | None = None
+    ) -> FeatureAttributionOutput:
+        """The result :meth:`encode` describes; ``stored`` gives each sequence's (scores, granular
+        scores, step scores of the rows) when ``meta`` and ``tensors`` leave them out."""
         sequences = []
         for i, entry in enumerate(meta["sequences"]):
+            steps = {n: tensors[f"{i}.step.{n}"] for n in entry["step_scores"] if f"{i}.step.{n}" in tensors}
+            sparse = entry.get("sparse")
+            if stored is not None:
+                scores, granular, row_steps = stored[i]
+                steps = {**row_steps, **steps}
+            elif sparse is not None:
+                scores = SparseScores.from_tensors(f"{i}.sparse.", tensors, int(sparse["positions"]), int(sparse["k"]))
+                granular = tensors.get(f"{i}.granular_scores") if entry["granular"] else None
+            else:
+                scores = tensors[f"{i}.scores"]
+                granular = tensors.get(f"{i}.granular_scores") if entry["granular"] else None
             sequences.append(
                 SequenceAttribution(
                     input_ids=tensors[f"{i}.input_ids"],
                     tokens=list(entry["tokens"]),
                     prompt_length=int(entry["prompt_length"]),
-                    scores=tensors[f"{i}.scores"],
-                    step_scores={n: tensors[f"{i}.step.{n}"] for n in entry["step_scores"]},
+                    scores=scores,
+                    step_scores={n: steps[n] for n in entry["step_scores"]},
                     special_mask=tensors[f"{i}.special_mask"],
-                    granular_scores=tensors.get(f"{i}.granular_scores") if entry["granular"] else None,
+                    granular_scores=granular,
                     step_start=int(entry["step_start"]),
                     generated_text=entry["generated_text"],
                     token_roles=entry.get("token_roles"),

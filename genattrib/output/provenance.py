@@ -68,6 +68,8 @@ class Provenance:
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     work: dict[str, int] = field(default_factory=dict)  # counts, e.g. model rows run
     aggregations: list[str] = field(default_factory=list)  # steps applied by genattrib.aggregation, in order
+    # how the scores were stored: granular_budget_mb, granular_kept, top_k, stream_to (empty in older files)
+    storage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # JSON has no tuples: store lists so a saved and reloaded provenance compares equal

@@ -8,15 +8,26 @@ Example:
     torch.Size([3, 9])
     >>> seq.scores[0, seq.prompt_length:]           # NaN: positions at/after the first target
     tensor([nan, nan, nan])
+
+``scores`` and ``granular_scores`` may be given as a :class:`~genattrib.output.scores.ScoreStore`
+instead of a tensor: the top-k :class:`~genattrib.output.scores.SparseScores` of
+``attribute(..., top_k=k)``, or the rows of a streamed result on disk
+(``attribute(..., stream_to=...)``). Reading the attribute densifies the store once, on first
+access, and the store caches the dense tensor (``seq.__dict__`` holds the store itself);
+:meth:`SequenceAttribution.score_row` reads one row without densifying the rest, and
+:attr:`SequenceAttribution.sparse_scores` gives the top-k form.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+from genattrib.output.scores import ScoreStore, SparseScores
 
 
 @dataclass
@@ -34,10 +45,10 @@ class SequenceAttribution:
     input_ids: Int[Tensor, " position"]
     tokens: list[str]
     prompt_length: int
-    scores: Float[Tensor, "generated position"]
+    scores: Float[Tensor, "generated position"] | ScoreStore
     step_scores: dict[str, Float[Tensor, " generated"]] = field(default_factory=dict)
     special_mask: Bool[Tensor, " position"] | None = None
-    granular_scores: Float[Tensor, "generated position hidden"] | None = None
+    granular_scores: Float[Tensor, "generated position hidden"] | ScoreStore | None = None
     step_start: int = 0
     generated_text: str = ""
     token_roles: list[str] | None = None  # chat prompts: message role of each token
@@ -48,16 +59,17 @@ class SequenceAttribution:
         n = int(self.input_ids.shape[0])
         if len(self.tokens) != n:
             raise ValueError(f"{len(self.tokens)} tokens for {n} ids")
-        if self.scores.ndim != 2 or self.scores.shape[1] != n:
-            raise ValueError(f"scores must be (generated, {n}), got {tuple(self.scores.shape)}")
+        shape = self.scores_shape
+        if len(shape) != 2 or shape[1] != n:
+            raise ValueError(f"scores must be (generated, {n}), got {shape}")
         if self.special_mask is None:
             self.special_mask = torch.zeros(n, dtype=torch.bool)
         if self.token_roles is not None and len(self.token_roles) != n:
             raise ValueError(f"{len(self.token_roles)} token roles for {n} tokens")
         if self.target_spans is not None:
             self.target_spans = [(int(a), int(b)) for a, b in self.target_spans]
-            if len(self.target_spans) != self.scores.shape[0]:
-                raise ValueError(f"{len(self.target_spans)} target spans for {self.scores.shape[0]} rows")
+            if len(self.target_spans) != shape[0]:
+                raise ValueError(f"{len(self.target_spans)} target spans for {shape[0]} rows")
             bounds = [self.prompt_length] + [x for span in self.target_spans for x in span] + [n]
             if any(b < a for a, b in zip(bounds, bounds[1:])) or any(a >= b for a, b in self.target_spans):
                 raise ValueError(f"target spans {self.target_spans[:5]} are not ordered, disjoint and generated")
@@ -67,11 +79,36 @@ class SequenceAttribution:
             if any(b < a for a, b in zip(edges, edges[1:])) or any(a >= b for a, b in self.source_spans):
                 raise ValueError(f"source spans {self.source_spans[:5]} are not ordered and disjoint within {n}")
 
+    # --- stored scores ------------------------------------------------------------------
+    @property
+    def scores_shape(self) -> tuple[int, ...]:
+        """The shape of ``scores``, without densifying a store."""
+        return tuple(int(d) for d in self.__dict__["scores"].shape)
+
+    @property
+    def granular_scores_shape(self) -> tuple[int, ...] | None:
+        """The shape of ``granular_scores`` (None when not kept), without densifying a store."""
+        stored = self.__dict__["granular_scores"]
+        return None if stored is None else tuple(int(d) for d in stored.shape)
+
+    @property
+    def sparse_scores(self) -> SparseScores | None:
+        """The top-k form of ``scores`` (``attribute(..., top_k=k)``), with each row's residual; else None."""
+        stored = self.__dict__["scores"]
+        return stored.sparse() if isinstance(stored, ScoreStore) else None
+
+    def score_row(self, j: int) -> Float[Tensor, " position"]:
+        """Row ``j`` of ``scores``; a store not densified yet reads only that row."""
+        stored = self.__dict__["scores"]
+        if isinstance(stored, ScoreStore) and not stored.is_cached:
+            return stored.row(range(self.num_steps)[j])
+        return self.scores[j]
+
     # --- views -------------------------------------------------------------------------
     @property
     def num_steps(self) -> int:
         """Number of explained generated steps (rows of ``scores``)."""
-        return int(self.scores.shape[0])
+        return self.scores_shape[0]
 
     @property
     def source_tokens(self) -> list[str]:
@@ -135,10 +172,11 @@ class SequenceAttribution:
         step_start = self.step_start + first
         if spans is not None:
             step_start = spans[0][0] - self.prompt_length if spans else self.step_start
+        stored = self.__dict__["scores"]
         return replace(
             self,
             target_spans=spans,
-            scores=self.scores[sel].clone(),
+            scores=stored.select(sel) if isinstance(stored, ScoreStore) else self.scores[sel].clone(),
             granular_scores=None if self.granular_scores is None else self.granular_scores[sel].clone(),
             step_scores={k: v[sel].clone() for k, v in self.step_scores.items()},
             step_start=step_start,
@@ -157,6 +195,9 @@ class SequenceAttribution:
             nan_a, nan_b = a.isnan(), b.isnan()
             return torch.equal(nan_a, nan_b) and torch.equal(a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0))
 
+        sparse_a, sparse_b = self.sparse_scores, other.sparse_scores
+        if (sparse_a is None) != (sparse_b is None) or (sparse_a is not None and not sparse_a.equals(sparse_b)):
+            return False
         return (
             self.tokens == other.tokens
             and self.token_roles == other.token_roles
@@ -172,3 +213,22 @@ class SequenceAttribution:
             and self.step_scores.keys() == other.step_scores.keys()
             and all(same(v, other.step_scores[k]) for k, v in self.step_scores.items())
         )
+
+
+def _stored(name: str) -> property:
+    """A dataclass field held (in the instance ``__dict__``, under its own name) as a tensor or a
+    :class:`ScoreStore`; reading it gives a tensor, a store densified once (the store caches it)."""
+
+    def get(self: SequenceAttribution) -> Any:
+        value = self.__dict__[name]
+        return value.cached() if isinstance(value, ScoreStore) else value
+
+    def set(self: SequenceAttribution, value: Any) -> None:
+        self.__dict__[name] = value
+
+    return property(get, set, doc=f"``{name}`` as a dense tensor (a store is densified on first access)")
+
+
+# After @dataclass: the generated __init__ assigns through these properties.
+SequenceAttribution.scores = _stored("scores")  # type: ignore[assignment]
+SequenceAttribution.granular_scores = _stored("granular_scores")  # type: ignore[assignment]

@@ -2,7 +2,8 @@
 
 A ``.json`` path gets a JSON document with the tensors embedded as base64 safetensors bytes;
 a ``.safetensors`` path gets a safetensors file with the JSON in its metadata. Both reload
-bit-exactly.
+bit-exactly. Files are written atomically: to a temporary name in the same folder, then moved
+into place, so an interrupted save never leaves a half-written file under ``path``.
 
 Example:
     >>> from genattrib import FeatureAttributionOutput
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,22 @@ def _check_suffix(path: Path) -> str:
     )
 
 
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` to a temporary file next to ``path``, then move it to ``path`` (``durable``:
+    flush it to disk first, so that it survives a power cut too, not only a killed process)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
     """Write ``meta`` (JSON-able) and ``tensors`` to one file at ``path``."""
     path = Path(path)
@@ -49,10 +67,11 @@ def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) ->
     if kind == "json":
         blob = save_tensors_bytes(contiguous) if contiguous else b""
         doc = {"format": FORMAT, "meta": meta, "tensors": base64.b64encode(blob).decode("ascii")}
-        path.write_text(json.dumps(doc, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+        data = json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
     else:
         metadata = {"format": FORMAT, "meta": json.dumps(meta, ensure_ascii=False, allow_nan=False)}
-        path.write_bytes(save_tensors_bytes(contiguous, metadata=metadata))
+        data = save_tensors_bytes(contiguous, metadata=metadata)
+    atomic_write_bytes(path, data)
     return path
 
 

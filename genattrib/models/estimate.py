@@ -1,0 +1,371 @@
+"""Dry run: what an ``attribute()`` call would cost, without running it (:meth:`AttributionModel.estimate`).
+
+The call is checked and planned exactly as ``attribute()`` plans it (same batches, same rows per
+chunk), then costed:
+
+* rows: explained rows (tokens or units), model rows (``method.rows_per_target`` of each
+  batch's length; a method that shares a forward pass among a sequence's targets pays once per
+  batch) and token-rows (model rows × tokens per row, padding included);
+* FLOPs: ``2 · parameters · token-rows`` for a forward pass, ``× 3`` with the backward pass
+  (parameters: all but the input embedding table, a lookup);
+* peak memory: the parameters, plus the largest chunk of rows
+  (:meth:`~genattrib.engine.ModelForward.row_bytes` × rows per chunk) with its batch inputs,
+  plus the scores the result keeps (dense, top-k or granular; only a batch's worth with
+  ``stream_to``);
+* predicted seconds: a short calibration on this device (``calibrate=True``): one row, then
+  a few rows (at most :data:`CALIBRATION_ROWS` rows, :data:`CALIBRATION_TOKENS` token-rows) at
+  the run's typical length, forward (and backward, for a gradient method), timed after a
+  warm-up, give the seconds per model call and per token-row; generating 1 and then a few tokens of the first
+  prompt gives the generation speed. Attribution time is then token-rows × seconds per
+  token-row plus (chunks + batches) × seconds per call.
+
+Without a continuation nothing is generated: the estimate assumes ``max_new_tokens`` tokens,
+and for named units :data:`ASSUMED_UNIT_TOKENS` tokens per unit (e.g. 20 per sentence); pass
+the continuation to plan exactly.
+
+Example:
+    >>> est = model.estimate(prompt, target=" Paris.", calibrate=False)
+    >>> est.rows, est.model_rows, est.predicted_seconds is None
+    (3, 3, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from genattrib.engine import (
+    Attributor,
+    Explained,
+    ModelForward,
+    SequenceJob,
+    build_jobs,
+    plan_run,
+    resolve_keep_granular,
+)
+from genattrib.engine.plan import TargetRef
+from genattrib.generation import GenerationTrace, generate_traces
+from genattrib.models.request import AttributionRequest
+from genattrib.models.storage import StorageOptions
+from genattrib.models.units import describe_explain
+
+if TYPE_CHECKING:
+    from genattrib.models.attribution_model import AttributionModel
+
+#: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
+ASSUMED_UNIT_TOKENS = {"words": 1.3, "sentences": 20.0, "paragraphs": 80.0, "lines": 12.0}
+
+#: Token-rows of one calibration pass, at most (and at most :data:`CALIBRATION_ROWS` rows).
+CALIBRATION_TOKENS = 512
+CALIBRATION_ROWS = 4
+
+
+def _size(n: int | float, unit: str = "B") -> str:
+    for prefix in ("", "Ki", "Mi", "Gi", "Ti"):
+        if abs(n) < 1024 or prefix == "Ti":
+            return f"{n:,.0f} {prefix}{unit}" if prefix == "" else f"{n:,.1f} {prefix}{unit}"
+        n /= 1024
+    return f"{n:,.1f} {unit}"  # pragma: no cover
+
+
+def _flops(n: int | float) -> str:
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.2f} {prefix}FLOP"
+    return f"{n:,.0f} FLOP"
+
+
+def _seconds(s: int | float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    return f"{s:.2f} s" if s < 10 else f"{s:.0f} s"
+
+
+@dataclass
+class Estimate:
+    """The predicted cost of one ``attribute()`` call (see :mod:`genattrib.models.estimate`).
+
+    ``memory`` and ``seconds`` break ``peak_memory_bytes`` and ``predicted_seconds`` down;
+    ``calibration`` holds the measured speeds; ``assumptions`` what was assumed in place of
+    what only the run would know. :meth:`to_dict` / :meth:`to_json` for machines, ``str()``
+    for people.
+    """
+
+    model_name: str
+    method: str
+    explain: str
+    device: str
+    sequences: int
+    rows: int
+    batches: int
+    model_rows: int
+    grad_rows: int
+    token_rows: int
+    flops: float
+    peak_memory_bytes: int
+    predicted_seconds: float | None
+    memory: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+
+    def __str__(self) -> str:
+        mem = ", ".join(f"{k} {_size(v)}" for k, v in self.memory.items())
+        lines = [
+            f"Estimate: {self.method} on {self.model_name} ({self.device}), explain {self.explain}",
+            ("sequences", f"{self.sequences:,}"),
+            ("explained rows", f"{self.rows:,} in {self.batches:,} batches"),
+            ("model rows", f"{self.model_rows:,} ({self.grad_rows:,} with a backward pass)"),
+            ("token-rows", f"{self.token_rows:,}"),
+            ("FLOPs", _flops(self.flops)),
+            ("peak memory", f"{_size(self.peak_memory_bytes)} ({mem})"),
+        ]
+        if self.predicted_seconds is None:
+            lines.append(("predicted time", "not calibrated (calibrate=False)"))
+        else:
+            parts = ", ".join(f"{k} {_seconds(v)}" for k, v in self.seconds.items() if k != "calibration")
+            lines.append(("predicted time", f"{_seconds(self.predicted_seconds)} ({parts})"))
+            cal = self.calibration
+            kind = "grad" if "grad_s_per_call" in cal else "forward"
+            what = "forward+backward" if kind == "grad" else "forward"
+            lines.append(
+                (
+                    "calibration",
+                    f"{what}: {cal[f'{kind}_s_per_token_row'] * 1e6:,.1f} µs per token-row + "
+                    f"{cal[f'{kind}_s_per_call'] * 1e3:,.1f} ms per call ({cal['rows']} rows x {cal['length']} "
+                    f"tokens, took {_seconds(self.seconds.get('calibration', 0.0))})",
+                )
+            )
+        lines += [("assumed", text) for text in self.assumptions]
+        return "\n".join(line if isinstance(line, str) else f"  {line[0]:<15} {line[1]}" for line in lines)
+
+
+def _placeholder_id(request: AttributionRequest, special: set[int]) -> int:
+    """A token id that stands for the generated tokens not generated (any non-special id)."""
+    last = int(request.prompt_ids[0][-1]) if request.prompt_ids and request.prompt_ids[0].numel() else 0
+    if last not in special:
+        return last
+    return next(i for i in range(max(special) + 2) if i not in special)
+
+
+def _even_spans(first: int, stop: int, per_unit: float) -> list[tuple[int, int]]:
+    n = stop - first
+    units = max(1, round(n / per_unit)) if n else 0
+    bounds = [first + round(i * n / units) for i in range(units + 1)] if units else []
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def planned_jobs(
+    model: AttributionModel, request: AttributionRequest, assumptions: list[str]
+) -> tuple[list[SequenceJob], list[GenerationTrace]]:
+    """The jobs ``attribute()`` would run: exact with a continuation, else assumed (see the module)."""
+    special = set(model._special_ids())
+    if request.forced_ids is not None:
+        traces = [GenerationTrace(p, f, forced=True) for p, f in zip(request.prompt_ids, request.forced_ids)]
+        units = model._units(request, traces)
+    else:
+        n = int(request.generation_config.max_new_tokens or 0)
+        token = _placeholder_id(request, special)
+        traces = [GenerationTrace(p, torch.full((n,), token, dtype=torch.long)) for p in request.prompt_ids]
+        assumptions.append(
+            f"continuation not given: {n} generated tokens each (max_new_tokens; generation may stop early)"
+        )
+        units = None
+        if isinstance(request.explain, str) and request.explain != "tokens":
+            per = ASSUMED_UNIT_TOKENS[request.explain]
+            assumptions.append(f"{request.explain}: {per:g} tokens per unit")
+            units = []
+            for trace in traces:
+                steps = range(int(trace.generated_ids.shape[0]))[request.steps]
+                p = trace.prompt_length
+                units.append(_even_spans(p + steps.start, p + steps.stop, per))
+        elif request.explain != "tokens":
+            units = model._units(request, traces)
+    jobs = build_jobs(traces, sorted(special), request.steps, None, request.keep_special, units)
+    return jobs, traces
+
+
+def _batch_rows(method: Attributor, batch: list[TargetRef]) -> tuple[int, int]:
+    """(model rows, tokens per row) of one planned batch."""
+    length = max(r.length for r in batch)
+    per = method.rows_per_target(length)
+    return (per if method.group_by_sequence else per * len(batch)), length
+
+
+def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(bytes of parameters and buffers, parameters that cost FLOPs: all but the input embedding)."""
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    size += sum(b.numel() * b.element_size() for b in model.buffers())
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight.data_ptr() == embedding.data_ptr()
+    count = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
+    return size, count
+
+
+def _time(fn: Any, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def calibrate_rows(
+    forward: ModelForward, request: AttributionRequest, jobs: list[SequenceJob], length: int, rows: int, grad: bool
+) -> tuple[float, float]:
+    """(seconds per model call, seconds per token-row) of rows of ``length`` tokens (forward, or
+    forward+backward): a warm-up pass of ``rows`` rows, then one row (best of two) and ``rows``
+    rows timed; a line through the two points."""
+    source = next((j.input_ids for j in jobs if j.input_ids.numel()), torch.zeros(1, dtype=torch.long))
+    ids = source.repeat(math.ceil(length / source.shape[0]))[:length].expand(rows, length).contiguous()
+    embeds = forward.embed(ids)
+    positions = torch.full((rows,), length - 1, dtype=torch.long, device=forward.input_device)
+    targets = Explained.tokens(positions, ids[:, -1].to(forward.input_device))
+    fn = request.attributed_fn
+    grad = grad and fn.differentiable
+
+    def run(n: int) -> None:
+        chunk = targets.map(lambda t: t[:n])
+        if grad:
+            forward.values_and_grads(embeds[:n], chunk, fn)
+        else:
+            forward.values(embeds[:n], chunk.map(lambda t: t.unsqueeze(1)), fn)
+
+    run(rows)  # warm-up at full size: the allocator reaches its peak here
+    one = min(_time(lambda: run(1), forward.input_device) for _ in range(2))
+    if rows == 1:
+        return 0.0, one / length
+    many = _time(lambda: run(rows), forward.input_device)
+    per_token_row = (many - one) / ((rows - 1) * length)
+    if per_token_row <= 0:  # timing noise: no overhead term
+        return 0.0, many / (rows * length)
+    return max(one - per_token_row * length, 0.0), per_token_row
+
+
+def calibrate_generation(model: AttributionModel, request: AttributionRequest) -> tuple[float, float]:
+    """(seconds of a prompt's first generated token, seconds per further token), from generating
+    1 then a few tokens of the first prompt."""
+    config = copy.deepcopy(request.generation_config)
+    total = int(config.max_new_tokens or 0)
+    n = max(2, min(5, total))
+    times = []
+    for tokens in (1, 1, n):  # the first run warms up
+        config.max_new_tokens = config.min_new_tokens = tokens
+        device = model.model.get_input_embeddings().weight.device
+        times.append(
+            _time(
+                lambda: generate_traces(
+                    model.model, request.prompt_ids[:1], generation_config=config, step_targets={}, seed=request.seed
+                ),
+                device,
+            )
+        )
+    first = times[1]
+    return first, max(0.0, times[2] - first) / (n - 1)
+
+
+def estimate_call(
+    model: AttributionModel, request: AttributionRequest, options: StorageOptions, calibrate: bool = True
+) -> Estimate:
+    """Plan ``request`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
+    method, forward = request.attributor, request.forward
+    assumptions: list[str] = []
+    jobs, _ = planned_jobs(model, request, assumptions)
+    hidden = forward.hidden_size
+    keep = resolve_keep_granular(method, jobs, hidden, request.keep_granular, options.granular_budget_mb, options.top_k)
+    batches = plan_run(forward, method, jobs, request.batch_size)
+    grad = method.needs_gradients
+    costs = [_batch_rows(method, batch) for batch in batches]
+    model_rows = sum(r for r, _ in costs)
+    token_rows = sum(r * length for r, length in costs)
+    param_bytes, param_count = _parameter_counts(model.model)
+    activations = max(
+        (
+            min(r, forward.rows_per_chunk(length, grad)) * forward.row_bytes(length, grad)
+            + r * length * hidden * 4 * (2 if grad else 1)  # the batch's inputs (and their gradients), float32
+            for r, length in costs
+        ),
+        default=0,
+    )
+    cells = sum(job.num_rows * int(job.input_ids.shape[0]) for job in jobs)
+    if options.top_k is not None:
+        result = sum(job.num_rows * (min(options.top_k, int(job.input_ids.shape[0])) * 12 + 32) for job in jobs)
+    else:
+        result = cells * 4 + (cells * hidden * 4 if keep else 0)
+    if options.stream_to is not None:
+        biggest = max((len(b) for b in batches), default=0)
+        longest = max((int(j.input_ids.shape[0]) for j in jobs), default=0)
+        result = biggest * longest * 4 * (hidden if keep else 1)
+        assumptions.append("stream_to: rows go to disk batch by batch; the result reads them back on access")
+    memory = {"parameters": param_bytes, "activations": int(activations), "result": int(result)}
+    estimate = Estimate(
+        model_name=model.name,
+        method=method.name,
+        explain=describe_explain(request.explain),
+        device=str(forward.input_device),
+        sequences=len(jobs),
+        rows=sum(job.num_rows for job in jobs),
+        batches=len(batches),
+        model_rows=model_rows,
+        grad_rows=model_rows if grad else 0,
+        token_rows=token_rows,
+        flops=float(2 * param_count * token_rows * (3 if grad else 1)),
+        peak_memory_bytes=sum(memory.values()),
+        predicted_seconds=None,
+        memory=memory,
+        assumptions=assumptions,
+    )
+    if calibrate and batches:
+        _calibrate(estimate, model, request, jobs, costs)
+    return estimate
+
+
+def _calibrate(
+    estimate: Estimate,
+    model: AttributionModel,
+    request: AttributionRequest,
+    jobs: list[SequenceJob],
+    costs: list[tuple[int, int]],
+) -> None:
+    start = time.perf_counter()
+    method = request.attributor
+    grad = method.needs_gradients
+    forward = ModelForward(model.model, max_rows=request.forward.user_max_rows)  # keeps the request's counts clean
+    total = sum(r * length for r, length in costs)
+    length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
+    rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)
+    rows = max(1, min(rows, CALIBRATION_ROWS))
+    per_call, per_row = calibrate_rows(forward, request, jobs, length, rows, grad)
+    name = "grad" if grad else "forward"
+    estimate.calibration = {"rows": rows, "length": length, f"{name}_s_per_call": per_call}
+    estimate.calibration[f"{name}_s_per_token_row"] = per_row
+    # one call per chunk of rows, and one more per batch (a method's forward-only reference pass)
+    calls = sum(math.ceil(r / forward.rows_per_chunk(length, grad)) + 1 for r, length in costs)
+    seconds = {}
+    if request.forced_ids is None:
+        first, per_token = calibrate_generation(model, request)
+        n = int(request.generation_config.max_new_tokens or 0)
+        groups = math.ceil(len(jobs) / (request.batch_size or max(1, len(jobs))))
+        seconds["generation"] = groups * (first + per_token * max(0, n - 1))
+        estimate.calibration.update(generation_first_token_s=first, generation_s_per_token=per_token)
+    seconds["attribution"] = total * per_row + calls * per_call
+    estimate.seconds = {**seconds, "calibration": time.perf_counter() - start}
+    estimate.predicted_seconds = sum(seconds.values())

@@ -1,7 +1,9 @@
-"""Take docs/images/long-form-page.png: the HTML page of a synthetic 8,000-token generation.
+"""Take docs/images/long-form-page.png: the HTML page of a synthetic 8,000-token generation
+(or of a saved result).
 
     python docs/tools/long_form_screenshot.py            # writes docs/images/long-form-page.png
     python docs/tools/long_form_screenshot.py --out x.png
+    python docs/tools/long_form_screenshot.py --result story.safetensors --out docs/images/long-form-story.png
 
 Builds ``long_form_output(8000)`` (tests/html_outputs.py), saves its page, opens it in headless
 Chromium (/usr/bin/chromium or $GENATTRIB_CHROMIUM, driven by playwright; never
@@ -30,11 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "long-form-page.png")
     parser.add_argument("--unit", type=int, default=7, help="the outline entry to pick")
+    parser.add_argument("--result", type=Path, default=None, help="a saved result to show instead of the synthetic one")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        page_path = long_form_output(8000).save_html(Path(tmp) / "long.html")
+        from genattrib import FeatureAttributionOutput
+
+        out = long_form_output(8000) if args.result is None else FeatureAttributionOutput.load(args.result)
+        page_path = out.save_html(Path(tmp) / "long.html")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(page_path.as_uri())

@@ -177,7 +177,7 @@ def planned_jobs(
     special = set(model._special_ids())
     if request.forced_ids is not None:
         traces = [GenerationTrace(p, f, forced=True) for p, f in zip(request.prompt_ids, request.forced_ids)]
-        units = model._units(request, traces)
+        units, sources = model._spans(request, traces)
     else:
         n = int(request.generation_config.max_new_tokens or 0)
         token = _placeholder_id(request, special)
@@ -185,7 +185,7 @@ def planned_jobs(
         assumptions.append(
             f"continuation not given: {n} generated tokens each (max_new_tokens; generation may stop early)"
         )
-        units = None
+        units, sources = model._spans(request, traces)  # prompt sources are exact; generated text is not
         if isinstance(request.explain, str) and request.explain != "tokens":
             per = ASSUMED_UNIT_TOKENS[request.explain]
             assumptions.append(f"{request.explain}: {per:g} tokens per unit")
@@ -194,9 +194,7 @@ def planned_jobs(
                 steps = range(int(trace.generated_ids.shape[0]))[request.steps]
                 p = trace.prompt_length
                 units.append(_even_spans(p + steps.start, p + steps.stop, per))
-        elif request.explain != "tokens":
-            units = model._units(request, traces)
-    jobs = build_jobs(traces, sorted(special), request.steps, None, request.keep_special, units)
+    jobs = build_jobs(traces, sorted(special), request.steps, None, request.keep_special, units, sources)
     return jobs, traces
 
 

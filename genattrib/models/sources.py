@@ -24,7 +24,7 @@ from torch import Tensor
 from genattrib.aggregation import boundaries
 from genattrib.aggregation.merge import runs_from_starts
 from genattrib.errors import InvalidArgumentError
-from genattrib.models.units import CharSpans, Span, absorb_blank_runs, char_runs, pair, text_view
+from genattrib.models.units import CharSpans, Span, absorb_blank_runs, char_runs, check_units, text_view
 
 #: Named source units.
 SOURCE_NAMES = ("sentences", "paragraphs", "documents", "lines")
@@ -37,29 +37,7 @@ def check_sources(sources: object) -> str | list[Span] | CharSpans | None:
         >>> check_sources("documents"), check_sources(None), check_sources([[0, 4], (4, 9)])
         ('documents', None, [(0, 4), (4, 9)])
     """
-    if sources is None or isinstance(sources, CharSpans):
-        return sources
-    if isinstance(sources, str):
-        if sources not in SOURCE_NAMES:
-            raise InvalidArgumentError(
-                "sources",
-                f"unknown source unit {sources!r}",
-                f"use one of {', '.join(SOURCE_NAMES)}, token spans [(start, end), ...] or CharSpans([...])",
-            )
-        return sources
-    if isinstance(sources, Sequence) and sources:
-        spans = sorted(pair(s, "sources") for s in sources)
-        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
-            if b0 < a1:
-                raise InvalidArgumentError(
-                    "sources", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass disjoint spans"
-                )
-        return spans
-    raise InvalidArgumentError(
-        "sources",
-        f"cannot group sources by {sources!r}",
-        f"use one of {', '.join(SOURCE_NAMES)}, token spans [(start, end), ...] of the sequence or CharSpans([...])",
-    )
+    return None if sources is None else check_units(sources, "sources", SOURCE_NAMES, "the sequence")
 
 
 def source_spans(

@@ -60,6 +60,23 @@ def pair(span: object, name: str) -> Span:
     return start, end
 
 
+def check_units(value: object, name: str, names: Sequence[str], spans_of: str) -> str | list[Span] | CharSpans:
+    """A validated unit argument: one of ``names``, disjoint token spans (sorted) or
+    :class:`CharSpans`; errors name ``name`` and say the spans index ``spans_of``."""
+    fix = f"use one of {', '.join(names)}, token spans [(start, end), ...] of {spans_of} or CharSpans([...])"
+    if isinstance(value, CharSpans) or (isinstance(value, str) and value in names):
+        return value
+    if isinstance(value, str):
+        raise InvalidArgumentError(name, f"unknown unit {value!r}", fix)
+    if isinstance(value, Sequence) and value:
+        spans = sorted(pair(s, name) for s in value)
+        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise InvalidArgumentError(name, f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass disjoint spans")
+        return spans
+    raise InvalidArgumentError(name, f"cannot make units of {value!r}", fix)
+
+
 def check_explain(explain: object) -> str | list[Span] | CharSpans:
     """The validated ``explain`` argument (before any heavy work).
 
@@ -67,30 +84,7 @@ def check_explain(explain: object) -> str | list[Span] | CharSpans:
         >>> check_explain("sentences"), check_explain([[0, 3]])
         ('sentences', [(0, 3)])
     """
-    if isinstance(explain, str):
-        if explain not in UNIT_NAMES:
-            raise InvalidArgumentError(
-                "explain",
-                f"unknown unit {explain!r}",
-                f"use one of {', '.join(UNIT_NAMES)}, token spans [(start, end), ...] or CharSpans([...])",
-            )
-        return explain
-    if isinstance(explain, CharSpans):
-        return explain
-    if isinstance(explain, Sequence) and explain:
-        spans = sorted(pair(s, "explain") for s in explain)
-        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
-            if b0 < a1:
-                raise InvalidArgumentError(
-                    "explain", f"spans ({a0}, {a1}) and ({b0}, {b1}) overlap", "pass disjoint spans"
-                )
-        return spans
-    raise InvalidArgumentError(
-        "explain",
-        f"cannot explain {explain!r}",
-        f"use one of {', '.join(UNIT_NAMES)}, token spans [(start, end), ...] of the generated text "
-        "or CharSpans([...])",
-    )
+    return check_units(explain, "explain", UNIT_NAMES, "the generated text")
 
 
 def unit_spans(

@@ -52,6 +52,23 @@ from torch import Tensor
 __all__ = ["ScoreStore", "SparseScores"]
 
 
+def tensors_equal(a: Tensor | None, b: Tensor | None) -> bool:
+    """Exact equality of shape, dtype and values, NaN equal to NaN (``None`` only equals ``None``).
+
+    Example:
+        >>> tensors_equal(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")]))
+        True
+    """
+    if a is None or b is None:
+        return a is b
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    nan_a, nan_b = a.isnan(), b.isnan()
+    return torch.equal(nan_a, nan_b) and torch.equal(a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0))
+
+
 class ScoreStore(ABC):
     """A score matrix (rows × positions[, hidden]) not held as one dense tensor."""
 
@@ -239,17 +256,8 @@ class SparseScores(ScoreStore):
 
     def equals(self, other: SparseScores) -> bool:
         """Exact equality of every kept cell, limit and residual (NaN equals NaN)."""
-
-        def same(a: Tensor, b: Tensor) -> bool:
-            if a.shape != b.shape or a.dtype != b.dtype:
-                return False
-            if not a.is_floating_point():
-                return torch.equal(a, b)
-            nan_a, nan_b = a.isnan(), b.isnan()
-            return torch.equal(nan_a, nan_b) and torch.equal(a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0))
-
         return (
             self.shape == other.shape
             and self.k == other.k
-            and all(same(getattr(self, n), getattr(other, n)) for n in self.FIELDS)
+            and all(tensors_equal(getattr(self, n), getattr(other, n)) for n in self.FIELDS)
         )

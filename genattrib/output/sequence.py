@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.output.scores import ScoreStore, SparseScores
+from genattrib.output.scores import ScoreStore, SparseScores, tensors_equal
 
 
 @dataclass
@@ -184,16 +184,7 @@ class SequenceAttribution:
 
     def equals(self, other: SequenceAttribution) -> bool:
         """Exact equality (NaN equals NaN) of every field."""
-
-        def same(a: Tensor | None, b: Tensor | None) -> bool:
-            if a is None or b is None:
-                return a is b
-            if a.shape != b.shape or a.dtype != b.dtype:
-                return False
-            if not a.is_floating_point():
-                return torch.equal(a, b)
-            nan_a, nan_b = a.isnan(), b.isnan()
-            return torch.equal(nan_a, nan_b) and torch.equal(a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0))
+        same = tensors_equal
 
         sparse_a, sparse_b = self.sparse_scores, other.sparse_scores
         if (sparse_a is None) != (sparse_b is None) or (sparse_a is not None and not sparse_a.equals(sparse_b)):

@@ -168,6 +168,42 @@ def estimate_total(record: dict[str, Any], samples: int = 64) -> float:
     return float(coef[0] * record["rows"] + coef[1] * record["row_tokens"])
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The results as the markdown tables of docs/long-form.md (times, then file sizes)."""
+    lengths = sorted(results["lengths"])
+    cells = results["cells"]
+    names = list(dict.fromkeys(key.split("@")[0] for key in cells))
+    lines = [
+        "| method | " + " | ".join(f"{n:,} tokens" for n in lengths) + f" | time {lengths[-1]:,} / {lengths[0]:,} |"
+    ]
+    lines.append("|---|" + "---|" * (len(lengths) + 1))
+    for name in names:
+        row = []
+        for n in lengths:
+            c = cells.get(f"{name}@{n}")
+            if c is None:
+                row.append("—")
+                continue
+            mark = "" if c["reduced"] is None else "*"
+            row.append(f"{c['seconds']:,.0f} s{mark}, {c['peak_rss_mb'] / 1024:.2f} GB")
+        first, last = cells.get(f"{name}@{lengths[0]}"), cells.get(f"{name}@{lengths[-1]}")
+        ratio = f"{last['seconds'] / first['seconds']:.1f}" if first and last else "—"
+        lines.append(f"| {name} | " + " | ".join(row) + f" | {ratio} |")
+    lines += ["", "| result files (JSON / safetensors / HTML) | " + " | ".join(f"{n:,}" for n in lengths) + " |"]
+    lines.append("|---|" + "---|" * len(lengths))
+    for name in names:
+        row = []
+        for n in lengths:
+            sizes = cells.get(f"{name}@{n}", {}).get("sizes_kb")
+            row.append("—" if sizes is None else " / ".join(_size(sizes[k]) for k in ("json", "safetensors", "html")))
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _size(kb: float) -> str:
+    return f"{kb / 1024:.1f} MB" if kb >= 1024 else f"{kb:.0f} KB"
+
+
 def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
@@ -190,7 +226,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "results" / "longform.json")
     parser.add_argument("--story-cache", type=Path, default=HERE.parent / "artifacts" / "longform_story.json")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--table", type=Path, default=None, help="print the markdown tables of a results file")
     args = parser.parse_args()
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child.read_text()))))
         return
@@ -212,6 +252,7 @@ def main() -> None:
             rss = record["peak_rss_mb"]
             print(f"{name:28s} {length:5d}  {record['seconds']:9.1f} s{mark}  peak RSS {rss:.0f} MB", flush=True)
             args.out.write_text(json.dumps(results, indent=1))
+    print(markdown_table(results))
     print(f"wrote {args.out}")
 
 

@@ -47,6 +47,7 @@ METHODS: dict[str, dict[str, Any]] = {
 #: shared by every target, so fewer targets would not cost less); occlusion always runs in full.
 REDUCED_BY = {"token saliency": "rows", "sentence saliency": "rows", "context ablation": "samples"}
 SAMPLE_STEPS = (8, 16, 24)
+WINDOW_ROWS = 8  # rows per window: small enough that several windows fit the budget at 2,048 tokens
 HERE = Path(__file__).resolve().parent
 
 
@@ -114,7 +115,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     predicted = spec.get("predicted_seconds")
     reduced = REDUCED_BY.get(spec["name"]) if predicted is not None and predicted > spec["budget"] else None
     if reduced == "rows":
-        windows = _windows(spans, max(1, len(spans) // 16))
+        windows = _windows(spans, max(1, min(len(spans) // 16, WINDOW_ROWS)))
         calls: list[tuple[dict[str, Any], Any]] = [
             ({"attr_pos_start": a, "attr_pos_end": b}, (a, b)) for a, b in windows
         ]
@@ -227,6 +228,7 @@ def main() -> None:
     parser.add_argument("--story-cache", type=Path, default=HERE.parent / "artifacts" / "longform_story.json")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--table", type=Path, default=None, help="print the markdown tables of a results file")
+    parser.add_argument("--resume", action="store_true", help="keep the cells already in --out, run the others")
     args = parser.parse_args()
     if args.table is not None:
         print(markdown_table(json.loads(args.table.read_text())))
@@ -238,9 +240,14 @@ def main() -> None:
     args.story_cache.parent.mkdir(parents=True, exist_ok=True)
     story = _story(max(args.lengths), args.story_cache)
     results: dict[str, Any] = {"lengths": args.lengths, "budget_s": args.budget, "threads": args.threads, "cells": {}}
+    if args.resume and args.out.is_file():  # keep the cells an interrupted run measured
+        results["cells"] = json.loads(args.out.read_text())["cells"]
     for name in args.methods:
         previous: tuple[int, float] | None = None
         for length in sorted(args.lengths):
+            if f"{name}@{length}" in results["cells"]:
+                previous = (length, results["cells"][f"{name}@{length}"]["seconds"])
+                continue
             # predict from the previous length (quadratic growth, the worst case) to skip a hopeless full run
             predicted = None if previous is None else previous[1] * (length / previous[0]) ** 2
             spec = {"name": name, "ids": story[:length], "budget": args.budget, "threads": args.threads}

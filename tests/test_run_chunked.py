@@ -71,7 +71,9 @@ def test_forward_only_rows_are_sized_on_their_own(tiny_llama) -> None:
         assert deep.row_bytes(length, grad=True) > 5 * forward.row_bytes(length, grad=True)
         assert deep.row_bytes(length, grad=False) == forward.row_bytes(length, grad=False)
         assert forward.row_bytes(length, grad=False) < forward.row_bytes(length, grad=True)
-        assert forward.rows_per_chunk(length, grad=False) >= forward.rows_per_chunk(length, grad=True)
+        # a model of real depth fits more forward-only rows in a chunk, even with the CPU's
+        # smaller forward-only budget (CPU_FORWARD_BYTES)
+        assert deep.rows_per_chunk(length, grad=False) >= deep.rows_per_chunk(length, grad=True)
     assert forward.rows_per_chunk(8, grad=False) <= MAX_ROWS_PER_CHUNK
 
 
@@ -94,3 +96,15 @@ def test_planned_batches_bound_padding_and_cover_every_target(lengths, budget, p
         longest = max(r.position for r in batch)
         assert all(r.position >= MIN_FILL * longest for r in batch)
         assert len(batch) == 1 or len(batch) * per_target <= max(budget, per_target)
+
+
+def test_cpu_forward_only_chunks_stay_within_their_working_memory(tiny_llama, monkeypatch) -> None:
+    """On the CPU a chunk of forward-only rows gets at most CPU_FORWARD_BYTES (long rows would
+    otherwise grow the process by gigabytes)."""
+    from genattrib.engine import forward as fw
+
+    monkeypatch.setattr(fw, "MAX_ROWS_PER_CHUNK", 10**9)  # see the memory rule, not the row cap
+    forward = fw.ModelForward(tiny_llama.model)
+    for length in (64, 2048, 16384):
+        rows = forward.rows_per_chunk(length, grad=False)
+        assert rows == 1 or rows * forward.row_bytes(length, grad=False) <= fw.CPU_FORWARD_BYTES

@@ -31,6 +31,8 @@ from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
 
 MAX_ROWS_PER_CHUNK = 256
+#: Working memory of a chunk of forward-only rows on the CPU (see ``_available_bytes``).
+CPU_FORWARD_BYTES = 1 << 30
 #: Logits held at once when a row explains many positions (a long unit, or many shared targets).
 LOGIT_SLICE_BYTES = 64 << 20
 
@@ -41,7 +43,11 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-def _available_bytes(device: torch.device) -> int:
+def _available_bytes(device: torch.device, grad: bool = True) -> int:
+    """Working memory a chunk of rows may use: 70% of free GPU memory; on the CPU a quarter of
+    free RAM, at most 4 GiB for forward+backward rows and :data:`CPU_FORWARD_BYTES` for
+    forward-only ones (CPU matmuls gain little from more rows once a chunk holds thousands of
+    tokens, while long rows would otherwise grow the process by gigabytes)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.7)
@@ -49,7 +55,7 @@ def _available_bytes(device: torch.device) -> int:
         pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         pages = 8 << 30
-    return int(min(pages * 0.25, 4 << 30))
+    return int(min(pages * 0.25, (4 << 30) if grad else CPU_FORWARD_BYTES))
 
 
 def no_gradient_error(model: str, method: str = "this method") -> Exception:
@@ -122,7 +128,7 @@ class ModelForward:
         if self.user_max_rows is not None:
             rows = self.user_max_rows
         else:
-            rows = max(1, _available_bytes(self.input_device) // self.row_bytes(length, grad, n_logits))
+            rows = max(1, _available_bytes(self.input_device, grad) // self.row_bytes(length, grad, n_logits))
             rows = min(rows, MAX_ROWS_PER_CHUNK)
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)

@@ -218,20 +218,26 @@ class ModelForward:
     ) -> Float[Tensor, "row k"]:
         """``attributed_fn`` at every slot of ``targets`` (``[row, k, m]``), combined per unit.
 
-        The LM head runs on slices of slots holding at most :data:`LOGIT_SLICE_BYTES` of logits
+        The LM head runs only on the slots that count (units shorter than the longest are padded
+        with masked slots, which are packed away), in slices holding at most :data:`LOGIT_SLICE_BYTES` of logits
         (a unit of 2,000 tokens would otherwise hold 2,000 vocabulary-sized rows); under autograd
         each slice is checkpointed, so its logits are recomputed in the backward pass, not kept.
         """
         r, k, m = targets.positions.shape
         hidden = self.hidden_states(embeds)
-        slots = (targets.positions.reshape(r, k * m), targets.ids.reshape(r, k * m))
-        contrast = None if targets.contrast is None else targets.contrast.reshape(r, k * m)
+        mask = targets.mask.reshape(r, k * m)
+        # the LM head runs only on the slots that count: padding slots of short units are packed away
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : max(1, int(mask.sum(-1).max()))]
+        pick = lambda t: t.reshape(r, k * m).gather(1, order.to(t.device))  # noqa: E731
+        slots = (pick(targets.positions), pick(targets.ids))
+        contrast = None if targets.contrast is None else pick(targets.contrast)
+        width = int(order.shape[1])
         per = max(1, LOGIT_SLICE_BYTES // (4 * self.vocab_size * max(r, 1)))
-        if per >= k * m:
-            values = self._slot_values(hidden, *slots, contrast, attributed_fn)
+        if per >= width:
+            packed = self._slot_values(hidden, *slots, contrast, attributed_fn)
         else:
             parts = []
-            for start in range(0, k * m, per):
+            for start in range(0, width, per):
                 part = (slots[0][:, start : start + per], slots[1][:, start : start + per])
                 extra = None if contrast is None else contrast[:, start : start + per]
                 if hidden.requires_grad:
@@ -240,7 +246,11 @@ class ModelForward:
                     )
                 else:
                     parts.append(self._slot_values(hidden, *part, extra, attributed_fn))
-            values = torch.cat(parts, 1)
+            packed = torch.cat(parts, 1)
+        if width == k * m and bool(mask.all()):
+            values = packed  # nothing was packed (token rows): the order is the identity
+        else:
+            values = packed.new_zeros(r, k * m).scatter(1, order.to(packed.device), packed)
         return combine(values.reshape(r, k, m), targets.mask, attributed_fn.merge)
 
     def _slot_values(

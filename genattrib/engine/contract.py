@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -28,9 +28,16 @@ from torch import Tensor
 from genattrib.engine.attention_capture import check_attention_support
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, no_gradient_error
+from genattrib.engine.plan import TargetRef
 from genattrib.errors import InvalidArgumentError
 from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets import TargetFunction
+
+#: Targets one batch holds at most (the planner's cap).
+MAX_BATCH_TARGETS = 64
+#: Memory the per-row tensors of a batch of targets that share forward rows may take (their
+#: embeddings, baselines and float32 gradients: three rows of ``length x hidden`` per target).
+SHARED_BATCH_BYTES = 256 << 20
 
 
 @dataclass
@@ -82,6 +89,28 @@ class StepBatch:
         if self.units is None:
             return self.target_positions.to(device)
         return self.units.positions.masked_fill(~self.units.mask, -1).amax(-1).to(device)
+
+    def select(self, rows: Int[Tensor, " selected"]) -> StepBatch:
+        """The batch of rows ``rows`` only (same seed, so the same draws per row).
+
+        Example:
+            >>> batch.select(torch.tensor([1])).target_positions
+            tensor([3])
+        """
+        pick = lambda t: None if t is None else t[rows.to(t.device)]  # noqa: E731
+        return dataclasses.replace(
+            self,
+            input_ids=pick(self.input_ids),
+            input_embeds=pick(self.input_embeds),
+            baseline_embeds=pick(self.baseline_embeds),
+            target_positions=pick(self.target_positions),
+            target_ids=pick(self.target_ids),
+            special_mask=pick(self.special_mask),
+            sequence_index=pick(self.sequence_index),
+            contrast_ids=pick(self.contrast_ids),
+            units=None if self.units is None else self.units.select(rows),
+            source_groups=pick(self.source_groups),
+        )
 
     @property
     def num_rows(self) -> int:
@@ -233,6 +262,18 @@ class Attributor(ABC):
     def rows_per_target(self, length: int) -> int:
         """Model rows one target costs (used to size batches)."""
         return 1
+
+    def max_batch_targets(self, length: int, hidden: int) -> int:
+        """The most targets one batch of rows of ``length`` tokens may hold."""
+        return MAX_BATCH_TARGETS
+
+    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+        """What one planned batch of targets costs: ``(model rows, tokens per row, backward passes)``
+        for each kind of model call it makes (read by ``model.estimate()``; must match the rows
+        :class:`ModelForward` counts when the batch runs)."""
+        length = max(r.length for r in refs)
+        rows = self.rows_per_target(length) * (1 if self.group_by_sequence else len(refs))
+        return [(rows, length, rows if self.needs_gradients else 0)]
 
     def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         """Raise before heavy work if this method cannot run on the model/target."""

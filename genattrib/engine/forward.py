@@ -94,6 +94,9 @@ class ModelForward:
         self._oom_cap: int | None = None
         self.rows_run = 0  # rows through the model (forward-only and forward+backward)
         self.grad_rows_run = 0  # of which forward+backward
+        self.backward_rows_run = (
+            0  # backward passes: one per grad row, or per target of shared rows (shared_forward.py)
+        )
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -223,8 +226,13 @@ class ModelForward:
         (a unit of 2,000 tokens would otherwise hold 2,000 vocabulary-sized rows); under autograd
         each slice is checkpointed, so its logits are recomputed in the backward pass, not kept.
         """
+        return self.unit_values_from_hidden(self.hidden_states(embeds), targets, attributed_fn)
+
+    def unit_values_from_hidden(
+        self, hidden: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
+    ) -> Float[Tensor, "row k"]:
+        """:meth:`_unit_values` from the model's last hidden states (the LM head part only)."""
         r, k, m = targets.positions.shape
-        hidden = self.hidden_states(embeds)
         mask = targets.mask.reshape(r, k * m)
         # the LM head runs only on the slots that count: padding slots of short units are packed away
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : max(1, int(mask.sum(-1).max()))]
@@ -305,6 +313,7 @@ class ModelForward:
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             values[chunk] = value.detach().float()
             grads[chunk] = grad.float().to(grads.device)
+            self.backward_rows_run += chunk.stop - chunk.start
 
         self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True, n_logits=targets.slots)
         return values, grads

@@ -83,24 +83,27 @@ def plan_batches(
     rows_per_target: Callable[[int], int],
     rows_budget: Callable[[int], int],
     by_sequence: bool,
-    max_targets: int = 64,
+    max_targets: int | Callable[[int], int] = 64,
 ) -> list[list[TargetRef]]:
     """Group targets into batches.
 
     ``rows_per_target(length)`` is the method's cost of one target and ``rows_budget(length)``
     how many model rows of that length fit at once. Targets are sorted longest first so a batch
     holds rows of similar length (little padding). ``by_sequence`` keeps each batch within one
-    sequence (for methods that share one forward pass among a sequence's targets). A batch never
+    sequence (for methods that share one forward pass among a sequence's targets). ``max_targets``
+    (a number, or a function of the longest row's length) caps the targets of a batch. A batch never
     holds a row shorter than :data:`MIN_FILL` of its longest: rows are padded to the longest, and
     padding costs as much as tokens (it matters once forward-only batches grow large).
     """
     refs = targets_of(jobs)
+    cap = max_targets if callable(max_targets) else (lambda length: max_targets)
     if by_sequence:
         batches: list[list[TargetRef]] = []
         for j in range(len(jobs)):
             mine = [r for r in refs if r.job == j]
-            for start in range(0, len(mine), max_targets):
-                batches.append(mine[start : start + max_targets])
+            size = max(1, cap(max((r.length for r in mine), default=1)))
+            for start in range(0, len(mine), size):
+                batches.append(mine[start : start + size])
         return batches
     refs.sort(key=lambda r: (-r.length, r.job, r.row))
     batches, current = [], []
@@ -109,7 +112,7 @@ def plan_batches(
             length = current[0].length
             fits = (len(current) + 1) * rows_per_target(length) <= max(rows_budget(length), rows_per_target(length))
             padded = ref.length < MIN_FILL * length  # its row would be over 20% padding
-            if not fits or padded or len(current) >= max_targets:
+            if not fits or padded or len(current) >= cap(length):
                 batches.append(current)
                 current = []
         current.append(ref)

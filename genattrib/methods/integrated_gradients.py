@@ -13,13 +13,18 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.plan import TargetRef
+from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
 from genattrib.methods.quadrature import RULES, quadrature_rule
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_positive_int
@@ -52,10 +57,20 @@ class IntegratedGradients(Attributor):
     granular = True
     default_reduction = "sum"
     uses_baseline = True
+    group_by_sequence = True  # token targets of a sequence read shared forward rows (engine/shared_forward.py)
     step_score_merge = {
         "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
         "baseline_value": "sum",  # F at the baseline, summed like F
     }
+
+    def max_batch_targets(self, length: int, hidden: int) -> int:
+        return shared_batch_targets(length, hidden)
+
+    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+        length, n = max(r.length for r in refs), self.params.n_steps
+        if any(r.stop > r.position + 1 for r in refs):  # unit rows: each row its own path
+            return [(len(refs) * (n + 2), length, len(refs) * n)]
+        return [*shared_planned_rows(refs, forward, n), (2, length, 0)]  # + F(x') and F(x), per sequence
 
     def rows_per_target(self, length: int) -> int:
         return self.params.n_steps + 2
@@ -63,19 +78,53 @@ class IntegratedGradients(Attributor):
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: IGParams = self.params
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
-        n, steps = batch.num_rows, p.n_steps
-        points = path_points(batch, alphas)
-        targets = batch.targets()
-        _, grads = forward.values_and_grads(points, targets.repeat_interleave(steps), attributed_fn)
-        w = weights.to(device=grads.device, dtype=torch.float32).view(1, -1, 1, 1)
-        avg_grad = (grads.view(n, steps, *grads.shape[1:]) * w).sum(1)
         x = batch.input_embeds.float()
         base = torch.where(batch.movable(), batch.baseline_embeds, batch.input_embeds).float()
+        if batch.units is None:  # token rows of a sequence share each path point: one forward per point
+            avg_grad = batch_input_gradients(batch, forward, attributed_fn, (alphas, weights))
+            f_base, f_input = _end_values(batch, forward, attributed_fn)
+        else:  # a unit row holds its own unit fixed, so its path is its own
+            avg_grad, f_base, f_input = _per_row_gradients(batch, forward, attributed_fn, alphas, weights)
         attributions = (x - base) * avg_grad
-        ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64))
-        values = forward.values(ends, targets.repeat_interleave(2).map(lambda t: t.unsqueeze(1)), attributed_fn)
-        f_base, f_input = values.view(n, 2).unbind(-1)
         valid = batch.before_target(x.device)
         total = (attributions.sum(-1) * valid).sum(-1)
         error = total.to(f_input.device) - (f_input - f_base)
         return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})
+
+
+def _end_values(
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+) -> tuple[Float[Tensor, " row"], Float[Tensor, " row"]]:
+    """``F(x')`` and ``F(x)`` of every row, the rows of a sequence read from its longest row."""
+    f_base = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
+    f_input = torch.empty_like(f_base)
+    ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64)).view(batch.num_rows, 2, batch.length, -1)
+    targets = batch.targets()
+    for seq in batch.sequence_index.unique().tolist():
+        members = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
+        top = int(members[batch.unit_ends("cpu")[members].argmax()])
+        values = forward.values(ends[top], targets.select(members).shared(2), attributed_fn)
+        f_base[members.to(f_base.device)], f_input[members.to(f_base.device)] = values[0], values[1]
+    return f_base, f_input
+
+
+def _per_row_gradients(
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+) -> tuple[Float[Tensor, "row position hidden"], Float[Tensor, " row"], Float[Tensor, " row"]]:
+    """Each row's own path, ``n_steps`` model rows per row (in chunks of rows that fit memory)."""
+    steps = int(alphas.shape[0])
+    per = max(1, forward.rows_per_chunk(batch.length, n_logits=batch.targets().slots) // (steps + 2))
+    avg_grad = torch.empty(batch.input_embeds.shape, dtype=torch.float32, device=batch.input_embeds.device)
+    f_base = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
+    f_input = torch.empty_like(f_base)
+    w = weights.to(device=avg_grad.device, dtype=torch.float32).view(1, -1, 1, 1)
+    for start in range(0, batch.num_rows, per):
+        rows = torch.arange(start, min(batch.num_rows, start + per))
+        part = batch.select(rows)
+        targets = part.targets()
+        _, grads = forward.values_and_grads(path_points(part, alphas), targets.repeat_interleave(steps), attributed_fn)
+        avg_grad[rows] = (grads.view(len(rows), steps, *grads.shape[1:]) * w).sum(1)
+        ends = path_points(part, torch.tensor([0.0, 1.0], dtype=torch.float64))
+        values = forward.values(ends, targets.repeat_interleave(2).map(lambda t: t.unsqueeze(1)), attributed_fn)
+        f_base[rows.to(f_base.device)], f_input[rows.to(f_base.device)] = values.view(len(rows), 2).unbind(-1)
+    return avg_grad, f_base, f_input

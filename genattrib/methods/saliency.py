@@ -6,8 +6,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.plan import TargetRef
+from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
 from genattrib.targets import TargetFunction
 
 
@@ -16,7 +20,14 @@ class Saliency(Attributor):
     description = "gradient of the target w.r.t. input embeddings; L2 norm over hidden"
     granular = True
     default_reduction = "l2"
+    group_by_sequence = True  # the targets of a sequence read shared forward rows (engine/shared_forward.py)
+
+    def max_batch_targets(self, length: int, hidden: int) -> int:
+        return shared_batch_targets(length, hidden)
+
+    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+        return shared_planned_rows(refs, forward, 1)
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
-        _, grads = forward.values_and_grads(batch.input_embeds, batch.targets(), attributed_fn)
+        grads = batch_input_gradients(batch, forward, attributed_fn)
         return MethodOutput(grads)

@@ -125,7 +125,11 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
         seed=request.run_seed,
         versions=library_versions(),
         timings=timings,
-        work={"rows": request.forward.rows_run, "grad_rows": request.forward.grad_rows_run},
+        work={
+            "rows": request.forward.rows_run,
+            "grad_rows": request.forward.grad_rows_run,
+            "backward_rows": request.forward.backward_rows_run,
+        },
     )
 
 

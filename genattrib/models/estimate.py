@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from genattrib.engine import (
-    Attributor,
     Explained,
     ModelForward,
     SequenceJob,
@@ -50,7 +49,6 @@ from genattrib.engine import (
     plan_run,
     resolve_keep_granular,
 )
-from genattrib.engine.plan import TargetRef
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.models.request import AttributionRequest
 from genattrib.models.storage import StorageOptions
@@ -113,6 +111,7 @@ class Estimate:
     flops: float
     peak_memory_bytes: int
     predicted_seconds: float | None
+    backward_token_rows: int = 0  # tokens of input-gradient backward passes (one per target of a shared row)
     memory: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -130,8 +129,8 @@ class Estimate:
             f"Estimate: {self.method} on {self.model_name} ({self.device}), explain {self.explain}",
             ("sequences", f"{self.sequences:,}"),
             ("explained rows", f"{self.rows:,} in {self.batches:,} batches"),
-            ("model rows", f"{self.model_rows:,} ({self.grad_rows:,} with a backward pass)"),
-            ("token-rows", f"{self.token_rows:,}"),
+            ("model rows", f"{self.model_rows:,} ({self.grad_rows:,} kept for backward passes)"),
+            ("token-rows", f"{self.token_rows:,} forward, {self.backward_token_rows:,} backward"),
             ("FLOPs", _flops(self.flops)),
             ("peak memory", f"{_size(self.peak_memory_bytes)} ({mem})"),
         ]
@@ -196,13 +195,6 @@ def planned_jobs(
                 units.append(_even_spans(p + steps.start, p + steps.stop, per))
     jobs = build_jobs(traces, sorted(special), request.steps, None, request.keep_special, units, sources)
     return jobs, traces
-
-
-def _batch_rows(method: Attributor, batch: list[TargetRef]) -> tuple[int, int]:
-    """(model rows, tokens per row) of one planned batch."""
-    length = max(r.length for r in batch)
-    per = method.rows_per_target(length)
-    return (per if method.group_by_sequence else per * len(batch)), length
 
 
 def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
@@ -291,9 +283,11 @@ def estimate_call(
     keep = resolve_keep_granular(method, jobs, hidden, request.keep_granular, options.granular_budget_mb, options.top_k)
     batches = plan_run(forward, method, jobs, request.batch_size)
     grad = method.needs_gradients
-    costs = [_batch_rows(method, batch) for batch in batches]
+    planned = [part for batch in batches for part in method.planned_rows(batch, forward)]
+    costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
     token_rows = sum(r * length for r, length in costs)
+    backward_token_rows = sum(b * length for _, length, b in planned)
     param_bytes, param_count = _parameter_counts(model.model)
     activations = max(
         (
@@ -323,16 +317,18 @@ def estimate_call(
         rows=sum(job.num_rows for job in jobs),
         batches=len(batches),
         model_rows=model_rows,
-        grad_rows=model_rows if grad else 0,
+        grad_rows=sum(r for r, _, b in planned if b) if grad else 0,
         token_rows=token_rows,
-        flops=float(2 * param_count * token_rows * (3 if grad else 1)),
+        backward_token_rows=backward_token_rows,
+        # a forward pass costs 2 FLOPs per parameter and token; an input-gradient backward pass about as much
+        flops=float(2 * param_count * (token_rows + backward_token_rows)),
         peak_memory_bytes=sum(memory.values()),
         predicted_seconds=None,
         memory=memory,
         assumptions=assumptions,
     )
     if calibrate and batches:
-        _calibrate(estimate, model, request, jobs, costs)
+        _calibrate(estimate, model, request, jobs, planned)
     return estimate
 
 
@@ -341,11 +337,12 @@ def _calibrate(
     model: AttributionModel,
     request: AttributionRequest,
     jobs: list[SequenceJob],
-    costs: list[tuple[int, int]],
+    planned: list[tuple[int, int, int]],
 ) -> None:
     start = time.perf_counter()
     method = request.attributor
     grad = method.needs_gradients
+    costs = [(rows, length) for rows, length, _ in planned]
     forward = ModelForward(model.model, max_rows=request.forward.user_max_rows)  # keeps the request's counts clean
     total = sum(r * length for r, length in costs)
     length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
@@ -364,6 +361,8 @@ def _calibrate(
         groups = math.ceil(len(jobs) / (request.batch_size or max(1, len(jobs))))
         seconds["generation"] = groups * (first + per_token * max(0, n - 1))
         estimate.calibration.update(generation_first_token_s=first, generation_s_per_token=per_token)
+    if grad:  # calibrated on rows with one backward pass each; shared forward rows serve several
+        total = sum((rows + backward) * length for rows, length, backward in planned) / 2
     seconds["attribution"] = total * per_row + calls * per_call
     estimate.seconds = {**seconds, "calibration": time.perf_counter() - start}
     estimate.predicted_seconds = sum(seconds.values())

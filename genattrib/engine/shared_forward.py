@@ -1,0 +1,257 @@
+"""Many targets, one forward pass: input gradients of every target of a sequence read from
+shared forward passes, with batched vector-Jacobian products.
+
+A causal model computes the same hidden states at positions ``< t`` whatever comes after, so
+every token target of a sequence can read its value from one forward pass over the longest
+prefix it needs, and so can every path point that moves all positions together (integrated
+gradients at a given ``alpha``). Gradients of ``k`` targets still need ``k`` backward passes, but
+the forward pass and its activations are shared, and the ``k`` backward passes run as one
+batched vector-Jacobian product (``torch.autograd.grad(..., is_grads_batched=True)``).
+
+Sharing is not free: a target read from a longer row pays for the extra positions in its
+backward pass. :func:`plan_groups` splits a sequence's targets into groups of nearby lengths by
+a cost model (a dynamic program over the sorted lengths), so one target per group (the old
+per-row path) is chosen wherever it is cheaper.
+
+Example:
+    >>> plan_groups([5, 6, 7, 40], points=1, attention_ratio=0.0)
+    [[0, 1, 2], [3]]
+    >>> plan_groups([20, 21, 22, 23], points=1, attention_ratio=0.0)
+    [[0, 1, 2, 3]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from genattrib.engine.contract import MAX_BATCH_TARGETS, SHARED_BATCH_BYTES, StepBatch
+from genattrib.engine.explained import Explained
+from genattrib.engine.forward import ModelForward, _is_oom, no_gradient_error
+from genattrib.engine.plan import TargetRef
+from genattrib.targets import TargetFunction
+
+#: Relative cost of one token through a forward pass that keeps activations for a backward pass.
+FORWARD_COST = 1.0
+#: Relative cost of one token of one target's input-gradient backward pass, when many targets
+#: run as one batched pass, and the part of a backward call that does not shrink with batching
+#: (fitted on SmolLM2-135M, one CPU thread: a lone backward pass costs about a forward pass,
+#: each target of a batched one about 0.4 of it; weight gradients are never computed).
+BACKWARD_COST = 0.4
+BACKWARD_CALL_COST = 0.6
+#: Fixed cost of one group (its model calls), in token-passes: small on a CPU, large on a GPU
+#: where a call of a few rows leaves most of the device idle.
+GROUP_OVERHEAD = {"cpu": 8.0, "cuda": 256.0}
+
+
+def attention_ratio(forward: ModelForward) -> float:
+    """Attention's cost per (token, earlier position) relative to the rest of a token's cost:
+    a row of ``n`` tokens costs about ``n * (1 + attention_ratio * n / 2)`` token-passes."""
+    cfg = forward.config.get_text_config() if hasattr(forward.config, "get_text_config") else forward.config
+    hidden = forward.hidden_size
+    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * hidden
+    body = 4 * hidden * hidden + 3 * hidden * inter  # projections and MLP, multiply-adds per token and layer
+    return 2.0 * hidden / body
+
+
+def _row_cost(length: int, ratio: float) -> float:
+    return length * (1.0 + ratio * length / 2.0)
+
+
+def group_cost(length: int, targets: int, points: int, ratio: float, overhead: float) -> float:
+    """Relative cost of ``targets`` targets read from ``points`` shared rows of ``length`` tokens."""
+    return _row_cost(length, ratio) * points * (FORWARD_COST + BACKWARD_CALL_COST + BACKWARD_COST * targets) + overhead
+
+
+def plan_groups(
+    lengths: Sequence[int], points: int, attention_ratio: float, overhead: float = GROUP_OVERHEAD["cpu"]
+) -> list[list[int]]:
+    """Split targets into groups that share forward rows, at the least modelled cost.
+
+    ``lengths[i]`` is the row length target ``i`` needs; a group runs one row per point at the
+    length of its longest member. Groups hold targets of consecutive lengths (a dynamic program
+    over the sorted lengths), so each is a contiguous run of the sorted order; the result lists
+    indices into ``lengths``, shortest group first.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    best = [0.0] + [math.inf] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(end - 1, -1, -1):
+            cost = best[start] + group_cost(longest, end - start, points, attention_ratio, overhead)
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
+
+
+def _read_rows(targets: Explained, length: int) -> Bool[Tensor, "k position"]:
+    """The hidden-state rows each target reads (its slots' positions minus one)."""
+    k = int(targets.positions.shape[0])
+    rows = torch.zeros(k, length, dtype=torch.bool, device=targets.positions.device)
+    index = (targets.positions - 1).clamp(min=0)
+    rows[torch.arange(k, device=rows.device).unsqueeze(1).expand_as(index)[targets.mask], index[targets.mask]] = True
+    return rows
+
+
+def _body_vjp(
+    hidden: Float[Tensor, "point position hidden"],
+    leaf: Tensor,
+    head_grad: Float[Tensor, "point position hidden"],
+    reads: Bool[Tensor, "k position"],
+    chunk: int,
+) -> Float[Tensor, "k position hidden"]:
+    """Each target's input gradient, summed over points: the backward pass from the hidden rows
+    the target reads (``head_grad`` there) to the inputs, ``chunk`` targets per batched pass."""
+    k = int(reads.shape[0])
+    parts = []
+    reads = reads.to(head_grad.device)
+    for start in range(0, k, chunk):
+        stop = min(k, start + chunk)
+        cotangent = head_grad.unsqueeze(0) * reads[start:stop, None, :, None].to(head_grad.dtype)
+        last = stop == k
+        if stop - start == 1:
+            (grad,) = torch.autograd.grad(hidden, leaf, cotangent[0], retain_graph=not last)
+            grad = grad.unsqueeze(0)
+        else:
+            (grad,) = torch.autograd.grad(hidden, leaf, cotangent, retain_graph=not last, is_grads_batched=True)
+        parts.append(grad.float().sum(1))
+    return torch.cat(parts)
+
+
+def shared_input_gradients(
+    forward: ModelForward,
+    points: Float[Tensor, "point position hidden"],
+    weights: Float[Tensor, " point"],
+    targets: Explained,
+    attributed_fn: TargetFunction,
+) -> tuple[Float[Tensor, "point k"], Float[Tensor, "k position hidden"]]:
+    """Every target's value at every point, and ``sum_p weights[p] * dF_k/dx`` at ``points[p]``.
+
+    ``targets`` (shaped ``[k, m]``) is read from each point row: a causal model gives every
+    target the value it has on its own prefix. Each target's value depends on the last hidden
+    states only at the rows it reads, so one backward pass through the LM head gives every
+    target's gradient there; the model body is then differentiated once per target, in batched
+    vector-Jacobian products that keep the forward graph between them. Points run through the
+    model in chunks sized to the memory budget (halved on out-of-memory). Gradients are float32.
+
+    Example:
+        >>> ids = out.sequences[0].input_ids[None]      # "The capital of France is Paris."
+        >>> targets = Explained.tokens(torch.tensor([6, 7]), ids[0, 6:8])
+        >>> values, grads = shared_input_gradients(fwd, fwd.embed(ids), torch.ones(1), targets, fn)
+        >>> values.shape, grads.shape
+        (torch.Size([1, 2]), torch.Size([2, 9, 576]))
+    """
+    n, length = int(points.shape[0]), int(points.shape[1])
+    k, slots = int(targets.positions.shape[0]), targets.slots
+    values = torch.empty(n, k, dtype=torch.float32, device=forward.head_device)
+    grads = torch.zeros(k, *points.shape[1:], dtype=torch.float32, device=points.device)
+    shared = targets.map(lambda t: t.unsqueeze(0))  # [1, k, m]: every target read from one row
+    reads = _read_rows(targets, length)
+
+    def run(chunk: slice) -> None:
+        rows = chunk.stop - chunk.start
+        leaf = points[chunk].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            hidden = forward.hidden_states(leaf)
+            if not hidden.requires_grad:
+                raise no_gradient_error(type(forward.model).__name__)
+            head_in = hidden.detach().requires_grad_(True)
+            value = forward.unit_values_from_hidden(
+                head_in, shared.map(lambda t: t.expand(rows, *t.shape[1:])), attributed_fn
+            )
+            w = weights[chunk].to(device=value.device, dtype=value.dtype)
+            (head_grad,) = torch.autograd.grad((value * w.unsqueeze(1)).sum(), head_in)
+            per = max(1, forward.rows_per_chunk(length, grad=True, n_logits=k * slots) // rows)
+            while True:
+                try:
+                    part = _body_vjp(hidden, leaf, head_grad.to(hidden.device), reads, per)
+                    break
+                except Exception as error:  # noqa: BLE001 - OOM: fewer targets per pass; else one at a time
+                    if per == 1:
+                        raise
+                    # out of memory: halve the targets per pass; another error (an operation of the
+                    # model without a batching rule): plain backward passes, one per target
+                    per = max(1, per // 2) if _is_oom(error) else 1
+        values[chunk] = value.detach().float()
+        grads.add_(part.to(grads.device))
+
+    forward.run_chunked(n, length, run, grad=True, n_logits=k * slots)
+    forward.backward_rows_run += n * k
+    return values, grads
+
+
+def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points: int) -> list[tuple[int, int, int]]:
+    """``(model rows, tokens per row, backward passes)`` of each group :func:`shared_row_groups`
+    forms from a batch of one sequence's targets (for ``model.estimate()``)."""
+    overhead = GROUP_OVERHEAD.get(forward.input_device.type, GROUP_OVERHEAD["cuda"])
+    lengths = [r.length for r in refs]
+    groups = plan_groups(lengths, points, attention_ratio(forward), overhead)
+    return [(points, max(lengths[i] for i in g), points * len(g)) for g in groups]
+
+
+def shared_row_groups(batch: StepBatch, forward: ModelForward, points: int) -> list[Int[Tensor, " member"]]:
+    """The rows of ``batch`` that read shared forward rows: per sequence, the groups of
+    :func:`plan_groups` over each row's length (its last explained position)."""
+    ends = batch.unit_ends("cpu")
+    overhead = GROUP_OVERHEAD.get(forward.input_device.type, GROUP_OVERHEAD["cuda"])
+    ratio = attention_ratio(forward)
+    groups = []
+    for seq in batch.sequence_index.unique().tolist():
+        rows = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
+        for members in plan_groups(ends[rows].tolist(), points, ratio, overhead):
+            groups.append(rows[torch.tensor(members, dtype=torch.long)])
+    return groups
+
+
+def batch_input_gradients(
+    batch: StepBatch,
+    forward: ModelForward,
+    attributed_fn: TargetFunction,
+    path: tuple[Float[Tensor, " point"], Float[Tensor, " point"]] | None = None,
+) -> Float[Tensor, "row position hidden"]:
+    """Each row's input gradient at ``x`` (``path`` None), or ``sum_a w_a dF/dx`` at the points
+    ``x' + a (x - x')`` of ``path = (alphas, weights)`` (x' = the baseline where movable), with
+    the rows of each group of :func:`shared_row_groups` read from shared forward rows.
+
+    Every row of a group must see the same points up to its own length: true of token rows of one
+    sequence (unit rows hold their own unit fixed, so only saliency-like ``path=None`` shares them).
+    """
+    x = batch.input_embeds
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    ends = batch.unit_ends("cpu")
+    targets = batch.targets()
+    base = None if path is None else torch.where(batch.movable(), batch.baseline_embeds, x)
+    for members in shared_row_groups(batch, forward, 1 if path is None else int(path[0].shape[0])):
+        top = int(members[ends[members].argmax()])
+        length = int(ends[top])
+        row = x[top, :length]
+        if path is None:
+            points, weights = row.unsqueeze(0), torch.ones(1)
+        else:
+            alphas, weights = path
+            start = base[top, :length]
+            a = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
+            points = start.unsqueeze(0) + a * (row - start).unsqueeze(0)
+        _, grads = shared_input_gradients(forward, points, weights, targets.select(members), attributed_fn)
+        out[members.to(x.device), :length] = grads.to(x.device)
+    return out
+
+
+def shared_batch_targets(length: int, hidden: int) -> int:
+    """Targets per batch for a method whose targets share forward rows: at most
+    :data:`MAX_BATCH_TARGETS`, fewer when their per-row tensors would pass :data:`SHARED_BATCH_BYTES`.
+
+    Example:
+        >>> shared_batch_targets(64, 576), shared_batch_targets(2048, 576)
+        (64, 18)
+    """
+    return max(1, min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // (3 * 4 * max(1, length) * hidden)))

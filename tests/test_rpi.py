@@ -106,7 +106,8 @@ def test_runs_on_every_architecture(tiny_model):
         assert seq.scores[j, :p].abs().sum() > 0
     assert torch.isfinite(seq.step_scores["rpi_candidate_spread"]).all()
     rows = seq.num_steps * (FAST["num_samples"] * (FAST["n_steps"] + 1) + 1)
-    assert out.provenance.work == {"rows": rows, "grad_rows": rows - seq.num_steps}
+    grad_rows = rows - seq.num_steps
+    assert out.provenance.work == {"rows": rows, "grad_rows": grad_rows, "backward_rows": grad_rows}
 
 
 def test_batching_equals_one_at_a_time(tiny_llama):

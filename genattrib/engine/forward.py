@@ -180,7 +180,14 @@ class ModelForward:
 
     # --- the one way to run chunked model calls --------------------------------------------
     def run_chunked(
-        self, total: int, length: int, run: Callable[[slice], None], *, grad: bool, n_logits: int = 1
+        self,
+        total: int,
+        length: int,
+        run: Callable[[slice], None],
+        *,
+        grad: bool,
+        n_logits: int = 1,
+        backward_per_row: int = 1,
     ) -> None:
         """Call ``run(chunk)`` on consecutive slices covering ``range(total)``.
 
@@ -188,7 +195,8 @@ class ModelForward:
         (:meth:`rows_per_chunk`; ``grad`` says whether the rows run forward+backward, else they
         run under ``no_grad``). A chunk that runs out of memory is halved and retried, and later
         chunks stay at the smaller size. Rows are counted in :attr:`rows_run` (and
-        :attr:`grad_rows_run`) once their chunk succeeds.
+        :attr:`grad_rows_run`, with ``backward_per_row`` backward passes each in
+        :attr:`backward_rows_run`) once their chunk succeeds.
 
         Example:
             >>> fwd = ModelForward(hf_model, max_rows=4)
@@ -214,6 +222,7 @@ class ModelForward:
             self.rows_run += chunk.stop - chunk.start
             if grad:
                 self.grad_rows_run += chunk.stop - chunk.start
+                self.backward_rows_run += (chunk.stop - chunk.start) * backward_per_row
             start = chunk.stop
 
     def _unit_values(
@@ -313,7 +322,6 @@ class ModelForward:
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             values[chunk] = value.detach().float()
             grads[chunk] = grad.float().to(grads.device)
-            self.backward_rows_run += chunk.stop - chunk.start
 
         self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True, n_logits=targets.slots)
         return values, grads

@@ -184,8 +184,7 @@ def shared_input_gradients(
         values[chunk] = value.detach().float()
         grads.add_(part.to(grads.device))
 
-    forward.run_chunked(n, length, run, grad=True, n_logits=k * slots)
-    forward.backward_rows_run += n * k
+    forward.run_chunked(n, length, run, grad=True, n_logits=k * slots, backward_per_row=k)
     return values, grads
 
 

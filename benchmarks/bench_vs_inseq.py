@@ -22,8 +22,8 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import torch
@@ -91,11 +91,11 @@ def bench_method(model: Any, method: str, args: argparse.Namespace, text: str, w
     first: dict[str, Any] = {}
     for lib, call in calls.items():
         if args.warmup != "none":
-            cases[lib].warmup, _ = timed(lambda: call(text if args.warmup == "full" else warm), args.device)
+            cases[lib].warmup, _ = timed(partial(call, text if args.warmup == "full" else warm), args.device)
             log(f"{method} / {lib}: warm-up {cases[lib].warmup.wall:.2f} s (not counted)")
     for r in range(args.repeats):
         for lib, call in calls.items():
-            run, out = timed(lambda: call(text), args.device)
+            run, out = timed(partial(call, text), args.device)
             cases[lib].runs.append(run)
             cases[lib].steps = steps_of(lib, out)
             first.setdefault(lib, out)
@@ -115,23 +115,40 @@ def score_check(method: str, outs: dict[str, Any]) -> Any:
 
 
 # --- memory: one fresh process per (library, method) -----------------------------------------
-def _rss_mb() -> float:
+def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak RSS to the current RSS (Linux: ``/proc/self/clear_refs``), so loading's own
+    transient peak does not hide the method's; False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def child(args: argparse.Namespace) -> int:
-    """``--child LIB:METHOD``: load, run once, print one JSON line of memory figures."""
+    """``--child LIB:METHOD``: load, run once, print one JSON line of memory figures (MB)."""
     library, method = args.child.split(":")
     model = load(args)
     text, _ = continuation_of(model.tokenizer, args.tokens)
-    report: dict[str, Any] = {"rss_after_load_mb": _rss_mb()}
+    call = calls_for(model, method, args, only=library)[library]
+    report: dict[str, Any] = {"load_peak_rss_mb": _maxrss_mb(), "rss_after_load_mb": _rss_now_mb()}
+    report["peak_reset"] = _reset_peak_rss()
     if args.device == "cuda":
         torch.cuda.synchronize()
         report["cuda_after_load_mb"] = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-    call = calls_for(model, method, args, only=library)[library]
     call(text)
-    report["peak_rss_mb"] = _rss_mb()
+    report["peak_rss_mb"] = _maxrss_mb()  # since the reset: the run's peak
     if args.device == "cuda":
         torch.cuda.synchronize()
         report["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
 from bench_common import ATTRIBUTED_FN, PROMPT, SPECS
 
 

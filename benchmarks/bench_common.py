@@ -101,6 +101,7 @@ class Case:
     warmup: Run | None = None
     memory: dict[str, Any] = field(default_factory=dict)
     steps: int | None = None
+    work: dict[str, Any] = field(default_factory=dict)  # genattrib: provenance.work (model rows) of a run
 
     def stat(self, what: str, how: Callable) -> float:
         return how([getattr(r, what) for r in self.runs]) if self.runs else math.nan

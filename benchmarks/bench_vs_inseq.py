@@ -99,6 +99,8 @@ def bench_method(model: Any, method: str, args: argparse.Namespace, text: str, w
             cases[lib].runs.append(run)
             cases[lib].steps = steps_of(lib, out)
             first.setdefault(lib, out)
+            if hasattr(out, "provenance"):
+                cases[lib].work = dict(out.provenance.work)
             log(f"{method} / {lib}: round {r + 1}/{args.repeats}: {run.wall:.3f} s wall, {run.cpu:.3f} s CPU")
     return cases, score_check(method, first)
 

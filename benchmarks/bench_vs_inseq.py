@@ -121,9 +121,13 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _rss_now_mb() -> float:
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since start or the last reset) from ``/proc/self/status``."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    return float("nan")
 
 
 def _reset_peak_rss() -> bool:
@@ -143,14 +147,16 @@ def child(args: argparse.Namespace) -> int:
     model = load(args)
     text, _ = continuation_of(model.tokenizer, args.tokens)
     call = calls_for(model, method, args, only=library)[library]
-    report: dict[str, Any] = {"load_peak_rss_mb": _maxrss_mb(), "rss_after_load_mb": _rss_now_mb()}
+    report: dict[str, Any] = {"load_peak_rss_mb": _maxrss_mb(), "rss_after_load_mb": _status_mb("VmRSS")}
     report["peak_reset"] = _reset_peak_rss()
     if args.device == "cuda":
         torch.cuda.synchronize()
         report["cuda_after_load_mb"] = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
     call(text)
-    report["peak_rss_mb"] = _maxrss_mb()  # since the reset: the run's peak
+    # ru_maxrss also keeps the peak of threads that exited after loading: after a reset, VmHWM is the run's own
+    report["ru_maxrss_mb"] = _maxrss_mb()
+    report["peak_rss_mb"] = _status_mb("VmHWM") if report["peak_reset"] else report["ru_maxrss_mb"]
     if args.device == "cuda":
         torch.cuda.synchronize()
         report["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -254,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     cases: dict[tuple[str, str], Case] = {}
     diffs: dict[str, Any] = {}
     for method in methods:
-        found, diffs[method] = bench_method(model, method, args, text, warm)
+        try:
+            found, diffs[method] = bench_method(model, method, args, text, warm)
+        except Exception as error:  # one broken method must not lose an hour of the others
+            log(f"{method} FAILED: {type(error).__name__}: {error}")
+            diffs[method] = f"failed: {type(error).__name__}"
+            continue
         cases.update({(method, lib): case for lib, case in found.items()})
         for case in found.values():
             if case.steps != n_tokens:

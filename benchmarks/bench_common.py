@@ -55,7 +55,7 @@ SPECS: dict[str, Spec] = {
     ),
     "discretized_integrated_gradients": Spec(  # Inseq's n_steps is the number of anchors (30, greedy)
         lambda a: {"n_anchors": a.n_anchors, "strategy": "greedy"},
-        lambda a: {"n_steps": a.n_anchors},  # its path strategy defaults to greedy (`method=` names the method)
+        lambda a: {"n_steps": a.n_anchors + 2},  # Inseq: n_steps points (word, anchors, baseline); greedy default
     ),
     "attention": Spec(lambda a: {}, reduction="mean"),  # mean over heads, then layers (genattrib's default)
 }

@@ -37,6 +37,7 @@ INSEQ_RUNTIME_DEPS = (
     "pyyaml",
     "protobuf>=4.25.8",
     "sentencepiece",
+    "scikit-learn",  # Inseq's LIME (a Ridge surrogate) and DIG (k-NN graph, joblib)
 )
 
 nox.options.sessions = ["lint", "tests"]

@@ -1,388 +1,300 @@
-"""genattrib vs Inseq 0.7.1: same model, same prompt, same forced continuation, one process.
+"""genattrib vs Inseq 0.7.1: same model, prompt, forced continuation and parameters, A/B interleaved.
 
-Both libraries explain every token of a fixed 55-token continuation of a fixed English prompt
-with the embedded default model (SmolLM2-135M-Instruct), attributing the probability of each
-token (Inseq's default attributed function; genattrib is asked for the same one). Methods:
-saliency and integrated gradients with 50 Gauss-Legendre steps (Inseq: internal_batch_size=50).
-The path methods from the papers (SIG, DIG, UDIG) are timed for genattrib only
-(``--methods sequential_integrated_gradients ...``); every genattrib row also reports the model
-rows it needed (forward+backward and forward-only, from ``provenance.work``).
+Both libraries explain every token of a fixed continuation (55 tokens with the default model) of a
+fixed English prompt, attributing the probability of each token (Inseq's default attributed
+function; genattrib is asked for the same one). Per method: one untimed warm-up call per library,
+then ``--repeats`` rounds of (genattrib, Inseq), reporting medians and minimums of wall time and of
+process CPU time, and Inseq ÷ genattrib ratios. Peak memory comes from a fresh subprocess per
+(library, method) that loads the model and runs the method once. See docs/benchmarks.md.
 
-    nox -s bench                                  # full run (GPU if there is one)
-    nox -s bench -- --tokens 10                   # quick CPU run
-    nox -s bench -- --device cuda --dtype bfloat16 --json bench.json
-    python benchmarks/bench_vs_inseq.py --skip-inseq --methods saliency
-    python benchmarks/bench_vs_inseq.py --skip-inseq --tokens 8 --n-steps 8 --methods \
-        sequential_integrated_gradients discretized_integrated_gradients uniform_discretized_integrated_gradients
-
-Each (library, method) gets one warm-up call on a short prefix of the continuation (excluded
-from the timings; ``--warmup full`` repeats the whole call instead, ``--warmup none`` skips it),
-then ``--repeats`` timed calls (median reported). Loading the model is not timed. Inseq is only
-installed in the ``bench`` nox session; outside it, pass ``--skip-inseq``.
+    nox -s bench                                             # full run: 9 methods, 55 tokens, 1 thread
+    nox -s bench -- --tokens 3 --n-steps 4 --repeats 1 --methods saliency occlusion
+    nox -s bench -- --device cuda --dtype bfloat16 --flops --json bench-bf16.json
+    python benchmarks/bench_vs_inseq.py --skip-inseq --extra-methods reagent rpi
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import json
 import os
 import platform
-import statistics
+import resource
+import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import torch
 
-PROMPT = "The bicycle was invented in the early nineteenth century, and"
-CONTINUATION = (  # exactly 55 SmolLM2 tokens; checked at run time
-    " within a few decades it had changed how people travelled to work, visited friends and explored"
-    " the countryside. Early machines were heavy and hard to steer, but the safety bicycle of the 1880s,"
-    " with two equal wheels and a chain drive, made cycling popular."
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import (  # noqa: E402
+    ATTRIBUTED_FN,
+    EXTRA_METHODS,
+    PROMPT,
+    SPECS,
+    Case,
+    body_params,
+    continuation_of,
+    ig_flops,
+    log,
+    matmul_throughput,
+    max_abs_diff,
+    table,
+    timed,
 )
-ATTRIBUTED_FN = "probability"  # Inseq's default; genattrib's default is logprob (same cost)
-METHODS = ("saliency", "integrated_gradients")
-PATH_METHODS = (  # genattrib only
-    "sequential_integrated_gradients",
-    "discretized_integrated_gradients",
-    "uniform_discretized_integrated_gradients",
-)
+
+WARM_TOKENS = 4  # the short warm-up: the first tokens of the continuation
 
 
-@dataclass
-class Result:
-    method: str
-    library: str
-    tokens: int
-    seconds: float
-    runs: list[float] = field(default_factory=list)
-    peak_mib: float | None = None
-    attributed_steps: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+def load(args: argparse.Namespace) -> Any:
+    import genattrib
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else float("inf")
-
-    @property
-    def seconds_per_token(self) -> float:
-        return self.seconds / self.tokens if self.tokens else float("nan")
-
-    def rows(self, key: str) -> str:
-        value = self.extra.get("work", {}).get(key)
-        return "-" if value is None else f"{int(value)}"
+    dtype = getattr(torch, args.dtype)
+    return genattrib.load_model(args.model, dtype=dtype, device_map=args.device if args.device == "cuda" else None)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+def genattrib_call(model: Any, method: str, args: argparse.Namespace) -> Any:
+    params = SPECS[method].genattrib(args) if method in SPECS else {}
+
+    def call(continuation: str) -> Any:
+        return model.attribute(
+            PROMPT, target=continuation, method=method, attributed_fn=ATTRIBUTED_FN, seed=0, **params
+        )
+
+    return call
 
 
-@contextlib.contextmanager
-def heartbeat(label: str, every: float) -> Iterator[None]:
-    """Print ``label ... still running`` every ``every`` seconds (long CPU runs)."""
-    stop = threading.Event()
-    start = time.perf_counter()
+def calls_for(model: Any, method: str, args: argparse.Namespace, only: str | None = None) -> dict[str, Any]:
+    """The calls of ``method`` per library (genattrib first; Inseq only for methods it has)."""
+    calls = {"genattrib": genattrib_call(model, method, args)} if only in (None, "genattrib") else {}
+    if method in SPECS and not args.skip_inseq and only in (None, "inseq"):
+        from inseq_runner import inseq_call
 
-    def beat() -> None:
-        while not stop.wait(every):
-            log(f"  {label}: still running ({time.perf_counter() - start:.0f} s)")
-
-    thread = threading.Thread(target=beat, daemon=True)
-    if every > 0:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join()
+        calls["inseq"] = inseq_call(model, method, args)
+    return calls
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def steps_of(library: str, out: Any) -> int:
+    if library == "genattrib":
+        return out.sequences[0].num_steps
+    from inseq_runner import inseq_steps
+
+    return inseq_steps(out)
 
 
-def measure(fn: Callable[[], Any], device: str, label: str, every: float) -> tuple[float, float | None, Any]:
-    """Run ``fn`` once: wall seconds, peak CUDA memory (MiB) and its result."""
-    if device == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats()
-    with heartbeat(label, every):
-        start = time.perf_counter()
-        result = fn()
-        sync(device)
-        seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    return seconds, peak, result
-
-
-def continuation_of(tokenizer: Any, n_tokens: int) -> str:
-    """The first ``n_tokens`` tokens of :data:`CONTINUATION`, checked to re-tokenise exactly."""
-    ids = tokenizer(CONTINUATION, add_special_tokens=False)["input_ids"]
-    if n_tokens > len(ids):
-        sys.exit(f"--tokens {n_tokens}: the fixed continuation has only {len(ids)} tokens")
-    text = tokenizer.decode(ids[:n_tokens])
-    prompt_ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    joint = tokenizer(PROMPT + text, add_special_tokens=False)["input_ids"]
-    if joint != prompt_ids + ids[:n_tokens]:
-        sys.exit("the continuation does not re-tokenise to the same ids after the prompt; pick another --tokens")
-    return text
-
-
-def run_case(
-    library: str,
-    method: str,
-    call: Callable[[str], Any],
-    count_steps: Callable[[Any], int],
-    args: argparse.Namespace,
-    text: str,
-    warm_text: str,
-) -> Result:
-    label = f"{method} / {library}"
-    if args.warmup != "none":
-        warm = text if args.warmup == "full" else warm_text
-        seconds, _, _ = measure(lambda: call(warm), args.device, f"{label} warm-up", args.heartbeat)
-        log(f"{label}: warm-up done in {seconds:.2f} s (not counted)")
-    runs, peaks, steps = [], [], None
+def bench_method(model: Any, method: str, args: argparse.Namespace, text: str, warm: str) -> tuple[dict, Any]:
+    """Warm-up per library, then ``--repeats`` interleaved rounds; returns the cases and the score check."""
+    calls = calls_for(model, method, args)
+    cases = {lib: Case(method, lib) for lib in calls}
+    first: dict[str, Any] = {}
+    for lib, call in calls.items():
+        if args.warmup != "none":
+            cases[lib].warmup, _ = timed(partial(call, text if args.warmup == "full" else warm), args.device)
+            log(f"{method} / {lib}: warm-up {cases[lib].warmup.wall:.2f} s (not counted)")
     for r in range(args.repeats):
-        log(f"{label}: timed run {r + 1}/{args.repeats} ({args.tokens} tokens) ...")
-        seconds, peak, out = measure(lambda: call(text), args.device, label, args.heartbeat)
-        runs.append(seconds)
-        if peak is not None:
-            peaks.append(peak)
-        steps = count_steps(out)
-        log(f"{label}: {seconds:.2f} s, {args.tokens / seconds:.2f} tokens/s, {steps} steps attributed")
-    extra = (
-        {"timings": dict(out.provenance.timings), "work": dict(out.provenance.work)}
-        if hasattr(out, "provenance")
-        else {}
-    )
-    return Result(
-        method, library, args.tokens, statistics.median(runs), runs, max(peaks) if peaks else None, steps, extra
-    )
+        for lib, call in calls.items():
+            run, out = timed(partial(call, text), args.device)
+            cases[lib].runs.append(run)
+            cases[lib].steps = steps_of(lib, out)
+            first.setdefault(lib, out)
+            if hasattr(out, "provenance"):
+                cases[lib].work = dict(out.provenance.work)
+            log(f"{method} / {lib}: round {r + 1}/{args.repeats}: {run.wall:.3f} s wall, {run.cpu:.3f} s CPU")
+    return cases, score_check(method, first)
 
 
-def bench_genattrib(model: Any, args: argparse.Namespace, text: str, warm_text: str) -> list[Result]:
-    results = []
-    for method in args.methods:
-        params = method_params(method, args)
+def score_check(method: str, outs: dict[str, Any]) -> Any:
+    if method not in SPECS or "inseq" not in outs:
+        return "-"
+    reduction = SPECS[method].reduction
+    if reduction is None:
+        return "stochastic"
+    from inseq_runner import genattrib_matrix, inseq_matrix
 
-        def call(target: str, method: str = method, params: dict = params) -> Any:
-            return model.attribute(PROMPT, target=target, method=method, attributed_fn=ATTRIBUTED_FN, **params)
-
-        results.append(
-            run_case("genattrib", method, call, lambda out: out.sequences[0].num_steps, args, text, warm_text)
-        )
-    return results
+    return max_abs_diff(genattrib_matrix(outs["genattrib"], reduction), inseq_matrix(outs["inseq"], reduction))
 
 
-def method_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """genattrib parameters of ``method`` from the command line (defaults otherwise)."""
-    if method in ("integrated_gradients", "sequential_integrated_gradients"):
-        return {"n_steps": args.n_steps}
-    if method in PATH_METHODS and args.n_anchors is not None:
-        return {"n_anchors": args.n_anchors}
-    return {}
+# --- memory: one fresh process per (library, method) -----------------------------------------
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_inseq(model: Any, args: argparse.Namespace, text: str, warm_text: str) -> list[Result]:
-    import inseq
-
-    results = []
-    for method in (m for m in args.methods if m in METHODS):
-        # Inseq sets padding side and pad token on the tokenizer it gets: give it its own copy.
-        inseq_model = inseq.load_model(
-            model.model, method, tokenizer=copy.deepcopy(model.tokenizer), device=args.device
-        )
-        params = (
-            {"n_steps": args.n_steps, "internal_batch_size": args.n_steps} if method == "integrated_gradients" else {}
-        )
-
-        def call(target: str, inseq_model: Any = inseq_model, params: dict = params) -> Any:
-            return inseq_model.attribute(
-                PROMPT, generated_texts=PROMPT + target, attributed_fn=ATTRIBUTED_FN, show_progress=False, **params
-            )
-
-        def count_steps(out: Any) -> int:
-            seq = out.sequence_attributions[0]
-            return len(seq.target) - len(seq.source)
-
-        results.append(run_case("inseq", method, call, count_steps, args, text, warm_text))
-    return results
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since start or the last reset) from ``/proc/self/status``."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    return float("nan")
 
 
-def print_table(results: list[Result], title: str) -> None:
-    by_key = {(r.method, r.library): r for r in results}
-    rows = []
-    for r in results:
-        speedup = ""
-        other = by_key.get((r.method, "inseq"))
-        if r.library == "genattrib" and other is not None:
-            speedup = f"{other.seconds / r.seconds:.1f}x"
-        peak = f"{r.peak_mib:.0f}" if r.peak_mib is not None else "-"
-        rows.append(
-            (
-                r.method,
-                r.library,
-                f"{r.seconds:.2f}",
-                f"{r.tokens_per_s:.2f}",
-                f"{r.seconds_per_token:.2f}",
-                r.rows("grad_rows"),
-                r.rows("rows"),
-                peak,
-                speedup,
-            )
-        )
-    headers = (
-        "method",
-        "library",
-        "seconds",
-        "tokens/s",
-        "s/token",
-        "fwd+bwd rows",
-        "all rows",
-        "peak GPU MiB",
-        "speed-up",
-    )
+def _reset_peak_rss() -> bool:
+    """Reset the peak RSS to the current RSS (Linux: ``/proc/self/clear_refs``), so loading's own
+    transient peak does not hide the method's; False where it cannot."""
     try:
-        from rich.console import Console
-        from rich.table import Table
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
 
-        table = Table(title=title)
-        for h in headers:
-            table.add_column(h, justify="left" if h in ("method", "library") else "right", no_wrap=True)
-        for row in rows:
-            table.add_row(*row)
-        console = Console()
-        if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
-            console = Console(width=160)
-        console.print(table)
-    except ImportError:
-        print(title)
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        for row in (headers, *rows):
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    print("speed-up = Inseq seconds / genattrib seconds for the same method and tokens")
+
+def child(args: argparse.Namespace) -> int:
+    """``--child LIB:METHOD``: load, run once, print one JSON line of memory figures (MB)."""
+    library, method = args.child.split(":")
+    model = load(args)
+    text, _ = continuation_of(model.tokenizer, args.tokens)
+    call = calls_for(model, method, args, only=library)[library]
+    report: dict[str, Any] = {"load_peak_rss_mb": _maxrss_mb(), "rss_after_load_mb": _status_mb("VmRSS")}
+    report["peak_reset"] = _reset_peak_rss()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        report["cuda_after_load_mb"] = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    call(text)
+    # ru_maxrss also keeps the peak of threads that exited after loading: after a reset, VmHWM is the run's own
+    report["ru_maxrss_mb"] = _maxrss_mb()
+    report["peak_rss_mb"] = _status_mb("VmHWM") if report["peak_reset"] else report["ru_maxrss_mb"]
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        report["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("MEMORY " + json.dumps(report), flush=True)
+    return 0
+
+
+def measure_memory(case: Case, argv: list[str]) -> None:
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", f"{case.library}:{case.method}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("MEMORY ")]
+    if proc.returncode or not lines:
+        log(f"memory of {case.method} / {case.library} failed (rc {proc.returncode}): {proc.stderr[-800:]}")
+        return
+    case.memory = json.loads(lines[-1][len("MEMORY ") :])
+    log(f"{case.method} / {case.library}: memory {case.memory}")
+
+
+def flops_report(model: Any, args: argparse.Namespace, n_tokens: int, cases: dict) -> dict[str, Any]:
+    """FLOPs of the IG call, measured matmul throughput, and the fraction of it each library achieved."""
+    prompt_len = len(model.tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
+    prefixes = [prompt_len + j for j in range(n_tokens)]
+    flops = ig_flops(model.model.config, body_params(model.model), prefixes, args.n_steps)
+    peak = matmul_throughput(args.device, getattr(torch, args.dtype))
+    report = {"ig_flops": flops, "matmul_flops_per_s": peak, "dtype": args.dtype}
+    print(f"\nIG-{args.n_steps} useful FLOPs: {flops:.3e}; {args.dtype} matmul throughput: {peak / 1e12:.3f} TFLOP/s")
+    for lib in ("genattrib", "inseq"):
+        case = cases.get(("integrated_gradients", lib))
+        if case is None or not case.runs:
+            continue
+        achieved = flops / case.stat("wall", min)
+        report[f"{lib}_flops_per_s"] = achieved
+        print(f"  {lib}: {achieved / 1e12:.4f} TFLOP/s achieved (best run) = {achieved / peak:.1%} of matmul")
+    return report
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import transformers
-
-    import genattrib
-
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "genattrib": getattr(genattrib, "__version__", "?"),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-    }
-    if not args.skip_inseq:
-        import inseq
-
-        env["inseq"] = getattr(inseq, "__version__", None) or _dist_version("inseq")
-        env["captum"] = _dist_version("captum")
-    return env
-
-
-def _dist_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "?"
+    def dist(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    return {
+        "python": platform.python_version(),
+        **{name: dist(name) for name in ("torch", "transformers", "genattrib", "inseq", "captum")},
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=list(METHODS),
-        choices=METHODS + PATH_METHODS,
-        help="methods to time (default: saliency and IG; the path methods are genattrib only)",
-    )
-    parser.add_argument("--tokens", type=int, default=55, help="forced continuation length, 1-55 (default 55)")
-    parser.add_argument("--n-steps", type=int, default=50, help="integration steps for IG and SIG (default 50)")
-    parser.add_argument("--n-anchors", type=int, default=None, help="anchors for DIG/UDIG (default: the method's, 30)")
+    parser.add_argument("--methods", nargs="+", default=list(SPECS), choices=list(SPECS), metavar="METHOD")
+    parser.add_argument("--extra-methods", nargs="+", default=[], choices=EXTRA_METHODS, help="genattrib-only rows")
+    parser.add_argument("--tokens", type=int, default=None, help="first N tokens of the continuation (default all)")
+    parser.add_argument("--n-steps", type=int, default=50, help="IG and SIG integration steps (default 50)")
+    parser.add_argument("--n-anchors", type=int, default=30, help="DIG anchors (Inseq's n_steps; default 30)")
+    parser.add_argument("--n-samples", type=int, default=20, help="GradientSHAP and LIME samples (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per method (default 3)")
+    parser.add_argument("--warmup", choices=("short", "full", "none"), default="short")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--model", default=None, help="hub id or local folder (default: the embedded model)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--skip-inseq", action="store_true", help="time genattrib only")
-    parser.add_argument(
-        "--warmup",
-        choices=("short", "full", "none"),
-        default="short",
-        help="untimed warm-up per case: short prefix (default), the full call, or none",
-    )
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls per case; the median is reported")
-    parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between progress lines (0: off)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-(library, method) memory processes")
+    parser.add_argument("--flops", action="store_true", help="IG FLOPs vs a measured matmul throughput")
+    parser.add_argument("--json", metavar="PATH", help="write every raw run as JSON")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # LIB:METHOD, the memory subprocess
     args = parser.parse_args(argv)
-    if not 1 <= args.tokens <= 55:
-        parser.error("--tokens must be between 1 and 55")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.child:
+        return child(args)
     if not args.skip_inseq:
         try:
             import inseq  # noqa: F401
         except ImportError as error:
             sys.exit(f"Inseq is not importable ({error}); run `nox -s bench` or pass --skip-inseq")
-    import genattrib
+    log(f"loading {args.model or 'the default model'} ({args.dtype}, {args.device}, {args.threads} thread(s)) ...")
+    model = load(args)
+    text, n_tokens = continuation_of(model.tokenizer, args.tokens)
+    warm, _ = continuation_of(model.tokenizer, min(WARM_TOKENS, n_tokens))
+    log(f"prompt {PROMPT!r}; forced continuation ({n_tokens} tokens) {text!r}")
 
-    torch.manual_seed(0)
-    dtype = getattr(torch, args.dtype)
-    log(f"loading the default model ({args.dtype}, {args.device}) ...")
-    start = time.perf_counter()
-    model = genattrib.load_model(dtype=dtype, device_map=args.device if args.device == "cuda" else None)
-    log(f"loaded in {time.perf_counter() - start:.1f} s")
-
-    text = continuation_of(model.tokenizer, args.tokens)
-    warm_text = continuation_of(model.tokenizer, min(4, args.tokens))
-    log(f"prompt: {PROMPT!r}")
-    log(f"forced continuation ({args.tokens} tokens): {text!r}")
-
-    results = bench_genattrib(model, args, text, warm_text)
-    if not args.skip_inseq:
-        results += bench_inseq(model, args, text, warm_text)
+    methods = list(dict.fromkeys(args.methods + args.extra_methods))
+    cases: dict[tuple[str, str], Case] = {}
+    diffs: dict[str, Any] = {}
+    for method in methods:
+        try:
+            found, diffs[method] = bench_method(model, method, args, text, warm)
+        except Exception as error:  # one broken method must not lose an hour of the others
+            log(f"{method} FAILED: {type(error).__name__}: {error}")
+            diffs[method] = f"failed: {type(error).__name__}"
+            continue
+        cases.update({(method, lib): case for lib, case in found.items()})
+        for case in found.values():
+            if case.steps != n_tokens:
+                log(f"WARNING: {case.library} attributed {case.steps} steps for {method}, expected {n_tokens}")
+    if not args.no_memory:
+        child_argv = [a for a in argv if a != "--flops"]
+        for case in cases.values():
+            measure_memory(case, child_argv)
 
     env = environment(args)
-    title = (
-        f"{args.tokens} forced tokens, {args.device} ({env['device_name']}), {args.dtype}, "
-        f"attributed fn: {ATTRIBUTED_FN}, IG/SIG n_steps={args.n_steps}"
-        + (f", DIG/UDIG n_anchors={args.n_anchors}" if args.n_anchors is not None else "")
+    print(
+        f"\n{n_tokens} forced tokens, {args.device} ({env['device_name']}), {args.dtype}, {args.threads} thread(s), "
+        f"{args.repeats} interleaved rounds, attributed fn {ATTRIBUTED_FN}, IG/SIG n_steps={args.n_steps}, "
+        f"DIG anchors={args.n_anchors}, SHAP/LIME samples={args.n_samples}\n"
     )
-    print_table(results, title)
-    for r in results:
-        if r.attributed_steps is not None and r.attributed_steps != args.tokens:
-            log(f"WARNING: {r.library} attributed {r.attributed_steps} steps for {r.method}, expected {args.tokens}")
+    print(table(cases, methods, diffs, args.device == "cuda"))
+    print("ratio = Inseq ÷ genattrib (> 1: genattrib faster); max |Δscore| over the (step × position) matrices")
+    flops = flops_report(model, args, n_tokens, cases) if args.flops else None
 
     if args.json:
         doc = {
             "prompt": PROMPT,
             "continuation": text,
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
-            "attributed_fn": ATTRIBUTED_FN,
+            "tokens": n_tokens,
+            "config": {k: v for k, v in vars(args).items() if k not in ("json", "child")},
             "environment": env,
-            "results": [
-                {**asdict(r), "tokens_per_s": r.tokens_per_s, "seconds_per_token": r.seconds_per_token} for r in results
-            ],
+            "cases": [{**asdict(c), "summary": c.summary()} for c in cases.values()],
+            "max_abs_score_diff": diffs,
+            "flops": flops,
         }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(doc, handle, indent=2)

@@ -10,7 +10,12 @@ from genattrib.engine.forward import ModelForward
 
 @pytest.mark.parametrize(
     "method,params",
-    [("gradient_shap", {"n_samples": 3}), ("integrated_gradients", {"n_steps": 4}), ("occlusion", {})],
+    [
+        ("gradient_shap", {"n_samples": 3}),  # shared forward rows: chunks of path points
+        ("integrated_gradients", {"n_steps": 4}),
+        ("integrated_gradients", {"n_steps": 4, "explain": "sentences"}),  # unit rows: one row per (unit, point)
+        ("occlusion", {}),
+    ],
 )
 def test_oom_halves_and_retries(tiny_llama, monkeypatch, method, params):
     expected = tiny_llama.attribute("The capital of France is", target=" Paris. The", method=method, **params)

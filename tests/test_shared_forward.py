@@ -72,7 +72,13 @@ def test_shared_gradients_of_units_and_contrast_equal_per_row(tiny_llama):
 
 
 @pytest.mark.parametrize(
-    "method,params", [("saliency", {}), ("input_x_gradient", {}), ("integrated_gradients", {"n_steps": 3})]
+    "method,params",
+    [
+        ("saliency", {}),
+        ("input_x_gradient", {}),
+        ("integrated_gradients", {"n_steps": 3}),
+        ("gradient_shap", {"n_samples": 3, "stdevs": 0.1}),
+    ],
 )
 def test_methods_give_the_same_scores_whatever_the_grouping(tiny_model, monkeypatch, method, params):
     """One group per sequence, the cost model's groups, and one target per group (the per-row

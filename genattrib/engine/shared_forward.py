@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -108,9 +108,11 @@ def _body_vjp(
     head_grad: Float[Tensor, "point position hidden"],
     reads: Bool[Tensor, "k position"],
     chunk: int,
+    multiplier: Float[Tensor, "point position hidden"] | None = None,
 ) -> Float[Tensor, "k position hidden"]:
-    """Each target's input gradient, summed over points: the backward pass from the hidden rows
-    the target reads (``head_grad`` there) to the inputs, ``chunk`` targets per batched pass."""
+    """Each target's input gradient (times ``multiplier``), summed over points: the backward pass
+    from the hidden rows the target reads (``head_grad`` there) to the inputs, ``chunk`` targets
+    per batched pass."""
     k = int(reads.shape[0])
     parts = []
     reads = reads.to(head_grad.device)
@@ -123,7 +125,8 @@ def _body_vjp(
             grad = grad.unsqueeze(0)
         else:
             (grad,) = torch.autograd.grad(hidden, leaf, cotangent, retain_graph=not last, is_grads_batched=True)
-        parts.append(grad.float().sum(1))
+        grad = grad.float()
+        parts.append((grad if multiplier is None else grad * multiplier.unsqueeze(0)).sum(1))
     return torch.cat(parts)
 
 
@@ -133,8 +136,10 @@ def shared_input_gradients(
     weights: Float[Tensor, " point"],
     targets: Explained,
     attributed_fn: TargetFunction,
+    multiplier: Float[Tensor, "point position hidden"] | None = None,
 ) -> tuple[Float[Tensor, "point k"], Float[Tensor, "k position hidden"]]:
-    """Every target's value at every point, and ``sum_p weights[p] * dF_k/dx`` at ``points[p]``.
+    """Every target's value at every point, and ``sum_p weights[p] * dF_k/dx`` at ``points[p]``
+    (each point's gradient times ``multiplier[p]`` first, when given).
 
     ``targets`` (shaped ``[k, m]``) is read from each point row: a causal model gives every
     target the value it has on its own prefix. Each target's value depends on the last hidden
@@ -173,7 +178,8 @@ def shared_input_gradients(
             per = max(1, forward.rows_per_chunk(length, grad=True, n_logits=k * slots) // rows)
             while True:
                 try:
-                    part = _body_vjp(hidden, leaf, head_grad.to(hidden.device), reads, per)
+                    extra = None if multiplier is None else multiplier[chunk].float().to(leaf.device)
+                    part = _body_vjp(hidden, leaf, head_grad.to(hidden.device), reads, per, extra)
                     break
                 except Exception as error:  # noqa: BLE001 - OOM: fewer targets per pass; else one at a time
                     if per == 1:
@@ -211,6 +217,29 @@ def shared_row_groups(batch: StepBatch, forward: ModelForward, points: int) -> l
     return groups
 
 
+#: Makes a group's points from its longest row and that row's length: (points, weights, multiplier).
+PointMaker = Callable[[int, int], tuple[Tensor, Tensor, "Tensor | None"]]
+
+
+def grouped_input_gradients(
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, points: int, make_points: PointMaker
+) -> Float[Tensor, "row position hidden"]:
+    """``sum_p weights[p] * multiplier[p] * dF_r/dx`` at the points ``make_points(top, length)``
+    gives for the longest row ``top`` of each group of :func:`shared_row_groups` (``points`` of
+    them), for every row ``r`` of the group (scattered into a ``[row, position, hidden]`` tensor)."""
+    x = batch.input_embeds
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    ends = batch.unit_ends("cpu")
+    targets = batch.targets()
+    for members in shared_row_groups(batch, forward, points):
+        top = int(members[ends[members].argmax()])
+        length = int(ends[top])
+        rows, weights, multiplier = make_points(top, length)
+        _, grads = shared_input_gradients(forward, rows, weights, targets.select(members), attributed_fn, multiplier)
+        out[members.to(x.device), :length] = grads.to(x.device)
+    return out
+
+
 def batch_input_gradients(
     batch: StepBatch,
     forward: ModelForward,
@@ -225,24 +254,20 @@ def batch_input_gradients(
     sequence (unit rows hold their own unit fixed, so only saliency-like ``path=None`` shares them).
     """
     x = batch.input_embeds
-    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    ends = batch.unit_ends("cpu")
-    targets = batch.targets()
     base = None if path is None else torch.where(batch.movable(), batch.baseline_embeds, x)
-    for members in shared_row_groups(batch, forward, 1 if path is None else int(path[0].shape[0])):
-        top = int(members[ends[members].argmax()])
-        length = int(ends[top])
+
+    def make_points(top: int, length: int) -> tuple[Tensor, Tensor, None]:
         row = x[top, :length]
-        if path is None:
-            points, weights = row.unsqueeze(0), torch.ones(1)
-        else:
-            alphas, weights = path
-            start = base[top, :length]
-            a = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
-            points = start.unsqueeze(0) + a * (row - start).unsqueeze(0)
-        _, grads = shared_input_gradients(forward, points, weights, targets.select(members), attributed_fn)
-        out[members.to(x.device), :length] = grads.to(x.device)
-    return out
+        if path is None or base is None:
+            return row.unsqueeze(0), torch.ones(1), None
+        alphas, weights = path
+        start = base[top, :length]
+        a = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
+        return start.unsqueeze(0) + a * (row - start).unsqueeze(0), weights, None
+
+    return grouped_input_gradients(
+        batch, forward, attributed_fn, 1 if path is None else int(path[0].shape[0]), make_points
+    )
 
 
 def shared_batch_targets(length: int, hidden: int) -> int:

@@ -2,7 +2,10 @@
 
 For each of ``n_samples`` draws: ``x~ = x + N(0, stdevs^2)``, ``a ~ U(0, 1)``, gradient at
 ``x' + a (x~ - x')`` times ``(x~ - x')``; the scores are the mean over draws (sum over hidden).
-Draws are seeded per (seed, sequence, target position), so batching never changes the result.
+The ``n_samples`` coefficients ``a`` come from the seed alone and the noise at each position
+from (seed, the tokens up to it), so every token target of a sequence sees the same points on
+its own prefix: the targets share forward rows (engine/shared_forward.py), and batching never
+changes the result.
 
 Example:
     >>> out = model.attribute(prompt, method="gradient_shap", n_samples=20, seed=0, max_new_tokens=2)
@@ -10,13 +13,19 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.plan import TargetRef
+from genattrib.engine.shared_forward import grouped_input_gradients, shared_batch_targets, shared_planned_rows
+from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_number, check_positive_int
 
@@ -40,29 +49,79 @@ class GradientShap(Attributor):
     default_reduction = "sum"
     uses_baseline = True
     stochastic = True
+    group_by_sequence = True  # token targets of a sequence share their draws, so their forward rows
 
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples
 
+    def max_batch_targets(self, length: int, hidden: int) -> int:
+        return shared_batch_targets(length, hidden)
+
+    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+        n = self.params.n_samples
+        if any(r.stop > r.position + 1 for r in refs):  # unit rows: own draws, own rows
+            return [(len(refs) * n, max(r.length for r in refs), len(refs) * n)]
+        return shared_planned_rows(refs, forward, n)
+
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+        if batch.units is not None:
+            return MethodOutput(self._per_row(batch, forward, attributed_fn))
+        p: GradientShapParams = self.params
+        x = batch.input_embeds.float()
+        base = torch.where(batch.movable(), batch.baseline_embeds, batch.input_embeds).float()
+        alphas = shared_alphas(batch.seed, p.n_samples).to(x.device)
+        movable = batch.movable()
+
+        def make_points(top: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
+            noise = position_noise(batch.seed, batch.input_ids[top, :length].cpu(), p.n_samples, x.shape[-1], p.stdevs)
+            noisy = x[top, :length].unsqueeze(0) + noise.to(x.device) * movable[top, :length]
+            delta = noisy - base[top, :length].unsqueeze(0)
+            points = base[top, :length].unsqueeze(0) + alphas.view(-1, 1, 1) * delta
+            weights = torch.full((p.n_samples,), 1.0 / p.n_samples)
+            return points.to(batch.input_embeds.dtype), weights, delta
+
+        return MethodOutput(grouped_input_gradients(batch, forward, attributed_fn, p.n_samples, make_points))
+
+    def _per_row(
+        self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+    ) -> Float[Tensor, "row position hidden"]:
+        """Unit rows hold their own unit fixed, so each draws and runs its own points."""
         p: GradientShapParams = self.params
         x = batch.input_embeds.float()
         movable = batch.movable()
         base = torch.where(movable, batch.baseline_embeds, batch.input_embeds).float()
-        noisy, alphas = [], []
+        alphas = shared_alphas(batch.seed, p.n_samples).to(x.device).view(1, -1, 1, 1)
+        noisy = []
         for row in range(batch.num_rows):
-            gen = batch.row_generator(row, torch.device("cpu"))
-            own = int(batch.target_positions[row])  # draw only for the row's own prefix
+            own = int(batch.target_positions[row])  # draws only for the row's own prefix
             noise = torch.zeros((p.n_samples, *x.shape[1:]))
-            noise[:, :own] = torch.randn((p.n_samples, own, x.shape[2]), generator=gen) * p.stdevs
+            noise[:, :own] = position_noise(
+                batch.seed, batch.input_ids[row, :own].cpu(), p.n_samples, x.shape[2], p.stdevs
+            )
             noisy.append(x[row].unsqueeze(0) + noise.to(x.device) * movable[row])
-            alphas.append(torch.rand(p.n_samples, generator=gen).to(x.device))
-        x_noisy = torch.stack(noisy)  # row, sample, L, d
-        a = torch.stack(alphas).view(batch.num_rows, p.n_samples, 1, 1)
-        delta = x_noisy - base.unsqueeze(1)
-        points = (base.unsqueeze(1) + a * delta).to(batch.input_embeds.dtype)
+        delta = torch.stack(noisy) - base.unsqueeze(1)
+        points = (base.unsqueeze(1) + alphas * delta).to(batch.input_embeds.dtype)
         _, grads = forward.values_and_grads(
             points.reshape(-1, *x.shape[1:]), batch.targets().repeat_interleave(p.n_samples), attributed_fn
         )
         grads = grads.view(batch.num_rows, p.n_samples, *x.shape[1:])
-        return MethodOutput((grads * delta.to(grads.device)).mean(1))
+        return (grads * delta.to(grads.device)).mean(1)
+
+
+def shared_alphas(seed: int, n: int) -> Float[Tensor, " sample"]:
+    """The ``n`` interpolation coefficients every target shares, drawn from ``seed`` alone."""
+    return torch.rand(n, generator=content_generator(seed, b"gradient_shap:alphas"))
+
+
+def position_noise(seed: int, ids: Int[Tensor, " position"], n: int, hidden: int, stdevs: float) -> Tensor:
+    """Noise ``N(0, stdevs^2)`` for every sample at each position, drawn from (seed, the tokens up
+    to that position): a position's noise is the same for every target that sees it, whatever
+    comes after it or how the rows are batched."""
+    noise = torch.zeros(n, int(ids.shape[0]), hidden)
+    if stdevs == 0:
+        return noise
+    data = ids.numpy().astype("int64").tobytes()
+    for pos in range(int(ids.shape[0])):
+        gen = content_generator(seed, data[: 8 * (pos + 1)] + pos.to_bytes(8, "little"))
+        noise[:, pos] = torch.randn((n, hidden), generator=gen) * stdevs
+    return noise

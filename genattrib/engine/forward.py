@@ -37,7 +37,8 @@ CPU_FORWARD_BYTES = 1 << 30
 LOGIT_SLICE_BYTES = 64 << 20
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
+    """Whether ``error`` says the device ran out of memory."""
     if isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
@@ -213,7 +214,7 @@ class ModelForward:
                 with contextlib.nullcontext() if grad else torch.no_grad():
                     run(chunk)
             except Exception as error:  # noqa: BLE001 - only OOM is handled
-                if not _is_oom(error) or size == 1:
+                if not is_oom(error) or size == 1:
                     raise
                 self._oom_cap = max(1, size // 2)
                 if self.input_device.type == "cuda":

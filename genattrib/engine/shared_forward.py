@@ -31,7 +31,7 @@ from torch import Tensor
 
 from genattrib.engine.contract import MAX_BATCH_TARGETS, SHARED_BATCH_BYTES, StepBatch
 from genattrib.engine.explained import Explained
-from genattrib.engine.forward import ModelForward, _is_oom, no_gradient_error
+from genattrib.engine.forward import ModelForward, is_oom, no_gradient_error
 from genattrib.engine.plan import TargetRef
 from genattrib.targets import TargetFunction
 
@@ -186,7 +186,7 @@ def shared_input_gradients(
                         raise
                     # out of memory: halve the targets per pass; another error (an operation of the
                     # model without a batching rule): plain backward passes, one per target
-                    per = max(1, per // 2) if _is_oom(error) else 1
+                    per = max(1, per // 2) if is_oom(error) else 1
         values[chunk] = value.detach().float()
         grads.add_(part.to(grads.device))
 

@@ -214,7 +214,11 @@ class ModelForward:
             start = chunk.stop
 
     def _unit_values(
-        self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
+        self,
+        embeds: Float[Tensor, "row position hidden"],
+        targets: Explained,
+        attributed_fn: TargetFunction,
+        **model_kwargs: object,
     ) -> Float[Tensor, "row k"]:
         """``attributed_fn`` at every slot of ``targets`` (``[row, k, m]``), combined per unit.
 
@@ -222,9 +226,10 @@ class ModelForward:
         with masked slots, which are packed away), in slices holding at most :data:`LOGIT_SLICE_BYTES` of logits
         (a unit of 2,000 tokens would otherwise hold 2,000 vocabulary-sized rows); under autograd
         each slice is checkpointed, so its logits are recomputed in the backward pass, not kept.
+        ``model_kwargs`` go to the model call (a KV cache of a clean prefix, see ``prefix_cache``).
         """
         r, k, m = targets.positions.shape
-        hidden = self.hidden_states(embeds)
+        hidden = self.hidden_states(embeds, **model_kwargs)
         mask = targets.mask.reshape(r, k * m)
         # the LM head runs only on the slots that count: padding slots of short units are packed away
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : max(1, int(mask.sum(-1).max()))]

@@ -44,7 +44,7 @@ def kv_reuse(mode: str) -> Iterator[None]:
         _MODE[0] = old
 
 
-def reuse_wanted(reuse_cost: float, full_cost: float) -> bool:
+def reuse_wanted(reuse_cost: float | int, full_cost: float | int) -> bool:
     """Whether to take the prefix-reuse path, given both costs (see :func:`kv_reuse`)."""
     mode = _MODE[0]
     return mode == "always" or (mode == "auto" and reuse_cost <= WORTH_IT * full_cost)

@@ -227,7 +227,11 @@ class ModelForward:
             start = chunk.stop
 
     def _unit_values(
-        self, embeds: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
+        self,
+        embeds: Float[Tensor, "row position hidden"],
+        targets: Explained,
+        attributed_fn: TargetFunction,
+        **model_kwargs: object,
     ) -> Float[Tensor, "row k"]:
         """``attributed_fn`` at every slot of ``targets`` (``[row, k, m]``), combined per unit.
 
@@ -235,8 +239,9 @@ class ModelForward:
         with masked slots, which are packed away), in slices holding at most :data:`LOGIT_SLICE_BYTES` of logits
         (a unit of 2,000 tokens would otherwise hold 2,000 vocabulary-sized rows); under autograd
         each slice is checkpointed, so its logits are recomputed in the backward pass, not kept.
+        ``model_kwargs`` go to the model call (a KV cache of a clean prefix, see ``prefix_cache``).
         """
-        return self.unit_values_from_hidden(self.hidden_states(embeds), targets, attributed_fn)
+        return self.unit_values_from_hidden(self.hidden_states(embeds, **model_kwargs), targets, attributed_fn)
 
     def unit_values_from_hidden(
         self, hidden: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction

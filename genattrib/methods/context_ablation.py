@@ -83,8 +83,10 @@ class ContextAblation(Attributor):
         p: ContextAblationParams = self.params
         members = ablation_units(batch)
         keep = keep_masks(batch, members, p.n_samples, p.keep_prob)
-        full = forward.values(batch.input_embeds[:1], batch.targets().shared(1), attributed_fn)[0]
-        values = ablated_values(batch, forward, attributed_fn, (~keep).float() @ members.float() > 0)
+        drop = (~keep).float() @ members.float() > 0
+        clean = torch.zeros(1, batch.length, dtype=torch.bool)  # sample 0 drops nothing: F(x)
+        values = ablated_values(batch, forward, attributed_fn, torch.cat([clean, drop]))
+        full, values = values[0], values[1:]
         weights, fit = self._fit_rows(keep, values, members, batch)
         return MethodOutput(
             spread(weights, members, batch.target_positions), {"surrogate_r2": fit, "target_value": full.cpu()}

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.source_units import ablated_values, ablation_units, spread
@@ -40,6 +42,9 @@ class Occlusion(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         members = ablation_units(batch)
-        original = forward.values(batch.input_embeds[:1], batch.targets().shared(1), attributed_fn)[0]
-        effects = (original.cpu().unsqueeze(0) - ablated_values(batch, forward, attributed_fn, members)).T
-        return MethodOutput(spread(effects, members, batch.target_positions), {"target_value": original})
+        clean = torch.zeros(1, batch.length, dtype=torch.bool)  # sample 0 drops nothing: F(x)
+        values = ablated_values(batch, forward, attributed_fn, torch.cat([clean, members]))
+        original, effects = values[0], (values[:1] - values[1:]).T
+        return MethodOutput(
+            spread(effects, members, batch.target_positions), {"target_value": original.to(forward.head_device)}
+        )

@@ -21,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
+from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import TargetFunction
@@ -74,17 +76,36 @@ def reference_values(
     for members in _sharing_groups(batch):
         top = int(members[batch.target_positions[members].argmax()])
         cols = valid[top].nonzero(as_tuple=True)[0]
-        variants = x[top].unsqueeze(0).repeat(2 + cols.numel(), 1, 1)
-        variants[1] = base[top]
-        variants[2 + torch.arange(cols.numel(), device=x.device), cols] = base[top, cols]
-        n = variants.shape[0]
-        values = forward.values(variants, targets.select(members).shared(n), attributed_fn)
+        values = _variant_values(
+            forward, x[top], base[top], batch.movable()[top, :, 0], cols, targets.select(members), attributed_fn
+        )
         heads = members.to(values.device)
         f_input[heads], f_base[heads] = values[0], values[1]
         for k, row in enumerate(members.tolist()):
             mine = valid[row, cols].to(values.device)
             f_one[row, cols.to(values.device)[mine]] = values[2:, k][mine]
     return f_input, f_base, f_one
+
+
+def _variant_values(
+    forward: ModelForward,
+    x: Float[Tensor, "position hidden"],
+    base: Float[Tensor, "position hidden"],
+    movable: Bool[Tensor, " position"],
+    cols: Int[Tensor, " col"],
+    targets: Explained,
+    attributed_fn: TargetFunction,
+) -> Float[Tensor, "variant row"]:
+    """Values of ``targets`` on ``x``, on ``x`` at its baseline, and on ``x`` with each of ``cols``
+    alone at the baseline (over the clean prefix's KV cache where that pays)."""
+    drop = torch.zeros(2 + cols.numel(), x.shape[0], dtype=torch.bool, device=x.device)
+    drop[1] = movable.to(x.device)
+    drop[2 + torch.arange(cols.numel(), device=x.device), cols.to(x.device)] = True
+    reused = perturbed_values(forward, x, base, drop, targets, attributed_fn)
+    if reused is not None:
+        return reused.to(forward.head_device)
+    variants = torch.where(drop.unsqueeze(-1), base.unsqueeze(0), x.unsqueeze(0))
+    return forward.values(variants, targets.shared(variants.shape[0]), attributed_fn)
 
 
 class SequentialIntegratedGradients(Attributor):
@@ -115,6 +136,12 @@ class SequentialIntegratedGradients(Attributor):
         targets = batch.targets()
         chunk = p.position_chunk or max(1, forward.rows_per_chunk(length) // steps)
         avg_grad = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        rows, cols = items.unbind(-1)
+        moving = base[rows, cols].unsqueeze(1) + a * (x[rows, cols] - base[rows, cols]).unsqueeze(1)
+        reused = moved_gradients(forward, x, rows, cols, moving, targets.select(rows), attributed_fn)
+        if reused is not None:  # the clean prefix of each row came from its KV cache
+            avg_grad[rows, cols] = (reused.to(x.device) * w).sum(1)
+            items = items[:0]
         for start in range(0, int(items.shape[0]), chunk):
             rows, cols = items[start : start + chunk].unbind(-1)
             n = int(rows.shape[0])

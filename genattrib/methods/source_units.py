@@ -21,6 +21,7 @@ from torch import Tensor
 
 from genattrib.engine.contract import StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.prefix_cache import perturbed_values
 from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
 
@@ -91,9 +92,14 @@ def ablated_values(
     batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, drop: Bool[Tensor, "sample position"]
 ) -> Float[Tensor, "sample row"]:
     """Every target's value on copies of the batch's shared sequence with the ``drop`` positions
-    of each sample at the baseline: one model row per sample scores all targets, in chunks."""
+    of each sample at the baseline: one model row per sample scores all targets, in chunks.
+    Where it pays, a sample reruns only the positions from its first dropped one, over the clean
+    sequence's KV cache (:func:`~genattrib.engine.prefix_cache.perturbed_values`)."""
     x, base = batch.input_embeds[0], batch.baseline_embeds[0]
     targets = batch.targets()
+    reused = perturbed_values(forward, x, base, drop, targets, attributed_fn)
+    if reused is not None:
+        return reused
     values = torch.empty(int(drop.shape[0]), batch.num_rows, dtype=torch.float32)
     chunk = max(1, forward.rows_per_chunk(batch.length, grad=False, n_logits=batch.num_rows * targets.slots))
     for start in range(0, int(drop.shape[0]), chunk):

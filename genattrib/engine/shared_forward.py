@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -62,13 +63,18 @@ def _row_cost(length: int, ratio: float) -> float:
     return length * (1.0 + ratio * length / 2.0)
 
 
-def group_cost(length: int, targets: int, points: int, ratio: float, overhead: float) -> float:
+#: How many points a group differentiates at: a number, or a function of the group's row length.
+Points = int | Callable[[int], int]
+
+
+def group_cost(length: int, targets: int, points: Points, ratio: float, overhead: float) -> float:
     """Relative cost of ``targets`` targets read from ``points`` shared rows of ``length`` tokens."""
+    points = points(length) if callable(points) else points
     return _row_cost(length, ratio) * points * (FORWARD_COST + BACKWARD_CALL_COST + BACKWARD_COST * targets) + overhead
 
 
 def plan_groups(
-    lengths: Sequence[int], points: int, attention_ratio: float, overhead: float = GROUP_OVERHEAD["cpu"]
+    lengths: Sequence[int], points: Points, attention_ratio: float, overhead: float = GROUP_OVERHEAD["cpu"]
 ) -> list[list[int]]:
     """Split targets into groups that share forward rows, at the least modelled cost.
 
@@ -102,22 +108,59 @@ def _read_rows(targets: Explained, length: int) -> Bool[Tensor, "k position"]:
     return rows
 
 
+@dataclass(frozen=True)
+class PointSet:
+    """The points a group of targets is differentiated at, built chunk by chunk (so ``count``
+    rows never need to exist at once), each with a quadrature ``weight``.
+
+    ``reduce(chunk, grads)`` turns the weighted gradients of a chunk's points, shaped
+    ``[target, point, position, hidden]``, into each target's contribution ``[target, position,
+    hidden]``; by default their sum.
+
+    Example:
+        >>> points = torch.zeros(3, 5, 8)
+        >>> PointSet.of(points, torch.ones(3)).rows(slice(0, 2)).shape
+        torch.Size([2, 5, 8])
+    """
+
+    count: int
+    length: int
+    weights: Float[Tensor, " point"]
+    rows: Callable[[slice], Float[Tensor, "chunk position hidden"]]
+    reduce: Callable[[slice, Float[Tensor, "k chunk position hidden"]], Float[Tensor, "k position hidden"]] | None = (
+        None
+    )
+
+    @classmethod
+    def of(
+        cls,
+        points: Float[Tensor, "point position hidden"],
+        weights: Float[Tensor, " point"],
+        multiplier: Float[Tensor, "point position hidden"] | None = None,
+    ) -> PointSet:
+        """Points given as one tensor (each gradient times ``multiplier[p]`` when given)."""
+        reduce = None
+        if multiplier is not None:
+            reduce = lambda chunk, grads: (grads * multiplier[chunk].float().to(grads.device)).sum(1)  # noqa: E731
+        return cls(int(points.shape[0]), int(points.shape[1]), weights, lambda chunk: points[chunk], reduce)
+
+
 def _body_vjp(
     hidden: Float[Tensor, "point position hidden"],
     leaf: Tensor,
     head_grad: Float[Tensor, "point position hidden"],
     reads: Bool[Tensor, "k position"],
-    chunk: int,
-    multiplier: Float[Tensor, "point position hidden"] | None = None,
+    per: int,
+    reduce: Callable[[Tensor], Tensor],
 ) -> Float[Tensor, "k position hidden"]:
-    """Each target's input gradient (times ``multiplier``), summed over points: the backward pass
-    from the hidden rows the target reads (``head_grad`` there) to the inputs, ``chunk`` targets
-    per batched pass."""
+    """Each target's contribution (``reduce`` of its input gradients at the points): the backward
+    pass from the hidden rows the target reads (``head_grad`` there) to the inputs, ``per``
+    targets per batched pass."""
     k = int(reads.shape[0])
     parts = []
     reads = reads.to(head_grad.device)
-    for start in range(0, k, chunk):
-        stop = min(k, start + chunk)
+    for start in range(0, k, per):
+        stop = min(k, start + per)
         cotangent = head_grad.unsqueeze(0) * reads[start:stop, None, :, None].to(head_grad.dtype)
         last = stop == k
         if stop - start == 1:
@@ -125,21 +168,21 @@ def _body_vjp(
             grad = grad.unsqueeze(0)
         else:
             (grad,) = torch.autograd.grad(hidden, leaf, cotangent, retain_graph=not last, is_grads_batched=True)
-        grad = grad.float()
-        parts.append((grad if multiplier is None else grad * multiplier.unsqueeze(0)).sum(1))
+        parts.append(reduce(grad.float()))
     return torch.cat(parts)
 
 
 def shared_input_gradients(
     forward: ModelForward,
-    points: Float[Tensor, "point position hidden"],
-    weights: Float[Tensor, " point"],
+    points: Float[Tensor, "point position hidden"] | PointSet,
+    weights: Float[Tensor, " point"] | None,
     targets: Explained,
     attributed_fn: TargetFunction,
     multiplier: Float[Tensor, "point position hidden"] | None = None,
 ) -> tuple[Float[Tensor, "point k"], Float[Tensor, "k position hidden"]]:
     """Every target's value at every point, and ``sum_p weights[p] * dF_k/dx`` at ``points[p]``
-    (each point's gradient times ``multiplier[p]`` first, when given).
+    (each point's gradient times ``multiplier[p]`` first, when given; or reduced as a
+    :class:`PointSet` says, whose own weights are used).
 
     ``targets`` (shaped ``[k, m]``) is read from each point row: a causal model gives every
     target the value it has on its own prefix. Each target's value depends on the last hidden
@@ -155,16 +198,21 @@ def shared_input_gradients(
         >>> values.shape, grads.shape
         (torch.Size([1, 2]), torch.Size([2, 9, 576]))
     """
-    n, length = int(points.shape[0]), int(points.shape[1])
+    if not isinstance(points, PointSet):
+        assert weights is not None
+        points = PointSet.of(points, weights, multiplier)
+    n, length = points.count, points.length
     k, slots = int(targets.positions.shape[0]), targets.slots
     values = torch.empty(n, k, dtype=torch.float32, device=forward.head_device)
-    grads = torch.zeros(k, *points.shape[1:], dtype=torch.float32, device=points.device)
+    grads: Tensor | None = None
     shared = targets.map(lambda t: t.unsqueeze(0))  # [1, k, m]: every target read from one row
     reads = _read_rows(targets, length)
 
     def run(chunk: slice) -> None:
+        nonlocal grads
         rows = chunk.stop - chunk.start
-        leaf = points[chunk].detach().clone().requires_grad_(True)
+        leaf = points.rows(chunk).detach().clone().requires_grad_(True)
+        reduce = (lambda g: g.sum(1)) if points.reduce is None else (lambda g: points.reduce(chunk, g))  # noqa: E731
         with torch.enable_grad():
             hidden = forward.hidden_states(leaf)
             if not hidden.requires_grad:
@@ -173,13 +221,12 @@ def shared_input_gradients(
             value = forward.unit_values_from_hidden(
                 head_in, shared.map(lambda t: t.expand(rows, *t.shape[1:])), attributed_fn
             )
-            w = weights[chunk].to(device=value.device, dtype=value.dtype)
+            w = points.weights[chunk].to(device=value.device, dtype=value.dtype)
             (head_grad,) = torch.autograd.grad((value * w.unsqueeze(1)).sum(), head_in)
             per = max(1, forward.rows_per_chunk(length, grad=True, n_logits=k * slots) // rows)
             while True:
                 try:
-                    extra = None if multiplier is None else multiplier[chunk].float().to(leaf.device)
-                    part = _body_vjp(hidden, leaf, head_grad.to(hidden.device), reads, per, extra)
+                    part = _body_vjp(hidden, leaf, head_grad.to(hidden.device), reads, per, reduce)
                     break
                 except Exception as error:  # noqa: BLE001 - OOM: fewer targets per pass; else one at a time
                     if per == 1:
@@ -188,22 +235,27 @@ def shared_input_gradients(
                     # model without a batching rule): plain backward passes, one per target
                     per = max(1, per // 2) if is_oom(error) else 1
         values[chunk] = value.detach().float()
-        grads.add_(part.to(grads.device))
+        grads = part if grads is None else grads.add_(part.to(grads.device))
 
     forward.run_chunked(n, length, run, grad=True, n_logits=k * slots, backward_per_row=k)
+    assert grads is not None
     return values, grads
 
 
-def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points: int) -> list[tuple[int, int, int]]:
+def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points: Points) -> list[tuple[int, int, int]]:
     """``(model rows, tokens per row, backward passes)`` of each group :func:`shared_row_groups`
     forms from a batch of one sequence's targets (for ``model.estimate()``)."""
     overhead = GROUP_OVERHEAD.get(forward.input_device.type, GROUP_OVERHEAD["cuda"])
     lengths = [r.length for r in refs]
-    groups = plan_groups(lengths, points, attention_ratio(forward), overhead)
-    return [(points, max(lengths[i] for i in g), points * len(g)) for g in groups]
+    planned = []
+    for group in plan_groups(lengths, points, attention_ratio(forward), overhead):
+        length = max(lengths[i] for i in group)
+        count = points(length) if callable(points) else points
+        planned.append((count, length, count * len(group)))
+    return planned
 
 
-def shared_row_groups(batch: StepBatch, forward: ModelForward, points: int) -> list[Int[Tensor, " member"]]:
+def shared_row_groups(batch: StepBatch, forward: ModelForward, points: Points) -> list[Int[Tensor, " member"]]:
     """The rows of ``batch`` that read shared forward rows: per sequence, the groups of
     :func:`plan_groups` over each row's length (its last explained position)."""
     ends = batch.unit_ends("cpu")
@@ -217,16 +269,17 @@ def shared_row_groups(batch: StepBatch, forward: ModelForward, points: int) -> l
     return groups
 
 
-#: Makes a group's points from its longest row and that row's length: (points, weights, multiplier).
-PointMaker = Callable[[int, int], tuple[Tensor, Tensor, "Tensor | None"]]
-
-
 def grouped_input_gradients(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, points: int, make_points: PointMaker
+    batch: StepBatch,
+    forward: ModelForward,
+    attributed_fn: TargetFunction,
+    points: Points,
+    make_points: Callable[[int, int], PointSet],
 ) -> Float[Tensor, "row position hidden"]:
-    """``sum_p weights[p] * multiplier[p] * dF_r/dx`` at the points ``make_points(top, length)``
-    gives for the longest row ``top`` of each group of :func:`shared_row_groups` (``points`` of
-    them), for every row ``r`` of the group (scattered into a ``[row, position, hidden]`` tensor)."""
+    """For every row ``r`` of each group of :func:`shared_row_groups` (``points`` of them per
+    group, or a function of the group's length), its contribution at the points
+    ``make_points(top, length)`` builds from the group's longest row ``top``, scattered into a
+    ``[row, position, hidden]`` tensor (zero from the group's length on)."""
     x = batch.input_embeds
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     ends = batch.unit_ends("cpu")
@@ -234,8 +287,9 @@ def grouped_input_gradients(
     for members in shared_row_groups(batch, forward, points):
         top = int(members[ends[members].argmax()])
         length = int(ends[top])
-        rows, weights, multiplier = make_points(top, length)
-        _, grads = shared_input_gradients(forward, rows, weights, targets.select(members), attributed_fn, multiplier)
+        _, grads = shared_input_gradients(
+            forward, make_points(top, length), None, targets.select(members), attributed_fn
+        )
         out[members.to(x.device), :length] = grads.to(x.device)
     return out
 
@@ -256,14 +310,14 @@ def batch_input_gradients(
     x = batch.input_embeds
     base = None if path is None else torch.where(batch.movable(), batch.baseline_embeds, x)
 
-    def make_points(top: int, length: int) -> tuple[Tensor, Tensor, None]:
+    def make_points(top: int, length: int) -> PointSet:
         row = x[top, :length]
         if path is None or base is None:
-            return row.unsqueeze(0), torch.ones(1), None
+            return PointSet.of(row.unsqueeze(0), torch.ones(1))
         alphas, weights = path
         start = base[top, :length]
         a = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
-        return start.unsqueeze(0) + a * (row - start).unsqueeze(0), weights, None
+        return PointSet.of(start.unsqueeze(0) + a * (row - start).unsqueeze(0), weights)
 
     return grouped_input_gradients(
         batch, forward, attributed_fn, 1 if path is None else int(path[0].shape[0]), make_points

@@ -24,7 +24,12 @@ from torch import Tensor
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.plan import TargetRef
-from genattrib.engine.shared_forward import grouped_input_gradients, shared_batch_targets, shared_planned_rows
+from genattrib.engine.shared_forward import (
+    PointSet,
+    grouped_input_gradients,
+    shared_batch_targets,
+    shared_planned_rows,
+)
 from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_number, check_positive_int
@@ -72,13 +77,13 @@ class GradientShap(Attributor):
         alphas = shared_alphas(batch.seed, p.n_samples).to(x.device)
         movable = batch.movable()
 
-        def make_points(top: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
+        def make_points(top: int, length: int) -> PointSet:
             noise = position_noise(batch.seed, batch.input_ids[top, :length].cpu(), p.n_samples, x.shape[-1], p.stdevs)
             noisy = x[top, :length].unsqueeze(0) + noise.to(x.device) * movable[top, :length]
             delta = noisy - base[top, :length].unsqueeze(0)
             points = base[top, :length].unsqueeze(0) + alphas.view(-1, 1, 1) * delta
             weights = torch.full((p.n_samples,), 1.0 / p.n_samples)
-            return points.to(batch.input_embeds.dtype), weights, delta
+            return PointSet.of(points.to(batch.input_embeds.dtype), weights, delta)
 
         return MethodOutput(grouped_input_gradients(batch, forward, attributed_fn, p.n_samples, make_points))
 

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,14 @@ from torch import Tensor
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.plan import TargetRef
 from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
+from genattrib.engine.shared_forward import (
+    PointSet,
+    grouped_input_gradients,
+    shared_batch_targets,
+    shared_planned_rows,
+)
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import TargetFunction
@@ -121,12 +129,51 @@ class SequentialIntegratedGradients(Attributor):
         "max_position_error": "max",  # a max over a row's positions: the max of the maxima is the word's max
     }
 
+    group_by_sequence = True  # token targets of a sequence share forward rows (engine/shared_forward.py)
+
     def rows_per_target(self, length: int) -> int:
         return length * self.params.n_steps + 2
+
+    def max_batch_targets(self, length: int, hidden: int) -> int:
+        return shared_batch_targets(length, hidden)
+
+    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+        steps, length = self.params.n_steps, max(r.length for r in refs)
+        references = (length + 2, length, 0)  # F(x), F(x') and F(x with one position at baseline), per sequence
+        if any(r.stop > r.position + 1 for r in refs):  # unit rows: (target, position) pairs of their own
+            pairs = sum(r.position for r in refs)
+            return [(pairs * steps, length, pairs * steps), references]
+        return [*shared_planned_rows(refs, forward, lambda n: steps * n), references]
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: SIGParams = self.params
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
+        x = batch.input_embeds
+        base = torch.where(batch.movable(), batch.baseline_embeds, x)
+        if batch.units is None:  # token rows: every target of a sequence reads each moved copy
+            avg_grad = _shared_gradients(batch, forward, attributed_fn, alphas, weights)
+        else:
+            avg_grad = self._per_pair_gradients(batch, forward, attributed_fn, alphas, weights)
+        attributions = (x.float() - base.float()) * avg_grad
+        f_input, f_base, f_one = reference_values(batch, forward, attributed_fn)
+        position_sums = attributions.sum(-1).to(f_one.device)
+        position_error = (position_sums - (f_input.unsqueeze(1) - f_one)).abs().nan_to_num(0.0).amax(-1)
+        total = position_sums.masked_fill(~batch.source_mask(f_one.device), 0.0).sum(-1)
+        return MethodOutput(
+            attributions,
+            {
+                "completeness_error": total - (f_input - f_base),
+                "baseline_value": f_base,
+                "max_position_error": position_error,
+            },
+        )
+
+    def _per_pair_gradients(
+        self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+    ) -> Float[Tensor, "row position hidden"]:
+        """Unit rows hold their own unit fixed: ``n_steps`` rows per (row, position) pair, over the
+        clean prefix's KV cache where that pays."""
+        p: SIGParams = self.params
         x = batch.input_embeds
         base = torch.where(batch.movable(), batch.baseline_embeds, x)
         steps, length, hidden = p.n_steps, batch.length, x.shape[-1]
@@ -153,16 +200,38 @@ class SequentialIntegratedGradients(Attributor):
             )
             own = grads.view(n, steps, length, hidden)[torch.arange(n, device=grads.device), :, cols.to(grads.device)]
             avg_grad[rows, cols] = (own.to(x.device) * w).sum(1)
-        attributions = (x.float() - base.float()) * avg_grad
-        f_input, f_base, f_one = reference_values(batch, forward, attributed_fn)
-        position_sums = attributions.sum(-1).to(f_one.device)
-        position_error = (position_sums - (f_input.unsqueeze(1) - f_one)).abs().nan_to_num(0.0).amax(-1)
-        total = position_sums.masked_fill(~batch.source_mask(f_one.device), 0.0).sum(-1)
-        return MethodOutput(
-            attributions,
-            {
-                "completeness_error": total - (f_input - f_base),
-                "baseline_value": f_base,
-                "max_position_error": position_error,
-            },
-        )
+        return avg_grad
+
+
+def _shared_gradients(
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+) -> Float[Tensor, "row position hidden"]:
+    """``sum_k w_k dF/dx_i`` with only position ``i`` moved to ``a_k``, for every row and source
+    position ``i``: each moved copy of a group's longest row serves every target of the group
+    (a target before ``i`` gets a zero gradient there, as causality says), and each point gives
+    only its moved position's gradient."""
+    x = batch.input_embeds
+    base = torch.where(batch.movable(), batch.baseline_embeds, x)
+    valid = batch.source_mask()
+    steps = int(alphas.shape[0])
+
+    def make_points(top: int, length: int) -> PointSet:
+        cols = valid[top, :length].nonzero(as_tuple=True)[0]
+        col_of = cols.repeat_interleave(steps)
+        alpha_of = alphas.to(device=x.device, dtype=x.dtype).repeat(int(cols.shape[0]))
+        row, start = x[top, :length], base[top, :length]
+
+        def rows(chunk: slice) -> Tensor:
+            c, a = col_of[chunk], alpha_of[chunk].unsqueeze(-1)
+            out = row.unsqueeze(0).repeat(int(c.shape[0]), 1, 1)
+            out[torch.arange(int(c.shape[0]), device=x.device), c] = start[c] + a * (row[c] - start[c])
+            return out
+
+        def reduce(chunk: slice, grads: Tensor) -> Tensor:
+            c = col_of[chunk].to(grads.device)
+            own = grads[:, torch.arange(int(c.shape[0]), device=grads.device), c]  # [k, chunk, hidden]
+            return grads.new_zeros(grads.shape[0], length, grads.shape[-1]).index_add_(1, c, own)
+
+        return PointSet(int(col_of.shape[0]), length, weights.repeat(int(cols.shape[0])), rows, reduce)
+
+    return grouped_input_gradients(batch, forward, attributed_fn, lambda n: steps * n, make_points)

@@ -58,7 +58,7 @@ def test_streamed_run_equals_the_in_memory_run(tiny_llama, tmp_path, count_batch
     batches = count_batches["batches"]
     streamed = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, stream_to=tmp_path / "run")
     assert same_result(streamed, plain)
-    assert streamed.provenance.work["rows"] == plain.provenance.work["rows"]
+    assert streamed.provenance.work["backward_rows"] == plain.provenance.work["backward_rows"]
     assert streamed.provenance.storage["stream_to"] == str(tmp_path / "run")
     index = json.loads((tmp_path / "run" / "index.json").read_text())
     assert index["complete"] and len(index["shards"]) == batches > 1
@@ -74,7 +74,7 @@ def test_streamed_run_equals_the_in_memory_run(tiny_llama, tmp_path, count_batch
 
 def test_interrupted_run_resumes_and_equals_an_uninterrupted_run(tiny_llama, tmp_path, count_batches):
     reference = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS)
-    total_batches, total_rows = count_batches["batches"], reference.provenance.work["rows"]
+    total_batches, total_rows = count_batches["batches"], reference.provenance.work["backward_rows"]
     assert total_batches >= 4
     count_batches.update(batches=0, fail_after=3)
     with pytest.raises(Interrupted):
@@ -89,20 +89,20 @@ def test_interrupted_run_resumes_and_equals_an_uninterrupted_run(tiny_llama, tmp
     count_batches.update(batches=0, fail_after=None)
     resumed = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, stream_to=tmp_path / "run")
     assert count_batches["batches"] == total_batches - 3  # the written batches are not run again
-    assert resumed.provenance.work["rows"] == total_rows - written
+    assert resumed.provenance.work["backward_rows"] == total_rows - written
     assert resumed.provenance.work["resumed_rows"] == written
     assert same_result(resumed, reference)
     assert FeatureAttributionOutput.load(tmp_path / "run").equals(resumed)
 
     count_batches.update(batches=0)
     again = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, stream_to=tmp_path / "run")
-    assert count_batches["batches"] == 0 and again.provenance.work["rows"] == 0
+    assert count_batches["batches"] == 0 and again.provenance.work["backward_rows"] == 0
     assert same_result(again, reference)
 
 
 def test_resume_with_other_batch_settings_runs_only_the_missing_rows(tiny_llama, tmp_path, count_batches):
     reference = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS)
-    total_rows = reference.provenance.work["rows"]
+    total_rows = reference.provenance.work["backward_rows"]
     count_batches.update(batches=0, fail_after=2)
     with pytest.raises(Interrupted):
         tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, stream_to=tmp_path / "run")
@@ -111,7 +111,7 @@ def test_resume_with_other_batch_settings_runs_only_the_missing_rows(tiny_llama,
         PROMPTS, CONTINUATIONS, method="saliency", max_rows=64, batch_size=1, stream_to=tmp_path / "run"
     )
     assert resumed.provenance.work["resumed_rows"] > 0
-    assert resumed.provenance.work["rows"] == total_rows - resumed.provenance.work["resumed_rows"]
+    assert resumed.provenance.work["backward_rows"] == total_rows - resumed.provenance.work["resumed_rows"]
     for a, b in zip(resumed, reference):  # batch composition changes float rounding at most
         torch.testing.assert_close(a.scores, b.scores, equal_nan=True, rtol=1e-5, atol=1e-6)
 

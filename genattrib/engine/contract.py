@@ -94,6 +94,9 @@ class StepBatch:
         """The batch of rows ``rows`` only (same seed, so the same draws per row).
 
         Example:
+            >>> ids, embeds = torch.tensor([[1, 5, 6, 7]] * 2), torch.zeros(2, 4, 3)
+            >>> special, targets = torch.zeros(2, 4, dtype=torch.bool), torch.tensor([6, 7])
+            >>> batch = StepBatch(ids, embeds, embeds, torch.tensor([2, 3]), targets, special, torch.tensor([0, 0]))
             >>> batch.select(torch.tensor([1])).target_positions
             tensor([3])
         """
@@ -263,7 +266,7 @@ class Attributor(ABC):
         """Model rows one target costs (used to size batches)."""
         return 1
 
-    def max_batch_targets(self, length: int, hidden: int) -> int:
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
         """The most targets one batch of rows of ``length`` tokens may hold."""
         return MAX_BATCH_TARGETS
 

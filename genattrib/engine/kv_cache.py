@@ -9,13 +9,17 @@ that take no cache, or whose cached run does not match the full run on a probe, 
 (:func:`cache_keyword` returns ``None``) and callers use the full rows instead.
 
 Example:
+    >>> from genattrib.engine.forward import ModelForward
     >>> fwd = ModelForward(hf_model)
+    >>> embeds = fwd.embed(out.sequences[0].input_ids[None])              # 1 clean row of 9 tokens
     >>> keyword = cache_keyword(fwd)                      # "past_key_values" or "cache"; None: no reuse
     >>> cache = new_cache()
-    >>> fwd.hidden_states(embeds[:1], **{keyword: cache})  # the clean row records its K/V
+    >>> full = fwd.hidden_states(embeds, **{keyword: cache})  # the clean row records its K/V
     >>> kv = PrefixKV.of(keyword, cache)
     >>> kwargs = kv.expand(None, n=4, start=5)           # 4 rows reusing positions [0, 5)
-    >>> hidden = fwd.hidden_states(suffix_embeds, **kwargs)   # suffix_embeds: [4, L - 5, hidden]
+    >>> hidden = fwd.hidden_states(embeds[:, 5:].expand(4, -1, -1), **kwargs)   # only positions 5..8 run
+    >>> hidden.shape, torch.allclose(hidden[0], full[0, 5:], atol=1e-5)
+    (torch.Size([4, 4, 32]), True)
 """
 
 from __future__ import annotations

@@ -15,9 +15,13 @@ counts in ``rows_run``. Both return ``None`` when the model cannot reuse its cac
 as cheap; callers then run the full rows.
 
 Example:
+    >>> from genattrib.targets import resolve_target
+    >>> fwd, ids = ModelForward(hf_model), out.sequences[0].input_ids              # 9 tokens
+    >>> x = fwd.embed(ids[None])[0]
+    >>> targets = Explained.tokens(torch.tensor([6, 7, 8]), ids[6:9])             # 3 targets
     >>> drop = torch.eye(9, dtype=torch.bool)[1:]              # occlude positions 1..8, one per row
-    >>> values = perturbed_values(fwd, x, base, drop, targets, resolve_target("logprob"))
-    >>> values.shape                                           # or None: run the full rows instead
+    >>> values = perturbed_values(fwd, x, torch.zeros_like(x), drop, targets, resolve_target("logprob"))
+    >>> values.shape                                           # (or None: run the full rows instead)
     torch.Size([8, 3])
 """
 

@@ -174,7 +174,7 @@ def plan_run(
             method.rows_per_target,
             lambda length: forward.rows_per_chunk(length, method.needs_gradients),
             method.group_by_sequence,
-            lambda length: method.max_batch_targets(length, forward.hidden_size),
+            lambda length: method.max_batch_targets(length, forward),
         )
     ]
     if done:

@@ -192,11 +192,13 @@ def shared_input_gradients(
     model in chunks sized to the memory budget (halved on out-of-memory). Gradients are float32.
 
     Example:
-        >>> ids = out.sequences[0].input_ids[None]      # "The capital of France is Paris."
-        >>> targets = Explained.tokens(torch.tensor([6, 7]), ids[0, 6:8])
+        >>> from genattrib.targets import resolve_target
+        >>> fwd, ids = ModelForward(hf_model), out.sequences[0].input_ids[None]    # 9 tokens
+        >>> targets = Explained.tokens(torch.tensor([6, 7]), ids[0, 6:8])          # 2 targets, one row
+        >>> fn = resolve_target("logprob")
         >>> values, grads = shared_input_gradients(fwd, fwd.embed(ids), torch.ones(1), targets, fn)
         >>> values.shape, grads.shape
-        (torch.Size([1, 2]), torch.Size([2, 9, 576]))
+        (torch.Size([1, 2]), torch.Size([2, 9, 32]))
     """
     if not isinstance(points, PointSet):
         assert weights is not None
@@ -324,12 +326,16 @@ def batch_input_gradients(
     )
 
 
-def shared_batch_targets(length: int, hidden: int) -> int:
+def shared_batch_targets(length: int, forward: ModelForward) -> int:
     """Targets per batch for a method whose targets share forward rows: at most
-    :data:`MAX_BATCH_TARGETS`, fewer when their per-row tensors would pass :data:`SHARED_BATCH_BYTES`.
+    :data:`MAX_BATCH_TARGETS`, fewer when their per-row tensors would pass :data:`SHARED_BATCH_BYTES`,
+    and at most the user's ``max_rows`` (each target is a backward row).
 
     Example:
-        >>> shared_batch_targets(64, 576), shared_batch_targets(2048, 576)
-        (64, 18)
+        >>> fwd = ModelForward(hf_model)                                 # hidden size 32
+        >>> shared_batch_targets(64, fwd), shared_batch_targets(65536, fwd)
+        (64, 10)
     """
-    return max(1, min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // (3 * 4 * max(1, length) * hidden)))
+    per_row = 3 * 4 * max(1, length) * forward.hidden_size
+    cap = min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // per_row, forward.user_max_rows or MAX_BATCH_TARGETS)
+    return max(1, cap)

@@ -59,8 +59,8 @@ class GradientShap(Attributor):
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples
 
-    def max_batch_targets(self, length: int, hidden: int) -> int:
-        return shared_batch_targets(length, hidden)
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
+        return shared_batch_targets(length, forward)
 
     def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
         n = self.params.n_samples

@@ -22,8 +22,8 @@ class InputXGradient(Attributor):
     default_reduction = "sum"
     group_by_sequence = True  # the targets of a sequence read shared forward rows (engine/shared_forward.py)
 
-    def max_batch_targets(self, length: int, hidden: int) -> int:
-        return shared_batch_targets(length, hidden)
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
+        return shared_batch_targets(length, forward)
 
     def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
         return shared_planned_rows(refs, forward, 1)

@@ -63,8 +63,8 @@ class IntegratedGradients(Attributor):
         "baseline_value": "sum",  # F at the baseline, summed like F
     }
 
-    def max_batch_targets(self, length: int, hidden: int) -> int:
-        return shared_batch_targets(length, hidden)
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
+        return shared_batch_targets(length, forward)
 
     def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
         length, n = max(r.length for r in refs), self.params.n_steps

@@ -134,8 +134,8 @@ class SequentialIntegratedGradients(Attributor):
     def rows_per_target(self, length: int) -> int:
         return length * self.params.n_steps + 2
 
-    def max_batch_targets(self, length: int, hidden: int) -> int:
-        return shared_batch_targets(length, hidden)
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
+        return shared_batch_targets(length, forward)
 
     def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
         steps, length = self.params.n_steps, max(r.length for r in refs)

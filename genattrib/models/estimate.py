@@ -25,8 +25,8 @@ the continuation to plan exactly.
 
 Example:
     >>> est = model.estimate(prompt, target=" Paris.", calibrate=False)
-    >>> est.rows, est.model_rows, est.predicted_seconds is None
-    (3, 3, True)
+    >>> est.rows, est.model_rows, est.predicted_seconds is None   # 3 targets read one shared forward row
+    (3, 1, True)
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ a different call raises.
 Example:
     >>> from pathlib import Path
     >>> from genattrib import FeatureAttributionOutput
-    >>> out = model.attribute(prompt, target=" Paris.", stream_to="paris/")
+    >>> out = model.attribute(prompt, target=" Paris.", stream_to="paris/", max_rows=2)   # batches of 2 rows
     >>> sorted(p.name for p in Path("paris").iterdir())
     ['index.json', 'result.safetensors', 'shard-00000.safetensors', 'shard-00001.safetensors']
     >>> FeatureAttributionOutput.load("paris").equals(out)

@@ -161,11 +161,13 @@ class ReAGent(Attributor):
         p_orig = reference.gather(-1, target_ids.to(reference.device).unsqueeze(-1)).squeeze(-1).cpu()
         if p.distance == "prob_drop":
             reference = None
+        timed_out = False
         with _probe_progress(int(has_probes.sum())) as advance:
             while True:
                 pool.refill()
                 pairs = pool.pairs()
-                if pairs.shape[0] == 0 or (deadline is not None and time.monotonic() > deadline):
+                timed_out = deadline is not None and pairs.shape[0] > 0 and time.monotonic() > deadline
+                if pairs.shape[0] == 0 or timed_out:
                     break
                 row_of = pairs[:, 0]
                 running = row_of.unique()
@@ -191,24 +193,25 @@ class ReAGent(Attributor):
                 for _ in range(int(in_top.sum())):
                     advance()
         unstopped = (has_probes & ~stopped).sum(-1).float()
-        self._warn_unstopped(unstopped, pool.waiting, deadline is not None and pool.pairs().shape[0] > 0)
+        never = int((has_probes.any(-1) & (iterations == 0)).sum())
+        self._warn_unstopped(unstopped, never, timed_out)
         return MethodOutput(
             self._final(scores, stopped, movable, iterations > 0),
             {"reagent_iterations": iterations, "reagent_unstopped": unstopped},
         )
 
-    def _warn_unstopped(self, unstopped: Float[Tensor, " row"], waiting: int, timed_out: bool) -> None:
+    def _warn_unstopped(self, unstopped: Float[Tensor, " row"], never: int, timed_out: bool) -> None:
         total = int((unstopped > 0).sum())
         if total == 0:
             return
         p = self.params
         keep = f"keep_ratio={p.keep_ratio}" if p.keep_ratio is not None else f"keep_top_n={p.keep_top_n}"
-        cause = f"time_budget={p.time_budget:g}s ran out" if timed_out or waiting else f"max_steps={p.max_steps}"
-        never = f" ({waiting} of them never started)" if waiting else ""
+        cause = f"time_budget={p.time_budget:g}s ran out" if timed_out else f"max_steps={p.max_steps}"
+        started = f" ({never} of them never started)" if never else ""
         warnings.warn(
             GenattribWarning(
                 f"reagent: {int(unstopped.sum())} of {p.num_probes * unstopped.numel()} probes, in {total} of "
-                f"{unstopped.numel()} targets{never}, did not stop ({cause}); those targets' scores average "
+                f"{unstopped.numel()} targets{started}, did not stop ({cause}); those targets' scores average "
                 f"unstopped probes (step score 'reagent_unstopped' counts them). Raise max_steps or time_budget, "
                 f"or make the stopping test easier: keep more positions ({keep}; e.g. keep_ratio=0.5) or raise "
                 f"stop_top_k={p.stop_top_k}"

@@ -9,9 +9,9 @@ Example:
     >>> pool = ProbePool(torch.tensor([[True, True], [True, True], [False, False]]), capacity=3)
     >>> pool.refill(); pool.pairs().tolist()                # target 1 waits: 2 + 2 > 3
     [[0, 0], [0, 1]]
-    >>> pool.retire(torch.tensor([[0, 0]])); pool.refill(); pool.pairs().tolist()
-    [[0, 1]]
-    >>> pool.drop_rows([0]); pool.refill(); pool.pairs().tolist(), pool.waiting
+    >>> pool.retire(torch.tensor([[0, 0]])); pool.refill(); pool.pairs().tolist()   # 1 + 2 fit: it joins
+    [[0, 1], [1, 0], [1, 1]]
+    >>> pool.drop_rows([0]); pool.pairs().tolist(), pool.waiting
     ([[1, 0], [1, 1]], 0)
 """
 

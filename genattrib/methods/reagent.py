@@ -54,7 +54,7 @@ EPS = 1e-6
 @dataclass
 class ReAGentParams(MethodParams):
     num_probes: int = 16
-    max_steps: int = 3000
+    max_steps: int = 50  # the released code: 3000 (hours per target on a CPU when probes do not stop)
     replace_ratio: float = 0.3
     keep_top_n: int = 5
     keep_ratio: float | None = None  # keep ceil(keep_ratio x movable positions) instead of keep_top_n

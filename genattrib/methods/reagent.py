@@ -5,16 +5,34 @@ positions (before the target, special tokens never replaced). Every iteration a 
 each position with probability ``replace_ratio`` (tokens from the token sampler); the drop in
 the target's probability Δp raises the scores of replaced positions and lowers the others
 (``s += logit((±Δp + 1) / 2)``). A probe stops once keeping only its top-``keep_top_n``
-positions (all others replaced) leaves the target in the model's top-``stop_top_k``. The result
-is the mean over stopped probes of ``softmax(s)``: one distribution over source positions per
-target (sums to 1). Probes of all targets share forward batches; stopped probes leave them.
-No gradients and no weights are needed, only next-token logits.
+positions (``keep_ratio``: ``ceil(keep_ratio × movable positions)``; all others replaced by
+sampled tokens) leaves the target in the model's top-``stop_top_k`` next-token predictions.
+The result is the mean over stopped probes of ``softmax(s)`` (all probes if none stopped): one
+distribution over source positions per target (sums to 1). No gradients and no weights are
+needed, only next-token logits.
+
+Against the released code (casszhao/ReAGent; Inseq's port): the keep rule, the stopping test
+(target id among the top-k logits at the target position on the kept-only input, replacements
+re-drawn each test) and the update are the same; the released code keeps an absolute count
+(``top_n``) unless it is 0, then ``ceil(top_n_ratio × input length)``; here ``keep_ratio``
+replaces ``keep_top_n`` when given and counts movable positions only (special tokens are never
+replaced, so they would take keep slots for nothing). Deviations, on purpose: ``max_steps``
+defaults to 50, not 3000 (on a CPU a target whose probes never stop cost hours at 3000; the
+planted-model tests need at most 63), a target with no stopped probe averages all its probes
+(the released code divides by zero), and the default sampler is ``uniform`` (the released
+experiments used a POS-tag sampler, which needs NLTK: ``token_sampler="pos"``).
+
+Cost is bounded and visible: probes run in a pool of at most ``rows_per_chunk`` rows, targets
+admitted whole as other probes stop (so the model runs full batches; a target's draws do not
+depend on the pool); ``max_steps`` caps each target and ``time_budget`` (seconds, per batch of
+targets) the whole batch; probes cut off are counted in the step score ``reagent_unstopped``
+and reported by a :class:`GenattribWarning`; a progress bar counts stopped probes.
 
 ``distance="distribution"`` (the paper's wording) uses the total variation between the full
 next-token distributions instead of the target probability drop (the released code's choice,
 the default). ReAGent always explains the target token's probability, whatever
 ``attributed_fn`` says. Draws come from per-row generators (:meth:`StepBatch.row_generator`),
-so batching never changes the result.
+so batching never changes the result (a ``time_budget`` cut-off does: it depends on the clock).
 
 Example:
     >>> out = model.attribute("The capital of France is", method="reagent", seed=0, max_new_tokens=1, max_steps=20)

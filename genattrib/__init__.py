@@ -11,6 +11,7 @@ Example:
 
 from genattrib.errors import (  # noqa: E402
     GenattribError,
+    GenattribWarning,
     InvalidArgumentError,
     UnknownNameError,
     UnsupportedModelError,
@@ -32,6 +33,7 @@ __all__ = [
     "EvaluationResult",
     "FeatureAttributionOutput",
     "GenattribError",
+    "GenattribWarning",
     "InvalidArgumentError",
     "Provenance",
     "SequenceAttribution",

@@ -52,3 +52,16 @@ class UnsupportedModelError(GenattribError, TypeError):
 
 class MissingDependencyError(GenattribError, ImportError):
     """An optional package is needed for the requested feature."""
+
+
+class GenattribWarning(UserWarning):
+    """Something worked, but not as well as asked: e.g. ReAGent probes cut off before they stopped.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn(GenattribWarning("3 of 16 probes did not stop"))
+        >>> caught[0].category.__name__
+        'GenattribWarning'
+    """

@@ -95,9 +95,8 @@ class ModelForward:
         self._oom_cap: int | None = None
         self.rows_run = 0  # rows through the model (forward-only and forward+backward)
         self.grad_rows_run = 0  # of which forward+backward
-        self.backward_rows_run = (
-            0  # backward passes: one per grad row, or per target of shared rows (shared_forward.py)
-        )
+        self.backward_rows_run = 0  # backward passes: one per grad row, or per shared row's target
+        self.capabilities: dict[str, object] = {}  # what probes of the model found (engine/kv_cache.py)
 
     # --- sizes -----------------------------------------------------------------------------
     @property

@@ -25,24 +25,21 @@ Example:
 from __future__ import annotations
 
 import inspect
-import weakref
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from genattrib.engine.forward import ModelForward
 
 Pair = tuple[Tensor, Tensor]
-
-_KEYWORDS: weakref.WeakKeyDictionary[nn.Module, str | None] = weakref.WeakKeyDictionary()
 PROBE_LENGTH, PROBE_SPLIT = 7, 3
 
 
 def new_cache(pairs: list[Pair] | None = None) -> object:
-    from transformers import DynamicCache
-
+    """An empty ``DynamicCache``, or one holding ``pairs`` (per layer ``(keys, values)``)."""
     return DynamicCache() if pairs is None else DynamicCache(pairs)
 
 
@@ -94,16 +91,17 @@ def _probe(forward: ModelForward, keyword: str) -> bool:
 
 def cache_keyword(forward: ModelForward) -> str | None:
     """The keyword the model takes its KV cache by, if reusing a clean prefix is exact for it
-    (probed once per model); ``None``: run full rows."""
-    model = forward.model
-    if model not in _KEYWORDS:
+    (probed once per :class:`ModelForward`, i.e. per call); ``None``: run full rows."""
+    if "cache_keyword" not in forward.capabilities:
+        model = forward.model
         keyword = _keyword(model, forward.base) if _plain_causal(model) else None
         try:
             ok = keyword is not None and _probe(forward, keyword)
         except Exception:  # noqa: BLE001 - any failure of the cached path means: do not use it
             ok = False
-        _KEYWORDS[model] = keyword if ok else None
-    return _KEYWORDS[model]
+        forward.capabilities["cache_keyword"] = keyword if ok else None
+    keyword = forward.capabilities["cache_keyword"]
+    return keyword if isinstance(keyword, str) else None
 
 
 @dataclass

@@ -98,12 +98,12 @@ def _end_values(
     """``F(x')`` and ``F(x)`` of every row, the rows of a sequence read from its longest row."""
     f_base = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
     f_input = torch.empty_like(f_base)
-    ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64)).view(batch.num_rows, 2, batch.length, -1)
-    targets = batch.targets()
+    targets, alphas = batch.targets(), torch.tensor([0.0, 1.0], dtype=torch.float64)
     for seq in batch.sequence_index.unique().tolist():
         members = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
-        top = int(members[batch.unit_ends("cpu")[members].argmax()])
-        values = forward.values(ends[top], targets.select(members).shared(2), attributed_fn)
+        top = members[batch.unit_ends("cpu")[members].argmax()].reshape(1)
+        ends = path_points(batch.select(top), alphas)  # x' and x of the sequence's longest row only
+        values = forward.values(ends, targets.select(members).shared(2), attributed_fn)
         f_base[members.to(f_base.device)], f_input[members.to(f_base.device)] = values[0], values[1]
     return f_base, f_input
 

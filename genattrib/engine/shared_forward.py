@@ -178,11 +178,9 @@ def shared_input_gradients(
     weights: Float[Tensor, " point"] | None,
     targets: Explained,
     attributed_fn: TargetFunction,
-    multiplier: Float[Tensor, "point position hidden"] | None = None,
 ) -> tuple[Float[Tensor, "point k"], Float[Tensor, "k position hidden"]]:
     """Every target's value at every point, and ``sum_p weights[p] * dF_k/dx`` at ``points[p]``
-    (each point's gradient times ``multiplier[p]`` first, when given; or reduced as a
-    :class:`PointSet` says, whose own weights are used).
+    (or reduced as a :class:`PointSet` says, whose own weights are used).
 
     ``targets`` (shaped ``[k, m]``) is read from each point row: a causal model gives every
     target the value it has on its own prefix. Each target's value depends on the last hidden
@@ -202,7 +200,7 @@ def shared_input_gradients(
     """
     if not isinstance(points, PointSet):
         assert weights is not None
-        points = PointSet.of(points, weights, multiplier)
+        points = PointSet.of(points, weights)
     n, length = points.count, points.length
     k, slots = int(targets.positions.shape[0]), targets.slots
     values = torch.empty(n, k, dtype=torch.float32, device=forward.head_device)

@@ -77,8 +77,19 @@ class GradientShap(Attributor):
         alphas = shared_alphas(batch.seed, p.n_samples).to(x.device)
         movable = batch.movable()
 
+        drawn: dict[
+            int, Tensor
+        ] = {}  # per sequence: noise of its longest row (a position's noise depends on its prefix)
+        ends = batch.unit_ends("cpu")
+
         def make_points(top: int, length: int) -> PointSet:
-            noise = position_noise(batch.seed, batch.input_ids[top, :length].cpu(), p.n_samples, x.shape[-1], p.stdevs)
+            seq = int(batch.sequence_index[top])
+            if seq not in drawn:
+                members = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
+                longest = int(members[ends[members].argmax()])
+                ids = batch.input_ids[longest, : int(ends[longest])].cpu()
+                drawn[seq] = position_noise(batch.seed, ids, p.n_samples, x.shape[-1], p.stdevs)
+            noise = drawn[seq][:, :length]
             noisy = x[top, :length].unsqueeze(0) + noise.to(x.device) * movable[top, :length]
             delta = noisy - base[top, :length].unsqueeze(0)
             points = base[top, :length].unsqueeze(0) + alphas.view(-1, 1, 1) * delta

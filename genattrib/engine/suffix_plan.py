@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,25 +29,26 @@ CALL_OVERHEAD = {"cpu": 4, "cuda": 256}
 #: Reuse the clean prefix when it costs at most this fraction of the full rows.
 WORTH_IT = 0.85
 
-_MODE = ["auto"]
+_MODE: contextvars.ContextVar[str] = contextvars.ContextVar("genattrib_kv_reuse", default="auto")
 
 
 @contextlib.contextmanager
 def kv_reuse(mode: str) -> Iterator[None]:
     """Private switch for tests and benchmarks: ``"auto"`` (the cost model decides), ``"always"``
-    (reuse whenever the model supports it) or ``"never"`` (today's full rows)."""
+    (reuse whenever the model supports it) or ``"never"`` (today's full rows); a context variable,
+    so it is scoped to the block (and to the thread or task that entered it)."""
     if mode not in ("auto", "always", "never"):
         raise ValueError(mode)
-    old, _MODE[0] = _MODE[0], mode
+    token = _MODE.set(mode)
     try:
         yield
     finally:
-        _MODE[0] = old
+        _MODE.reset(token)
 
 
 def reuse_wanted(reuse_cost: float | int, full_cost: float | int) -> bool:
     """Whether to take the prefix-reuse path, given both costs (see :func:`kv_reuse`)."""
-    mode = _MODE[0]
+    mode = _MODE.get()
     return mode == "always" or (mode == "auto" and reuse_cost <= WORTH_IT * full_cost)
 
 

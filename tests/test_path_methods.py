@@ -76,7 +76,7 @@ def test_sig_each_position_adds_up_to_its_own_leave_one_out(tiny_tokenizer, word
         moved = x.clone()
         moved[i] = emb.weight[base_id].detach()
         expected = f_x - _value(am.model, moved, int(ids[p]))
-        got = float(seq.granular_scores[step, i].sum())
+        got = float(seq.scores[step, i])  # SIG's default: the sum over the hidden size, in forward mode
         assert got == pytest.approx(expected, abs=2e-4 + 1e-3 * abs(expected)), (i, got, expected)
         worst = max(worst, abs(got - expected))
     assert float(seq.step_scores["max_position_error"][step]) <= worst + 1e-4
@@ -97,10 +97,13 @@ def test_sig_position_chunk_and_quadrature_options(tiny_llama):
 @pytest.mark.parametrize("method", [SIG, DIG, UDIG])
 def test_completeness_error_is_measured_against_plain_forwards(tiny_model, method, knn_dir):
     params = {**FAST[method], **({"cache_dir": knn_dir} if method == DIG else {})}
-    out = tiny_model.attribute("<bos>" + PROMPT, target=TARGET, method=method, **params)
+    out = tiny_model.attribute("<bos>" + PROMPT, target=TARGET, method=method, keep_granular=True, **params)
     seq, emb = out.sequences[0], tiny_model.model.get_input_embeddings()
     assert seq.tokens[0] == "<bos>" and bool(seq.special_mask[0])
     assert (seq.granular_scores[:, 0] == 0).all(), "special tokens keep their embedding"
+    default = tiny_model.attribute("<bos>" + PROMPT, target=TARGET, method=method, **params).sequences[0]
+    assert (default.scores[:, 0] == 0).all()  # SIG's default: forward mode, no granular scores
+    torch.testing.assert_close(default.scores, seq.scores, equal_nan=True, atol=1e-5, rtol=1e-5)
     unk = emb.weight[tiny_model.tokenizer.unk_token_id].detach()
     for step, p in enumerate(seq.target_positions):
         x = emb(seq.input_ids[:p]).detach()
@@ -275,4 +278,7 @@ def test_default_model_runs_each_path_method(default_model, method, params):
     for j, p in enumerate(seq.target_positions):
         assert torch.isfinite(seq.scores[j, :p]).all() and seq.scores[j, p:].isnan().all()
     assert torch.isfinite(seq.step_scores["completeness_error"]).all()
-    assert out.provenance.work["grad_rows"] > 0
+    if method == SIG:  # forward mode runs on the real model (dual rows, no backward pass)
+        assert out.provenance.work["grad_rows"] == 0 and out.provenance.work["rows"] > 0
+    else:
+        assert out.provenance.work["grad_rows"] > 0

@@ -76,6 +76,9 @@ class StepBatch:
     seed: int = DEFAULT_SEED
     units: Explained | None = None  # unit rows: the unit's positions (first = target_positions)
     source_groups: Int[Tensor, "row position"] | None = None  # source unit of each position (-1: none)
+    # whether the engine keeps per-hidden-unit scores; when False a granular method may return its
+    # scores already reduced by its ``default_reduction`` (``[row, position]``) if that is cheaper
+    granular: bool = True
 
     def targets(self) -> Explained:
         """What each row explains, for :class:`ModelForward` (one slot per row unless units)."""
@@ -195,6 +198,9 @@ class Attributor(ABC):
     description: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     granular: ClassVar[bool] = False  # returns a hidden dimension
+    # keep_granular=None keeps its granular scores when they fit; False: only when asked (its
+    # reduced scores have a faster path, see StepBatch.granular)
+    keeps_granular_by_default: ClassVar[bool] = True
     default_reduction: ClassVar[str] = "none"  # how the hidden dimension is reduced by default
     needs_gradients: ClassVar[bool] = True
     needs_attentions: ClassVar[bool] = False  # reads attention probabilities (checked in check_model)
@@ -270,10 +276,13 @@ class Attributor(ABC):
         """The most targets one batch of rows of ``length`` tokens may hold."""
         return MAX_BATCH_TARGETS
 
-    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+    def planned_rows(
+        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+    ) -> list[tuple[int, int, int]]:
         """What one planned batch of targets costs: ``(model rows, tokens per row, backward passes)``
         for each kind of model call it makes (read by ``model.estimate()``; must match the rows
-        :class:`ModelForward` counts when the batch runs)."""
+        :class:`ModelForward` counts when the batch runs). ``granular``: whether per-hidden-unit
+        scores are kept (:attr:`StepBatch.granular`)."""
         length = max(r.length for r in refs)
         rows = self.rows_per_target(length) * (1 if self.group_by_sequence else len(refs))
         return [(rows, length, rows if self.needs_gradients else 0)]

@@ -225,7 +225,7 @@ class ModelForward:
                 self.backward_rows_run += (chunk.stop - chunk.start) * backward_per_row
             start = chunk.stop
 
-    def _unit_values(
+    def unit_values(
         self,
         embeds: Float[Tensor, "row position hidden"],
         targets: Explained,
@@ -245,7 +245,7 @@ class ModelForward:
     def unit_values_from_hidden(
         self, hidden: Float[Tensor, "row position hidden"], targets: Explained, attributed_fn: TargetFunction
     ) -> Float[Tensor, "row k"]:
-        """:meth:`_unit_values` from the model's last hidden states (the LM head part only)."""
+        """:meth:`unit_values` from the model's last hidden states (the LM head part only)."""
         r, k, m = targets.positions.shape
         mask = targets.mask.reshape(r, k * m)
         # the LM head runs only on the slots that count: padding slots of short units are packed away
@@ -301,7 +301,7 @@ class ModelForward:
         out = torch.empty(r, k, dtype=torch.float32, device=self.head_device)
 
         def run(chunk: slice) -> None:
-            out[chunk] = self._unit_values(embeds[chunk], targets.select(chunk), attributed_fn).float()
+            out[chunk] = self.unit_values(embeds[chunk], targets.select(chunk), attributed_fn).float()
 
         self.run_chunked(r, embeds.shape[1], run, grad=False, n_logits=k * m)
         return out
@@ -321,7 +321,7 @@ class ModelForward:
         def run(chunk: slice) -> None:
             leaf = embeds[chunk].detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                value = self._unit_values(leaf, one_unit.select(chunk), attributed_fn)[:, 0]
+                value = self.unit_values(leaf, one_unit.select(chunk), attributed_fn)[:, 0]
                 if not value.requires_grad:
                     raise no_gradient_error(type(self.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)

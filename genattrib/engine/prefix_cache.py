@@ -49,11 +49,12 @@ def read_span(targets: Explained) -> tuple[Int[Tensor, " row"], Int[Tensor, " ro
     return read.masked_fill(~mask, big).amin(-1), read.masked_fill(~mask, -1).amax(-1)
 
 
-def _shifted(targets: Explained, start: int) -> Explained:
+def shifted(targets: Explained, start: int) -> Explained:
+    """``targets`` as read from a suffix starting at position ``start``."""
     return dataclasses.replace(targets, positions=targets.positions - start)
 
 
-def _record(
+def record_prefix(
     forward: ModelForward,
     keyword: str,
     embeds: Float[Tensor, "row position hidden"],
@@ -70,7 +71,7 @@ def _record(
         if targets is None:
             forward.hidden_states(embeds[chunk], **kwargs)
         else:
-            values.append(forward._unit_values(embeds[chunk], targets.select(chunk), attributed_fn, **kwargs).float())
+            values.append(forward.unit_values(embeds[chunk], targets.select(chunk), attributed_fn, **kwargs).float())
         parts.append(PrefixKV.of(keyword, cache))
 
     n_logits = 1 if targets is None else targets.slots * int(targets.positions.shape[1])
@@ -78,7 +79,7 @@ def _record(
     return PrefixKV.concat(parts), (torch.cat(values).cpu() if values else None)
 
 
-def _lowered(first: int, lo: Int[Tensor, " row"], hi: Int[Tensor, " row"]) -> int:
+def lowered_start(first: int, lo: Int[Tensor, " row"], hi: Int[Tensor, " row"]) -> int:
     """``first`` moved back to the start of every target read both before and from it (such a
     target's value needs its earlier slots recomputed along with the rest)."""
     while True:
@@ -108,7 +109,7 @@ def perturbed_values(
     first = torch.where(
         changed.any(-1), changed.float().argmax(-1), torch.full_like(changed[:, 0], end, dtype=torch.long)
     )
-    first = [_lowered(int(f), lo, hi) for f in first.tolist()]
+    first = [lowered_start(int(f), lo, hi) for f in first.tolist()]
     todo = [n for n, f in enumerate(first) if f < end]
     n_logits = int(targets.positions.numel())
     cap = lambda length: forward.rows_per_chunk(length, grad=False, n_logits=n_logits)  # noqa: E731
@@ -117,13 +118,13 @@ def perturbed_values(
     full = drop.shape[0] * x.shape[0] + overhead * -(-drop.shape[0] // cap(int(x.shape[0])))
     if not reuse_wanted(cost + end + overhead, full):
         return None
-    kv, clean = _record(forward, keyword, x[None, :end], targets.shared(1), attributed_fn)
+    kv, clean = record_prefix(forward, keyword, x[None, :end], targets.shared(1), attributed_fn)
     values = clean.expand(drop.shape[0], -1).clone()
     rows_of = torch.tensor(todo, dtype=torch.long)
     for group in groups:
         s = group.start
         reached = (hi >= s).nonzero(as_tuple=True)[0]
-        part = _shifted(targets.select(reached.to(targets.positions.device)), s)
+        part = shifted(targets.select(reached.to(targets.positions.device)), s)
         samples = rows_of[group.items]
 
         def run(
@@ -133,7 +134,7 @@ def perturbed_values(
             mask = drop[rows.to(drop.device), s:end].to(x.device).unsqueeze(-1)
             embeds = torch.where(mask, base[s:end].unsqueeze(0), x[s:end].unsqueeze(0))
             kwargs = kv.expand(None, int(rows.shape[0]), s)
-            out = forward._unit_values(embeds, part.shared(int(rows.shape[0])), attributed_fn, **kwargs)
+            out = forward.unit_values(embeds, part.shared(int(rows.shape[0])), attributed_fn, **kwargs)
             values[rows.unsqueeze(1), reached.unsqueeze(0)] = out.float().cpu()
 
         forward.run_chunked(int(samples.shape[0]), end - s, run, grad=False, n_logits=int(part.positions.numel()))
@@ -167,11 +168,11 @@ def moved_gradients(
     full = items * steps * length + overhead * -(-items * steps // cap(length))
     if not reuse_wanted(cost + (used.numel() * clean_len + overhead) / 3, full):  # forward+backward ~ 3 forwards
         return None
-    kv, _ = _record(forward, keyword, x[used.to(x.device), :clean_len], None, attributed_fn)
+    kv, _ = record_prefix(forward, keyword, x[used.to(x.device), :clean_len], None, attributed_fn)
     grads = torch.empty(items, steps, x.shape[-1], dtype=torch.float32, device=x.device)
     for group in groups:
         s, e = group.start, group.end
-        part = _shifted(targets.select(group.items.to(targets.positions.device)), s).map(lambda t: t.unsqueeze(1))
+        part = shifted(targets.select(group.items.to(targets.positions.device)), s).map(lambda t: t.unsqueeze(1))
 
         def run(chunk: slice, group: Tensor = group.items, s: int = s, e: int = e, part: Explained = part) -> None:
             flat = torch.arange(chunk.start, chunk.stop)
@@ -183,7 +184,7 @@ def moved_gradients(
             with torch.enable_grad():
                 embeds = x[rows[item.to(rows.device)].to(x.device), s:e].index_put((at[1], at[0]), leaf)
                 kwargs = kv.expand(slot[item].to(x.device), n, s)
-                value = forward._unit_values(embeds, part.select(local), attributed_fn, **kwargs)[:, 0]
+                value = forward.unit_values(embeds, part.select(local), attributed_fn, **kwargs)[:, 0]
                 if not value.requires_grad:
                     raise no_gradient_error(type(forward.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)

@@ -61,13 +61,14 @@ def resolve_keep_granular(
     top_k: int | None = None,
 ) -> bool:
     """Whether to keep granular scores: never for a method without them or with ``top_k``; when
-    ``keep_granular`` is None, only if they fit ``budget_mb``; ``keep_granular=True`` beyond the
+    ``keep_granular`` is None, only if they fit ``budget_mb`` and the method keeps them by default
+    (:attr:`~genattrib.engine.contract.Attributor.keeps_granular_by_default`); ``keep_granular=True`` beyond the
     budget raises (before any row is attributed)."""
     if not method.granular or keep_granular is False:
         return False
     size = granular_bytes(jobs, hidden)
     if keep_granular is None:
-        return top_k is None and size <= budget_mb * 2**20
+        return top_k is None and size <= budget_mb * 2**20 and method.keeps_granular_by_default
     if top_k is not None:
         raise InvalidArgumentError(
             "keep_granular",
@@ -93,6 +94,7 @@ def _build_batch(
     forward: ModelForward,
     baselines: list[Tensor],
     seed: int,
+    granular: bool = True,
 ) -> StepBatch:
     length = max(r.length for r in refs)
     device = forward.input_device
@@ -122,6 +124,7 @@ def _build_batch(
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
+        granular=granular,
         units=_units(refs, jobs, device) if any(r.stop > r.position + 1 for r in refs) else None,
         source_groups=_source_groups(refs, jobs, length, device),
     )
@@ -260,11 +263,12 @@ def run_attribution(
         sink = MemorySink([(job.num_rows, int(job.input_ids.shape[0])) for job in jobs], top_k)
     with progress_bar(len(batches), f"{method.name}", show_progress) as advance:
         for refs in batches:
-            batch = _build_batch(refs, jobs, forward, baselines, seed)
+            batch = _build_batch(refs, jobs, forward, baselines, seed, granular=keep)
             out = method.attribute(batch, forward, attributed_fn)
             scores = out.scores.detach().float()
-            reduced = reduce_hidden(scores, method.default_reduction) if method.granular else scores
-            granular = scores.cpu() if method.granular and keep else None
+            per_unit = method.granular and scores.dim() == 3  # else already reduced (batch.granular False)
+            reduced = reduce_hidden(scores, method.default_reduction) if per_unit else scores
+            granular = scores.cpu() if per_unit and keep else None
             sink.add(_blocks(refs, jobs, reduced.cpu(), granular, out.step_scores, top_k))
             advance()
     return [EngineResult(*sink.result(j)) for j in range(len(jobs))]

@@ -62,7 +62,9 @@ class GradientShap(Attributor):
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
         return shared_batch_targets(length, forward)
 
-    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+    def planned_rows(
+        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+    ) -> list[tuple[int, int, int]]:
         n = self.params.n_samples
         if any(r.stop > r.position + 1 for r in refs):  # unit rows: own draws, own rows
             return [(len(refs) * n, max(r.length for r in refs), len(refs) * n)]

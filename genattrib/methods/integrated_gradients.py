@@ -66,7 +66,9 @@ class IntegratedGradients(Attributor):
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
         return shared_batch_targets(length, forward)
 
-    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+    def planned_rows(
+        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+    ) -> list[tuple[int, int, int]]:
         length, n = max(r.length for r in refs), self.params.n_steps
         if any(r.stop > r.position + 1 for r in refs):  # unit rows: each row its own path
             return [(len(refs) * (n + 2), length, len(refs) * n)]

@@ -25,7 +25,9 @@ class Saliency(Attributor):
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
         return shared_batch_targets(length, forward)
 
-    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+    def planned_rows(
+        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+    ) -> list[tuple[int, int, int]]:
         return shared_planned_rows(refs, forward, 1)
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:

@@ -28,6 +28,7 @@ from torch import Tensor
 from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.forward_mode import moved_position_sums
 from genattrib.engine.plan import TargetRef
 from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
 from genattrib.engine.shared_forward import (
@@ -122,6 +123,7 @@ class SequentialIntegratedGradients(Attributor):
     Params = SIGParams
     granular = True
     default_reduction = "sum"
+    keeps_granular_by_default = False  # the sum over the hidden size has a forward-mode path: far cheaper
     uses_baseline = True
     step_score_merge = {
         "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
@@ -137,9 +139,15 @@ class SequentialIntegratedGradients(Attributor):
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
         return shared_batch_targets(length, forward)
 
-    def planned_rows(self, refs: Sequence[TargetRef], forward: ModelForward) -> list[tuple[int, int, int]]:
+    def planned_rows(
+        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+    ) -> list[tuple[int, int, int]]:
         steps, length = self.params.n_steps, max(r.length for r in refs)
         references = (length + 2, length, 0)  # F(x), F(x') and F(x with one position at baseline), per sequence
+        if not granular and all(r.stop == r.position + 1 for r in refs):
+            # forward mode: one dual row per (source position, step) of the sequence's longest row (at
+            # most its full length; a dual row costs about DUAL_PASS_COST forward rows)
+            return [(max(r.position for r in refs) * steps, length, 0), references]
         if any(r.stop > r.position + 1 for r in refs):  # unit rows: (target, position) pairs of their own
             pairs = sum(r.position for r in refs)
             return [(pairs * steps, length, pairs * steps), references]
@@ -150,13 +158,17 @@ class SequentialIntegratedGradients(Attributor):
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
         x = batch.input_embeds
         base = torch.where(batch.movable(), batch.baseline_embeds, x)
-        if batch.units is None:  # token rows: every target of a sequence reads each moved copy
-            avg_grad = _shared_gradients(batch, forward, attributed_fn, alphas, weights)
-        else:
-            avg_grad = self._per_pair_gradients(batch, forward, attributed_fn, alphas, weights)
-        attributions = (x.float() - base.float()) * avg_grad
+        attributions = None
+        if batch.units is None and not batch.granular:  # only the sums over the hidden size are kept
+            attributions = _forward_mode_sums(batch, forward, attributed_fn, alphas, weights)
+        if attributions is None:
+            if batch.units is None:  # token rows: every target of a sequence reads each moved copy
+                avg_grad = _shared_gradients(batch, forward, attributed_fn, alphas, weights)
+            else:
+                avg_grad = self._per_pair_gradients(batch, forward, attributed_fn, alphas, weights)
+            attributions = (x.float() - base.float()) * avg_grad
         f_input, f_base, f_one = reference_values(batch, forward, attributed_fn)
-        position_sums = attributions.sum(-1).to(f_one.device)
+        position_sums = (attributions.sum(-1) if attributions.dim() == 3 else attributions).to(f_one.device)
         position_error = (position_sums - (f_input.unsqueeze(1) - f_one)).abs().nan_to_num(0.0).amax(-1)
         total = position_sums.masked_fill(~batch.source_mask(f_one.device), 0.0).sum(-1)
         return MethodOutput(
@@ -201,6 +213,31 @@ class SequentialIntegratedGradients(Attributor):
             own = grads.view(n, steps, length, hidden)[torch.arange(n, device=grads.device), :, cols.to(grads.device)]
             avg_grad[rows, cols] = (own.to(x.device) * w).sum(1)
         return avg_grad
+
+
+def _forward_mode_sums(
+    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+) -> Float[Tensor, "row position"] | None:
+    """SIG summed over the hidden size, ``sum_k w_k (x_i - x'_i) . dF/dx_i``, for every row and
+    source position: one forward-mode pass per (position, step) copy of a sequence's longest row
+    serves every target of the sequence (:func:`~genattrib.engine.forward_mode.moved_position_sums`).
+    ``None`` when the model has no forward mode (then the reverse-mode path runs)."""
+    x = batch.input_embeds
+    base = torch.where(batch.movable(), batch.baseline_embeds, x)
+    valid = batch.source_mask("cpu")
+    out = torch.zeros(batch.num_rows, batch.length, dtype=torch.float32)
+    targets = batch.targets()
+    for members in _sharing_groups(batch):
+        top = int(members[batch.target_positions[members].argmax()])
+        cols = valid[top].nonzero(as_tuple=True)[0]
+        sums = moved_position_sums(
+            forward, x[top], base[top], cols, alphas, weights, targets.select(members), attributed_fn
+        )
+        if sums is None:
+            return None
+        rows = members.cpu()
+        out[rows.unsqueeze(1), cols.unsqueeze(0)] = sums.T * valid[rows][:, cols]
+    return out.to(x.device)
 
 
 def _shared_gradients(

@@ -283,7 +283,7 @@ def estimate_call(
     keep = resolve_keep_granular(method, jobs, hidden, request.keep_granular, options.granular_budget_mb, options.top_k)
     batches = plan_run(forward, method, jobs, request.batch_size)
     grad = method.needs_gradients
-    planned = [part for batch in batches for part in method.planned_rows(batch, forward)]
+    planned = [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
     costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
     token_rows = sum(r * length for r, length in costs)

@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from genattrib.devices import execution_device, layer_shares, rows_within_budget
 from genattrib.engine.explained import Explained, combine
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
@@ -88,8 +89,10 @@ class ModelForward:
         self.head = model.get_output_embeddings()
         if self.head is None:
             raise UnsupportedModelError(f"{type(model).__name__} has no output embeddings (LM head)")
-        self.input_device = self.embedding.weight.device
-        self.head_device = self.head.weight.device
+        # where the modules compute (an offloaded module's weights sit on ``meta``, not there)
+        self.input_device = execution_device(self.embedding)
+        self.head_device = execution_device(self.head)
+        self.layer_shares = layer_shares(model)  # the row budget holds on every device (``rows_per_chunk``)
         self.dtype = self.embedding.weight.dtype
         self.user_max_rows = max_rows
         self._oom_cap: int | None = None
@@ -131,7 +134,8 @@ class ModelForward:
         if self.user_max_rows is not None:
             rows = self.user_max_rows
         else:
-            rows = max(1, _available_bytes(self.input_device, grad) // self.row_bytes(length, grad, n_logits))
+            budget = lambda device: _available_bytes(device, grad)  # noqa: E731
+            rows = rows_within_budget(self.row_bytes(length, grad, n_logits), self.layer_shares, budget)
             rows = min(rows, MAX_ROWS_PER_CHUNK)
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)
@@ -216,8 +220,10 @@ class ModelForward:
                 if not is_oom(error) or size == 1:
                     raise
                 self._oom_cap = max(1, size // 2)
-                if self.input_device.type == "cuda":
-                    torch.cuda.empty_cache()
+                for device in {self.input_device, self.head_device, *self.layer_shares}:
+                    if device.type == "cuda":  # every GPU the model uses, not only the first
+                        with torch.cuda.device(device):
+                            torch.cuda.empty_cache()
                 continue
             self.rows_run += chunk.stop - chunk.start
             if grad:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from genattrib.devices import execution_device
 from genattrib.engine import (
     Explained,
     ModelForward,
@@ -203,7 +204,7 @@ def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     size += sum(b.numel() * b.element_size() for b in model.buffers())
     embedding = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
-    tied = head is not None and head.weight.data_ptr() == embedding.data_ptr()
+    tied = head is not None and (head.weight is embedding or 0 != head.weight.data_ptr() == embedding.data_ptr())
     count = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
     return size, count
 
@@ -259,7 +260,7 @@ def calibrate_generation(model: AttributionModel, request: AttributionRequest) -
     times = []
     for tokens in (1, 1, n):  # the first run warms up
         config.max_new_tokens = config.min_new_tokens = tokens
-        device = model.model.get_input_embeddings().weight.device
+        device = execution_device(model.model.get_input_embeddings())
         times.append(
             _time(
                 lambda: generate_traces(

@@ -162,6 +162,28 @@ def test_generation_on_the_sharded_model_matches(pair):
     split = sharded.attribute(PROMPT, max_new_tokens=4, method="saliency", step_scores=["probability"])
     alone = whole.attribute(PROMPT, max_new_tokens=4, method="saliency", step_scores=["probability"])
     _close(split.sequences[0], alone.sequences[0])
+    before = _state(sharded.model)
+    sharded.attribute(PROMPT, max_new_tokens=2, step_scores=["probability"])  # the recorder's hook is removed
+    _assert_same_state(before, _state(sharded.model))
+
+
+def test_batched_backward_passes_run_through_offload_hooks(pair, monkeypatch):
+    """A row shared by several targets differentiates the model body for all of them in batched
+    vector-Jacobian products (``is_grads_batched``): they work through accelerate's hooks, without
+    the fallback to one backward pass per target."""
+    _, sharded, _ = pair
+    done: list[bool] = []
+    grad = torch.autograd.grad
+
+    def spy(*args, **kwargs):
+        result = grad(*args, **kwargs)
+        done.append(bool(kwargs.get("is_grads_batched")))
+        return result
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    out = sharded.attribute(PROMPT, TARGET, method="saliency")
+    assert out.sequences[0].num_steps >= 2 and out.provenance.work["grad_rows"] == 1
+    assert True in done
 
 
 # --- the row budget ---------------------------------------------------------------------------
@@ -206,6 +228,10 @@ def test_rows_per_chunk_budgets_every_device_of_the_model(tiny_llama, monkeypatc
     assert forward.rows_per_chunk(32) == 20  # cuda:1 limits: 10 rows of bytes, half a row each
     forward.layer_shares = {gpus[0]: 1.0}
     assert forward.rows_per_chunk(32) == 100
+    # forward-only rows hold one layer's working set at a time, on each device in turn: no share
+    forward.layer_shares = {gpus[0]: 0.5, gpus[1]: 0.5}
+    one = forward.row_bytes(32, grad=False)
+    assert forward.rows_per_chunk(32, grad=False) == min(256, free[gpus[1]] // one)
 
 
 # --- loading options --------------------------------------------------------------------------

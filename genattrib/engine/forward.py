@@ -130,12 +130,18 @@ class ModelForward:
         return bytes_per * length * (2 * per_layer + 2 * hidden) + logits
 
     def rows_per_chunk(self, length: int, grad: bool = True, n_logits: int = 1) -> int:
-        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows)."""
+        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows).
+
+        On a model split across devices every device the layers run on must fit its part: a
+        forward+backward row keeps each layer's activations where that layer runs (a device holds
+        its share of the layers' part of the row), a forward-only row holds one layer's working set
+        at a time, wherever that layer runs (every device must fit the whole row)."""
         if self.user_max_rows is not None:
             rows = self.user_max_rows
         else:
             budget = lambda device: _available_bytes(device, grad)  # noqa: E731
-            rows = rows_within_budget(self.row_bytes(length, grad, n_logits), self.layer_shares, budget)
+            shares = self.layer_shares if grad else dict.fromkeys(self.layer_shares, 1.0)
+            rows = rows_within_budget(self.row_bytes(length, grad, n_logits), shares, budget)
             rows = min(rows, MAX_ROWS_PER_CHUNK)
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)

@@ -5,14 +5,15 @@ offloaded to CPU RAM or to disk has its parameters on the ``meta`` device, and a
 (``module._hf_hook``) loads them onto the hook's *execution device* for each forward. So the
 device of ``module.weight`` says nothing about where inputs must go; :func:`execution_device`
 does. :func:`layer_shares` says which fraction of the decoder layers runs on each device (the
-activations of a row live there), and :func:`rows_within_budget` sizes a chunk of rows so that
-the most loaded device fits.
+activations of a row live there), :func:`offloaded_bytes` how many bytes of offloaded weights each
+device loads, and :func:`rows_within_budget` sizes a chunk of rows so that the most loaded
+device fits.
 
 Example:
     >>> execution_device(hf_model.get_input_embeddings())
     device(type='cpu')
-    >>> layer_shares(hf_model)
-    {device(type='cpu'): 1.0}
+    >>> layer_shares(hf_model), offloaded_bytes(hf_model)
+    ({device(type='cpu'): 1.0}, {})
     >>> shares = {torch.device("cuda", 0): 0.25, torch.device("cuda", 1): 0.75}
     >>> free = {torch.device("cuda", 0): 40 << 30, torch.device("cuda", 1): 12 << 30}
     >>> rows_within_budget(1 << 30, shares, free.__getitem__)  # cuda:1 holds 3/4 of each row's 1 GiB
@@ -67,6 +68,22 @@ def layer_shares(model: nn.Module) -> dict[torch.device, float]:
         return {execution_device(model.get_input_embeddings()): 1.0}
     counts = Counter(execution_device(layer) for layer in layers)
     return {device: n / len(layers) for device, n in counts.items()}
+
+
+def offloaded_bytes(model: nn.Module) -> dict[torch.device, int]:
+    """Bytes of the weights accelerate loads onto each execution device for a forward (modules it
+    offloaded to CPU RAM or disk). A forward+backward row keeps all of them there until its
+    backward pass (autograd holds each layer's weights for the input gradient), so its row budget
+    leaves them out; ``{}`` for a model that is not offloaded."""
+    out: Counter[torch.device] = Counter()
+    for module in model.modules():
+        hook = getattr(module, "_hf_hook", None)
+        for part in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+            if getattr(part, "offload", False) and getattr(part, "execution_device", None) is not None:
+                recurse = bool(getattr(part, "place_submodules", False))
+                size = sum(p.numel() * p.element_size() for p in module.parameters(recurse=recurse))
+                out[_hook_device(part)] += size
+    return dict(out)
 
 
 def rows_within_budget(

@@ -18,7 +18,7 @@ from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_f
 from tiny import make_model
 
 import genattrib
-from genattrib.devices import execution_device, layer_shares, rows_within_budget
+from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
 from genattrib.engine import ModelForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
@@ -136,6 +136,8 @@ def test_the_sharded_model_really_is_offloaded(pair):
     forward = ModelForward(model)
     assert forward.input_device == forward.head_device == torch.device("cpu")  # where they compute, not meta
     assert forward.layer_shares == {torch.device("cpu"): 1.0}
+    meta_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.is_meta)
+    assert forward.offloaded == {torch.device("cpu"): meta_bytes}  # loaded onto the CPU for each forward
     assert sharded.devices == ["cpu"]
 
 
@@ -211,6 +213,8 @@ def test_layer_shares_follow_the_execution_devices_of_a_fake_device_map(tiny_tok
         assert all(p.is_meta for p in layers[0].parameters())
         assert [execution_device(layer) for layer in layers] == [torch.device("cuda", 1), torch.device("cuda", 2)]
         assert layer_shares(model) == {torch.device("cuda", 1): 0.5, torch.device("cuda", 2): 0.5}
+        size = sum(p.numel() * p.element_size() for p in layers[0].parameters())
+        assert offloaded_bytes(model) == {torch.device("cuda", 1): size, torch.device("cuda", 2): size}
         assert execution_device(model.get_input_embeddings()) == torch.device("cpu")  # not hooked: its weight
     finally:
         for layer in layers:
@@ -228,6 +232,10 @@ def test_rows_per_chunk_budgets_every_device_of_the_model(tiny_llama, monkeypatc
     assert forward.rows_per_chunk(32) == 20  # cuda:1 limits: 10 rows of bytes, half a row each
     forward.layer_shares = {gpus[0]: 1.0}
     assert forward.rows_per_chunk(32) == 100
+    # weights offloaded to RAM and loaded onto cuda:1 stay there until the backward pass
+    forward.layer_shares, forward.offloaded = {gpus[0]: 0.5, gpus[1]: 0.5}, {gpus[1]: 5 * row}
+    assert forward.rows_per_chunk(32) == 10
+    forward.offloaded = {}
     # forward-only rows hold one layer's working set at a time, on each device in turn: no share
     forward.layer_shares = {gpus[0]: 0.5, gpus[1]: 0.5}
     one = forward.row_bytes(32, grad=False)

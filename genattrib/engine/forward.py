@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from genattrib.devices import execution_device, layer_shares, rows_within_budget
+from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
 from genattrib.engine.explained import Explained, combine
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
@@ -93,6 +93,7 @@ class ModelForward:
         self.input_device = execution_device(self.embedding)
         self.head_device = execution_device(self.head)
         self.layer_shares = layer_shares(model)  # the row budget holds on every device (``rows_per_chunk``)
+        self.offloaded = offloaded_bytes(model)  # weights accelerate loads onto each device per forward
         self.dtype = self.embedding.weight.dtype
         self.user_max_rows = max_rows
         self._oom_cap: int | None = None
@@ -135,11 +136,14 @@ class ModelForward:
         On a model split across devices every device the layers run on must fit its part: a
         forward+backward row keeps each layer's activations where that layer runs (a device holds
         its share of the layers' part of the row), a forward-only row holds one layer's working set
-        at a time, wherever that layer runs (every device must fit the whole row)."""
+        at a time, wherever that layer runs (every device must fit the whole row). Forward+backward
+        rows also leave out the offloaded weights a device loads (:func:`offloaded_bytes`): they stay
+        there until the backward pass."""
         if self.user_max_rows is not None:
             rows = self.user_max_rows
         else:
-            budget = lambda device: _available_bytes(device, grad)  # noqa: E731
+            held = self.offloaded if grad else {}
+            budget = lambda device: max(0, _available_bytes(device, grad) - held.get(device, 0))  # noqa: E731
             shares = self.layer_shares if grad else dict.fromkeys(self.layer_shares, 1.0)
             rows = rows_within_budget(self.row_bytes(length, grad, n_logits), shares, budget)
             rows = min(rows, MAX_ROWS_PER_CHUNK)

@@ -188,6 +188,19 @@ def test_batched_backward_passes_run_through_offload_hooks(pair, monkeypatch):
     assert True in done
 
 
+def test_estimate_plans_the_sharded_model_like_the_unsplit_one(pair):
+    whole, sharded, _ = pair
+    kwargs = dict(method="integrated_gradients", n_steps=4)
+    split, alone = sharded.estimate(PROMPT, TARGET, **kwargs), whole.estimate(PROMPT, TARGET, calibrate=False, **kwargs)
+    assert (split.rows, split.model_rows, split.grad_rows, split.flops) == (
+        alone.rows,
+        alone.model_rows,
+        alone.grad_rows,
+        alone.flops,
+    )
+    assert split.device == "cpu" and split.predicted_seconds is not None and split.predicted_seconds > 0
+
+
 # --- the row budget ---------------------------------------------------------------------------
 def test_the_most_loaded_device_sets_the_row_budget():
     gib = 1 << 30

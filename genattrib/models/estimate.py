@@ -209,13 +209,15 @@ def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     return size, count
 
 
-def _time(fn: Any, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _time(fn: Any, *devices: torch.device) -> float:
+    """Seconds ``fn`` takes, waiting for the GPUs among ``devices`` (all a sharded model uses)."""
+    gpus = {d for d in devices if d.type == "cuda"}
+    for gpu in gpus:
+        torch.cuda.synchronize(gpu)
     start = time.perf_counter()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    for gpu in gpus:
+        torch.cuda.synchronize(gpu)
     return time.perf_counter() - start
 
 
@@ -241,10 +243,11 @@ def calibrate_rows(
             forward.values(embeds[:n], chunk.map(lambda t: t.unsqueeze(1)), fn)
 
     run(rows)  # warm-up at full size: the allocator reaches its peak here
-    one = min(_time(lambda: run(1), forward.input_device) for _ in range(2))
+    devices = (forward.input_device, forward.head_device, *forward.layer_shares)
+    one = min(_time(lambda: run(1), *devices) for _ in range(2))
     if rows == 1:
         return 0.0, one / length
-    many = _time(lambda: run(rows), forward.input_device)
+    many = _time(lambda: run(rows), *devices)
     per_token_row = (many - one) / ((rows - 1) * length)
     if per_token_row <= 0:  # timing noise: no overhead term
         return 0.0, many / (rows * length)

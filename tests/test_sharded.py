@@ -10,6 +10,7 @@ and leave the model, its hooks and its offloaded weights as they were.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_f
 from tiny import make_model
 
 import genattrib
+from genattrib.cli import main
 from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
 from genattrib.engine import ModelForward
 from genattrib.errors import InvalidArgumentError
@@ -296,6 +298,21 @@ def test_max_memory_reaches_accelerate(tiny_llama, tmp_path):
     _close(
         capped.attribute(PROMPT, TARGET, **kwargs).sequences[0], whole.attribute(PROMPT, TARGET, **kwargs).sequences[0]
     )
+
+
+def test_command_line_dispatches_with_a_json_device_map(pair, tmp_path, capsys):
+    whole, sharded, folder = pair
+    device_map = json.dumps(MAPS[_kind(sharded)])
+    common = ["attribute", PROMPT, "--target", TARGET, "--model", str(folder / "model"), "--device-map", device_map]
+    assert (
+        main([*common, "--offload-folder", str(tmp_path / "off"), "--save", str(tmp_path / "o.json"), "--no-show"]) == 0
+    )
+    out = genattrib.FeatureAttributionOutput.load(tmp_path / "o.json")
+    assert out.provenance.device_map == MAPS[_kind(sharded)]
+    _close(out.sequences[0], whole.attribute(PROMPT, TARGET).sequences[0])
+    assert main(common) == 2 and "offload_folder" in capsys.readouterr().err
+    assert main([*common, "--max-memory", "0=1GiB", "--offload-folder", str(tmp_path)]) == 2
+    assert "max_memory" in capsys.readouterr().err
 
 
 # --- the default model ------------------------------------------------------------------------

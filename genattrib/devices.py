@@ -54,9 +54,14 @@ def execution_device(module: nn.Module) -> torch.device:
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of ``model`` (its longest ``nn.ModuleList``; ``[]`` when it has none)."""
+    """The repeated blocks of ``model``: the first ``nn.ModuleList`` as long as the config's number of
+    layers (not a layer's list of experts), else the longest; ``[]`` when it has none."""
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    exact = [m for m in lists if len(m) == count]
+    return list(exact[0] if exact else max(lists, key=len)) if lists else []
 
 
 def layer_shares(model: nn.Module) -> dict[torch.device, float]:

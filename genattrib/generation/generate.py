@@ -74,11 +74,12 @@ def generate_traces(
 ) -> list[GenerationTrace]:
     """Generate for every prompt (in batches of ``batch_size``) and record step scores."""
     device = execution_device(model.get_input_embeddings())
+    head = model.get_output_embeddings()
     pad_id = int(generation_config.pad_token_id)
     eos = _eos_ids(generation_config)
     size = batch_size or len(prompts)
     traces: list[GenerationTrace] = []
-    with seeded(seed, device, execution_device(model.get_output_embeddings() or model.get_input_embeddings())):
+    with seeded(seed, device, device if head is None else execution_device(head)):
         for start in range(0, len(prompts), size):
             chunk = prompts[start : start + size]
             ids, mask = _left_pad(chunk, pad_id)

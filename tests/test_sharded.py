@@ -22,6 +22,7 @@ import genattrib
 from genattrib.cli import main
 from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
 from genattrib.engine import ModelForward
+from genattrib.engine.kv_cache import cache_keyword
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
 
@@ -128,7 +129,7 @@ def _kind(model: genattrib.AttributionModel) -> str:
 
 
 def test_the_sharded_model_really_is_offloaded(pair):
-    _, sharded, _ = pair
+    whole, sharded, _ = pair
     model = sharded.model
     assert model.hf_device_map == MAPS[_kind(sharded)]
     on_meta = {name for name, p in model.named_parameters() if p.is_meta}
@@ -141,6 +142,8 @@ def test_the_sharded_model_really_is_offloaded(pair):
     meta_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.is_meta)
     assert forward.offloaded == {torch.device("cpu"): meta_bytes}  # loaded onto the CPU for each forward
     assert sharded.devices == ["cpu"]
+    # the KV cache of a clean prefix is reused through the hooks, as on the unsplit model
+    assert cache_keyword(forward) is not None and cache_keyword(forward) == cache_keyword(ModelForward(whole.model))
 
 
 @pytest.mark.parametrize("method", genattrib.list_methods())
@@ -295,9 +298,10 @@ def test_max_memory_reaches_accelerate(tiny_llama, tmp_path):
     capped = genattrib.load_model(folder, device_map="auto", max_memory={"cpu": size // 2}, offload_folder=tmp_path)
     assert "disk" in set(capped.model.hf_device_map.values())
     kwargs = dict(method="integrated_gradients", n_steps=4)
-    _close(
-        capped.attribute(PROMPT, TARGET, **kwargs).sequences[0], whole.attribute(PROMPT, TARGET, **kwargs).sequences[0]
-    )
+    out = capped.attribute(PROMPT, TARGET, **kwargs)
+    _close(out.sequences[0], whole.attribute(PROMPT, TARGET, **kwargs).sequences[0])
+    # the provenance records the map accelerate chose, not the "auto" that was asked for
+    assert out.provenance.device_map == {k: str(v) for k, v in capped.model.hf_device_map.items()}
 
 
 def test_command_line_dispatches_with_a_json_device_map(pair, tmp_path, capsys):

@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 import genattrib
-from genattrib.cli_args import parse_param, parse_value, split_list
+from genattrib.cli_args import parse_max_memory, parse_param, parse_value, split_list
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
 from genattrib.models.loading import DTYPE_NAMES
@@ -91,7 +91,23 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
         "--max-rows", type=int, default=None, metavar="N", help="model rows per call (default: sized from free memory)"
     )
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="model dtype")
-    p.add_argument("--device-map", default=None, metavar="MAP", help="accelerate device map, e.g. auto, cpu, cuda:0")
+    p.add_argument(
+        "--device-map",
+        type=parse_value,
+        default=None,
+        metavar="MAP",
+        help='accelerate device map: auto, cpu, cuda:0, or JSON such as \'{"model.layers.0": 0, "lm_head": "disk"}\'',
+    )
+    p.add_argument(
+        "--max-memory",
+        type=parse_max_memory,
+        default=None,
+        metavar="DEV=SIZE,...",
+        help="with --device-map auto: memory per device for weights, e.g. 0=70GiB,1=70GiB,cpu=200GiB",
+    )
+    p.add_argument(
+        "--offload-folder", default=None, metavar="DIR", help='folder for the weights the device map puts on "disk"'
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for sampling and randomised methods")
     p.add_argument("--chat", action="store_true", help="treat PROMPT as a user message and apply the chat template")
     p.add_argument(
@@ -196,6 +212,8 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         method=args.method,
         dtype=dtype,
         device_map=args.device_map,
+        max_memory=args.max_memory,
+        offload_folder=args.offload_folder,
         revision=args.revision,
         trust_remote_code=args.trust_remote_code,
     )

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["parse_param", "parse_value", "split_list"]
+__all__ = ["parse_max_memory", "parse_param", "parse_value", "split_list"]
 
 
 def parse_value(text: str) -> Any:
@@ -56,3 +56,28 @@ def parse_param(text: str) -> tuple[str, Any]:
 def split_list(text: str) -> list[str]:
     """``"a, b,"`` → ``["a", "b"]`` (argparse ``type=`` for comma-separated lists)."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_max_memory(text: str) -> dict[int | str, int | str]:
+    """``"0=70GiB,1=70GiB,cpu=200GiB"`` (or the same as a JSON object) → ``{0: "70GiB", 1: "70GiB",
+    "cpu": "200GiB"}``: GPU indices become ints, sizes stay as written (``load_model`` checks them).
+
+    Example:
+        >>> parse_max_memory("0=70GiB, 1=70GiB, cpu=200GiB")
+        {0: '70GiB', 1: '70GiB', 'cpu': '200GiB'}
+        >>> parse_max_memory('{"0": "20GiB", "cpu": 1000000000}')
+        {0: '20GiB', 'cpu': 1000000000}
+    """
+    parsed = parse_value(text)
+    if isinstance(parsed, dict):
+        pairs = [(str(k), v) for k, v in parsed.items()]
+    else:
+        pairs = []
+        for part in split_list(text):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise argparse.ArgumentTypeError(f"expected DEVICE=SIZE[,DEVICE=SIZE...], got {text!r}")
+            pairs.append((key.strip(), parse_value(value.strip())))
+    if not pairs:
+        raise argparse.ArgumentTypeError(f"expected DEVICE=SIZE[,DEVICE=SIZE...], got {text!r}")
+    return {(int(k) if k.isdigit() else k): v for k, v in pairs}

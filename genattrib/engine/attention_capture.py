@@ -115,7 +115,7 @@ def probe_attention_forward(
     key, value = _repeat_kv(key, heads), _repeat_kv(value, heads)
     allowed = _allowed_mask(module, attention_mask, tq, tk, query.device)
     if layer in probe.inject:
-        probs = probe.inject[layer].to(value.dtype)
+        probs = probe.inject[layer].to(device=value.device, dtype=value.dtype)  # the layer's own device (sharded)
     else:
         scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * _scaling(module, scaling, query.shape[-1])
         softcap = kwargs.get("softcap")

@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from genattrib.devices import execution_device
+
 BASELINE_NAMES = ("unk", "pad", "eos", "zero")
 
 
@@ -40,16 +42,17 @@ class ResolvedBaseline:
 def baseline_embeddings(
     baseline: ResolvedBaseline, ids: Int[Tensor, " position"], embedding: nn.Module
 ) -> Float[Tensor, "position hidden"]:
-    """One baseline embedding per position of ``ids``."""
-    weight = embedding.weight
+    """One baseline embedding per position of ``ids``, on the device the embedding computes on (an
+    offloaded embedding keeps its weight on ``meta``)."""
+    weight, device = embedding.weight, execution_device(embedding)
     length, hidden = int(ids.shape[0]), int(weight.shape[1])
     if baseline.zero:
-        return torch.zeros(length, hidden, dtype=weight.dtype, device=weight.device)
+        return torch.zeros(length, hidden, dtype=weight.dtype, device=device)
     if baseline.tensor is not None:
-        t = baseline.tensor.to(device=weight.device, dtype=weight.dtype)
+        t = baseline.tensor.to(device=device, dtype=weight.dtype)
         if t.ndim == 1:
             return t.expand(length, hidden).clone()
         return t[:length].clone()
     with torch.no_grad():
-        token = torch.full((length,), int(baseline.token_id), dtype=torch.long, device=weight.device)
+        token = torch.full((length,), int(baseline.token_id), dtype=torch.long, device=device)
         return embedding(token).detach()

@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
 from genattrib.engine.explained import Explained, combine
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
@@ -88,8 +89,11 @@ class ModelForward:
         self.head = model.get_output_embeddings()
         if self.head is None:
             raise UnsupportedModelError(f"{type(model).__name__} has no output embeddings (LM head)")
-        self.input_device = self.embedding.weight.device
-        self.head_device = self.head.weight.device
+        # where the modules compute (an offloaded module's weights sit on ``meta``, not there)
+        self.input_device = execution_device(self.embedding)
+        self.head_device = execution_device(self.head)
+        self.layer_shares = layer_shares(model)  # the row budget holds on every device (``rows_per_chunk``)
+        self.offloaded = offloaded_bytes(model)  # weights accelerate loads onto each device per forward
         self.dtype = self.embedding.weight.dtype
         self.user_max_rows = max_rows
         self._oom_cap: int | None = None
@@ -127,11 +131,21 @@ class ModelForward:
         return bytes_per * length * (2 * per_layer + 2 * hidden) + logits
 
     def rows_per_chunk(self, length: int, grad: bool = True, n_logits: int = 1) -> int:
-        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows)."""
+        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows).
+
+        On a model split across devices every device the layers run on must fit its part: a
+        forward+backward row keeps each layer's activations where that layer runs (a device holds
+        its share of the layers' part of the row), a forward-only row holds one layer's working set
+        at a time, wherever that layer runs (every device must fit the whole row). Forward+backward
+        rows also leave out the offloaded weights a device loads (:func:`offloaded_bytes`): they stay
+        there until the backward pass."""
         if self.user_max_rows is not None:
             rows = self.user_max_rows
         else:
-            rows = max(1, _available_bytes(self.input_device, grad) // self.row_bytes(length, grad, n_logits))
+            held = self.offloaded if grad else {}
+            budget = lambda device: max(0, _available_bytes(device, grad) - held.get(device, 0))  # noqa: E731
+            shares = self.layer_shares if grad else dict.fromkeys(self.layer_shares, 1.0)
+            rows = rows_within_budget(self.row_bytes(length, grad, n_logits), shares, budget)
             rows = min(rows, MAX_ROWS_PER_CHUNK)
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)
@@ -216,8 +230,10 @@ class ModelForward:
                 if not is_oom(error) or size == 1:
                     raise
                 self._oom_cap = max(1, size // 2)
-                if self.input_device.type == "cuda":
-                    torch.cuda.empty_cache()
+                for device in {self.input_device, self.head_device, *self.layer_shares}:
+                    if device.type == "cuda":  # every GPU the model uses, not only the first
+                        with torch.cuda.device(device):
+                            torch.cuda.empty_cache()
                 continue
             self.rows_run += chunk.stop - chunk.start
             if grad:

@@ -20,19 +20,21 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from transformers import GenerationConfig, StoppingCriteriaList
 
+from genattrib.devices import execution_device
 from genattrib.generation.recorder import record_steps
 from genattrib.generation.trace import GenerationTrace
 from genattrib.targets import TargetFunction
 
 
 @contextlib.contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNG for the block and restore the previous state after."""
+def seeded(seed: int | None, *devices: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block and restore the previous state after (of the CPU and of the
+    GPUs among ``devices``: a sharded model samples on its head's device, not its input's)."""
     if seed is None:
         yield
         return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    gpus = sorted({d for d in devices if d.type == "cuda"}, key=str)
+    with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
         yield
 
@@ -71,12 +73,13 @@ def generate_traces(
     seed: int | None = None,
 ) -> list[GenerationTrace]:
     """Generate for every prompt (in batches of ``batch_size``) and record step scores."""
-    device = model.get_input_embeddings().weight.device
+    device = execution_device(model.get_input_embeddings())
+    head = model.get_output_embeddings()
     pad_id = int(generation_config.pad_token_id)
     eos = _eos_ids(generation_config)
     size = batch_size or len(prompts)
     traces: list[GenerationTrace] = []
-    with seeded(seed, device):
+    with seeded(seed, device, device if head is None else execution_device(head)):
         for start in range(0, len(prompts), size):
             chunk = prompts[start : start + size]
             ids, mask = _left_pad(chunk, pad_id)

@@ -88,9 +88,10 @@ def discrete_path_attribution(
 
 def vocabulary_matrix(forward: ModelForward) -> Float[Tensor, "vocab hidden"]:
     """What the model sees for every token id, in float32 (the embedding weight itself for a
-    plain ``nn.Embedding``; otherwise the embedding module applied to every id)."""
+    plain ``nn.Embedding`` holding it; otherwise, or when accelerate offloaded it, the embedding
+    module applied to every id)."""
     embedding = forward.embedding
-    if type(embedding) is nn.Embedding:
+    if type(embedding) is nn.Embedding and not embedding.weight.is_meta:
         return embedding.weight.detach().float()
     size = int(embedding.weight.shape[0])
     blocks = [forward.embed(torch.arange(s, min(size, s + 8192)).unsqueeze(0))[0].float() for s in range(0, size, 8192)]

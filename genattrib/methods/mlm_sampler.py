@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from genattrib.devices import execution_device
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.vocabulary import Vocabulary
 
@@ -41,7 +42,7 @@ class MLMSampler:
                 "use the sampler through AttributionModel.attribute",
             )
         self.model = model.eval()
-        self.device = next(model.parameters()).device
+        self.device = execution_device(model)
         self.mask_id = int(tokenizer.mask_token_id)
         self.prefix = [i for i in (tokenizer.cls_token_id,) if i is not None]
         self.suffix = [i for i in (tokenizer.sep_token_id,) if i is not None]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
+from genattrib.devices import execution_device
 from genattrib.engine import (
     GRANULAR_BUDGET_MB,
     Attributor,
@@ -85,7 +86,15 @@ class AttributionModel:
 
     @property
     def devices(self) -> list[str]:
-        return sorted({str(p.device) for p in self.model.parameters()})
+        """Where the model computes: every module's execution device (an accelerate-offloaded
+        module's weights sit on ``meta``; it runs where its hook loads them)."""
+        return sorted(
+            {
+                str(execution_device(m))
+                for m in self.model.modules()
+                if next(m.parameters(recurse=False), None) is not None
+            }
+        )
 
     def list_methods(self) -> list[str]:
         return list_methods()

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from genattrib.devices import execution_device
 from genattrib.engine import (
     Explained,
     ModelForward,
@@ -203,18 +204,20 @@ def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     size += sum(b.numel() * b.element_size() for b in model.buffers())
     embedding = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
-    tied = head is not None and head.weight.data_ptr() == embedding.data_ptr()
+    tied = head is not None and (head.weight is embedding or 0 != head.weight.data_ptr() == embedding.data_ptr())
     count = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
     return size, count
 
 
-def _time(fn: Any, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _time(fn: Any, *devices: torch.device) -> float:
+    """Seconds ``fn`` takes, waiting for the GPUs among ``devices`` (all a sharded model uses)."""
+    gpus = {d for d in devices if d.type == "cuda"}
+    for gpu in gpus:
+        torch.cuda.synchronize(gpu)
     start = time.perf_counter()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    for gpu in gpus:
+        torch.cuda.synchronize(gpu)
     return time.perf_counter() - start
 
 
@@ -240,10 +243,11 @@ def calibrate_rows(
             forward.values(embeds[:n], chunk.map(lambda t: t.unsqueeze(1)), fn)
 
     run(rows)  # warm-up at full size: the allocator reaches its peak here
-    one = min(_time(lambda: run(1), forward.input_device) for _ in range(2))
+    devices = (forward.input_device, forward.head_device, *forward.layer_shares)
+    one = min(_time(lambda: run(1), *devices) for _ in range(2))
     if rows == 1:
         return 0.0, one / length
-    many = _time(lambda: run(rows), forward.input_device)
+    many = _time(lambda: run(rows), *devices)
     per_token_row = (many - one) / ((rows - 1) * length)
     if per_token_row <= 0:  # timing noise: no overhead term
         return 0.0, many / (rows * length)
@@ -259,7 +263,7 @@ def calibrate_generation(model: AttributionModel, request: AttributionRequest) -
     times = []
     for tokens in (1, 1, n):  # the first run warms up
         config.max_new_tokens = config.min_new_tokens = tokens
-        device = model.model.get_input_embeddings().weight.device
+        device = execution_device(model.model.get_input_embeddings())
         times.append(
             _time(
                 lambda: generate_traces(

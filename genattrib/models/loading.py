@@ -19,6 +19,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel
 from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_folder
+from genattrib.models.dispatch import dispatch_kwargs
 
 _DTYPES = {
     "float32": torch.float32,
@@ -48,7 +49,7 @@ def _from_pretrained(
     *,
     gguf_file: str | None,
     dtype: Any,
-    device_map: Any,
+    dispatch: dict[str, Any],
     revision: str | None,
     trust_remote_code: bool,
     model_kwargs: dict[str, Any],
@@ -60,11 +61,9 @@ def _from_pretrained(
         common["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **common)
-        kwargs = dict(common, **model_kwargs)
+        kwargs = dict(common, **model_kwargs, **dispatch)
         if dtype is not None:
             kwargs["dtype"] = dtype
-        if device_map is not None:
-            kwargs["device_map"] = device_map
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as error:  # ValueError: transformers 4.x rejects bad repo ids
         raise InvalidArgumentError(
@@ -82,7 +81,9 @@ def load_model(
     *,
     tokenizer: Any = None,
     dtype: torch.dtype | str | None = None,
-    device_map: str | dict[str, Any] | None = None,
+    device_map: str | int | torch.device | dict[str, Any] | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
+    offload_folder: str | Path | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
     max_rows: int | None = None,
@@ -92,10 +93,13 @@ def load_model(
 
     ``source`` is ``None`` (the embedded default SmolLM2-135M-Instruct), a hub id or local folder,
     a ``.gguf`` file, a ``(model, tokenizer)`` pair, or a model with ``tokenizer=``. Models loaded
-    with ``device_map`` are never moved afterwards.
+    with ``device_map`` are never moved afterwards: accelerate splits them across GPUs, CPU RAM
+    (``max_memory`` caps each device) and disk (``offload_folder``), and every method runs on them
+    as it does on one device (see docs/scale.md).
     """
     method_class(method)  # unknown names fail before any weights load
     dtype = _dtype(dtype)
+    dispatch = dispatch_kwargs(device_map, max_memory, offload_folder)
     if isinstance(source, tuple):
         if len(source) != 2:
             raise InvalidArgumentError(
@@ -106,6 +110,12 @@ def load_model(
         if tokenizer is None:
             raise InvalidArgumentError(
                 "tokenizer", "a loaded model was given without its tokenizer", "pass load_model((model, tokenizer))"
+            )
+        if max_memory is not None or offload_folder is not None:
+            raise InvalidArgumentError(
+                "max_memory" if max_memory is not None else "offload_folder",
+                "applies when genattrib loads the model, but a loaded model was given",
+                "dispatch it yourself (from_pretrained(..., device_map=..., offload_folder=...)) or pass its path",
             )
         if not hasattr(source, "get_input_embeddings") or not hasattr(source, "generate"):
             raise InvalidArgumentError(
@@ -120,7 +130,7 @@ def load_model(
             str(folder),
             gguf_file=None,
             dtype=dtype,
-            device_map=device_map,
+            dispatch=dispatch,
             revision=None,
             trust_remote_code=False,
             model_kwargs=model_kwargs,
@@ -143,7 +153,7 @@ def load_model(
         location,
         gguf_file=gguf_file,
         dtype=dtype,
-        device_map=device_map,
+        dispatch=dispatch,
         revision=revision,
         trust_remote_code=trust_remote_code,
         model_kwargs=model_kwargs,

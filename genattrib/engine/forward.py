@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 
 import torch
@@ -28,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
 from genattrib.engine.explained import Explained, combine
+from genattrib.engine.host_memory import free_host_bytes
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
 
@@ -38,26 +38,36 @@ CPU_FORWARD_BYTES = 1 << 30
 LOGIT_SLICE_BYTES = 64 << 20
 
 
+#: How allocation failures read: CUDA/MPS ("out of memory") and the CPU allocator
+#: ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...").
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_oom(error: BaseException) -> bool:
-    """Whether ``error`` says the device ran out of memory."""
-    if isinstance(error, torch.OutOfMemoryError):
+    """Whether ``error`` says the device (or the host) ran out of memory.
+
+    Example:
+        >>> is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't allocate memory"))
+        True
+        >>> is_oom(RuntimeError("shape mismatch"))
+        False
+    """
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
 
 
 def _available_bytes(device: torch.device, grad: bool = True) -> int:
     """Working memory a chunk of rows may use: 70% of free GPU memory; on the CPU a quarter of
-    free RAM, at most 4 GiB for forward+backward rows and :data:`CPU_FORWARD_BYTES` for
-    forward-only ones (CPU matmuls gain little from more rows once a chunk holds thousands of
-    tokens, while long rows would otherwise grow the process by gigabytes)."""
+    free host memory (:func:`~genattrib.engine.host_memory.free_host_bytes`: free RAM, the
+    cgroup's limit and ``RLIMIT_AS``, whichever is smallest), at most 4 GiB for forward+backward
+    rows and :data:`CPU_FORWARD_BYTES` for forward-only ones (CPU matmuls gain little from more
+    rows once a chunk holds thousands of tokens, while long rows would otherwise grow the process
+    by gigabytes)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.7)
-    try:
-        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        pages = 8 << 30
-    return int(min(pages * 0.25, (4 << 30) if grad else CPU_FORWARD_BYTES))
+    return int(min(free_host_bytes() * 0.25, (4 << 30) if grad else CPU_FORWARD_BYTES))
 
 
 def no_gradient_error(model: str, method: str = "this method") -> Exception:

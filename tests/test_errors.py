@@ -536,6 +536,9 @@ _UNCHECKED_SCRIPT = textwrap.dedent(
         "source_tuple3": lambda: genattrib.load_model((hf, tok, tok)),
         "source_int": lambda: genattrib.load_model(42),
         "dtype_int": lambda: genattrib.load_model((hf, tok), dtype=5),
+        "seed_str": lambda: model.attribute(P, seed="x"),
+        "seed_float": lambda: model.attribute(P, seed=1.7),
+        "generate_seed_float": lambda: model.generate(P, seed=1.7),
     }
     report = {}
     for name, call in cases.items():
@@ -563,6 +566,9 @@ _UNCHECKED_EXPECTED = {
     "source_tuple3": "source",
     "source_int": "source",
     "dtype_int": "dtype",
+    "seed_str": "seed",
+    "seed_float": "seed",
+    "generate_seed_float": "seed",
 }
 
 

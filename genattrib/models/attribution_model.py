@@ -49,6 +49,7 @@ from genattrib.models.storage import check_storage, open_stream, plan_stream, re
 from genattrib.models.tokens import decode_tokens
 from genattrib.models.units import CharSpans, unit_spans
 from genattrib.output import FeatureAttributionOutput
+from genattrib.seeding import check_seed
 from genattrib.targets import TargetFunction, list_targets
 
 
@@ -303,6 +304,7 @@ class AttributionModel:
             True
         """
         check_batch_size(batch_size)
+        check_seed(seed)
         prompt_ids = [inp.tokenize_prompt(self.tokenizer, p) for p in inp.normalize_prompts(inputs, chat)]
         config = build_generation_config(self.model, self.tokenizer, generation_config, kwargs, [])
         check_lengths(self.model, prompt_ids, None, config)

@@ -27,7 +27,7 @@ from genattrib.models.arguments import build_generation_config, resolve_baseline
 from genattrib.models.resources import tokenizer_resources
 from genattrib.models.sources import check_sources
 from genattrib.models.units import CharSpans, check_explain
-from genattrib.seeding import DEFAULT_SEED
+from genattrib.seeding import DEFAULT_SEED, check_seed, run_seed
 from genattrib.targets import TargetFunction, resolve_target
 from genattrib.validation import check_positive_int
 
@@ -61,7 +61,8 @@ class AttributionRequest:
 
     @property
     def run_seed(self) -> int:
-        """The seed the methods use (the default when none was given)."""
+        """The seed generation and the methods use (:func:`genattrib.seeding.run_seed` chose it
+        when none was given), recorded in the provenance."""
         return DEFAULT_SEED if self.seed is None else int(self.seed)
 
     @property
@@ -152,6 +153,7 @@ def prepare_request(
     **kwargs: Any,
 ) -> AttributionRequest:
     """Validate an ``attribute()`` call (see its docstring for the arguments)."""
+    check_seed(seed)
     explain = check_explain(explain)
     sources = check_sources(sources)
     if not isinstance(sources_include_generated, bool):
@@ -187,6 +189,7 @@ def prepare_request(
     )
     config = build_generation_config(model.model, tok, generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
+    seed = run_seed(seed, samples=forced_ids is None and bool(config.do_sample))
     forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
     attributor.check_model(forward, fn)
     if explain != "tokens":

@@ -539,6 +539,10 @@ _UNCHECKED_SCRIPT = textwrap.dedent(
         "seed_str": lambda: model.attribute(P, seed="x"),
         "seed_float": lambda: model.attribute(P, seed=1.7),
         "generate_seed_float": lambda: model.generate(P, seed=1.7),
+        "attr_pos_start_str": lambda: model.attribute(P, attr_pos_start="a"),
+        "step_scores_int": lambda: model.attribute(P, step_scores=5),
+        "generation_config_dict": lambda: model.attribute(P, generation_config={}),
+        "keep_granular_str": lambda: model.attribute(P, keep_granular="no"),
     }
     report = {}
     for name, call in cases.items():
@@ -569,6 +573,10 @@ _UNCHECKED_EXPECTED = {
     "seed_str": "seed",
     "seed_float": "seed",
     "generate_seed_float": "seed",
+    "attr_pos_start_str": "attr_pos_start",
+    "step_scores_int": "step_scores",
+    "generation_config_dict": "generation_config",
+    "keep_granular_str": "keep_granular",
 }
 
 
@@ -597,3 +605,26 @@ def test_wrong_types_raise_genattrib_errors(unchecked_report, case):
     assert is_genattrib, f"{case}: {kind}: {message}"
     assert argument == _UNCHECKED_EXPECTED[case], message
     assert f"`{argument}`" in message and "Fix:" in message
+
+
+@pytest.mark.parametrize(
+    "kwargs,argument",
+    [
+        ({"max_rows": 0}, "max_rows"),
+        ({"max_rows": -1}, "max_rows"),
+        ({"method": "integrated_gradients", "baseline": 99999}, "baseline"),
+        ({"method": "integrated_gradients", "baseline": -5}, "baseline"),
+        ({"method": "integrated_gradients", "baseline": torch.full((32,), float("nan"))}, "baseline"),
+        ({"max_length": 500}, "inputs"),  # max_length counts the prompt: still checked against the window
+    ],
+)
+def test_bad_values_are_refused_before_generation(tiny_llama, monkeypatch, kwargs, argument):
+    from genattrib.models import attribution_model
+
+    def never(*args, **kw):
+        raise AssertionError("the model generated before the arguments were checked")
+
+    monkeypatch.setattr(attribution_model, "generate_traces", never)
+    with pytest.raises(InvalidArgumentError) as info:
+        tiny_llama.attribute("The capital of France is", **kwargs)
+    assert info.value.argument == argument and "Fix:" in str(info.value)

@@ -17,7 +17,7 @@ from transformers import GenerationConfig
 from genattrib.engine.baselines import BASELINE_NAMES, ResolvedBaseline
 from genattrib.errors import InvalidArgumentError
 from genattrib.targets import TargetFunction, resolve_target
-from genattrib.validation import check_positive_int
+from genattrib.validation import check_positive_int, is_int
 
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -38,6 +38,12 @@ def build_generation_config(
     method_params: Iterable[str],
 ) -> GenerationConfig:
     """The model's generation config, updated by ``base`` and ``overrides`` (validated)."""
+    if base is not None and not isinstance(base, GenerationConfig):
+        raise InvalidArgumentError(
+            "generation_config",
+            f"expected a transformers.GenerationConfig, got {type(base).__name__}",
+            "pass GenerationConfig(max_new_tokens=16, ...), or the settings as keywords (max_new_tokens=16)",
+        )
     config = copy.deepcopy(
         base if base is not None else getattr(model, "generation_config", None) or GenerationConfig()
     )
@@ -89,6 +95,12 @@ def resolve_step_scores(
         return {}
     if isinstance(step_scores, str):
         step_scores = [step_scores]
+    if not isinstance(step_scores, Iterable) or isinstance(step_scores, torch.Tensor):
+        raise InvalidArgumentError(
+            "step_scores",
+            f"expected a name, a list of names/functions or a mapping, got {type(step_scores).__name__}",
+            "pass e.g. step_scores=['probability', 'entropy']",
+        )
     if isinstance(step_scores, Mapping):
         return {name: resolve_target(spec, extra, "step_scores") for name, spec in step_scores.items()}
     out = {}
@@ -115,9 +127,20 @@ def resolve_baseline(spec: Any, tokenizer: Any, hidden_size: int) -> ResolvedBas
                 f"tensor of shape {tuple(spec.shape)}",
                 f"pass shape ({hidden_size},) or (positions, {hidden_size})",
             )
+        if not bool(torch.isfinite(spec).all()):
+            raise InvalidArgumentError(
+                "baseline", "the tensor holds NaN or infinite values", "pass a finite tensor (e.g. zeros)"
+            )
         return ResolvedBaseline(tensor=spec.detach().clone())
-    if isinstance(spec, int):
-        return ResolvedBaseline(token_id=spec)
+    if is_int(spec):
+        vocab = len(tokenizer)
+        if not 0 <= int(spec) < vocab:
+            raise InvalidArgumentError(
+                "baseline",
+                f"token id {spec} is outside the vocabulary [0, {vocab})",
+                "pass a token id in range, a token string or one of " + ", ".join(BASELINE_NAMES),
+            )
+        return ResolvedBaseline(token_id=int(spec))
     if not isinstance(spec, str):
         raise InvalidArgumentError(
             "baseline", f"cannot use {type(spec).__name__}", f"use one of {BASELINE_NAMES}, a token string or a tensor"

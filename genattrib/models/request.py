@@ -29,7 +29,7 @@ from genattrib.models.sources import check_sources
 from genattrib.models.units import CharSpans, check_explain
 from genattrib.seeding import DEFAULT_SEED, check_seed, run_seed
 from genattrib.targets import TargetFunction, resolve_target
-from genattrib.validation import check_positive_int
+from genattrib.validation import check_int, check_positive_int
 
 if TYPE_CHECKING:
     from genattrib.models.attribution_model import AttributionModel
@@ -99,14 +99,19 @@ def check_lengths(
     if window is None:
         return
     for i, ids in enumerate(prompt_ids):
-        extra = int(forced_ids[i].shape[0]) if forced_ids is not None else (config.max_new_tokens or 0)
+        if forced_ids is not None:
+            extra = int(forced_ids[i].shape[0])
+        elif config.max_new_tokens is not None:
+            extra = int(config.max_new_tokens)
+        else:  # max_length= counts the prompt too
+            extra = max(0, int(config.max_length or 0) - int(ids.shape[0]))
         total = int(ids.shape[0]) + extra
         if int(ids.shape[0]) >= window or total > window:
             raise InvalidArgumentError(
                 "inputs",
                 f"prompt {i} has {int(ids.shape[0])} tokens and needs room for {extra} more, "
                 f"but the model's context window is {window} tokens",
-                "shorten the prompt, or lower max_new_tokens / the forced target (continuation=)",
+                "shorten the prompt, or lower max_new_tokens / max_length / the forced target (continuation=)",
             )
 
 
@@ -154,6 +159,13 @@ def prepare_request(
 ) -> AttributionRequest:
     """Validate an ``attribute()`` call (see its docstring for the arguments)."""
     check_seed(seed)
+    for name, value in (("attr_pos_start", attr_pos_start), ("attr_pos_end", attr_pos_end)):
+        check_int(name, value, f"{name}=0 (a step index; negative counts from the end)", optional=True)
+    check_positive_int("max_rows", max_rows, "max_rows=64, or None to size chunks from memory", optional=True)
+    if keep_granular is not None and not isinstance(keep_granular, bool):
+        raise InvalidArgumentError(
+            "keep_granular", f"expected True, False or None, got {keep_granular!r}", "pass keep_granular=True"
+        )
     explain = check_explain(explain)
     sources = check_sources(sources)
     if not isinstance(sources_include_generated, bool):

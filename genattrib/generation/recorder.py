@@ -51,7 +51,8 @@ class StepRecorder:
         self.last_logits = logits[:, -1].detach()
 
     def record(self, chosen: Int[Tensor, " row"]) -> None:
-        if self.last_logits is None:
+        if self.last_logits is None or not self.targets:  # nothing to record (e.g. beam search: done afterwards)
+            self.last_logits = None
             return
         ctx = TargetContext(self.last_logits, chosen.to(self.last_logits.device))
         self.steps.append({name: t(ctx).float().cpu() for name, t in self.targets.items()})

@@ -75,6 +75,14 @@ def build_generation_config(
     ):
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     check_positive_int("max_new_tokens", config.max_new_tokens, "max_new_tokens=16", optional=True)
+    if int(config.num_return_sequences or 1) > 1:
+        raise InvalidArgumentError(
+            "num_return_sequences",
+            f"{config.num_return_sequences} sequences per prompt: genattrib explains one sequence per prompt, "
+            "so the extra ones could not be told apart from the next prompts' results",
+            "repeat the prompt instead, e.g. attribute([prompt] * 4, do_sample=True): each copy samples its own "
+            "continuation",
+        )
     if config.pad_token_id is None:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id
         if isinstance(pad, (list, tuple)):

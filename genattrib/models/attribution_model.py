@@ -323,7 +323,7 @@ class AttributionModel:
             self.model,
             request.prompt_ids,
             generation_config=request.generation_config,
-            step_targets={} if request.needs_contrast else request.step_targets,
+            step_targets={} if _teacher_forced(request) else request.step_targets,
             batch_size=request.batch_size,
             seed=request.seed,
         )
@@ -332,8 +332,8 @@ class AttributionModel:
     def _teacher_forced_step_scores(
         request: AttributionRequest, traces: list[GenerationTrace], jobs: list[SequenceJob]
     ) -> None:
-        """Step scores that generation did not record (forced or contrastive runs), teacher-forced."""
-        if request.step_targets and (request.forced_ids is not None or request.needs_contrast):
+        """Step scores that generation did not record (forced, contrastive or beam-search runs), teacher-forced."""
+        if request.step_targets and (request.forced_ids is not None or _teacher_forced(request)):
             for trace, scores in zip(traces, teacher_forced_step_scores(request.forward, jobs, request.step_targets)):
                 trace.step_scores = scores
 
@@ -361,6 +361,13 @@ class AttributionModel:
 
     def _special_ids(self) -> list[int]:
         return list(getattr(self.tokenizer, "all_special_ids", []) or [])
+
+
+def _teacher_forced(request: AttributionRequest) -> bool:
+    """Whether step scores are computed after generation rather than recorded during it: for a
+    contrast (it needs the contrast tokens), and for beam search (a step's beams are reordered
+    later, so what was recorded for row ``i`` need not belong to the returned sequence ``i``)."""
+    return request.needs_contrast or int(request.generation_config.num_beams or 1) > 1
 
 
 @contextlib.contextmanager

@@ -543,6 +543,9 @@ _UNCHECKED_SCRIPT = textwrap.dedent(
         "step_scores_int": lambda: model.attribute(P, step_scores=5),
         "generation_config_dict": lambda: model.attribute(P, generation_config={}),
         "keep_granular_str": lambda: model.attribute(P, keep_granular="no"),
+        "chat_role_int": lambda: model.attribute([[{"role": 1, "content": "hi"}]]),
+        "chat_content_none": lambda: model.attribute([[{"role": "user", "content": None}]]),
+        "prompt_lone_surrogate": lambda: model.attribute("abc \\ud800 def"),
     }
     report = {}
     for name, call in cases.items():
@@ -577,6 +580,9 @@ _UNCHECKED_EXPECTED = {
     "step_scores_int": "step_scores",
     "generation_config_dict": "generation_config",
     "keep_granular_str": "keep_granular",
+    "chat_role_int": "inputs",
+    "chat_content_none": "inputs",
+    "prompt_lone_surrogate": "inputs",
 }
 
 

@@ -44,6 +44,7 @@ def normalize_prompts(inputs: object, chat: bool) -> list[Prompt]:
         if isinstance(p, str):
             if not p.strip():
                 raise InvalidArgumentError("inputs", f"prompt {i} is empty", "pass non-empty text")
+            _check_encodable(p, f"prompt {i}")
             out.append([{"role": "user", "content": p}] if chat else p)
         elif _is_message_list(p):
             for m in p:
@@ -53,6 +54,15 @@ def normalize_prompts(inputs: object, chat: bool) -> list[Prompt]:
                         f"chat message {m!r} lacks 'role' or 'content'",
                         "use {'role': 'user', 'content': '...'}",
                     )
+                if not isinstance(m["role"], str) or not isinstance(m["content"], str | list):
+                    raise InvalidArgumentError(
+                        "inputs",
+                        f"chat message {m!r} of chat {i}: 'role' must be a string and 'content' a string "
+                        "(or a list of content parts)",
+                        "use {'role': 'user', 'content': '...'}",
+                    )
+                if isinstance(m["content"], str):
+                    _check_encodable(m["content"], f"a message of chat {i}")
             if not any(str(m["content"]).strip() for m in p):
                 raise InvalidArgumentError(
                     "inputs", f"chat {i} has only empty messages", "give at least one message some text"
@@ -63,6 +73,19 @@ def normalize_prompts(inputs: object, chat: bool) -> list[Prompt]:
                 "inputs", f"prompt {i} is a {type(p).__name__}", "pass strings or lists of {'role','content'} dicts"
             )
     return out
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """Refuse text a tokenizer cannot encode (a lone surrogate such as ``"\\ud800"`` is not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidArgumentError(
+            "inputs",
+            f"{what} holds {text[error.start : error.end]!r} at character {error.start}, which is not valid Unicode text "
+            "(a lone surrogate, e.g. from a bad decode)",
+            "decode the source with errors='replace', or drop those characters",
+        ) from error
 
 
 def tokenize_prompt(tokenizer: Any, prompt: Prompt) -> Int[Tensor, " prompt"]:

@@ -634,3 +634,17 @@ def test_bad_values_are_refused_before_generation(tiny_llama, monkeypatch, kwarg
     with pytest.raises(InvalidArgumentError) as info:
         tiny_llama.attribute("The capital of France is", **kwargs)
     assert info.value.argument == argument and "Fix:" in str(info.value)
+
+
+def test_a_custom_target_without_gradients_is_blamed_not_the_model(tiny_llama, monkeypatch):
+    from genattrib.models import attribution_model
+
+    monkeypatch.setattr(attribution_model, "generate_traces", lambda *a, **k: pytest.fail("generated"))
+    with pytest.raises(InvalidArgumentError) as info:
+        tiny_llama.attribute("The capital of France is", attributed_fn=lambda ctx: torch.zeros(ctx.logits.shape[0]))
+    assert info.value.argument == "attributed_fn" and "model is not the cause" in str(info.value)
+    # the same function is fine for a forward-only method
+    out = tiny_llama.attribute(
+        "The capital of France is", " Paris", method="occlusion", attributed_fn=lambda ctx: ctx.logits[:, 0] * 0
+    )
+    assert out.sequences[0].num_steps > 0 and out.provenance.method == "occlusion"

@@ -31,7 +31,7 @@ from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.engine.plan import TargetRef
 from genattrib.errors import InvalidArgumentError
 from genattrib.seeding import DEFAULT_SEED, content_generator
-from genattrib.targets import TargetFunction
+from genattrib.targets import TargetContext, TargetFunction
 
 #: Targets one batch holds at most (the planner's cap).
 MAX_BATCH_TARGETS = 64
@@ -191,6 +191,19 @@ class MethodParams:
         return out
 
 
+def _target_keeps_gradients(attributed_fn: TargetFunction, vocab_size: int) -> bool:
+    """Whether ``attributed_fn`` on logits that require gradients returns a value that does too
+    (one row of random logits; a function that fails on them is left to fail later, in context)."""
+    logits = torch.randn(1, max(2, vocab_size), generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    ids = torch.zeros(1, dtype=torch.long)
+    try:
+        with torch.enable_grad():
+            value = attributed_fn(TargetContext(logits, ids, ids + 1 if attributed_fn.needs_contrast else None))
+    except Exception:  # noqa: BLE001 - a probe only: the real call reports the function's own error
+        return True
+    return not isinstance(value, Tensor) or value.requires_grad
+
+
 class Attributor(ABC):
     """One attribution method. Subclasses set the class attributes and ``attribute``."""
 
@@ -295,6 +308,14 @@ class Attributor(ABC):
                 f"{attributed_fn.name!r} is not differentiable, so {self.name!r} cannot explain it",
                 "use a differentiable target (logprob, probability, logit ...) "
                 "or a forward-only method such as occlusion",
+            )
+        if self.needs_gradients and not _target_keeps_gradients(attributed_fn, forward.vocab_size):
+            raise InvalidArgumentError(
+                "attributed_fn",
+                f"{attributed_fn.name!r} returns values without gradients (built from a new tensor, detached, or "
+                f"under no_grad), so {self.name!r} cannot differentiate it; the model is not the cause",
+                "compute the value from ctx.logits with torch operations, or use a forward-only method such as "
+                "occlusion",
             )
         if self.needs_gradients and not forward.gradients_reach_inputs():
             raise no_gradient_error(type(forward.model).__name__, f"method {self.name!r}")

@@ -82,8 +82,8 @@ def _check_encodable(text: str, what: str) -> None:
     except UnicodeEncodeError as error:
         raise InvalidArgumentError(
             "inputs",
-            f"{what} holds {text[error.start : error.end]!r} at character {error.start}, which is not valid Unicode text "
-            "(a lone surrogate, e.g. from a bad decode)",
+            f"{what} holds {text[error.start : error.end]!r} at character {error.start}, which is not valid "
+            "Unicode text (a lone surrogate, e.g. from a bad decode)",
             "decode the source with errors='replace', or drop those characters",
         ) from error
 

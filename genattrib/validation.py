@@ -40,12 +40,13 @@ def is_number(value: object) -> bool:
 
 def _bounds(low: int | float | None, high: int | float | None, strict: bool) -> str:
     """``"in [0, 1]"``, ``"in (0, 1)"``, ``">= 0"``, ``"< 1"`` ... (empty without bounds)."""
+    show = lambda v: str(v) if is_int(v) else f"{v:g}"  # noqa: E731 - ints in full (2**63 - 1 is not 9.2e+18)
     if low is not None and high is not None:
-        return f"in {'(' if strict else '['}{low:g}, {high:g}{')' if strict else ']'}"
+        return f"in {'(' if strict else '['}{show(low)}, {show(high)}{')' if strict else ']'}"
     if low is not None:
-        return f"{'>' if strict else '>='} {low:g}"
+        return f"{'>' if strict else '>='} {show(low)}"
     if high is not None:
-        return f"{'<' if strict else '<='} {high:g}"
+        return f"{'<' if strict else '<='} {show(high)}"
     return ""
 
 

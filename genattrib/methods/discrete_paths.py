@@ -108,6 +108,7 @@ class DiscretePathAttributor(Attributor):
     Params = DiscretePathParams
     granular = True
     default_reduction = "sum"
+    promises_completeness = True
     uses_baseline = True
     step_score_merge = {
         "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up

@@ -56,6 +56,7 @@ class IntegratedGradients(Attributor):
     Params = IGParams
     granular = True
     default_reduction = "sum"
+    promises_completeness = True
     uses_baseline = True
     group_by_sequence = True  # token targets of a sequence read shared forward rows (engine/shared_forward.py)
     step_score_merge = {

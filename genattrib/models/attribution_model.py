@@ -36,6 +36,7 @@ from genattrib.methods import list_methods, method_class
 from genattrib.models import inputs as inp
 from genattrib.models.arguments import build_generation_config
 from genattrib.models.assemble import assemble_output
+from genattrib.models.convergence import warn_if_unconverged
 from genattrib.models.estimate import Estimate, estimate_call
 from genattrib.models.request import (
     AttributionRequest,
@@ -254,6 +255,7 @@ class AttributionModel:
                     done=done,
                 )
         out = assemble_output(self, request, traces, jobs, results, timings)
+        warn_if_unconverged(out, request.attributor)
         out.provenance.timings["total"] = time.perf_counter() - t0
         return record_storage(out, storage, keep, writer)
 

@@ -1,0 +1,64 @@
+"""One warning per call when a path method's scores are dominated by its approximation error.
+
+Integrated gradients and its discrete variants promise that a row's scores add up to
+``F(x) - F(x')``; the step score ``completeness_error`` is how far the quadrature sum is from it.
+With few steps on a log-probability the error can exceed the quantity itself, and scores that
+are mostly error cannot be ranked; :func:`warn_if_unconverged` says so once, with the fix.
+
+Example:
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     out = model.attribute(prompt, " Paris", method="integrated_gradients", n_steps=1)
+    >>> any("completeness_error" in str(w.message) for w in caught)
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from genattrib.engine.contract import Attributor
+from genattrib.errors import GenattribWarning
+from genattrib.output import FeatureAttributionOutput
+
+#: Warn when a row's |completeness_error| exceeds this share of |F(x) - F(x')|.
+COMPLETENESS_TOLERANCE = 0.1
+
+
+def unconverged_share(out: FeatureAttributionOutput) -> float:
+    """The largest ``|completeness_error| / |F(x) - F(x')|`` over the rows of ``out`` (0 when no
+    row says; ``F(x) - F(x')`` is the row's score sum less its error, for dense scores summed over
+    the hidden size)."""
+    worst = 0.0
+    for seq in out.sequences:
+        error, scores = seq.step_scores.get("completeness_error"), seq.scores
+        if error is None or not isinstance(scores, torch.Tensor):
+            continue
+        delta = scores.float().nan_to_num().sum(-1) - error.float()
+        shares = error.float().abs() / delta.abs()
+        shares = shares[(delta.abs() > 1e-6) & torch.isfinite(shares)]
+        if shares.numel():
+            worst = max(worst, float(shares.max()))
+    return worst
+
+
+def warn_if_unconverged(out: FeatureAttributionOutput, method: Attributor) -> None:
+    """A :class:`GenattribWarning` when a completeness-promising method missed by more than
+    :data:`COMPLETENESS_TOLERANCE` on some row."""
+    if not method.promises_completeness or method.default_reduction != "sum":
+        return
+    share = unconverged_share(out)
+    if share > COMPLETENESS_TOLERANCE:
+        name = next((n for n in ("n_steps", "n_anchors") if isinstance(getattr(method.params, n, None), int)), None)
+        more = f"{name}={4 * getattr(method.params, name)}" if name else "more path points"
+        warnings.warn(
+            GenattribWarning(
+                f"{method.name}: on some step the scores miss F(x) - F(x') by {share:.0%} of it (step score "
+                f"completeness_error), so they are partly approximation error; use {more}, or "
+                "attributed_fn='probability' (a flatter path than the log-probability)"
+            ),
+            stacklevel=3,
+        )

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -235,7 +236,12 @@ def test_two_processes_equal_one_process_record_for_record(saved_model, tmp_path
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_records()))
     model = genattrib.load_model(saved_model)
-    reference = genattrib.attribute_dataset(model, data, tmp_path / "one", **SETTINGS).load()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as torchrun's processes: another thread count may round differently
+    try:
+        reference = genattrib.attribute_dataset(model, data, tmp_path / "one", **SETTINGS).load()
+    finally:
+        torch.set_num_threads(threads)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genattrib"]
     command += ["attribute-dataset", str(data), "--out", str(tmp_path / "two"), "--model", str(saved_model)]
     command += ["--method", "saliency", "--max-new-tokens", "3", "--batch-size", "3"]

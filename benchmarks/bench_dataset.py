@@ -135,6 +135,7 @@ def main() -> None:
     common = ["--tokens", str(args.tokens), "--batch-size", str(args.batch_size)]
     common += ["--prompts", str(args.prompts)] if args.prompts else []
     summaries = []
+    load_before = os.getloadavg()  # other work on the machine skews every number: recorded
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         modes = {
@@ -149,6 +150,7 @@ def main() -> None:
         one = genattrib.FeatureAttributionOutput.load(work / "dataset-1")
         two = genattrib.FeatureAttributionOutput.load(work / "dataset-2")
         identical = len(one) == len(two) and all(a.equals(b) for a, b in zip(one, two))
+        max_diff = max(float((a.scores - b.scores).nan_to_num().abs().max()) for a, b in zip(one, two))
         loop_texts = _collect(work / "loop")[0]["texts"]
         same_text = sum(a == s.generated_text for a, s in zip(loop_texts, one.sequences))
     loop = summaries[0]
@@ -163,7 +165,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "genattrib": genattrib.__version__,
+        "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "dataset_1_equals_dataset_2_exactly": identical,
+        "dataset_1_vs_dataset_2_max_abs_difference": max_diff,
         "loop_text_equals_dataset_text": f"{same_text} of {len(loop_texts)}",
         "runs": summaries,
     }
@@ -176,7 +180,8 @@ def main() -> None:
             f"{s['mode']:<10} {s['processes']:>5} {s['seconds']:>8.1f} {s['records_per_s']:>10.3f} "
             f"{s['tokens_per_s']:>9.2f} {s['speedup_vs_loop']:>7.2f}x  {rss}"
         )
-    print(f"dataset-1 == dataset-2 exactly: {identical}; loop text == dataset text: {same_text} of {len(loop_texts)}")
+    print(f"dataset-1 == dataset-2 exactly: {identical} (max |difference| {max_diff:.2e})")
+    print(f"loop text == dataset text: {same_text} of {len(loop_texts)}")
     print(f"wrote {args.json}")
 
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from genattrib.errors import GenattribError, InvalidArgumentError
 from genattrib.models import inputs as inp
 from genattrib.models.request import prepare_request
@@ -68,7 +70,8 @@ def _measure_one(model: AttributionModel, record: Record, chat: bool, max_new_to
         ids = inp.tokenize_prompt(model.tokenizer, prompt)
         extra = max_new_tokens or 0
         if record.target is not None:
-            extra = int(inp.tokenize_continuation(model.tokenizer, ids, record.target, "target").shape[0])
+            target = record.target if isinstance(record.target, str) else torch.tensor(record.target)
+            extra = int(inp.tokenize_continuation(model.tokenizer, ids, target, "target").shape[0])
     except GenattribError as error:
         return Measured(reason=str(error))
     length = int(ids.shape[0])

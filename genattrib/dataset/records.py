@@ -3,7 +3,8 @@
 Each record is a JSON object (one per line in a JSONL file) or a Python ``dict`` with
 
 * ``prompt``: text, or a chat (a list of ``{"role", "content"}`` messages);
-* ``target`` (alias ``continuation``, optional): the continuation to explain instead of generating;
+* ``target`` (alias ``continuation``, optional): the continuation to explain instead of generating,
+  text or a list of token ids (used as they are);
 * ``id`` (optional, a string or an int): the record's name in the results; by default its
   position in the input (the line number from 0 for a JSONL file, blank lines included).
 
@@ -44,7 +45,7 @@ class Record:
     id: RecordId
     index: int
     prompt: Any = None
-    target: str | None = None
+    target: str | list[int] | None = None
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -69,11 +70,16 @@ def _problem(entry: Any) -> str | None:
     else:
         return "the prompt is neither text nor a list of {'role', 'content'} messages"
     target = entry.get("target", entry.get("continuation"))
-    if target is not None and (not isinstance(target, str) or target == ""):
-        return "the target is not a non-empty string"
+    if target is not None and not (isinstance(target, str) and target) and not _ids(target):
+        return "the target is neither non-empty text nor a non-empty list of token ids"
     if "id" in entry and (isinstance(entry["id"], bool) or not isinstance(entry["id"], (str, int))):
         return "the id is neither a string nor an int"
     return None
+
+
+def _ids(value: Any) -> bool:
+    """A non-empty list of token ids."""
+    return isinstance(value, list) and bool(value) and all(type(i) is int for i in value)
 
 
 def _record(index: int, entry: Any, error: str | None = None) -> Record:

@@ -3,6 +3,10 @@ the in-memory benchmark's numbers, resumes without redoing work, and splits over
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -87,3 +91,36 @@ def test_metric_parts_of_two_ranks_merge_to_the_whole(tiny_llama, tmp_path):
         torch.testing.assert_close(merged.per_step[name], whole.per_step[name], equal_nan=True)
         assert merged.summary[name].value == pytest.approx(whole.summary[name].value, abs=1e-5)
     assert subset_steps(steps, [1]).example.unique().tolist() == [1]
+
+
+def test_evaluate_command_in_two_processes_gives_the_one_process_numbers(tmp_path):
+    from test_dataset import _env
+    from tiny import make_model, make_tokenizer
+
+    tokenizer = make_tokenizer()
+    make_model("llama", tokenizer).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    model = genattrib.load_model(tmp_path / "model")
+    options = {**OPTIONS, "n_bootstrap": 1000}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as torchrun's processes
+    try:
+        reference = genattrib.benchmark(model, ["saliency"], "wikitext", **options)
+    finally:
+        torch.set_num_threads(threads)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "genattrib", "evaluate"]
+    command += ["--methods", "saliency", "--dataset", "wikitext", "--metrics", ",".join(OPTIONS["metrics"])]
+    command += ["--max-new-tokens", "3", "--max-examples", "4", "--model", str(tmp_path / "model")]
+    command += ["--out-dir", str(tmp_path / "run"), "--json", "eval.json", "--html", "eval.html"]
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "evaluation" / "saliency").iterdir()) == [
+        "part-000-of-002.safetensors",
+        "part-001-of-002.safetensors",
+    ]
+    rows = {(r["method"], r["metric"]): r for r in json.loads((tmp_path / "eval.json").read_text())["rows"]}
+    for run in reference.runs:
+        for name, interval in run.result.summary.items():
+            row = rows[(run.method, name)]
+            assert row["n"] == interval.n == 4
+            assert row["value"] == pytest.approx(interval.value, abs=1e-5)

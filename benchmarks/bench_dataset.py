@@ -2,14 +2,15 @@
 in one and in two processes (``torchrun --nproc_per_node 2``, gloo, CPU).
 
 The 22 wikitext prompts (genattrib/data/wikitext_prompts.txt), ``--tokens`` generated tokens each
-(greedy), saliency, the default model (SmolLM2-135M-Instruct, fp32). Each mode runs in fresh
-processes, so each peak RSS is that process's own:
+(greedy), saliency, the default model (SmolLM2-135M-Instruct, fp32), ``--threads`` intra-op
+threads per process (default 1, torchrun's default: two processes then use two cores, where one
+process uses one). Each mode runs in fresh processes, so each peak RSS is that process's own:
 
 - ``loop``: one process, ``for prompt in prompts: model.attribute(prompt, max_new_tokens=T)``;
 - ``dataset-1``: one process, ``genattrib.attribute_dataset(model, records, out_dir, ...)``
   (records sorted by length into batches of ``--batch-size``; one ``attribute()`` call a batch);
 - ``dataset-2``: the same under ``torchrun --nproc_per_node 2``: each process loads the model
-  and runs every other batch (torch's default there: one intra-op thread per process).
+  and runs every other batch.
 
 Throughput counts records and target (generated, attributed) tokens per second of the
 attribution phase: from after the model is loaded until the last process is done (the manifest
@@ -47,6 +48,7 @@ def worker(args: argparse.Namespace) -> None:
     import genattrib
     from genattrib.evaluation.datasets import load_dataset
 
+    torch.set_num_threads(args.threads)
     prompts = [example.prompt for example in load_dataset("wikitext", args.prompts)]
     t0 = time.perf_counter()
     model = genattrib.load_model(method="saliency")
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="use only the first N prompts (default: all 22)")
     parser.add_argument("--batch-size", type=int, default=8, help="records per batch (default: 8)")
     parser.add_argument("--json", default="docs/results/dataset.json", help="where to write the numbers")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per process (default: 1)")
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)  # worker processes only
     parser.add_argument("--out-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -132,7 +135,8 @@ def main() -> None:
     import genattrib
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")])}
-    common = ["--tokens", str(args.tokens), "--batch-size", str(args.batch_size)]
+    env["OMP_NUM_THREADS"] = str(args.threads)  # torchrun would set 1
+    common = ["--tokens", str(args.tokens), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     common += ["--prompts", str(args.prompts)] if args.prompts else []
     summaries = []
     load_before = os.getloadavg()  # other work on the machine skews every number: recorded
@@ -163,6 +167,7 @@ def main() -> None:
         "max_new_tokens": args.tokens,
         "batch_size": args.batch_size,
         "cpus": os.cpu_count(),
+        "threads_per_process": args.threads,
         "torch": torch.__version__,
         "genattrib": genattrib.__version__,
         "load_average_before_after": [list(load_before), list(os.getloadavg())],

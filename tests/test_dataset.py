@@ -253,3 +253,12 @@ def test_two_processes_equal_one_process_record_for_record(saved_model, tmp_path
     assert {f["id"] for f in manifest["failures"]} == {"empty", "long"}
     two = FeatureAttributionOutput.load(tmp_path / "two")
     assert len(two) == 10 and same_records(two, reference)
+
+
+def test_storage_options_reach_every_call(tiny_llama, tmp_path):
+    run = genattrib.attribute_dataset(tiny_llama, make_records(4), tmp_path / "out", top_k=2, **SETTINGS)
+    out = run.load()
+    assert run.done == 4 and all(s.sparse_scores is not None and s.sparse_scores.k == 2 for s in out)
+    with pytest.raises(InvalidArgumentError) as err:
+        genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "bad", granular_budget_mb=-1)
+    assert err.value.argument == "granular_budget_mb"

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from genattrib.engine import GRANULAR_BUDGET_MB
 from genattrib.errors import GenattribError, InvalidArgumentError
 from genattrib.models import inputs as inp
 from genattrib.models.request import prepare_request
+from genattrib.models.storage import check_storage
 
 if TYPE_CHECKING:
     from genattrib.dataset.records import Record
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Measured", "check_call", "measure"]
 
+#: attribute() arguments about storing the scores (checked apart: prepare_request does not take them).
+STORAGE = ("top_k", "granular_budget_mb")
 #: attribute() arguments that a dataset run sets itself, per record or per batch.
 RESERVED = ("inputs", "continuation", "target", "stream_to", "show_progress", "batch_size")
 
@@ -58,7 +62,11 @@ def check_call(model: AttributionModel, prompt: Any, chat: bool, kwargs: Mapping
             "attribute_dataset sets this itself (targets come from the records, batches from batch_size)",
             "put forced targets in the records ('target'), and pass batch_size= for records per batch",
         )
-    request = prepare_request(model, [prompt], chat=chat, **kwargs)
+    storage = {k: kwargs[k] for k in STORAGE if k in kwargs}
+    check_storage(
+        storage.get("top_k"), None, storage.get("granular_budget_mb", GRANULAR_BUDGET_MB), kwargs.get("keep_granular")
+    )
+    request = prepare_request(model, [prompt], chat=chat, **{k: v for k, v in kwargs.items() if k not in STORAGE})
     return request.generation_config.max_new_tokens
 
 

@@ -64,6 +64,7 @@ def worker(args: argparse.Namespace) -> None:
             texts.append(seq.generated_text)
             tokens += len(seq.tokens) - seq.prompt_length
         records = len(prompts)
+        busy = time.perf_counter() - t1
     else:
         run = genattrib.attribute_dataset(
             model,
@@ -73,7 +74,7 @@ def worker(args: argparse.Namespace) -> None:
             max_new_tokens=args.tokens,
             show_progress=False,
         )
-        records, tokens, texts = run.ran, run.target_tokens, None
+        records, tokens, texts, busy = run.ran, run.target_tokens, None, run.seconds
     seconds = time.perf_counter() - t1
     result = {
         "mode": args.mode,
@@ -81,6 +82,7 @@ def worker(args: argparse.Namespace) -> None:
         "threads": torch.get_num_threads(),
         "load_seconds": loaded,
         "seconds": seconds,
+        "busy_seconds": busy,  # until this process's last batch (before waiting for the others)
         "records": records,
         "target_tokens": tokens,
         "peak_rss_mb": _peak_rss_mb(),
@@ -113,6 +115,8 @@ def _summary(mode: str, ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "target_tokens": tokens,
         "records_per_s": records / seconds,
         "tokens_per_s": tokens / seconds,
+        "records_per_process": [r["records"] for r in ranks],
+        "busy_seconds_per_process": [r.get("busy_seconds", r["seconds"]) for r in ranks],
         "load_seconds": [r["load_seconds"] for r in ranks],
         "peak_rss_mb": [r["peak_rss_mb"] for r in ranks],
     }

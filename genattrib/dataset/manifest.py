@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,15 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, allow_nan=False, default=str))
 
 
-def check_folder(out_dir: object, fingerprint: dict[str, Any]) -> Path:
-    """``out_dir`` checked: new, empty, or the folder of the same run (which then resumes)."""
-    if not isinstance(out_dir, (str, Path)) or not str(out_dir):
+def check_folder(out_dir: object, fingerprint: dict[str, Any] | None = None) -> Path:
+    """``out_dir`` checked: new, empty, or the folder of a dataset run (with ``fingerprint``: of
+    the same run, which then resumes)."""
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
         raise InvalidArgumentError("out_dir", f"must be a folder path, got {out_dir!r}", "pass out_dir='runs/wikitext'")
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise InvalidArgumentError("out_dir", f"{str(folder)!r} is a file", "pass a folder path (created if missing)")
-    if dataset_files.is_dataset_folder(folder):
+    if dataset_files.is_dataset_folder(folder) and fingerprint is not None:
         old = dataset_files.read_manifest(folder, "out_dir").get("fingerprint")
         if old != fingerprint:
             changed = sorted(k for k in set(old or {}) | set(fingerprint) if (old or {}).get(k) != fingerprint.get(k))
@@ -46,7 +48,7 @@ def check_folder(out_dir: object, fingerprint: dict[str, Any]) -> Path:
                 f"{str(folder)!r} holds a different dataset run (differs in: {', '.join(changed)})",
                 "repeat the same call to resume it, or pass a new or empty folder",
             )
-    elif folder.is_dir() and any(folder.iterdir()):
+    elif not dataset_files.is_dataset_folder(folder) and folder.is_dir() and any(folder.iterdir()):
         raise InvalidArgumentError(
             "out_dir",
             f"{str(folder)!r} is a folder with other files and no {dataset_files.MANIFEST}",

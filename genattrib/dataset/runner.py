@@ -120,6 +120,7 @@ def attribute_dataset(
         if not isinstance(value, bool):
             raise InvalidArgumentError(name, f"{value!r} is not a bool", "pass True or False")
     records = read_records(data)
+    check_folder(out_dir)  # a file, or a folder of other files: fail before the model loads
     processes = current_processes()
     model = _model(model_or_name, method, dtype, device_map, dict(load_kwargs or {}), processes)
     method = method or model.method

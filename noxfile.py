@@ -13,6 +13,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
+    nox -s bench-dataset             # attribute() loop vs attribute_dataset, 1 and 2 processes
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ def bench_longform(session: nox.Session) -> None:
     2,048 generated tokens (token vs sentence saliency, sentence-source occlusion, context ablation)."""
     _install_genattrib(session, "")
     session.run("python", "benchmarks/bench_longform.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON, name="bench-dataset")
+def bench_dataset(session: nox.Session) -> None:
+    """attribute() in a loop vs attribute_dataset in 1 and 2 processes (docs/benchmarks.md)."""
+    _install_genattrib(session, "")
+    session.run("python", "benchmarks/bench_dataset.py", *session.posargs, env=OFFLINE_ENV)
 
 
 @nox.session(python=PYTHON, name="bench-estimate")

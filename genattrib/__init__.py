@@ -9,6 +9,7 @@ Example:
     ...
 """
 
+from genattrib.dataset import DatasetRun, attribute_dataset  # noqa: E402
 from genattrib.errors import (  # noqa: E402
     GenattribError,
     GenattribWarning,
@@ -30,6 +31,7 @@ __all__ = [
     "AttributionModel",
     "BenchmarkResult",
     "CharSpans",
+    "DatasetRun",
     "EvaluationResult",
     "FeatureAttributionOutput",
     "GenattribError",
@@ -39,6 +41,7 @@ __all__ = [
     "SequenceAttribution",
     "UnknownNameError",
     "UnsupportedModelError",
+    "attribute_dataset",
     "benchmark",
     "describe_methods",
     "evaluate",

@@ -1,4 +1,4 @@
-"""Command line: ``genattrib attribute | show | evaluate | methods | targets``.
+"""Command line: ``genattrib attribute | attribute-dataset | show | evaluate | methods | targets``.
 
 Example::
 
@@ -6,6 +6,7 @@ Example::
     $ genattrib attribute "Why is the sky blue?" --chat --method integrated_gradients --param n_steps=32
     $ genattrib attribute "Tell me a story." --max-new-tokens 512 --dry-run
     $ genattrib attribute "Tell me a story." --max-new-tokens 512 --top-k 20 --stream-to story/
+    $ genattrib attribute-dataset prompts.jsonl --out runs/prompts --max-new-tokens 32
     $ genattrib show paris.json --step 0
     $ genattrib show paris.json --html paris.html
     $ genattrib evaluate --methods saliency,integrated_gradients,reagent --dataset wikitext
@@ -31,6 +32,7 @@ from rich.text import Text
 
 import genattrib
 from genattrib.cli_args import parse_max_memory, parse_param, parse_value, split_list
+from genattrib.cli_dataset import add_attribute_dataset, run_attribute_dataset
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
 from genattrib.models.loading import DTYPE_NAMES
@@ -164,10 +166,12 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``genattrib`` argument parser (sub-commands attribute, show, evaluate, methods, targets)."""
+    """The ``genattrib`` argument parser (sub-commands attribute, attribute-dataset, show, evaluate, methods,
+    targets)."""
     parser = argparse.ArgumentParser(prog="genattrib", description="Explain what a generative language model wrote.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_attribute(sub)
+    add_attribute_dataset(sub)
     show = sub.add_parser("show", help="show a result saved with --save / FeatureAttributionOutput.save")
     show.add_argument("path", metavar="PATH", help="a .json or .safetensors result, or a --stream-to folder")
     show.add_argument(
@@ -327,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "attribute":
             return _run_attribute(args, console)
+        if args.command == "attribute-dataset":
+            return run_attribute_dataset(args, console)
         if args.command == "show":
             return _run_show(args, console)
         if args.command == "evaluate":

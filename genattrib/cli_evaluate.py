@@ -4,6 +4,7 @@ Example::
 
     $ genattrib evaluate --methods saliency,integrated_gradients,reagent --dataset wikitext \\
         --max-new-tokens 10 --method-param integrated_gradients.n_steps=16
+    $ torchrun --nproc_per_node 4 -m genattrib evaluate --methods saliency,occlusion --out-dir runs/eval
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.text import Text
 
 import genattrib
 from genattrib.cli_args import parse_value, split_list
+from genattrib.evaluation.on_dataset import is_main_process
 from genattrib.models.loading import DTYPE_NAMES
 from genattrib.seeding import DEFAULT_SEED
 
@@ -74,6 +76,14 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-random", action="store_true", help="leave out the random-scores reference row")
     p.add_argument(
+        "--out-dir",
+        default=None,
+        metavar="DIR",
+        help="run on the dataset runner: attributions and metrics written to DIR, split over the processes of "
+        "accelerate launch / torchrun, resumed by the same command",
+    )
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="records per batch with --out-dir")
+    p.add_argument(
         "--json",
         default="genattrib-evaluation.json",
         metavar="PATH",
@@ -122,7 +132,11 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
         include_random=not args.no_random,
         checkpoint=args.json,
         on_method_done=progress,
+        out_dir=args.out_dir,
+        batch_size=args.batch_size,
     )
+    if not is_main_process():
+        return 0  # rank 0 reports
     result.show(console)
     json_path = result.save_json(args.json)
     html_path = result.save_html(args.html)

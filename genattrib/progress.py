@@ -45,29 +45,38 @@ def progress_bar(
     delay: float = DELAY_S,
     clock: Callable[[], float] = time.monotonic,
     console: Any = None,
-) -> Iterator[Callable[[], None]]:
-    """Yield an ``advance()`` callable to call after each of ``total`` steps.
+    unit: str | None = None,
+) -> Iterator[Callable[..., None]]:
+    """Yield an ``advance(n=1)`` callable to call as steps finish (``total`` in all).
 
     ``show``: None (default) for a bar on a terminal (stderr is a TTY) once the run takes, or
     is estimated to take, over ``delay`` seconds; True to show it at once on any output; False
-    for none. ``clock`` and ``console`` (a rich Console) are for tests.
+    for none. ``unit`` (e.g. ``"records"``) adds the rate, "12.5 records/s". ``clock`` and
+    ``console`` (a rich Console) are for tests.
     """
     if show is False or (show is None and not (total > 1 and sys.stderr.isatty())):
-        yield lambda: None
+        yield lambda n=1: None
         return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            speed = task.finished_speed or task.speed
+            return TextColumn(f"{speed:.2f} {unit}/s" if speed else f"? {unit}/s").render(task)
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *([RateColumn()] if unit else []),
         TimeElapsedColumn(),
         TextColumn("remaining"),
         TimeRemainingColumn(),
@@ -82,10 +91,10 @@ def progress_bar(
         progress.start()
         shown = True
 
-    def advance() -> None:
+    def advance(n: int = 1) -> None:
         nonlocal done, shown
-        done += 1
-        progress.advance(task)
+        done += n
+        progress.advance(task, n)
         if not shown and should_appear(clock() - start, done, total, delay):
             progress.start()
             shown = True

@@ -33,8 +33,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("faithfulness core", ("faithfulness",)),
     ("attribution methods", ("methods",)),
     ("models", ("models",)),
-    ("evaluation API", ("evaluation",)),
-    ("entry points", ("cli", "cli_args", "cli_evaluate", "__main__", TOP)),
+    ("evaluation API and dataset runs", ("evaluation", "dataset")),
+    ("entry points", ("cli", "cli_args", "cli_dataset", "cli_evaluate", "__main__", TOP)),
 )
 LAYER = {unit: index for index, (_, units) in enumerate(LAYERS) for unit in units}
 

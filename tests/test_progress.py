@@ -87,3 +87,15 @@ def test_attribute_passes_show_progress_to_the_bar(tiny_llama, monkeypatch):
 @pytest.mark.parametrize("total", [0, 1])
 def test_tiny_runs_never_show_a_bar_by_default(total, monkeypatch):
     assert run(total, [10.0] * total, None, True, monkeypatch) == ""
+
+
+def test_a_bar_with_a_unit_shows_the_rate_and_advances_by_several(monkeypatch):
+    """attribute_dataset's bar: records per second, several records a batch."""
+    clock, buffer = FakeClock(), io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    with progress_bar(40, "attribute-dataset", True, clock=clock, console=console, unit="records") as advance:
+        for _ in range(3):
+            clock.now += 2.0
+            advance(8)  # a batch of 8 records every 2 s
+    shown = buffer.getvalue()
+    assert "24/40" in shown and "4.00 records/s" in shown and "0:00:04" in shown  # 16 records left at 4/s

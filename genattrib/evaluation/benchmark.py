@@ -27,6 +27,8 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.evaluation.benchmark_result import BenchmarkResult, MethodRun
 from genattrib.evaluation.datasets import Example, load_dataset
 from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics
+from genattrib.evaluation.on_dataset import attribute_on_dataset, is_main_process, shared_targets
+from genattrib.evaluation.split import evaluate_split
 from genattrib.faithfulness.bootstrap import summarize
 from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.methods import method_class
@@ -95,6 +97,8 @@ def benchmark(
     show_progress: bool | None = None,
     checkpoint: str | Path | None = None,
     on_method_done: Callable[[MethodRun], None] | None = None,
+    out_dir: str | Path | None = None,
+    batch_size: int = 8,
 ) -> BenchmarkResult:
     """Attribute ``dataset`` with every method in ``methods`` and score each with ``metrics``.
 
@@ -104,6 +108,11 @@ def benchmark(
     ``save_json()``, ``save_html()``). With ``checkpoint``, the JSON of the methods finished so
     far is rewritten after each method (long runs keep their partial results);
     ``on_method_done(run)`` is called after each method (e.g. to print progress).
+
+    With ``out_dir``, the run goes through the dataset runner (:mod:`genattrib.evaluation.on_dataset`):
+    each method's attributions are written by ``attribute_dataset`` to ``out_dir/attributions/<method>``
+    (``batch_size`` records a batch) and the metrics to ``out_dir/evaluation/<method>``, both split
+    over the processes of ``accelerate launch`` / ``torchrun`` and resumed by a rerun.
     """
     names = _check(model, methods, max_new_tokens, every)
     metric_names = resolve_metrics(metrics)
@@ -124,7 +133,10 @@ def benchmark(
         evaluate_every, generate_seconds = 1, 0.0
     else:  # the model writes once; every method explains the same tokens
         t = time.perf_counter()
-        targets = model.generate(prompts, max_new_tokens=max_new_tokens, do_sample=False)
+        if out_dir is None:
+            targets = model.generate(prompts, max_new_tokens=max_new_tokens, do_sample=False)
+        else:
+            targets = shared_targets(model, prompts, max_new_tokens, Path(out_dir))
         keep = [i for i, t in enumerate(targets) if t.numel()]
         if not keep:
             raise InvalidArgumentError(
@@ -150,21 +162,31 @@ def benchmark(
     reference_steps = None
     for name in names:
         t = time.perf_counter()
-        out = model.attribute(
-            prompts,
-            continuation=targets,
-            method=name,
-            seed=seed,
-            show_progress=show_progress,
-            **dict(kwargs.get(name, {})),
-        )
+        if out_dir is None:
+            out = model.attribute(
+                prompts,
+                continuation=targets,
+                method=name,
+                seed=seed,
+                show_progress=show_progress,
+                **dict(kwargs.get(name, {})),
+            )
+            kept = examples
+        else:
+            out, kept = attribute_on_dataset(
+                model, examples, targets, name, Path(out_dir), seed, batch_size, show_progress, kwargs.get(name, {})
+            )
         attribute_seconds = time.perf_counter() - t
         steps = collect_steps(out.steps(0, 1) if token_level else out, evaluate_every)
         reference_steps = steps
-        result = evaluate_steps(model, steps, metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
+        if out_dir is None:
+            result = evaluate_steps(model, steps, metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
+        else:
+            folder = Path(out_dir) / "evaluation" / name
+            result = evaluate_split(model, steps, metric_names, folder=folder, k=k, seed=seed, n_bootstrap=n_bootstrap)
         extra = {}
         if token_level:
-            mass, share = distractor_mass(out, examples)
+            mass, share = distractor_mass(out, kept)
             extra["distractor_mass"] = summarize(mass, None, "mean", n_bootstrap, seed)
             extra["distractor_share"] = summarize(share, None, "mean", n_bootstrap, seed)
         runs.append(
@@ -178,16 +200,21 @@ def benchmark(
                 rows=out.provenance.work.get("rows", 0),
             )
         )
-        if checkpoint is not None:
+        if checkpoint is not None and is_main_process():
             BenchmarkResult(list(runs), {**info, "partial": True, "wall_seconds": time.perf_counter() - t0}).save_json(
                 checkpoint
             )
-        if on_method_done is not None:
+        if on_method_done is not None and is_main_process():
             on_method_done(runs[-1])
     if include_random and reference_steps is not None:
-        result = evaluate_steps(
-            model, random_steps(reference_steps, seed), metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap
-        )
+        reference = random_steps(reference_steps, seed)
+        if out_dir is None:
+            result = evaluate_steps(model, reference, metric_names, k=k, seed=seed, n_bootstrap=n_bootstrap)
+        else:
+            folder = Path(out_dir) / "evaluation" / RANDOM
+            result = evaluate_split(
+                model, reference, metric_names, folder=folder, k=k, seed=seed, n_bootstrap=n_bootstrap
+            )
         runs.append(MethodRun(RANDOM, result, 0.0, {"seed": seed}, {}, tokens=0, rows=0))
     info["wall_seconds"] = time.perf_counter() - t0
     return BenchmarkResult(runs, info)

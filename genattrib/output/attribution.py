@@ -21,7 +21,7 @@ from typing import Any
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.output import serialization, stream
+from genattrib.output import dataset_files, serialization, stream
 from genattrib.output.provenance import Provenance
 from genattrib.output.rows import SequenceRows
 from genattrib.output.scores import SparseScores
@@ -196,13 +196,39 @@ class FeatureAttributionOutput:
         """Load a result saved with :meth:`save`, or the folder of ``attribute(..., stream_to=folder)``.
 
         A folder is opened lazily: each sequence's rows are read from the shards when its
-        ``scores`` (or one row, :meth:`SequenceAttribution.score_row`) are asked for.
+        ``scores`` (or one row, :meth:`SequenceAttribution.score_row`) are asked for. The
+        ``out_dir`` of ``genattrib.attribute_dataset`` loads whole, every process's shards merged,
+        one sequence per finished record in input order (``provenance.storage["dataset"]`` lists
+        their ids).
         """
+        if dataset_files.is_dataset_folder(path):
+            return cls._load_dataset(path)
         if Path(path).is_dir():
             meta, tensors, stored = stream.read_stream(path)
             return cls.decode(meta, tensors, stored)
         meta, tensors = serialization.read(path)
         return cls.decode(meta, tensors)
+
+    @classmethod
+    def _load_dataset(cls, path: str | Path) -> FeatureAttributionOutput:
+        """The records of a dataset folder (see :mod:`genattrib.output.dataset_files`), in input order."""
+        manifest, shards = dataset_files.read_dataset(path)
+        if not shards:
+            return cls([], Provenance.from_dict(manifest.get("provenance") or {}))
+        merged = cls.merge([cls.decode(meta, tensors) for meta, tensors in shards])
+        positions = [p for meta, _ in shards for p in meta["dataset"]["positions"]]
+        order = sorted(range(len(positions)), key=positions.__getitem__)
+        ids = manifest["record_ids"]
+        merged.sequences = [merged.sequences[i] for i in order]
+        merged.provenance.storage = {
+            **merged.provenance.storage,
+            "dataset": {
+                "folder": str(path),
+                "record_ids": [ids[positions[i]] for i in order],
+                "failed": len(manifest.get("failures", [])),
+            },
+        }
+        return merged
 
     @classmethod
     def decode(

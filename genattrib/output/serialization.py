@@ -59,8 +59,9 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
             tmp.unlink()
 
 
-def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
-    """Write ``meta`` (JSON-able) and ``tensors`` to one file at ``path``."""
+def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor], durable: bool = False) -> Path:
+    """Write ``meta`` (JSON-able) and ``tensors`` to one file at ``path`` (``durable``: see
+    :func:`atomic_write_bytes`)."""
     path = Path(path)
     kind = _check_suffix(path)
     contiguous = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}  # no shared storage
@@ -71,7 +72,7 @@ def write(path: str | Path, meta: dict[str, Any], tensors: dict[str, Tensor]) ->
     else:
         metadata = {"format": FORMAT, "meta": json.dumps(meta, ensure_ascii=False, allow_nan=False)}
         data = save_tensors_bytes(contiguous, metadata=metadata)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, durable)
     return path
 
 

@@ -21,6 +21,7 @@ from genattrib.errors import MissingDependencyError
 from genattrib.evaluation.result import EvaluationResult
 from genattrib.faithfulness.bootstrap import Interval
 from genattrib.faithfulness.metrics import METRICS
+from genattrib.output.serialization import atomic_write_bytes
 
 #: Extra per-method figures that are not faithfulness metrics: (lower is better, description).
 EXTRAS = {
@@ -139,7 +140,7 @@ class BenchmarkResult:
 
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1, default=str))
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1, default=str).encode("utf-8"))
         return path
 
     @classmethod
@@ -177,7 +178,7 @@ class BenchmarkResult:
         from genattrib.evaluation.report import benchmark_html
 
         path = Path(path)
-        path.write_text(benchmark_html(self), encoding="utf-8")
+        atomic_write_bytes(path, benchmark_html(self).encode("utf-8"))
         return path
 
     def show(self, console: Any = None) -> None:

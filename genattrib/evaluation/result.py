@@ -22,6 +22,7 @@ from torch import Tensor
 
 from genattrib.faithfulness.bootstrap import Interval, per_example_means
 from genattrib.faithfulness.metrics import METRICS
+from genattrib.output.serialization import atomic_write_bytes
 
 
 def _finite(x: float) -> float | None:
@@ -84,7 +85,7 @@ class EvaluationResult:
 
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1).encode("utf-8"))
         return path
 
     def show(self, console: Any = None) -> None:

@@ -45,7 +45,10 @@ def _check_suffix(path: Path) -> str:
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """Write ``data`` to a temporary file next to ``path``, then move it to ``path`` (``durable``:
-    flush it to disk first, so that it survives a power cut too, not only a killed process)."""
+    flush it to disk first, so that it survives a power cut too, not only a killed process). A
+    write that fails halfway (disk full, a file-size limit) leaves an earlier ``path`` as it was.
+    Missing parent folders are created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:

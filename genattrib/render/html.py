@@ -33,6 +33,7 @@ from typing import Any
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
+from genattrib.output.serialization import atomic_write_bytes
 from genattrib.render.html_data import output_payload, script_json
 from genattrib.render.html_provenance import provenance_table
 from genattrib.render.tokens import display_token
@@ -209,6 +210,5 @@ def save_html(out: FeatureAttributionOutput, path: str | Path, **kwargs: Any) ->
     path = Path(path)
     if path.is_dir():
         raise InvalidArgumentError("path", f"{path} is a folder", "give a file name such as page.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_html(out, **kwargs), encoding="utf-8")
+    atomic_write_bytes(path, to_html(out, **kwargs).encode("utf-8"))  # a failed write keeps the old page
     return path

@@ -207,7 +207,14 @@ class FeatureAttributionOutput:
             meta, tensors, stored = stream.read_stream(path)
             return cls.decode(meta, tensors, stored)
         meta, tensors = serialization.read(path)
-        return cls.decode(meta, tensors)
+        try:
+            return cls.decode(meta, tensors)
+        except (KeyError, ValueError, IndexError, TypeError, AttributeError, RecursionError) as error:
+            raise InvalidArgumentError(
+                "path",
+                f"{str(path)!r} is a genattrib file, but its content is damaged ({type(error).__name__}: {error})",
+                "save the result again from its source, or re-run the attribution",
+            ) from error
 
     @classmethod
     def _load_dataset(cls, path: str | Path) -> FeatureAttributionOutput:

@@ -62,6 +62,13 @@ class SequenceAttribution:
         shape = self.scores_shape
         if len(shape) != 2 or shape[1] != n:
             raise ValueError(f"scores must be (generated, {n}), got {shape}")
+        if not (isinstance(self.prompt_length, int) and 0 <= self.prompt_length <= n):
+            raise ValueError(f"prompt_length {self.prompt_length!r} is not a position in [0, {n}]")
+        if not (isinstance(self.step_start, int) and self.step_start >= 0):
+            raise ValueError(f"step_start {self.step_start!r} is not a step index >= 0")
+        dtype = getattr(self.__dict__["scores"], "dtype", None)
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            raise ValueError(f"scores must be floating point, got {dtype}")
         if self.special_mask is None:
             self.special_mask = torch.zeros(n, dtype=torch.bool)
         if self.token_roles is not None and len(self.token_roles) != n:

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors_bytes
 from safetensors.torch import save as save_tensors_bytes
 from torch import Tensor
@@ -115,7 +116,11 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         meta, tensors = _read_json(path) if kind == "json" else _read_safetensors(path)
     except InvalidArgumentError:
         raise
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, OSError) as error:
+    except PermissionError as error:
+        raise InvalidArgumentError(
+            "path", f"permission denied reading {str(path)!r}", "check the file's permissions (or run as its owner)"
+        ) from error
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, OSError, RecursionError, SafetensorError) as error:
         raise _not_ours(path) from error
     if not isinstance(meta, dict):
         raise _not_ours(path)

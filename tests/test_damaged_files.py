@@ -1,0 +1,80 @@
+"""Every malformed result file gets a genattrib error naming `path` (not a KeyError, IndexError,
+RecursionError or a load that crashes later), and `genattrib show` prints one line and exits 2."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from genattrib.cli import main
+from genattrib.errors import InvalidArgumentError
+from genattrib.output import FeatureAttributionOutput
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_llama, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("damaged")
+    out = tiny_llama.attribute("The capital of France is", " Paris")
+    out.save(folder / "ok.json")
+    out.save(folder / "ok.safetensors")
+    return folder
+
+
+def _json_variant(folder: Path, name: str, change) -> Path:
+    doc = json.loads((folder / "ok.json").read_text())
+    change(doc["meta"]["sequences"][0])
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+DAMAGE = {
+    "missing_key": lambda seq: seq.pop("tokens"),
+    "count_mismatch": lambda seq: seq.__setitem__("tokens", ["a"]),
+    "huge_prompt_length": lambda seq: seq.__setitem__("prompt_length", 10**9),
+    "negative_step_start": lambda seq: seq.__setitem__("step_start", -3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGE))
+def test_damaged_json_content_is_a_genattrib_error(saved, name):
+    path = _json_variant(saved, name, DAMAGE[name])
+    with pytest.raises(InvalidArgumentError, match="damaged") as info:
+        FeatureAttributionOutput.load(path)
+    assert info.value.argument == "path"
+
+
+def test_damaged_containers_are_genattrib_errors(saved):
+    deep = saved / "deep.json"
+    deep.write_text('{"format": "genattrib", "meta": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    data = (saved / "ok.safetensors").read_bytes()
+    truncated = saved / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    huge_header = saved / "huge_header.safetensors"
+    huge_header.write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    for path in (deep, truncated, huge_header):
+        with pytest.raises(InvalidArgumentError) as info:
+            FeatureAttributionOutput.load(path)
+        assert info.value.argument == "path", path
+
+
+def test_show_on_a_damaged_file_prints_one_line_and_exits_2(saved, capsys):
+    path = _json_variant(saved, "for_cli", DAMAGE["missing_key"])
+    assert main(["show", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "damaged" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_reported_as_a_permission_problem(saved):
+    path = saved / "locked.json"
+    path.write_bytes((saved / "ok.json").read_bytes())
+    path.chmod(0)
+    try:
+        with pytest.raises(InvalidArgumentError, match="permission"):
+            FeatureAttributionOutput.load(path)
+    finally:
+        path.chmod(0o600)

@@ -22,6 +22,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from genattrib.models.loading import DTYPE_NAMES
 from genattrib.models.sources import SOURCE_NAMES
 from genattrib.models.units import UNIT_NAMES
 from genattrib.output.attribution import FeatureAttributionOutput
+from genattrib.output.serialization import check_save_path
 
 __all__ = ["build_parser", "main", "parse_param", "parse_value"]
 
@@ -241,6 +243,7 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
     clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs"}))
     if clash:
         raise _UsageError(f"--param {', '.join(clash)} clashes with an option; use the option instead")
+    _check_outputs(args)  # a bad --save/--html path is found now, not after the whole run
     model = genattrib.load_model(args.model, **load_options)
     if args.dry_run:
         console.print(Text(str(model.estimate(inputs, args.continuation, **options, **params))))
@@ -254,6 +257,18 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
     if args.html:
         _write_html(out, args.html, console)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse a ``--save``/``--html`` path that could not be written, before the model loads."""
+    if args.html and Path(args.html).suffix.lower() not in (".html", ".htm"):
+        raise _UsageError(f"--html {args.html}: end the file name in .html")
+    for option, path in (("--save", args.save), ("--html", args.html and Path(args.html).with_suffix(".json"))):
+        if path:
+            try:
+                check_save_path(path)  # for --html: the same folder checks, on a .json stand-in
+            except GenattribError as exc:
+                raise _UsageError(f"{option}: {' '.join(str(exc).split())}") from exc
 
 
 def _write_html(out: Any, path: str, console: Console) -> None:

@@ -78,3 +78,21 @@ def test_an_unreadable_file_is_reported_as_a_permission_problem(saved):
             FeatureAttributionOutput.load(path)
     finally:
         path.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    "option,value,needle",
+    [
+        ("--save", "result.txt", "format"),
+        ("--html", "page.txt", ".html"),
+        ("--save", "blocker/result.json", "is a file"),
+        ("--html", "blocker/page.html", "is a file"),
+    ],
+)
+def test_bad_output_paths_are_refused_before_the_run(tmp_path, capsys, monkeypatch, option, value, needle):
+    import genattrib
+
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    monkeypatch.setattr(genattrib, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    code = main(["attribute", "The capital of France is", option, str(tmp_path / value)])
+    assert code == 2 and needle in capsys.readouterr().err

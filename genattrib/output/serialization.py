@@ -33,6 +33,30 @@ _JSON_SUFFIXES = {".json"}
 _ST_SUFFIXES = {".safetensors", ".st"}
 
 
+def check_save_path(path: str | Path) -> Path:
+    """Check a path :func:`write` will write before any work: a known suffix, and not a folder
+    nor under a file (missing folders are fine: they are created).
+
+    Example:
+        >>> check_save_path("runs/paris.json")
+        PosixPath('runs/paris.json')
+    """
+    path = Path(path)
+    _check_suffix(path)
+    _check_writable_place(path)
+    return path
+
+
+def _check_writable_place(path: Path) -> None:
+    if path.is_dir():
+        raise InvalidArgumentError("path", f"{str(path)!r} is a folder", "give a file name such as result.json")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InvalidArgumentError(
+            "path", f"{str(blocked)!r} is a file, so {str(path)!r} cannot be created under it", "choose another folder"
+        )
+
+
 def _check_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in _JSON_SUFFIXES:

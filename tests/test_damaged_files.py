@@ -61,6 +61,29 @@ def test_damaged_containers_are_genattrib_errors(saved):
         assert info.value.argument == "path", path
 
 
+@pytest.mark.parametrize("declared", ["past_the_end", "over_the_cap"])
+def test_the_header_size_is_checked_before_the_header_is_parsed(saved, monkeypatch, declared):
+    from genattrib.output import serialization
+
+    data = (saved / "ok.safetensors").read_bytes()
+    real = int.from_bytes(data[:8], "little")
+    if declared == "past_the_end":
+        path = saved / "header_past_end.safetensors"
+        path.write_bytes((len(data)).to_bytes(8, "little") + data[8:])
+    else:
+        path = saved / "ok_copy.safetensors"
+        path.write_bytes(data)
+        monkeypatch.setattr(serialization, "MAX_HEADER_BYTES", real - 1)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the header was parsed before its size was checked")
+
+    monkeypatch.setattr(serialization.json, "loads", no_parsing)
+    with pytest.raises(InvalidArgumentError, match="byte safetensors header") as info:
+        FeatureAttributionOutput.load(path)
+    assert info.value.argument == "path"
+
+
 def test_show_on_a_damaged_file_prints_one_line_and_exits_2(saved, capsys):
     path = _json_variant(saved, "for_cli", DAMAGE["missing_key"])
     assert main(["show", str(path)]) == 2

@@ -31,6 +31,8 @@ from genattrib.errors import InvalidArgumentError
 FORMAT = "genattrib/1"
 _JSON_SUFFIXES = {".json"}
 _ST_SUFFIXES = {".safetensors", ".st"}
+#: The largest safetensors header :func:`read` parses (the safetensors library's own cap).
+MAX_HEADER_BYTES = 100_000_000
 
 
 def check_save_path(path: str | Path) -> Path:
@@ -119,11 +121,25 @@ def _read_json(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    raw = path.read_bytes()
-    if len(raw) < 8:
-        raise _not_ours(path)
-    header_len = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + header_len])
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise _not_ours(path)
+        header_len = int.from_bytes(prefix, "little")
+        # Checked before a byte of the header is read or parsed: a damaged or hostile length
+        # must not make us read (or json-parse) gigabytes.
+        if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            raise InvalidArgumentError(
+                "path",
+                f"{str(path)!r} declares a {header_len:,}-byte safetensors header, but the file has "
+                f"{size - 8:,} bytes after the length and the limit is {MAX_HEADER_BYTES:,}; it is damaged or not a "
+                "genattrib result",
+                "load a file saved with FeatureAttributionOutput.save (save it again if it was cut short)",
+            )
+        header_bytes = handle.read(header_len)
+        raw = prefix + header_bytes + handle.read()
+    header = json.loads(header_bytes)
     metadata = header.get("__metadata__", {}) if isinstance(header, dict) else None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise _not_ours(path)

@@ -115,6 +115,34 @@ def check_lengths(
             )
 
 
+def check_step_window(
+    prompt_ids: Sequence[Tensor], forced_ids: Sequence[Tensor] | None, config: GenerationConfig, steps: slice
+) -> None:
+    """``attr_pos_start``/``attr_pos_end`` select a step of every continuation the call can produce.
+
+    A forced continuation has a known length; a generated one has at most ``max_new_tokens``
+    (or ``max_length`` less the prompt) and may stop earlier at an end token, so a window is
+    refused here only when it selects nothing for *every* possible length (generation may still
+    stop too early for it: that is checked after generation).
+    """
+    if steps.start is None and steps.stop is None:
+        return
+    for i, ids in enumerate(prompt_ids):
+        if forced_ids is not None:
+            lengths = [int(forced_ids[i].shape[0])]
+        elif config.max_new_tokens is not None:
+            lengths = list(range(1, int(config.max_new_tokens) + 1))
+        else:
+            lengths = list(range(1, max(1, int(config.max_length or 0) - int(ids.shape[0])) + 1))
+        if not any(len(range(n)[steps]) for n in lengths):
+            raise InvalidArgumentError(
+                "attr_pos_start",
+                f"attr_pos_start={steps.start}, attr_pos_end={steps.stop} select no step of the at most "
+                f"{lengths[-1]} tokens attributed for prompt {i}",
+                f"use indices in [0, {lengths[-1]}) or None",
+            )
+
+
 def resolve_method(
     spec: str | Attributor,
     kwargs: Mapping[str, Any],
@@ -201,14 +229,15 @@ def prepare_request(
     )
     config = build_generation_config(model.model, tok, generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
+    check_step_window(prompt_ids, forced_ids, config, slice(attr_pos_start, attr_pos_end))
     seed = run_seed(seed, samples=forced_ids is None and bool(config.do_sample))
     forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
+    baseline = None
+    if attributor.uses_baseline:  # checked before check_model's one-token probe: no forward for a bad argument
+        baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
     attributor.check_model(forward, fn)
     if explain != "tokens":
         check_units_supported(attributor, fn)
-    baseline = None
-    if attributor.uses_baseline:
-        baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
     return AttributionRequest(
         prompts=prompts,
         prompt_ids=prompt_ids,

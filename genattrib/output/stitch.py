@@ -96,8 +96,8 @@ def _stitch_group(group: list[tuple[SequenceAttribution, Provenance]], where: in
         if windows[b][0] < windows[a][1]:
             raise InvalidArgumentError(
                 "outputs",
-                f"sequence {where} is given twice with overlapping windows: steps {_steps(windows[a], p)} "
-                f"and {_steps(windows[b], p)}, so it is unclear which rows to keep",
+                f"sequence {where} (counting the sequences of all results in order) comes in overlapping windows, "
+                f"steps {_steps(windows[a], p)} and {_steps(windows[b], p)}, so it is unclear which rows to keep",
                 "merge windows that meet end to end (attr_pos_start/attr_pos_end ranges without overlap), "
                 "or cut them apart first with out.steps(start, stop)",
             )
@@ -105,7 +105,8 @@ def _stitch_group(group: list[tuple[SequenceAttribution, Provenance]], where: in
             gap = (windows[a][1], windows[b][0])
             raise InvalidArgumentError(
                 "outputs",
-                f"the windows of sequence {where} leave steps {_steps(gap, p)} unexplained",
+                f"the windows of sequence {where} (counting the sequences of all results in order) leave steps "
+                f"{_steps(gap, p)} unexplained",
                 f"attribute them too (attr_pos_start={gap[0] - p}, attr_pos_end={gap[1] - p}) and merge "
                 "all the windows",
             )

@@ -110,7 +110,9 @@ def generate_traces(
     head = model.get_output_embeddings()
     pad_id = int(generation_config.pad_token_id)
     eos = _eos_ids(generation_config)
-    stop = StopStringCriteria(tokenizer, generation_config.stop_strings) if generation_config.stop_strings else None
+    strings = generation_config.stop_strings
+    # without a tokenizer, generate itself refuses stop strings, saying it needs one
+    stop = StopStringCriteria(tokenizer, strings) if strings and tokenizer is not None else None
     extra = {} if tokenizer is None else {"tokenizer": tokenizer}
     size = batch_size or len(prompts)
     chunks = [prompts[start : start + size] for start in range(0, len(prompts), size)]

@@ -84,6 +84,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): f"report.py imports rich.table; {RICH_LAZY}",
     ("genattrib.evaluation.benchmark_result", "rich.console"): RICH_LAZY,
     ("genattrib.progress", "rich.progress"): f"rich.progress loads rich.console; {RICH_LAZY}",
+    ("genattrib.progress", "rich.console"): RICH_LAZY,
+    ("genattrib.progress", "IPython.display"): "an optional dependency: only in a Jupyter kernel, where IPython is "
+    "loaded already; genattrib does not depend on IPython",
     ("genattrib.evaluation.benchmark_result", "pandas"): "optional dependency (BenchmarkResult.to_pandas)",
     ("genattrib.methods.token_samplers", "nltk"): "optional dependency (the 'pos' token sampler)",
     (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import genattrib
 
@@ -90,3 +92,47 @@ def test_generate_returns_what_attribute_explains(tiny_model):
         torch.testing.assert_close(a.scores, b.scores, equal_nan=True)
     with pytest.raises(genattrib.InvalidArgumentError):
         tiny_model.generate(prompts, batch_size=0)
+
+
+FOX = "A quick brown fox"
+FOX_TEXT = " w2 of1"  # the tiny Llama's greedy text after FOX starts with these tokens: ' w', '2', ' of', '1'
+
+
+def _stopped_at(tokenizer, ids: list[int], stop: str) -> list[int]:
+    """The prefix of ``ids`` up to the token whose text completes ``stop`` (all of them if none does)."""
+    for k in range(1, len(ids) + 1):
+        if stop in tokenizer.decode(ids[:k]):
+            return ids[:k]
+    return ids
+
+
+@settings(max_examples=12, deadline=None)
+@given(bounds=st.tuples(st.integers(0, len(FOX_TEXT) - 1), st.integers(1, len(FOX_TEXT))))
+def test_stop_strings_end_generation_at_the_string(tiny_llama, bounds):
+    """``stop_strings=`` reaches ``generate`` with the tokenizer: each sequence of a batch ends with
+    the token that completed a stop string (even a token running past it, as ' of' past "2 o"),
+    none of the padding ``generate`` writes after it is kept, a prompt that never writes it runs to
+    ``max_new_tokens``, and attribution explains exactly the tokens kept."""
+    start, stop = min(bounds), max(bounds)
+    string = FOX_TEXT[start:stop] if stop > start else FOX_TEXT[start:]
+    tok, prompts = tiny_llama.tokenizer, [FOX, PROMPT]
+    free = [ids.tolist() for ids in tiny_llama.generate(prompts, max_new_tokens=10)]
+    assert tok.decode(free[0]).startswith(FOX_TEXT)
+    expected = [_stopped_at(tok, ids, string) for ids in free]
+    assert [ids.tolist() for ids in tiny_llama.generate(prompts, max_new_tokens=10, stop_strings=string)] == expected
+    out = tiny_llama.attribute(prompts, max_new_tokens=10, stop_strings=[string], step_scores=["probability"])
+    for seq, ids in zip(out.sequences, expected, strict=True):
+        assert seq.input_ids[seq.prompt_length :].tolist() == ids
+        assert seq.num_steps == len(ids) == seq.step_scores["probability"].shape[0]
+        assert seq.scores.shape == (len(ids), seq.prompt_length + len(ids))
+    assert len(out.sequences[0].generated_tokens) < 10  # the string was met, so generation stopped early
+    forced = tiny_llama.attribute(prompts, target=[torch.tensor(ids) for ids in expected], step_scores=["probability"])
+    for a, b in zip(out.sequences, forced.sequences, strict=True):
+        torch.testing.assert_close(a.scores, b.scores, equal_nan=True)
+        torch.testing.assert_close(a.step_scores["probability"], b.step_scores["probability"])
+    assert out.provenance.generation_config["stop_strings"] == [string]
+
+
+def test_stop_strings_in_an_estimate(tiny_llama):
+    est = tiny_llama.estimate(FOX, max_new_tokens=4, stop_strings=["2 o"])
+    assert est.predicted_seconds > 0

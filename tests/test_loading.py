@@ -65,3 +65,46 @@ def test_default_model_cache_is_reused(tmp_path, monkeypatch):
     first = default_model.default_model_folder()
     assert (first / "model.safetensors").is_file()
     assert default_model.default_model_folder() == first
+
+
+def _seq2seq(kind: str, tokenizer):
+    """A tiny random T5 or BART (encoder-decoder) built from its config."""
+    from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if kind == "t5":
+        config = T5Config(
+            vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+            decoder_start_token_id=tokenizer.pad_token_id, **ids,
+        )  # fmt: skip
+        return T5ForConditionalGeneration(config).eval()
+    config = BartConfig(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.eos_token_id, **ids,
+    )  # fmt: skip
+    return BartForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_encoder_decoder_models_are_refused_up_front(kind, tiny_tokenizer, tmp_path, monkeypatch):
+    """T5 and BART once failed deep inside attribution (an AttributeError on ``.transformer``, a
+    ``decoder_input_ids`` error), and a BART folder loaded silently as its bare decoder with new
+    random embeddings. Both ways in are refused, and a folder's weights are never read."""
+    from transformers import AutoModelForCausalLM
+
+    model = _seq2seq(kind, tiny_tokenizer)
+    expected = ("encoder-decoder", "decoder-only", model.config.model_type)
+    with pytest.raises(genattrib.InvalidArgumentError) as info:
+        genattrib.load_model((model, tiny_tokenizer))
+    assert info.value.argument == "source" and all(word in str(info.value) for word in expected)
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the weights must not be loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", never)
+    with pytest.raises(genattrib.InvalidArgumentError) as info:
+        genattrib.load_model(tmp_path)
+    assert info.value.argument == "source" and all(word in str(info.value) for word in expected)

@@ -352,8 +352,11 @@ def test_save_of_outputs_sharing_tensors(suffix):
     """A sliced view keeps the original's input_ids/special_mask tensors; merging it with the
     original (or merging a result with itself) must still save and reload exactly."""
     out = small_output(2)
-    merged = FeatureAttributionOutput.merge([out, out.steps(1, 3)])
+    merged = FeatureAttributionOutput.merge([out, out.steps(1, 3)], stitch=False)  # overlapping: not stitched
     assert_identical(merged, roundtrip(merged, suffix))
+    stitched = FeatureAttributionOutput.merge([out.steps(0, 1), out.steps(1, 3)])  # windows: one sequence each
+    assert len(stitched) == 2 and stitched.sequences[0].input_ids is out.sequences[0].input_ids
+    assert_identical(stitched, roundtrip(stitched, suffix))
     twice = FeatureAttributionOutput.merge([out, out])
     assert_identical(twice, roundtrip(twice, suffix))
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+import genattrib.progress as progress_module
 from genattrib.progress import DELAY_S, progress_bar, should_appear
 
 
@@ -99,3 +100,126 @@ def test_a_bar_with_a_unit_shows_the_rate_and_advances_by_several(monkeypatch):
             advance(8)  # a batch of 8 records every 2 s
     shown = buffer.getvalue()
     assert "24/40" in shown and "4.00 records/s" in shown and "0:00:04" in shown  # 16 records left at 4/s
+
+
+# --- where the bar goes: terminal, notebook, log ----------------------------------------------
+
+
+class ZMQInteractiveShell:  # the class name of a Jupyter kernel's shell
+    pass
+
+
+class TerminalInteractiveShell:  # IPython in a terminal
+    pass
+
+
+class FakeHandle:
+    def __init__(self, shown: list[str], data: dict) -> None:
+        self.shown = shown
+        shown.append(data["text/plain"])
+
+    def update(self, data: dict, raw: bool = False) -> None:
+        assert raw
+        self.shown.append(data["text/plain"])
+
+
+def fake_ipython(monkeypatch, shell: type | None) -> list[str]:
+    """Install a stand-in IPython whose ``get_ipython()`` is ``shell()``; what its display showed."""
+    import types
+
+    shown: list[str] = []
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: None if shell is None else shell()
+    display = types.ModuleType("IPython.display")
+    display.display = lambda data, raw=False, display_id=False: FakeHandle(shown, data) if raw and display_id else None
+    ipython.display = display
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    return shown
+
+
+@pytest.mark.parametrize(
+    "tty,shell,expected",
+    [
+        (True, None, "terminal"),
+        (True, ZMQInteractiveShell, "terminal"),
+        (False, ZMQInteractiveShell, "notebook"),
+        (False, TerminalInteractiveShell, "log"),
+        (False, None, "log"),
+    ],
+)
+def test_bar_output_tells_terminal_notebook_and_log(monkeypatch, tty, shell, expected):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    fake_ipython(monkeypatch, shell)
+    assert progress_module.bar_output() == expected
+
+
+def test_without_ipython_loaded_it_is_no_notebook(monkeypatch):
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert not progress_module.in_notebook()
+    assert "IPython" not in sys.modules  # never imported to find out
+
+
+@given(
+    show=st.sampled_from([None, True, False]),
+    total=st.integers(0, 5),
+    output=st.sampled_from(["terminal", "notebook", "log"]),
+)
+def test_bar_wanted_on_a_terminal_or_in_a_notebook_silent_in_a_log_unless_asked(show, total, output):
+    expected = {True: True, False: False, None: total > 1 and output in ("terminal", "notebook")}[show]
+    assert progress_module.bar_wanted(show, total, output) is expected
+
+
+def test_long_run_in_a_notebook_draws_in_the_cell_and_clears_it(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    shown = fake_ipython(monkeypatch, ZMQInteractiveShell)
+    clock = FakeClock()
+    with progress_bar(10, "generate", None, clock=clock, unit="tokens") as advance:
+        for _ in range(4):
+            clock.now += 2.0
+            advance()
+    assert shown and "generate" in shown[0] and "1/10" in shown[0] and "remaining" in shown[0]  # 20 s predicted
+    assert "4/10" in shown[-2] and "0:00:12" in shown[-2]  # 6 steps left at 2 s each
+    assert shown[-1] == ""  # transient, as on a terminal
+
+
+def test_short_run_in_a_notebook_shows_nothing(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    shown = fake_ipython(monkeypatch, ZMQInteractiveShell)
+    run_steps(10, [0.1] * 10, None)
+    assert shown == []
+
+
+def run_steps(total: int, steps: list[float], show: bool | None) -> None:
+    clock = FakeClock()
+    with progress_bar(total, "generate", show, clock=clock) as advance:
+        for seconds in steps:
+            clock.now += seconds
+            advance()
+
+
+def test_a_log_gets_lines_only_when_asked(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    fake_ipython(monkeypatch, None)
+    run_steps(10, [3.0] * 10, None)
+    assert capsys.readouterr().err == ""
+    run_steps(10, [3.0] * 10, True)  # a line at the start, one at most every 10 s, one at the end
+    lines = capsys.readouterr().err.splitlines()
+    assert 3 <= len(lines) <= 2 + 30 // progress_module.LOG_EVERY_S + 1
+    assert "0/10" in lines[0] and "10/10" in lines[-1] and all("generate" in line for line in lines)
+    assert all("\x1b[" not in line for line in lines)  # plain text: no terminal codes in a log
+
+
+def test_generation_and_attribution_show_their_bars(tiny_llama, monkeypatch, capsys):
+    """``show_progress=True`` (here into a log): a bar of generated tokens, then the method's bar;
+    by default nothing is written to a log."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    fake_ipython(monkeypatch, None)
+    tiny_llama.attribute("The capital of France is", max_new_tokens=4, min_new_tokens=4, max_rows=1)
+    assert "generate" not in capsys.readouterr().err
+    tiny_llama.attribute("The capital of France is", max_new_tokens=4, min_new_tokens=4, show_progress=True, max_rows=1)
+    err = capsys.readouterr().err
+    assert "generate" in err and "4/4" in err and "tokens/s" in err
+    assert "saliency" in err
+    tiny_llama.generate(["a b c", "d e"], max_new_tokens=3, min_new_tokens=3, batch_size=1, show_progress=True)
+    assert "6/6" in capsys.readouterr().err  # two batches of 3 tokens

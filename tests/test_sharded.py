@@ -339,3 +339,22 @@ def test_default_model_split_across_cpu_and_disk_matches(default_model, tmp_path
         split = sharded.attribute(PROMPT, " Paris", method=method, **params)
         _close(split.sequences[0], default_model.attribute(PROMPT, " Paris", method=method, **params).sequences[0])
     _assert_same_state(before, _state(sharded.model))
+
+
+@pytest.mark.parametrize("where", ["split", "all on disk"])
+def test_provenance_records_real_placement_never_meta(pair, where, tmp_path):
+    """Offloaded weights sit on ``meta``; the provenance records where each module computes
+    (``devices``: the execution devices) and where its weights live (``device_map``: cpu, disk,
+    GPUs), never ``meta`` (it once recorded the weights' device, ``meta``)."""
+    _, sharded, folder = pair
+    if where == "all on disk":
+        sharded = genattrib.load_model(folder / "model", device_map={"": "disk"}, offload_folder=tmp_path)
+    assert any(p.is_meta for p in sharded.model.parameters())
+    p = sharded.attribute(PROMPT, TARGET).provenance
+    assert sharded.devices == p.devices == ["cpu"]
+    assert p.device_map == {k: str(v) for k, v in sharded.model.hf_device_map.items()}
+    assert "disk" in p.device_map.values()
+    placements = [*p.devices, *p.device_map.values()]
+    assert all("meta" not in place for place in placements)
+    saved = sharded.attribute(PROMPT, TARGET).save(tmp_path / "r.json")
+    assert genattrib.FeatureAttributionOutput.load(saved).provenance.devices == ["cpu"]

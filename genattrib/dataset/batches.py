@@ -62,7 +62,7 @@ def run_batch(
         out, why = run_batch(model, [record], [0], chat=chat, strict=strict, kwargs=kwargs)
         parts.extend([out] if out is not None else [])
         failed.extend(why)
-    return (FeatureAttributionOutput.merge(parts) if parts else None), failed
+    return (FeatureAttributionOutput.merge(parts, stitch=False) if parts else None), failed  # one per record
 
 
 def write_batch(

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 from transformers import GenerationConfig, StoppingCriteriaList
+from transformers.generation.stopping_criteria import StopStringCriteria
 
 from genattrib.devices import execution_device
 from genattrib.generation.recorder import record_steps
 from genattrib.generation.trace import GenerationTrace
+from genattrib.progress import progress_bar
 from genattrib.targets import TargetFunction
 
 
@@ -63,6 +66,29 @@ def _trim(generated: Tensor, eos: set[int]) -> Tensor:
     return generated
 
 
+def _stop_string_lengths(sequences: Int[Tensor, "row position"], width: int, stop: StopStringCriteria) -> list[int]:
+    """How many generated tokens of each row go up to and including the token that completed a
+    stop string (all of them when none did): ``generate`` stops such a row there and pads the rest."""
+    total = int(sequences.shape[1]) - width
+    lengths = [total] * int(sequences.shape[0])
+    open_rows = set(range(len(lengths)))
+    for k in range(1, total + 1):
+        if not open_rows:
+            break
+        hit = stop(sequences[:, : width + k], None).tolist()
+        for row in [r for r in open_rows if hit[r]]:
+            lengths[row] = k
+            open_rows.discard(row)
+    return lengths
+
+
+def _new_tokens(config: GenerationConfig, width: int) -> int:
+    """The most tokens ``generate`` writes after a (left-padded) prompt batch of ``width``."""
+    if config.max_new_tokens is not None:
+        return int(config.max_new_tokens)
+    return max(0, int(config.max_length or 0) - width)
+
+
 def generate_traces(
     model: nn.Module,
     prompts: list[Int[Tensor, " _prompt"]],
@@ -71,34 +97,56 @@ def generate_traces(
     step_targets: dict[str, TargetFunction] | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    tokenizer: Any = None,
+    show_progress: bool | None = None,
 ) -> list[GenerationTrace]:
-    """Generate for every prompt (in batches of ``batch_size``) and record step scores."""
+    """Generate for every prompt (in batches of ``batch_size``) and record step scores.
+
+    ``tokenizer`` is needed for ``stop_strings`` in the config (each sequence then ends with the
+    token that completed a stop string); ``show_progress`` shows a bar of generated tokens
+    (see :func:`genattrib.progress.progress_bar`).
+    """
     device = execution_device(model.get_input_embeddings())
     head = model.get_output_embeddings()
     pad_id = int(generation_config.pad_token_id)
     eos = _eos_ids(generation_config)
+    strings = generation_config.stop_strings
+    # without a tokenizer, generate itself refuses stop strings, saying it needs one
+    stop = StopStringCriteria(tokenizer, strings) if strings and tokenizer is not None else None
+    extra = {} if tokenizer is None else {"tokenizer": tokenizer}
     size = batch_size or len(prompts)
+    chunks = [prompts[start : start + size] for start in range(0, len(prompts), size)]
+    widths = [max(int(p.shape[0]) for p in chunk) for chunk in chunks]
+    total = sum(_new_tokens(generation_config, w) for w in widths)
     traces: list[GenerationTrace] = []
-    with seeded(seed, device, device if head is None else execution_device(head)):
-        for start in range(0, len(prompts), size):
-            chunk = prompts[start : start + size]
+    with (
+        seeded(seed, device, device if head is None else execution_device(head)),
+        progress_bar(total, "generate", show_progress, unit="tokens") as advance,
+    ):
+        for chunk in chunks:
             ids, mask = _left_pad(chunk, pad_id)
-            with record_steps(model, step_targets or {}) as recorder, torch.no_grad():
+            with record_steps(model, step_targets or {}, advance) as recorder, torch.no_grad():
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     generation_config=generation_config,
                     stopping_criteria=StoppingCriteriaList([recorder.criterion]),
+                    **extra,
                 )
-            sequences = out.sequences if hasattr(out, "sequences") else out
+            sequences = (out.sequences if hasattr(out, "sequences") else out).cpu()
             steps = recorder.stacked()
+            width = int(ids.shape[1])
+            lengths = None if stop is None else _stop_string_lengths(sequences, width, stop)
             for row, prompt in enumerate(chunk):
-                generated = _trim(sequences[row, ids.shape[1] :].cpu(), eos)
+                generated = sequences[row, width:]
+                if lengths is not None:
+                    generated = generated[: lengths[row]]
+                generated = _trim(generated, eos)
                 n = int(generated.shape[0])
                 traces.append(
                     GenerationTrace(
                         prompt_ids=prompt.clone(),
-                        generated_ids=generated,
+                        generated_ids=generated.clone(),
                         step_scores={name: values[row, :n].clone() for name, values in steps.items()},
                     )
                 )

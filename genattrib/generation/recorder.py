@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from jaxtyping import Bool, Int
@@ -34,14 +34,16 @@ class _Criterion(StoppingCriteria):
         self, input_ids: Int[Tensor, "row position"], scores: Tensor | None, **kwargs: object
     ) -> Bool[Tensor, " row"]:
         self.recorder.record(input_ids[:, -1])
+        self.recorder.on_step()
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class StepRecorder:
     """Holds the last raw logits and the per-step scores computed from them."""
 
-    def __init__(self, targets: dict[str, TargetFunction]) -> None:
+    def __init__(self, targets: dict[str, TargetFunction], on_step: Callable[[], None] = lambda: None) -> None:
         self.targets = targets
+        self.on_step = on_step
         self.last_logits: Tensor | None = None
         self.steps: list[dict[str, Tensor]] = []
         self.criterion = _Criterion(self)
@@ -66,9 +68,12 @@ class StepRecorder:
 
 
 @contextlib.contextmanager
-def record_steps(model: nn.Module, targets: dict[str, TargetFunction]) -> Iterator[StepRecorder]:
-    """Attach a :class:`StepRecorder` to ``model``'s LM head for the block."""
-    recorder = StepRecorder(targets)
+def record_steps(
+    model: nn.Module, targets: dict[str, TargetFunction], on_step: Callable[[], None] = lambda: None
+) -> Iterator[StepRecorder]:
+    """Attach a :class:`StepRecorder` to ``model``'s LM head for the block (``on_step()`` is called
+    after each generated token, e.g. to advance a progress bar)."""
+    recorder = StepRecorder(targets, on_step)
     handle = model.get_output_embeddings().register_forward_hook(recorder.hook)
     try:
         yield recorder

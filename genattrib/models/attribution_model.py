@@ -294,6 +294,7 @@ class AttributionModel:
         batch_size: int | None = None,
         seed: int | None = None,
         generation_config: GenerationConfig | None = None,
+        show_progress: bool | None = None,
         **kwargs: Any,
     ) -> list[torch.Tensor]:
         """The token ids the model writes after each prompt (EOS trimmed), without attributing:
@@ -312,7 +313,14 @@ class AttributionModel:
         check_lengths(self.model, prompt_ids, None, config)
         with eval_mode(self.model):
             traces = generate_traces(
-                self.model, prompt_ids, generation_config=config, step_targets={}, batch_size=batch_size, seed=seed
+                self.model,
+                prompt_ids,
+                generation_config=config,
+                step_targets={},
+                batch_size=batch_size,
+                seed=seed,
+                tokenizer=self.tokenizer,
+                show_progress=show_progress,
             )
         return [trace.generated_ids.clone() for trace in traces]
 
@@ -328,6 +336,8 @@ class AttributionModel:
             step_targets={} if _teacher_forced(request) else request.step_targets,
             batch_size=request.batch_size,
             seed=request.seed,
+            tokenizer=self.tokenizer,
+            show_progress=request.show_progress,
         )
 
     @staticmethod

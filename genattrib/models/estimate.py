@@ -267,7 +267,13 @@ def calibrate_generation(model: AttributionModel, request: AttributionRequest) -
         times.append(
             _time(
                 lambda: generate_traces(
-                    model.model, request.prompt_ids[:1], generation_config=config, step_targets={}, seed=request.seed
+                    model.model,
+                    request.prompt_ids[:1],
+                    generation_config=config,
+                    step_targets={},
+                    seed=request.seed,
+                    tokenizer=model.tokenizer,
+                    show_progress=False,
                 ),
                 device,
             )

@@ -20,6 +20,7 @@ from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel
 from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_folder
 from genattrib.models.dispatch import dispatch_kwargs
+from genattrib.validation import check_positive_int
 
 _DTYPES = {
     "float32": torch.float32,
@@ -44,6 +45,27 @@ def _dtype(value: Any) -> Any:
     )
 
 
+def check_decoder_only(config: Any, source: object) -> None:
+    """Refuse an encoder-decoder (seq2seq) model, such as T5 or BART, before any work: genattrib
+    explains decoder-only causal LMs, whose every generated token is predicted from the tokens before it.
+
+    Example:
+        >>> from transformers import T5Config
+        >>> check_decoder_only(T5Config(), "t5-small")
+        Traceback (most recent call last):
+        genattrib.errors.InvalidArgumentError: Invalid `source`: 't5-small' is an encoder-decoder ...
+    """
+    if not getattr(config, "is_encoder_decoder", False):
+        return
+    kind = getattr(config, "model_type", "") or type(config).__name__
+    raise InvalidArgumentError(
+        "source",
+        f"{source!r} is an encoder-decoder (seq2seq) model ({kind}); genattrib supports decoder-only causal LMs",
+        "load a decoder-only model (AutoModelForCausalLM: GPT-2, Llama, Qwen2, SmolLM2 ...); "
+        "encoder-decoder models such as T5 and BART are not supported",
+    )
+
+
 def _from_pretrained(
     location: str,
     *,
@@ -54,23 +76,28 @@ def _from_pretrained(
     trust_remote_code: bool,
     model_kwargs: dict[str, Any],
 ) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     if gguf_file:
         common["gguf_file"] = gguf_file
     try:
+        if not gguf_file:  # a JSON file; a GGUF's config takes as long to read as the weights: checked after
+            check_decoder_only(AutoConfig.from_pretrained(location, **common), location)
         tokenizer = AutoTokenizer.from_pretrained(location, **common)
         kwargs = dict(common, **model_kwargs, **dispatch)
         if dtype is not None:
             kwargs["dtype"] = dtype
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except InvalidArgumentError:
+        raise
     except (OSError, ValueError) as error:  # ValueError: transformers 4.x rejects bad repo ids
         raise InvalidArgumentError(
             "source",
             f"could not load {location!r} ({error})",
             "pass an existing local folder, a .gguf file, a reachable hub id, or (model, tokenizer)",
         ) from error
+    check_decoder_only(model.config, location)
     model.eval()
     return model, tokenizer
 
@@ -98,6 +125,7 @@ def load_model(
     as it does on one device (see docs/scale.md).
     """
     method_class(method)  # unknown names fail before any weights load
+    check_positive_int("max_rows", max_rows, "max_rows=64, or None to size chunks from memory", optional=True)
     dtype = _dtype(dtype)
     dispatch = dispatch_kwargs(device_map, max_memory, offload_folder)
     if isinstance(source, tuple):
@@ -123,6 +151,7 @@ def load_model(
                 f"{type(source).__name__} is not a Hugging Face generative model",
                 "pass an AutoModelForCausalLM",
             )
+        check_decoder_only(getattr(source, "config", None), type(source).__name__)
         return AttributionModel(source, tokenizer, method, max_rows=max_rows)
     if source is None:
         folder = default_model_folder()

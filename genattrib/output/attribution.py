@@ -26,6 +26,7 @@ from genattrib.output.provenance import Provenance
 from genattrib.output.rows import SequenceRows
 from genattrib.output.scores import SparseScores
 from genattrib.output.sequence import SequenceAttribution
+from genattrib.output.stitch import stitch as stitch_sequences
 
 
 @dataclass
@@ -60,8 +61,18 @@ class FeatureAttributionOutput:
 
     # --- combining -----------------------------------------------------------------------
     @classmethod
-    def merge(cls, outputs: Sequence[FeatureAttributionOutput]) -> FeatureAttributionOutput:
-        """Concatenate the sequences of results made by the same model, method and target."""
+    def merge(cls, outputs: Sequence[FeatureAttributionOutput], *, stitch: bool = True) -> FeatureAttributionOutput:
+        """The sequences of results made by the same model, method and target, one after another;
+        windows of one sequence (``attr_pos_start``/``attr_pos_end`` calls whose rows do not
+        overlap) stitched into one sequence, as one call over their union gives it (see
+        :mod:`genattrib.output.stitch`; ``stitch=False`` keeps every sequence as it is).
+
+        Example:
+            >>> windows = [model.attribute(prompt, target=" Paris.", attr_pos_start=a, attr_pos_end=b) for a in (0, 2)
+            ...            for b in [a + 2]]
+            >>> [w.sequences[0].num_steps for w in windows], len(FeatureAttributionOutput.merge(windows))
+            ([2, 1], 1)
+        """
         if not outputs:
             raise InvalidArgumentError("outputs", "nothing to merge", "pass at least one result")
         first = outputs[0].provenance
@@ -93,7 +104,8 @@ class FeatureAttributionOutput:
                         f"({merged.step_score_rules[name]!r} vs {rule!r})",
                         "merge only results whose step scores of the same name have the same merge rule",
                     )
-        return cls([s for out in outputs for s in out.sequences], merged)
+        members = [(seq, out.provenance) for out in outputs for seq in out.sequences]
+        return cls(stitch_sequences(members) if stitch else [seq for seq, _ in members], merged)
 
     def equals(self, other: FeatureAttributionOutput) -> bool:
         """Exact equality of every score, token and provenance field."""
@@ -222,7 +234,7 @@ class FeatureAttributionOutput:
         manifest, shards = dataset_files.read_dataset(path)
         if not shards:
             return cls([], Provenance.from_dict(manifest.get("provenance") or {}))
-        merged = cls.merge([cls.decode(meta, tensors) for meta, tensors in shards])
+        merged = cls.merge([cls.decode(meta, tensors) for meta, tensors in shards], stitch=False)  # one per record
         positions = [p for meta, _ in shards for p in meta["dataset"]["positions"]]
         order = sorted(range(len(positions)), key=positions.__getitem__)
         ids = manifest["record_ids"]

@@ -68,7 +68,7 @@ def _legend(
         ends = {lo: "-max" if lo < 0 else "0", hi: "max" if hi > 0 else "0"}
     legend = Text.assemble((score_caption(out.provenance), "bold"), "   ", ends[lo], " ")
     legend.append_text(scale.ramp())
-    legend.append(f" {ends[hi]}{'' if per_row else fmt.suffix}")
+    legend.append(f" {ends[hi]}{fmt.suffix}")
     legend.append("   blank: at/after the target", style="dim")
     if any(notes):
         legend.append("\n" + " · ".join(note for note in notes if note), style="dim")

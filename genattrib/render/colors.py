@@ -146,13 +146,15 @@ class NumberFormat:
 
 
 def _fit_kept(values: Tensor, left_out: Tensor | None) -> ColorScale:
-    """:meth:`ColorScale.fit` on the columns not ``left_out`` (on all of them when those columns
+    """:meth:`ColorScale.fit` of ``values`` (its kind: diverging when any two scores differ in
+    sign), with the extent of the columns not ``left_out`` (of all of them when those columns
     hold no non-zero finite score)."""
+    whole = ColorScale.fit(values)
     if left_out is not None and bool(left_out.any()):
-        scale = ColorScale.fit(values.masked_fill(left_out.to(values.device), math.nan))
-        if scale.vmax > 0:
-            return scale
-    return ColorScale.fit(values)
+        kept = ColorScale.fit(values.masked_fill(left_out.to(values.device), math.nan))
+        if kept.vmax > 0:
+            return ColorScale(whole.kind, kept.vmax)
+    return whole
 
 
 def row_scales(

@@ -93,13 +93,15 @@ def _runs(labels: list[str]) -> list[list[Any]]:
 
 
 def _scale(values: Tensor, left_out: Tensor | None = None) -> dict[str, Any]:
-    """``{"kind", "vmax"}`` of :class:`ColorScale` for ``values``, read in row chunks, without the
-    columns ``left_out`` (with them when the others hold no non-zero finite score)."""
+    """``{"kind", "vmax"}`` of :class:`ColorScale` for ``values``, read in row chunks: the kind
+    of all of them, the extent of the columns not ``left_out`` (of all when those hold no
+    non-zero finite score)."""
+    whole = _scale_of(values, None)
     if left_out is not None and bool(left_out.any()):
-        scale = _scale_of(values, left_out.to(values.device))
-        if scale["vmax"] > 0:
-            return scale
-    return _scale_of(values, None)
+        kept = _scale_of(values, left_out.to(values.device))
+        if kept["vmax"] > 0:
+            return {"kind": whole["kind"], "vmax": kept["vmax"]}
+    return whole
 
 
 def _scale_of(values: Tensor, left_out: Tensor | None) -> dict[str, Any]:

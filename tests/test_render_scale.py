@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from html_outputs import chat_output
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
@@ -35,35 +36,8 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 def chat_sequence(sink: float = SINK) -> SequenceAttribution:
-    """A chat prompt whose first marker (a special token) and template text score far above the
-    user's words, as attention sinks do."""
-    tokens = ["<|im_start|>", "user", "\n", "Capital", " of", " France", "?", "<|im_end|>", "\n"]
-    tokens += ["<|im_start|>", "assistant", "\n", " Paris", ".", " It", " is", " big", "."]
-    roles = ["template"] * 3 + ["user"] * 4 + ["template"] * 5 + ["generated"] * 6
-    p, n = 12, len(tokens)
-    special = torch.tensor([t.startswith("<|") for t in tokens])
-    g = torch.Generator().manual_seed(0)
-    scores = 0.1 * torch.rand(n - p, n, generator=g)
-    scores[:, 0] = sink  # <|im_start|>
-    scores[:, 10] = 0.9  # "assistant" (template text)
-    scores[:, 5] = 0.58  # " France": the top content token of every step
-    for j in range(n - p):
-        scores[j, p + j :] = math.nan
-    return SequenceAttribution(
-        input_ids=torch.arange(n),
-        tokens=tokens,
-        prompt_length=p,
-        scores=scores,
-        special_mask=special,
-        token_roles=roles,
-        generated_text=" Paris. It is big.",
-    )
-
-
-def chat_output(sink: float = SINK, **prov) -> FeatureAttributionOutput:
-    return FeatureAttributionOutput(
-        [chat_sequence(sink)], Provenance(method="attention", attributed_fn="logprob", **prov)
-    )
+    """A chat whose first marker (special) and template text score far above the user's words."""
+    return chat_output(sink).sequences[0]
 
 
 def rendered(out: FeatureAttributionOutput, **kwargs) -> tuple[list, str]:

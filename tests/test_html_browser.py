@@ -371,12 +371,12 @@ def test_hostile_forced_continuation_of_a_tiny_model(open_page, tiny_llama) -> N
 
 
 def test_special_tokens_left_out_of_ranking_and_scale(open_page) -> None:
-    out = chat_output(attributed_fn="logprob")
+    out = chat_output(attributed_fn="logprob", attributed_fn_used=False)
     seq = out.sequences[0]
     opened = open_page(out)
     page = opened.page
     assert page.is_checked(".ga-norm")
-    assert page.text_content(".ga-summary").startswith("attention scores (attention weights; no attributed function)")
+    assert page.text_content(".ga-summary").startswith("attention scores (no attributed function)")
     legend = page.text_content(".ga-legend")
     assert "each step's own largest |score|" in legend and "chat-template tokens left out" in legend
     page.hover(f".ga-tok[data-pos='{seq.target_positions[1]}']")

@@ -21,7 +21,7 @@ import genattrib
 from genattrib import FeatureAttributionOutput, InvalidArgumentError, Provenance, SequenceAttribution
 from genattrib.methods import METHODS, list_methods
 from genattrib.render import render, to_html
-from genattrib.render.captions import score_caption
+from genattrib.render.captions import ATTENTION_METHODS, score_caption
 from genattrib.render.colors import BLUE, ORANGE, row_scales
 from genattrib.render.html_data import output_payload
 from genattrib.render.summary import summarize
@@ -251,17 +251,20 @@ def test_html_page_starts_with_the_chosen_scale() -> None:
 # --- captions --------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list_methods())
 def test_caption_names_the_scores_of_every_method(name) -> None:
-    prov = Provenance(method=name, attributed_fn="logprob")
-    caption = score_caption(prov)
-    payload = output_payload(FeatureAttributionOutput([], prov))
-    assert payload["caption"] == caption and caption.startswith(name)
-    if name in ("attention", "rollout"):
-        assert "logprob" not in caption and "no attributed function" in caption
-        assert not METHODS[name].explains_attributed_fn
-    else:
-        assert caption == f"{name} attributions of logprob" and METHODS[name].explains_attributed_fn
-    _, text = rendered(FeatureAttributionOutput([chat_sequence()], prov), view="matrix")
-    assert caption in text
+    used = METHODS[name].explains_attributed_fn
+    for prov in (
+        Provenance(method=name, attributed_fn="logprob", attributed_fn_used=used),  # as attribute() records it
+        Provenance(method=name, attributed_fn="logprob"),  # a file saved before it was recorded
+    ):
+        caption = score_caption(prov)
+        assert output_payload(FeatureAttributionOutput([], prov))["caption"] == caption
+        if name in ("attention", "rollout"):
+            assert caption == f"{name} scores (no attributed function)" and not used
+        else:
+            assert caption == f"{name} attributions of logprob" and used
+        _, text = rendered(FeatureAttributionOutput([chat_sequence()], prov), view="matrix")
+        assert caption in text
+    assert set(ATTENTION_METHODS) == {n for n, cls in METHODS.items() if not cls.explains_attributed_fn}
 
 
 @pytest.mark.parametrize("name", ["attention", "rollout"])
@@ -273,8 +276,14 @@ def test_attention_scores_do_not_depend_on_the_attributed_function(tiny_llama, n
         "The capital of", method=name, max_new_tokens=2, attributed_fn="probability", show_progress=False
     )
     assert a.sequences[0].equals(b.sequences[0])
+    assert a.provenance.attributed_fn_used is False and "logprob" not in score_caption(a.provenance)
+    assert "no attributed function" in to_html(a)  # the page's subtitle comes from the caption
     s = tiny_llama.attribute(
         "The capital of", method="saliency", max_new_tokens=2, attributed_fn="probability", show_progress=False
     )
     t = tiny_llama.attribute("The capital of", method="saliency", max_new_tokens=2, show_progress=False)
     assert not torch.allclose(s.sequences[0].scores.nan_to_num(0), t.sequences[0].scores.nan_to_num(0))
+    assert (
+        s.provenance.attributed_fn_used is True
+        and score_caption(s.provenance) == "saliency attributions of probability"
+    )

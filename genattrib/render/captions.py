@@ -18,12 +18,21 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
-from genattrib.methods import METHODS
 from genattrib.output.provenance import Provenance
 from genattrib.output.sequence import SequenceAttribution
 
-__all__ = ["SCALES", "check_scale", "left_out", "scale_caption", "score_caption", "special_caption"]
+__all__ = [
+    "ATTENTION_METHODS",
+    "SCALES",
+    "explains_function",
+    "check_scale",
+    "left_out",
+    "scale_caption",
+    "score_caption",
+    "special_caption",
+]
 
+ATTENTION_METHODS = ("attention", "rollout")  # for files saved before provenance.attributed_fn_used
 SCALES = ("step", "global")  # each row against its own largest |score|, or the whole sequence's
 
 
@@ -39,28 +48,28 @@ def check_scale(scale: str) -> str:
 
 
 def explains_function(prov: Provenance) -> bool:
-    """Whether the scores explain ``prov.attributed_fn`` (False for attention weights; True for
-    methods genattrib does not know, such as a custom method object that named itself)."""
-    cls = METHODS.get(prov.method)
-    return bool(prov.attributed_fn) and (cls is None or cls.explains_attributed_fn)
+    """Whether the scores explain ``prov.attributed_fn``: ``prov.attributed_fn_used`` as
+    recorded (False for attention weights); in files saved before it was recorded, False for
+    the methods that read attention weights (:data:`ATTENTION_METHODS`)."""
+    if not prov.attributed_fn:
+        return False
+    if prov.attributed_fn_used is None:
+        return prov.method not in ATTENTION_METHODS
+    return bool(prov.attributed_fn_used)
 
 
 def score_caption(prov: Provenance) -> str:
     """What the scores are: ``"<method> attributions of <function>"``, or for a method that
-    explains no function (attention, rollout) ``"<method> scores (attention weights; no
-    attributed function)"``.
+    explains no function (attention, rollout) ``"<method> scores (no attributed function)"``.
 
     Example:
-        >>> score_caption(Provenance(method="attention", attributed_fn="logprob"))
-        'attention scores (attention weights; no attributed function)'
+        >>> score_caption(Provenance(method="attention", attributed_fn="logprob", attributed_fn_used=False))
+        'attention scores (no attributed function)'
     """
     method = prov.method or "unknown method"
     if explains_function(prov):
         return f"{method} attributions of {prov.attributed_fn}"
-    cls = METHODS.get(prov.method)
-    if cls is not None and cls.needs_attentions:
-        return f"{method} scores (attention weights; no attributed function)"
-    return f"{method} scores"
+    return f"{method} scores (no attributed function)"
 
 
 def scale_caption(scale: str, rows: str = "step", *, one: bool = False) -> str:

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -287,3 +292,43 @@ def test_attention_scores_do_not_depend_on_the_attributed_function(tiny_llama, n
         s.provenance.attributed_fn_used is True
         and score_caption(s.provenance) == "saliency attributions of probability"
     )
+
+
+_WRONG_TYPES = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from html_outputs import chat_output
+from genattrib import GenattribError
+out = chat_output()
+cases = {
+    "show_include_str": lambda: out.show(include_special_tokens="no"),
+    "html_include_int": lambda: out.to_html(include_special_tokens=1),
+    "show_scale_int": lambda: out.show(scale=3),
+    "html_scale_none": lambda: out.to_html(scale=None),
+}
+report = {}
+for name, call in cases.items():
+    try:
+        call()
+        report[name] = None
+    except GenattribError as error:
+        report[name] = [error.argument, str(error)]
+    except Exception as error:
+        report[name] = ["", type(error).__name__ + ": " + str(error)]
+print("REPORT" + json.dumps(report))
+"""
+
+
+def test_wrong_types_of_the_view_options_raise_genattrib_errors() -> None:
+    """Without the run-time type checks (as users run), the options are checked by genattrib."""
+    env = dict(os.environ, GENATTRIB_TYPECHECK="0", PYTHONWARNINGS="ignore")
+    here = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRONG_TYPES, str(here)], capture_output=True, text=True, env=env, timeout=120
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT") :])
+    for case, (argument, message) in report.items():
+        expected = "include_special_tokens" if "include" in case else "scale"
+        assert argument == expected and "Fix:" in message, (case, message)

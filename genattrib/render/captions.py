@@ -24,8 +24,9 @@ from genattrib.output.sequence import SequenceAttribution
 __all__ = [
     "ATTENTION_METHODS",
     "SCALES",
-    "explains_function",
+    "check_include_special",
     "check_scale",
+    "explains_function",
     "left_out",
     "scale_caption",
     "score_caption",
@@ -45,6 +46,17 @@ def check_scale(scale: str) -> str:
             "use 'step' (each step against its own largest |score|) or 'global' (one scale per sequence)",
         )
     return scale
+
+
+def check_include_special(value: bool) -> bool:
+    """``include_special_tokens`` if it is True or False, else a clear error."""
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(
+            "include_special_tokens",
+            f"include_special_tokens={value!r} is not True or False",
+            "pass include_special_tokens=True (rank special and template tokens) or False",
+        )
+    return value
 
 
 def explains_function(prov: Provenance) -> bool:

@@ -34,7 +34,14 @@ from rich.text import Text
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
-from genattrib.render.captions import check_scale, left_out, scale_caption, score_caption, special_caption
+from genattrib.render.captions import (
+    check_include_special,
+    check_scale,
+    left_out,
+    scale_caption,
+    score_caption,
+    special_caption,
+)
 from genattrib.render.colors import ColorScale, NumberFormat, row_scales
 from genattrib.render.matrix import HEADER_MAX_WIDTH, LABEL_MAX_WIDTH, matrix_blocks, split_columns
 from genattrib.render.summary import summary_view
@@ -92,12 +99,6 @@ def too_long(seq: SequenceAttribution, width: int, digits: int = 2) -> bool:
     return len(split_columns(widths, width, LABEL_MAX_WIDTH)) > 1
 
 
-def _check_flag(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidArgumentError(name, f"{name}={value!r} is not True or False", f"pass {name}=True or False")
-    return value
-
-
 def _check_view(view: str) -> None:
     if view not in VIEWS:
         raise InvalidArgumentError("view", f"unknown view {view!r}", "use 'auto', 'matrix' or 'compact'")
@@ -136,7 +137,7 @@ def render(
     if width < 10:
         raise InvalidArgumentError("max_width", f"width {width} is too narrow", "use at least 10 columns")
     check_scale(scale)
-    keep = _check_flag("include_special_tokens", include_special_tokens)
+    keep = check_include_special(include_special_tokens)
     items: list[RenderableType] = []
     for index, seq in enumerate(out.sequences):
         whole = ColorScale.fit(seq.scores)

@@ -34,7 +34,7 @@ from typing import Any
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.serialization import atomic_write_bytes
-from genattrib.render.captions import check_scale
+from genattrib.render.captions import check_include_special, check_scale
 from genattrib.render.html_data import output_payload, script_json
 from genattrib.render.html_provenance import provenance_table
 from genattrib.render.tokens import display_token
@@ -189,12 +189,7 @@ def to_html(
     if top_k not in ("auto", None) and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InvalidArgumentError("top_k", f"top_k={top_k!r} keeps no source", "pass 'auto', None or an int >= 1")
     check_scale(scale)
-    if not isinstance(include_special_tokens, bool):
-        raise InvalidArgumentError(
-            "include_special_tokens",
-            f"include_special_tokens={include_special_tokens!r} is not True or False",
-            "pass include_special_tokens=True or False",
-        )
+    check_include_special(include_special_tokens)
     title = _default_title(out) if title is None else str(title)
     payload = output_payload(
         out, compress=compress, top_k=top_k, scale=scale, include_special_tokens=include_special_tokens

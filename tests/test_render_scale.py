@@ -140,6 +140,12 @@ def test_summary_and_top_lists_leave_special_and_template_tokens_out() -> None:
     _, text = rendered(out, summary=True)
     assert "special and chat-template tokens left out" in text and "im_start" not in text.split("Share")[1]
     assert torch.equal(seq.scores.nan_to_num(-1), before.nan_to_num(-1))  # scores are never changed
+    for how in ("roles", "sentences", "words"):  # aggregated results know their structure too
+        merged = out.aggregate(how).sequences[0]
+        assert merged.structure_mask.any()
+        for summary in summarize(merged):
+            assert [s.text for s in summary.sources][:1] == ["Capital of France?"]
+            assert all(s.role != "template" for s in summary.sources)
 
 
 def test_html_payload_ranks_and_scales_without_structure() -> None:

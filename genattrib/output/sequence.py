@@ -131,7 +131,7 @@ class SequenceAttribution:
 
         Example:
             >>> seq.tokens[:3], seq.structure_mask[:3].tolist()
-            (['<|im_start|>', 'user', '\\n'], [True, True, True])
+            (['<|im_start|>', 'system', '\\n'], [True, True, True])
         """
         mask = self.special_tokens_mask.clone()
         if self.token_roles is not None:

@@ -58,6 +58,17 @@ def _add_display_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--width", type=int, default=None, help="maximum width in columns (default: terminal)")
     group.add_argument("--digits", type=int, default=2, help="decimals per score (default: 2)")
     group.add_argument("--no-step-scores", action="store_true", help="hide the step-score rows")
+    group.add_argument(
+        "--scale",
+        choices=("step", "global"),
+        default="step",
+        help="colour each step against its own largest |score| (default) or the sequence's (also for --html)",
+    )
+    group.add_argument(
+        "--include-special-tokens",
+        action="store_true",
+        help="rank special and chat-template tokens in top lists, summaries and colour scales (also for --html)",
+    )
 
 
 def _add_attribute(sub: argparse._SubParsersAction) -> None:
@@ -197,6 +208,8 @@ def _show(out: Any, args: argparse.Namespace, console: Console) -> None:
         step_scores=not args.no_step_scores,
         max_width=args.width,
         digits=args.digits,
+        scale=args.scale,
+        include_special_tokens=args.include_special_tokens,
     )
 
 
@@ -255,7 +268,7 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         path = out.save(args.save)
         console.print(Text.assemble("saved to ", (str(path), "bold")))
     if args.html:
-        _write_html(out, args.html, console)
+        _write_html(out, args, console)
     return 0
 
 
@@ -271,8 +284,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
                 raise _UsageError(f"{option}: {' '.join(str(exc).split())}") from exc
 
 
-def _write_html(out: Any, path: str, console: Console) -> None:
-    written = out.save_html(path)
+def _write_html(out: Any, args: argparse.Namespace, console: Console) -> None:
+    written = out.save_html(args.html, scale=args.scale, include_special_tokens=args.include_special_tokens)
     size = written.stat().st_size / 1024
     console.print(Text.assemble("wrote HTML page ", (str(written), "bold"), f" ({size:,.0f} KiB)"))
 
@@ -321,7 +334,7 @@ def _run_targets(console: Console) -> int:
 def _run_show(args: argparse.Namespace, console: Console) -> int:
     out = FeatureAttributionOutput.load(args.path)
     if args.html:
-        _write_html(out, args.html, console)
+        _write_html(out, args, console)
     else:
         _show(out, args, console)
     return 0

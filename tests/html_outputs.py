@@ -85,6 +85,95 @@ def hostile_output() -> FeatureAttributionOutput:
     return FeatureAttributionOutput([seq], prov)
 
 
+# Payloads that would run a script from the data (each sets window.__xss or opens a dialog) or
+# fetch something from the network (127.0.0.1:9, the discard port) if they became markup.
+XSS_RUN = [
+    "<svg onload=window.__xss=1>",
+    "--><script>window.__xss=1</script>",
+    '"onmouseover="window.__xss=1',
+    "'-window.__xss=1-'",
+    "`${window.__xss=1}`",
+    '<iframe src="javascript:parent.__xss=1"></iframe>',
+    "javascript:window.__xss=1",
+]
+XSS_FETCH = [
+    '<img src="http://127.0.0.1:9/img.png">',
+    '<script src="http://127.0.0.1:9/x.js"></script>',
+    '<link rel="stylesheet" href="http://127.0.0.1:9/x.css">',
+    "</style><style>body{background:url(http://127.0.0.1:9/bg.png)}</style>",
+    "url(http://127.0.0.1:9/u.png)",
+    '<meta http-equiv="refresh" content="0;url=http://127.0.0.1:9/">',
+]
+HOSTILE = [XSS_SCRIPT, XSS_IMG, *XSS_MORE, *XSS_RUN, *XSS_FETCH]
+
+
+def hostile_everywhere_output() -> FeatureAttributionOutput:
+    """Every payload of :data:`HOSTILE` in every field a page shows: prompt and generated tokens,
+    generated text, chat roles, step-score names and every provenance field (method parameters'
+    keys and values, generation config, versions, devices, timings, work, aggregations ...)."""
+    tokens = [f" {h}" for h in HOSTILE]
+    p = len(tokens)
+    tokens += [XSS_SCRIPT, f" {XSS_RUN[0]}", f" {XSS_FETCH[0]}", "."]
+    n = len(tokens)
+    g = torch.Generator().manual_seed(1)
+    scores = nan_after_targets(torch.randn(n - p, n, generator=g), p)
+    roles = [XSS_IMG if i % 2 else XSS_RUN[3] for i in range(p)] + ["generated"] * (n - p)
+    seq = SequenceAttribution(
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=p,
+        scores=scores,
+        step_scores={h: torch.rand(n - p, generator=g) for h in (XSS_RUN[1], XSS_FETCH[0], "probability")},
+        generated_text="".join(tokens[p:]),
+        token_roles=roles,
+        special_mask=torch.tensor([i % 7 == 0 for i in range(n)]),
+    )
+    hostile = dict(zip(HOSTILE, reversed(HOSTILE)))
+    prov = provenance(
+        model_name=XSS_FETCH[0],
+        model_revision=XSS_RUN[1],
+        model_class=XSS_SCRIPT,
+        dtype=XSS_IMG,
+        devices=XSS_FETCH[:2],
+        device_map=hostile,
+        method=XSS_RUN[0],
+        method_params=hostile,
+        attributed_fn=XSS_RUN[4],
+        attributed_fn_args=hostile,
+        step_scores=[XSS_RUN[1], XSS_FETCH[0]],
+        step_score_rules=hostile,
+        generation_config=hostile,
+        versions=hostile,
+        timings={h: 1.5 for h in HOSTILE},
+        work={h: 3 for h in HOSTILE},
+        aggregations=HOSTILE[:4],
+        created_at=XSS_FETCH[3],
+    )
+    return FeatureAttributionOutput([seq], prov)
+
+
+def chat_output(sink: float = 16.2, **changes: object) -> FeatureAttributionOutput:
+    """A chat whose first marker (a special token) scores ``sink`` for every step, far above the
+    user's top word " France" (0.58), as an attention sink does; "assistant" (template) 0.9."""
+    tokens = ["<|im_start|>", "user", "\n", "Capital", " of", " France", "?", "<|im_end|>", "\n"]
+    tokens += ["<|im_start|>", "assistant", "\n", " Paris", ".", " It", " is", " big", "."]
+    roles = ["template"] * 3 + ["user"] * 4 + ["template"] * 5 + ["generated"] * 6
+    p, n = 12, len(tokens)
+    g = torch.Generator().manual_seed(0)
+    scores = 0.1 * torch.rand(n - p, n, generator=g)
+    scores[:, 0], scores[:, 10], scores[:, 5] = sink, 0.9, 0.58
+    seq = SequenceAttribution(
+        input_ids=torch.arange(n),
+        tokens=tokens,
+        prompt_length=p,
+        scores=nan_after_targets(scores, p),
+        special_mask=torch.tensor([t.startswith("<|") for t in tokens]),
+        token_roles=roles,
+        generated_text=" Paris. It is big.",
+    )
+    return FeatureAttributionOutput([seq], provenance(method="attention", **changes))
+
+
 def long_output(steps: int = 2000, prompt_length: int = 20, seed: int = 0) -> FeatureAttributionOutput:
     """A synthetic ``steps``-step generation: recency-weighted signed scores plus Gaussian noise
     (random mantissas everywhere, close to the worst case for the page's size)."""

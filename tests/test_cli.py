@@ -182,6 +182,19 @@ def test_show_reads_a_saved_result(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "The capital of France is Paris." in capsys.readouterr().out
 
 
+def test_show_scale_and_special_token_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = handmade_output().save(tmp_path / "r.json")
+    assert main(["show", str(path), "--step", "1"]) == 0
+    assert "colour scale: this step's largest |score|" in capsys.readouterr().out
+    page = tmp_path / "r.html"
+    assert main(["show", str(path), "--step", "1", "--scale", "global", "--include-special-tokens"]) == 0
+    assert "colour scale: the largest |score| of the sequence" in capsys.readouterr().out
+    assert main(["show", str(path), "--html", str(page), "--scale", "global", "--include-special-tokens"]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert '"scale":"global"' in text and '"include_special":true' in text and 'id="genattrib-norm">' in text
+    assert main(["show", str(path), "--scale", "robust"]) == 2
+
+
 def test_genattrib_error_is_one_red_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

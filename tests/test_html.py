@@ -170,7 +170,7 @@ def test_assets_are_package_data_and_safe_inline() -> None:
 def test_scores_round_trip_through_the_page(compress) -> None:
     out = FeatureAttributionOutput([paris_sequence(signed=True), paris_sequence().steps(1)], provenance())
     data = data_block(to_html(out, compress=compress))
-    assert data["format"] == "genattrib-html/2"
+    assert data["format"] == "genattrib-html/3"
     for seq, entry in zip(out.sequences, data["sequences"]):
         if compress is not None:
             assert entry["scores"]["codec"] == ("f16le-planes-zlib" if compress else "f16le")

@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 from html_outputs import (
+    HOSTILE,
     XSS_IMG,
     XSS_MORE,
     XSS_SCRIPT,
+    chat_output,
+    hostile_everywhere_output,
     hostile_output,
     long_output,
     paris_output,
@@ -74,10 +77,13 @@ class Opened:
     requests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    routed: list[str] = field(default_factory=list)  # requests the context's route saw (and aborted)
     seconds: float = 0.0
 
     def assert_clean(self) -> None:
         assert self.requests == [self.url], f"network requests besides the page: {self.requests}"
+        assert self.routed == [], f"requests intercepted by the route: {self.routed}"
+        assert self.page.evaluate("window.__xss === undefined"), "a script from the data ran"
         assert self.errors == [], f"console errors: {self.errors}"
         assert self.dialogs == [], f"dialogs opened: {self.dialogs}"
 
@@ -95,6 +101,12 @@ def open_page(browser, tmp_path):
         contexts.append(context)
         page = context.new_page()
         opened = Opened(page, path.resolve().as_uri())
+
+        def intercept(route) -> None:  # every network request is logged and refused
+            opened.routed.append(route.request.url)
+            route.abort()
+
+        context.route("http*://**/*", intercept)
         page.on("request", lambda request: opened.requests.append(request.url))
         page.on("console", lambda msg: msg.type in ("error", "assert") and opened.errors.append(msg.text))
         page.on("pageerror", lambda exc: opened.errors.append(str(exc)))
@@ -189,7 +201,8 @@ def test_hover_shades_source_tokens_by_score(open_page, signed) -> None:
     page.hover(".ga-tok[data-pos='3']")
     tip = page.text_content(".ga-tip")
     assert page.is_visible(".ga-tip") and "·France" in tip and "score for step 0" in tip and "0.9" in tip
-    assert page.text_content(".ga-legend").startswith("-0.9" if signed else "0")
+    legend = page.text_content(".ga-legend")
+    assert legend.startswith("\u2212step max" if signed else "0") and "each step's own largest |score|" in legend
     opened.assert_clean()
 
 
@@ -281,6 +294,110 @@ def test_hostile_tokens_render_as_text(open_page) -> None:
     opened.assert_clean()
 
 
+def test_the_network_guard_sees_requests(open_page, tmp_path) -> None:
+    """The checks below are not vacuous: markup that fetches is seen (and refused) by the route."""
+    control = tmp_path / "control.html"
+    control.write_text(
+        '<!DOCTYPE html><meta charset="utf-8"><title>c</title><img src="http://127.0.0.1:9/seen.png">'
+        '<script>window.__xss = 1</script><p data-ready="1" class="genattrib">x</p>',
+        encoding="utf-8",
+    )
+    opened = open_page(control)
+    opened.page.wait_for_timeout(200)
+    assert opened.routed == ["http://127.0.0.1:9/seen.png"]
+    assert opened.page.evaluate("window.__xss") == 1
+    with pytest.raises(AssertionError):
+        opened.assert_clean()
+
+
+def _exercise(page, seq) -> None:
+    """Every view of the page sees the data: each step hovered, bars, scale switch, both levels,
+    the heatmap, the search box, the tooltip."""
+    for j in range(seq.num_steps):
+        page.hover(f".ga-tok[data-pos='{seq.target_positions[j]}']")
+    for option in page.eval_on_selector(".ga-bars", "s => Array.from(s.options).map(o => o.value)"):
+        page.select_option(".ga-bars", option)
+    page.click(".ga-norm")
+    page.click(".ga-norm")
+    page.focus(".ga-step[tabindex='0']")
+    page.keyboard.press("u")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("u")
+    box = page.locator(".ga-overlay").bounding_box()
+    if box:
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.fill(".ga-search", HOSTILE[0])
+    page.keyboard.press("Enter")
+    page.hover(".ga-tok[data-pos='1']")
+
+
+def test_hostile_data_in_every_field_runs_nothing_and_fetches_nothing(open_page) -> None:
+    out = hostile_everywhere_output()
+    seq = out.sequences[0]
+    opened = open_page(out, title=HOSTILE[-1])
+    page = opened.page
+    _exercise(page, seq)
+    text = page.text_content(".ga-text")
+    assert all(h in text for h in HOSTILE if h not in ("\u2028",))
+    prov = page.text_content(".ga-prov")
+    assert all(h in prov for h in HOSTILE if h not in ("\u2028",))  # parameters, config, versions ... as text
+    assert page.text_content(".ga-title") == HOSTILE[-1] and HOSTILE[-1] in page.title()
+    assert (
+        page.evaluate(
+            "document.querySelectorAll('img, iframe, object, embed, svg, link, meta[http-equiv=refresh]').length"
+        )
+        == 0
+    )
+    assert page.evaluate("document.scripts.length") == 2
+    on_attributes = (
+        "Array.from(document.querySelectorAll('*'))"
+        ".some(e => Array.from(e.attributes).some(a => a.name.startsWith('on')))"
+    )
+    assert page.evaluate(on_attributes) is False
+    screenshot(page, "html_hostile_everywhere.png")
+    opened.assert_clean()  # no request but the page, none routed, no dialog, window.__xss unset
+
+
+def test_hostile_forced_continuation_of_a_tiny_model(open_page, tiny_llama) -> None:
+    prompt, forced = "<script>alert(1)</script>", "\"><img src=x onerror=alert(2)>`${alert(3)}`'"
+    out = tiny_llama.attribute(prompt, continuation=forced, step_scores=["probability"], show_progress=False)
+    seq = out.sequences[0]
+    assert seq.generated_text == forced
+    opened = open_page(out)
+    page = opened.page
+    _exercise(page, seq)
+    assert prompt in page.text_content(".ga-text") and forced in page.text_content(".ga-text")
+    opened.assert_clean()
+
+
+def test_special_tokens_left_out_of_ranking_and_scale(open_page) -> None:
+    out = chat_output(attributed_fn="logprob", attributed_fn_used=False)
+    seq = out.sequences[0]
+    opened = open_page(out)
+    page = opened.page
+    assert page.is_checked(".ga-norm")
+    assert page.text_content(".ga-summary").startswith("attention scores (no attributed function)")
+    legend = page.text_content(".ga-legend")
+    assert "each step's own largest |score|" in legend and "chat-template tokens left out" in legend
+    page.hover(f".ga-tok[data-pos='{seq.target_positions[1]}']")
+    status = page.text_content(".ga-status")
+    assert "left out" in status and "im_start" not in status.split("top |score|")[1].split(":", 1)[1]
+    states = token_states(page)
+    assert rgb(states[5]["bg"]) == (230, 97, 1)  # " France" (0.58) is the step's largest content score: full orange
+    assert rgb(states[0]["bg"]) == (230, 97, 1) and states[0]["score"] > 16  # the sink: clipped, its score kept
+    screenshot(page, "html_chat_sink.png")
+    opened.assert_clean()
+    # the option keeps them, and the global scale makes the user's words pale next to the sink
+    opened = open_page(out, scale="global", include_special_tokens=True)
+    page = opened.page
+    assert not page.is_checked(".ga-norm") and "left out" not in page.text_content(".ga-legend")
+    page.hover(f".ga-tok[data-pos='{seq.target_positions[1]}']")
+    status = page.text_content(".ga-status")
+    assert "\u201c<|im_start|>\u201d 16.2" in status and "left out" not in status
+    assert shade_strength(token_states(page)[5]["bg"]) < 0.1 * shade_strength(token_states(page)[0]["bg"])
+    opened.assert_clean()
+
+
 def test_batch_selector_switches_sequences(open_page) -> None:
     out = FeatureAttributionOutput(
         [paris_sequence(), hostile_output().sequences[0], paris_sequence(signed=True)], paris_output().provenance
@@ -297,13 +414,17 @@ def test_batch_selector_switches_sequences(open_page) -> None:
     page.wait_for_selector(".genattrib[data-seq='2']")
     page.hover(".ga-tok[data-pos='6']")
     check_step_shading(page, out.sequences[2], 1)
-    assert page.text_content(".ga-legend").startswith("-0.9")
+    assert page.text_content(".ga-legend").startswith("\u2212step max")
     opened.assert_clean()
 
 
 def test_per_step_scale_and_bars(open_page) -> None:
-    opened = open_page(paris_output())
+    opened = open_page(paris_output(), scale="global")
     page = opened.page
+    assert not page.is_checked(".ga-norm")
+    assert page.text_content(".ga-legend").startswith(
+        "0"
+    ) and "the largest |score| of the sequence" in page.text_content(".ga-legend")
     page.hover(".ga-tok[data-pos='7']")  # step 2: top source "The" (0.4 of the global 0.9)
     before = shade_strength(token_states(page)[0]["bg"])
     page.check(".ga-norm")
@@ -333,7 +454,7 @@ def test_notebook_fragments_coexist(open_page, tmp_path) -> None:
     page.hover(f"{second} .ga-tok[data-pos='7']")
     assert page.get_attribute(second, "data-step") == "2" and page.get_attribute(first, "data-step") == "0"
     assert page.text_content(f"{first} .ga-legend").startswith("0")
-    assert page.text_content(f"{second} .ga-legend").startswith("-0.9")
+    assert page.text_content(f"{second} .ga-legend").startswith("\u2212step max")
     opened.assert_clean()
 
 

@@ -173,11 +173,16 @@ def test_markup_in_tokens_is_shown_literally() -> None:
 def test_legend_shows_method_function_and_scale() -> None:
     scores = torch.zeros(len(GENERATED), len(PROMPT + GENERATED))
     scores[0, 0], scores[1, 2] = -0.8, 0.4
-    text = rendered_text(
-        make_out(make_seq(PROMPT, GENERATED, scores=scores), method="integrated_gradients", fn="probability")
-    )
+    out = make_out(make_seq(PROMPT, GENERATED, scores=scores), method="integrated_gradients", fn="probability")
+    text = rendered_text(out, scale="global")
     legend = next(line for line in text.splitlines() if "integrated_gradients" in line)
     assert "probability" in legend and "-0.80" in legend and "0.80" in legend.replace("-0.80", "")
+    assert "colour scale: the largest |score| of the sequence" in text
+    # the default scale: each step (column) against its own largest |score|, said in the legend
+    text = rendered_text(out)
+    legend = next(line for line in text.splitlines() if "integrated_gradients" in line)
+    assert "-max" in legend and "-0.80" not in legend
+    assert "colour scale: each step's own largest |score|" in text
 
 
 def test_nan_cells_show_no_number() -> None:

@@ -11,8 +11,8 @@ start, it builds a valid :class:`SequenceAttribution` whose tokens are the group
 * granular scores merge like the scores, per hidden unit; step scores with their rule
   (:func:`~genattrib.aggregation.segments.step_rule`: ``step_rules`` overrides, then the
   result's recorded ``provenance.step_score_rules``, then the fallback table);
-* ``input_ids`` keeps the first token id of each group, ``special_mask`` is True for groups of
-  special tokens only, ``token_roles`` is the group's main content role.
+* ``input_ids`` keeps the first token id of each group, ``special_mask`` (and
+  ``special_tokens_mask``) is True for groups of special tokens only, ``token_roles`` is the group's main content role.
 
 Example:
     >>> seq = out.sequences[0]
@@ -108,6 +108,7 @@ def merge_positions(
         scores=nan_after_targets(scores, starts),
         step_scores=merge_step_scores(seq.step_scores, row_runs, step_rules, recorded_rules),
         special_mask=torch.stack([special[a:b].all() for a, b in runs]),
+        special_tokens_mask=torch.stack([seq.special_tokens_mask[a:b].all() for a, b in runs]),
         granular_scores=granular,
         step_start=first_group - prompt_groups,
         generated_text=seq.generated_text,

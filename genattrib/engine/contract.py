@@ -217,6 +217,7 @@ class Attributor(ABC):
     default_reduction: ClassVar[str] = "none"  # how the hidden dimension is reduced by default
     needs_gradients: ClassVar[bool] = True
     needs_attentions: ClassVar[bool] = False  # reads attention probabilities (checked in check_model)
+    explains_attributed_fn: ClassVar[bool] = True  # False: scores do not depend on attributed_fn (attention)
     uses_baseline: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False  # scores add up to F(x) - F(x'): warn when they do not
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch

@@ -65,6 +65,7 @@ class _AttentionBase(Attributor):
     supports_units = False  # attention is read at one query position
     needs_gradients = False
     needs_attentions = True
+    explains_attributed_fn = False  # attention weights: no function of the output is explained
     group_by_sequence = True
 
     def rows_per_target(self, length: int) -> int:

@@ -82,6 +82,7 @@ def assemble_sequence(
     roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
     steps = {k: _per_row(v, job, rules.get(k, "sum")) for k, v in trace.step_scores.items()}
     steps.update(result.step_scores)
+    special_ids = list(getattr(tokenizer, "all_special_ids", None) or [])  # recorded even when attributed
     return SequenceAttribution(
         input_ids=ids,
         tokens=tokens,
@@ -90,6 +91,7 @@ def assemble_sequence(
         scores=result.scores,
         step_scores=steps,
         special_mask=job.special_mask.clone(),
+        special_tokens_mask=torch.isin(ids, torch.tensor(special_ids, dtype=ids.dtype)),
         granular_scores=result.granular_scores,
         step_start=job.step_start,
         target_spans=None if job.units is None else list(job.units),
@@ -117,6 +119,7 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
         method=request.attributor.name,
         method_params=params,
         attributed_fn=request.attributed_fn.name,
+        attributed_fn_used=bool(getattr(request.attributor, "explains_attributed_fn", True)),
         explain=describe_explain(request.explain),
         step_scores=sorted(request.step_targets),
         step_score_rules=step_score_rules(request.attributor, request.step_targets),

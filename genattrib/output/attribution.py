@@ -192,6 +192,7 @@ class FeatureAttributionOutput:
             meta["sequences"].append(entry)
             tensors[f"{i}.input_ids"] = seq.input_ids
             tensors[f"{i}.special_mask"] = seq.special_mask
+            tensors[f"{i}.special_tokens_mask"] = seq.special_tokens_mask
             if scores:
                 if sparse is not None:
                     tensors.update(sparse.to_tensors(f"{i}.sparse."))
@@ -276,6 +277,7 @@ class FeatureAttributionOutput:
                     scores=scores,
                     step_scores={n: steps[n] for n in entry["step_scores"]},
                     special_mask=tensors[f"{i}.special_mask"],
+                    special_tokens_mask=tensors.get(f"{i}.special_tokens_mask"),  # absent from older files
                     granular_scores=granular,
                     step_start=int(entry["step_start"]),
                     generated_text=entry["generated_text"],

@@ -53,6 +53,8 @@ class Provenance:
     method_params: dict[str, Any] = field(default_factory=dict)
     attributed_fn: str = ""
     attributed_fn_args: dict[str, Any] = field(default_factory=dict)
+    # whether the scores depend on attributed_fn (False for attention weights); None: not recorded (older files)
+    attributed_fn_used: bool | None = None
     # what a row explains: "tokens", or units ("sentences" ..., "token spans", "character spans")
     # whose value is attributed_fn merged over their tokens; step scores merge by step_score_rules
     explain: str = "tokens"

@@ -40,6 +40,10 @@ class SequenceAttribution:
     A unit-level result (``attribute(..., explain="sentences")``) sets ``target_spans``: row
     ``j`` then explains the tokens ``target_spans[j] = (start, stop)`` together (their combined
     value, e.g. the sum of their log-probs), and positions at or after ``start`` are NaN.
+
+    ``special_tokens_mask`` marks the special tokens (BOS, chat markers); ``special_mask`` the
+    positions held fixed while attributing: the special tokens, or none with
+    ``attribute_special_tokens=True``.
     """
 
     input_ids: Int[Tensor, " position"]
@@ -54,6 +58,7 @@ class SequenceAttribution:
     token_roles: list[str] | None = None  # chat prompts: message role of each token
     target_spans: list[tuple[int, int]] | None = None  # unit rows: the tokens [start, stop) each row explains
     source_spans: list[tuple[int, int]] | None = None  # source units (sources=...): [start, stop) of positions
+    special_tokens_mask: Bool[Tensor, " position"] | None = None  # special tokens, attributed or not
 
     def __post_init__(self) -> None:
         n = int(self.input_ids.shape[0])
@@ -71,6 +76,11 @@ class SequenceAttribution:
             raise ValueError(f"scores must be floating point, got {dtype}")
         if self.special_mask is None:
             self.special_mask = torch.zeros(n, dtype=torch.bool)
+        if self.special_tokens_mask is None:  # results saved before it was recorded: special_mask held it
+            self.special_tokens_mask = self.special_mask.clone()
+        for name in ("special_mask", "special_tokens_mask"):
+            if tuple(getattr(self, name).shape) != (n,):
+                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, not ({n},)")
         if self.token_roles is not None and len(self.token_roles) != n:
             raise ValueError(f"{len(self.token_roles)} token roles for {n} tokens")
         if self.target_spans is not None:
@@ -112,6 +122,22 @@ class SequenceAttribution:
         return self.scores[j]
 
     # --- views -------------------------------------------------------------------------
+    @property
+    def structure_mask(self) -> Bool[Tensor, " position"]:
+        """Positions that are structure rather than content: special tokens (attributed or not) and
+        chat-template text (``token_roles`` ``"template"``: markers, role names, a default system
+        prompt). Summaries, top-k lists and colour scales leave them out unless
+        ``include_special_tokens=True``; their scores are kept as they are.
+
+        Example:
+            >>> seq.tokens[:3], seq.structure_mask[:3].tolist()
+            (['<|im_start|>', 'system', '\\n'], [True, True, True])
+        """
+        mask = self.special_tokens_mask.clone()
+        if self.token_roles is not None:
+            mask |= torch.tensor([role == "template" for role in self.token_roles], dtype=torch.bool)
+        return mask
+
     @property
     def num_steps(self) -> int:
         """Number of explained generated steps (rows of ``scores``)."""
@@ -207,6 +233,7 @@ class SequenceAttribution:
             and same(self.input_ids, other.input_ids)
             and same(self.scores, other.scores)
             and same(self.special_mask, other.special_mask)
+            and same(self.special_tokens_mask, other.special_tokens_mask)
             and same(self.granular_scores, other.granular_scores)
             and self.step_scores.keys() == other.step_scores.keys()
             and all(same(v, other.step_scores[k]) for k, v in self.step_scores.items())

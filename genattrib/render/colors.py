@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from jaxtyping import Bool, Float
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from torch import Tensor
 
-__all__ = ["BLUE", "ORANGE", "WHITE", "ColorScale", "NumberFormat"]
+__all__ = ["BLUE", "ORANGE", "WHITE", "ColorScale", "NumberFormat", "row_scales"]
 
 RGB = tuple[int, int, int]
 # Endpoints of the PuOr/BrBG-style blue-orange ramp (distinguishable with all common colour-vision deficiencies).
@@ -142,3 +143,35 @@ class NumberFormat:
     def suffix(self) -> str:
         """Legend note for rescaled numbers (``""`` when not rescaled)."""
         return f" (values ×1e{self.exponent:+03d})" if self.exponent else ""
+
+
+def _fit_kept(values: Tensor, left_out: Tensor | None) -> ColorScale:
+    """:meth:`ColorScale.fit` of ``values`` (its kind: diverging when any two scores differ in
+    sign), with the extent of the columns not ``left_out`` (of all of them when those columns
+    hold no non-zero finite score)."""
+    whole = ColorScale.fit(values)
+    if left_out is not None and bool(left_out.any()):
+        kept = ColorScale.fit(values.masked_fill(left_out.to(values.device), math.nan))
+        if kept.vmax > 0:
+            return ColorScale(whole.kind, kept.vmax)
+    return whole
+
+
+def row_scales(
+    values: Float[Tensor, "row column"], scale: str = "step", left_out: Bool[Tensor, " column"] | None = None
+) -> list[ColorScale]:
+    """One colour scale per row of ``values``: the row's own (``scale="step"``) or the whole
+    matrix's (``"global"``), fitted without the columns ``left_out`` (special and template
+    tokens, which then show at full colour when they exceed it).
+
+    Example:
+        >>> m = torch.tensor([[4.0, 1.0], [0.5, 0.25]])
+        >>> [s.vmax for s in row_scales(m, "step")], [s.vmax for s in row_scales(m, "global")]
+        ([4.0, 0.5], [4.0, 4.0])
+        >>> [s.vmax for s in row_scales(m, "step", left_out=torch.tensor([True, False]))]
+        [1.0, 0.25]
+    """
+    values = values.detach().float().cpu()
+    if scale == "global":
+        return [_fit_kept(values, left_out)] * values.shape[0]
+    return [_fit_kept(row, left_out) for row in values]

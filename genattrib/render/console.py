@@ -34,10 +34,18 @@ from rich.text import Text
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
-from genattrib.render.colors import ColorScale, NumberFormat
+from genattrib.render.captions import (
+    check_include_special,
+    check_scale,
+    left_out,
+    scale_caption,
+    score_caption,
+    special_caption,
+)
+from genattrib.render.colors import ColorScale, NumberFormat, row_scales
 from genattrib.render.matrix import HEADER_MAX_WIDTH, LABEL_MAX_WIDTH, matrix_blocks, split_columns
 from genattrib.render.summary import summary_view
-from genattrib.render.text_view import compact_view, long_hint, step_view
+from genattrib.render.text_view import compact_view, long_hint, resolve_step, step_view
 from genattrib.render.tokens import display_token
 
 __all__ = ["MAX_MATRIX_COLUMNS", "render", "show", "too_long"]
@@ -56,20 +64,21 @@ def _title(seq: SequenceAttribution, index: int, width: int) -> Text:
     return title
 
 
-def _legend(out: FeatureAttributionOutput, scale: ColorScale, fmt: NumberFormat) -> Text:
-    prov = out.provenance
+def _legend(
+    out: FeatureAttributionOutput, scale: ColorScale, fmt: NumberFormat, *, per_row: bool, notes: list[str]
+) -> Text:
+    """What the scores are, the colour ramp (its ends: numbers, or "max" when each column has its
+    own scale) and, on a second line, the scale and what it leaves out."""
     lo, hi = scale.limits
-    legend = Text.assemble(
-        (prov.method or "unknown method", "bold"),
-        " attributions of ",
-        (prov.attributed_fn or "unknown function", "bold"),
-        "   ",
-        fmt(lo),
-        " ",
-    )
+    ends = {lo: fmt(lo), hi: fmt(hi)}
+    if per_row:
+        ends = {lo: "-max" if lo < 0 else "0", hi: "max" if hi > 0 else "0"}
+    legend = Text.assemble((score_caption(out.provenance), "bold"), "   ", ends[lo], " ")
     legend.append_text(scale.ramp())
-    legend.append(f" {fmt(hi)}{fmt.suffix}")
+    legend.append(f" {ends[hi]}{fmt.suffix}")
     legend.append("   blank: at/after the target", style="dim")
+    if any(notes):
+        legend.append("\n" + " · ".join(note for note in notes if note), style="dim")
     return legend
 
 
@@ -105,6 +114,8 @@ def render(
     max_width: int | None = None,
     digits: int = 2,
     summary: bool = False,
+    scale: str = "step",
+    include_special_tokens: bool = False,
 ) -> list[RenderableType]:
     """The renderables that :func:`show` prints, each at most ``max_width`` cells wide.
 
@@ -125,27 +136,39 @@ def render(
     width = min(max_width, console.width) if max_width else console.width
     if width < 10:
         raise InvalidArgumentError("max_width", f"width {width} is too narrow", "use at least 10 columns")
+    check_scale(scale)
+    keep = check_include_special(include_special_tokens)
     items: list[RenderableType] = []
     for index, seq in enumerate(out.sequences):
-        scale = ColorScale.fit(seq.scores)
-        fmt = NumberFormat.fit(scale.vmax, digits)
+        whole = ColorScale.fit(seq.scores)
+        fmt = NumberFormat.fit(whole.vmax, digits)
+        hidden = left_out(seq, keep)
+        notes = [special_caption(seq, keep)]
+        rows = "unit" if seq.is_unit_level else "step"
         items.append(_title(seq, index, width))
         if seq.num_steps == 0:
             items.append(Text("no explained steps", style="dim"))
         elif summary:
-            items.extend(summary_view(seq, width=width))
+            items.extend(summary_view(seq, width=width, include_special_tokens=keep))
         elif step is not None:
-            items.extend(step_view(seq, step, scale, fmt, digits=digits, index=index))
-            items.append(_legend(out, scale, fmt))
+            row = resolve_step(seq, step, index)
+            values = seq.scores[row : row + 1] if scale == "step" else seq.scores
+            [row_scale, *_] = row_scales(values, scale, hidden)
+            items.extend(step_view(seq, row, row_scale, fmt, digits=digits, index=index, include_special_tokens=keep))
+            notes.insert(0, scale_caption(scale, rows, one=True))
+            items.append(_legend(out, row_scale, fmt, per_row=False, notes=notes))
         elif view == "compact":
             items.extend(compact_view(seq, digits=digits))
         elif view == "auto" and too_long(seq, width, digits):
             items.extend(compact_view(seq, digits=digits, hint=False))
-            items.extend(summary_view(seq, width=width))
+            items.extend(summary_view(seq, width=width, include_special_tokens=keep))
             items.append(Text(long_hint(seq), style="dim"))
         else:
-            items.extend(matrix_blocks(seq, scale, fmt, width=width, step_scores=step_scores, digits=digits))
-            items.append(_legend(out, scale, fmt))
+            scales = row_scales(seq.scores, scale, hidden)
+            items.extend(matrix_blocks(seq, scales, fmt, width=width, step_scores=step_scores, digits=digits))
+            notes.insert(0, scale_caption(scale, rows))
+            legend_scale = scales[0] if scale == "global" else ColorScale(whole.kind, 1.0)
+            items.append(_legend(out, legend_scale, fmt, per_row=scale == "step", notes=notes))
         items.append(Text(""))
     if width < console.width:
         return [Constrain(item, width) for item in items]
@@ -162,6 +185,8 @@ def show(
     max_width: int | None = None,
     digits: int = 2,
     summary: bool = False,
+    scale: str = "step",
+    include_special_tokens: bool = False,
 ) -> None:
     """Print ``out`` in the terminal (see the module docstring for the layout).
 
@@ -174,6 +199,12 @@ def show(
         max_width: cap on the width used (defaults to the console width).
         digits: decimals shown per score.
         summary: per generated sentence, the top-3 source sentences with their share of the attribution.
+        scale: ``"step"`` (default) colours each explained step against its own largest
+            ``|score|``; ``"global"`` colours every step against the sequence's largest. The legend
+            says which.
+        include_special_tokens: keep special tokens and chat-template text (``<|im_start|>``,
+            role names, a default system prompt) in the top-k lists, summaries and colour scale;
+            by default they are left out there (their scores are unchanged and still shown).
 
     Example:
         >>> out.show(max_width=100, digits=3)
@@ -190,5 +221,7 @@ def show(
         max_width=max_width,
         digits=digits,
         summary=summary,
+        scale=scale,
+        include_special_tokens=include_special_tokens,
     ):
         console.print(item)

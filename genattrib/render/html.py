@@ -34,6 +34,7 @@ from typing import Any
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.serialization import atomic_write_bytes
+from genattrib.render.captions import check_include_special, check_scale
 from genattrib.render.html_data import output_payload, script_json
 from genattrib.render.html_provenance import provenance_table
 from genattrib.render.tokens import display_token
@@ -116,14 +117,15 @@ def _find(uid: str) -> str:
     )
 
 
-def _body(out: FeatureAttributionOutput, uid: str, title: str) -> str:
+def _body(out: FeatureAttributionOutput, uid: str, title: str, per_step: bool = True) -> str:
     """The root element: controls, empty views the script fills, the provenance panel."""
+    checked = " checked" if per_step else ""
     return f"""<div class="genattrib" id="{uid}">
 <header class="ga-head"><h2 class="ga-title">{escape(title)}</h2>
 <div class="ga-controls">{_sequence_selector(out, uid)}
 {_levels(uid)}
 <label class="ga-control" hidden>Bars <select class="ga-bars" id="{uid}-bars"></select></label>
-<label class="ga-control"><input type="checkbox" class="ga-norm" id="{uid}-norm"> {NORM_LABEL}</label>
+<label class="ga-control"><input type="checkbox" class="ga-norm" id="{uid}-norm"{checked}> {NORM_LABEL}</label>
 </div></header>
 <p class="ga-nojs">The interactive view needs JavaScript (in a notebook: trust it, or open the saved page).</p>
 <p class="ga-summary"></p>
@@ -154,6 +156,8 @@ def to_html(
     element_id: str | None = None,
     compress: bool | None = None,
     top_k: int | str | None = "auto",
+    scale: str = "step",
+    include_special_tokens: bool = False,
 ) -> str:
     """The page (or, with ``embedded=True``, a fragment for notebooks) showing ``out``.
 
@@ -167,6 +171,12 @@ def to_html(
         top_k: ``"auto"`` keeps the scores exact (float16) up to 5,000,000 cells per matrix and
             above that only the 64 largest ``|score|`` per row, 8-bit quantised (the page says
             so); an int keeps that many per row; ``None`` always keeps every score.
+        scale: the colour scale the page starts with: ``"step"`` (each step, or unit, against
+            its own largest ``|score|``) or ``"global"`` (the sequence's largest); a switch on the
+            page changes it and the legend says which is used.
+        include_special_tokens: rank special tokens and chat-template text like other tokens in
+            the top lists and colour scales; by default they are left out there (their scores
+            are still shown).
 
     Example:
         >>> page = to_html(out, title="Paris")
@@ -178,13 +188,18 @@ def to_html(
     uid = _check_id(element_id)
     if top_k not in ("auto", None) and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InvalidArgumentError("top_k", f"top_k={top_k!r} keeps no source", "pass 'auto', None or an int >= 1")
+    check_scale(scale)
+    check_include_special(include_special_tokens)
     title = _default_title(out) if title is None else str(title)
-    data = script_json(output_payload(out, compress=compress, top_k=top_k))
+    payload = output_payload(
+        out, compress=compress, top_k=top_k, scale=scale, include_special_tokens=include_special_tokens
+    )
+    data = script_json(payload)
     style = _asset("viewer.css")
     code = "\n".join(_asset(name) for name in ASSETS)
     script = f'(function () {{\n"use strict";\n{code}\nmount(document.getElementById("{uid}"));\n}})();'
     fragment = (
-        f"<style>{style}</style>\n{_body(out, uid, title)}\n"
+        f"<style>{style}</style>\n{_body(out, uid, title, per_step=scale == 'step')}\n"
         f'<script type="application/json" class="ga-data" id="{uid}-data">{data}</script>\n'
         f"<script>{script}</script>\n"
     )

@@ -32,8 +32,10 @@ import torch
 from torch import Tensor
 
 from genattrib.aggregation.boundaries import sentence_starts
+from genattrib.aggregation.merge import runs_from_starts
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
+from genattrib.render.captions import check_scale, score_caption
 from genattrib.render.colors import BLUE, ORANGE, WHITE, ColorScale
 from genattrib.render.html_rows import (
     COMPRESS_ABOVE_BYTES,
@@ -55,7 +57,7 @@ __all__ = [
     "sequence_payload",
 ]
 
-FORMAT = "genattrib-html/2"  # 2: top-k codec, outline units, sentence sums
+FORMAT = "genattrib-html/3"  # 2: top-k codec, outline units, sentence sums; 3: caption, scale, hidden
 _UNSAFE_IN_SCRIPT = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 
 
@@ -90,11 +92,24 @@ def _runs(labels: list[str]) -> list[list[Any]]:
     return [[i, label] for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label]
 
 
-def _scale(values: Tensor) -> dict[str, Any]:
-    """``{"kind", "vmax"}`` of :class:`ColorScale` for ``values``, read in row chunks."""
+def _scale(values: Tensor, left_out: Tensor | None = None) -> dict[str, Any]:
+    """``{"kind", "vmax"}`` of :class:`ColorScale` for ``values``, read in row chunks: the kind
+    of all of them, the extent of the columns not ``left_out`` (of all when those hold no
+    non-zero finite score)."""
+    whole = _scale_of(values, None)
+    if left_out is not None and bool(left_out.any()):
+        kept = _scale_of(values, left_out.to(values.device))
+        if kept["vmax"] > 0:
+            return {"kind": whole["kind"], "vmax": kept["vmax"]}
+    return whole
+
+
+def _scale_of(values: Tensor, left_out: Tensor | None) -> dict[str, Any]:
     lo, hi = math.inf, -math.inf
     for r0 in range(0, values.shape[0], CHUNK_ROWS):
         chunk = values[r0 : r0 + CHUNK_ROWS].detach().float()
+        if left_out is not None:
+            chunk = chunk.masked_fill(left_out, math.nan)
         if chunk.numel():
             inf = math.inf
             lo = min(lo, float(chunk.nan_to_num(nan=inf, posinf=inf, neginf=inf).min()))
@@ -135,14 +150,21 @@ def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str
 
 
 def sequence_payload(
-    seq: SequenceAttribution, *, compress: bool | None = None, top_k: int | str | None = "auto", explain: str = "tokens"
+    seq: SequenceAttribution,
+    *,
+    compress: bool | None = None,
+    top_k: int | str | None = "auto",
+    explain: str = "tokens",
+    include_special_tokens: bool = False,
 ) -> dict[str, Any]:
     """Everything the page's script needs about one sequence (JSON-serialisable).
 
     Besides the tokens and scores: the outline's units (:mod:`genattrib.render.units`) with their
     top source words, the sentence starts of the text and every unit's row summed over those
     sentences. A token-level result's sentence rows (sums of its token rows) are stored only when
-    the token rows are top-k; the page sums exact rows itself.
+    the token rows are top-k; the page sums exact rows itself. ``hidden`` lists the special and
+    chat-template positions (``seq.structure_mask``); unless ``include_special_tokens`` they are
+    left out of the top words and of the colour scales (``scale``, ``group_scale``, ``unit_scale``).
 
     Example:
         >>> entry = sequence_payload(out.sequences[0])
@@ -161,6 +183,13 @@ def sequence_payload(
     rows = unit_scores(seq, units)
     starts = sentence_starts(seq)
     sums = group_sums(rows, units.limits, starts)
+    structure = seq.structure_mask
+    hidden = None if include_special_tokens else structure
+    hidden_groups = (
+        None
+        if hidden is None
+        else torch.stack([hidden[a:b].all() for a, b in runs_from_starts(starts, len(seq.tokens))])
+    )
     specs = {
         "scores": encode_matrix(seq.scores, top_k=top_k, compress=compress),
         "group_scores": encode_matrix(sums, top_k=top_k, compress=compress, dense_max=SUMS_DENSE_MAX_CELLS),
@@ -175,9 +204,10 @@ def sequence_payload(
         "steps": seq.num_steps,
         "spans": [list(span) for span in seq.target_spans] if seq.target_spans is not None else None,
         "special": [i for i, special in enumerate(mask) if special],
+        "hidden": structure.nonzero().flatten().tolist(),
         "roles": _runs(list(seq.token_roles)) if seq.token_roles is not None else None,
         "generated_text": seq.generated_text,
-        "scale": _scale(seq.scores),
+        "scale": _scale(seq.scores, hidden),
         "scores": specs["scores"],
         "step_scores": step_scores,
         "units": {
@@ -186,25 +216,35 @@ def sequence_payload(
             "rows": [list(r) for r in units.rows],
             "limits": units.limits,
             "merged": units.merged,
-            "top": [[list(source) for source in sources] for sources in top_sources(seq, rows, units.limits)],
+            "top": [
+                [list(source) for source in sources]
+                for sources in top_sources(seq, rows, units.limits, include_special_tokens=include_special_tokens)
+            ],
         },
         "unit_scores": specs.get("unit_scores"),
-        "unit_scale": _scale(rows) if units.merged else None,
+        "unit_scale": _scale(rows, hidden) if units.merged else None,
         "groups": starts,
         "group_scores": specs["group_scores"],
-        "group_scale": _scale(sums),
+        "group_scale": _scale(sums, hidden_groups),
         "notes": _notes(seq, specs, name),
     }
 
 
 def output_payload(
-    out: FeatureAttributionOutput, *, compress: bool | None = None, top_k: int | str | None = "auto"
+    out: FeatureAttributionOutput,
+    *,
+    compress: bool | None = None,
+    top_k: int | str | None = "auto",
+    scale: str = "step",
+    include_special_tokens: bool = False,
 ) -> dict[str, Any]:
-    """The whole data block: colours, method names and every sequence.
+    """The whole data block: colours, what the scores are (``caption``), the colour scale the
+    page starts with (``scale``: ``"step"`` or ``"global"``), whether special and template tokens
+    are ranked (``include_special``) and every sequence.
 
     Example:
         >>> output_payload(out)["format"]
-        'genattrib-html/2'
+        'genattrib-html/3'
     """
     prov = out.provenance
     return {
@@ -212,8 +252,14 @@ def output_payload(
         "colors": {"negative": list(BLUE), "zero": list(WHITE), "positive": list(ORANGE)},
         "method": prov.method,
         "attributed_fn": prov.attributed_fn,
+        "caption": score_caption(prov),
+        "scale": check_scale(scale),
+        "include_special": include_special_tokens,
         "explain": prov.explain,
         "sequences": [
-            sequence_payload(seq, compress=compress, top_k=top_k, explain=prov.explain) for seq in out.sequences
+            sequence_payload(
+                seq, compress=compress, top_k=top_k, explain=prov.explain, include_special_tokens=include_special_tokens
+            )
+            for seq in out.sequences
         ],
     }

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 
 from genattrib.output.provenance import Provenance
+from genattrib.render.captions import explains_function
 
 __all__ = ["provenance_rows", "provenance_table"]
 
@@ -52,6 +53,8 @@ def _counts(work: dict[str, Any]) -> str:
 def provenance_rows(prov: Provenance) -> list[tuple[str, str]]:
     """``(label, text)`` for every provenance field that is set, in reading order."""
     fn = prov.attributed_fn + (f" {_compact(prov.attributed_fn_args)}" if prov.attributed_fn_args else "")
+    if fn and not explains_function(prov):
+        fn += f" (not used by {prov.method}: its scores explain no function)"
     model = prov.model_name + (f" @ {prov.model_revision}" if prov.model_revision else "")
     versions = " · ".join(f"{k} {v}" for k, v in prov.versions.items())
     rows = [

@@ -64,15 +64,16 @@ class _Row:
     cells: list[tuple[str, Style | None]]
 
 
-def _score_rows(seq: SequenceAttribution, scale: ColorScale, fmt: NumberFormat) -> list[_Row]:
-    """Rows for source positions before the last explained target (later rows are all NaN)."""
+def _score_rows(seq: SequenceAttribution, scales: Sequence[ColorScale], fmt: NumberFormat) -> list[_Row]:
+    """Rows for source positions before the last explained target (later rows are all NaN);
+    column ``j`` is coloured on ``scales[j]``."""
     columns = seq.scores.detach().float().cpu().T.tolist()  # [position][step]
     mask = seq.special_mask.tolist() if seq.special_mask is not None else [False] * len(seq.tokens)
     rows = []
     for pos in range(seq.target_positions[-1]):
         style = _SPECIAL_STYLE if mask[pos] else _GENERATED_STYLE if pos >= seq.prompt_length else _PROMPT_STYLE
         label = Text(display_token(seq.tokens[pos], LABEL_MAX_WIDTH), style=style)
-        cells = [(fmt(v), None if v != v else scale.style(v)) for v in columns[pos]]
+        cells = [(fmt(v), None if v != v else scales[j].style(v)) for j, v in enumerate(columns[pos])]
         rows.append(_Row(label, cells))
     return rows
 
@@ -111,18 +112,20 @@ def _block_table(
 
 def matrix_blocks(
     seq: SequenceAttribution,
-    scale: ColorScale,
+    scale: ColorScale | Sequence[ColorScale],
     fmt: NumberFormat,
     *,
     width: int,
     step_scores: bool = True,
     digits: int = 2,
 ) -> list[Table]:
-    """Tables of at most ``width`` cells each, together covering every explained step of ``seq``."""
+    """Tables of at most ``width`` cells each, together covering every explained step of ``seq``;
+    ``scale`` colours every column, or is a list of one scale per column (explained step)."""
     if seq.num_steps == 0:
         return []
+    scales = [scale] * seq.num_steps if isinstance(scale, ColorScale) else list(scale)
     headers = [Text(display_token(t, HEADER_MAX_WIDTH), justify="right") for t in seq.target_tokens]
-    rows = _score_rows(seq, scale, fmt)
+    rows = _score_rows(seq, scales, fmt)
     extra = _step_rows(seq, digits) if step_scores else []
     all_rows = rows + extra
     widths = [

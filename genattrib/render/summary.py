@@ -4,7 +4,8 @@ A source sentence's share for a generated sentence is its part of the total ``|s
 sentence's explained tokens give to all sources before them (NaN ignored). The generated
 sentence's own earlier tokens count as a source ("same sentence"). A unit-level result
 (``explain="sentences"``, ...) is summarised per row: each unit with its top source sentences. Sentences made only of
-special tokens or blank text are left out, as sources and as generated sentences. Sentences are split as in
+special tokens, chat-template text or blank text are left out, as sources and as generated
+sentences (``include_special_tokens=True`` keeps special and template sentences). Sentences are split as in
 :func:`~genattrib.aggregation.boundaries.sentence_starts`.
 
 Example:
@@ -27,6 +28,7 @@ from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.aggregation.merge import group_role, runs_from_starts
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.sequence import SequenceAttribution
+from genattrib.render.captions import left_out
 from genattrib.render.tokens import display_token
 from genattrib.render.units import group_sums, outline_units, unit_scores
 
@@ -54,9 +56,13 @@ class SentenceSummary:
     sources: tuple[SourceShare, ...]
 
 
-def summarize(seq: SequenceAttribution, top: int = TOP) -> list[SentenceSummary]:
+def summarize(
+    seq: SequenceAttribution, top: int = TOP, *, include_special_tokens: bool = False
+) -> list[SentenceSummary]:
     """The top-``top`` source sentences of every unit: a generated sentence with explained tokens
-    (token-level result), or a row (unit-level result, e.g. ``explain="sentences"``).
+    (token-level result), or a row (unit-level result, e.g. ``explain="sentences"``). Sentences
+    made only of special tokens or chat-template text (``seq.structure_mask``) are left out, as
+    sources and from the shares' total, unless ``include_special_tokens``.
 
     Example:
         >>> seq = model.attribute(prompt, target=" Paris. It is big.").sequences[0]
@@ -72,7 +78,7 @@ def summarize(seq: SequenceAttribution, top: int = TOP) -> list[SentenceSummary]
     starts = sentence_starts(seq)
     runs = runs_from_starts(starts, n)
     mass = group_sums(unit_scores(seq, units, absolute=True), units.limits, starts).nan_to_num(0.0)
-    special = seq.special_mask.tolist() if seq.special_mask is not None else [False] * n
+    special = left_out(seq, include_special_tokens).tolist()
     texts = ["".join(seq.tokens[a:b]) for a, b in runs]
     content = [bool(t.strip()) and not all(special[a:b]) for t, (a, b) in zip(texts, runs)]
     summaries = []
@@ -101,7 +107,9 @@ def _clean(text: str, width: int) -> str:
     return display_token(" ".join(text.split()), max(4, width))
 
 
-def summary_view(seq: SequenceAttribution, *, top: int = TOP, width: int = 80) -> list[RenderableType]:
+def summary_view(
+    seq: SequenceAttribution, *, top: int = TOP, width: int = 80, include_special_tokens: bool = False
+) -> list[RenderableType]:
     """Rich lines for :func:`summarize` (tokens go through :class:`rich.text.Text`, never markup).
 
     Example:
@@ -109,17 +117,16 @@ def summary_view(seq: SequenceAttribution, *, top: int = TOP, width: int = 80) -
         >>> console = Console(width=100)
         >>> for line in summary_view(out.sequences[0], width=100):
         ...     console.print(line)
-        Share of |attribution| per source sentence (top 3; special tokens left out)
+        Share of |attribution| per source sentence (top 3; special and chat-template tokens left out)
         ▸ Paris.
            ...  The capital of France is
            ...  Paris. (same sentence, earlier tokens)
     """
-    summaries = summarize(seq, top)
+    summaries = summarize(seq, top, include_special_tokens=include_special_tokens)
     if not summaries:
         return [Text("no explained steps", style="dim")]
-    lines: list[RenderableType] = [
-        Text(f"Share of |attribution| per source sentence (top {top}; special tokens left out)", style="dim")
-    ]
+    kept = "special tokens kept" if include_special_tokens else "special and chat-template tokens left out"
+    lines: list[RenderableType] = [Text(f"Share of |attribution| per source sentence (top {top}; {kept})", style="dim")]
     for summary in summaries:
         lines.append(Text.assemble(("▸ ", "bold"), (_clean(summary.text, width - 2), "bold")))
         if not summary.sources:

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.sequence import SequenceAttribution
+from genattrib.render.captions import left_out
 from genattrib.render.colors import ColorScale, NumberFormat
 from genattrib.render.tokens import display_token, text_token
 
@@ -53,9 +54,18 @@ def _step_score_note(seq: SequenceAttribution, row: int, fmt: NumberFormat) -> s
 
 
 def step_view(
-    seq: SequenceAttribution, step: int, scale: ColorScale, fmt: NumberFormat, *, digits: int = 2, index: int = 0
+    seq: SequenceAttribution,
+    step: int,
+    scale: ColorScale,
+    fmt: NumberFormat,
+    *,
+    digits: int = 2,
+    index: int = 0,
+    include_special_tokens: bool = False,
 ) -> list[RenderableType]:
-    """The source text of explained step ``step`` with every token coloured by its score."""
+    """The source text of explained step ``step`` with every token coloured by its score, and its
+    top sources by ``|score|`` (special and chat-template tokens left out unless
+    ``include_special_tokens``)."""
     row = resolve_step(seq, step, index)
     target_pos = seq.target_positions[row]
     values = seq.scores[row].detach().float().cpu().tolist()
@@ -82,9 +92,12 @@ def step_view(
             style += Style(italic=True)
         body.append(text_token(seq.tokens[pos]) or "∅", style=style)
     body.append(text_token(seq.target_tokens[row]).rstrip("\n") or "∅", style=_TARGET_STYLE)
-    ranked = sorted((p for p in range(target_pos) if not math.isnan(values[p])), key=lambda p: -abs(values[p]))
+    hidden = left_out(seq, include_special_tokens).tolist()
+    scored = [p for p in range(target_pos) if not math.isnan(values[p])]
+    ranked = sorted((p for p in scored if not hidden[p]), key=lambda p: -abs(values[p]))
     top = Text()
-    top.append("top |score|: ", style="dim")
+    dropped = len(ranked) < len(scored)
+    top.append("top |score|" + (" (special and chat-template tokens left out)" if dropped else "") + ": ", style="dim")
     for k, pos in enumerate(ranked[:TOP_K]):
         if k:
             top.append(", ")

@@ -129,10 +129,16 @@ def _label(text: str) -> str:
 
 
 def top_sources(
-    seq: SequenceAttribution, matrix: Float[Tensor, "unit position"], limits: Sequence[int], top: int = 3
+    seq: SequenceAttribution,
+    matrix: Float[Tensor, "unit position"],
+    limits: Sequence[int],
+    top: int = 3,
+    *,
+    include_special_tokens: bool = False,
 ) -> list[list[tuple[str, float, int]]]:
     """The ``top`` source words of every row of ``matrix`` by ``|sum of scores|``: ``(text, score,
-    first position)``. Words of blank text or only special tokens are left out.
+    first position)``. Words of blank text are left out, and so are words made only of special
+    tokens or chat-template text (``seq.structure_mask``) unless ``include_special_tokens``.
 
     Example:
         >>> seq = out.sequences[0]
@@ -142,7 +148,7 @@ def top_sources(
     n = len(seq.tokens)
     starts = word_starts(seq)
     runs = runs_from_starts(starts, n)
-    special = seq.special_mask.tolist() if seq.special_mask is not None else [False] * n
+    special = seq.structure_mask.tolist() if not include_special_tokens else [False] * n
     texts = ["".join(seq.tokens[a:b]) for a, b in runs]
     content = torch.tensor([bool(t.strip()) and not all(special[a:b]) for t, (a, b) in zip(texts, runs)])
     result: list[list[tuple[str, float, int]]] = []

@@ -118,6 +118,24 @@ function bisectLeft(sorted, value) {  // how many entries of sorted are below va
 
 // A level: rows with their token spans and limits (first source position without a score), a
 // matrix over columns (tokens, or sentences through colOf), and lookups both ways.
+// rowMax[j]: row j's largest finite |score| over the columns not left out (colHidden, when
+// given: special and chat-template tokens or sentences of them), over all columns if those are 0.
+function rowTop(m, j, limit, hidden) {
+  let top = 0, all = 0;
+  const take = (c, v) => {
+    const a = Math.abs(v);
+    if (!(a < Infinity)) return;
+    if (a > all) all = a;
+    if (a > top && !(hidden && hidden[c])) top = a;
+  };
+  if (m.sparse) {
+    const s = m.sparse;
+    if (!hidden) return s.scale[j];
+    for (let p = s.start[j]; p < s.start[j + 1]; p++) take(s.idx[p], s.val[p]);
+  } else for (let c = 0, i = j * m.cols; c < limit; c++, i++) take(c, m.dense[i]);
+  return top > 0 ? top : all;
+}
+
 function makeLevel(seq, o) {
   const rows = o.limits.length, n = seq.n, m = o.mat;
   const rowAt = new Int32Array(n).fill(-1);
@@ -127,13 +145,7 @@ function makeLevel(seq, o) {
     let c = o.limits[j];
     if (o.colOf) c = bisectLeft(o.colStarts, o.limits[j]);
     colLimit[j] = Math.min(c, m.cols);
-    let top = 0;
-    if (m.sparse) top = m.sparse.scale[j];
-    else for (let i = j * m.cols, end = i + colLimit[j]; i < end; i++) {
-      const a = Math.abs(m.dense[i]);
-      if (a > top && a !== Infinity) top = a;
-    }
-    rowMax[j] = top;
+    rowMax[j] = rowTop(m, j, colLimit[j], o.colHidden);
   }
   return Object.assign({ rows, rowAt, colLimit, rowMax, vals: new Float32Array(m.cols), kept: new Uint8Array(m.cols) }, o);
 }
@@ -150,14 +162,15 @@ function sumRows(m, unitRows, limits) {  // a unit's row: the sum of its rows (N
   return { rows: units, cols, k: 0, dense, sparse: null };
 }
 
-async function loadSequence(raw, table) {
+async function loadSequence(raw, table, includeSpecial) {
   const n = raw.tokens.length, k = raw.steps, first = raw.prompt_length + raw.step_start;
-  const special = new Uint8Array(n);
+  const special = new Uint8Array(n), hidden = new Uint8Array(n);
   raw.special.forEach((i) => { special[i] = 1; });
+  if (!includeSpecial) raw.hidden.forEach((i) => { hidden[i] = 1; });  // left out of rankings and scales
   const stepScores = {};
   for (const [name, data] of Object.entries(raw.step_scores)) stepScores[name] = decodeFloat32(data);
   const seq = {
-    tokens: raw.tokens, n, steps: k, promptLength: raw.prompt_length, first, special, stepScores,
+    tokens: raw.tokens, n, steps: k, promptLength: raw.prompt_length, first, special, hidden, stepScores,
     roles: expandRuns(raw.roles, n), generatedText: raw.generated_text, unitLevel: !!raw.spans,
     notes: raw.notes, unitName: raw.units.name, top: raw.units.top,
   };
@@ -165,22 +178,23 @@ async function loadSequence(raw, table) {
   const unitSpans = flatSpans(raw.units.spans), unitRows = flatSpans(raw.units.rows), units = raw.units.spans.length;
   const unitOf = new Int32Array(k);
   for (let u = 0; u < units; u++) for (let j = unitRows[2 * u]; j < unitRows[2 * u + 1]; j++) unitOf[j] = u;
-  const groupOf = new Int32Array(n);
+  const groupOf = new Int32Array(n), groupHidden = new Uint8Array(raw.groups.length).fill(1);
   raw.groups.forEach((start, g) => { groupOf.fill(g, start); });
+  for (let i = 0; i < n; i++) if (!hidden[i]) groupHidden[groupOf[i]] = 0;  // a sentence is left out when all of it is
   const scores = await decodeMatrix(raw.scores, table), sums = await decodeMatrix(raw.group_scores, table);
   const rowText = (spans) => (j) => raw.tokens.slice(spans[2 * j], spans[2 * j + 1]).join("");
   const tokenRows = seq.unitLevel ? seq.unitName : "step";
   seq.token = makeLevel(seq, {
     key: "token", mat: scores, spans: rowSpans, limits: Array.from({ length: k }, (_, j) => rowSpans[2 * j]),
-    colOf: null, scale: raw.scale, unitOf, firstRow: null, rowName: tokenRows, rowText: rowText(rowSpans),
+    colOf: null, colHidden: hidden, scale: raw.scale, unitOf, firstRow: null, rowName: tokenRows, rowText: rowText(rowSpans),
   });
   const unitBase = {
     key: "unit", spans: unitSpans, limits: raw.units.limits, unitOf: null, rowName: seq.unitName, rowText: rowText(unitSpans),
   };
-  const bySentence = { colOf: groupOf, colStarts: raw.groups, mat: sums, scale: raw.group_scale };
+  const bySentence = { colOf: groupOf, colStarts: raw.groups, colHidden: groupHidden, mat: sums, scale: raw.group_scale };
   const unitMat = !raw.units.merged ? null : raw.unit_scores ? await decodeMatrix(raw.unit_scores, table) : sumRows(scores, unitRows, raw.units.limits);
   seq.unit = raw.units.merged
-    ? makeLevel(seq, Object.assign({}, unitBase, { mat: unitMat, colOf: null, scale: raw.unit_scale }))
+    ? makeLevel(seq, Object.assign({}, unitBase, { mat: unitMat, colOf: null, colHidden: hidden, scale: raw.unit_scale }))
     : makeLevel(seq, Object.assign({}, unitBase, bySentence));
   seq.sentences = raw.units.merged ? makeLevel(seq, Object.assign({}, unitBase, bySentence)) : seq.unit;
   seq.unitRows = unitRows;

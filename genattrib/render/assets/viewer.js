@@ -18,11 +18,12 @@ function mount(root) {
   };
   const data = JSON.parse(document.getElementById(root.id + "-data").textContent);
   const table = halfTable(), cache = new Map();
-  const state = { seq: null, L: null, row: 0, pinned: false, perStep: false, bars: null, nodes: [], lut: null, shown: null, tabbed: null };
+  const state = { seq: null, L: null, row: 0, pinned: false, perStep: data.scale !== "global", bars: null, nodes: [], lut: null, shown: null, tabbed: null };
   const heat = makeHeatmap(parts, pickFromHeatmap);
   const outline = makeOutline(q(".ga-outline"), pickUnit);
   const search = makeSearch(parts, { nodes: () => state.nodes, jump: jumpTo });
   parts.nojs.hidden = true;
+  parts.norm.checked = state.perStep;
 
   const seq = () => state.seq;
   const clampRow = (j) => Math.max(0, Math.min(state.L.rows - 1, j));
@@ -114,8 +115,12 @@ function mount(root) {
     fillRow(L.mat, j, L.vals, L.kept);
     const ranked = [];
     let kept = 0;
+    let left = false;
     for (let c = 0; c < L.colLimit[j]; c++) {
-      if (L.kept[c] && !Number.isNaN(L.vals[c])) { ranked.push(c); kept += Math.abs(L.vals[c]); }
+      if (!L.kept[c] || Number.isNaN(L.vals[c])) continue;
+      kept += Math.abs(L.vals[c]);
+      if (L.colHidden && L.colHidden[c]) left = true;  // special or template: not ranked
+      else ranked.push(c);
     }
     ranked.sort((x, y) => Math.abs(L.vals[y]) - Math.abs(L.vals[x]));
     const where = b - a === 1 ? "position " + a : "positions " + a + "\u2013" + (b - 1);
@@ -128,7 +133,7 @@ function mount(root) {
     parts.status.replaceChildren(
       element("b", "", L.rowName + " " + j + (state.pinned ? " (pinned, Esc releases)" : "")),
       " \u00b7 target \u201c" + clip(L.rowText(j), 60) + "\u201d at " + where, steps ? " \u00b7 " + steps : "",
-      " \u00b7 top |score|: " + ranked.slice(0, TOP_K).map((c) => sourceLabel(L, c) + " " + fmt(L.vals[c])).join(", ") + cut,
+      " \u00b7 top |score|" + (left ? " (special and chat-template tokens left out)" : "") + ": " + ranked.slice(0, TOP_K).map((c) => sourceLabel(L, c) + " " + fmt(L.vals[c])).join(", ") + cut,
     );
   }
 
@@ -166,14 +171,17 @@ function mount(root) {
       ctx.fillStyle = cssColor(lut, lutIndex(lo + ((hi - lo) * (x + 0.5)) / 160, 1));
       ctx.fillRect(x, 0, 1, 12);
     }
-    const top = state.perStep ? "step max" : fmt(L.scale.vmax);
-    const low = lo < 0 ? (state.perStep ? "\u2212step max" : fmt(-L.scale.vmax)) : "0";
+    const rowName = L.rowName || "step", own = rowName + " max";
+    const top = state.perStep ? own : fmt(L.scale.vmax);
+    const low = lo < 0 ? (state.perStep ? "\u2212" + own : fmt(-L.scale.vmax)) : "0";
+    const scaleText = state.perStep ? " \u00b7 colour scale: each " + rowName + "'s own largest |score|" : " \u00b7 colour scale: the largest |score| of the sequence";
+    const leftOut = seq().hidden.some((h) => h) ? " \u00b7 special and chat-template tokens left out of rankings and the scale" : "";
     const words = { diverging: "diverging: blue negative, orange positive", sequential: "sequential: white 0 \u2192 orange", sequential_negative: "sequential: blue negative \u2192 white 0" };
     const none = element("span", "ga-swatch");
     none.style.backgroundColor = "#ffffff";
     parts.legend.replaceChildren(
       element("span", "ga-legend-num", low), ramp, element("span", "ga-legend-num", hi > 0 ? top : "0"),
-      element("span", "", words[kind] + (state.perStep ? " (each step scaled to its own maximum)" : "")),
+      element("span", "ga-scale-note", words[kind] + scaleText + leftOut),
       none, element("span", "", "no score (at or after the target" + (L.mat.sparse ? ", or not among the row's top " + L.mat.k : "") + ")"),
     );
   }
@@ -255,7 +263,7 @@ function mount(root) {
   }
 
   async function showSequence(index) {
-    if (!cache.has(index)) cache.set(index, await loadSequence(data.sequences[index], table));
+    if (!cache.has(index)) cache.set(index, await loadSequence(data.sequences[index], table, data.include_special));
     state.seq = cache.get(index);
     const s = seq(), rows = s.unitLevel ? s.unitName + "s" : "steps";
     state.L = null;
@@ -263,7 +271,7 @@ function mount(root) {
     state.pinned = false;
     root.dataset.seq = String(index);
     root.classList.toggle("ga-unit-level", s.unitLevel);
-    parts.summary.textContent = (data.method || "attribution") + " scores of " + (data.attributed_fn || "the target") + " \u00b7 " +
+    parts.summary.textContent = data.caption + " \u00b7 " +
       s.steps + " explained " + (s.steps === 1 ? rows.replace(/s$/, "") : rows) + " over " + s.n + " tokens (" + s.promptLength + " in the prompt)";
     parts.notes.replaceChildren(...s.notes.map((note) => element("p", "ga-note", note)));
     parts.notes.hidden = !s.notes.length;

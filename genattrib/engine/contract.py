@@ -219,6 +219,7 @@ class Attributor(ABC):
     needs_attentions: ClassVar[bool] = False  # reads attention probabilities (checked in check_model)
     uses_baseline: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False  # scores add up to F(x) - F(x'): warn when they do not
+    default_attributed_fn: ClassVar[str] = "logprob"  # what attribute(attributed_fn=None) explains with this method
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
     stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
     requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)

@@ -33,7 +33,7 @@ def _shares(seq, method):
 
 @pytest.mark.parametrize("method", [IG, SIG])
 def test_auto_doubles_each_row_until_it_meets_the_tolerance(tiny_llama, method):
-    tolerance = 0.02
+    tolerance = 0.05
     auto = tiny_llama.attribute(PROMPTS, method=method, n_steps="auto", tolerance=tolerance, **RULE)
     assert auto.provenance.method_params["n_steps"] == "auto"
     fixed = {}
@@ -71,9 +71,9 @@ def test_auto_stops_at_the_cap_and_says_so(tiny_llama, method):
 
 
 def test_auto_rows_do_not_depend_on_their_batch(tiny_llama):
-    together = tiny_llama.attribute(PROMPTS, method=IG, n_steps="auto", tolerance=0.02, **RULE)
+    together = tiny_llama.attribute(PROMPTS, method=IG, n_steps="auto", tolerance=0.05, **RULE)
     for i, prompt in enumerate(PROMPTS):
-        alone = tiny_llama.attribute(prompt, method=IG, n_steps="auto", tolerance=0.02, **RULE).sequences[0]
+        alone = tiny_llama.attribute(prompt, method=IG, n_steps="auto", tolerance=0.05, **RULE).sequences[0]
         seq = together.sequences[i]
         assert torch.equal(seq.step_scores["n_steps_used"], alone.step_scores["n_steps_used"])
         torch.testing.assert_close(seq.scores, alone.scores, equal_nan=True, atol=1e-6, rtol=1e-5)

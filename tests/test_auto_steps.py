@@ -91,7 +91,7 @@ def test_gauss_legendre_auto_converges_at_once_on_a_smooth_model(tiny_llama):
     [
         ({"n_steps": "fast"}, "n_steps"),
         ({"n_steps": 0}, "n_steps"),
-        ({"n_steps": "auto", "tolerance": 0}, "tolerance"),
+        ({"n_steps": "auto", "tolerance": 0.0}, "tolerance"),
         ({"n_steps": "auto", "tolerance": -0.1}, "tolerance"),
         ({"n_steps": "auto", "tolerance": float("nan")}, "tolerance"),
         ({"n_steps": "auto", "max_steps": 0}, "max_steps"),

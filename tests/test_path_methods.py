@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,6 +265,17 @@ def test_knn_graph_is_cached_on_disk_and_keyed_by_the_matrix(tmp_path):
     assert second.last_source == "built" and other.fingerprint != built.fingerprint
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
     assert KnnCache(False).get(vocab, 20).fingerprint == built.fingerprint and not list(tmp_path.glob(".knn-*"))
+
+
+def test_dig_defaults_to_the_authors_500_neighbours(tiny_llama, knn_dir):
+    """knn.py of INK-USC/DIG keeps 500 neighbours per word (Inseq: 50); the graph is capped at
+    vocabulary - 1 on small vocabularies."""
+    method = get_method(DIG, cache_dir=knn_dir)
+    assert method.params.n_neighbors == 500
+    tiny_llama.attribute("The capital of France is", " Paris", method=method, n_anchors=3)
+    (path,) = Path(knn_dir).glob("*.safetensors")
+    k = min(500, tiny_llama.model.get_input_embeddings().weight.shape[0] - 1)
+    assert f"-k{k}-" in path.name
 
 
 # --- the embedded default model ----------------------------------------------------------------

@@ -12,7 +12,7 @@ import genattrib
 from genattrib.errors import MissingDependencyError
 from genattrib.methods import get_method
 from genattrib.methods.lime import weighted_ridge
-from genattrib.methods.token_samplers import ModelSampler, UniformSampler, resolve_sampler
+from genattrib.methods.token_samplers import ModelSampler, PosSampler, UniformSampler, resolve_sampler
 from genattrib.methods.vocabulary import Vocabulary
 
 PROMPTS = ["The capital of France is", "A quick brown fox", "Once upon a time there"]
@@ -146,6 +146,56 @@ def test_unknown_sampler_and_missing_pos_tagger(tiny_llama):
             tiny_llama.attribute(PROMPTS[0], target=TARGETS[0], method="reagent", token_sampler="pos")
     with pytest.raises(genattrib.InvalidArgumentError, match="replace_ratio"):
         get_method("reagent", replace_ratio=1.5)
+
+
+def _fake_tag(word):
+    """A deterministic stand-in for a POS tagger: full tags that share their first two letters."""
+    return ("NN", "NNS", "NNP", "VB", "VBD")[sum(map(ord, word)) % 5]
+
+
+def test_pos_sampler_tags_each_decoded_token_alone_and_groups_by_full_tag(tiny_llama, monkeypatch):
+    """The reference tags ``decode([i]).strip()`` of every id as a one-word sentence and groups by
+    the full tag; here through a fake ``nltk`` module that refuses longer sentences."""
+    import sys
+    import types
+
+    seen = []
+
+    def pos_tag_sents(sentences):
+        assert all(len(s) == 1 for s in sentences), "every token must be tagged alone"
+        seen.extend(s[0] for s in sentences)
+        return [[(s[0], _fake_tag(s[0]))] for s in sentences]
+
+    monkeypatch.setitem(sys.modules, "nltk", types.SimpleNamespace(pos_tag_sents=pos_tag_sents))
+    tok = tiny_llama.tokenizer
+    vocab = Vocabulary.from_tokenizer(tok)
+    sampler = resolve_sampler("pos", vocab, None)
+    assert seen == [tok.decode([i]).strip() for i in range(len(tok))]
+    assert sampler.tags == tuple(_fake_tag(w) for w in seen)
+    ids = torch.arange(len(tok)).unsqueeze(0).repeat(4, 1)
+    ids = ids[:, ~torch.isin(ids[0], torch.tensor(vocab.special_ids))]
+    mask = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    out = sampler.sample(ids, mask, torch.Generator().manual_seed(1))
+    assert torch.equal(out[~mask], ids[~mask])
+    tags = [sampler.tags[i] for i in out[mask].tolist()]
+    assert tags == [sampler.tags[i] for i in ids[mask].tolist()]  # the full tag, NN never becomes NNS
+    assert not torch.isin(out, torch.tensor(vocab.special_ids)).any()
+    assert (out[mask] != ids[mask]).float().mean() > 0.5  # really redrawn within the group
+    seq = _scores(tiny_llama, "reagent", 0, token_sampler=sampler)
+    torch.testing.assert_close(seq.scores.nan_to_num(0).sum(-1), torch.ones(seq.num_steps))
+
+
+def test_pos_sampler_takes_a_tagger_and_checks_it():
+    vocab = Vocabulary(size=5, special_ids=(0,), tokens=("<s>", "Ġcat", "Ġcats", "Ġran", "Ġrun"))
+    tags = {"cat": "NN", "cats": "NNS", "ran": "VBD", "run": "VB", "<s>": "NN"}
+    sampler = PosSampler(vocab, tagger=lambda words: [tags[w] for w in words])
+    assert [m.tolist() for m in sampler.members] == [[1], [2], [4], [3]]  # NN, NNS, VB, VBD: never merged
+    ids = torch.tensor([[0, 1, 2, 3, 4]] * 8)
+    keep_first = torch.ones_like(ids, dtype=torch.bool).index_fill(1, torch.tensor([0]), False)
+    out = sampler.sample(ids, keep_first, torch.Generator().manual_seed(0))
+    assert torch.equal(out, ids)  # one member per group: each token can only be redrawn as itself
+    with pytest.raises(genattrib.InvalidArgumentError, match="tagger"):
+        PosSampler(vocab, tagger=lambda words: ["NN"])
 
 
 def test_weighted_ridge_recovers_a_linear_function():

@@ -15,6 +15,7 @@ from genattrib.engine.attention_capture import AttentionProbe, attention_probe
 from genattrib.engine.contract import StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.evaluation import METRICS, evaluate
+from genattrib.methods import rpi as rpi_module
 from genattrib.methods.rpi import alpha_bar
 from genattrib.targets import resolve_target
 
@@ -23,8 +24,9 @@ TARGET = " Paris"
 FAST = {"num_samples": 3, "n_steps": 4}
 
 
-def _direct(am, out, layer, alphas, baseline, weighting):
-    """Scores of the single target of ``out`` by plain autograd loops (eager A, one point at a time)."""
+def _direct(am, out, layer, alphas, baseline, weighting, fn="logit"):
+    """Scores of the single target of ``out`` by plain autograd loops (eager A, one point at a time);
+    ``baseline`` is ``"zeros"``, ``"attention"`` or a callable ``A -> b``; ``fn`` the explained value."""
     seq = out.sequences[0]
     ids, p = seq.input_ids, seq.target_positions[0]
     model = am.model
@@ -33,7 +35,10 @@ def _direct(am, out, layer, alphas, baseline, weighting):
     eager.set_attn_implementation("eager")
     with torch.no_grad():
         a = eager(inputs_embeds=embeds, output_attentions=True).attentions[layer][0]  # head p p
-    b = torch.zeros_like(a) if baseline == "zeros" else a.clone()
+    if callable(baseline):
+        b = baseline(a)
+    else:
+        b = torch.zeros_like(a) if baseline == "zeros" else a.clone()
     vg, gs = torch.zeros_like(a), torch.zeros_like(a)
     weights = torch.ones(len(alphas)) / len(alphas) if np.ndim(alphas[0]) == 0 else None
     for i, alpha in enumerate(alphas):
@@ -41,7 +46,8 @@ def _direct(am, out, layer, alphas, baseline, weighting):
         alpha = float(alpha) if weights is not None else float(alpha[0])
         v = (b + alpha * (a - b)).requires_grad_(True)
         with attention_probe(model, AttentionProbe(inject={layer: v.unsqueeze(0)})):
-            value = model(inputs_embeds=embeds).logits[0, -1].log_softmax(-1)[int(ids[p])]
+            logits = model(inputs_embeds=embeds).logits[0, -1]
+            value = (logits.log_softmax(-1) if fn == "logprob" else logits)[int(ids[p])]
         (g,) = torch.autograd.grad(value, v)
         vg += w * v.detach() * g
         gs += w * g
@@ -58,6 +64,62 @@ def _scores(am, **params):
 def test_noise_schedule():
     assert abs(alpha_bar(500) - 0.0063) < 5e-5
     assert alpha_bar(0) == pytest.approx(1 - 1e-4)
+
+
+def _reference_baseline(a, eps, abar, noise_rows):
+    """The reference's rule (rpiconf/rpi run_rpi): a noise tensor that is ``eps`` on the noised
+    query rows and ``A`` elsewhere, then ``sqrt(abar) A + (1 - abar) noise``; causal entries only."""
+    p = a.shape[-1]
+    noise = a.clone()
+    rows = p if noise_rows == "all" else p - 1
+    causal = torch.ones(p, p).tril().bool()
+    noise[:, :rows] = (eps * causal)[:, :rows]
+    return abar**0.5 * a + (1 - abar) * noise
+
+
+@pytest.mark.parametrize("noise_rows", ["inputs", "all"])
+def test_noise_rows_follow_the_reference_rule(tiny_llama, monkeypatch, noise_rows):
+    """The baseline is the reference's construction, and the scores are the plain-autograd integral
+    from it: under ``inputs`` the explained row starts from (sqrt(abar) + 1 - abar) A, not noise."""
+    made = []
+    original = rpi_module.make_baseline
+
+    def recording(params, attention, allowed, prefix, seed):
+        base = original(params, attention, allowed, prefix, seed)
+        gen = torch.Generator().manual_seed(seed)
+        eps = torch.randn(attention.shape[0], prefix, prefix, generator=gen)
+        made.append((prefix, base[:, :prefix, :prefix].clone(), attention[:, :prefix, :prefix].clone(), eps))
+        return base
+
+    monkeypatch.setattr(rpi_module, "make_baseline", recording)
+    n = 6
+    out, got = _scores(tiny_llama, num_samples=1, n_steps=n, layer=0, noise_rows=noise_rows)
+    first = out.sequences[0].target_positions[0]  # the row _scores reads (one sample: one baseline)
+    ((base, a, eps),) = {m[0]: m[1:] for m in made if m[0] == first}.values()
+    abar = alpha_bar(500)
+    torch.testing.assert_close(base, _reference_baseline(a, eps, abar, noise_rows), atol=1e-6, rtol=1e-5)
+    explained = base[:, -1]
+    if noise_rows == "inputs":
+        torch.testing.assert_close(explained, (abar**0.5 + 1 - abar) * a[:, -1])
+    else:
+        assert not torch.allclose(explained, (abar**0.5 + 1 - abar) * a[:, -1], atol=1e-3)
+    assert not torch.allclose(base[:, :-1], (abar**0.5 + 1 - abar) * a[:, :-1], atol=1e-3)  # inputs are noised
+    expected = _direct(tiny_llama, out, 0, [k / n for k in range(n + 1)], lambda _: base, "attention")
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
+    assert out.provenance.method_params["noise_rows"] == noise_rows
+
+
+def test_default_target_is_the_logit_and_recorded(tiny_llama):
+    """attributed_fn=None takes RPI's default (the reference differentiates the logit); an explicit
+    value wins; other methods keep the log-probability."""
+    out, default = _scores(tiny_llama, seed=3, **FAST)
+    assert out.provenance.attributed_fn == "logit"
+    _, logit = _scores(tiny_llama, seed=3, attributed_fn="logit", **FAST)
+    torch.testing.assert_close(default, logit, atol=0, rtol=0)
+    explicit, logprob = _scores(tiny_llama, seed=3, attributed_fn="logprob", **FAST)
+    assert explicit.provenance.attributed_fn == "logprob" and not torch.allclose(default, logprob)
+    saliency = tiny_llama.attribute(PROMPT, target=TARGET, method="saliency")
+    assert saliency.provenance.attributed_fn == "logprob"
 
 
 def test_zero_noise_difference_map_is_zero_and_attention_map_is_a_squared_g(tiny_llama):
@@ -132,6 +194,8 @@ def test_batching_equals_one_at_a_time(tiny_llama):
         ({"selection": "best:nope"}, "selection"),
         ({"selection": "max"}, "selection"),
         ({"baseline_kind": "uniform"}, "baseline_kind"),
+        ({"noise_rows": "outputs"}, "noise_rows"),
+        ({"weighting": "difference"}, "noise_rows"),  # (A - b) on an un-noised explained row is no map
     ],
 )
 def test_bad_parameters(params, argument):
@@ -161,7 +225,9 @@ def test_default_model(default_model):
 @pytest.mark.parametrize("metric", ["comprehensiveness", "log_odds"])
 def test_best_selection_keeps_the_candidate_the_metric_prefers(tiny_llama, metric):
     """best:<metric> returns, per target, the candidate map that scores best on that metric."""
-    params = {"num_samples": 3, "n_steps": 4}
+    # noise on every row: the tiny model's candidates then differ in their top tokens (with the explained
+    # row kept, all three rank the same tokens first and every metric ties)
+    params = {"num_samples": 3, "n_steps": 4, "noise_rows": "all"}
     best = tiny_llama.attribute(PROMPT, max_new_tokens=2, method="rpi", selection=f"best:{metric}", **params)
     seq = best.sequences[0]
     # the candidates themselves, for the same rows the engine built
@@ -180,7 +246,7 @@ def test_best_selection_keeps_the_candidate_the_metric_prefers(tiny_llama, metri
         torch.zeros(rows, dtype=torch.long),
         seed=42,
     )
-    cands = method.candidates(batch, forward, resolve_target("logprob", {}))
+    cands = method.candidates(batch, forward, resolve_target("logit", {}))
     values = []
     for s in range(cands.shape[1]):
         scores = seq.scores.clone()

@@ -220,6 +220,7 @@ class Attributor(ABC):
     explains_attributed_fn: ClassVar[bool] = True  # False: scores do not depend on attributed_fn (attention)
     uses_baseline: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False  # scores add up to F(x) - F(x'): warn when they do not
+    default_attributed_fn: ClassVar[str] = "logprob"  # what attribute(attributed_fn=None) explains with this method
     group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
     stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
     requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)

@@ -34,7 +34,7 @@ from genattrib.validation import check_positive_int
 
 @dataclass
 class DIGParams(DiscretePathParams):
-    n_neighbors: int = 50
+    n_neighbors: int = 500  # the authors' knn.py (Inseq: 50)
     cache_dir: Any = None  # None: cache_root()/"knn"; False: memory only; or a folder
 
     def validate(self) -> None:

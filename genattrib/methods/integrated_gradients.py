@@ -25,19 +25,25 @@ from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, St
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.plan import TargetRef
 from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
+from genattrib.methods.auto_steps import attribute_auto, check_steps, is_auto, planning_steps
 from genattrib.methods.quadrature import RULES, quadrature_rule
 from genattrib.targets import TargetFunction
-from genattrib.validation import check_choice, check_positive_int
+from genattrib.validation import check_choice
 
 
 @dataclass
 class IGParams(MethodParams):
-    n_steps: int = 50
+    """``n_steps``: quadrature points, or ``"auto"`` (doubled until ``|completeness_error|`` is
+    within ``tolerance`` of ``|F(x) - F(x')|``, at most ``max_steps``; see :mod:`auto_steps`)."""
+
+    n_steps: int | str = 50
     quadrature: str = "gausslegendre"
     baseline: Any = None
+    tolerance: float = 0.1  # read only with n_steps="auto"
+    max_steps: int = 512  # read only with n_steps="auto"
 
     def validate(self) -> None:
-        check_positive_int("n_steps", self.n_steps, "n_steps=50")
+        check_steps(self.n_steps, self.tolerance, self.max_steps)
         check_choice("quadrature", self.quadrature, RULES, "rule")
 
 
@@ -62,6 +68,7 @@ class IntegratedGradients(Attributor):
     step_score_merge = {
         "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
         "baseline_value": "sum",  # F at the baseline, summed like F
+        "n_steps_used": "max",  # n_steps="auto": the points the row needed
     }
 
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
@@ -70,16 +77,18 @@ class IntegratedGradients(Attributor):
     def planned_rows(
         self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
     ) -> list[tuple[int, int, int]]:
-        length, n = max(r.length for r in refs), self.params.n_steps
+        length, n = max(r.length for r in refs), planning_steps(self.params.n_steps, self.params.max_steps)
         if any(r.stop > r.position + 1 for r in refs):  # unit rows: each row its own path
             return [(len(refs) * (n + 2), length, len(refs) * n)]
         return [*shared_planned_rows(refs, forward, n), (2, length, 0)]  # + F(x') and F(x), per sequence
 
     def rows_per_target(self, length: int) -> int:
-        return self.params.n_steps + 2
+        return planning_steps(self.params.n_steps, self.params.max_steps) + 2
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: IGParams = self.params
+        if is_auto(p.n_steps):
+            return attribute_auto(self, batch, forward, attributed_fn)
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
         x = batch.input_embeds.float()
         base = torch.where(batch.movable(), batch.baseline_embeds, batch.input_embeds).float()

@@ -19,8 +19,9 @@ replaces ``keep_top_n`` when given and counts movable positions only (special to
 replaced, so they would take keep slots for nothing). Deviations, on purpose: ``max_steps``
 defaults to 50, not 3000 (on a CPU a target whose probes never stop cost hours at 3000; the
 planted-model tests need at most 63), a target with no stopped probe averages all its probes
-(the released code divides by zero), and the default sampler is ``uniform`` (the released
-experiments used a POS-tag sampler, which needs NLTK: ``token_sampler="pos"``).
+(the released code divides by zero), the default sampler is ``uniform`` (the released
+experiments used a POS-tag sampler, which needs NLTK: ``token_sampler="pos"``) and
+``num_probes`` defaults to 16 (the reference: 8); docs/methods.md gives the measurements.
 
 Cost is bounded and visible: probes run in a pool of at most ``rows_per_chunk`` rows, targets
 admitted whole as other probes stop (so the model runs full batches; a target's draws do not

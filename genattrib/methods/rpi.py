@@ -2,9 +2,16 @@
 
 For the row that explains target ``p`` (prefix of ``p`` tokens), ``A`` = post-softmax attention
 of layer ``layer`` (default: third from last). Each of ``num_samples`` seeded baselines
-``b = sqrt(abar_t) A + (1 - abar_t) eps`` (diffusion schedule, ``t = noise_t``) starts a path
+``b = sqrt(abar_t) A + (1 - abar_t) N`` (diffusion schedule, ``t = noise_t``) starts a path
 ``v_k = b + (k/n)(A - b)``, ``k = 0..n``; ``g_k = dF/dv_k`` is taken w.r.t. the injected
-probabilities (they replace the layer's own). Candidate map, ``weighting="attention"``
+probabilities (they replace the layer's own). ``noise_rows`` says where ``N`` is noise:
+``"inputs"`` (default, the reference code's decoder/prompt mode): ``N = eps`` on the query rows
+before the explained one and ``N = A`` on the explained row ``p - 1``, which thus starts at
+``(sqrt(abar_t) + 1 - abar_t) A`` (about 1.07 A at t = 500), as the reference computes it;
+``"all"``: ``N = eps`` on every row, the explained one included (the reference's encoder mode).
+Noise goes on causal entries only (the reference also fills the masked upper triangle, which
+in a decoder would mix later tokens into earlier rows). ``F`` defaults to the target's
+``logit`` (``attributed_fn=None``), which the reference differentiates. Candidate map, ``weighting="attention"``
 (reference code): ``mean_k(v_k * g_k) * A``; ``"difference"`` (paper): ``(A - b) * mean_k(g_k)``.
 Heads are averaged and the row ``p - 1`` read: one score per source position. Candidates are
 combined by ``selection``: ``mean``, ``first``, or ``best:<metric>`` (per target, the candidate that
@@ -40,6 +47,7 @@ from genattrib.targets import TargetContext, TargetFunction
 from genattrib.validation import check_choice, check_int, check_positive_int, is_int
 
 WEIGHTINGS = ("attention", "difference")
+NOISE_ROWS = ("inputs", "all")
 SELECTIONS = ("mean", "first")
 BASELINES = ("noise", "zeros", "attention")
 SCHEDULE = (1e-4, 0.02, 501)  # linear beta schedule: start, end, points
@@ -58,7 +66,9 @@ def alpha_bar(t: int) -> float:
 
 @dataclass
 class RPIParams(MethodParams):
-    """``baseline_kind``: ``noise`` (the method), ``zeros`` or ``attention`` (b = A: no noise)."""
+    """``baseline_kind``: ``noise`` (the method), ``zeros`` or ``attention`` (b = A: no noise);
+    ``noise_rows``: ``inputs`` (noise on the rows before the explained one; the reference's decoder
+    mode) or ``all`` (every row of the prefix, the explained one included)."""
 
     num_samples: int = 24
     n_steps: int = 30
@@ -67,6 +77,7 @@ class RPIParams(MethodParams):
     weighting: str = "attention"
     selection: str = "mean"
     baseline_kind: str = "noise"
+    noise_rows: str = "inputs"
     baseline_id: int | None = (
         None  # token best:<metric> puts in place of removed tokens (filled in by the model wrapper)
     )
@@ -79,8 +90,15 @@ class RPIParams(MethodParams):
             raise InvalidArgumentError(
                 "layer", f"must be an int layer index or None, got {self.layer!r}", "pass e.g. layer=-3"
             )
-        for name, valid in (("weighting", WEIGHTINGS), ("baseline_kind", BASELINES)):
+        for name, valid in (("weighting", WEIGHTINGS), ("baseline_kind", BASELINES), ("noise_rows", NOISE_ROWS)):
             check_choice(name, getattr(self, name), valid)
+        if self.weighting == "difference" and self.baseline_kind == "noise" and self.noise_rows == "inputs":
+            raise InvalidArgumentError(
+                "noise_rows",
+                "weighting='difference' reads (A - b) on the explained row, which noise_rows='inputs' leaves "
+                "un-noised (b = 1.07 A there), so the map would be a rescaled gradient, not the method",
+                "pass noise_rows='all' with weighting='difference', or keep weighting='attention'",
+            )
         if isinstance(self.selection, str) and self.selection.startswith("best:"):
             metric = self.selection.removeprefix("best:")
             names = metric_names()
@@ -140,7 +158,9 @@ def make_baseline(
     prefix: int,
     seed: int,
 ) -> Float[Tensor, "head position position"]:
-    """Baseline of one (row, sample): noise only on allowed entries of the ``prefix`` block."""
+    """Baseline of one (row, sample) over the ``prefix`` block: ``sqrt(abar) A + (1 - abar) N``
+    with ``N`` = noise on allowed entries of the noised rows (:attr:`RPIParams.noise_rows`) and
+    ``N = A`` on the explained row ``prefix - 1`` under ``noise_rows="inputs"``."""
     base = attention.clone()
     block = (slice(None), slice(0, prefix), slice(0, prefix))
     if params.baseline_kind == "zeros":
@@ -150,8 +170,11 @@ def make_baseline(
         gen.manual_seed(seed)
         heads = attention.shape[0]
         eps = torch.randn(heads, prefix, prefix, generator=gen, device=attention.device, dtype=torch.float32)
+        noise = eps * allowed[block]
+        if params.noise_rows == "inputs":
+            noise[:, prefix - 1] = attention[:, prefix - 1, :prefix]
         abar = alpha_bar(params.noise_t)
-        base[block] = abar**0.5 * attention[block] + (1 - abar) * eps * allowed[block]
+        base[block] = abar**0.5 * attention[block] + (1 - abar) * noise
     return base
 
 
@@ -162,6 +185,7 @@ class RPI(Attributor):
     Params = RPIParams
     needs_attentions = True
     stochastic = True
+    default_attributed_fn = "logit"  # the reference differentiates the predicted label's logit
     requires = frozenset({"baseline_id"})  # the token best:<metric> puts in place of removed ones
     step_score_merge = {"rpi_candidate_spread": "mean"}  # already a mean over positions: a word's is its tokens' mean
 

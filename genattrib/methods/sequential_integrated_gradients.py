@@ -37,6 +37,7 @@ from genattrib.engine.shared_forward import (
     shared_batch_targets,
     shared_planned_rows,
 )
+from genattrib.methods.auto_steps import attribute_auto, is_auto, planning_steps
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.targets import TargetFunction
@@ -45,7 +46,8 @@ from genattrib.validation import check_positive_int
 
 @dataclass
 class SIGParams(IGParams):
-    """IG's parameters (``n_steps``, ``quadrature``, ``baseline``) plus ``position_chunk``."""
+    """IG's parameters (``n_steps``, ``"auto"`` included with ``tolerance`` and ``max_steps``;
+    ``quadrature``, ``baseline``) plus ``position_chunk``."""
 
     position_chunk: int | None = None
 
@@ -129,12 +131,13 @@ class SequentialIntegratedGradients(Attributor):
         "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
         "baseline_value": "sum",  # F at the baseline, summed like F
         "max_position_error": "max",  # a max over a row's positions: the max of the maxima is the word's max
+        "n_steps_used": "max",  # n_steps="auto": the points the row needed
     }
 
     group_by_sequence = True  # token targets of a sequence share forward rows (engine/shared_forward.py)
 
     def rows_per_target(self, length: int) -> int:
-        return length * self.params.n_steps + 2
+        return length * planning_steps(self.params.n_steps, self.params.max_steps) + 2
 
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
         return shared_batch_targets(length, forward)
@@ -142,7 +145,7 @@ class SequentialIntegratedGradients(Attributor):
     def planned_rows(
         self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
     ) -> list[tuple[int, int, int]]:
-        steps, length = self.params.n_steps, max(r.length for r in refs)
+        steps, length = planning_steps(self.params.n_steps, self.params.max_steps), max(r.length for r in refs)
         references = (length + 2, length, 0)  # F(x), F(x') and F(x with one position at baseline), per sequence
         if not granular and all(r.stop == r.position + 1 for r in refs):
             # forward mode: one dual row per (source position, step) of the sequence's longest row (at
@@ -155,6 +158,8 @@ class SequentialIntegratedGradients(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: SIGParams = self.params
+        if is_auto(p.n_steps):
+            return attribute_auto(self, batch, forward, attributed_fn)
         alphas, weights = quadrature_rule(p.quadrature, p.n_steps)
         x = batch.input_embeds
         base = torch.where(batch.movable(), batch.baseline_embeds, x)

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -98,29 +99,38 @@ class ModelSampler:
 
 
 class PosSampler:
-    """A token of the same part-of-speech group (tags from NLTK's tagger on each vocabulary
-    token, computed once per sampler). Needs the optional ``nltk`` package and its tagger data."""
+    """A token with the same part-of-speech tag, as the ReAGent reference does it: every
+    vocabulary entry is decoded alone, stripped, and tagged alone (a one-word sentence), and
+    tokens are grouped by their full Penn Treebank tag (``NN``, ``NNS``, ``VBD`` ...). Special
+    tokens are never drawn. ``tagger`` maps a list of words to one tag per word, each word tagged
+    on its own; the default is NLTK's perceptron tagger (optional package ``nltk`` and its
+    ``averaged_perceptron_tagger_eng`` data). The tags are computed once per sampler.
 
-    def __init__(self, vocabulary: Vocabulary) -> None:
-        try:
-            import nltk
-        except ImportError as error:
-            raise MissingDependencyError(
-                "the 'pos' token sampler needs the optional package 'nltk' (pip install nltk; then "
-                "nltk.download('averaged_perceptron_tagger_eng')); or use token_sampler='uniform'"
-            ) from error
-        words = [t.lstrip("Ġ▁").strip() or t for t in vocabulary.tokens]
-        try:
-            tags = [tag for _, tag in nltk.pos_tag(words)]
-        except LookupError as error:
-            raise MissingDependencyError(f"the 'pos' token sampler needs NLTK's tagger data: {error}") from error
+    Example:
+        >>> vocab = Vocabulary(size=4, tokens=("Ġcat", "Ġdog", "Ġran", "Ġsat"))
+        >>> tags = lambda words: ["NN" if w in ("cat", "dog") else "VBD" for w in words]
+        >>> sampler = PosSampler(vocab, tagger=tags)
+        >>> out = sampler.sample(torch.tensor([[0, 2]]), torch.tensor([[True, True]]), torch.Generator().manual_seed(0))
+        >>> out[0, 0].item() in (0, 1), out[0, 1].item() in (2, 3)
+        (True, True)
+    """
+
+    def __init__(self, vocabulary: Vocabulary, tagger: Callable[[list[str]], list[str]] | None = None) -> None:
+        words = [w.strip() for w in vocabulary.words()]
+        tags = list((tagger or nltk_tagger())(words))
+        if len(tags) != len(words):
+            raise InvalidArgumentError(
+                "tagger", f"returned {len(tags)} tags for {len(words)} words", "return one tag per word, in order"
+            )
         special = set(vocabulary.special_ids)
         groups: dict[str, list[int]] = {}
         for i, tag in enumerate(tags):
             if i not in special:
-                groups.setdefault(tag[:2], []).append(i)
+                groups.setdefault(str(tag), []).append(i)
         names = sorted(groups)
-        self.group_of = torch.tensor([names.index(t[:2]) if i not in special else -1 for i, t in enumerate(tags)])
+        index = {n: g for g, n in enumerate(names)}
+        self.tags = tuple(str(t) for t in tags)
+        self.group_of = torch.tensor([index[str(t)] if i not in special else -1 for i, t in enumerate(tags)])
         self.members = [torch.tensor(groups[n]) for n in names]
         self.uniform = UniformSampler(vocabulary)
 
@@ -136,6 +146,25 @@ class PosSampler:
                 members = self.members[group]
                 out[tuple(index)] = members[int(draw[tuple(index)] * len(members))]
         return out
+
+
+def nltk_tagger() -> Callable[[list[str]], list[str]]:
+    """NLTK's perceptron tagger applied to each word alone (``pos_tag([word])`` per word, batched)."""
+    try:
+        import nltk
+    except ImportError as error:
+        raise MissingDependencyError(
+            "the 'pos' token sampler needs the optional package 'nltk' (pip install nltk; then "
+            "nltk.download('averaged_perceptron_tagger_eng')); or use token_sampler='uniform'"
+        ) from error
+
+    def tag(words: list[str]) -> list[str]:
+        try:
+            return [sentence[0][1] for sentence in nltk.pos_tag_sents([[w] for w in words])]
+        except LookupError as error:
+            raise MissingDependencyError(f"the 'pos' token sampler needs NLTK's tagger data: {error}") from error
+
+    return tag
 
 
 def resolve_sampler(spec: Any, vocabulary: Vocabulary, forward: ModelForward | None, mlm: Any = None) -> TokenSampler:

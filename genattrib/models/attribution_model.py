@@ -131,7 +131,7 @@ class AttributionModel:
         *,
         target: str | Sequence[Any] | torch.Tensor | None = None,
         method: str | Attributor | None = None,
-        attributed_fn: str | Callable = "logprob",
+        attributed_fn: str | Callable | None = None,
         step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None,
         contrast_target: str | list[str] | None = None,
         chat: bool = False,
@@ -164,7 +164,9 @@ class AttributionModel:
         through generation and attribution together (all at once by default); ``max_rows``
         caps the model rows per call inside that. ``attr_pos_start``/``attr_pos_end`` select
         generated steps (slice semantics, 0 = first generated token). Scores at or after each
-        target position are NaN.
+        target position are NaN. ``attributed_fn`` is the function explained; ``None`` takes the
+        method's own default (``logprob``; ``logit`` for ``rpi``, as its reference code), and the
+        provenance records the one used.
 
         ``explain`` says what a row explains: ``"tokens"`` (each generated token), or units of
         the generated text, ``"words"``, ``"sentences"``, ``"paragraphs"``, ``"lines"``, token

@@ -47,13 +47,18 @@ def unconverged_share(out: FeatureAttributionOutput) -> float:
 
 def warn_if_unconverged(out: FeatureAttributionOutput, method: Attributor) -> None:
     """A :class:`GenattribWarning` when a completeness-promising method missed by more than
-    :data:`COMPLETENESS_TOLERANCE` on some row."""
+    :data:`COMPLETENESS_TOLERANCE` on some row (by more than its ``tolerance`` with ``n_steps="auto"``)."""
     if not method.promises_completeness or method.default_reduction != "sum":
         return
+    auto = getattr(method.params, "n_steps", None) == "auto"
+    tolerance = float(method.params.tolerance) if auto else COMPLETENESS_TOLERANCE
     share = unconverged_share(out)
-    if share > COMPLETENESS_TOLERANCE:
+    if share > tolerance:
         name = next((n for n in ("n_steps", "n_anchors") if isinstance(getattr(method.params, n, None), int)), None)
         more = f"{name}={4 * getattr(method.params, name)}" if name else "more path points"
+        if auto:
+            cap = method.params.max_steps
+            more = f"n_steps='auto' stopped at max_steps={cap} (step score n_steps_used); use max_steps={4 * cap}"
         warnings.warn(
             GenattribWarning(
                 f"{method.name}: on some step the scores miss F(x) - F(x') by {share:.0%} of it (step score "

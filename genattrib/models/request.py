@@ -166,7 +166,7 @@ def prepare_request(
     *,
     continuation_name: str = "continuation",
     method: str | Attributor | None = None,
-    attributed_fn: str | Callable = "logprob",
+    attributed_fn: str | Callable | None = None,
     step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None,
     contrast_target: str | list[str] | None = None,
     chat: bool = False,
@@ -203,7 +203,7 @@ def prepare_request(
     attributor, gen_kwargs = resolve_method(
         method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
     )
-    fn = resolve_target(attributed_fn, model.targets)
+    fn = resolve_target(attributor.default_attributed_fn if attributed_fn is None else attributed_fn, model.targets)
     step_targets = resolve_step_scores(step_scores, model.targets)
     check_batch_size(batch_size)
     prompts = inp.normalize_prompts(inputs, chat)

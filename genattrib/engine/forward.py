@@ -25,7 +25,14 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
+from genattrib.devices import (
+    execution_device,
+    is_oom,
+    layer_shares,
+    offloaded_bytes,
+    release_cached_memory,
+    rows_within_budget,
+)
 from genattrib.engine.explained import Explained, combine
 from genattrib.engine.host_memory import free_host_bytes
 from genattrib.errors import UnsupportedModelError
@@ -36,25 +43,6 @@ MAX_ROWS_PER_CHUNK = 256
 CPU_FORWARD_BYTES = 1 << 30
 #: Logits held at once when a row explains many positions (a long unit, or many shared targets).
 LOGIT_SLICE_BYTES = 64 << 20
-
-
-#: How allocation failures read: CUDA/MPS ("out of memory") and the CPU allocator
-#: ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...").
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
-
-def is_oom(error: BaseException) -> bool:
-    """Whether ``error`` says the device (or the host) ran out of memory.
-
-    Example:
-        >>> is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't allocate memory"))
-        True
-        >>> is_oom(RuntimeError("shape mismatch"))
-        False
-    """
-    if isinstance(error, torch.OutOfMemoryError | MemoryError):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
 
 
 def _available_bytes(device: torch.device, grad: bool = True) -> int:
@@ -68,6 +56,11 @@ def _available_bytes(device: torch.device, grad: bool = True) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.7)
     return int(min(free_host_bytes() * 0.25, (4 << 30) if grad else CPU_FORWARD_BYTES))
+
+
+def _power_of_two(rows: int) -> int:
+    """The largest power of two ``<= rows`` (1 for ``rows < 2``)."""
+    return 1 << (max(1, rows).bit_length() - 1)
 
 
 def no_gradient_error(model: str, method: str = "this method") -> Exception:
@@ -110,6 +103,9 @@ class ModelForward:
         self.rows_run = 0  # rows through the model (forward-only and forward+backward)
         self.grad_rows_run = 0  # of which forward+backward
         self.backward_rows_run = 0  # backward passes: one per grad row, or per shared row's target
+        self.model_calls = 0  # chunks run (successful model calls through ``run_chunked``)
+        self.max_chunk_rows = 0  # the largest chunk run
+        self.oom_retries = 0  # chunks halved after running out of memory
         self.capabilities: dict[str, object] = {}  # what probes of the model found (engine/kv_cache.py)
 
     # --- sizes -----------------------------------------------------------------------------
@@ -141,7 +137,10 @@ class ModelForward:
         return bytes_per * length * (2 * per_layer + 2 * hidden) + logits
 
     def rows_per_chunk(self, length: int, grad: bool = True, n_logits: int = 1) -> int:
-        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows).
+        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows):
+        ``max_rows`` when the user gave it, else the largest power of two the memory budget allows
+        (so small changes in free memory between identical calls rarely change the chunks, which
+        can change the last digits of the results: docs/architecture.md, "Chunking and results").
 
         On a model split across devices every device the layers run on must fit its part: a
         forward+backward row keeps each layer's activations where that layer runs (a device holds
@@ -156,7 +155,7 @@ class ModelForward:
             budget = lambda device: max(0, _available_bytes(device, grad) - held.get(device, 0))  # noqa: E731
             shares = self.layer_shares if grad else dict.fromkeys(self.layer_shares, 1.0)
             rows = rows_within_budget(self.row_bytes(length, grad, n_logits), shares, budget)
-            rows = min(rows, MAX_ROWS_PER_CHUNK)
+            rows = _power_of_two(min(rows, MAX_ROWS_PER_CHUNK))
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)
         return max(1, rows)
@@ -240,12 +239,12 @@ class ModelForward:
                 if not is_oom(error) or size == 1:
                     raise
                 self._oom_cap = max(1, size // 2)
-                for device in {self.input_device, self.head_device, *self.layer_shares}:
-                    if device.type == "cuda":  # every GPU the model uses, not only the first
-                        with torch.cuda.device(device):
-                            torch.cuda.empty_cache()
+                self.oom_retries += 1
+                release_cached_memory({self.input_device, self.head_device, *self.layer_shares})
                 continue
             self.rows_run += chunk.stop - chunk.start
+            self.model_calls += 1
+            self.max_chunk_rows = max(self.max_chunk_rows, chunk.stop - chunk.start)
             if grad:
                 self.grad_rows_run += chunk.stop - chunk.start
                 self.backward_rows_run += (chunk.stop - chunk.start) * backward_per_row

@@ -20,7 +20,7 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from transformers import GenerationConfig, StoppingCriteriaList
 
-from genattrib.devices import execution_device
+from genattrib.devices import execution_device, is_oom, release_cached_memory
 from genattrib.generation.recorder import record_steps
 from genattrib.generation.trace import GenerationTrace
 from genattrib.targets import TargetFunction
@@ -63,6 +63,16 @@ def _trim(generated: Tensor, eos: set[int]) -> Tensor:
     return generated
 
 
+def _rng_state(gpus: list[torch.device]) -> tuple[Tensor, list[Tensor]]:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in gpus]
+
+
+def _set_rng_state(state: tuple[Tensor, list[Tensor]], gpus: list[torch.device]) -> None:
+    torch.set_rng_state(state[0])
+    for device, gpu_state in zip(gpus, state[1]):
+        torch.cuda.set_rng_state(gpu_state, device)
+
+
 def generate_traces(
     model: nn.Module,
     prompts: list[Int[Tensor, " _prompt"]],
@@ -72,34 +82,68 @@ def generate_traces(
     batch_size: int | None = None,
     seed: int | None = None,
 ) -> list[GenerationTrace]:
-    """Generate for every prompt (in batches of ``batch_size``) and record step scores."""
+    """Generate for every prompt (in batches of ``batch_size``, default all at once) and record
+    step scores.
+
+    A batch that runs out of memory (GPU, or the CPU allocator) is halved and retried, and later
+    batches stay at the smaller size. Greedy and beam search give the same tokens however the
+    prompts are batched (up to exact ties between logits); sampling draws from one random stream
+    per batch, so sampled text depends on ``seed`` *and* on the batches: a retried batch restarts
+    from the random state it started with, so a call is reproduced by the same seed and the same
+    batches (``batch_size``, or the size the halving settled on).
+    """
     device = execution_device(model.get_input_embeddings())
     head = model.get_output_embeddings()
-    pad_id = int(generation_config.pad_token_id)
-    eos = _eos_ids(generation_config)
-    size = batch_size or len(prompts)
+    devices = {device, device if head is None else execution_device(head)}
+    gpus = sorted({d for d in devices if d.type == "cuda"}, key=str)
+    size = batch_size or max(1, len(prompts))
     traces: list[GenerationTrace] = []
-    with seeded(seed, device, device if head is None else execution_device(head)):
-        for start in range(0, len(prompts), size):
+    with seeded(seed, *devices):
+        start = 0
+        while start < len(prompts):
             chunk = prompts[start : start + size]
-            ids, mask = _left_pad(chunk, pad_id)
-            with record_steps(model, step_targets or {}) as recorder, torch.no_grad():
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    generation_config=generation_config,
-                    stopping_criteria=StoppingCriteriaList([recorder.criterion]),
-                )
-            sequences = out.sequences if hasattr(out, "sequences") else out
-            steps = recorder.stacked()
-            for row, prompt in enumerate(chunk):
-                generated = _trim(sequences[row, ids.shape[1] :].cpu(), eos)
-                n = int(generated.shape[0])
-                traces.append(
-                    GenerationTrace(
-                        prompt_ids=prompt.clone(),
-                        generated_ids=generated,
-                        step_scores={name: values[row, :n].clone() for name, values in steps.items()},
-                    )
-                )
+            state = _rng_state(gpus)
+            try:
+                traces.extend(_generate_batch(model, chunk, generation_config, step_targets or {}, device))
+            except Exception as error:  # noqa: BLE001 - only running out of memory is handled
+                if not is_oom(error) or len(chunk) == 1:
+                    raise
+                size = max(1, len(chunk) // 2)
+                _set_rng_state(state, gpus)  # the retry draws what a batch of this size would have drawn
+                release_cached_memory(devices)
+                continue
+            start += len(chunk)
+    return traces
+
+
+def _generate_batch(
+    model: nn.Module,
+    chunk: list[Int[Tensor, " _prompt"]],
+    generation_config: GenerationConfig,
+    step_targets: dict[str, TargetFunction],
+    device: torch.device,
+) -> list[GenerationTrace]:
+    """One ``model.generate`` call over the left-padded ``chunk`` of prompts."""
+    ids, mask = _left_pad(chunk, int(generation_config.pad_token_id))
+    with record_steps(model, step_targets) as recorder, torch.no_grad():
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=generation_config,
+            stopping_criteria=StoppingCriteriaList([recorder.criterion]),
+        )
+    sequences = out.sequences if hasattr(out, "sequences") else out
+    steps = recorder.stacked()
+    eos = _eos_ids(generation_config)
+    traces = []
+    for row, prompt in enumerate(chunk):
+        generated = _trim(sequences[row, ids.shape[1] :].cpu(), eos)
+        n = int(generated.shape[0])
+        traces.append(
+            GenerationTrace(
+                prompt_ids=prompt.clone(),
+                generated_ids=generated,
+                step_scores={name: values[row, :n].clone() for name, values in steps.items()},
+            )
+        )
     return traces

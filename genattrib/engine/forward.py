@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 
 import torch
@@ -341,17 +342,69 @@ class ModelForward:
         """
         values = torch.empty(embeds.shape[0], dtype=torch.float32, device=self.head_device)
         grads = torch.empty(embeds.shape, dtype=torch.float32, device=embeds.device)
+
+        def keep(chunk: slice, value: Tensor, grad: Tensor) -> None:
+            values[chunk] = value
+            grads[chunk] = grad.to(grads.device)
+
+        self.gradients_by_chunk(LazyRows.of(embeds), targets, attributed_fn, keep)
+        return values, grads
+
+    def gradients_by_chunk(
+        self,
+        rows: LazyRows,
+        targets: Explained,
+        attributed_fn: TargetFunction,
+        consume: Callable[[slice, Float[Tensor, " chunk"], Float[Tensor, "chunk position hidden"]], None],
+    ) -> None:
+        """:meth:`values_and_grads` for rows built chunk by chunk: each chunk of ``rows`` is built
+        inside :meth:`run_chunked` (so the rows of a call never exist all at once, and a chunk that
+        runs out of memory is rebuilt at half the size) and its values and float32 gradients go to
+        ``consume(chunk, values, grads)``, which reduces them (a weighted sum over path points).
+
+        Example:
+            >>> from genattrib.targets import resolve_target
+            >>> fwd, ids = ModelForward(hf_model, max_rows=2), out.sequences[0].input_ids[None]
+            >>> x = fwd.embed(ids)[0]                                   # 9 tokens
+            >>> alphas = torch.linspace(0.2, 1.0, 5)                    # 5 points on the line 0 -> x
+            >>> rows = LazyRows(5, 9, lambda chunk: alphas[chunk].view(-1, 1, 1) * x)
+            >>> targets = Explained.tokens(torch.full((5,), 6), ids[0, 6].repeat(5))
+            >>> total = torch.zeros(9, 32)
+            >>> fwd.gradients_by_chunk(rows, targets, resolve_target("logprob"), lambda c, v, g: total.add_(g.sum(0)))
+            >>> fwd.model_calls, total.shape                            # chunks of 2, 2 and 1 rows
+            (3, torch.Size([9, 32]))
+        """
         one_unit = targets.map(lambda t: t.unsqueeze(1))
 
         def run(chunk: slice) -> None:
-            leaf = embeds[chunk].detach().clone().requires_grad_(True)
+            leaf = rows.make(chunk).detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 value = self.unit_values(leaf, one_unit.select(chunk), attributed_fn)[:, 0]
                 if not value.requires_grad:
                     raise no_gradient_error(type(self.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
-            values[chunk] = value.detach().float()
-            grads[chunk] = grad.float().to(grads.device)
+            consume(chunk, value.detach().float(), grad.float())
 
-        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True, n_logits=targets.slots)
-        return values, grads
+        self.run_chunked(rows.count, rows.length, run, grad=True, n_logits=targets.slots)
+
+
+@dataclass(frozen=True)
+class LazyRows:
+    """``count`` rows of ``length`` embeddings that ``make(chunk)`` builds for a slice of them
+    (path points built chunk by chunk instead of all up front).
+
+    Example:
+        >>> x = torch.ones(4, 8)
+        >>> rows = LazyRows(3, 4, lambda chunk: torch.arange(3.0)[chunk].view(-1, 1, 1) * x)
+        >>> rows.make(slice(1, 3)).shape
+        torch.Size([2, 4, 8])
+    """
+
+    count: int
+    length: int
+    make: Callable[[slice], Float[Tensor, "chunk position hidden"]]
+
+    @classmethod
+    def of(cls, embeds: Float[Tensor, "row position hidden"]) -> LazyRows:
+        """Rows that already exist, as one tensor."""
+        return cls(int(embeds.shape[0]), int(embeds.shape[1]), lambda chunk: embeds[chunk])

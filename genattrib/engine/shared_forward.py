@@ -317,7 +317,8 @@ def batch_input_gradients(
         alphas, weights = path
         start = base[top, :length]
         a = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
-        return PointSet.of(start.unsqueeze(0) + a * (row - start).unsqueeze(0), weights)
+        # each chunk's points are built when the chunk runs, not all n_steps up front
+        return PointSet(int(a.shape[0]), length, weights, lambda chunk: start + a[chunk] * (row - start))
 
     return grouped_input_gradients(
         batch, forward, attributed_fn, 1 if path is None else int(path[0].shape[0]), make_points

@@ -327,11 +327,10 @@ def batch_input_gradients(
 
 def shared_batch_targets(length: int, forward: ModelForward) -> int:
     """Targets per batch for a method whose targets share forward rows: at most
-    :data:`MAX_BATCH_TARGETS`, fewer when their per-row tensors would pass :data:`SHARED_BATCH_BYTES`.
-    The user's ``max_rows`` does not change it: it caps the model rows of each call (the points of a
-    chunk, and the targets of each batched backward pass, see :func:`shared_input_gradients`), so
-    the targets share the same forward rows whatever ``max_rows`` is (results then differ across
-    ``max_rows`` only by float rounding, docs/architecture.md, "Chunking and results").
+    :data:`MAX_BATCH_TARGETS`, fewer when their per-row tensors would pass :data:`SHARED_BATCH_BYTES`,
+    and at most the user's ``max_rows`` (each target is a backward row). So ``max_rows`` also
+    changes which targets share forward rows, one of the float-rounding differences measured in
+    docs/architecture.md, "Chunking and results".
 
     Example:
         >>> fwd = ModelForward(hf_model)                                 # hidden size 32
@@ -339,4 +338,5 @@ def shared_batch_targets(length: int, forward: ModelForward) -> int:
         (64, 10)
     """
     per_row = 3 * 4 * max(1, length) * forward.hidden_size
-    return max(1, min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // per_row))
+    cap = min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // per_row, forward.user_max_rows or MAX_BATCH_TARGETS)
+    return max(1, cap)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -99,3 +99,31 @@ def rows_within_budget(
     most loaded device (least memory per share of the row) sets the number; at least 1."""
     fits = [available(device) // max(1, math.ceil(row_bytes * share)) for device, share in shares.items() if share > 0]
     return max(1, min(fits, default=1))
+
+
+#: How allocation failures read: CUDA/MPS ("out of memory") and the CPU allocator
+#: ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...").
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_oom(error: BaseException) -> bool:
+    """Whether ``error`` says the device (or the host) ran out of memory.
+
+    Example:
+        >>> is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't allocate memory"))
+        True
+        >>> is_oom(RuntimeError("shape mismatch"))
+        False
+    """
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
+
+
+def release_cached_memory(devices: Iterable[torch.device]) -> None:
+    """Give the blocks cached by PyTorch's allocator back on every GPU among ``devices`` (after an
+    out-of-memory error, before a retry with less)."""
+    for device in devices:
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.empty_cache()

@@ -107,3 +107,70 @@ def test_attention_methods_same_on_sdpa_and_eager(tiny_model, method):
         results[implementation] = am.attribute(PROMPT, target=" Paris.", method=method).sequences[0].scores
         assert hf.config._attn_implementation == implementation
     torch.testing.assert_close(results["sdpa"], results["eager"], equal_nan=True, atol=1e-6, rtol=1e-5)
+
+
+# --- streamed attention and rollout (issue 15 A.4, E) -----------------------------------------
+
+
+def _eager_attentions(model, ids):
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        return torch.stack(eager(input_ids=ids, output_attentions=True).attentions)[:, 0]  # layer head L L
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"layers": [-1, 0], "heads": [1, -1], "head_reduction": "max", "layer_reduction": "sum"}],
+)
+def test_streamed_attention_equals_the_stacked_definition(tiny_model, params):
+    """Reducing each layer as it is computed gives what reducing the stacked eager attentions gives."""
+    out = tiny_model.attribute(PROMPT, target=" Paris. The", method="attention", **params)
+    seq = out.sequences[0]
+    probs = _eager_attentions(tiny_model.model, seq.input_ids[None, : int(seq.target_positions[-1])])
+    layers = params.get("layers", list(range(probs.shape[0])))
+    heads = params.get("heads", list(range(probs.shape[1])))
+    picked = probs[torch.tensor(layers) % probs.shape[0]][:, torch.tensor(heads) % probs.shape[1]]
+    how = {"mean": torch.mean, "sum": torch.sum, "max": torch.amax}
+    for j, p in enumerate(seq.target_positions):
+        rows = picked[:, :, p - 1, :p]  # the row that predicts position p
+        per_layer = how[params.get("head_reduction", "mean")](rows, 1)
+        expected = how[params.get("layer_reduction", "mean")](per_layer, 0)
+        torch.testing.assert_close(seq.scores[j, :p], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_streamed_rollout_equals_the_product_of_stacked_layers(tiny_model):
+    out = tiny_model.attribute(PROMPT, target=" Paris. The", method="rollout", residual_weight=0.3)
+    seq = out.sequences[0]
+    length = int(seq.target_positions[-1])
+    probs = _eager_attentions(tiny_model.model, seq.input_ids[None, :length]).mean(1)
+    eye, rollout = torch.eye(length), torch.eye(length)
+    for layer in probs:
+        mixed = 0.7 * layer + 0.3 * eye
+        rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
+    for j, p in enumerate(seq.target_positions):
+        torch.testing.assert_close(seq.scores[j, :p], rollout[p - 1, :p], atol=1e-6, rtol=1e-5)
+
+
+def test_attention_keeps_no_layer_and_counts_its_forwards(tiny_llama, monkeypatch):
+    """One forward row per batch of at most 64 targets, counted in provenance.work; the probe is
+    handed each layer's probabilities and stores none."""
+    from genattrib.engine import attention_capture
+
+    stored = []
+    original = attention_capture.probe_attention_forward
+
+    def spy(probe, *args, **kwargs):
+        result = original(probe, *args, **kwargs)
+        stored.append(len(probe.probs))
+        return result
+
+    monkeypatch.setattr(attention_capture, "probe_attention_forward", spy)
+    paris = tiny_llama.tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    forced = torch.tensor(paris * (80 // len(paris)))  # 80 forced tokens: two batches of targets (64 + 16)
+    for method in ("attention", "rollout"):
+        out = tiny_llama.attribute(PROMPT, forced, method=method)
+        steps = out.sequences[0].num_steps
+        assert steps > 64
+        assert out.provenance.work["rows"] == out.provenance.work["model_calls"] == -(-steps // 64)
+        assert stored and max(stored) == 0

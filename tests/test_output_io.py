@@ -496,6 +496,14 @@ def test_merge_concatenates_and_sums_timings():
     assert len(a) == 2 and len(b) == 1
 
 
+def test_merge_sums_work_counts_and_keeps_the_largest_chunk():
+    a, b = small_output(1), small_output(1)
+    a.provenance.work = {"rows": 10, "model_calls": 3, "max_chunk_rows": 8, "oom_retries": 1}
+    b.provenance.work = {"rows": 4, "model_calls": 2, "max_chunk_rows": 2, "oom_retries": 0}
+    merged = FeatureAttributionOutput.merge([a, b])
+    assert merged.provenance.work == {"rows": 14, "model_calls": 5, "max_chunk_rows": 8, "oom_retries": 1}
+
+
 @pytest.mark.parametrize(
     "field,value", [("method", "occlusion"), ("model_name", "other"), ("attributed_fn", "probability")]
 )

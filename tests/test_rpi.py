@@ -169,7 +169,15 @@ def test_runs_on_every_architecture(tiny_model):
     assert torch.isfinite(seq.step_scores["rpi_candidate_spread"]).all()
     rows = seq.num_steps * (FAST["num_samples"] * (FAST["n_steps"] + 1) + 1)
     grad_rows = rows - seq.num_steps
-    assert out.provenance.work == {"rows": rows, "grad_rows": grad_rows, "backward_rows": grad_rows}
+    work = out.provenance.work
+    assert {k: work[k] for k in ("rows", "grad_rows", "backward_rows")} == {
+        "rows": rows,
+        "grad_rows": grad_rows,
+        "backward_rows": grad_rows,
+    }
+    assert (
+        work["oom_retries"] == 0 and 1 <= work["max_chunk_rows"] <= rows <= work["model_calls"] * work["max_chunk_rows"]
+    )
 
 
 def test_batching_equals_one_at_a_time(tiny_llama):

@@ -247,17 +247,17 @@ def test_rows_per_chunk_budgets_every_device_of_the_model(tiny_llama, monkeypatc
     free = {gpus[0]: 100 * row, gpus[1]: 10 * row}
     monkeypatch.setattr("genattrib.engine.forward._available_bytes", lambda device, grad=True: free[device])
     forward.layer_shares = {gpus[0]: 0.5, gpus[1]: 0.5}
-    assert forward.rows_per_chunk(32) == 20  # cuda:1 limits: 10 rows of bytes, half a row each
+    assert forward.rows_per_chunk(32) == 16  # cuda:1 limits: 10 rows of bytes, half a row each: 20, to a power of 2
     forward.layer_shares = {gpus[0]: 1.0}
-    assert forward.rows_per_chunk(32) == 100
+    assert forward.rows_per_chunk(32) == 64  # 100, rounded down to a power of two
     # weights offloaded to RAM and loaded onto cuda:1 stay there until the backward pass
     forward.layer_shares, forward.offloaded = {gpus[0]: 0.5, gpus[1]: 0.5}, {gpus[1]: 5 * row}
-    assert forward.rows_per_chunk(32) == 10
+    assert forward.rows_per_chunk(32) == 8  # 10 rows
     forward.offloaded = {}
     # forward-only rows hold one layer's working set at a time, on each device in turn: no share
     forward.layer_shares = {gpus[0]: 0.5, gpus[1]: 0.5}
     one = forward.row_bytes(32, grad=False)
-    assert forward.rows_per_chunk(32, grad=False) == min(256, free[gpus[1]] // one)
+    assert forward.rows_per_chunk(32, grad=False) == 1 << (min(256, free[gpus[1]] // one).bit_length() - 1)
 
 
 # --- loading options --------------------------------------------------------------------------

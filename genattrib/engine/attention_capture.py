@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,11 +45,13 @@ class AttentionProbe:
     """What the probe attention function does, layer by layer, during one context.
 
     ``capture``: layers whose probabilities (detached, fp32) and allowed-key masks are stored in
-    ``probs``/``allowed`` (``None``: no layer, ``"all"``: every layer). ``inject``: layer -> a
+    ``probs``/``allowed`` (``None``: no layer, ``"all"``: every layer), or, with ``consume``, handed
+    to ``consume(layer, probs)`` as each layer computes them and not kept. ``inject``: layer -> a
     tensor ``[batch, head, query, key]`` that replaces that layer's probabilities."""
 
     capture: set[int] | str | None = None
     inject: dict[int, Tensor] = field(default_factory=dict)
+    consume: Callable[[int, Tensor], None] | None = None
     probs: dict[int, Tensor] = field(default_factory=dict)
     allowed: dict[int, Tensor] = field(default_factory=dict)
     calls: int = 0
@@ -123,7 +125,9 @@ def probe_attention_forward(
             scores = torch.tanh(scores / softcap) * softcap
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         probs = torch.softmax(scores, dim=-1)
-        if probe.wants(layer):
+        if probe.wants(layer) and probe.consume is not None:
+            probe.consume(layer, probs.detach())
+        elif probe.wants(layer):
             probe.probs[layer] = probs.detach()
             probe.allowed[layer] = allowed.expand(probs.shape).detach()
         probs = probs.to(value.dtype)
@@ -212,16 +216,60 @@ def check_attention_support(forward: ModelForward) -> None:
         )
 
 
+def stream_attentions(
+    forward: ModelForward,
+    embeds: Float[Tensor, "row position hidden"],
+    consume: Callable[[slice, int, Float[Tensor, "chunk head position position"]], None],
+) -> None:
+    """Run ``embeds`` through the model and hand every layer's attention probabilities (fp32,
+    detached) to ``consume(rows, layer, probs)`` as that layer computes them, layer by layer in
+    forward order: only one layer's probabilities exist at a time. Rows run in chunks through
+    :meth:`ModelForward.run_chunked` (sized to the memory budget, halved when a chunk runs out of
+    memory, counted in the forward's ``rows_run``); a retried chunk is handed over again from its
+    first layer.
+
+    Example:
+        >>> forward, shapes = ModelForward(hf_model), []
+        >>> embeds = forward.embed(out.sequences[0].input_ids[None])       # 1 row of 9 tokens
+        >>> stream_attentions(forward, embeds, lambda rows, layer, p: shapes.append(p.shape))
+        >>> len(shapes), shapes[0]                                    # every layer: (row, head, query, key)
+        (2, torch.Size([1, 4, 9, 9]))
+    """
+
+    def run(rows: slice) -> None:
+        probe = AttentionProbe(capture="all", consume=lambda layer, probs: consume(rows, layer, probs))
+        with attention_probe(forward.model, probe):
+            forward.hidden_states(embeds[rows])
+        if probe.calls == 0:
+            raise unsupported_error(forward.model, "does not compute attention through the attention registry")
+
+    forward.run_chunked(int(embeds.shape[0]), int(embeds.shape[1]), run, grad=False, n_logits=0)
+
+
 def capture_attentions(
     forward: ModelForward, embeds: Float[Tensor, "row position hidden"]
 ) -> Float[Tensor, "layer row head position position"]:
-    """Attention probabilities of every layer for ``embeds`` (fp32, on the input device)."""
-    probe = AttentionProbe(capture="all")
-    with attention_probe(forward.model, probe), torch.no_grad():
-        forward.hidden_states(embeds)
-    if not probe.probs:
-        raise unsupported_error(forward.model, "does not compute attention through the attention registry")
-    return torch.stack([probe.probs[k].float().to(forward.input_device) for k in sorted(probe.probs)])
+    """Attention probabilities of every layer for ``embeds`` (fp32, on the input device), written
+    into one tensor as each layer computes them (no second copy of every layer)."""
+    seen: set[int] = set()
+    out: Tensor | None = None
+
+    def keep(rows: slice, layer: int, probs: Tensor) -> None:
+        nonlocal out
+        if out is None or layer >= out.shape[0]:  # sized from the config; grown if the model has more
+            size = max(layer + 1, num_layers(forward.model) or 1)
+            shape = (size, int(embeds.shape[0]), *probs.shape[1:])
+            grown = torch.empty(shape, dtype=torch.float32, device=forward.input_device)
+            if out is not None:
+                grown[: out.shape[0]] = out
+            out = grown
+        seen.add(layer)
+        out[layer, rows] = probs.float().to(out.device)
+
+    stream_attentions(forward, embeds, keep)
+    assert out is not None
+    layers = sorted(seen)
+    return out[: len(layers)] if layers == list(range(len(layers))) else out[layers]
 
 
 def capture_layer(

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from genattrib.devices import execution_device, layer_shares, offloaded_bytes, rows_within_budget
+from genattrib.devices import (
+    execution_device,
+    is_oom,
+    layer_shares,
+    offloaded_bytes,
+    release_cached_memory,
+    rows_within_budget,
+)
 from genattrib.engine.explained import Explained, combine
 from genattrib.engine.host_memory import free_host_bytes
 from genattrib.errors import UnsupportedModelError
@@ -36,25 +44,6 @@ MAX_ROWS_PER_CHUNK = 256
 CPU_FORWARD_BYTES = 1 << 30
 #: Logits held at once when a row explains many positions (a long unit, or many shared targets).
 LOGIT_SLICE_BYTES = 64 << 20
-
-
-#: How allocation failures read: CUDA/MPS ("out of memory") and the CPU allocator
-#: ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...").
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
-
-def is_oom(error: BaseException) -> bool:
-    """Whether ``error`` says the device (or the host) ran out of memory.
-
-    Example:
-        >>> is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't allocate memory"))
-        True
-        >>> is_oom(RuntimeError("shape mismatch"))
-        False
-    """
-    if isinstance(error, torch.OutOfMemoryError | MemoryError):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
 
 
 def _available_bytes(device: torch.device, grad: bool = True) -> int:
@@ -68,6 +57,11 @@ def _available_bytes(device: torch.device, grad: bool = True) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.7)
     return int(min(free_host_bytes() * 0.25, (4 << 30) if grad else CPU_FORWARD_BYTES))
+
+
+def _power_of_two(rows: int) -> int:
+    """The largest power of two ``<= rows`` (1 for ``rows < 2``)."""
+    return 1 << (max(1, rows).bit_length() - 1)
 
 
 def no_gradient_error(model: str, method: str = "this method") -> Exception:
@@ -110,6 +104,9 @@ class ModelForward:
         self.rows_run = 0  # rows through the model (forward-only and forward+backward)
         self.grad_rows_run = 0  # of which forward+backward
         self.backward_rows_run = 0  # backward passes: one per grad row, or per shared row's target
+        self.model_calls = 0  # chunks run (successful model calls through ``run_chunked``)
+        self.max_chunk_rows = 0  # the largest chunk run
+        self.oom_retries = 0  # chunks halved after running out of memory
         self.capabilities: dict[str, object] = {}  # what probes of the model found (engine/kv_cache.py)
 
     # --- sizes -----------------------------------------------------------------------------
@@ -141,7 +138,10 @@ class ModelForward:
         return bytes_per * length * (2 * per_layer + 2 * hidden) + logits
 
     def rows_per_chunk(self, length: int, grad: bool = True, n_logits: int = 1) -> int:
-        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows).
+        """How many rows of ``length`` tokens to run at once (``grad``: forward+backward rows):
+        ``max_rows`` when the user gave it, else the largest power of two the memory budget allows
+        (so small changes in free memory between identical calls rarely change the chunks, which
+        can change the last digits of the results: docs/architecture.md, "Chunking and results").
 
         On a model split across devices every device the layers run on must fit its part: a
         forward+backward row keeps each layer's activations where that layer runs (a device holds
@@ -156,7 +156,7 @@ class ModelForward:
             budget = lambda device: max(0, _available_bytes(device, grad) - held.get(device, 0))  # noqa: E731
             shares = self.layer_shares if grad else dict.fromkeys(self.layer_shares, 1.0)
             rows = rows_within_budget(self.row_bytes(length, grad, n_logits), shares, budget)
-            rows = min(rows, MAX_ROWS_PER_CHUNK)
+            rows = _power_of_two(min(rows, MAX_ROWS_PER_CHUNK))
         if self._oom_cap is not None:
             rows = min(rows, self._oom_cap)
         return max(1, rows)
@@ -240,12 +240,12 @@ class ModelForward:
                 if not is_oom(error) or size == 1:
                     raise
                 self._oom_cap = max(1, size // 2)
-                for device in {self.input_device, self.head_device, *self.layer_shares}:
-                    if device.type == "cuda":  # every GPU the model uses, not only the first
-                        with torch.cuda.device(device):
-                            torch.cuda.empty_cache()
+                self.oom_retries += 1
+                release_cached_memory({self.input_device, self.head_device, *self.layer_shares})
                 continue
             self.rows_run += chunk.stop - chunk.start
+            self.model_calls += 1
+            self.max_chunk_rows = max(self.max_chunk_rows, chunk.stop - chunk.start)
             if grad:
                 self.grad_rows_run += chunk.stop - chunk.start
                 self.backward_rows_run += (chunk.stop - chunk.start) * backward_per_row
@@ -342,17 +342,69 @@ class ModelForward:
         """
         values = torch.empty(embeds.shape[0], dtype=torch.float32, device=self.head_device)
         grads = torch.empty(embeds.shape, dtype=torch.float32, device=embeds.device)
+
+        def keep(chunk: slice, value: Tensor, grad: Tensor) -> None:
+            values[chunk] = value
+            grads[chunk] = grad.to(grads.device)
+
+        self.gradients_by_chunk(LazyRows.of(embeds), targets, attributed_fn, keep)
+        return values, grads
+
+    def gradients_by_chunk(
+        self,
+        rows: LazyRows,
+        targets: Explained,
+        attributed_fn: TargetFunction,
+        consume: Callable[[slice, Float[Tensor, " chunk"], Float[Tensor, "chunk position hidden"]], None],
+    ) -> None:
+        """:meth:`values_and_grads` for rows built chunk by chunk: each chunk of ``rows`` is built
+        inside :meth:`run_chunked` (so the rows of a call never exist all at once, and a chunk that
+        runs out of memory is rebuilt at half the size) and its values and float32 gradients go to
+        ``consume(chunk, values, grads)``, which reduces them (a weighted sum over path points).
+
+        Example:
+            >>> from genattrib.targets import resolve_target
+            >>> fwd, ids = ModelForward(hf_model, max_rows=2), out.sequences[0].input_ids[None]
+            >>> x = fwd.embed(ids)[0]                                   # 9 tokens
+            >>> alphas = torch.linspace(0.2, 1.0, 5)                    # 5 points on the line 0 -> x
+            >>> rows = LazyRows(5, 9, lambda chunk: alphas[chunk].view(-1, 1, 1) * x)
+            >>> targets = Explained.tokens(torch.full((5,), 6), ids[0, 6].repeat(5))
+            >>> total = torch.zeros(9, 32)
+            >>> fwd.gradients_by_chunk(rows, targets, resolve_target("logprob"), lambda c, v, g: total.add_(g.sum(0)))
+            >>> fwd.model_calls, total.shape                            # chunks of 2, 2 and 1 rows
+            (3, torch.Size([9, 32]))
+        """
         one_unit = targets.map(lambda t: t.unsqueeze(1))
 
         def run(chunk: slice) -> None:
-            leaf = embeds[chunk].detach().clone().requires_grad_(True)
+            leaf = rows.make(chunk).detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 value = self.unit_values(leaf, one_unit.select(chunk), attributed_fn)[:, 0]
                 if not value.requires_grad:
                     raise no_gradient_error(type(self.model).__name__)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
-            values[chunk] = value.detach().float()
-            grads[chunk] = grad.float().to(grads.device)
+            consume(chunk, value.detach().float(), grad.float())
 
-        self.run_chunked(embeds.shape[0], embeds.shape[1], run, grad=True, n_logits=targets.slots)
-        return values, grads
+        self.run_chunked(rows.count, rows.length, run, grad=True, n_logits=targets.slots)
+
+
+@dataclass(frozen=True)
+class LazyRows:
+    """``count`` rows of ``length`` embeddings that ``make(chunk)`` builds for a slice of them
+    (path points built chunk by chunk instead of all up front).
+
+    Example:
+        >>> x = torch.ones(4, 8)
+        >>> rows = LazyRows(3, 4, lambda chunk: torch.arange(3.0)[chunk].view(-1, 1, 1) * x)
+        >>> rows.make(slice(1, 3)).shape
+        torch.Size([2, 4, 8])
+    """
+
+    count: int
+    length: int
+    make: Callable[[slice], Float[Tensor, "chunk position hidden"]]
+
+    @classmethod
+    def of(cls, embeds: Float[Tensor, "row position hidden"]) -> LazyRows:
+        """Rows that already exist, as one tensor."""
+        return cls(int(embeds.shape[0]), int(embeds.shape[1]), lambda chunk: embeds[chunk])

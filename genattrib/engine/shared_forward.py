@@ -317,7 +317,8 @@ def batch_input_gradients(
         alphas, weights = path
         start = base[top, :length]
         a = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
-        return PointSet.of(start.unsqueeze(0) + a * (row - start).unsqueeze(0), weights)
+        # each chunk's points are built when the chunk runs, not all n_steps up front
+        return PointSet(int(a.shape[0]), length, weights, lambda chunk: start + a[chunk] * (row - start))
 
     return grouped_input_gradients(
         batch, forward, attributed_fn, 1 if path is None else int(path[0].shape[0]), make_points
@@ -327,7 +328,9 @@ def batch_input_gradients(
 def shared_batch_targets(length: int, forward: ModelForward) -> int:
     """Targets per batch for a method whose targets share forward rows: at most
     :data:`MAX_BATCH_TARGETS`, fewer when their per-row tensors would pass :data:`SHARED_BATCH_BYTES`,
-    and at most the user's ``max_rows`` (each target is a backward row).
+    and at most the user's ``max_rows`` (each target is a backward row). So ``max_rows`` also
+    changes which targets share forward rows, one of the float-rounding differences measured in
+    docs/architecture.md, "Chunking and results".
 
     Example:
         >>> fwd = ModelForward(hf_model)                                 # hidden size 32

@@ -1,7 +1,8 @@
 """Step scores computed teacher-forced (for forced continuations or contrast targets), and the
 rule each step score of a run merges with (recorded in ``provenance.step_score_rules``).
 
-One forward per sequence gives the logits at every generated position at once.
+One forward row per sequence gives the logits at every generated position at once; rows run in
+chunks under the engine's out-of-memory back-off.
 
 Example:
     >>> from genattrib.targets import resolve_target
@@ -29,30 +30,56 @@ from genattrib.targets import TargetContext, TargetFunction
 def teacher_forced_step_scores(
     forward: ModelForward, jobs: list[SequenceJob], targets: dict[str, TargetFunction], chunk: int = 256
 ) -> list[dict[str, Float[Tensor, " generated"]]]:
-    """For each job, every target's value at every generated position (not only explained ones)."""
-    results = []
-    for job in jobs:
-        ids = job.input_ids.unsqueeze(0)
-        n_gen = int(ids.shape[1]) - job.prompt_length
-        out = {name: torch.empty(n_gen) for name in targets}
-        if n_gen == 0 or not targets:
-            results.append(out)
-            continue
-        with torch.no_grad():
-            hidden = forward.hidden_states(forward.embed(ids))[0]
-            for start in range(0, n_gen, chunk):
-                stop = min(n_gen, start + chunk)
-                pos = torch.arange(job.prompt_length + start, job.prompt_length + stop)
-                logits = forward.head_logits(hidden[pos - 1])
-                ctx = TargetContext(
-                    logits,
-                    job.input_ids[pos].to(logits.device),
-                    None if job.contrast_ids is None else job.contrast_ids[start:stop].to(logits.device),
-                )
-                for name, target in targets.items():
-                    out[name][start:stop] = target(ctx).float().cpu()
-        results.append(out)
+    """For each job, every target's value at every generated position (not only explained ones).
+
+    Sequences run as right-padded rows (a causal model ignores the padding after them), longest
+    first, in chunks through :meth:`ModelForward.run_chunked`: sized to the memory budget, and
+    halved when a chunk runs out of memory. The LM head runs on ``chunk`` positions at a time.
+    """
+    results = [{name: torch.empty(int(job.input_ids.shape[0]) - job.prompt_length) for name in targets} for job in jobs]
+    todo = sorted(
+        (j for j, job in enumerate(jobs) if int(job.input_ids.shape[0]) > job.prompt_length and targets),
+        key=lambda j: -int(jobs[j].input_ids.shape[0]),
+    )
+    if not todo:
+        return results
+    lengths = [int(jobs[j].input_ids.shape[0]) for j in todo]
+
+    def run(rows: slice) -> None:
+        members = todo[rows]
+        ids = torch.zeros(len(members), lengths[rows.start], dtype=torch.long)
+        for i, j in enumerate(members):
+            ids[i, : lengths[rows.start + i]] = jobs[j].input_ids
+        hidden = forward.hidden_states(forward.embed(ids))
+        for i, j in enumerate(members):
+            _score_job(forward, jobs[j], hidden[i], targets, results[j], chunk)
+
+    width = max(int(jobs[j].input_ids.shape[0]) - jobs[j].prompt_length for j in todo)
+    forward.run_chunked(len(todo), lengths[0], run, grad=False, n_logits=min(chunk, width))
     return results
+
+
+def _score_job(
+    forward: ModelForward,
+    job: SequenceJob,
+    hidden: Float[Tensor, "position hidden"],
+    targets: dict[str, TargetFunction],
+    out: dict[str, Tensor],
+    chunk: int,
+) -> None:
+    """Every target at every generated position of ``job``, from its row's last hidden states."""
+    n_gen = int(job.input_ids.shape[0]) - job.prompt_length
+    for start in range(0, n_gen, chunk):
+        stop = min(n_gen, start + chunk)
+        pos = torch.arange(job.prompt_length + start, job.prompt_length + stop)
+        logits = forward.head_logits(hidden[(pos - 1).to(hidden.device)])
+        ctx = TargetContext(
+            logits,
+            job.input_ids[pos].to(logits.device),
+            None if job.contrast_ids is None else job.contrast_ids[start:stop].to(logits.device),
+        )
+        for name, target in targets.items():
+            out[name][start:stop] = target(ctx).float().cpu()
 
 
 def step_score_rules(attributor: Attributor, step_targets: Mapping[str, TargetFunction]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from genattrib.devices import execution_device
+from genattrib.devices import execution_device, is_oom, release_cached_memory
 from genattrib.generation.recorder import record_steps
 from genattrib.generation.trace import GenerationTrace
 from genattrib.progress import progress_bar
@@ -89,6 +89,16 @@ def _new_tokens(config: GenerationConfig, width: int) -> int:
     return max(0, int(config.max_length or 0) - width)
 
 
+def _rng_state(gpus: list[torch.device]) -> tuple[Tensor, list[Tensor]]:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in gpus]
+
+
+def _set_rng_state(state: tuple[Tensor, list[Tensor]], gpus: list[torch.device]) -> None:
+    torch.set_rng_state(state[0])
+    for device, gpu_state in zip(gpus, state[1]):
+        torch.cuda.set_rng_state(gpu_state, device)
+
+
 def generate_traces(
     model: nn.Module,
     prompts: list[Int[Tensor, " _prompt"]],
@@ -100,54 +110,87 @@ def generate_traces(
     tokenizer: Any = None,
     show_progress: bool | None = None,
 ) -> list[GenerationTrace]:
-    """Generate for every prompt (in batches of ``batch_size``) and record step scores.
+    """Generate for every prompt (in batches of ``batch_size``, default all at once) and record
+    step scores.
 
     ``tokenizer`` is needed for ``stop_strings`` in the config (each sequence then ends with the
     token that completed a stop string); ``show_progress`` shows a bar of generated tokens
     (see :func:`genattrib.progress.progress_bar`).
+
+    A batch that runs out of memory (GPU, or the CPU allocator) is halved and retried, and later
+    batches stay at the smaller size. Greedy and beam search give the same tokens however the
+    prompts are batched (up to exact ties between logits); sampling draws from one random stream
+    per batch, so sampled text depends on ``seed`` *and* on the batches: a retried batch restarts
+    from the random state it started with, so a call is reproduced by the same seed and the same
+    batches (``batch_size``, or the size the halving settled on).
     """
     device = execution_device(model.get_input_embeddings())
     head = model.get_output_embeddings()
-    pad_id = int(generation_config.pad_token_id)
-    eos = _eos_ids(generation_config)
+    devices = {device, device if head is None else execution_device(head)}
+    gpus = sorted({d for d in devices if d.type == "cuda"}, key=str)
+    size = batch_size or max(1, len(prompts))
+    widths = [max(int(p.shape[0]) for p in prompts[s : s + size]) for s in range(0, len(prompts), size)]
+    total = sum(_new_tokens(generation_config, w) for w in widths)
+    traces: list[GenerationTrace] = []
+    with seeded(seed, *devices), progress_bar(total, "generate", show_progress, unit="tokens") as advance:
+        start = 0
+        while start < len(prompts):
+            chunk = prompts[start : start + size]
+            state = _rng_state(gpus)
+            try:
+                batch = _generate_batch(model, chunk, generation_config, step_targets or {}, device, tokenizer, advance)
+            except Exception as error:  # noqa: BLE001 - only running out of memory is handled
+                if not is_oom(error) or len(chunk) == 1:
+                    raise
+                size = max(1, len(chunk) // 2)
+                _set_rng_state(state, gpus)  # the retry draws what a batch of this size would have drawn
+                release_cached_memory(devices)
+                continue
+            traces.extend(batch)
+            start += len(chunk)
+    return traces
+
+
+def _generate_batch(
+    model: nn.Module,
+    chunk: list[Int[Tensor, " _prompt"]],
+    generation_config: GenerationConfig,
+    step_targets: dict[str, TargetFunction],
+    device: torch.device,
+    tokenizer: Any,
+    advance: Any,
+) -> list[GenerationTrace]:
+    """One ``model.generate`` call over the left-padded ``chunk`` of prompts."""
     strings = generation_config.stop_strings
     # without a tokenizer, generate itself refuses stop strings, saying it needs one
     stop = StopStringCriteria(tokenizer, strings) if strings and tokenizer is not None else None
     extra = {} if tokenizer is None else {"tokenizer": tokenizer}
-    size = batch_size or len(prompts)
-    chunks = [prompts[start : start + size] for start in range(0, len(prompts), size)]
-    widths = [max(int(p.shape[0]) for p in chunk) for chunk in chunks]
-    total = sum(_new_tokens(generation_config, w) for w in widths)
-    traces: list[GenerationTrace] = []
-    with (
-        seeded(seed, device, device if head is None else execution_device(head)),
-        progress_bar(total, "generate", show_progress, unit="tokens") as advance,
-    ):
-        for chunk in chunks:
-            ids, mask = _left_pad(chunk, pad_id)
-            with record_steps(model, step_targets or {}, advance) as recorder, torch.no_grad():
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    generation_config=generation_config,
-                    stopping_criteria=StoppingCriteriaList([recorder.criterion]),
-                    **extra,
-                )
-            sequences = (out.sequences if hasattr(out, "sequences") else out).cpu()
-            steps = recorder.stacked()
-            width = int(ids.shape[1])
-            lengths = None if stop is None else _stop_string_lengths(sequences, width, stop)
-            for row, prompt in enumerate(chunk):
-                generated = sequences[row, width:]
-                if lengths is not None:
-                    generated = generated[: lengths[row]]
-                generated = _trim(generated, eos)
-                n = int(generated.shape[0])
-                traces.append(
-                    GenerationTrace(
-                        prompt_ids=prompt.clone(),
-                        generated_ids=generated.clone(),
-                        step_scores={name: values[row, :n].clone() for name, values in steps.items()},
-                    )
-                )
+    ids, mask = _left_pad(chunk, int(generation_config.pad_token_id))
+    with record_steps(model, step_targets, advance) as recorder, torch.no_grad():
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=generation_config,
+            stopping_criteria=StoppingCriteriaList([recorder.criterion]),
+            **extra,
+        )
+    sequences = (out.sequences if hasattr(out, "sequences") else out).cpu()
+    steps = recorder.stacked()
+    eos = _eos_ids(generation_config)
+    width = int(ids.shape[1])
+    lengths = None if stop is None else _stop_string_lengths(sequences, width, stop)
+    traces = []
+    for row, prompt in enumerate(chunk):
+        generated = sequences[row, width:]
+        if lengths is not None:
+            generated = generated[: lengths[row]]
+        generated = _trim(generated, eos)
+        n = int(generated.shape[0])
+        traces.append(
+            GenerationTrace(
+                prompt_ids=prompt.clone(),
+                generated_ids=generated.clone(),
+                step_scores={name: values[row, :n].clone() for name, values in steps.items()},
+            )
+        )
     return traces

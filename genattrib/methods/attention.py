@@ -4,7 +4,9 @@
 then reduced (mean by default) over the selected heads and layers. ``rollout``:
 ``R = prod_l (0.5 A_l + 0.5 I)`` with heads averaged, read at the predicting row. Probabilities
 are read through the attention-function registry (:mod:`attention_capture`), so models loaded
-with SDPA work without switching to eager.
+with SDPA work without switching to eager. Each batch (at most 64 targets of one sequence) runs
+one forward of its longest row, and each layer's probabilities are reduced as that layer computes
+them (``stream_attentions``): no layer's ``[head, L, L]`` probabilities are kept after it.
 
 Example:
     >>> out = model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1], max_new_tokens=2)
@@ -12,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from genattrib.engine.attention_capture import capture_attentions
+from genattrib.engine.attention_capture import stream_attentions
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import InvalidArgumentError
@@ -71,8 +74,11 @@ class _AttentionBase(Attributor):
     def rows_per_target(self, length: int) -> int:
         return 1
 
-    def _attentions(self, batch: StepBatch, forward: ModelForward) -> torch.Tensor:
-        return capture_attentions(forward, batch.input_embeds[:1])[:, 0]  # layer head L L
+    def _stream(self, batch: StepBatch, forward: ModelForward, consume: Callable[[int, torch.Tensor], None]) -> None:
+        """One forward of the batch's first row (every row of a batch is a prefix of it: the
+        batch holds targets of one sequence), handing ``consume(layer, probs)`` each layer's
+        probabilities ``[head, L, L]`` as they are computed; none is kept."""
+        stream_attentions(forward, batch.input_embeds[:1], lambda rows, layer, probs: consume(layer, probs[0]))
 
 
 class Attention(_AttentionBase):
@@ -82,9 +88,14 @@ class Attention(_AttentionBase):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: AttentionParams = self.params
-        attn = _select(_select(self._attentions(batch, forward), p.layers, 0, "layers"), p.heads, 1, "heads")
-        rows = attn[:, :, batch.predicting_positions(attn.device)]  # layer head row L
-        per_layer = _reduce(rows, p.head_reduction, 1)
+        kept: dict[int, torch.Tensor] = {}  # layer -> [row, L]: its predicting rows, heads reduced
+
+        def consume(layer: int, probs: torch.Tensor) -> None:
+            rows = _select(probs[:, batch.predicting_positions(probs.device)], p.heads, 0, "heads")  # head row L
+            kept[layer] = _reduce(rows, p.head_reduction, 0).to(batch.input_embeds.device)
+
+        self._stream(batch, forward, consume)
+        per_layer = _select(torch.stack([kept[k] for k in sorted(kept)]), p.layers, 0, "layers")  # layer row L
         return MethodOutput(_reduce(per_layer, p.layer_reduction, 0))
 
 
@@ -102,12 +113,15 @@ class Rollout(_AttentionBase):
     Params = RolloutParams
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
-        attn = self._attentions(batch, forward).mean(1)  # layer L L
         w = float(self.params.residual_weight)
-        eye = torch.eye(attn.shape[-1], device=attn.device)
+        device = batch.input_embeds.device
+        eye = torch.eye(batch.length, device=device)
         rollout = eye
-        for layer in attn:
-            mixed = (1 - w) * layer + w * eye
-            mixed = mixed / mixed.sum(-1, keepdim=True)
-            rollout = mixed @ rollout
-        return MethodOutput(rollout[batch.predicting_positions(attn.device)])
+
+        def consume(layer: int, probs: torch.Tensor) -> None:  # layers arrive in forward order
+            nonlocal rollout
+            mixed = (1 - w) * probs.mean(0).to(device) + w * eye
+            rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
+
+        self._stream(batch, forward, consume)
+        return MethodOutput(rollout[batch.predicting_positions(device)])

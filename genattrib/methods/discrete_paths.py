@@ -16,8 +16,9 @@ Example:
     >>> embeds = forward.embed(ids)
     >>> batch = StepBatch(ids, embeds, torch.zeros_like(embeds), torch.tensor([6]), ids[:, 6],
     ...                   torch.zeros_like(ids, dtype=torch.bool), torch.tensor([0]))
-    >>> points = torch.stack([embeds * a for a in (0.0, 0.5, 1.0)], 1)   # (row, point, position, hidden)
-    >>> result = discrete_path_attribution(batch, forward, resolve_target("logprob"), points)
+    >>> rows, cols = torch.zeros(6, dtype=torch.long), torch.arange(6)   # move the 6 positions before it
+    >>> paths = torch.stack([embeds[0, :6] * a for a in (0.0, 0.5, 1.0)], 1)   # (item, point, hidden)
+    >>> result = discrete_path_attribution(batch, forward, resolve_target("logprob"), rows, cols, paths)
     >>> result.scores.shape, sorted(result.step_scores)
     (torch.Size([1, 9, 32]), ['baseline_value', 'completeness_error'])
 """
@@ -34,7 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.engine.forward import ModelForward
+from genattrib.engine.forward import LazyRows, ModelForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import TargetFunction
@@ -66,21 +67,54 @@ def discrete_path_attribution(
     batch: StepBatch,
     forward: ModelForward,
     attributed_fn: TargetFunction,
-    points: Float[Tensor, "row point position hidden"],
+    rows: Int[Tensor, " item"],
+    cols: Int[Tensor, " item"],
+    paths: Float[Tensor, "item point hidden"],
 ) -> MethodOutput:
-    """Scores along explicit path points (``points[:, 0]`` the baseline, ``points[:, -1]`` the
-    input) and the completeness error ``sum(A) - (F(X^{n-1}) - F(X^0))`` per row."""
-    rows, n, length, hidden = points.shape
-    points = points.to(batch.input_embeds.dtype)
+    """Scores along explicit per-position paths: position ``cols[i]`` of row ``rows[i]`` moves along
+    ``paths[i]`` (``paths[i, 0]`` its baseline, ``paths[i, -1]`` its input), every other position
+    keeps its input embedding; and the completeness error ``sum(A) - (F(X^{n-1}) - F(X^0))`` per
+    row. The ``rows x (n - 1)`` model rows are built chunk by chunk as they run
+    (:meth:`ModelForward.gradients_by_chunk`), and each chunk's gradients are added into the
+    scores at once: no ``[row, point, position, hidden]`` tensor is built."""
+    x = batch.input_embeds
+    n = int(paths.shape[1])
+    steps = n - 1
+    paths = paths.to(device=x.device, dtype=x.dtype)  # what the model sees; differences taken from it
+    moves = paths.float().diff(dim=1)  # item point-1 hidden
+    rows, cols = rows.to(x.device), cols.to(x.device)
+
+    def points(row: Tensor, point: Tensor) -> Tensor:
+        """Model rows ``X^point`` of rows ``row`` (both ``[chunk]``)."""
+        out = x[row].clone()
+        slot, item = (row.unsqueeze(1) == rows.unsqueeze(0)).nonzero(as_tuple=True)
+        out[slot, cols[item]] = paths[item, point[slot]]
+        return out
+
+    def split(chunk: slice) -> tuple[Tensor, Tensor]:
+        index = torch.arange(chunk.start, chunk.stop, device=x.device)
+        return index // steps, index % steps
+
+    attributions = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    f_base = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
+
+    def add(chunk: slice, values: Tensor, grads: Tensor) -> None:
+        row, point = split(chunk)
+        slot, item = (row.unsqueeze(1) == rows.unsqueeze(0)).nonzero(as_tuple=True)
+        grads = grads.to(x.device)
+        attributions.index_put_(
+            (rows[item], cols[item]), grads[slot, cols[item]] * moves[item, point[slot]], accumulate=True
+        )
+        first = point == 0
+        f_base[row[first].to(f_base.device)] = values[first.to(values.device)].to(f_base.device)
+
     targets = batch.targets()
-    values, grads = forward.values_and_grads(
-        points[:, :-1].reshape(rows * (n - 1), length, hidden), targets.repeat_interleave(n - 1), attributed_fn
-    )
-    exact = points.float().to(grads.device)
-    attributions = (grads.view(rows, n - 1, length, hidden) * (exact[:, 1:] - exact[:, :-1])).sum(1)
-    f_base = values.view(rows, n - 1)[:, 0]
-    f_input = forward.values(points[:, -1], targets.map(lambda t: t.unsqueeze(1)), attributed_fn)[:, 0]
-    before = batch.before_target(grads.device)
+    lazy = LazyRows(batch.num_rows * steps, batch.length, lambda chunk: points(*split(chunk)))
+    forward.gradients_by_chunk(lazy, targets.repeat_interleave(steps), attributed_fn, add)
+    every = torch.arange(batch.num_rows, device=x.device)
+    ends = points(every, torch.full_like(every, n - 1))
+    f_input = forward.values(ends, targets.map(lambda t: t.unsqueeze(1)), attributed_fn)[:, 0]
+    before = batch.before_target(attributions.device)
     total = (attributions.sum(-1) * before).sum(-1)
     error = total.to(f_input.device) - (f_input - f_base.to(f_input.device))
     return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})
@@ -176,10 +210,10 @@ class DiscretePathAttributor(Attributor):
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         rows, cols = batch.source_mask().nonzero(as_tuple=True)
-        points = batch.input_embeds.float().unsqueeze(1).repeat(1, self.n_points, 1, 1)
+        hidden = batch.input_embeds.shape[-1]
+        paths = torch.empty(0, self.n_points, hidden, device=batch.input_embeds.device)
         if rows.numel():
             paths = self.paths(
                 batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward
             )
-            points[rows, :, cols] = paths.to(points.device)
-        return discrete_path_attribution(batch, forward, attributed_fn, points)
+        return discrete_path_attribution(batch, forward, attributed_fn, rows, cols, paths)

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.engine.forward import ModelForward
+from genattrib.engine.forward import LazyRows, ModelForward
 from genattrib.engine.plan import TargetRef
 from genattrib.engine.shared_forward import (
     PointSet,
@@ -86,17 +86,27 @@ class GradientShap(Attributor):
 
         def make_points(top: int, length: int) -> PointSet:
             seq = int(batch.sequence_index[top])
-            if seq not in drawn:
+            if seq not in drawn and p.stdevs:
                 members = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
                 longest = int(members[ends[members].argmax()])
                 ids = batch.input_ids[longest, : int(ends[longest])].cpu()
                 drawn[seq] = position_noise(batch.seed, ids, p.n_samples, x.shape[-1], p.stdevs)
-            noise = drawn[seq][:, :length]
-            noisy = x[top, :length].unsqueeze(0) + noise.to(x.device) * movable[top, :length]
-            delta = noisy - base[top, :length].unsqueeze(0)
-            points = base[top, :length].unsqueeze(0) + alphas.view(-1, 1, 1) * delta
+            noise, start = drawn[seq][:, :length] if p.stdevs else None, base[top, :length]
+            step = x[top, :length] - start  # a point is start + a (step + noise), built per chunk
+
+            def delta(chunk: slice) -> Tensor:
+                if noise is None:  # no noise: every point moves along x - x'
+                    return step.expand(chunk.stop - chunk.start, *step.shape)
+                return step + noise[chunk].to(x.device) * movable[top, :length]
+
+            def rows(chunk: slice) -> Tensor:
+                return (start + alphas[chunk].view(-1, 1, 1) * delta(chunk)).to(batch.input_embeds.dtype)
+
+            def reduce(chunk: slice, grads: Tensor) -> Tensor:
+                return (grads * delta(chunk).to(grads.device)).sum(1)
+
             weights = torch.full((p.n_samples,), 1.0 / p.n_samples)
-            return PointSet.of(points.to(batch.input_embeds.dtype), weights, delta)
+            return PointSet(p.n_samples, length, weights, rows, reduce)
 
         return MethodOutput(grouped_input_gradients(batch, forward, attributed_fn, p.n_samples, make_points))
 
@@ -109,21 +119,34 @@ class GradientShap(Attributor):
         movable = batch.movable()
         base = torch.where(movable, batch.baseline_embeds, batch.input_embeds).float()
         alphas = shared_alphas(batch.seed, p.n_samples).to(x.device).view(1, -1, 1, 1)
-        noisy = []
-        for row in range(batch.num_rows):
+        noise = torch.zeros((batch.num_rows, p.n_samples, *x.shape[1:]) if p.stdevs else (batch.num_rows, 1, 1, 1))
+        for row in range(batch.num_rows if p.stdevs else 0):  # no noise: nothing to draw
             own = int(batch.target_positions[row])  # draws only for the row's own prefix
-            noise = torch.zeros((p.n_samples, *x.shape[1:]))
-            noise[:, :own] = position_noise(
+            noise[row, :, :own] = position_noise(
                 batch.seed, batch.input_ids[row, :own].cpu(), p.n_samples, x.shape[2], p.stdevs
             )
-            noisy.append(x[row].unsqueeze(0) + noise.to(x.device) * movable[row])
-        delta = torch.stack(noisy) - base.unsqueeze(1)
-        points = (base.unsqueeze(1) + alphas * delta).to(batch.input_embeds.dtype)
-        _, grads = forward.values_and_grads(
-            points.reshape(-1, *x.shape[1:]), batch.targets().repeat_interleave(p.n_samples), attributed_fn
-        )
-        grads = grads.view(batch.num_rows, p.n_samples, *x.shape[1:])
-        return (grads * delta.to(grads.device)).mean(1)
+        n = p.n_samples
+
+        def delta(chunk: slice) -> Tensor:  # rows of the chunk: (row, sample) pairs, row-major
+            index = torch.arange(chunk.start, chunk.stop)
+            row, sample = index // n, index % n
+            moved = x[row.to(x.device)] + noise[row, sample if p.stdevs else 0].to(x.device) * movable[row.to(x.device)]
+            return moved - base[row.to(x.device)]
+
+        def make(chunk: slice) -> Tensor:
+            index = torch.arange(chunk.start, chunk.stop, device=x.device)
+            start = base[index // n]
+            return (start + alphas.view(-1)[index % n].view(-1, 1, 1) * delta(chunk)).to(batch.input_embeds.dtype)
+
+        total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+
+        def add(chunk: slice, values: Tensor, grads: Tensor) -> None:
+            index = torch.arange(chunk.start, chunk.stop, device=x.device)
+            total.index_add_(0, index // n, grads.to(x.device) * delta(chunk))
+
+        rows = LazyRows(batch.num_rows * n, batch.length, make)
+        forward.gradients_by_chunk(rows, batch.targets().repeat_interleave(n), attributed_fn, add)
+        return total / n
 
 
 def shared_alphas(seed: int, n: int) -> Float[Tensor, " sample"]:

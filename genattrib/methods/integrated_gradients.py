@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.engine.forward import ModelForward
+from genattrib.engine.forward import LazyRows, ModelForward
 from genattrib.engine.plan import TargetRef
 from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
 from genattrib.methods.auto_steps import attribute_auto, check_steps, is_auto, planning_steps
@@ -123,20 +123,30 @@ def _end_values(
 def _per_row_gradients(
     batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
 ) -> tuple[Float[Tensor, "row position hidden"], Float[Tensor, " row"], Float[Tensor, " row"]]:
-    """Each row's own path, ``n_steps`` model rows per row (in chunks of rows that fit memory)."""
+    """Each row's own path, ``n_steps`` model rows per row; the points of each chunk are built
+    when the chunk runs (:class:`~genattrib.engine.forward.LazyRows`), and its gradients are added
+    into each row's weighted sum at once."""
     steps = int(alphas.shape[0])
-    per = max(1, forward.rows_per_chunk(batch.length, n_logits=batch.targets().slots) // (steps + 2))
-    avg_grad = torch.empty(batch.input_embeds.shape, dtype=torch.float32, device=batch.input_embeds.device)
-    f_base = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
-    f_input = torch.empty_like(f_base)
-    w = weights.to(device=avg_grad.device, dtype=torch.float32).view(1, -1, 1, 1)
-    for start in range(0, batch.num_rows, per):
-        rows = torch.arange(start, min(batch.num_rows, start + per))
-        part = batch.select(rows)
-        targets = part.targets()
-        _, grads = forward.values_and_grads(path_points(part, alphas), targets.repeat_interleave(steps), attributed_fn)
-        avg_grad[rows] = (grads.view(len(rows), steps, *grads.shape[1:]) * w).sum(1)
-        ends = path_points(part, torch.tensor([0.0, 1.0], dtype=torch.float64))
-        values = forward.values(ends, targets.repeat_interleave(2).map(lambda t: t.unsqueeze(1)), attributed_fn)
-        f_base[rows.to(f_base.device)], f_input[rows.to(f_base.device)] = values.view(len(rows), 2).unbind(-1)
-    return avg_grad, f_base, f_input
+    x = batch.input_embeds
+    base = torch.where(batch.movable(), batch.baseline_embeds, x)
+    a = alphas.to(device=x.device, dtype=x.dtype)
+    w = weights.to(device=x.device, dtype=torch.float32)
+    avg_grad = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+
+    def make(chunk: slice) -> Tensor:
+        index = torch.arange(chunk.start, chunk.stop, device=x.device)
+        row, step = index // steps, index % steps
+        return base[row] + a[step].view(-1, 1, 1) * (x[row] - base[row])
+
+    def add(chunk: slice, values: Tensor, grads: Tensor) -> None:
+        index = torch.arange(chunk.start, chunk.stop, device=x.device)
+        weighted = grads.to(x.device) * w[index % steps].view(-1, 1, 1)
+        avg_grad.index_add_(0, index // steps, weighted)
+
+    targets = batch.targets()
+    rows = LazyRows(batch.num_rows * steps, batch.length, make)
+    forward.gradients_by_chunk(rows, targets.repeat_interleave(steps), attributed_fn, add)
+    ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    values = forward.values(ends, targets.repeat_interleave(2).map(lambda t: t.unsqueeze(1)), attributed_fn)
+    f_base, f_input = values.view(batch.num_rows, 2).unbind(-1)
+    return avg_grad, f_base.contiguous(), f_input.contiguous()

@@ -132,6 +132,9 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
             "rows": request.forward.rows_run,
             "grad_rows": request.forward.grad_rows_run,
             "backward_rows": request.forward.backward_rows_run,
+            "model_calls": request.forward.model_calls,
+            "max_chunk_rows": request.forward.max_chunk_rows,
+            "oom_retries": request.forward.oom_retries,
         },
     )
 

@@ -93,7 +93,9 @@ class FeatureAttributionOutput:
         merged.work = {}
         for out in outputs:
             for name, count in out.provenance.work.items():
-                merged.work[name] = merged.work.get(name, 0) + count
+                # a largest chunk is a maximum, the rest are counts
+                combine = max if name.startswith("max_") else (lambda a, b: a + b)
+                merged.work[name] = combine(merged.work.get(name, 0), count)
         merged.step_score_rules = {}  # the union: each result may hold other step scores
         for out in outputs:
             for name, rule in out.provenance.step_score_rules.items():

@@ -22,6 +22,7 @@ from genattrib.cli_args import parse_value, split_list
 from genattrib.evaluation.on_dataset import is_main_process
 from genattrib.models.loading import DTYPE_NAMES
 from genattrib.seeding import DEFAULT_SEED
+from genattrib.validation import check_number
 
 
 def _method_param(text: str) -> tuple[str, str, Any]:
@@ -118,6 +119,8 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
     metrics: Any = args.metrics
     if metrics == ["all"]:
         metrics = "all"
+    if args.time_budget is not None:  # before the model loads
+        check_number("time_budget", args.time_budget, "--time-budget 60", low=0, strict=True, what="seconds")
     load_options: dict[str, Any] = {}
     if args.dtype is not None:
         load_options["dtype"] = getattr(torch, args.dtype)
@@ -134,7 +137,9 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
 
     def starting(method: str, number: int, total: int) -> None:
         position[method] = f"[{number}/{total}]"
-        status.print(Text.assemble(f"{position[method]} ", (method, "bold"), f" running · elapsed {elapsed()}"))
+        status.print(
+            Text.assemble(f"{position[method]} ", (method, "bold"), f" running · elapsed {elapsed()}"), soft_wrap=True
+        )
 
     def progress(run: Any) -> None:
         mark = f" · completeness {run.completeness.label()}" if run.completeness is not None else ""
@@ -145,7 +150,8 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
                 f" done: {run.tokens} tokens attributed in {run.attribute_seconds:.1f} s, "
                 f"evaluated in {run.result.info.get('seconds', 0.0):.1f} s{mark} · elapsed {elapsed()}",
                 style="dim",
-            )
+            ),
+            soft_wrap=True,
         )
 
     result = genattrib.benchmark(

@@ -205,9 +205,10 @@ def test_bad_time_budget_is_refused_before_the_model_loads(monkeypatch, capsys, 
     assert "time_budget" in capsys.readouterr().err
 
 
-def test_time_budget_argument_is_checked(tiny_llama):
+@pytest.mark.parametrize("budget", [-1.0, 0.0, float("nan")])
+def test_time_budget_argument_is_checked(tiny_llama, budget):
     with pytest.raises(InvalidArgumentError) as err:
-        genattrib.benchmark(tiny_llama, ["reagent"], PROMPTS, time_budget=-1)
+        genattrib.benchmark(tiny_llama, ["reagent"], PROMPTS, time_budget=budget)
     assert err.value.argument == "time_budget"
 
 

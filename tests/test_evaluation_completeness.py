@@ -220,3 +220,16 @@ def test_named_sets_join_with_a_comma():
         load_dataset("wikitext,longra")
     with pytest.raises(UnknownNameError, match="imdb"):
         load_dataset("wikitext,imdb")
+
+
+def test_readme_evaluate_command_parses_and_gives_reagent_a_budget():
+    import shlex
+
+    from genattrib.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("genattrib evaluate --methods") :].split("```")[0]
+    argv = shlex.split(block.replace("\\\n", " "))
+    args = build_parser().parse_args(argv[1:])
+    assert "reagent" in args.methods and args.time_budget is not None and args.time_budget <= 60
+    assert args.max_examples is not None and args.max_examples <= 8

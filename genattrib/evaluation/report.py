@@ -80,8 +80,9 @@ def summary_table(results: Mapping[str, Any]) -> Table:
 
 
 def benchmark_table(result: Any) -> Table:
-    """The benchmark as a narrow rich table: one section per metric, one row per method, the best
-    method of each metric in bold green (so it fits a terminal whatever the number of methods)."""
+    """The benchmark as a narrow rich table: one section per metric (its name on the section's
+    first row), one row per method, the best method of each metric in bold green (so it fits an
+    80-column terminal whatever the number of methods)."""
     info = result.info
     title = (
         f"{info.get('model')} · {info.get('dataset')} · {info.get('examples')} examples"
@@ -93,27 +94,25 @@ def benchmark_table(result: Any) -> Table:
         caption="95% bootstrap intervals over examples; soft_ns/soft_nc: ln(Σ method / Σ random), 0 = random; "
         + COMPLETENESS_NOTE,
     )
-    table.add_column("metric", overflow="fold")
-    table.add_column("method", no_wrap=True)
+    table.add_column("metric · method", no_wrap=True)
     for name in ("value", "95% interval", "completeness", "s/token"):
         table.add_column(name, justify="right", no_wrap=name != "s/token")
     for metric in result.metrics:
         best = result.best(metric)
-        for n, run in enumerate(result.runs):
+        table.add_row(f"{metric} {_arrow(metric)}", style="bold")
+        runs = [run for run in result.runs if result.interval(run.method, metric) is not None]
+        for n, run in enumerate(runs):
             interval = result.interval(run.method, metric)
-            if interval is None:
-                continue
             style = "bold green" if run.method == best else ("dim" if run.method == "random" else None)
             per_token = run.attribute_seconds / run.tokens if run.tokens else float("nan")
             table.add_row(
-                f"{metric} {_arrow(metric)}" if n == 0 else "",
-                method_label(run.method, run.completeness),
+                "  " + method_label(run.method, run.completeness),
                 _fmt(interval.value),
                 f"[{_fmt(interval.low)}, {_fmt(interval.high)}]",
                 "" if run.method == "random" else completeness_label(run.completeness),
                 _fmt(per_token),
                 style=style,
-                end_section=n == len(result.runs) - 1,
+                end_section=n == len(runs) - 1,
             )
     return table
 

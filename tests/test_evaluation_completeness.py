@@ -106,6 +106,7 @@ def test_benchmark_tables_show_completeness_dash_and_mark(tiny_llama, tmp_path, 
     )
     runs = {r.method: r for r in res.runs}
     assert runs["saliency"].completeness is None and runs["random"].completeness is None
+    assert runs["integrated_gradients"].params["attributed_fn"] == "logprob"  # the target is part of the settings
     dig = runs["discretized_integrated_gradients"].completeness
     assert dig is not None and dig.steps == 4
     # console: the figure for the path methods, "–" for saliency, the mark on the unconverged row

@@ -212,7 +212,7 @@ def benchmark(
                 name,
                 result,
                 attribute_seconds,
-                dict(out.provenance.method_params),
+                {**out.provenance.method_params, "attributed_fn": out.provenance.attributed_fn},
                 extra,
                 tokens=int(sum(s.num_steps for s in out.sequences)),
                 rows=out.provenance.work.get("rows", 0),

@@ -1,4 +1,6 @@
-"""Render a ``genattrib evaluate --json`` file as a Markdown table (methods × metrics).
+"""Render a ``genattrib evaluate --json`` file as a Markdown table (methods × metrics), with each
+method's completeness (median |completeness_error| / |F(x) - F(x')|; ⚠ over 10%: unconverged; "–": the
+method records none; "?": a file written before completeness was recorded).
 
 python benchmarks/evaluation_table.py docs/results/wikitext.json
 """
@@ -9,6 +11,9 @@ import json
 import math
 import sys
 from pathlib import Path
+
+from genattrib.evaluation.completeness import Completeness
+from genattrib.evaluation.report import completeness_label, method_label
 
 
 def _fmt(x: float | None) -> str:
@@ -31,8 +36,8 @@ def markdown(data: dict) -> str:
     arrow = {m: ("↓" if next(r for r in rows if r["metric"] == m)["lower_is_better"] else "↑") for m in metrics}
     timing = {r["method"]: r for r in data["methods"]}
     lines = [
-        "| method | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " | s/token |",
-        "|---|" + "---|" * (len(metrics) + 1),
+        "| method | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " | completeness ↓ | s/token |",
+        "|---|" + "---|" * (len(metrics) + 2),
     ]
     for method in methods:
         cells = []
@@ -45,7 +50,13 @@ def markdown(data: dict) -> str:
             cells.append(f"**{text}**" if best.get(m) == method else text)
         t = timing.get(method, {})
         per_token = t["attribute_seconds"] / t["tokens"] if t.get("tokens") else None
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {_fmt(per_token) if per_token else '–'} |")
+        value = Completeness.from_dict(t.get("completeness"))
+        complete = "" if method == "random" else ("?" if "completeness" not in t else completeness_label(value))
+        lines.append(
+            f"| {method_label(method, value)} | "
+            + " | ".join(cells)
+            + f" | {complete} | {_fmt(per_token) if per_token else '–'} |"
+        )
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from genattrib.cli_args import parse_value, split_list
 from genattrib.evaluation.on_dataset import is_main_process
 from genattrib.models.loading import DTYPE_NAMES
 from genattrib.seeding import DEFAULT_SEED
+from genattrib.validation import check_number
 
 
 def _method_param(text: str) -> tuple[str, str, Any]:
@@ -32,6 +34,13 @@ def _method_param(text: str) -> tuple[str, str, Any]:
     return method, name, parse_value(value)
 
 
+def _clock(seconds: float) -> str:
+    """``83.2`` → ``"1:23"``; ``3723`` → ``"1:02:03"``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="compare attribution methods with faithfulness metrics")
     p.add_argument(
@@ -41,7 +50,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--dataset",
         default="wikitext",
         metavar="NAME",
-        help="wikitext | tellmewhy (sequence level) | longra (token level, distractor mass) (default: wikitext)",
+        help="wikitext | tellmewhy (sequence level; join them with a comma) | longra (token level, distractor "
+        "mass) (default: wikitext)",
     )
     p.add_argument(
         "--metrics",
@@ -74,6 +84,14 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="METHOD.KEY=VALUE",
         help="a method parameter, repeatable, e.g. integrated_gradients.n_steps=16",
     )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="limit for methods with an anytime loop (reagent: seconds of probing per batch of targets; probes "
+        "still running are cut off); a METHOD.time_budget --method-param wins (default: no limit)",
+    )
     p.add_argument("--no-random", action="store_true", help="leave out the random-scores reference row")
     p.add_argument(
         "--out-dir",
@@ -101,6 +119,8 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
     metrics: Any = args.metrics
     if metrics == ["all"]:
         metrics = "all"
+    if args.time_budget is not None:  # before the model loads
+        check_number("time_budget", args.time_budget, "--time-budget 60", low=0, strict=True, what="seconds")
     load_options: dict[str, Any] = {}
     if args.dtype is not None:
         load_options["dtype"] = getattr(torch, args.dtype)
@@ -108,14 +128,30 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
         load_options["device_map"] = args.device_map
     model = genattrib.load_model(args.model, **load_options)
 
+    started = time.monotonic()
+    status = Console(stderr=True, highlight=False)
+    position = {}
+
+    def elapsed() -> str:
+        return _clock(time.monotonic() - started)
+
+    def starting(method: str, number: int, total: int) -> None:
+        position[method] = f"[{number}/{total}]"
+        status.print(
+            Text.assemble(f"{position[method]} ", (method, "bold"), f" running · elapsed {elapsed()}"), soft_wrap=True
+        )
+
     def progress(run: Any) -> None:
-        console.print(
+        mark = f" · completeness {run.completeness.label()}" if run.completeness is not None else ""
+        status.print(
             Text.assemble(
+                f"{position.get(run.method, '')} ",
                 (run.method, "bold"),
-                f": {run.tokens} tokens attributed in {run.attribute_seconds:.1f} s, "
-                f"evaluated in {run.result.info.get('seconds', 0.0):.1f} s",
+                f" done: {run.tokens} tokens attributed in {run.attribute_seconds:.1f} s, "
+                f"evaluated in {run.result.info.get('seconds', 0.0):.1f} s{mark} · elapsed {elapsed()}",
                 style="dim",
-            )
+            ),
+            soft_wrap=True,
         )
 
     result = genattrib.benchmark(
@@ -132,8 +168,10 @@ def run_evaluate(args: argparse.Namespace, console: Console) -> int:
         include_random=not args.no_random,
         checkpoint=args.json,
         on_method_done=progress,
+        on_method_start=starting,
         out_dir=args.out_dir,
         batch_size=args.batch_size,
+        time_budget=args.time_budget,
     )
     if not is_main_process():
         return 0  # rank 0 reports

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.evaluation.benchmark_result import BenchmarkResult, MethodRun
+from genattrib.evaluation.completeness import completeness
 from genattrib.evaluation.datasets import Example, load_dataset
 from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics
 from genattrib.evaluation.on_dataset import attribute_on_dataset, is_main_process, shared_targets
@@ -35,7 +37,7 @@ from genattrib.methods import method_class
 from genattrib.models import AttributionModel
 from genattrib.output import FeatureAttributionOutput
 from genattrib.seeding import DEFAULT_SEED
-from genattrib.validation import check_positive_int
+from genattrib.validation import check_number, check_positive_int
 
 RANDOM = "random"
 
@@ -99,6 +101,8 @@ def benchmark(
     on_method_done: Callable[[MethodRun], None] | None = None,
     out_dir: str | Path | None = None,
     batch_size: int = 8,
+    time_budget: float | None = None,
+    on_method_start: Callable[[str, int, int], None] | None = None,
 ) -> BenchmarkResult:
     """Attribute ``dataset`` with every method in ``methods`` and score each with ``metrics``.
 
@@ -107,7 +111,14 @@ def benchmark(
     ``include_random``. Returns a :class:`BenchmarkResult` (``show()``, ``to_pandas()``,
     ``save_json()``, ``save_html()``). With ``checkpoint``, the JSON of the methods finished so
     far is rewritten after each method (long runs keep their partial results);
-    ``on_method_done(run)`` is called after each method (e.g. to print progress).
+    ``on_method_start(method, i, n)`` before the i-th of n methods (1-based) and
+    ``on_method_done(run)`` after each method are for progress reports (``genattrib evaluate``
+    prints both on stderr).
+
+    ``time_budget`` (seconds) is given to every method with an anytime loop, i.e. a
+    ``time_budget`` parameter (ReAGent: seconds of probing per batch of targets; probes still
+    running then are cut off and counted in its ``reagent_unstopped`` step score), unless
+    ``method_kwargs`` sets it; other methods are not limited.
 
     With ``out_dir``, the run goes through the dataset runner (:mod:`genattrib.evaluation.on_dataset`):
     each method's attributions are written by ``attribute_dataset`` to ``out_dir/attributions/<method>``
@@ -117,7 +128,7 @@ def benchmark(
     names = _check(model, methods, max_new_tokens, every)
     metric_names = resolve_metrics(metrics)
     examples = load_dataset(dataset, max_examples)
-    kwargs = dict(method_kwargs or {})
+    kwargs = {name: dict(params) for name, params in (method_kwargs or {}).items()}
     unknown = sorted(set(kwargs) - set(names))
     if unknown:
         raise InvalidArgumentError(
@@ -125,6 +136,11 @@ def benchmark(
             f"parameters given for {unknown[0]!r}, which is not among methods",
             f"use keys from {names}",
         )
+    if time_budget is not None:
+        check_number("time_budget", time_budget, "time_budget=60", low=0, strict=True, what="seconds")
+        for name in names:
+            if "time_budget" in {f.name for f in fields(method_class(name).Params)}:
+                kwargs.setdefault(name, {}).setdefault("time_budget", time_budget)
     token_level = all(e.target is not None for e in examples)
     prompts = [e.prompt for e in examples]
     t0 = time.perf_counter()
@@ -160,7 +176,9 @@ def benchmark(
     }
     runs: list[MethodRun] = []
     reference_steps = None
-    for name in names:
+    for number, name in enumerate(names, 1):
+        if on_method_start is not None and is_main_process():
+            on_method_start(name, number, len(names))
         t = time.perf_counter()
         if out_dir is None:
             out = model.attribute(
@@ -194,10 +212,11 @@ def benchmark(
                 name,
                 result,
                 attribute_seconds,
-                dict(out.provenance.method_params),
+                {**out.provenance.method_params, "attributed_fn": out.provenance.attributed_fn},
                 extra,
                 tokens=int(sum(s.num_steps for s in out.sequences)),
                 rows=out.provenance.work.get("rows", 0),
+                completeness=completeness(out),
             )
         )
         if checkpoint is not None and is_main_process():

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from genattrib.errors import MissingDependencyError
+from genattrib.evaluation.completeness import Completeness
 from genattrib.evaluation.result import EvaluationResult
 from genattrib.faithfulness.bootstrap import Interval
 from genattrib.faithfulness.metrics import METRICS
@@ -43,6 +44,7 @@ class MethodRun:
     extra: dict[str, Interval] = field(default_factory=dict)
     tokens: int = 0
     rows: int = 0
+    completeness: Completeness | None = None  # None: the method records no completeness_error
 
 
 def _num(x: float) -> float | None:
@@ -133,6 +135,7 @@ class BenchmarkResult:
                     "tokens": r.tokens,
                     "rows": r.rows,
                     "evaluate_seconds": r.result.info.get("seconds"),
+                    "completeness": r.completeness.to_dict() if r.completeness is not None else None,
                 }
                 for r in self.runs
             ],
@@ -169,6 +172,7 @@ class BenchmarkResult:
                     extra,
                     int(entry.get("tokens", 0)),
                     int(entry.get("rows", 0)),
+                    Completeness.from_dict(entry.get("completeness")),
                 )
             )
         return cls(runs, data["info"])

@@ -17,6 +17,7 @@ from typing import Any
 
 from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.errors import InvalidArgumentError, UnknownNameError
+from genattrib.evaluation.completeness import completeness
 from genattrib.evaluation.result import EvaluationResult
 from genattrib.faithfulness.bootstrap import per_example_means, summarize
 from genattrib.faithfulness.context import EvalContext
@@ -166,7 +167,8 @@ def evaluate(
     default model). ``every=2`` evaluates every second explained step. ``k`` is the percentage of
     tokens removed/kept by comprehensiveness, sufficiency and log-odds; ``baseline`` the token
     that replaces removed tokens (default UNK/PAD/EOS, as for the methods). Stochastic metrics
-    (Soft-NS/NC and their random baseline) are seeded per step from ``seed``.
+    (Soft-NS/NC and their random baseline) are seeded per step from ``seed``. For path methods
+    ``info["completeness"]`` says how converged the scores are (:mod:`genattrib.evaluation.completeness`).
     """
     names = resolve_metrics(metrics)
     _check_options(k, soft_normalization, n_bootstrap)
@@ -183,12 +185,14 @@ def evaluate(
         n_bootstrap=n_bootstrap,
         max_rows=max_rows,
     )
+    convergence = completeness(out)
     result.info.update(
         {
             "method": out.provenance.method,
             "method_params": out.provenance.method_params,
             "attributed_fn": out.provenance.attributed_fn,
             "every": every,
+            "completeness": None if convergence is None else convergence.to_dict(),
         }
     )
     return result

@@ -20,8 +20,17 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from genattrib.evaluation.completeness import UNCONVERGED_MARK, Completeness
 from genattrib.faithfulness.bootstrap import Interval
 from genattrib.faithfulness.metrics import METRICS
+from genattrib.models.convergence import COMPLETENESS_TOLERANCE
+
+#: What the completeness column means, for captions and the HTML report.
+COMPLETENESS_NOTE = (
+    f"completeness: median over explained tokens of |completeness_error| / |F(x) - F(x')| (path methods; "
+    f"'–': the method records none); {UNCONVERGED_MARK} unconverged: over {COMPLETENESS_TOLERANCE:.0%}, "
+    "the scores are mostly approximation error"
+)
 
 
 def _fmt(x: float) -> str:
@@ -41,21 +50,39 @@ def _arrow(metric: str) -> str:
     return "↓"
 
 
+def completeness_label(value: Completeness | None) -> str:
+    """The completeness cell: ``"0.034"``, ``"1.230 ⚠"`` (unconverged) or ``"–"`` (not recorded)."""
+    return "–" if value is None else value.label()
+
+
+def method_label(method: str, value: Completeness | None) -> str:
+    """The method's name, with the unconverged mark when its scores are mostly approximation error."""
+    return f"{method} {UNCONVERGED_MARK}" if value is not None and not value.converged else method
+
+
 def summary_table(results: Mapping[str, Any]) -> Table:
-    """Methods (rows) × metrics (columns) for :class:`EvaluationResult` objects keyed by method."""
+    """Methods (rows) × metrics (columns) for :class:`EvaluationResult` objects keyed by method,
+    and the methods' completeness (see :mod:`genattrib.evaluation.completeness`)."""
     metrics = list(dict.fromkeys(m for r in results.values() for m in r.summary))
-    table = Table(box=box.SIMPLE_HEAVY, title="faithfulness (value [95% bootstrap interval])")
+    table = Table(
+        box=box.SIMPLE_HEAVY, title="faithfulness (value [95% bootstrap interval])", caption=COMPLETENESS_NOTE
+    )
     table.add_column("method")
     for m in metrics:
         table.add_column(f"{m} {_arrow(m)}", justify="right")
+    table.add_column("completeness ↓", justify="right")
     for name, res in results.items():
-        table.add_row(name, *[_cell(res.summary.get(m), False) for m in metrics])
+        value = Completeness.from_dict(res.info.get("completeness"))
+        table.add_row(
+            method_label(name, value), *[_cell(res.summary.get(m), False) for m in metrics], completeness_label(value)
+        )
     return table
 
 
 def benchmark_table(result: Any) -> Table:
-    """The benchmark as a narrow rich table: one section per metric, one row per method, the best
-    method of each metric in bold green (so it fits a terminal whatever the number of methods)."""
+    """The benchmark as a narrow rich table: one section per metric (its name on the section's
+    first row), one row per method, the best method of each metric in bold green (so it fits an
+    80-column terminal whatever the number of methods)."""
     info = result.info
     title = (
         f"{info.get('model')} · {info.get('dataset')} · {info.get('examples')} examples"
@@ -64,28 +91,28 @@ def benchmark_table(result: Any) -> Table:
     table = Table(
         box=box.SIMPLE_HEAVY,
         title=title,
-        caption="95% bootstrap intervals over examples; soft_ns/soft_nc: ln(Σ method / Σ random), 0 = random",
+        caption="95% bootstrap intervals over examples; soft_ns/soft_nc: ln(Σ method / Σ random), 0 = random; "
+        + COMPLETENESS_NOTE,
     )
-    table.add_column("metric", overflow="fold")
-    table.add_column("method", no_wrap=True)
-    for name in ("value", "95% interval", "s/token"):
+    table.add_column("metric · method", no_wrap=True)
+    for name in ("value", "95% interval", "completeness", "s/token"):
         table.add_column(name, justify="right", no_wrap=name != "s/token")
     for metric in result.metrics:
         best = result.best(metric)
-        for n, run in enumerate(result.runs):
+        table.add_row(f"{metric} {_arrow(metric)}", style="bold")
+        runs = [run for run in result.runs if result.interval(run.method, metric) is not None]
+        for n, run in enumerate(runs):
             interval = result.interval(run.method, metric)
-            if interval is None:
-                continue
             style = "bold green" if run.method == best else ("dim" if run.method == "random" else None)
             per_token = run.attribute_seconds / run.tokens if run.tokens else float("nan")
             table.add_row(
-                f"{metric} {_arrow(metric)}" if n == 0 else "",
-                run.method,
+                "  " + method_label(run.method, run.completeness),
                 _fmt(interval.value),
                 f"[{_fmt(interval.low)}, {_fmt(interval.high)}]",
+                "" if run.method == "random" else completeness_label(run.completeness),
                 _fmt(per_token),
                 style=style,
-                end_section=n == len(result.runs) - 1,
+                end_section=n == len(runs) - 1,
             )
     return table
 
@@ -110,6 +137,7 @@ def _chart(result: Any, metric: str) -> str:
     left, width, bar_h = 190, 560, 18
     x = lambda v: left + (v - lo) / span * width  # noqa: E731 - a local scale
     best = result.best(metric)
+    completeness = {run.method: run.completeness for run in result.runs}
     parts = [
         f"<svg width='{left + width + 90}' height='{len(rows) * (bar_h + 6) + 10}' role='img' "
         f"aria-label='{html.escape(metric)}'>"
@@ -118,7 +146,8 @@ def _chart(result: Any, metric: str) -> str:
         y = 5 + n * (bar_h + 6)
         cls = "rand" if method == "random" else ("best" if method == best else "bar")
         x0, x1 = sorted((x(0.0), x(i.value)))
-        parts.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end'>{html.escape(method)}</text>")
+        label = method_label(method, completeness.get(method))
+        parts.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end'>{html.escape(label)}</text>")
         parts.append(
             f"<rect class='{cls}' x='{x0:.1f}' y='{y}' width='{max(x1 - x0, 1):.1f}' height='{bar_h}'>"
             f"<title>{html.escape(method)}: {i.value:.4f}</title></rect>"
@@ -133,6 +162,12 @@ def _chart(result: Any, metric: str) -> str:
         f"<line x1='{x(0.0):.1f}' x2='{x(0.0):.1f}' y1='0' y2='{len(rows) * (bar_h + 6) + 10}' stroke='#999'/></svg>"
     )
     return "".join(parts)
+
+
+def _completeness_cell(value: Completeness | None) -> str:
+    if value is None or value.steps == 0:
+        return "–"
+    return html.escape(f"{value.label()} ({value.share_over:.0%} of {value.steps})")
 
 
 def benchmark_html(result: Any) -> str:
@@ -151,8 +186,9 @@ def benchmark_html(result: Any) -> str:
             f"<p class='note'>{html.escape(desc)}</p>{_chart(result, metric)}"
         )
     timing = "".join(
-        f"<tr><td>{html.escape(r.method)}</td><td>{r.tokens}</td><td>{r.attribute_seconds:.1f}</td>"
-        f"<td>{(r.result.info.get('seconds') or 0):.1f}</td>"
+        f"<tr><td>{html.escape(method_label(r.method, r.completeness))}</td><td>{r.tokens}</td>"
+        f"<td>{r.attribute_seconds:.1f}</td><td>{(r.result.info.get('seconds') or 0):.1f}</td>"
+        f"<td>{_completeness_cell(r.completeness)}</td>"
         f"<td>{html.escape(json.dumps(r.params, default=str))}</td></tr>"
         for r in result.runs
     )
@@ -165,8 +201,8 @@ def benchmark_html(result: Any) -> str:
         f"bars: value, lines: 95% bootstrap interval over examples; orange: best method; grey: random scores.</p>"
         + "".join(sections)
         + "<h2>runs</h2><table><tr><th>method</th><th>tokens</th><th>attribution s</th>"
-        + "<th>evaluation s</th><th>parameters</th></tr>"
+        + "<th>evaluation s</th><th>completeness (share of tokens over the tolerance)</th><th>parameters</th></tr>"
         + timing
-        + "</table>"
+        + f"</table><p class='note'>{html.escape(COMPLETENESS_NOTE)}</p>"
         + f"<h2>settings</h2><pre>{html.escape(json.dumps(info, indent=1, default=str))}</pre></body></html>"
     )

@@ -29,6 +29,22 @@ def test_a_coarse_path_warns_once_with_the_fix(tiny_llama):
     share = (seq.step_scores["completeness_error"].abs() / delta.abs()).max()
     assert share > COMPLETENESS_TOLERANCE and unconverged_share(out) == pytest.approx(float(share))
     assert len(caught) == 1 and "n_steps=4" in str(caught[0].message)
+    assert "attributed_fn='probability'" in str(caught[0].message)
+
+
+def test_the_warning_does_not_suggest_the_target_already_used(tiny_llama):
+    _, caught = _warnings(
+        lambda: tiny_llama.attribute(
+            PROMPT,
+            TEXT,
+            method="integrated_gradients",
+            n_steps=1,
+            quadrature="riemann_left",
+            attributed_fn="probability",
+        )
+    )
+    assert len(caught) == 1 and "n_steps=4" in str(caught[0].message)
+    assert "attributed_fn='probability'" not in str(caught[0].message)
 
 
 def test_a_converged_path_does_not_warn(tiny_llama):

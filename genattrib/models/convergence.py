@@ -59,11 +59,15 @@ def warn_if_unconverged(out: FeatureAttributionOutput, method: Attributor) -> No
         if auto:
             cap = method.params.max_steps
             more = f"n_steps='auto' stopped at max_steps={cap} (step score n_steps_used); use max_steps={4 * cap}"
+        flatter = (
+            ""
+            if out.provenance.attributed_fn == "probability"
+            else ", or attributed_fn='probability' (a flatter path than the log-probability)"
+        )
         warnings.warn(
             GenattribWarning(
                 f"{method.name}: on some step the scores miss F(x) - F(x') by {share:.0%} of it (step score "
-                f"completeness_error), so they are partly approximation error; use {more}, or "
-                "attributed_fn='probability' (a flatter path than the log-probability)"
+                f"completeness_error), so they are partly approximation error; use {more}{flatter}"
             ),
             stacklevel=3,
         )

@@ -77,12 +77,8 @@ UNDER_A_LIMIT = textwrap.dedent(
 
 
 @pytest.mark.default_model
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
-def test_integrated_gradients_finishes_under_an_address_space_limit():
-    """Under ``ulimit -v`` (free RAM says gigabytes, the limit 300 MB more than the process maps
-    once the default model is loaded) automatic sizing picks smaller chunks, and IG finishes
-    instead of crashing."""
-    script = UNDER_A_LIMIT.replace("LIMIT_MB", "300")
+def _run_offline(script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh one-thread, offline Python from the repository root; it must succeed."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -93,6 +89,16 @@ def test_integrated_gradients_finishes_under_an_address_space_limit():
         cwd=Path(__file__).parent.parent,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+def test_integrated_gradients_finishes_under_an_address_space_limit():
+    """Under ``ulimit -v`` (free RAM says gigabytes, the limit 300 MB more than the process maps
+    once the default model is loaded) automatic sizing picks smaller chunks, and IG finishes
+    instead of crashing."""
+    script = UNDER_A_LIMIT.replace("LIMIT_MB", "300")
+    done = _run_offline(script)
     line = next(line for line in done.stdout.splitlines() if line.startswith("ROWS"))
     _, before, limited, steps, total = line.split()
     assert int(limited) < int(before)  # the limit, not free RAM, sized the chunks
@@ -130,16 +136,7 @@ def test_the_back_off_itself_recovers_under_a_real_address_space_limit():
     """Sizing told that memory is plentiful tries chunks of all 32 path points under a real
     ``ulimit -v`` (300 MB over what the process maps): the CPU allocator fails, the chunk is halved
     until it fits, and the scores equal a run with small chunks to the documented floor."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", BACK_OFF_UNDER_A_LIMIT],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run_offline(BACK_OFF_UNDER_A_LIMIT)
     line = next(line for line in done.stdout.splitlines() if line.startswith("BACKOFF"))
     _, retries, largest, rel, steps = line.split()
     assert int(retries) >= 1 and int(largest) < 32  # real allocation failures halved the chunks

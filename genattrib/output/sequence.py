@@ -130,8 +130,11 @@ class SequenceAttribution:
         ``include_special_tokens=True``; their scores are kept as they are.
 
         Example:
-            >>> seq.tokens[:3], seq.structure_mask[:3].tolist()
-            (['<|im_start|>', 'system', '\\n'], [True, True, True])
+            >>> seq = SequenceAttribution(torch.arange(4), ["<s>", "system", "Hi", "!"], 3, torch.zeros(1, 4),
+            ...                           special_tokens_mask=torch.tensor([True, False, False, False]),
+            ...                           token_roles=["template", "template", "user", "assistant"])
+            >>> seq.structure_mask.tolist()
+            [True, True, False, False]
         """
         mask = self.special_tokens_mask.clone()
         if self.token_roles is not None:

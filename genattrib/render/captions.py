@@ -105,8 +105,13 @@ def special_caption(seq: SequenceAttribution, include_special_tokens: bool) -> s
     """A note for legends when special or template tokens are left out ("" when none are).
 
     Example:
+        >>> from genattrib.output import SequenceAttribution
+        >>> chat_seq = SequenceAttribution(torch.arange(3), ["<|im_start|>", "user", "Hi"], 2, torch.zeros(1, 3),
+        ...                                token_roles=["template", "template", "user"])
         >>> special_caption(chat_seq, include_special_tokens=False)
         'special and chat-template tokens left out of rankings and the scale'
+        >>> special_caption(chat_seq, include_special_tokens=True)
+        ''
     """
     if include_special_tokens or not bool(seq.structure_mask.any()):
         return ""
@@ -118,6 +123,11 @@ def left_out(seq: SequenceAttribution, include_special_tokens: bool) -> Bool[Ten
     (special tokens and chat-template text), or none with ``include_special_tokens=True``.
 
     Example:
+        >>> from genattrib.output import SequenceAttribution
+        >>> chat_seq = SequenceAttribution(torch.arange(3), ["<|im_start|>", "user", "Hi"], 2, torch.zeros(1, 3),
+        ...                                token_roles=["template", "template", "user"])
+        >>> left_out(chat_seq, include_special_tokens=False).tolist()
+        [True, True, False]
         >>> left_out(chat_seq, include_special_tokens=True).any().item()
         False
     """

@@ -223,3 +223,32 @@ def test_generation_and_attribution_show_their_bars(tiny_llama, monkeypatch, cap
     assert "saliency" in err
     tiny_llama.generate(["a b c", "d e"], max_new_tokens=3, min_new_tokens=3, batch_size=1, show_progress=True)
     assert "6/6" in capsys.readouterr().err  # two batches of 3 tokens
+
+
+@pytest.mark.parametrize("output,expected", [("terminal", True), ("notebook", True), ("log", False)])
+def test_the_knn_graph_bar_follows_the_same_rule(monkeypatch, output, expected):
+    """DIG's k-NN graph build shows its bar on a terminal or in a notebook, never in a log."""
+    import contextlib
+
+    import torch
+
+    from genattrib.methods import embedding_neighbours as nb
+
+    asked = []
+
+    @contextlib.contextmanager
+    def record(total, description, show, **kwargs):
+        asked.append(show)
+        yield lambda n=1: None
+
+    n, hidden = 5_000, 1_000  # n * n * hidden = 2.5e10: a build large enough for a bar
+    monkeypatch.setattr(nb, "bar_output", lambda: output)
+    monkeypatch.setattr(nb, "progress_bar", record)
+    monkeypatch.setattr(
+        nb,
+        "nearest_vocabulary",
+        lambda v, q, k, skip, on_chunk: (torch.zeros(n, k, dtype=torch.long), torch.zeros(n, k)),
+    )
+    monkeypatch.setattr(nb, "embedding_fingerprint", lambda vocab: "fingerprint")
+    nb.build_knn_graph(torch.zeros(n, hidden), 3)
+    assert asked == [expected]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from genattrib.cache import cache_root
-from genattrib.progress import progress_bar
+from genattrib.progress import bar_output, progress_bar
 
 _CHUNK_BYTES = 256 << 20  # one chunk's distance matrix
 
@@ -83,12 +82,12 @@ def nearest_vocabulary(
 
 
 def build_knn_graph(vocab: Float[Tensor, "vocab hidden"], k: int, show_progress: bool | None = None) -> KnnGraph:
-    """The k-NN graph of ``vocab`` (self excluded), with a transient progress bar on a TTY
-    when the build is large enough to take more than about a second."""
+    """The k-NN graph of ``vocab`` (self excluded), with a transient progress bar on a terminal or
+    in a notebook when the build is large enough to take more than about a second."""
     n = int(vocab.shape[0])
     chunk = max(1, _CHUNK_BYTES // (4 * n))
     if show_progress is None:
-        show_progress = sys.stderr.isatty() and n * n * int(vocab.shape[1]) > 2e10
+        show_progress = bar_output() != "log" and n * n * int(vocab.shape[1]) > 2e10
 
     with progress_bar(-(-n // chunk), "k-NN graph of the vocabulary", show_progress) as advance:
         ids, dists = nearest_vocabulary(vocab, vocab, k, skip=torch.arange(n), on_chunk=advance)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -36,6 +35,7 @@ from genattrib.devices import (
 )
 from genattrib.engine.explained import Explained, combine
 from genattrib.engine.host_memory import free_host_bytes
+from genattrib.engine.lazy_rows import LazyRows
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetContext, TargetFunction
 
@@ -386,25 +386,3 @@ class ModelForward:
             consume(chunk, value.detach().float(), grad.float())
 
         self.run_chunked(rows.count, rows.length, run, grad=True, n_logits=targets.slots)
-
-
-@dataclass(frozen=True)
-class LazyRows:
-    """``count`` rows of ``length`` embeddings that ``make(chunk)`` builds for a slice of them
-    (path points built chunk by chunk instead of all up front).
-
-    Example:
-        >>> x = torch.ones(4, 8)
-        >>> rows = LazyRows(3, 4, lambda chunk: torch.arange(3.0)[chunk].view(-1, 1, 1) * x)
-        >>> rows.make(slice(1, 3)).shape
-        torch.Size([2, 4, 8])
-    """
-
-    count: int
-    length: int
-    make: Callable[[slice], Float[Tensor, "chunk position hidden"]]
-
-    @classmethod
-    def of(cls, embeds: Float[Tensor, "row position hidden"]) -> LazyRows:
-        """Rows that already exist, as one tensor."""
-        return cls(int(embeds.shape[0]), int(embeds.shape[1]), lambda chunk: embeds[chunk])

@@ -35,7 +35,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.engine.forward import LazyRows, ModelForward
+from genattrib.engine.forward import ModelForward
+from genattrib.engine.lazy_rows import LazyRows
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import TargetFunction

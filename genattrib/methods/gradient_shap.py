@@ -22,7 +22,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
-from genattrib.engine.forward import LazyRows, ModelForward
+from genattrib.engine.forward import ModelForward
+from genattrib.engine.lazy_rows import LazyRows
 from genattrib.engine.plan import TargetRef
 from genattrib.engine.shared_forward import (
     PointSet,

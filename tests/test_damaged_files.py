@@ -91,7 +91,28 @@ def test_show_on_a_damaged_file_prints_one_line_and_exits_2(saved, capsys):
     assert len(err.splitlines()) == 1 and "damaged" in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+@pytest.mark.parametrize("suffix", [".json", ".safetensors"])
+def test_a_permission_error_while_reading_is_reported_as_such(saved, monkeypatch, suffix):
+    """The same report where chmod cannot show it (root reads any file, as in CI): the error the
+    OS raises on open is injected, so this runs everywhere; the test below uses a real chmod."""
+    path = saved / f"ok{suffix}"
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: refuse(self).read())
+    with pytest.raises(InvalidArgumentError, match="permission") as info:
+        FeatureAttributionOutput.load(path)
+    assert info.value.argument == "path"
+
+
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root reads any file (the injected test above covers root)"
+)
 def test_an_unreadable_file_is_reported_as_a_permission_problem(saved):
     path = saved / "locked.json"
     path.write_bytes((saved / "ok.json").read_bytes())

@@ -22,9 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
-from genattrib.models.convergence import COMPLETENESS_TOLERANCE
+from genattrib.models.convergence import COMPLETENESS_TOLERANCE, relative_errors
 from genattrib.output import FeatureAttributionOutput
 
 #: The mark next to a method whose median relative completeness error exceeds the tolerance.
@@ -66,22 +64,6 @@ class Completeness:
             int(data.get("steps", 0)),
             float(data.get("tolerance", COMPLETENESS_TOLERANCE)),
         )
-
-
-def relative_errors(out: FeatureAttributionOutput) -> torch.Tensor:
-    """``|completeness_error| / |F(x) - F(x')|`` for every explained token of ``out`` that records
-    the step score (``F(x) - F(x')`` is the token's score sum less its error); tokens where
-    ``F(x) = F(x')`` are left out."""
-    values = []
-    for seq in out.sequences:
-        error, scores = seq.step_scores.get("completeness_error"), seq.scores
-        if error is None or not isinstance(scores, torch.Tensor):
-            continue
-        error = error.float()
-        delta = scores.float().nan_to_num().flatten(1).sum(-1) - error  # dense scores: summed over hidden too
-        keep = (delta.abs() > 1e-6) & torch.isfinite(error)
-        values.append(error[keep].abs() / delta[keep].abs())
-    return torch.cat(values) if values else torch.empty(0)
 
 
 def completeness(out: FeatureAttributionOutput) -> Completeness | None:

@@ -28,21 +28,27 @@ from genattrib.output import FeatureAttributionOutput
 COMPLETENESS_TOLERANCE = 0.1
 
 
-def unconverged_share(out: FeatureAttributionOutput) -> float:
-    """The largest ``|completeness_error| / |F(x) - F(x')|`` over the rows of ``out`` (0 when no
-    row says; ``F(x) - F(x')`` is the row's score sum less its error, for dense scores summed over
-    the hidden size)."""
-    worst = 0.0
+def relative_errors(out: FeatureAttributionOutput) -> torch.Tensor:
+    """``|completeness_error| / |F(x) - F(x')|`` for every explained token of ``out`` that records
+    the step score (``F(x) - F(x')`` is the token's score sum less its error); tokens where
+    ``F(x) = F(x')`` are left out."""
+    values = []
     for seq in out.sequences:
         error, scores = seq.step_scores.get("completeness_error"), seq.scores
         if error is None or not isinstance(scores, torch.Tensor):
             continue
-        delta = scores.float().nan_to_num().sum(-1) - error.float()
-        shares = error.float().abs() / delta.abs()
-        shares = shares[(delta.abs() > 1e-6) & torch.isfinite(shares)]
-        if shares.numel():
-            worst = max(worst, float(shares.max()))
-    return worst
+        error = error.float()
+        delta = scores.float().nan_to_num().flatten(1).sum(-1) - error  # dense scores: summed over hidden too
+        keep = (delta.abs() > 1e-6) & torch.isfinite(error)
+        values.append(error[keep].abs() / delta[keep].abs())
+    return torch.cat(values) if values else torch.empty(0)
+
+
+def unconverged_share(out: FeatureAttributionOutput) -> float:
+    """The largest ``|completeness_error| / |F(x) - F(x')|`` over the rows of ``out`` (0 when no
+    row says; see :func:`relative_errors`)."""
+    errors = relative_errors(out)
+    return float(errors.max()) if errors.numel() else 0.0
 
 
 def warn_if_unconverged(out: FeatureAttributionOutput, method: Attributor) -> None:

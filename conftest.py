@@ -94,3 +94,17 @@ def _doctest_names(request: pytest.FixtureRequest) -> None:
         prompt=DOCTEST_PROMPT,
         out=copy.deepcopy(request.getfixturevalue("_doctest_out")),
     )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The machine and kernels once at the top of every run, so a CI log says what computed the floats."""
+    from genattrib.machine import machine_summary
+
+    return f"machine: {machine_summary()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Docstring examples print floats: they are numeric tests too (``nox -s tests-portable``)."""
+    for item in items:
+        if isinstance(item, pytest.DoctestItem):
+            item.add_marker(pytest.mark.numeric)

@@ -10,6 +10,8 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s demo                      # run examples/quickstart.py on the embedded default model
     nox -s tests                     # the test suite (what CI runs: .ci/run)
     nox -s tests -- -x -k saliency   # arguments after -- go to pytest
+    nox -s tests-portable            # the numeric tests again under other CPU kernels (before a release)
+    nox -s tests-portable -- --fast  # a fast subset of them (CI)
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
@@ -81,6 +83,48 @@ def tests(session: nox.Session) -> None:
     env = {**OFFLINE_ENV, "GENATTRIB_TYPECHECK": "1"}
     verbosity = [] if any(re.fullmatch(r"-(q+|v+)|--(quiet|verbose)", a) for a in session.posargs) else ["-q"]
     session.run("pytest", "-p", "no:cacheprovider", *verbosity, *session.posargs, env=env)
+
+
+# Kernel choices that tests-portable forces, each run as its own pytest process (docs/architecture.md,
+# "Tolerance policy"): torch's own vectorised kernels (ATen), MKL's and oneDNN's instruction sets.
+PORTABLE_KERNELS = {
+    "x86_64": {
+        "default": {
+            "ATEN_CPU_CAPABILITY": "default",
+            "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+            "ONEDNN_MAX_CPU_ISA": "SSE41",
+        },
+        "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    },
+    "aarch64": {"default": {"ATEN_CPU_CAPABILITY": "default"}},  # NEON kernels only (no SVE)
+}
+PORTABLE_FAST = [  # the comparisons that broke on other CPUs, and batching / chunking / slices / shards
+    "tests/test_span_targets.py",
+    "tests/test_batching.py",
+    "tests/test_memory_backoff.py",
+    "tests/test_sharded.py",
+    "tests/test_merge_windows.py",
+    "tests/test_targets.py",
+    "genattrib/aggregation",
+]
+
+
+@nox.session(python=PYTHON, name="tests-portable")
+def tests_portable(session: nox.Session) -> None:
+    """The numeric tests (marker ``numeric``: floats through other shapes or kernels, and the docstring
+    examples) once per forced kernel choice. ``-- --fast``: a subset for CI; other arguments go to pytest."""
+    import platform
+
+    _install_genattrib(session, "test")
+    args = list(session.posargs)
+    fast = "--fast" in args
+    args = [a for a in args if a != "--fast"]
+    selection = ["-m", "numeric and not default_model and not slow", *PORTABLE_FAST] if fast else ["-m", "numeric"]
+    kernels = PORTABLE_KERNELS.get(platform.machine().lower().replace("arm64", "aarch64"), PORTABLE_KERNELS["x86_64"])
+    for name, kernel_env in kernels.items():
+        session.log(f"kernels {name}: {kernel_env}")
+        env = {**OFFLINE_ENV, "GENATTRIB_TYPECHECK": "1", **kernel_env}
+        session.run("pytest", "-p", "no:cacheprovider", "-q", *selection, *args, env=env)
 
 
 @nox.session(python=PYTHON)

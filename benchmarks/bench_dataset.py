@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from genattrib.machine import machine_record
+
 HERE = Path(__file__).resolve()
 
 
@@ -174,6 +176,7 @@ def main() -> None:
         "threads_per_process": args.threads,
         "torch": torch.__version__,
         "genattrib": genattrib.__version__,
+        "machine": machine_record(),  # CPU model, torch's kernels, MKL/oneDNN
         "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "dataset_1_equals_dataset_2_exactly": identical,
         "dataset_1_vs_dataset_2_max_abs_difference": max_diff,

@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from typing import Any
 
 import torch
 
 import genattrib
+from genattrib.machine import machine_record
 
 PROMPT = "The bicycle was invented in the early nineteenth century, and"
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{est.model_rows:>12,}{out.provenance.work['rows']:>12,}{estimate_s:>12.2f}"
         )
     if args.json:
-        meta = {"model": model.name, "device": device, "torch": torch.__version__, "machine": platform.machine()}
+        meta = {"model": model.name, "device": device, "torch": torch.__version__, "machine": machine_record()}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return 0

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from genattrib.machine import machine_record
+
 CHAT = [{"role": "user", "content": "Write a long story about a lighthouse keeper who finds a message in a bottle."}]
 METHODS: dict[str, dict[str, Any]] = {
     "token saliency": {"method": "saliency"},
@@ -240,6 +242,7 @@ def main() -> None:
     args.story_cache.parent.mkdir(parents=True, exist_ok=True)
     story = _story(max(args.lengths), args.story_cache)
     results: dict[str, Any] = {"lengths": args.lengths, "budget_s": args.budget, "threads": args.threads, "cells": {}}
+    results["machine"] = machine_record()  # CPU model, torch's kernels, MKL/oneDNN (the parent's threads)
     if args.resume and args.out.is_file():  # keep the cells an interrupted run measured
         results["cells"] = json.loads(args.out.read_text())["cells"]
     for name in args.methods:

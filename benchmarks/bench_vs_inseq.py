@@ -45,6 +45,8 @@ from bench_common import (  # noqa: E402
     timed,
 )
 
+from genattrib.machine import cpu_model, machine_record
+
 WARM_TOKENS = 4  # the short warm-up: the first tokens of the continuation
 
 
@@ -207,7 +209,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         **{name: dist(name) for name in ("torch", "transformers", "genattrib", "inseq", "captum")},
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_model(),
+        "machine": machine_record(),  # CPU model, torch's kernels, MKL/oneDNN, threads
     }
 
 

@@ -23,7 +23,21 @@ TOP = "__init__"  # the unit of the top-level package module genattrib/__init__.
 #: The layers, lowest first: a module may import its own unit and any unit of its layer or a
 #: lower one. A unit is a sub-package of genattrib/ (``engine``) or a top-level module (``cli``).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves", ("errors", "tensor_types", "cache", "seeding", "progress", "validation", "version", "devices", "data")),
+    (
+        "leaves",
+        (
+            "errors",
+            "tensor_types",
+            "cache",
+            "seeding",
+            "progress",
+            "validation",
+            "version",
+            "devices",
+            "machine",
+            "data",
+        ),
+    ),
     ("target functions", ("targets",)),
     ("results", ("output",)),
     ("aggregation", ("aggregation",)),

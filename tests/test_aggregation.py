@@ -34,6 +34,8 @@ from genattrib.aggregation import (
 from genattrib.aggregation.boundaries import continues_word, word_starts
 from genattrib.errors import UnknownNameError
 
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
+
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PIECES = [
     "The",

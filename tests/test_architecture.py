@@ -3,7 +3,7 @@
 genattrib is built in layers, lowest first (the table is ``LAYERS`` in tests/import_graph.py)::
 
      0 leaves        errors.py, tensor_types.py, cache.py, seeding.py, progress.py, version.py,
-                     validation.py, devices.py, data/
+                     validation.py, devices.py, machine.py, data/
      1 targets/      target functions (TargetFunction, TargetContext)
      2 output/       FeatureAttributionOutput, SequenceAttribution, Provenance, serialization
      3 aggregation/  reducers, merging, pipelines

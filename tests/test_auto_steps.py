@@ -9,11 +9,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerance import TINY_MODEL, assert_close_to_scale
 
 import genattrib
 from genattrib import InvalidArgumentError
 from genattrib.errors import GenattribWarning
 from genattrib.methods.auto_steps import START_STEPS, converged, step_sequence
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPTS = ["The capital of France is", "A quick brown fox"]
 IG, SIG = "integrated_gradients", "sequential_integrated_gradients"
@@ -48,9 +51,12 @@ def test_auto_doubles_each_row_until_it_meets_the_tolerance(tiny_llama, method):
                 fixed[n] = tiny_llama.attribute(PROMPTS, method=method, n_steps=n, **RULE)
             same = fixed[n].sequences[i]
             # the row's scores are those of a fixed run with its count ...
-            torch.testing.assert_close(seq.scores[j], same.scores[j], equal_nan=True, atol=1e-6, rtol=1e-5)
+            assert_close_to_scale(seq.scores[j], same.scores[j], floor=TINY_MODEL, what=f"row {j} vs n_steps={n}")
+            # completeness_error = Σ scores − Δf: its rounding scales with Σ|scores|, not with its own size
+            total = float(same.scores[j].nan_to_num().abs().sum() + same.step_scores["baseline_value"][j].abs())
             for name in ("completeness_error", "baseline_value"):
-                torch.testing.assert_close(seq.step_scores[name][j], same.step_scores[name][j], atol=1e-6, rtol=1e-5)
+                got, want = seq.step_scores[name][j], same.step_scores[name][j]
+                assert_close_to_scale(got, want, floor=TINY_MODEL, what=name, scale=total)
             if n > START_STEPS:  # ... and half the count was not enough
                 if n // 2 not in fixed:
                     fixed[n // 2] = tiny_llama.attribute(PROMPTS, method=method, n_steps=n // 2, **RULE)
@@ -76,7 +82,7 @@ def test_auto_rows_do_not_depend_on_their_batch(tiny_llama):
         alone = tiny_llama.attribute(prompt, method=IG, n_steps="auto", tolerance=0.05, **RULE).sequences[0]
         seq = together.sequences[i]
         assert torch.equal(seq.step_scores["n_steps_used"], alone.step_scores["n_steps_used"])
-        torch.testing.assert_close(seq.scores, alone.scores, equal_nan=True, atol=1e-6, rtol=1e-5)
+        assert_close_to_scale(seq.scores, alone.scores, floor=TINY_MODEL, what=f"prompt {i} together vs alone")
 
 
 def test_gauss_legendre_auto_converges_at_once_on_a_smooth_model(tiny_llama):

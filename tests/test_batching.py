@@ -7,6 +7,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerance import DEFAULT_MODEL, DEFAULT_MODEL_IG_LOGPROB, TINY_MODEL, assert_close_to_scale, assert_same_sequence
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPTS = ["The capital of France is", "A quick brown fox", "Once upon a time there", "Numbers like 1, 2"]
 TARGETS = [" Paris.", " jumps over the lazy dog", " was a model", " and 42"]
@@ -21,10 +24,7 @@ METHODS = [
 
 def _close(a, b):
     assert a.tokens == b.tokens and a.prompt_length == b.prompt_length
-    torch.testing.assert_close(a.scores, b.scores, equal_nan=True, atol=1e-5, rtol=1e-4)
-    assert a.step_scores.keys() == b.step_scores.keys()
-    for k in a.step_scores:
-        torch.testing.assert_close(a.step_scores[k], b.step_scores[k], equal_nan=True, atol=1e-5, rtol=1e-4)
+    assert_same_sequence(a, b, floor=TINY_MODEL)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -58,7 +58,7 @@ def test_gradient_shap_is_seeded(tiny_llama):
     a = tiny_llama.attribute(PROMPTS[0], target=TARGETS[0], method="gradient_shap", n_samples=4, stdevs=0.1, seed=3)
     b = tiny_llama.attribute(PROMPTS[0], target=TARGETS[0], method="gradient_shap", n_samples=4, stdevs=0.1, seed=3)
     c = tiny_llama.attribute(PROMPTS[0], target=TARGETS[0], method="gradient_shap", n_samples=4, stdevs=0.1, seed=4)
-    assert torch.equal(a.sequences[0].scores.nan_to_num(0), b.sequences[0].scores.nan_to_num(0))
+    assert torch.equal(a.sequences[0].scores.nan_to_num(0), b.sequences[0].scores.nan_to_num(0))  # a repeat call
     assert not torch.allclose(a.sequences[0].scores.nan_to_num(0), c.sequences[0].scores.nan_to_num(0))
     assert a.provenance.seed == 3
 
@@ -76,12 +76,6 @@ def test_batch_size_groups_the_attribution_work(tiny_llama):
         _close(a, b)
 
 
-def _relative(a, b):
-    """Largest difference of two score matrices, relative to each row's largest |score|."""
-    x, y = a.scores.nan_to_num(0), b.scores.nan_to_num(0)
-    return float(((x - y).abs() / x.abs().amax(-1, keepdim=True).clamp_min(1e-12)).max())
-
-
 DEFAULT_PROMPTS, DEFAULT_TARGETS = ["The capital of France is", "Water boils at"], [" Paris.", " 100 degrees"]
 
 
@@ -89,13 +83,13 @@ DEFAULT_PROMPTS, DEFAULT_TARGETS = ["The capital of France is", "Water boils at"
 @pytest.mark.parametrize(
     "method,params,floor",
     [
-        ("saliency", {}, 1e-3),  # max_rows=1: each target its own row, plain backward passes (9.6e-5 measured)
-        ("occlusion", {}, 1e-5),
-        ("attention", {}, 1e-5),
-        ("rollout", {}, 1e-5),
+        ("saliency", {}, DEFAULT_MODEL),  # max_rows=1: each target its own row, plain backward passes (9.6e-5)
+        ("occlusion", {}, DEFAULT_MODEL),
+        ("attention", {}, DEFAULT_MODEL),
+        ("rollout", {}, DEFAULT_MODEL),
         # the log-prob path of IG amplifies the rounding of calls of another row count
         # (docs/architecture.md, "Chunking and results": 7e-3 measured at 16 steps)
-        ("integrated_gradients", {"n_steps": 4}, 2e-2),
+        ("integrated_gradients", {"n_steps": 4}, DEFAULT_MODEL_IG_LOGPROB),
     ],
 )
 def test_default_model_chunking_changes_results_at_most_by_the_floor(default_model, method, params, floor):
@@ -109,24 +103,20 @@ def test_default_model_chunking_changes_results_at_most_by_the_floor(default_mod
     assert auto.provenance.work["max_chunk_rows"] >= 1 and auto.provenance.work["oom_retries"] == 0
     for a, b, c in zip(auto.sequences, one.sequences, again.sequences):
         assert a.tokens == b.tokens
-        assert _relative(a, b) <= floor
-        assert torch.equal(a.scores.nan_to_num(0), c.scores.nan_to_num(0))
+        assert_close_to_scale(b.scores, a.scores, floor=floor, rows=True, what=f"{method}, max_rows=1 vs automatic")
+        assert torch.equal(a.scores.nan_to_num(0), c.scores.nan_to_num(0))  # a repeat call: the same chunks
 
 
 @pytest.mark.default_model
 @pytest.mark.parametrize("method,params", [("integrated_gradients", {"n_steps": 4}), ("occlusion", {})])
 def test_default_model_prompts_together_equal_one_at_a_time(default_model, method, params):
     """With the same ``max_rows``, prompts attributed together give each prompt's scores alone to
-    1e-5 of each row's largest score (fp32), step scores included."""
+    the default model's floor relative to each row's largest score (fp32), step scores included."""
     together = default_model.attribute(
         DEFAULT_PROMPTS, target=DEFAULT_TARGETS, method=method, max_rows=4, step_scores=["probability"], **params
     )
     for k, (p, t) in enumerate(zip(DEFAULT_PROMPTS, DEFAULT_TARGETS)):
         alone = default_model.attribute(p, target=t, method=method, max_rows=4, step_scores=["probability"], **params)
-        assert _relative(together.sequences[k], alone.sequences[0]) <= 1e-5
-        torch.testing.assert_close(
-            together.sequences[k].step_scores["probability"],
-            alone.sequences[0].step_scores["probability"],
-            rtol=1e-5,
-            atol=1e-7,
-        )
+        a, b = together.sequences[k], alone.sequences[0]
+        assert_close_to_scale(a.scores, b.scores, floor=DEFAULT_MODEL, rows=True, what=f"prompt {k} together vs alone")
+        assert_close_to_scale(a.step_scores["probability"], b.step_scores["probability"], floor=DEFAULT_MODEL)

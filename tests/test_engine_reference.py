@@ -7,6 +7,9 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "The capital of France is"
 TARGET = " Paris. The capital of Italy"
@@ -93,8 +96,7 @@ def test_engine_equals_naive_reference(tiny_model, method, params):
     expected = reference(tiny_model, method, ids, positions, **params)
     got = out.sequences[0].scores
     assert got.shape == (len(positions), len(ids))
-    assert torch.equal(got.isnan(), expected.isnan())
-    torch.testing.assert_close(got.nan_to_num(0), expected.nan_to_num(0), atol=1e-5, rtol=1e-4)
+    assert_close_to_scale(got, expected, floor=TINY_MODEL, what=f"{method} vs the naive reference")
 
 
 def test_nan_pattern_and_shapes(tiny_model):
@@ -115,7 +117,7 @@ def test_nan_pattern_and_shapes(tiny_model):
 def test_granular_reduces_to_scores(tiny_llama):
     out = tiny_llama.attribute(PROMPT, target=TARGET, method="saliency")
     seq = out.sequences[0]
-    torch.testing.assert_close(seq.granular_scores.norm(dim=-1), seq.scores, equal_nan=True)
+    assert_close_to_scale(seq.granular_scores.norm(dim=-1), seq.scores, floor=OPS, what="norm of granular scores")
 
 
 def test_attr_pos_restricts_steps(tiny_llama):
@@ -124,4 +126,4 @@ def test_attr_pos_restricts_steps(tiny_llama):
     seq, ref = part.sequences[0], full.sequences[0]
     assert seq.num_steps == 2 and seq.step_start == 1
     assert seq.target_positions == ref.target_positions[1:3]
-    torch.testing.assert_close(seq.scores, ref.scores[1:3], equal_nan=True)
+    assert_close_to_scale(seq.scores, ref.scores[1:3], floor=TINY_MODEL)  # other rows run

@@ -9,10 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_output_io import small_sequence
+from tolerance import TINY_MODEL, assert_same_sequence
 
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.output import Provenance
 from genattrib.output.scores import SparseScores, tensors_equal
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPTS = ["The capital of France is", "Once upon a time"]
 CONTINUATIONS = [" Paris. The capital of Italy", " there was a little model"]
@@ -22,10 +25,7 @@ OTHER = "A quick brown fox"
 def _close(a, b) -> None:
     assert a.tokens == b.tokens and a.prompt_length == b.prompt_length
     assert a.step_start == b.step_start and a.num_steps == b.num_steps
-    torch.testing.assert_close(a.scores, b.scores, atol=1e-6, rtol=1e-5, equal_nan=True)
-    assert a.step_scores.keys() == b.step_scores.keys()
-    for name in a.step_scores:
-        torch.testing.assert_close(a.step_scores[name], b.step_scores[name], atol=1e-6, rtol=1e-5)
+    assert_same_sequence(a, b, floor=TINY_MODEL)
 
 
 @settings(max_examples=8, deadline=None)

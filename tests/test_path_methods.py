@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny import make_model
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale, assert_same_sequence
 
 import genattrib
 from genattrib.engine.forward import ModelForward
@@ -21,6 +22,8 @@ from genattrib.methods.discretized_integrated_gradients import (
 from genattrib.methods.embedding_neighbours import KnnCache, build_knn_graph, nearest_vocabulary
 from genattrib.methods.monotonic_paths import monotonic_path
 from genattrib.methods.uniform_discretized_integrated_gradients import uniform_anchor_search
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 SIG, DIG, UDIG = (
     "sequential_integrated_gradients",
@@ -86,7 +89,7 @@ def test_sig_each_position_adds_up_to_its_own_leave_one_out(tiny_tokenizer, word
 def test_sig_position_chunk_and_quadrature_options(tiny_llama):
     a = tiny_llama.attribute(PROMPT, target=" dog", method=SIG, n_steps=4)
     b = tiny_llama.attribute(PROMPT, target=" dog", method=SIG, n_steps=4, position_chunk=1)
-    torch.testing.assert_close(a.sequences[0].scores, b.sequences[0].scores, equal_nan=True, atol=1e-5, rtol=1e-4)
+    assert_close_to_scale(a.sequences[0].scores, b.sequences[0].scores, floor=TINY_MODEL, what="position_chunk=1")
     coarse = tiny_llama.attribute(PROMPT, target=" dog", method=SIG, n_steps=1, quadrature="riemann_left")
     assert (
         coarse.sequences[0].step_scores["max_position_error"].max()
@@ -104,7 +107,7 @@ def test_completeness_error_is_measured_against_plain_forwards(tiny_model, metho
     assert (seq.granular_scores[:, 0] == 0).all(), "special tokens keep their embedding"
     default = tiny_model.attribute("<bos>" + PROMPT, target=TARGET, method=method, **params).sequences[0]
     assert (default.scores[:, 0] == 0).all()  # SIG's default: forward mode, no granular scores
-    torch.testing.assert_close(default.scores, seq.scores, equal_nan=True, atol=1e-5, rtol=1e-5)
+    assert_close_to_scale(default.scores, seq.scores, floor=TINY_MODEL, what="reduced vs granular run")
     unk = emb.weight[tiny_model.tokenizer.unk_token_id].detach()
     for step, p in enumerate(seq.target_positions):
         x = emb(seq.input_ids[:p]).detach()
@@ -126,10 +129,7 @@ def test_batched_equals_one_at_a_time_and_any_chunk_size(tiny_llama, method, knn
     for k, (p, t) in enumerate(zip(prompts, targets)):
         alone = tiny_llama.attribute(p, target=t, method=method, **params)
         for other in (alone.sequences[0], tiny.sequences[k]):
-            got = together.sequences[k]
-            torch.testing.assert_close(got.scores, other.scores, equal_nan=True, atol=1e-5, rtol=1e-4)
-            for name, values in got.step_scores.items():
-                torch.testing.assert_close(values, other.step_scores[name], atol=1e-5, rtol=1e-4)
+            assert_same_sequence(together.sequences[k], other, floor=TINY_MODEL, what=f"prompt {k}")
 
 
 # --- DIG / UDIG paths ----------------------------------------------------------------------------
@@ -149,10 +149,7 @@ def test_dig_on_the_straight_line_equals_ig_left_riemann(tiny_model, m):
         PROMPT, target=TARGET, method="integrated_gradients", n_steps=m + 1, quadrature="riemann_left"
     )
     a, b = dig.sequences[0], ig.sequences[0]
-    torch.testing.assert_close(a.scores, b.scores, equal_nan=True, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(
-        a.step_scores["completeness_error"], b.step_scores["completeness_error"], atol=1e-5, rtol=1e-4
-    )
+    assert_same_sequence(a, b, floor=TINY_MODEL, what="DIG on the line vs IG", step_scores=["completeness_error"])
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=SLOW_OK)
@@ -213,7 +210,7 @@ def test_anchor_searches_pick_real_words_then_fall_back():
             assert sorted(_vocab_rows(dig[w, :3], vocab).tolist()) == others
             assert sorted(_vocab_rows(udig[w, :3], vocab).tolist()) == others
         assert torch.equal(dig[:, 3:], base.unsqueeze(1).expand(-1, 5, -1))  # baseline, and it stays
-        torch.testing.assert_close(udig[:, 3:], uniform[:, 3:])  # the uniform points
+        assert_close_to_scale(udig[:, 3:], uniform[:, 3:], floor=OPS, what="uniform points")
         for anchors in (dig, udig):
             _check_monotone(monotonic_path(vocab[words], anchors, base, 1), base, vocab[words])
 
@@ -243,7 +240,7 @@ def test_nearest_vocabulary_matches_cdist():
     ids, dists = nearest_vocabulary(queries, vocab, 5)
     ref = torch.cdist(queries, vocab).topk(5, largest=False)
     assert torch.equal(ids, ref.indices)
-    torch.testing.assert_close(dists, ref.values, atol=1e-4, rtol=1e-4)
+    assert_close_to_scale(dists, ref.values, floor=OPS, what="distances vs cdist")  # |x|²+|y|²−2x·y vs direct
 
 
 def test_knn_graph_is_cached_on_disk_and_keyed_by_the_matrix(tmp_path):

@@ -10,12 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import make_model
+from tolerance import TINY_MODEL, assert_same_sequence
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import genattrib
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
 from genattrib.engine.suffix_plan import kv_reuse, plan_groups
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 WORDS = "the cat sat on a mat and the dog ran over the hill while rain fell on the town".split()
 PROMPT = "Doc one. The cat sleeps.\n\nDoc two. A fox jumps.\n\nQuestion: who?"
@@ -34,10 +37,7 @@ def _both(model, *args, **kwargs):
 
 def _same(a, b):
     for x, y in zip(a.sequences, b.sequences, strict=True):
-        torch.testing.assert_close(x.scores, y.scores, equal_nan=True, atol=1e-5, rtol=1e-5)
-        assert x.step_scores.keys() == y.step_scores.keys()
-        for name, values in x.step_scores.items():
-            torch.testing.assert_close(values, y.step_scores[name], equal_nan=True, atol=1e-5, rtol=1e-5)
+        assert_same_sequence(x, y, floor=TINY_MODEL, what="KV reuse never vs always")
 
 
 @pytest.fixture

@@ -9,12 +9,15 @@ import warnings
 
 import pytest
 import torch
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale
 
 import genattrib.methods.reagent as reagent_module
 from genattrib.errors import GenattribWarning, InvalidArgumentError
 from genattrib.methods import get_method
 from genattrib.methods.probe_pool import ProbePool
 from genattrib.methods.reagent import ReAGent, ReAGentParams
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "The capital of France is"
 
@@ -63,7 +66,7 @@ def test_keep_ratio_equals_the_matching_absolute_count(planted):
     by_count, _ = _attribute(model, prompt, max_new_tokens=1, keep_top_n=2, stop_top_k=1)
     n = int(by_count.target_positions[0])
     by_ratio, _ = _attribute(model, prompt, max_new_tokens=1, keep_ratio=2 / n, stop_top_k=1, keep_top_n=6)
-    torch.testing.assert_close(by_ratio.scores, by_count.scores, equal_nan=True)
+    assert_close_to_scale(by_ratio.scores, by_count.scores, floor=TINY_MODEL, what="keep_ratio vs keep_top_n")
     assert by_ratio.step_scores["reagent_iterations"].tolist() == by_count.step_scores["reagent_iterations"].tolist()
 
 
@@ -94,7 +97,7 @@ def test_time_budget_cut_off_warns_and_leaves_unprobed_targets_uniform(tiny_llam
     assert seq.step_scores["reagent_unstopped"].tolist() == [4.0, 4.0]
     for j, position in enumerate(seq.target_positions):
         row = seq.scores[j, :position]
-        torch.testing.assert_close(row, torch.full_like(row, 1 / int(position)))
+        assert_close_to_scale(row, torch.full_like(row, 1 / int(position)), floor=OPS, what="uniform row")
     assert len(caught) == 1 and "time_budget=1e-09s ran out" in str(caught[0].message)
     assert "2 of them never started" in str(caught[0].message)
 
@@ -124,7 +127,7 @@ def test_pool_refills_and_equals_each_target_alone(tiny_llama, monkeypatch):
         for j, position in enumerate(seq.target_positions):
             alone, _ = _attribute(tiny_llama, prompt, target=generated, attr_pos_start=j, attr_pos_end=j + 1, **params)
             assert alone.target_positions == [position]
-            torch.testing.assert_close(seq.scores[j], alone.scores[0], equal_nan=True, atol=1e-5, rtol=1e-4)
+            assert_close_to_scale(seq.scores[j], alone.scores[0], floor=TINY_MODEL, what=f"row {j} pooled vs alone")
             for name in ("reagent_iterations", "reagent_unstopped"):
                 assert seq.step_scores[name][j] == alone.step_scores[name][0]
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale, assert_identical
 
 import genattrib
 from genattrib import InvalidArgumentError
@@ -18,6 +19,8 @@ from genattrib.evaluation import METRICS, evaluate
 from genattrib.methods import rpi as rpi_module
 from genattrib.methods.rpi import alpha_bar
 from genattrib.targets import resolve_target
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "The capital of France is"
 TARGET = " Paris"
@@ -97,15 +100,16 @@ def test_noise_rows_follow_the_reference_rule(tiny_llama, monkeypatch, noise_row
     first = out.sequences[0].target_positions[0]  # the row _scores reads (one sample: one baseline)
     ((base, a, eps),) = {m[0]: m[1:] for m in made if m[0] == first}.values()
     abar = alpha_bar(500)
-    torch.testing.assert_close(base, _reference_baseline(a, eps, abar, noise_rows), atol=1e-6, rtol=1e-5)
+    reference = _reference_baseline(a, eps, abar, noise_rows)
+    assert_close_to_scale(base, reference, floor=OPS, what="baseline vs its formula")
     explained = base[:, -1]
     if noise_rows == "inputs":
-        torch.testing.assert_close(explained, (abar**0.5 + 1 - abar) * a[:, -1])
+        assert_close_to_scale(explained, (abar**0.5 + 1 - abar) * a[:, -1], floor=OPS, what="explained row")
     else:
         assert not torch.allclose(explained, (abar**0.5 + 1 - abar) * a[:, -1], atol=1e-3)
     assert not torch.allclose(base[:, :-1], (abar**0.5 + 1 - abar) * a[:, :-1], atol=1e-3)  # inputs are noised
     expected = _direct(tiny_llama, out, 0, [k / n for k in range(n + 1)], lambda _: base, "attention")
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
+    assert_close_to_scale(got, expected, floor=TINY_MODEL, what="RPI vs the direct sum")
     assert out.provenance.method_params["noise_rows"] == noise_rows
 
 
@@ -115,7 +119,7 @@ def test_default_target_is_the_logit_and_recorded(tiny_llama):
     out, default = _scores(tiny_llama, seed=3, **FAST)
     assert out.provenance.attributed_fn == "logit"
     _, logit = _scores(tiny_llama, seed=3, attributed_fn="logit", **FAST)
-    torch.testing.assert_close(default, logit, atol=0, rtol=0)
+    assert_identical(default, logit)  # the same call
     explicit, logprob = _scores(tiny_llama, seed=3, attributed_fn="logprob", **FAST)
     assert explicit.provenance.attributed_fn == "logprob" and not torch.allclose(default, logprob)
     saliency = tiny_llama.attribute(PROMPT, target=TARGET, method="saliency")
@@ -127,7 +131,7 @@ def test_zero_noise_difference_map_is_zero_and_attention_map_is_a_squared_g(tiny
     assert torch.equal(diff, torch.zeros_like(diff))
     out, att = _scores(tiny_llama, baseline_kind="attention", weighting="attention", **FAST)
     expected = _direct(tiny_llama, out, 0, [1.0], "attention", "attention")  # A * g(A) * A
-    torch.testing.assert_close(att, expected, atol=1e-7, rtol=1e-4)
+    assert_close_to_scale(att, expected, floor=TINY_MODEL, what="A * g(A) * A")
     assert att.abs().max() > 0
 
 
@@ -136,7 +140,7 @@ def test_zero_baseline_equals_direct_integral(tiny_llama, weighting):
     n = 200
     out, got = _scores(tiny_llama, baseline_kind="zeros", weighting=weighting, num_samples=1, n_steps=n, layer=0)
     same_points = _direct(tiny_llama, out, 0, [k / n for k in range(n + 1)], "zeros", weighting)
-    torch.testing.assert_close(got, same_points, atol=1e-7, rtol=1e-4)
+    assert_close_to_scale(got, same_points, floor=TINY_MODEL, what="RPI vs the direct sum")
     # and the mean over many equally spaced points approaches the integral (Gauss-Legendre, 24 nodes)
     nodes, weights = np.polynomial.legendre.leggauss(24)
     integral = _direct(tiny_llama, out, 0, list(zip((nodes + 1) / 2, weights / 2)), "zeros", weighting)
@@ -147,7 +151,7 @@ def test_seeds(tiny_llama):
     _, a = _scores(tiny_llama, seed=7, **FAST)
     _, b = _scores(tiny_llama, seed=7, **FAST)
     _, c = _scores(tiny_llama, seed=8, **FAST)
-    assert torch.equal(a, b)
+    assert torch.equal(a, b)  # a repeat call
     assert not torch.allclose(a, c)
     _, first7 = _scores(tiny_llama, seed=7, selection="first", **FAST)
     _, first8 = _scores(tiny_llama, seed=8, selection="first", **FAST)
@@ -157,7 +161,7 @@ def test_seeds(tiny_llama):
 def test_first_is_the_first_candidate_of_mean(tiny_llama):
     _, first = _scores(tiny_llama, selection="first", **FAST)
     _, one = _scores(tiny_llama, num_samples=1, n_steps=FAST["n_steps"])
-    torch.testing.assert_close(first, one, atol=0, rtol=0)
+    assert_close_to_scale(first, one, floor=TINY_MODEL, what="first candidate vs one sample")  # other row counts
 
 
 def test_runs_on_every_architecture(tiny_model):
@@ -186,8 +190,8 @@ def test_batching_equals_one_at_a_time(tiny_llama):
     chunked = tiny_llama.attribute(prompts, max_new_tokens=3, method="rpi", max_rows=5, **FAST)
     for i, prompt in enumerate(prompts):
         alone = tiny_llama.attribute(prompt, max_new_tokens=3, method="rpi", **FAST).sequences[0].scores
-        torch.testing.assert_close(together.sequences[i].scores, alone, equal_nan=True, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(chunked.sequences[i].scores, alone, equal_nan=True, atol=1e-6, rtol=1e-5)
+        assert_close_to_scale(together.sequences[i].scores, alone, floor=TINY_MODEL, what=f"prompt {i} together")
+        assert_close_to_scale(chunked.sequences[i].scores, alone, floor=TINY_MODEL, what=f"prompt {i} chunked")
 
 
 @pytest.mark.parametrize(
@@ -218,7 +222,7 @@ def test_layer_out_of_range_fails_before_work(tiny_llama):
     assert info.value.argument == "layer" and "2 layers" in info.value.problem
     _, negative = _scores(tiny_llama, layer=-2, **FAST)
     _, zero = _scores(tiny_llama, layer=0, **FAST)
-    torch.testing.assert_close(negative, zero, atol=0, rtol=0)
+    assert_identical(negative, zero)  # the same layer
 
 
 @pytest.mark.default_model
@@ -266,4 +270,4 @@ def test_best_selection_keeps_the_candidate_the_metric_prefers(tiny_llama, metri
     pick = values.argmin(1) if METRICS[metric].lower_is_better else values.argmax(1)
     assert values.std(1).max() > 0  # the candidates really differ on the metric
     for j, p in enumerate(seq.target_positions):
-        torch.testing.assert_close(seq.scores[j, :p], cands[j, pick[j], :p], atol=1e-6, rtol=1e-5)
+        assert_close_to_scale(seq.scores[j, :p], cands[j, pick[j], :p], floor=TINY_MODEL, what=f"row {j}")

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from genattrib.engine.forward import MAX_ROWS_PER_CHUNK, ModelForward
 
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
+
 
 @pytest.fixture
 def forward(tiny_llama) -> ModelForward:

@@ -17,6 +17,7 @@ import pytest
 import torch
 from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_from_module
 from tiny import make_model
+from tolerance import TINY_MODEL, assert_same_sequence
 
 import genattrib
 from genattrib.cli import main
@@ -25,6 +26,8 @@ from genattrib.engine import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "The capital of France is"
 TARGET = " Paris. The"
@@ -64,10 +67,7 @@ MAPS = {
 
 def _close(a, b) -> None:
     assert a.tokens == b.tokens
-    torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-5, equal_nan=True)
-    assert a.step_scores.keys() == b.step_scores.keys()
-    for name in a.step_scores:
-        torch.testing.assert_close(a.step_scores[name], b.step_scores[name], atol=1e-5, rtol=1e-5, equal_nan=True)
+    assert_same_sequence(a, b, floor=TINY_MODEL, what="sharded vs whole")
 
 
 def _folder_digest(folder: Path) -> dict[str, str]:

@@ -6,12 +6,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerance import TINY_MODEL, assert_close_to_scale, assert_same_sequence
 
 from genattrib.engine import shared_forward
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.shared_forward import group_cost, plan_groups, shared_input_gradients
 from genattrib.targets import resolve_target
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "The capital of France is"
 TEXT = " Paris. The capital of Italy is Rome. It is"
@@ -50,8 +53,8 @@ def test_shared_gradients_equal_per_row(tiny_model, length, k, points, data):
     fn = resolve_target("logprob")
     values, grads = shared_input_gradients(forward, embeds, weights, targets, fn)
     ref_values, ref_grads = _per_row(forward, embeds, targets, fn, weights)
-    torch.testing.assert_close(values, ref_values, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(grads, ref_grads, atol=1e-5, rtol=1e-5)
+    assert_close_to_scale(values, ref_values, floor=TINY_MODEL)
+    assert_close_to_scale(grads, ref_grads, floor=TINY_MODEL)
 
 
 def test_shared_gradients_of_units_and_contrast_equal_per_row(tiny_llama):
@@ -67,8 +70,8 @@ def test_shared_gradients_of_units_and_contrast_equal_per_row(tiny_llama):
         fn = resolve_target(name)
         values, grads = shared_input_gradients(forward, forward.embed(ids[None]), torch.ones(1), units, fn)
         ref_values, ref_grads = _per_row(forward, forward.embed(ids[None]), units, fn, torch.ones(1))
-        torch.testing.assert_close(values, ref_values, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(grads, ref_grads, atol=1e-5, rtol=1e-5)
+        assert_close_to_scale(values, ref_values, floor=TINY_MODEL)
+        assert_close_to_scale(grads, ref_grads, floor=TINY_MODEL)
 
 
 @pytest.mark.parametrize(
@@ -95,9 +98,7 @@ def test_methods_give_the_same_scores_whatever_the_grouping(tiny_model, monkeypa
     first = results[0].sequences[0]
     for other in results[1:]:
         seq = other.sequences[0]
-        torch.testing.assert_close(seq.scores, first.scores, equal_nan=True, atol=1e-5, rtol=1e-5)
-        for name, values in first.step_scores.items():
-            torch.testing.assert_close(seq.step_scores[name], values, atol=1e-5, rtol=1e-5)
+        assert_same_sequence(seq, first, floor=TINY_MODEL, what="other target groups")
     one_group, singles = results[0].provenance.work, results[2].provenance.work
     assert one_group["backward_rows"] == singles["backward_rows"]
     assert one_group["grad_rows"] < singles["grad_rows"]
@@ -114,7 +115,7 @@ def test_a_model_without_batching_rules_falls_back_to_one_target_per_pass(tiny_l
 
     monkeypatch.setattr(torch.autograd, "grad", no_vmap)
     got = tiny_llama.attribute(PROMPT, TEXT, method="saliency")
-    torch.testing.assert_close(got.sequences[0].scores, expected.sequences[0].scores, equal_nan=True, atol=1e-6, rtol=0)
+    assert_close_to_scale(got.sequences[0].scores, expected.sequences[0].scores, floor=TINY_MODEL, what="one per pass")
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale
 
 import genattrib
 from genattrib import FeatureAttributionOutput
@@ -17,6 +16,8 @@ from genattrib.errors import InvalidArgumentError, UnsupportedModelError
 from genattrib.methods.surrogates import fit_surrogates, r_squared
 from genattrib.models.sources import source_spans
 from genattrib.models.units import CharSpans
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "Doc one. The cat sleeps.\n\nDoc two. A fox jumps.\n\nQuestion: who?"
 ANSWER = " The fox. It jumps over the dog. The end."
@@ -49,7 +50,7 @@ def test_unit_occlusion_costs_one_row_per_unit_for_all_targets(tiny_llama):
     for j in range(seq.num_steps):
         for a, b in seq.source_spans:
             cells = seq.scores[j, a:b]
-            assert torch.allclose(cells, cells[:1].expand_as(cells))
+            assert_close_to_scale(cells, cells[:1].expand_as(cells), floor=OPS, what=f"unit {a}:{b}, row {j}")
 
 
 def test_single_position_units_equal_token_occlusion(tiny_llama):
@@ -58,7 +59,7 @@ def test_single_position_units_equal_token_occlusion(tiny_llama):
     one_each = [(i, i + 1) for i in range(n)]
     units = tiny_llama.attribute(PROMPT, ANSWER, method="occlusion", sources=one_each, sources_include_generated=True)
     a, b = tokens.sequences[0].scores, units.sequences[0].scores
-    assert torch.equal(a.nan_to_num(math.pi), b.nan_to_num(math.pi))
+    assert_close_to_scale(a, b, floor=TINY_MODEL, what="one-token units vs token occlusion")  # rows built otherwise
 
 
 def test_unit_targets_with_unit_sources_hold_their_own_tokens(tiny_llama):
@@ -85,7 +86,7 @@ def test_context_ablation_is_seeded_and_batch_independent(tiny_llama):
     for i in range(2):
         alone = tiny_llama.attribute(prompts[i], answers[i], seed=3, max_rows=2, **kwargs).sequences[0]
         both = together.sequences[i]
-        assert torch.allclose(alone.scores.nan_to_num(math.pi), both.scores.nan_to_num(math.pi), atol=1e-5)
+        assert_close_to_scale(alone.scores, both.scores, floor=TINY_MODEL, what=f"prompt {i} alone vs together")
     # samples + the full input, per sequence; fewer where samples rerun only their suffix over the
     # clean prefix's KV cache (a sample that drops nothing the targets read costs no row)
     assert together.provenance.work["rows"] <= 2 * (24 + 1)

@@ -6,12 +6,11 @@ A unit row explains the combined value of its tokens (the sum of their log-probs
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale
 
 from genattrib import FeatureAttributionOutput
 from genattrib.engine import ModelForward, SequenceJob, run_attribution
@@ -19,6 +18,8 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods import get_method
 from genattrib.models.units import CharSpans, unit_spans
 from genattrib.targets import resolve_target
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "The capital of France is"
 STORY = " The cat sleeps. A fox jumps over the dog.\n\nOnce upon a time."
@@ -72,7 +73,7 @@ def test_sentence_rows_hold_units_text_and_nan_from_their_first_token(tiny_llama
     tokens = tiny_llama.attribute(PROMPT, STORY, method="saliency", step_scores=["logprob"]).sequences[0]
     first = tokens.prompt_length
     expected = [float(tokens.step_scores["logprob"][a - first : b - first].sum()) for a, b in seq.target_spans]
-    assert seq.step_scores["logprob"].tolist() == pytest.approx(expected, abs=1e-5)
+    assert_close_to_scale(seq.step_scores["logprob"], expected, floor=TINY_MODEL, what="unit log-probs")
 
 
 def test_probability_step_score_multiplies_over_a_unit(tiny_llama):
@@ -91,11 +92,11 @@ def test_unit_results_save_load_slice_and_aggregate(tiny_llama, tmp_path):
         assert again.equals(out) and again.sequences[0].target_spans == out.sequences[0].target_spans
     tail = out.steps(1).sequences[0]
     assert tail.target_spans == out.sequences[0].target_spans[1:]
-    assert torch.equal(tail.scores.nan_to_num(7), out.sequences[0].scores[1:].nan_to_num(7))
+    assert torch.equal(tail.scores.nan_to_num(7), out.sequences[0].scores[1:].nan_to_num(7))  # a slice: exact
     words = out.aggregate("words").sequences[0]
     assert len(words.target_spans) == 3 and words.target_tokens[0] == " The cat sleeps."
     # source columns summed by word keep each row's total
-    assert torch.allclose(words.scores.nansum(-1), out.sequences[0].scores.nansum(-1), atol=1e-5)
+    assert_close_to_scale(words.scores.nansum(-1), out.sequences[0].scores.nansum(-1), floor=OPS, what="row totals")
 
 
 # --- linearity: a unit's attribution is the sum of its tokens' -----------------------------------
@@ -110,7 +111,7 @@ def test_span_gradient_is_the_sum_of_token_gradients(tiny_llama, cuts):
     first = tokens.prompt_length
     for j, (a, b) in enumerate(units.target_spans):
         summed = tokens.granular_scores[a - first : b - first, :a].sum(0)
-        assert torch.allclose(units.granular_scores[j, :a], summed, atol=1e-5)
+        assert_close_to_scale(units.granular_scores[j, :a], summed, floor=TINY_MODEL, what=f"unit {j}")
 
 
 def test_span_integrated_gradients_is_the_sum_of_token_integrated_gradients(tiny_llama):
@@ -132,7 +133,7 @@ def test_span_integrated_gradients_is_the_sum_of_token_integrated_gradients(tiny
         job = SequenceJob(ids, p, t - p, t - p + 1, special_mask=held)
         [res] = run_attribution(forward, ig, fn, [job], show_progress=False)
         total += res.scores[0, :start]
-    assert torch.allclose(unit_result.scores[0, :start], total, atol=1e-5)
+    assert_close_to_scale(unit_result.scores[0, :start], total, floor=TINY_MODEL, what="unit IG vs summed token IG")
 
 
 def test_integrated_gradients_completeness_holds_per_unit(tiny_llama):
@@ -162,7 +163,7 @@ def test_batched_unit_rows_equal_one_at_a_time(tiny_llama, method):
         alone = tiny_llama.attribute(prompt, story, max_rows=1, **kwargs).sequences[0]
         both = together.sequences[i]
         assert both.target_spans == alone.target_spans
-        assert torch.allclose(both.scores.nan_to_num(math.pi), alone.scores.nan_to_num(math.pi), atol=1e-5)
+        assert_close_to_scale(both.scores, alone.scores, floor=TINY_MODEL, what=f"prompt {i} together vs alone")
 
 
 def test_gradient_methods_run_one_backward_per_unit(tiny_llama):
@@ -218,4 +219,5 @@ def test_logits_in_slices_give_the_same_scores(tiny_llama, monkeypatch, method):
     monkeypatch.setattr("genattrib.engine.forward.LOGIT_SLICE_BYTES", 1)
     sliced = tiny_llama.attribute(PROMPT, STORY, method=method, explain="sentences")
     a, b = whole.sequences[0].scores, sliced.sequences[0].scores
-    assert torch.allclose(a.nan_to_num(math.pi), b.nan_to_num(math.pi), atol=1e-6)
+    # other LM-head shapes: occlusion's F of a unit (~ -58) may move by a float32 ulp (3.8e-6 on an AVX-512 EPYC)
+    assert_close_to_scale(b, a, floor=TINY_MODEL, what=f"{method}, logits in slices vs whole")

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerance import TINY_MODEL, assert_close_to_scale
 
 import genattrib.output.stream as stream_module
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.methods import method_class
 from genattrib.models.storage import VOLATILE
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPTS = ["The capital of France is", "Once upon a time"]
 CONTINUATIONS = [" Paris. The capital of Italy is Rome.", " there was a little model"]
@@ -113,7 +116,7 @@ def test_resume_with_other_batch_settings_runs_only_the_missing_rows(tiny_llama,
     assert resumed.provenance.work["resumed_rows"] > 0
     assert resumed.provenance.work["backward_rows"] == total_rows - resumed.provenance.work["resumed_rows"]
     for a, b in zip(resumed, reference):  # batch composition changes float rounding at most
-        torch.testing.assert_close(a.scores, b.scores, equal_nan=True, rtol=1e-5, atol=1e-6)
+        assert_close_to_scale(a.scores, b.scores, floor=TINY_MODEL, what="resumed vs one run")
 
 
 _KILLED_SCRIPT = textwrap.dedent(
@@ -172,7 +175,7 @@ def test_loading_a_stream_folder_reads_shards_only_on_access(tiny_llama, tmp_pat
     first = loaded.sequences[0]
     row = first.score_row(1)
     assert len(opened) == 1 and opened[0].startswith("shard-")
-    torch.testing.assert_close(row, streamed.sequences[0].scores[1], equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(row, streamed.sequences[0].scores[1], equal_nan=True, rtol=0, atol=0)  # read back: exact
     shards_of_first = {f for f, _ in first.__dict__["scores"].parts}
     opened.clear()
     first.scores  # noqa: B018 - materialises this sequence's rows, and only these

@@ -9,10 +9,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale, assert_identical
 
 import genattrib
 from genattrib import InvalidArgumentError, UnknownNameError
 from genattrib.targets import BUILTIN_TARGETS, TargetContext, TargetFunction, list_targets, resolve_target
+
+pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
 PROMPT = "A quick brown fox"  # its greedy continuation on the tiny Llama round-trips through the tokenizer
 
@@ -42,8 +45,8 @@ def test_logprob_probability_logit_by_hand():
     rows = LOGITS.tolist()
     expected_p = [by_hand(r)[0][t] for r, t in zip(rows, TARGETS.tolist())]
     expected_lp = [by_hand(r)[1][t] for r, t in zip(rows, TARGETS.tolist())]
-    assert call("probability", ctx()) == pytest.approx(expected_p, rel=1e-6)
-    assert call("logprob", ctx()) == pytest.approx(expected_lp, rel=1e-6)
+    assert_close_to_scale(call("probability", ctx()), expected_p, floor=OPS, what="float32 vs by hand")
+    assert_close_to_scale(call("logprob", ctx()), expected_lp, floor=OPS, what="float32 vs by hand")
     assert call("logit", ctx()) == [3.0, 0.0, 5.0]
     assert call("probability", ctx())[1] == pytest.approx(0.25)
     assert call("logprob", ctx())[1] == pytest.approx(math.log(0.25))
@@ -77,10 +80,12 @@ def test_contrast_differences_by_hand():
     lp = [by_hand(r)[1] for r in rows]
     t, c = TARGETS.tolist(), CONTRASTS.tolist()
     context = ctx(contrasts=CONTRASTS)
-    assert call("contrast_prob_diff", context) == pytest.approx([p[i][t[i]] - p[i][c[i]] for i in range(3)], abs=1e-6)
-    assert call("contrast_logprob_diff", context) == pytest.approx(
-        [lp[i][t[i]] - lp[i][c[i]] for i in range(3)], abs=1e-6
-    )
+    # differences round at the scale of what they subtract (probabilities: 1; log-probs: the largest |log p|)
+    expected = [p[i][t[i]] - p[i][c[i]] for i in range(3)]
+    assert_close_to_scale(call("contrast_prob_diff", context), expected, floor=OPS, scale=1.0, what="p diff")
+    expected = [lp[i][t[i]] - lp[i][c[i]] for i in range(3)]
+    scale = max(abs(v) for row in lp for v in row)
+    assert_close_to_scale(call("contrast_logprob_diff", context), expected, floor=OPS, scale=scale, what="logp diff")
     # row 2: tokens 0 and 3 have the same logit, row 1 is uniform
     assert call("contrast_logprob_diff", context)[1] == 0.0
     assert call("contrast_logprob_diff", ctx(contrasts=TARGETS)) == [0.0, 0.0, 0.0]
@@ -114,11 +119,16 @@ def test_values_are_float32_for_half_precision_logits():
     assert call("probability", ctx(half)) == pytest.approx(call("probability", ctx()), rel=1e-2)
 
 
+def _exp_scale(p, lp):
+    """exp(logprob) carries logprob's rounding (|logprob| ulps) as a relative error: scale p by |logprob|."""
+    return p.abs() * lp.abs().clamp(min=1.0)
+
+
 def test_logprob_gradient_by_hand():
     logits = LOGITS.clone().requires_grad_(True)
     BUILTIN_TARGETS["logprob"](ctx(logits)).sum().backward()
     expected = torch.nn.functional.one_hot(TARGETS, 4).float() - torch.softmax(LOGITS, -1)
-    assert torch.allclose(logits.grad, expected, atol=1e-6)
+    assert_close_to_scale(logits.grad, expected, floor=OPS, what="d logprob / d logits")
     logits.grad = None
     BUILTIN_TARGETS["logit"](ctx(logits)).sum().backward()
     assert torch.equal(logits.grad, torch.nn.functional.one_hot(TARGETS, 4).float())
@@ -139,9 +149,9 @@ def test_target_properties(rows, vocab, values, target_seed):
     targets = torch.randint(0, vocab, (rows,), generator=torch.Generator().manual_seed(target_seed))
     c = ctx(logits, targets)
     p, lp = BUILTIN_TARGETS["probability"](c), BUILTIN_TARGETS["logprob"](c)
-    assert torch.allclose(p, lp.exp(), rtol=1e-5, atol=1e-7)
+    assert_close_to_scale(p, lp.exp(), floor=OPS, scale=_exp_scale(p, lp), what="probability vs exp(logprob)")
     all_p = torch.stack([BUILTIN_TARGETS["probability"](ctx(logits, torch.full((rows,), v))) for v in range(vocab)], -1)
-    assert torch.allclose(all_p.sum(-1), torch.ones(rows), atol=1e-5)
+    assert_close_to_scale(all_p.sum(-1), torch.ones(rows), floor=OPS, what="probabilities' sum")
     h = BUILTIN_TARGETS["entropy"](c)
     assert (h >= -1e-6).all() and (h <= math.log(vocab) + 1e-5).all()
     r = BUILTIN_TARGETS["rank"](c)
@@ -217,11 +227,11 @@ def test_registered_target_as_attributed_fn(own_model, tiny_llama):
     assert torch.equal(d.input_ids, p.input_ids)
     assert torch.equal(d.scores.isnan(), p.scores.isnan())
     valid = ~p.scores.isnan()
-    assert torch.allclose(d.scores[valid], 2 * p.scores[valid], rtol=1e-5, atol=1e-7)  # saliency is |gradient|
+    assert_close_to_scale(d.scores[valid], 2 * p.scores[valid], floor=OPS, what="2 × logit")  # saliency: |gradient|
     # the same function passed directly gives the same result
     direct = tiny_llama.attribute(PROMPT, max_new_tokens=3, attributed_fn=double_logit)
     assert direct.provenance.attributed_fn == "double_logit"
-    assert torch.allclose(direct.sequences[0].scores[valid], d.scores[valid], rtol=1e-6)
+    assert_identical(direct.sequences[0].scores[valid], d.scores[valid])  # the same function, the same call
     with pytest.raises(UnknownNameError) as info:
         tiny_llama.attribute(PROMPT, max_new_tokens=3, attributed_fn="double_logit")
     assert info.value.argument == "attributed_fn"
@@ -238,7 +248,7 @@ def test_registered_target_as_step_score(own_model):
     f = forced.sequences[0].step_scores
     assert f.keys() == {"twice", "once"}
     assert torch.allclose(f["twice"], 2 * f["once"], rtol=1e-6)
-    assert torch.allclose(f["twice"], s["double_logit"], atol=1e-4)
+    assert_close_to_scale(f["twice"], s["double_logit"], floor=TINY_MODEL, what="forced vs generated")
 
 
 def test_registered_non_differentiable_target(own_model):
@@ -266,7 +276,8 @@ def test_step_scores_are_consistent(generated, tiny_llama):
     s = seq.step_scores
     assert set(s) == set(NAMES) and all(v.shape == (4,) for v in s.values())
     assert generated.provenance.step_scores == sorted(NAMES)
-    assert torch.allclose(s["probability"], s["logprob"].exp(), rtol=1e-5)
+    p, lp = s["probability"], s["logprob"]
+    assert_close_to_scale(p, lp.exp(), floor=OPS, scale=_exp_scale(p, lp), what="probability vs exp(logprob)")
     assert (s["entropy"] >= 0).all() and (s["entropy"] <= math.log(len(tiny_llama.tokenizer)) + 1e-4).all()
     assert (s["probability"] > 0).all() and (s["probability"] <= 1).all()
     assert torch.equal(s["rank"], torch.zeros(4))  # greedy decoding picks the top token
@@ -282,9 +293,10 @@ def test_step_scores_match_an_independent_forward(generated, tiny_llama):
     target_ids = seq.input_ids[positions]
     assert torch.equal(target_ids, rows.argmax(-1))
     s = seq.step_scores
-    assert torch.allclose(s["logprob"], logp.gather(1, target_ids[:, None])[:, 0], atol=1e-5)
-    assert torch.allclose(s["logit"], rows.gather(1, target_ids[:, None])[:, 0], atol=1e-5)
-    assert torch.allclose(s["entropy"], -(logp.exp() * logp).sum(-1), atol=1e-5)
+    # recorded while generating (KV cache) vs one forward over the whole text
+    assert_close_to_scale(s["logprob"], logp.gather(1, target_ids[:, None])[:, 0], floor=TINY_MODEL, what="logprob")
+    assert_close_to_scale(s["logit"], rows.gather(1, target_ids[:, None])[:, 0], floor=TINY_MODEL, what="logit")
+    assert_close_to_scale(s["entropy"], -(logp.exp() * logp).sum(-1), floor=TINY_MODEL, what="entropy")
 
 
 def test_generated_step_scores_equal_teacher_forced(generated, tiny_llama):
@@ -294,8 +306,8 @@ def test_generated_step_scores_equal_teacher_forced(generated, tiny_llama):
     assert torch.equal(f.input_ids, seq.input_ids), "the generated text must force the same tokens"
     assert forced.provenance.forced_target
     for name in NAMES:
-        assert torch.allclose(f.step_scores[name], seq.step_scores[name], atol=1e-5), name
-    assert torch.allclose(f.scores.nan_to_num(-1.0), seq.scores.nan_to_num(-1.0), atol=1e-5)
+        assert_close_to_scale(f.step_scores[name], seq.step_scores[name], floor=TINY_MODEL, what=name)
+    assert_close_to_scale(f.scores, seq.scores, floor=TINY_MODEL)
 
 
 def test_step_scores_follow_attr_pos(generated, tiny_llama):
@@ -304,7 +316,7 @@ def test_step_scores_follow_attr_pos(generated, tiny_llama):
     p = part.sequences[0]
     assert p.step_start == 1 and p.num_steps == 2
     for name in NAMES:
-        assert torch.allclose(p.step_scores[name], seq.step_scores[name][1:3], atol=1e-6), name
+        assert_close_to_scale(p.step_scores[name], seq.step_scores[name][1:3], floor=TINY_MODEL, what=name)
 
 
 def test_contrast_step_scores(tiny_llama):
@@ -321,7 +333,9 @@ def test_contrast_step_scores(tiny_llama):
     t = torch.tensor(ids(target))[:, None]
     c = torch.tensor(ids(contrast))[:, None]
     expected = (logp.gather(1, t) - logp.gather(1, c))[:, 0]
-    assert torch.allclose(seq.step_scores["contrast_logprob_diff"], expected, atol=1e-5)
+    got = seq.step_scores["contrast_logprob_diff"]  # a difference of log-probs: it rounds at their scale
+    scale = float(torch.maximum(logp.gather(1, t).abs(), logp.gather(1, c).abs()).max())
+    assert_close_to_scale(got, expected, floor=TINY_MODEL, what="contrast_logprob_diff", scale=scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,4 +369,4 @@ def test_integrated_gradients_completeness_of_probability(tiny_llama):
         with torch.no_grad():
             logits = tiny_llama.model(ids.unsqueeze(0)).logits[0, -1]
         expected.append(float(logits.softmax(-1)[target]))
-    assert torch.allclose(f_base, torch.tensor(expected), atol=1e-6)
+    assert_close_to_scale(f_base, expected, floor=TINY_MODEL, what="F at the baseline")

@@ -33,6 +33,7 @@ from genattrib.evaluation.on_dataset import attribute_on_dataset, is_main_proces
 from genattrib.evaluation.split import evaluate_split
 from genattrib.faithfulness.bootstrap import summarize
 from genattrib.faithfulness.steps import EvalSteps, collect_steps
+from genattrib.machine import machine_record
 from genattrib.methods import method_class
 from genattrib.models import AttributionModel
 from genattrib.output import FeatureAttributionOutput
@@ -173,6 +174,7 @@ def benchmark(
         "generate_seconds": generate_seconds,
         "device": model.devices,
         "dtype": str(model.dtype).replace("torch.", ""),
+        "machine": machine_record(),  # the CPU and kernels behind the numbers' last digits
     }
     runs: list[MethodRun] = []
     reference_steps = None

@@ -24,6 +24,7 @@ from genattrib.faithfulness.context import EvalContext
 from genattrib.faithfulness.metrics import DEFAULT_METRICS, METRICS, MetricOptions
 from genattrib.faithfulness.soft import NORMALIZATIONS
 from genattrib.faithfulness.steps import EvalSteps, collect_steps
+from genattrib.machine import machine_record
 from genattrib.models import AttributionModel, load_model
 from genattrib.models.arguments import resolve_baseline
 from genattrib.models.default_model import DEFAULT_MODEL_NAME
@@ -144,6 +145,7 @@ def evaluate_steps(
         "examples": int(steps.example.unique().numel()),
         "rows": forward.rows_run,
         "seconds": time.perf_counter() - t0,
+        "machine": machine_record(),  # the CPU and kernels behind the numbers' last digits
     }
     return EvaluationResult(per_step, random_per_step, steps.example.clone(), steps.step.clone(), summary, info)
 

@@ -10,7 +10,7 @@ Example:
     >>> z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     >>> y = torch.stack([3 * z[:, 0] + 1.0, -2 * z[:, 1]], 1)       # two targets
     >>> w, b = fit_surrogates(z, y, solver="ridge", alpha=0.0)
-    >>> w.round(decimals=6).tolist(), b.round(decimals=6).tolist()
+    >>> (w.round(decimals=6) + 0.0).tolist(), (b.round(decimals=6) + 0.0).tolist()  # + 0.0: no -0.0
     ([[3.0, 0.0], [0.0, -2.0]], [1.0, 0.0])
 """
 

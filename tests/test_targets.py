@@ -65,7 +65,7 @@ def test_entropy_of_uniform_is_log_vocab(vocab):
 def test_entropy_by_hand_and_independent_of_target():
     rows = LOGITS.tolist()
     expected = [-sum(p * lp for p, lp in zip(*by_hand(r))) for r in rows]
-    assert call("entropy", ctx()) == pytest.approx(expected, rel=1e-6)
+    assert_close_to_scale(call("entropy", ctx()), expected, floor=OPS, what="float32 entropy vs by hand")
     assert call("entropy", ctx(targets=torch.tensor([0, 0, 1]))) == call("entropy", ctx())
     one_hot = torch.tensor([[0.0, -math.inf, -math.inf]])  # masked tokens: 0 log 0 counts as 0
     assert call("entropy", ctx(one_hot, torch.tensor([0]))) == [0.0]

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from tolerance import OPS, TINY_MODEL, assert_close_to_scale
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale, tiny_floor
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
@@ -96,7 +96,7 @@ def test_engine_equals_naive_reference(tiny_model, method, params):
     expected = reference(tiny_model, method, ids, positions, **params)
     got = out.sequences[0].scores
     assert got.shape == (len(positions), len(ids))
-    assert_close_to_scale(got, expected, floor=TINY_MODEL, what=f"{method} vs the naive reference")
+    assert_close_to_scale(got, expected, floor=tiny_floor(method), what=f"{method} vs the naive reference")
 
 
 def test_nan_pattern_and_shapes(tiny_model):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tolerance import TINY_MODEL, assert_close_to_scale
+from tolerance import PERTURBATION, TINY_MODEL, assert_close_to_scale
 
 import genattrib
 
@@ -93,7 +93,7 @@ def test_generate_returns_what_attribute_explains(tiny_model):
     assert [i.tolist() for i in ids] == [s.input_ids[s.prompt_length :].tolist() for s in out.sequences]
     forced = tiny_model.attribute(prompts, target=ids, method="occlusion")
     for a, b in zip(forced.sequences, out.sequences):
-        assert_close_to_scale(a.scores, b.scores, floor=TINY_MODEL)
+        assert_close_to_scale(a.scores, b.scores, floor=PERTURBATION, what="occlusion")
     with pytest.raises(genattrib.InvalidArgumentError):
         tiny_model.generate(prompts, batch_size=0)
 

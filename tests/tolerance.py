@@ -39,6 +39,12 @@ TINY_MODEL = 2e-5
 """The tests' 2-layer, 32-wide random models run through other shapes: batches, chunks, logit slices,
 shards, KV caches, shared rows, forward mode. The worst measured: 1.6e-5, one occlusion cell on an AVX-512
 AMD EPYC (one float32 ulp of a unit's F ≈ −58, against scores up to 0.24); see the docs for the rest."""
+PERTURBATION = 2e-4
+"""The same models, for methods whose scores are differences of two values of F (occlusion, LIME, ReAGent,
+context ablation): they round at |F|, which for a sentence unit (a sum of ~15 log-probs, |F| ≈ 50–100) is
+hundreds of times the scores. Measured: 1.6e-4 (occlusion of sentence units with a contrast target, KV
+reuse against full rows, tiny Llama)."""
+PERTURBATION_METHODS = frozenset({"occlusion", "lime", "reagent", "context_ablation"})
 DEFAULT_MODEL = 1e-4
 """SmolLM2-135M-Instruct (30 layers, fp32) through other chunks or batches: 9.6e-5 for saliency at
 ``max_rows=1``, 7.1e-6 for occlusion, 2.3e-4 for integrated gradients on probabilities
@@ -49,9 +55,15 @@ DEFAULT_MODEL_IG_LOGPROB = 1e-2
 _KINDS = {
     OPS: "OPS",
     TINY_MODEL: "TINY_MODEL",
+    PERTURBATION: "PERTURBATION",
     DEFAULT_MODEL: "DEFAULT_MODEL",
     DEFAULT_MODEL_IG_LOGPROB: "DEFAULT_MODEL_IG_LOGPROB",
 }
+
+
+def tiny_floor(method: str) -> float:
+    """The tiny models' floor for ``method``'s scores: ``PERTURBATION`` or ``TINY_MODEL``."""
+    return PERTURBATION if method in PERTURBATION_METHODS else TINY_MODEL
 
 
 def _as_tensor(x: Any) -> torch.Tensor:

@@ -103,6 +103,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"machine: {machine_summary()}"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """``-q`` (what ``nox -s tests`` passes) hides the header: print the machine line there too."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.option.verbose < 0:
+        reporter.write_line(pytest_report_header(session.config))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Docstring examples print floats: they are numeric tests too (``nox -s tests-portable``)."""
     for item in items:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from genattrib.evaluation.benchmark import benchmark
 from genattrib.machine import KERNEL_ENV, cpu_model, machine_record, machine_summary
+
+ROOT = Path(__file__).resolve().parents[1] / "conftest.py"
 
 
 def test_the_record_names_the_cpu_and_the_kernels_torch_uses(monkeypatch):
@@ -46,6 +50,17 @@ def test_the_test_session_prints_the_machine_once(pytestconfig):
     flat = [line for result in lines for line in ([result] if isinstance(result, str) else result)]
     mine = [line for line in flat if line.startswith("machine: ")]
     assert mine == [f"machine: {machine_summary()}"]
+    # -q hides the header: the repository's conftest.py then writes the same line when the session starts
+    root = next(p for p in pytestconfig.pluginmanager.get_plugins() if getattr(p, "__file__", "") == str(ROOT))
+    written = []
+    reporter = SimpleNamespace(write_line=written.append)
+    for verbose in (-1, 0):
+        config = SimpleNamespace(
+            option=SimpleNamespace(verbose=verbose),
+            pluginmanager=SimpleNamespace(get_plugin=lambda name: reporter if name == "terminalreporter" else None),
+        )
+        root.pytest_sessionstart(SimpleNamespace(config=config))
+    assert written == mine  # once under -q, not again where the header shows it
 
 
 @pytest.mark.filterwarnings("ignore")

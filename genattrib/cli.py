@@ -11,6 +11,7 @@ Example::
     $ genattrib show paris.json --html paris.html
     $ genattrib evaluate --methods saliency,integrated_gradients,reagent --dataset wikitext
     $ genattrib methods
+    $ genattrib --version
 
 Errors genattrib raises on purpose (:class:`~genattrib.errors.GenattribError`) print one red line
 on stderr and exit with code 2; bad command lines also exit with 2 (argparse).
@@ -32,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 import genattrib
-from genattrib.cli_args import parse_max_memory, parse_param, parse_value, split_list
+from genattrib.cli_args import VersionAction, parse_max_memory, parse_param, parse_value, split_list
 from genattrib.cli_dataset import add_attribute_dataset, run_attribute_dataset
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.errors import GenattribError
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``genattrib`` argument parser (sub-commands attribute, attribute-dataset, show, evaluate, methods,
     targets)."""
     parser = argparse.ArgumentParser(prog="genattrib", description="Explain what a generative language model wrote.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_attribute(sub)
     add_attribute_dataset(sub)

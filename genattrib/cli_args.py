@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["parse_max_memory", "parse_param", "parse_value", "split_list"]
+__all__ = ["VersionAction", "parse_max_memory", "parse_param", "parse_value", "split_list", "version_text"]
 
 
 def parse_value(text: str) -> Any:
@@ -81,3 +83,38 @@ def parse_max_memory(text: str) -> dict[int | str, int | str]:
     if not pairs:
         raise argparse.ArgumentTypeError(f"expected DEVICE=SIZE[,DEVICE=SIZE...], got {text!r}")
     return {(int(k) if k.isdigit() else k): v for k, v in pairs}
+
+
+def version_text() -> str:
+    """``genattrib --version``: the package version, then the versions that shape the numbers.
+
+    Example:
+        >>> import genattrib
+        >>> version_text().splitlines()[0] == f"genattrib {genattrib.__version__}"
+        True
+        >>> version_text().splitlines()[1]
+        'torch ..., transformers ..., Python ...'
+    """
+    from genattrib.output.provenance import library_versions
+
+    versions = library_versions()
+    return (
+        f"genattrib {versions['genattrib']}\n"
+        f"torch {versions['torch']}, transformers {versions['transformers']}, Python {versions['python']}"
+    )
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print :func:`version_text` on stdout and exit 0 (argparse's own version action
+    would re-wrap the two lines into one)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the genattrib, torch, transformers and Python versions and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        sys.stdout.write(version_text() + "\n")
+        sys.stdout.flush()
+        parser.exit(0)

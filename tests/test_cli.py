@@ -245,6 +245,26 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "attribute" in capsys.readouterr().out
 
 
+def test_version_prints_package_then_library_versions(capsys: pytest.CaptureFixture[str]) -> None:
+    import transformers
+
+    assert main(["--version"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == f"genattrib {genattrib.__version__}"
+    assert lines[1].startswith(f"torch {torch.__version__}, transformers {transformers.__version__}, Python ")
+    assert len(lines) == 2 and captured.err == ""
+    assert main(["methods", "--version"]) == 2  # the option belongs to `genattrib`, not to a sub-command
+
+
+def test_python_m_genattrib_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "genattrib", "--version"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"genattrib {genattrib.__version__}"
+
+
 # --- listings --------------------------------------------------------------------------------
 def test_methods_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(genattrib, "list_methods", lambda: ["saliency", "integrated_gradients"], raising=False)

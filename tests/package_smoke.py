@@ -156,7 +156,7 @@ def check_round_trip() -> None:
         torch.testing.assert_close(back.scores, seq.scores, rtol=0, atol=0, equal_nan=True)
     page = out.save_html(Path("round.html"))
     check_html(Path(page))
-    _step(f"round trip: {seq.generated_text!r}, {seq.num_steps} steps x {len(seq.tokens)} positions, JSON/safetensors/HTML")
+    _step(f"round trip of {seq.generated_text!r} ({seq.num_steps} steps x {len(seq.tokens)} positions): ok")
 
 
 def main() -> None:

@@ -107,11 +107,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def package(session: nox.Session) -> None:
-    """Build the sdist and the wheel, install the wheel (not editable) into a fresh virtual environment
-    with the pinned torch and the default model, and use it from a folder outside the checkout: archive
-    contents, import location, ``genattrib --version``, the demo, the CLI and a save/load/HTML round trip
-    (tests/package_smoke.py). Nothing is left behind but the timings printed."""
-    session.install("build>=1.2")
+    """Build the sdist and the wheel (metadata checked by twine), install the wheel (not editable) into a
+    fresh virtual environment with the pinned torch and the default model, and use it from a folder outside
+    the checkout: archive contents, import location, ``genattrib --version``, the demo, the CLI and a
+    save/load/HTML round trip (tests/package_smoke.py). Nothing is left behind but the timings printed."""
+    session.install("build>=1.2", "twine>=5")
     repo = Path.cwd().resolve()
     work = Path(tempfile.mkdtemp(prefix="genattrib-package-"))
     times: dict[str, float] = {}
@@ -125,6 +125,7 @@ def package(session: nox.Session) -> None:
         dist = work / "dist"
         session.run("python", "-m", "build", "--outdir", str(dist), ".")  # the sdist, then the wheel built from it
         (wheel,) = dist.glob("genattrib-*.whl")
+        session.run("twine", "check", "--strict", *map(str, sorted(dist.iterdir())))  # metadata PyPI would take
         lap("build")
         python = str(work / "venv" / "bin" / "python")
         session.run("python", "-m", "venv", str(work / "venv"))

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from genattrib.output.provenance import library_versions
+
 __all__ = ["VersionAction", "parse_max_memory", "parse_param", "parse_value", "split_list", "version_text"]
 
 
@@ -95,8 +97,6 @@ def version_text() -> str:
         >>> version_text().splitlines()[1]
         'torch ..., transformers ..., Python ...'
     """
-    from genattrib.output.provenance import library_versions
-
     versions = library_versions()
     return (
         f"genattrib {versions['genattrib']}\n"

@@ -123,7 +123,7 @@ def package(session: nox.Session) -> None:
 
     try:
         dist = work / "dist"
-        session.run("python", "-m", "build", "--outdir", str(dist), ".")  # the sdist, then the wheel built from it
+        session.run("python", "-m", "build", "--quiet", "--outdir", str(dist), ".")  # sdist, then the wheel from it
         (wheel,) = dist.glob("genattrib-*.whl")
         session.run("twine", "check", "--strict", *map(str, sorted(dist.iterdir())))  # metadata PyPI would take
         lap("build")

@@ -9,6 +9,10 @@ Example:
     ...
 """
 
+from genattrib.progress import quiet_tqdm_in_notebook
+
+quiet_tqdm_in_notebook()  # before transformers imports tqdm.auto: no ipywidgets warning in a notebook
+
 from genattrib.dataset import DatasetRun, attribute_dataset  # noqa: E402
 from genattrib.errors import (  # noqa: E402
     GenattribError,

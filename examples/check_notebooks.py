@@ -88,8 +88,7 @@ class Report:
         return (
             f"{status:6} {self.name}: {self.cells} code cells in {self.seconds:.0f} s, "
             f"{self.html_views} result HTML view(s), {self.progress_bars} progress bar(s) drawn in cells "
-            f"({self.progress_updates} in-place updates)"
-            + "".join(f"\n         - {p}" for p in self.problems)
+            f"({self.progress_updates} in-place updates)" + "".join(f"\n         - {p}" for p in self.problems)
         )
 
 
@@ -136,9 +135,9 @@ def check_saved(nb: Any, expect_html: list[str], report: Report) -> None:
     for word in expect_html:
         if not any(word in html for html in views):
             report.problems.append(f"no result's HTML view shows {word!r}")
-    unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() and c.execution_count is None]
+    unrun = [i for i, c in enumerate(code) if c.source.strip() and c.execution_count is None]
     if unrun:
-        report.problems.append(f"cells {unrun} did not run")
+        report.problems.append(f"code cells {unrun} (counted from 0) did not run")
 
 
 def run_notebook(path: Path, kernel: str, out_dir: Path, timeout: int) -> Report:
@@ -213,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
     failed = [r.name for r in reports if r.problems]
     total = sum(r.seconds for r in reports)
-    print(f"{len(reports) - len(failed)}/{len(reports)} notebooks passed in {total:.0f} s; executed copies in {args.out}/")
+    passed = len(reports) - len(failed)
+    print(f"{passed}/{len(reports)} notebooks passed in {total:.0f} s; executed copies in {args.out}/")
     return 1 if failed else 0
 
 

@@ -171,7 +171,8 @@ def run_notebook(path: Path, kernel: str, out_dir: Path, timeout: int) -> Report
         try:
             client.execute(env={**os.environ, "IPYTHONDIR": ipython_dir})
         except CellExecutionError as error:
-            report.problems.append(f"a cell failed: {str(error).strip().splitlines()[-1]}")
+            last = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()[-1]  # without terminal colours
+            report.problems.append(f"a cell failed: {last}")
         report.seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)

@@ -16,6 +16,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
     nox -s bench-dataset             # attribute() loop vs attribute_dataset, 1 and 2 processes
+    nox -s notebooks                 # run examples/*.ipynb in a real Jupyter kernel, check their outputs
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ INSEQ_RUNTIME_DEPS = (
     "sentencepiece",
     "scikit-learn",  # Inseq's LIME (a Ridge surrogate) and DIG (k-NN graph, joblib)
 )
+# A real Jupyter kernel for the example notebooks (no ipywidgets: genattrib's notebook bars need none).
+NOTEBOOK_TOOLS = ("nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29")
+NOTEBOOK_KERNEL = "genattrib-notebooks"
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
@@ -95,6 +99,24 @@ def demo(session: nox.Session) -> None:
     """Attribute "The capital of France is" with the embedded default model and show it."""
     _install_genattrib(session, "")
     session.run("python", "examples/quickstart.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON)
+def notebooks(session: nox.Session) -> None:
+    """Execute every examples/*.ipynb with a real Jupyter kernel (ipykernel, registered in this
+    session's venv) and check what a reader sees: the HTML view of a result, a progress bar drawn
+    in its cell, no traceback (examples/check_notebooks.py). Executed copies: artifacts/notebooks/."""
+    _install_genattrib(session, "")
+    session.install(*NOTEBOOK_TOOLS)
+    session.run(
+        "python", "-m", "ipykernel", "install", "--sys-prefix", "--name", NOTEBOOK_KERNEL,
+        "--display-name", "genattrib (nox)",
+    )  # fmt: skip
+    args = session.posargs or sorted(str(p) for p in Path("examples").glob("*.ipynb"))
+    session.run(
+        "python", "examples/check_notebooks.py", "--kernel", NOTEBOOK_KERNEL, "--out", "artifacts/notebooks", *args,
+        env=OFFLINE_ENV,
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON)

@@ -9,6 +9,10 @@ Example:
     ...
 """
 
+from genattrib.progress import quiet_tqdm_in_notebook
+
+quiet_tqdm_in_notebook()  # before transformers imports tqdm.auto: no ipywidgets warning in a notebook
+
 from genattrib.dataset import DatasetRun, attribute_dataset  # noqa: E402
 from genattrib.errors import (  # noqa: E402
     GenattribError,
@@ -25,7 +29,7 @@ from genattrib.models import AttributionModel, load_model  # noqa: E402
 from genattrib.models.units import CharSpans  # noqa: E402
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402
 from genattrib.targets import list_targets  # noqa: E402
-from genattrib.version import __version__
+from genattrib.version import __version__  # noqa: E402
 
 __all__ = [
     "AttributionModel",

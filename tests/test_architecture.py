@@ -85,6 +85,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("genattrib.evaluation.benchmark_result", "rich.console"): RICH_LAZY,
     ("genattrib.progress", "rich.progress"): f"rich.progress loads rich.console; {RICH_LAZY}",
     ("genattrib.progress", "rich.console"): RICH_LAZY,
+    ("genattrib.progress", "tqdm.auto"): "an optional dependency (tqdm comes with transformers, genattrib does not "
+    "declare it), imported only in a Jupyter kernel, to silence its ipywidgets warning before transformers imports it",
     ("genattrib.progress", "IPython.display"): "an optional dependency: only in a Jupyter kernel, where IPython is "
     "loaded already; genattrib does not depend on IPython",
     ("genattrib.evaluation.benchmark_result", "pandas"): "optional dependency (BenchmarkResult.to_pandas)",

@@ -37,7 +37,7 @@ function mount(root) {
   }
 
   function sourceLabel(L, c) {
-    return L.colOf ? "sentence \u201c" + clip(colText(seq(), L, c), 30) + "\u201d" : "\u201c" + labelText(seq().tokens[c], 20) + "\u201d";
+    return L.colOf ? seq().groupName + " \u201c" + clip(colText(seq(), L, c), 30) + "\u201d" : "\u201c" + labelText(seq().tokens[c], 20) + "\u201d";
   }
 
   // -- text view --
@@ -240,7 +240,7 @@ function mount(root) {
     drawLegend();
     const H = canDraw(L) ? L : canDraw(s.sentences) ? s.sentences : null;
     parts.matrix.closest("section").hidden = !H || !H.rows;
-    parts.matrixNote.textContent = H && H !== L ? "this level's matrix is too big to draw: rows are " + s.unitName + "s, columns the sentences of the text" : "";
+    parts.matrixNote.textContent = H && H !== L ? "this level's matrix is too big to draw: rows are " + s.unitName + "s, columns the " + s.groupName + "s of the text" : "";
     if (H && H.rows) heat.show(s, H, H === L ? state.lut : colorTable(H.scale.kind, data.colors), state.perStep);
     if (L.rows) shade();
   }

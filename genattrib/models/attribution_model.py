@@ -368,8 +368,8 @@ class AttributionModel:
             structure = structure_positions(specials, roles)  # never a unit of its own
             units.append(unit_spans(request.explain, tokens, trace.prompt_length, mask, steps, structure))
             if request.sources is not None:
-                include = request.sources_include_generated
-                sources.append(source_spans(request.sources, tokens, trace.prompt_length, mask, include, roles, specials))
+                include, length = request.sources_include_generated, trace.prompt_length
+                sources.append(source_spans(request.sources, tokens, length, mask, include, roles, specials))
         return (None if request.explain == "tokens" else units), (sources if request.sources is not None else None)
 
     def _special_ids(self) -> list[int]:

@@ -5,8 +5,8 @@ ablate whole units; every result records the units (``seq.source_spans``), so
 ``out.aggregate("sources")`` sums the positions of each unit.
 
 Positions outside every unit are held as they are. Special tokens and chat-template text (the
-markers, role names and a default system prompt the template inserts) never form a named unit of
-their own: they are held out, like every position outside the units. To attribute to a system
+markers, role names and a default system prompt the template inserts) never form, start or end a
+named unit: they are held out, like every position outside the units. To attribute to a system
 prompt, pass it as a ``{"role": "system", ...}`` message (its text is then a unit like any
 other), or pass explicit token spans or :class:`~genattrib.models.units.CharSpans`, which are
 never filtered.
@@ -65,9 +65,10 @@ def source_spans(
 ) -> list[Span]:
     """Token spans ``[start, stop)`` of the source units. Named units cover the prompt (and the
     generated text with ``include_generated``), never cross the prompt boundary, are never blank
-    and never made only of special tokens (``special_tokens``, else ``special_mask``) or
-    chat-template text (``token_roles``); token spans index the whole sequence (0 = first prompt token); :class:`CharSpans`
-    are character offsets of the prompt's text (of the whole text with ``include_generated``)."""
+    and never start or end with special tokens (``special_tokens``, else ``special_mask``) or
+    chat-template text (``token_roles``); token spans index the whole sequence (0 = first prompt
+    token); :class:`CharSpans` are character offsets of the prompt's text (of the whole text
+    with ``include_generated``)."""
     sources = check_sources(sources)
     n = len(tokens)
     scope = n if include_generated else prompt_length

@@ -97,9 +97,9 @@ def unit_spans(
 ) -> list[Span] | None:
     """Absolute token spans ``[start, stop)`` of the units of the generated tokens (``None`` for
     ``"tokens"``), limited to the generated ``steps`` (0 = first generated token; all by default).
-    Units never cross the prompt boundary; named units break at special tokens, and a named unit
-    made only of ``structure`` positions (special tokens such as a closing ``<|im_end|>``,
-    chat-template text) is left out: it is never explained as a unit of its own."""
+    Units never cross the prompt boundary; named units break at special tokens, and ``structure``
+    positions (special tokens such as a closing ``<|im_end|>``, chat-template text) are left out
+    of named units: they never form, start or end one, so they are never explained."""
     explain = check_explain(explain)
     n = len(tokens)
     generated = n - prompt_length
@@ -151,17 +151,26 @@ def absorb_blank_runs(runs: list[Span], tokens: Sequence[str], boundary: int) ->
 
 
 def without_structure(runs: list[Span], structure: Bool[Tensor, " position"] | None) -> list[Span]:
-    """``runs`` without those made only of ``structure`` positions (special tokens, chat-template
-    text): such text never forms a unit of its own.
+    """``runs`` without their leading and trailing ``structure`` positions (special tokens,
+    chat-template text such as a role name), and without the runs made only of them: such text
+    never forms a unit, nor starts or ends one.
 
     Example:
-        >>> without_structure([(0, 1), (1, 3), (3, 4)], torch.tensor([True, False, True, True]))
-        [(1, 3)]
+        >>> without_structure([(0, 1), (1, 4), (4, 5)], torch.tensor([True, True, False, False, True]))
+        [(2, 4)]
     """
     if structure is None:
         return runs
     flags = structure.tolist()
-    return [(a, b) for a, b in runs if not all(flags[a:b])]
+    out: list[Span] = []
+    for a, b in runs:
+        while a < b and flags[a]:
+            a += 1
+        while b > a and flags[b - 1]:
+            b -= 1
+        if a < b:
+            out.append((a, b))
+    return out
 
 
 def structure_positions(

@@ -207,8 +207,8 @@ class SequenceAttribution:
         (:class:`~genattrib.output.source_units.SourceUnitScores`).
 
         Example:
-            >>> seq = model.attribute(prompt, target=" Paris.", method="occlusion", sources=[(0, 3), (3, 6)]).sequences[0]
-            >>> seq.source_unit_scores().unit_texts
+            >>> out = model.attribute(prompt, target=" Paris.", method="occlusion", sources=[(0, 3), (3, 6)])
+            >>> out.sequences[0].source_unit_scores().unit_texts
             ['The capital of', ' France is']
         """
         if self.source_spans is None:

@@ -166,8 +166,9 @@ def sequence_payload(
     Besides the tokens and scores: the outline's units (:mod:`genattrib.render.units`) with their
     top source words (their top source units, for a result attributed with ``sources=``), the
     starts of the source groups (:func:`~genattrib.render.units.source_groups`: the source units,
-    else the sentences of the text) and every unit's row summed over those groups. A token-level result's sentence rows (sums of its token rows) are stored only when
-    the token rows are top-k; the page sums exact rows itself. ``hidden`` lists the special and
+    else the sentences of the text) and every unit's row summed over those groups. A token-level
+    result's sentence rows (sums of its token rows) are stored only when the token rows are top-k;
+    the page sums exact rows itself. ``hidden`` lists the special and
     chat-template positions (``seq.structure_mask``); unless ``include_special_tokens`` they are
     left out of the top words and of the colour scales (``scale``, ``group_scale``, ``unit_scale``).
 

@@ -22,10 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import bisect
 
 import torch
 from jaxtyping import Float

@@ -198,6 +198,7 @@ async function loadSequence(raw, table, includeSpecial) {
     : makeLevel(seq, Object.assign({}, unitBase, bySentence));
   seq.sentences = raw.units.merged ? makeLevel(seq, Object.assign({}, unitBase, bySentence)) : seq.unit;
   seq.unitRows = unitRows;
+  seq.groupOf = groupOf;
   seq.units = units;
   return seq;
 }

@@ -14,6 +14,7 @@ from genattrib.errors import (  # noqa: E402
     GenattribError,
     GenattribWarning,
     InvalidArgumentError,
+    RunInterrupted,
     UnknownNameError,
     UnsupportedModelError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "GenattribWarning",
     "InvalidArgumentError",
     "Provenance",
+    "RunInterrupted",
     "SequenceAttribution",
     "UnknownNameError",
     "UnsupportedModelError",

@@ -137,16 +137,20 @@ def test_bad_options_and_foreign_folders_raise_before_any_work(tiny_llama, tmp_p
     with pytest.raises(InvalidArgumentError) as err:
         genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "a", method="no_such_method")
     assert err.value.argument == "method"
-    with pytest.raises(InvalidArgumentError) as err:
+    (tmp_path / "s").write_text("a file")
+    with pytest.raises(InvalidArgumentError, match="is a file") as err:
         genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "a", stream_to=tmp_path / "s")
     assert err.value.argument == "stream_to"
+    with pytest.raises(InvalidArgumentError, match="sets this itself") as err:
+        genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "a", target=" c")
+    assert err.value.argument == "target"
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "notes.txt").write_text("mine")
     with pytest.raises(InvalidArgumentError, match="other files") as err:
         genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "b", max_new_tokens=2)
     assert err.value.argument == "out_dir"
     genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "c", max_new_tokens=2, show_progress=False)
-    with pytest.raises(InvalidArgumentError, match="differs in: options") as err:
+    with pytest.raises(InvalidArgumentError, match="differs in: options.max_new_tokens: 2 -> 3") as err:
         genattrib.attribute_dataset(tiny_llama, ["a b"], tmp_path / "c", max_new_tokens=3)
 
 

@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,32 @@ def test_only_rank_zero_prints_the_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(genattrib, "attribute_dataset", attribute_dataset)
     assert main(["attribute-dataset", "d.jsonl", "--out", str(tmp_path / "x")]) == 130
     assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_on_the_processes_option_stops_every_process_with_one_line(saved_model, tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: ``--processes 2`` and both workers."""
+    records = [{"prompt": p} for p in ("The capital of France is", "Once upon a time", "The quick brown", "Hello")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = [sys.executable, "-m", "genattrib", "attribute-dataset", "p.jsonl", "--out", "runs/p", "--model"]
+    argv += [str(saved_model), "--batch-size", "1", "--max-new-tokens", "100", "--method", "integrated_gradients"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), GENATTRIB_TYPECHECK="0", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [*argv, "--processes", "2", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    shards = tmp_path / "runs" / "p" / dataset_files.SHARDS
+    while proc.poll() is None and not (shards.is_dir() and any(shards.glob("batch-*"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    said = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "Traceback" not in err, err  # rank 0 only, no traceback
+    done = len(dataset_files.finished_batches(tmp_path / "runs" / "p"))
+    assert 0 < done < 4 and said[0].startswith(f"interrupted: {done} of 4 records saved in 'runs/p'")
+    assert said[0].endswith("--processes 2 --no-progress")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,19 @@ def _stream_root(stream_to: object, out_dir: object) -> Path | None:
     return root
 
 
-def _interrupted(folder: Path, batches: list[list[int]], records: int, rank: int) -> RunInterrupted:
-    done = sum(len(batches[b]) for b in dataset_files.finished_batches(folder) if b < len(batches))
-    saved = f"{done} of {records} records saved in {str(folder)!r}"
-    return RunInterrupted(saved, "call attribute_dataset() again with the same arguments to resume", rank)
+@contextmanager
+def _saved_on_interrupt(folder: Path, batches: list[list[int]], records: int, rank: int) -> Iterator[None]:
+    """Ctrl-C (a plain KeyboardInterrupt) becomes :class:`RunInterrupted`, saying how many records
+    the folder holds; a KeyboardInterrupt subclass someone raised on purpose goes through as it is."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        if type(interrupt) is not KeyboardInterrupt and not isinstance(interrupt, RunInterrupted):
+            raise
+        done = sum(len(batches[b]) for b in dataset_files.finished_batches(folder) if b < len(batches))
+        saved = f"{done} of {records} records saved in {str(folder)!r}"
+        resume = "call attribute_dataset() again with the same arguments to resume"
+        raise RunInterrupted(saved, resume, rank) from None
 
 
 def attribute_dataset(
@@ -186,13 +196,13 @@ def attribute_dataset(
     for b in (b for b in share if b in finished and streams is not None):  # killed before its stream was removed
         shutil.rmtree(streams / f"batch-{b:06d}", ignore_errors=True)  # type: ignore[operator]
     ran = tokens = 0
-    with progress_bar(
-        sum(len(batches[b]) for b in todo),
-        "attribute-dataset",
-        show_progress if processes.main else False,
-        unit="records",
-    ) as advance:
-        try:
+    with _saved_on_interrupt(folder, batches, len(records), processes.rank):
+        with progress_bar(
+            sum(len(batches[b]) for b in todo),
+            "attribute-dataset",
+            show_progress if processes.main else False,
+            unit="records",
+        ) as advance:
             for b in todo:
                 stream = None if streams is None else streams / f"batch-{b:06d}"
                 out, failed = run_batch(
@@ -203,12 +213,8 @@ def attribute_dataset(
                     shutil.rmtree(stream, ignore_errors=True)  # the shard holds the batch now
                 ran, tokens = ran + len(info["records"]), tokens + info["target_tokens"]
                 advance(len(batches[b]))
-        except KeyboardInterrupt as interrupt:
-            if type(interrupt) is not KeyboardInterrupt and not isinstance(interrupt, RunInterrupted):
-                raise  # a KeyboardInterrupt subclass someone raised on purpose goes through as it is
-            raise _interrupted(folder, batches, len(records), processes.rank) from None
-    seconds = time.perf_counter() - t0
-    processes.barrier()
+        seconds = time.perf_counter() - t0
+        processes.barrier()  # Ctrl-C while waiting for the other processes says what is saved too
     shards = [
         dataset_files.shard_info(folder / dataset_files.SHARDS / dataset_files.shard_name(b))
         for b in sorted(dataset_files.finished_batches(folder))

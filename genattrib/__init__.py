@@ -18,6 +18,7 @@ from genattrib.errors import (  # noqa: E402
     GenattribError,
     GenattribWarning,
     InvalidArgumentError,
+    RunInterrupted,
     UnknownNameError,
     UnsupportedModelError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "GenattribWarning",
     "InvalidArgumentError",
     "Provenance",
+    "RunInterrupted",
     "SequenceAttribution",
     "UnknownNameError",
     "UnsupportedModelError",

@@ -15,7 +15,8 @@ genattrib is built in layers, lowest first (the table is ``LAYERS`` in tests/imp
      8 methods/      the attribution methods and their registry
      9 models/       AttributionModel: loading, prompt formatting, attribute()
     10 evaluation/   evaluate(), benchmark(), reports, datasets; dataset/ attribute_dataset()
-    11 entry points  cli.py, cli_args.py, cli_dataset.py, cli_evaluate.py, __main__.py, genattrib/__init__.py
+    11 entry points  cli.py, cli_args.py, cli_dataset.py, cli_evaluate.py, cli_interrupt.py, __main__.py,
+                     genattrib/__init__.py
 
 The rules, checked on the source with ``ast`` (nothing is imported to check them):
 

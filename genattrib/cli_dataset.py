@@ -1,16 +1,19 @@
 """``genattrib attribute-dataset``: attribute every record of a JSONL file, resumably, in one
-process or many (``accelerate launch -m genattrib ...`` / ``torchrun -m genattrib ...``).
+process or many (``--processes N``, ``torchrun -m genattrib ...`` or ``accelerate launch --multi_gpu
+-m genattrib ...``).
 
 Example::
 
     $ genattrib attribute-dataset prompts.jsonl --out runs/wikitext --max-new-tokens 32
+    $ genattrib attribute-dataset prompts.jsonl --out runs/wikitext --processes 2
     $ torchrun --nproc_per_node 2 -m genattrib attribute-dataset prompts.jsonl --out runs/wikitext
-    $ accelerate launch --num_processes 2 --cpu -m genattrib attribute-dataset prompts.jsonl --out runs/wikitext
+    $ accelerate launch --multi_gpu --num_processes 2 -m genattrib attribute-dataset prompts.jsonl --out runs/wikitext
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import torch
@@ -18,8 +21,12 @@ from rich.console import Console
 from rich.text import Text
 
 import genattrib
-from genattrib.cli_args import parse_param, split_list
+from genattrib.cli_args import PARAM_HELP, parse_param, split_list
+from genattrib.dataset.launch import inside_launcher, launch_processes
+from genattrib.errors import InvalidArgumentError
 from genattrib.models.loading import DTYPE_NAMES
+from genattrib.models.sources import SOURCE_NAMES
+from genattrib.models.units import UNIT_NAMES
 
 __all__ = ["add_attribute_dataset", "run_attribute_dataset"]
 
@@ -41,7 +48,29 @@ def add_attribute_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="tokens to generate per record")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="records per batch (default: 8)")
     p.add_argument("--max-rows", type=int, default=None, metavar="N", help="model rows per call")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="keep the K largest |scores| of each row")
+    p.add_argument(
+        "--top-k-scores", type=int, default=None, metavar="K", help="keep the K largest |scores| of each row"
+    )
+    p.add_argument("--explain", choices=UNIT_NAMES, default=None, help="what each row explains (default: tokens)")
+    p.add_argument(
+        "--sources", choices=SOURCE_NAMES, default=None, help="group each prompt into source units (see attribute)"
+    )
+    p.add_argument("--sources-include-generated", action="store_true", help="with --sources, group generated text too")
+    p.add_argument(
+        "--stream-to",
+        default=None,
+        metavar="DIR",
+        help="stream the rows of each batch in flight to DIR/batch-NNNNNN/, so an interrupted batch resumes "
+        "where it stopped (removed once the batch's shard is written)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start N processes on this machine (as torchrun --nproc_per_node N; one thread each "
+        "unless OMP_NUM_THREADS is set)",
+    )
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="model dtype")
     p.add_argument(
         "--device-map", default=None, metavar="MAP", help="device map of each process's replica, e.g. auto, cuda:0"
@@ -50,12 +79,35 @@ def add_attribute_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="treat text prompts as user messages (chat template)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad record instead of listing it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE", help="method parameter"
-    )
+    p.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Command-line mistakes, before any process starts or model loads."""
+    if args.processes < 1:
+        raise InvalidArgumentError("--processes", f"{args.processes} processes", "pass --processes 1 or more")
+    world = os.environ.get("WORLD_SIZE")
+    if args.processes > 1 and inside_launcher() and world != str(args.processes):
+        raise InvalidArgumentError(
+            "--processes",
+            f"--processes {args.processes} under a launcher that started {world or 'its'} processes",
+            "drop --processes when torchrun or accelerate starts the processes",
+        )
+    if args.sources_include_generated and args.sources is None:
+        raise InvalidArgumentError(
+            "--sources-include-generated", "it groups generated text into --sources units", "add --sources NAME"
+        )
+    keys = [key for key, _ in args.param]
+    if "top_k" in keys or "stream_to" in keys:
+        raise InvalidArgumentError(
+            "--param", "top_k / stream_to are options", "use --top-k-scores K or --stream-to DIR instead"
+        )
 
 
 def run_attribute_dataset(args: argparse.Namespace, console: Console) -> int:
+    _check(args)
+    if args.processes > 1 and not inside_launcher():
+        return launch_processes(args.argv, args.processes)
     options: dict[str, Any] = {
         k: v
         for k, v in {
@@ -63,8 +115,11 @@ def run_attribute_dataset(args: argparse.Namespace, console: Console) -> int:
             "step_scores": args.step_scores,
             "max_new_tokens": args.max_new_tokens,
             "max_rows": args.max_rows,
-            "top_k": args.top_k,
+            "top_k": args.top_k_scores,
             "seed": args.seed,
+            "explain": args.explain,
+            "sources": args.sources,
+            "sources_include_generated": args.sources_include_generated or None,
         }.items()
         if v is not None
     }
@@ -79,6 +134,7 @@ def run_attribute_dataset(args: argparse.Namespace, console: Console) -> int:
         show_progress=False if args.no_progress else None,
         dtype=None if args.dtype is None else getattr(torch, args.dtype),
         device_map=args.device_map,
+        stream_to=args.stream_to,
         **options,
         **dict(args.param),
     )

@@ -54,6 +54,31 @@ class MissingDependencyError(GenattribError, ImportError):
     """An optional package is needed for the requested feature."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run that saves as it goes (``stream_to=``, ``attribute_dataset``): still a
+    :class:`KeyboardInterrupt` (``except KeyboardInterrupt`` catches it), whose message says what
+    is saved and how to resume, instead of a traceback into torch.
+
+    ``saved``: what the folder holds; ``resume``: the call that goes on; ``rank``: the process
+    that raised it (only rank 0 reports it on the command line).
+
+    Example:
+        >>> str(RunInterrupted("12 of 40 rows saved in 'story'", "call attribute() again to resume"))
+        "interrupted: 12 of 40 rows saved in 'story'; call attribute() again to resume"
+        >>> isinstance(RunInterrupted("", ""), KeyboardInterrupt)
+        True
+    """
+
+    def __init__(self, saved: str, resume: str, rank: int = 0) -> None:
+        self.saved = saved
+        self.resume = resume
+        self.rank = rank
+        super().__init__(f"interrupted: {saved}; {resume}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class GenattribWarning(UserWarning):
     """Something worked, but not as well as asked: e.g. ReAGent probes cut off before they stopped.
 

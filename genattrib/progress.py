@@ -28,6 +28,7 @@ import io
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -54,6 +55,23 @@ def in_notebook() -> bool:
         or "google.colab" in kind.__module__
         or bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
     )
+
+
+def quiet_tqdm_in_notebook() -> None:
+    """In a notebook kernel without ipywidgets, import ``tqdm.auto`` (the bars of transformers and
+    huggingface_hub, e.g. "Loading weights") with its "IProgress not found. Please update jupyter
+    and ipywidgets" warning silenced: tqdm then draws plain text bars in the cell, as genattrib's
+    own bars do, instead of putting that warning in the user's first cell. Does nothing outside a
+    notebook, when tqdm is missing, or when ``tqdm.auto`` was already imported (its warning, if
+    any, already shown). Called once by ``import genattrib``, before transformers is imported."""
+    if not in_notebook() or "tqdm.auto" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        try:
+            import tqdm.auto  # noqa: F401
+        except ImportError:
+            pass
 
 
 def bar_output() -> Output:

@@ -15,7 +15,8 @@ genattrib is built in layers, lowest first (the table is ``LAYERS`` in tests/imp
      8 methods/      the attribution methods and their registry
      9 models/       AttributionModel: loading, prompt formatting, attribute()
     10 evaluation/   evaluate(), benchmark(), reports, datasets; dataset/ attribute_dataset()
-    11 entry points  cli.py, cli_args.py, cli_dataset.py, cli_evaluate.py, __main__.py, genattrib/__init__.py
+    11 entry points  cli.py, cli_args.py, cli_dataset.py, cli_evaluate.py, cli_interrupt.py, __main__.py,
+                     genattrib/__init__.py
 
 The rules, checked on the source with ``ast`` (nothing is imported to check them):
 
@@ -85,6 +86,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("genattrib.evaluation.benchmark_result", "rich.console"): RICH_LAZY,
     ("genattrib.progress", "rich.progress"): f"rich.progress loads rich.console; {RICH_LAZY}",
     ("genattrib.progress", "rich.console"): RICH_LAZY,
+    ("genattrib.progress", "tqdm.auto"): "an optional dependency (tqdm comes with transformers, genattrib does not "
+    "declare it), imported only in a Jupyter kernel, to silence its ipywidgets warning before transformers imports it",
     ("genattrib.progress", "IPython.display"): "an optional dependency: only in a Jupyter kernel, where IPython is "
     "loaded already; genattrib does not depend on IPython",
     ("genattrib.evaluation.benchmark_result", "pandas"): "optional dependency (BenchmarkResult.to_pandas)",

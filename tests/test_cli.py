@@ -154,6 +154,48 @@ def test_attribute_passes_units_and_sources(fake_load: dict[str, Any]) -> None:
     assert main(["attribute", "Hi", "--explain", "chapters"]) == 2
 
 
+def test_sampling_flags_go_to_generation_and_top_k_scores_to_storage(fake_load: dict[str, Any]) -> None:
+    argv = ["attribute", "Hi", "--no-show", "--do-sample", "--temperature", "0.7", "--top-p", "0.9", "--top-k", "5"]
+    assert main([*argv, "--top-k-scores", "7"]) == 0
+    [(_, kwargs)] = fake_load["model"].calls
+    config = kwargs["generation_config"]
+    assert (config.do_sample, config.temperature, config.top_p, config.top_k) == (True, 0.7, 0.9, 5)
+    assert kwargs["top_k"] == 7  # attribute(top_k=): the K largest scores of each row
+    assert not {"do_sample", "temperature", "top_p"} & set(kwargs)
+
+
+def test_param_help_says_where_other_keys_go(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("attribute", "attribute-dataset"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "a key that is not a parameter of the method goes to generation" in text
+        assert "--top-k-scores K keep the K largest |scores| of each row" in text
+    assert main(["attribute", "--help"]) == 0
+    assert "--top-k K with --do-sample: sample among the K likeliest tokens" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_attribute_dataset_passes_units_sources_stream_and_top_k_scores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def attribute_dataset(model: Any, data: Any, out_dir: Any, method: Any = None, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise InvalidArgumentError("data", "stop here", "nothing")
+
+    monkeypatch.setattr(genattrib, "attribute_dataset", attribute_dataset)
+    argv = ["attribute-dataset", "d.jsonl", "--out", str(tmp_path / "o"), "--explain", "sentences"]
+    argv += ["--sources", "documents", "--sources-include-generated", "--stream-to", "rows", "--top-k-scores", "3"]
+    assert main(argv) == 2
+    assert seen["explain"] == "sentences" and seen["sources"] == "documents"
+    assert seen["sources_include_generated"] is True and seen["stream_to"] == "rows" and seen["top_k"] == 3
+    seen.clear()
+    assert main(["attribute-dataset", "d.jsonl", "--out", "o", "--sources-include-generated"]) == 2
+    assert seen == {}  # refused before the run
+
+
 def test_attribute_chat_wraps_the_prompt(fake_load: dict[str, Any]) -> None:
     assert main(["attribute", "Why is the sky blue?", "--chat", "--no-show"]) == 0
     [(inputs, kwargs)] = fake_load["model"].calls
@@ -227,6 +269,11 @@ def test_step_out_of_range_is_a_clean_error(tmp_path: Path, capsys: pytest.Captu
         (["attribute", "Hi", "--param", "n_steps"], "KEY=VALUE"),
         (["attribute", "Hi", "--param", "a=1", "--param", "a=2"], "more than once"),
         (["attribute", "Hi", "--seed", "1", "--param", "seed=2"], "clashes"),
+        (["attribute", "Hi", "--top-k", "5"], "only apply when sampling: add --do-sample (to keep the K largest"),
+        (["attribute", "Hi", "--temperature", "0.5", "--top-p", "0.9"], "--temperature, --top-p only apply"),
+        (["attribute", "Hi", "--param", "top_k=5"], "--top-k-scores keeps the K largest scores"),
+        (["attribute", "Hi", "--do-sample", "--param", "do_sample=false"], "clashes"),
+        (["attribute", "Hi", "--sources-include-generated"], "add --sources NAME"),
         (["attribute", "Hi", "--dtype", "float8"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
@@ -243,6 +290,26 @@ def test_bad_command_lines_exit_2(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "attribute" in capsys.readouterr().out
+
+
+def test_version_prints_package_then_library_versions(capsys: pytest.CaptureFixture[str]) -> None:
+    import transformers
+
+    assert main(["--version"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == f"genattrib {genattrib.__version__}"
+    assert lines[1].startswith(f"torch {torch.__version__}, transformers {transformers.__version__}, Python ")
+    assert len(lines) == 2 and captured.err == ""
+    assert main(["methods", "--version"]) == 2  # the option belongs to `genattrib`, not to a sub-command
+
+
+def test_python_m_genattrib_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "genattrib", "--version"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"genattrib {genattrib.__version__}"
 
 
 # --- listings --------------------------------------------------------------------------------

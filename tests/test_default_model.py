@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerance import DEFAULT_MODEL, assert_close_to_scale
 
 import genattrib
 
@@ -91,3 +92,28 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "Paris" in text
     loaded = genattrib.FeatureAttributionOutput.load(path)
     assert loaded.provenance.method == "integrated_gradients" and loaded.provenance.method_params["n_steps"] == 4
+
+
+def test_chat_units_leave_the_template_out(default_model):
+    """The closing <|im_end|> is no explained sentence, the default system prompt no source unit;
+    passed as a system message, the same text is one (issue 22)."""
+    docs = "Paris is in France.\n\nRome is in Italy."
+    messages = [{"role": "user", "content": docs}]
+    tok = default_model.tokenizer
+    answer = torch.tensor(tok(" Paris is in France. Rome is in Italy.", add_special_tokens=False)["input_ids"] + [2])
+    assert tok.convert_ids_to_tokens(2) == "<|im_end|>"
+    kwargs = dict(chat=True, method="occlusion", explain="sentences", sources="documents")
+    seq = default_model.attribute(messages, answer, **kwargs).sequences[0]
+    assert seq.tokens[-1] == "<|im_end|>"
+    assert seq.target_tokens == [" Paris is in France.", " Rome is in Italy."]
+    units = seq.source_unit_scores()
+    assert [t.strip() for t in units.unit_texts] == ["Paris is in France.", "Rome is in Italy."]
+    assert units.unit_roles == ["user", "user"] and units.scores.shape == (2, 2)
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # the template's default
+    with_system = default_model.attribute([{"role": "system", "content": system}, *messages], answer, **kwargs)
+    seq_s = with_system.sequences[0]
+    assert seq_s.tokens == seq.tokens  # the same text: only the system prompt's role changed
+    units_s = seq_s.source_unit_scores()
+    assert units_s.unit_texts[0] == system and units_s.unit_roles[0] == "system"
+    # one more unit means other rows per model call: the default model's chunking floor
+    assert_close_to_scale(units_s.scores[:, 1:], units.scores, floor=DEFAULT_MODEL, what="units after the system one")

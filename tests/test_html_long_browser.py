@@ -210,3 +210,20 @@ def test_page_of_a_tiny_model_explaining_sentences(open_page, tiny_llama) -> Non
     check_row(page, seq.scores[1], seq.spans[1][0])
     screenshot(page, "html_tiny_sentences.png")
     opened.assert_clean()
+
+
+def test_a_unit_sourced_page_ranks_source_units(open_page) -> None:  # noqa: F811
+    """With source units (``sources=``), the outline and the status line list the units whole, by
+    the sum of their tokens' scores, never the tokens that share a unit's score evenly."""
+    seq = story(unit_level=True)
+    seq.source_spans = [(0, 4), (4, 8)]  # two prompt sentences as source units
+    opened = open_page(FeatureAttributionOutput([seq], provenance(explain="sentences")))
+    page = opened.page
+    assert "top source units" in page.text_content(".ga-outline-head")
+    page.click(".ga-tok[data-pos='13']")  # inside unit 2
+    status = page.text_content(".ga-status")
+    sums = {(a, b): float(seq.scores[2, a:b].sum()) for a, b in seq.source_spans}
+    first = max(sums, key=lambda span: abs(sums[span]))
+    text = "".join(seq.tokens[first[0] : first[1]])
+    assert f"source unit \u201c{text}\u201d" in status, status
+    opened.assert_clean()

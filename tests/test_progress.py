@@ -190,6 +190,51 @@ def test_short_run_in_a_notebook_shows_nothing(monkeypatch):
     assert shown == []
 
 
+def fresh_tqdm_auto(monkeypatch) -> None:
+    """Forget tqdm.auto (re-imported by the test, restored after), and make the kernel that of a
+    fresh notebook: ipykernel's shell module loaded, ipywidgets not installed."""
+    import types
+
+    tqdm = pytest.importorskip("tqdm")
+    for name in ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        monkeypatch.delattr(tqdm, name.split(".")[1], raising=False)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # `import ipywidgets` fails
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
+
+
+def imported_with_warnings(load) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load()
+    return [str(w.message) for w in caught]
+
+
+def test_in_a_notebook_without_ipywidgets_tqdm_auto_warns_unless_genattrib_imported_it(monkeypatch):
+    """transformers' bars (tqdm.auto) put "IProgress not found" in a notebook's first cell when
+    ipywidgets is missing; ``import genattrib`` imports tqdm.auto first, with that warning silenced."""
+    import importlib
+
+    fake_ipython(monkeypatch, ZMQInteractiveShell)
+    fresh_tqdm_auto(monkeypatch)
+    assert any("IProgress not found" in m for m in imported_with_warnings(lambda: importlib.import_module("tqdm.auto")))
+
+    fresh_tqdm_auto(monkeypatch)
+    assert imported_with_warnings(progress_module.quiet_tqdm_in_notebook) == []
+    bar = sys.modules["tqdm.auto"].tqdm
+    assert not issubclass(bar, sys.modules["tqdm.notebook"].tqdm_notebook)  # plain text bars, no widget
+    assert imported_with_warnings(lambda: importlib.import_module("tqdm.auto")) == []  # transformers' import
+
+
+def test_outside_a_notebook_tqdm_auto_is_left_alone(monkeypatch):
+    fake_ipython(monkeypatch, TerminalInteractiveShell)
+    fresh_tqdm_auto(monkeypatch)
+    progress_module.quiet_tqdm_in_notebook()
+    assert "tqdm.auto" not in sys.modules
+
+
 def run_steps(total: int, steps: list[float], show: bool | None) -> None:
     clock = FakeClock()
     with progress_bar(total, "generate", show, clock=clock) as advance:

@@ -31,11 +31,12 @@ __all__ = ["run_batch", "write_batch"]
 
 
 def _attribute(
-    model: AttributionModel, records: Sequence[Record], chat: bool, kwargs: Mapping[str, Any]
+    model: AttributionModel, records: Sequence[Record], chat: bool, kwargs: Mapping[str, Any], stream: Path | None
 ) -> FeatureAttributionOutput:
     targets = [r.target for r in records]
     forced = None if targets[0] is None else targets
-    return model.attribute([r.prompt for r in records], forced, chat=chat, show_progress=False, **kwargs)
+    prompts = [r.prompt for r in records]
+    return model.attribute(prompts, forced, chat=chat, show_progress=False, stream_to=stream, **kwargs)
 
 
 def run_batch(
@@ -46,12 +47,14 @@ def run_batch(
     chat: bool,
     strict: bool,
     kwargs: Mapping[str, Any],
+    stream: Path | None = None,
 ) -> tuple[FeatureAttributionOutput | None, list[dict[str, Any]]]:
     """(the result of records ``positions``, in that order, or None if none succeeded; the
-    failures ``{"id", "index", "reason"}``)."""
+    failures ``{"id", "index", "reason"}``). ``stream``: the folder the whole batch's rows
+    stream to (``attribute(stream_to=)``); records rerun alone after an error do not stream."""
     batch = [records[i] for i in positions]
     try:
-        return _attribute(model, batch, chat, kwargs), []
+        return _attribute(model, batch, chat, kwargs, stream), []
     except GenattribError as error:
         if strict or len(batch) == 1:
             if strict:

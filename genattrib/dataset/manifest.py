@@ -23,12 +23,42 @@ from genattrib.dataset.records import Record
 from genattrib.errors import InvalidArgumentError
 from genattrib.output import dataset_files
 
-__all__ = ["build_manifest", "check_folder", "jsonable"]
+__all__ = ["build_manifest", "check_folder", "fingerprint_changes", "jsonable"]
+
+_MISSING = object()
 
 
 def jsonable(value: Any) -> Any:
     """``value`` as JSON reads it back (tuples become lists, other objects their ``str``)."""
     return json.loads(json.dumps(value, sort_keys=True, allow_nan=False, default=str))
+
+
+def _shown(value: object) -> str:
+    text = "(not set)" if value is _MISSING else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """What differs between two fingerprints, one ``name: old -> new`` a field (nested fields as
+    ``options.max_new_tokens``; ``records`` only says that the data differ).
+
+    Example:
+        >>> fingerprint_changes({"method": "saliency", "options": {"max_new_tokens": 3}},
+        ...                     {"method": "saliency", "options": {"max_new_tokens": 4, "seed": 1}})
+        ['options.max_new_tokens: 3 -> 4', 'options.seed: (not set) -> 1']
+    """
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += fingerprint_changes(a, b, f"{prefix}{key}.")
+        elif prefix == "" and key == "records":
+            changes.append("records (the data differ: other ids, prompts or targets)")
+        else:
+            changes.append(f"{prefix}{key}: {_shown(a)} -> {_shown(b)}")
+    return changes
 
 
 def check_folder(out_dir: object, fingerprint: dict[str, Any] | None = None) -> Path:
@@ -42,11 +72,12 @@ def check_folder(out_dir: object, fingerprint: dict[str, Any] | None = None) -> 
     if dataset_files.is_dataset_folder(folder) and fingerprint is not None:
         old = dataset_files.read_manifest(folder, "out_dir").get("fingerprint")
         if old != fingerprint:
-            changed = sorted(k for k in set(old or {}) | set(fingerprint) if (old or {}).get(k) != fingerprint.get(k))
+            changed = fingerprint_changes(old or {}, fingerprint)
             raise InvalidArgumentError(
                 "out_dir",
-                f"{str(folder)!r} holds a different dataset run (differs in: {', '.join(changed)})",
-                "repeat the same call to resume it, or pass a new or empty folder",
+                f"{str(folder)!r} holds a different dataset run (differs in: {'; '.join(changed)}; "
+                "shown as earlier run -> this call)",
+                "repeat the earlier call to resume it, or pass a new or empty folder",
             )
     elif not dataset_files.is_dataset_folder(folder) and folder.is_dir() and any(folder.iterdir()):
         raise InvalidArgumentError(

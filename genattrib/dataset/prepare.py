@@ -36,7 +36,7 @@ __all__ = ["Measured", "check_call", "measure"]
 #: attribute() arguments about storing the scores (checked apart: prepare_request does not take them).
 STORAGE = ("top_k", "granular_budget_mb")
 #: attribute() arguments that a dataset run sets itself, per record or per batch.
-RESERVED = ("inputs", "continuation", "target", "stream_to", "show_progress", "batch_size")
+RESERVED = ("inputs", "continuation", "target", "show_progress", "batch_size")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from genattrib.dataset.plan import plan_batches, rank_share
 from genattrib.dataset.prepare import check_call, measure
 from genattrib.dataset.processes import current_processes, replica_device_map
 from genattrib.dataset.records import read_records, records_digest
-from genattrib.errors import InvalidArgumentError
+from genattrib.errors import InvalidArgumentError, RunInterrupted
 from genattrib.models import AttributionModel, load_model
 from genattrib.output import FeatureAttributionOutput, dataset_files
 from genattrib.progress import progress_bar
@@ -84,6 +86,37 @@ def _fingerprint(model: AttributionModel, method: str, chat: bool, batch_size: i
     )
 
 
+def _stream_root(stream_to: object, out_dir: object) -> Path | None:
+    """``stream_to`` checked: None, or a folder (not a file) for the rows of the batches in flight."""
+    if stream_to is None:
+        return None
+    if not isinstance(stream_to, (str, os.PathLike)) or not str(stream_to):
+        raise InvalidArgumentError(
+            "stream_to", f"must be a folder path, got {stream_to!r}", "pass stream_to='runs/rows'"
+        )
+    root = Path(stream_to)
+    if root.exists() and not root.is_dir():
+        raise InvalidArgumentError("stream_to", f"{str(root)!r} is a file", "pass a folder path (created if missing)")
+    if root.resolve() == Path(out_dir).resolve():  # type: ignore[arg-type]
+        raise InvalidArgumentError("stream_to", "is out_dir itself", "pass another folder, e.g. out_dir + '/rows'")
+    return root
+
+
+@contextmanager
+def _saved_on_interrupt(folder: Path, batches: list[list[int]], records: int, rank: int) -> Iterator[None]:
+    """Ctrl-C (a plain KeyboardInterrupt) becomes :class:`RunInterrupted`, saying how many records
+    the folder holds; a KeyboardInterrupt subclass someone raised on purpose goes through as it is."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        if type(interrupt) is not KeyboardInterrupt and not isinstance(interrupt, RunInterrupted):
+            raise
+        done = sum(len(batches[b]) for b in dataset_files.finished_batches(folder) if b < len(batches))
+        saved = f"{done} of {records} records saved in {str(folder)!r}"
+        resume = "call attribute_dataset() again with the same arguments to resume"
+        raise RunInterrupted(saved, resume, rank) from None
+
+
 def attribute_dataset(
     model_or_name: AttributionModel | str | os.PathLike | None,
     data: str | os.PathLike | Sequence[Any],
@@ -97,6 +130,7 @@ def attribute_dataset(
     dtype: torch.dtype | str | None = None,
     device_map: str | dict[str, Any] | None = None,
     load_kwargs: dict[str, Any] | None = None,
+    stream_to: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> DatasetRun:
     """Attribute every record of ``data`` and write the results to ``out_dir``.
@@ -113,6 +147,12 @@ def attribute_dataset(
     the manifest. Rerunning the same call resumes: batches whose shard exists are skipped.
     Records that cannot run are listed in the manifest with the reason; ``strict=True`` raises
     instead. Load the result with ``FeatureAttributionOutput.load(out_dir)``.
+
+    ``stream_to="folder/"`` streams the rows of each batch in flight to ``folder/batch-000123/``
+    (``attribute(..., stream_to=)``), so that an interrupted batch resumes at the row where it
+    stopped instead of from its start; a batch's folder is removed once its shard is written. It
+    does not change the scores, and may change between runs. Ctrl-C raises
+    :class:`~genattrib.errors.RunInterrupted` (a ``KeyboardInterrupt``) saying what is saved.
     """
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     check_positive_int("batch_size", batch_size, "batch_size=8")
@@ -121,6 +161,7 @@ def attribute_dataset(
             raise InvalidArgumentError(name, f"{value!r} is not a bool", "pass True or False")
     records = read_records(data)
     check_folder(out_dir)  # a file, or a folder of other files: fail before the model loads
+    streams = _stream_root(stream_to, out_dir)
     processes = current_processes()
     model = _model(model_or_name, method, dtype, device_map, dict(load_kwargs or {}), processes)
     method = method or model.method
@@ -150,21 +191,30 @@ def attribute_dataset(
             dataset_files.write_manifest(folder, manifest([]))
     processes.barrier()
     finished = dataset_files.finished_batches(folder)
-    todo = [b for b in rank_share(len(batches), processes.rank, processes.world) if b not in finished]
+    share = rank_share(len(batches), processes.rank, processes.world)
+    todo = [b for b in share if b not in finished]
+    for b in (b for b in share if b in finished and streams is not None):  # killed before its stream was removed
+        shutil.rmtree(streams / f"batch-{b:06d}", ignore_errors=True)  # type: ignore[operator]
     ran = tokens = 0
-    with progress_bar(
-        sum(len(batches[b]) for b in todo),
-        "attribute-dataset",
-        show_progress if processes.main else False,
-        unit="records",
-    ) as advance:
-        for b in todo:
-            out, failed = run_batch(model, records, batches[b], chat=chat, strict=strict, kwargs=kwargs)
-            info = write_batch(folder, b, processes.rank, records, batches[b], out, failed)
-            ran, tokens = ran + len(info["records"]), tokens + info["target_tokens"]
-            advance(len(batches[b]))
-    seconds = time.perf_counter() - t0
-    processes.barrier()
+    with _saved_on_interrupt(folder, batches, len(records), processes.rank):
+        with progress_bar(
+            sum(len(batches[b]) for b in todo),
+            "attribute-dataset",
+            show_progress if processes.main else False,
+            unit="records",
+        ) as advance:
+            for b in todo:
+                stream = None if streams is None else streams / f"batch-{b:06d}"
+                out, failed = run_batch(
+                    model, records, batches[b], chat=chat, strict=strict, kwargs=kwargs, stream=stream
+                )
+                info = write_batch(folder, b, processes.rank, records, batches[b], out, failed)
+                if stream is not None:
+                    shutil.rmtree(stream, ignore_errors=True)  # the shard holds the batch now
+                ran, tokens = ran + len(info["records"]), tokens + info["target_tokens"]
+                advance(len(batches[b]))
+        seconds = time.perf_counter() - t0
+        processes.barrier()  # Ctrl-C while waiting for the other processes says what is saved too
     shards = [
         dataset_files.shard_info(folder / dataset_files.SHARDS / dataset_files.shard_name(b))
         for b in sorted(dataset_files.finished_batches(folder))

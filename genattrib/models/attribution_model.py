@@ -46,9 +46,9 @@ from genattrib.models.request import (
     prepare_request,
 )
 from genattrib.models.sources import source_spans
-from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage
+from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage, resume_hint
 from genattrib.models.tokens import decode_tokens
-from genattrib.models.units import CharSpans, unit_spans
+from genattrib.models.units import CharSpans, structure_positions, unit_spans
 from genattrib.output import FeatureAttributionOutput
 from genattrib.seeding import check_seed
 from genattrib.targets import TargetFunction, list_targets
@@ -220,7 +220,7 @@ class AttributionModel:
         )
         writer = open_stream(self, request, storage)
         timings = {"validate": time.perf_counter() - t0}
-        with eval_mode(self.model):
+        with resume_hint(writer), eval_mode(self.model):
             with _timed(timings, "generate"):
                 traces = self._traces(request)
             units, sources = self._spans(request, traces)
@@ -360,17 +360,16 @@ class AttributionModel:
         units, sources = [], []
         for prompt, trace in zip(request.prompts, traces):
             ids = trace.input_ids
-            mask = torch.zeros_like(ids, dtype=torch.bool) if request.keep_special else torch.isin(ids, special)
+            specials = torch.isin(ids, special)
+            mask = torch.zeros_like(specials) if request.keep_special else specials
             steps = range(int(trace.generated_ids.shape[0]))[request.steps]
             tokens = decode_tokens(self.tokenizer, ids.tolist())
-            units.append(unit_spans(request.explain, tokens, trace.prompt_length, mask, steps))
+            roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
+            structure = structure_positions(specials, roles)  # never a unit of its own
+            units.append(unit_spans(request.explain, tokens, trace.prompt_length, mask, steps, structure))
             if request.sources is not None:
-                roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
-                sources.append(
-                    source_spans(
-                        request.sources, tokens, trace.prompt_length, mask, request.sources_include_generated, roles
-                    )
-                )
+                include, length = request.sources_include_generated, trace.prompt_length
+                sources.append(source_spans(request.sources, tokens, length, mask, include, roles, specials))
         return (None if request.explain == "tokens" else units), (sources if request.sources is not None else None)
 
     def _special_ids(self) -> list[int]:

@@ -200,6 +200,12 @@ def prepare_request(
         raise InvalidArgumentError(
             "sources_include_generated", f"{sources_include_generated!r} is not a bool", "pass True or False"
         )
+    if sources_include_generated and sources is None:
+        raise InvalidArgumentError(
+            "sources_include_generated",
+            "True only groups generated text into source units, and no sources= were asked for",
+            "pass sources='sentences' (or another unit) with it, or drop sources_include_generated=True",
+        )
     attributor, gen_kwargs = resolve_method(
         method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
     )

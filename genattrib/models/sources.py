@@ -4,7 +4,12 @@ generated so far), or explicit spans. Perturbation methods (occlusion, LIME, con
 ablate whole units; every result records the units (``seq.source_spans``), so
 ``out.aggregate("sources")`` sums the positions of each unit.
 
-Positions outside every unit (and special tokens) are held as they are.
+Positions outside every unit are held as they are. Special tokens and chat-template text (the
+markers, role names and a default system prompt the template inserts) never form, start or end a
+named unit: they are held out, like every position outside the units. To attribute to a system
+prompt, pass it as a ``{"role": "system", ...}`` message (its text is then a unit like any
+other), or pass explicit token spans or :class:`~genattrib.models.units.CharSpans`, which are
+never filtered.
 
 Example:
     >>> tokens = ["Doc A.", " Fact.", "\\n\\n", "Doc B.", " Q?", " Answer", "."]
@@ -24,7 +29,16 @@ from torch import Tensor
 from genattrib.aggregation import boundaries
 from genattrib.aggregation.merge import runs_from_starts
 from genattrib.errors import InvalidArgumentError
-from genattrib.models.units import CharSpans, Span, absorb_blank_runs, char_runs, check_units, text_view
+from genattrib.models.units import (
+    CharSpans,
+    Span,
+    absorb_blank_runs,
+    char_runs,
+    check_units,
+    structure_positions,
+    text_view,
+    without_structure,
+)
 
 #: Named source units.
 SOURCE_NAMES = ("sentences", "paragraphs", "documents", "lines")
@@ -47,11 +61,14 @@ def source_spans(
     special_mask: Bool[Tensor, " position"] | None = None,
     include_generated: bool = False,
     token_roles: list[str] | None = None,
+    special_tokens: Bool[Tensor, " position"] | None = None,
 ) -> list[Span]:
     """Token spans ``[start, stop)`` of the source units. Named units cover the prompt (and the
-    generated text with ``include_generated``), never cross the prompt boundary and never are
-    blank; token spans index the whole sequence (0 = first prompt token); :class:`CharSpans`
-    are character offsets of the prompt's text (of the whole text with ``include_generated``)."""
+    generated text with ``include_generated``), never cross the prompt boundary, are never blank
+    and never start or end with special tokens (``special_tokens``, else ``special_mask``) or
+    chat-template text (``token_roles``); token spans index the whole sequence (0 = first prompt
+    token); :class:`CharSpans` are character offsets of the prompt's text (of the whole text
+    with ``include_generated``)."""
     sources = check_sources(sources)
     n = len(tokens)
     scope = n if include_generated else prompt_length
@@ -70,6 +87,8 @@ def source_spans(
         what = "text" if include_generated else "prompt's text"
         return char_runs(sources.spans, seq, range(scope), "sources", what)
     runs = absorb_blank_runs(runs_from_starts(_starts(sources, seq), n), tokens, prompt_length)
+    special = special_tokens if special_tokens is not None else seq.special_mask
+    runs = without_structure(runs, structure_positions(special, token_roles))
     return [(a, b) for a, b in runs if b <= scope]
 
 

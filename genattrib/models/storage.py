@@ -18,12 +18,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genattrib.engine import GRANULAR_BUDGET_MB, SequenceJob
-from genattrib.errors import InvalidArgumentError
+from genattrib.errors import InvalidArgumentError, RunInterrupted
 from genattrib.models.assemble import provenance_of
 from genattrib.models.request import AttributionRequest
 from genattrib.output import FeatureAttributionOutput
@@ -90,6 +92,23 @@ def open_stream(model: AttributionModel, request: AttributionRequest, options: S
     if options.stream_to is None:
         return None
     return StreamWriter.open(options.stream_to, fingerprint(model, request, options))
+
+
+@contextmanager
+def resume_hint(writer: StreamWriter | None) -> Iterator[None]:
+    """Ctrl-C inside a streamed call becomes :class:`~genattrib.errors.RunInterrupted` (still a
+    ``KeyboardInterrupt``), whose one-line message says how many rows the folder holds and how to
+    resume, instead of a traceback that ends inside torch. Without a stream nothing changes."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        if writer is None or isinstance(interrupt, RunInterrupted):
+            raise
+        sequences = writer.index["sequences"] or []
+        total = f" of {sum(int(s['rows']) for s in sequences)}" if sequences else ""
+        saved = f"{len(writer.done())}{total} rows saved in {str(writer.folder)!r}"
+        resume = f"call attribute() again with the same arguments (stream_to={str(writer.folder)!r}) to resume"
+        raise RunInterrupted(saved, resume) from None
 
 
 def plan_stream(

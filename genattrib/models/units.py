@@ -93,10 +93,13 @@ def unit_spans(
     prompt_length: int,
     special_mask: Bool[Tensor, " position"] | None = None,
     steps: range | None = None,
+    structure: Bool[Tensor, " position"] | None = None,
 ) -> list[Span] | None:
     """Absolute token spans ``[start, stop)`` of the units of the generated tokens (``None`` for
     ``"tokens"``), limited to the generated ``steps`` (0 = first generated token; all by default).
-    Units never cross the prompt boundary; named units break at special tokens."""
+    Units never cross the prompt boundary; named units break at special tokens, and ``structure``
+    positions (special tokens such as a closing ``<|im_end|>``, chat-template text) are left out
+    of named units: they never form, start or end one, so they are never explained."""
     explain = check_explain(explain)
     n = len(tokens)
     generated = n - prompt_length
@@ -116,7 +119,7 @@ def unit_spans(
         seq = text_view(tokens, prompt_length, special_mask)
         runs = _runs(explain, seq, prompt_length)
         if not isinstance(explain, CharSpans):
-            runs = absorb_blank_runs(runs, tokens, prompt_length)
+            runs = without_structure(absorb_blank_runs(runs, tokens, prompt_length), structure)
     first, stop = prompt_length + steps.start, prompt_length + steps.stop
     return [(max(a, first), min(b, stop)) for a, b in runs if a >= prompt_length and max(a, first) < min(b, stop)]
 
@@ -145,6 +148,45 @@ def absorb_blank_runs(runs: list[Span], tokens: Sequence[str], boundary: int) ->
             mine.append((pending, region[-1][1]))
         out.extend(mine)
     return out
+
+
+def without_structure(runs: list[Span], structure: Bool[Tensor, " position"] | None) -> list[Span]:
+    """``runs`` without their leading and trailing ``structure`` positions (special tokens,
+    chat-template text such as a role name), and without the runs made only of them: such text
+    never forms a unit, nor starts or ends one.
+
+    Example:
+        >>> without_structure([(0, 1), (1, 4), (4, 5)], torch.tensor([True, True, False, False, True]))
+        [(2, 4)]
+    """
+    if structure is None:
+        return runs
+    flags = structure.tolist()
+    out: list[Span] = []
+    for a, b in runs:
+        while a < b and flags[a]:
+            a += 1
+        while b > a and flags[b - 1]:
+            b -= 1
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+def structure_positions(
+    special: Bool[Tensor, " position"], token_roles: Sequence[str] | None
+) -> Bool[Tensor, " position"]:
+    """Special tokens and chat-template text (``token_roles`` ``"template"``), as in
+    :attr:`~genattrib.output.SequenceAttribution.structure_mask`.
+
+    Example:
+        >>> structure_positions(torch.tensor([True, False, False]), ["template", "template", "user"]).tolist()
+        [True, True, False]
+    """
+    if token_roles is None:
+        return special.clone()
+    template = torch.tensor([role == "template" for role in token_roles], dtype=torch.bool)
+    return special | template
 
 
 def text_view(

@@ -27,7 +27,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from genattrib.errors import InvalidArgumentError
 from genattrib.output.scores import ScoreStore, SparseScores, tensors_equal
+from genattrib.output.source_units import SourceUnitScores, sum_over_units
 
 
 @dataclass
@@ -199,6 +201,33 @@ class SequenceAttribution:
     def target_ids(self) -> Int[Tensor, " generated"]:
         return self.input_ids[self.target_positions]
 
+    def source_unit_scores(self) -> SourceUnitScores:
+        """The (rows × source units) matrix of a result attributed with ``sources=``: each row's
+        scores summed over each unit, with the units' and rows' texts
+        (:class:`~genattrib.output.source_units.SourceUnitScores`).
+
+        Example:
+            >>> out = model.attribute(prompt, target=" Paris.", method="occlusion", sources=[(0, 3), (3, 6)])
+            >>> out.sequences[0].source_unit_scores().unit_texts
+            ['The capital of', ' France is']
+        """
+        if self.source_spans is None:
+            raise InvalidArgumentError(
+                "sources",
+                "this result records no source units (it was attributed without sources=)",
+                "attribute with sources='sentences' / 'documents' / spans, or aggregate by 'sentences'",
+            )
+        units = list(self.source_spans)
+        roles = self.token_roles
+        return SourceUnitScores(
+            scores=sum_over_units(self.scores, units),
+            unit_spans=units,
+            unit_texts=["".join(self.tokens[a:b]) for a, b in units],
+            row_spans=self.spans,
+            row_texts=self.target_tokens,
+            unit_roles=None if roles is None else [_role(roles[a:b]) for a, b in units],
+        )
+
     def steps(self, start: int | None = None, stop: int | None = None) -> SequenceAttribution:
         """Keep only explained steps ``start:stop`` (indices into the rows of ``scores``)."""
         rows = range(self.num_steps)[slice(start, stop)]
@@ -241,6 +270,12 @@ class SequenceAttribution:
             and self.step_scores.keys() == other.step_scores.keys()
             and all(same(v, other.step_scores[k]) for k, v in self.step_scores.items())
         )
+
+
+def _role(roles: list[str]) -> str:
+    """A unit's role: its most common role other than ``template`` (else ``template``)."""
+    content = [r for r in roles if r != "template"]
+    return max(content, key=content.count) if content else "template"
 
 
 def _stored(name: str) -> property:

@@ -9,10 +9,11 @@ provenance panel) is escaped.
 
 Views: the text as written (hover, focus or click a generated token to shade its sources;
 j/k or ←/→ move between them; a search box finds text), an outline of the units (sentences, or
-the rows of a unit-level result) with their top source words, the heatmap on a ``<canvas>``, the
-step scores as a bar under each generated token, and the provenance panel. A switch reads the
-result by tokens or by sentences (sentence rows summed from token rows; or, for a unit-level
-result, its units over the sentences of the text). Long results keep the top ``k`` sources per
+the rows of a unit-level result) with their top source words (their top source units, for a
+result attributed with ``sources=``), the heatmap on a ``<canvas>``, the step scores as a bar
+under each generated token, and the provenance panel. A switch reads the result by tokens or by
+sentences (sentence rows summed from token rows; or, for a unit-level result, its units over the
+source units, else over the sentences of the text). Long results keep the top ``k`` sources per
 row, 8-bit quantised (:mod:`genattrib.render.html_rows`), and the page says so.
 
 Example:

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.aggregation.merge import runs_from_starts
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.sequence import SequenceAttribution
@@ -44,7 +43,7 @@ from genattrib.render.html_rows import (
     encode_matrix,
     encode_scores,
 )
-from genattrib.render.units import CHUNK_ROWS, group_sums, outline_units, top_sources, unit_scores
+from genattrib.render.units import CHUNK_ROWS, group_sums, outline_units, source_groups, top_sources, unit_scores
 
 __all__ = [
     "COMPRESS_ABOVE_BYTES",
@@ -125,12 +124,17 @@ def _unit_name(seq: SequenceAttribution, explain: str) -> str:
     return explain[:-1] if explain.endswith("s") and explain != "tokens" else "unit"
 
 
+def _group_name(seq: SequenceAttribution) -> str:
+    """What the page's source groups are: the result's source units, or sentences."""
+    return "source unit" if seq.source_spans is not None else "source sentence"
+
+
 def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str) -> list[str]:
     """Visible notes on what the page leaves out or rounds for this sequence."""
     n = len(seq.tokens)
     row = unit if seq.is_unit_level else "generated token"
     names = {"scores": f"{row} rows over tokens", "unit_scores": f"{unit} rows over tokens"}
-    names["group_scores"] = f"{unit} rows over source sentences"
+    names["group_scores"] = f"{unit} rows over {_group_name(seq)}s"
     cut = [(names[key], spec["k"]) for key, spec in specs.items() if spec["codec"] == "topk-q8-zlib"]
     if not cut:
         return []
@@ -143,7 +147,7 @@ def _notes(seq: SequenceAttribution, specs: dict[str, dict[str, Any]], unit: str
         instead = (
             "no heatmap is drawn."
             if specs["group_scores"]["codec"] == "topk-q8-zlib"
-            else f"the matrix shows {unit}s × source sentences instead."
+            else f"the matrix shows {unit}s × {_group_name(seq)}s instead."
         )
         notes.append(f"The token heatmap ({seq.num_steps:,} × {n:,}) is too big to draw: {instead}")
     return notes
@@ -160,9 +164,11 @@ def sequence_payload(
     """Everything the page's script needs about one sequence (JSON-serialisable).
 
     Besides the tokens and scores: the outline's units (:mod:`genattrib.render.units`) with their
-    top source words, the sentence starts of the text and every unit's row summed over those
-    sentences. A token-level result's sentence rows (sums of its token rows) are stored only when
-    the token rows are top-k; the page sums exact rows itself. ``hidden`` lists the special and
+    top source words (their top source units, for a result attributed with ``sources=``), the
+    starts of the source groups (:func:`~genattrib.render.units.source_groups`: the source units,
+    else the sentences of the text) and every unit's row summed over those groups. A token-level
+    result's sentence rows (sums of its token rows) are stored only when the token rows are top-k;
+    the page sums exact rows itself. ``hidden`` lists the special and
     chat-template positions (``seq.structure_mask``); unless ``include_special_tokens`` they are
     left out of the top words and of the colour scales (``scale``, ``group_scale``, ``unit_scale``).
 
@@ -181,7 +187,7 @@ def sequence_payload(
     }
     units = outline_units(seq)
     rows = unit_scores(seq, units)
-    starts = sentence_starts(seq)
+    starts, _ = source_groups(seq)  # the source units a result records, else the sentences
     sums = group_sums(rows, units.limits, starts)
     structure = seq.structure_mask
     hidden = None if include_special_tokens else structure
@@ -218,12 +224,19 @@ def sequence_payload(
             "merged": units.merged,
             "top": [
                 [list(source) for source in sources]
-                for sources in top_sources(seq, rows, units.limits, include_special_tokens=include_special_tokens)
+                for sources in top_sources(
+                    seq,
+                    rows,
+                    units.limits,
+                    include_special_tokens=include_special_tokens,
+                    starts=None if seq.source_spans is None else starts,  # top units, else top words
+                )
             ],
         },
         "unit_scores": specs.get("unit_scores"),
         "unit_scale": _scale(rows, hidden) if units.merged else None,
         "groups": starts,
+        "group_name": _group_name(seq),
         "group_scores": specs["group_scores"],
         "group_scale": _scale(sums, hidden_groups),
         "notes": _notes(seq, specs, name),

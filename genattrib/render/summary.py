@@ -1,7 +1,10 @@
 """A summary for long outputs: per generated sentence, the source sentences that mattered most.
 
 A source sentence's share for a generated sentence is its part of the total ``|score|`` that the
-sentence's explained tokens give to all sources before them (NaN ignored). The generated
+sentence's explained tokens give to all sources before them (NaN ignored). A result attributed
+with source units (``attribute(..., sources="documents")``) is summarised over those units
+instead (each unit whole, with its text; the rest of the text by sentence), so the shares add up
+the units' scores. Equal shares are listed in text order. The generated
 sentence's own earlier tokens count as a source ("same sentence"). A unit-level result
 (``explain="sentences"``, ...) is summarised per row: each unit with its top source sentences. Sentences made only of
 special tokens, chat-template text or blank text are left out, as sources and as generated
@@ -24,13 +27,12 @@ from dataclasses import dataclass
 from rich.console import RenderableType
 from rich.text import Text
 
-from genattrib.aggregation.boundaries import sentence_starts
 from genattrib.aggregation.merge import group_role, runs_from_starts
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.sequence import SequenceAttribution
 from genattrib.render.captions import left_out
 from genattrib.render.tokens import display_token
-from genattrib.render.units import group_sums, outline_units, unit_scores
+from genattrib.render.units import group_sums, outline_units, source_groups, unit_scores
 
 __all__ = ["SentenceSummary", "SourceShare", "summarize", "summary_view"]
 
@@ -40,12 +42,14 @@ _BAR_CELLS = 10
 
 @dataclass(frozen=True)
 class SourceShare:
-    """One source sentence of a generated sentence and its share of the attribution."""
+    """One source sentence (or source unit, ``unit=True``) of a generated sentence and its share
+    of the attribution."""
 
     text: str
     share: float
     role: str | None = None
     same_sentence: bool = False
+    unit: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def summarize(
     units = outline_units(seq)
     if seq.num_steps == 0 or not len(units):
         return []
-    starts = sentence_starts(seq)
+    starts, is_unit = source_groups(seq)
     runs = runs_from_starts(starts, n)
     mass = group_sums(unit_scores(seq, units, absolute=True), units.limits, starts).nan_to_num(0.0)
     special = left_out(seq, include_special_tokens).tolist()
@@ -96,6 +100,7 @@ def summarize(
                 share=totals[h] / whole,
                 role=None if seq.token_roles is None else group_role(seq.token_roles[runs[h][0] : runs[h][1]]),
                 same_sentence=h == own,
+                unit=is_unit[h],
             )
             for h in ranked
         )
@@ -126,7 +131,8 @@ def summary_view(
     if not summaries:
         return [Text("no explained steps", style="dim")]
     kept = "special tokens kept" if include_special_tokens else "special and chat-template tokens left out"
-    lines: list[RenderableType] = [Text(f"Share of |attribution| per source sentence (top {top}; {kept})", style="dim")]
+    per = "source unit" if seq.source_spans is not None else "source sentence"
+    lines: list[RenderableType] = [Text(f"Share of |attribution| per {per} (top {top}; {kept})", style="dim")]
     for summary in summaries:
         lines.append(Text.assemble(("▸ ", "bold"), (_clean(summary.text, width - 2), "bold")))
         if not summary.sources:

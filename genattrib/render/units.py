@@ -3,8 +3,10 @@
 A unit-level result (``attribute(..., explain="sentences")``) has one unit per row. A token-level
 result has one unit per generated sentence (its explained part; blank text such as a paragraph
 break joins the sentence before it), whose row is the sum of its tokens' rows. Sources can be
-grouped too: :func:`group_sums` adds a row's scores over groups of positions (e.g. the sentences
-of the whole text), and :func:`top_sources` ranks the words a unit drew on most. Everything
+grouped too: :func:`group_sums` adds a row's scores over groups of positions (the groups of
+:func:`source_groups`: the source units a result records, ``attribute(..., sources=...)``, and
+the sentences of the rest of the text), and :func:`top_sources` ranks the words (or, for a
+unit-sourced result, the source units) a unit drew on most; ties go to the earlier position. Everything
 works on row chunks, so an 8,000 × 8,000 matrix is never copied whole.
 
 Example:
@@ -20,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +34,7 @@ from genattrib.aggregation.boundaries import sentence_starts, word_starts
 from genattrib.aggregation.merge import runs_from_starts
 from genattrib.output.sequence import SequenceAttribution
 
-__all__ = ["CHUNK_ROWS", "Units", "group_sums", "outline_units", "top_sources", "unit_scores"]
+__all__ = ["CHUNK_ROWS", "Units", "group_sums", "outline_units", "source_groups", "top_sources", "unit_scores"]
 
 CHUNK_ROWS = 512  # rows handled at once (bounds the temporary copies of a huge matrix)
 LABEL_CHARS = 40
@@ -123,6 +126,33 @@ def group_sums(
     return _nan_from(out, limits, torch.tensor(list(starts), dtype=torch.long))
 
 
+def source_groups(seq: SequenceAttribution) -> tuple[list[int], list[bool]]:
+    """Where the groups that sources are summed over start, and whether each is a source unit:
+    every source unit the result records (``seq.source_spans``) is one group and the other
+    positions are split into sentences; without source units, the sentences of the text.
+
+    Example:
+        >>> seq = model.attribute(prompt, target=" Paris.", method="occlusion", sources=[(1, 5)]).sequences[0]
+        >>> source_groups(seq)
+        ([0, 1, 5, 6], [False, True, False, False])
+    """
+    sentences = sentence_starts(seq)
+    spans = seq.source_spans
+    if spans is None:
+        return sentences, [False] * len(sentences)
+    firsts = [a for a, _ in spans]
+
+    def inside(k: int) -> bool:
+        i = bisect.bisect_right(firsts, k) - 1
+        return i >= 0 and spans[i][0] < k < spans[i][1]
+
+    n = len(seq.tokens)
+    edges = {0} | set(firsts) | {b for _, b in spans if b < n} | {k for k in sentences if not inside(k)}
+    starts = sorted(edges)
+    unit_starts = set(firsts)
+    return starts, [k in unit_starts for k in starts]
+
+
 def _label(text: str) -> str:
     words = " ".join(text.split())
     return words if len(words) <= LABEL_CHARS else words[: LABEL_CHARS - 1] + "…"
@@ -135,10 +165,13 @@ def top_sources(
     top: int = 3,
     *,
     include_special_tokens: bool = False,
+    starts: Sequence[int] | None = None,
 ) -> list[list[tuple[str, float, int]]]:
-    """The ``top`` source words of every row of ``matrix`` by ``|sum of scores|``: ``(text, score,
-    first position)``. Words of blank text are left out, and so are words made only of special
-    tokens or chat-template text (``seq.structure_mask``) unless ``include_special_tokens``.
+    """The ``top`` source words (or the groups starting at ``starts``, e.g. the source units of
+    :func:`source_groups`) of every row of ``matrix`` by ``|sum of scores|``: ``(text, score,
+    first position)``; equal sizes go to the earlier group. Groups of blank text are left out,
+    and so are groups made only of special tokens or chat-template text (``seq.structure_mask``)
+    unless ``include_special_tokens``.
 
     Example:
         >>> seq = out.sequences[0]
@@ -146,7 +179,7 @@ def top_sources(
         ['is', 'France']
     """
     n = len(seq.tokens)
-    starts = word_starts(seq)
+    starts = word_starts(seq) if starts is None else list(starts)
     runs = runs_from_starts(starts, n)
     special = seq.structure_mask.tolist() if not include_special_tokens else [False] * n
     texts = ["".join(seq.tokens[a:b]) for a, b in runs]
@@ -155,7 +188,8 @@ def top_sources(
     for r0 in range(0, matrix.shape[0], CHUNK_ROWS):
         chunk = group_sums(matrix[r0 : r0 + CHUNK_ROWS], limits[r0 : r0 + CHUNK_ROWS], starts)
         size = torch.where(torch.isfinite(chunk) & content, chunk.abs(), torch.zeros(()))
-        best, index = size.topk(min(top, len(runs)), dim=1)
+        best, index = size.sort(dim=1, descending=True, stable=True)  # ties: the earlier group first
+        best, index = best[:, :top], index[:, :top]
         for row, (sizes, words) in enumerate(zip(best.tolist(), index.tolist())):
             result.append(
                 [

@@ -172,7 +172,7 @@ async function loadSequence(raw, table, includeSpecial) {
   const seq = {
     tokens: raw.tokens, n, steps: k, promptLength: raw.prompt_length, first, special, hidden, stepScores,
     roles: expandRuns(raw.roles, n), generatedText: raw.generated_text, unitLevel: !!raw.spans,
-    notes: raw.notes, unitName: raw.units.name, top: raw.units.top,
+    notes: raw.notes, unitName: raw.units.name, top: raw.units.top, groupName: raw.group_name || "source sentence",
   };
   const rowSpans = flatSpans(raw.spans || Array.from({ length: k }, (_, j) => [first + j, first + j + 1]));
   const unitSpans = flatSpans(raw.units.spans), unitRows = flatSpans(raw.units.rows), units = raw.units.spans.length;
@@ -198,6 +198,7 @@ async function loadSequence(raw, table, includeSpecial) {
     : makeLevel(seq, Object.assign({}, unitBase, bySentence));
   seq.sentences = raw.units.merged ? makeLevel(seq, Object.assign({}, unitBase, bySentence)) : seq.unit;
   seq.unitRows = unitRows;
+  seq.groupOf = groupOf;
   seq.units = units;
   return seq;
 }

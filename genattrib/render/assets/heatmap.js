@@ -124,7 +124,7 @@ function makeHeatmap(parts, onPick) {
   function readout(cell) {
     if (!cell) { parts.readout.textContent = "\u200b"; return; }
     const level = st.level, v = level.mat.dense[cell.j * level.mat.cols + cell.i];
-    const col = level.colOf ? "sentence " + cell.i : "position " + cell.i;
+    const col = level.colOf ? st.seq.groupName + " " + cell.i : "position " + cell.i;
     parts.readout.textContent = level.rowName + " " + cell.j + " \u00b7 \u201c" + labelText(level.rowText(cell.j), 30) +
       "\u201d \u2190 \u201c" + labelText(colText(st.seq, level, cell.i), 30) + "\u201d (" + col + "): " +
       (cell.i < level.colLimit[cell.j] ? fmt(v) : "no score (at or after the target)");

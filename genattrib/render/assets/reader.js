@@ -1,5 +1,6 @@
 /* genattrib HTML viewer, part 4 of 5: reading aids for long texts. The outline lists the units
- * (sentences, or the rows of a unit-level result) with their top source words; the search box
+ * (sentences, or the rows of a unit-level result) with their top source words (or source units,
+ * for a result attributed with sources=); the search box
  * finds text and jumps between the matches. */
 
 const OUTLINE_CHARS = 96;

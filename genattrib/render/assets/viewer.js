@@ -36,8 +36,17 @@ function mount(root) {
     return Object.entries(seq().stepScores).map(([name, values]) => name + " " + fmt(values[j])).join(" \u00b7 ");
   }
 
+  function topLabels(s, L, ranked) {
+    // ranked: columns by |score|, ties in text order; a unit-sourced result read over tokens ranks its units whole
+    if (L.colOf || s.groupName !== "source unit") return ranked.slice(0, TOP_K).map((c) => sourceLabel(L, c) + " " + fmt(L.vals[c]));
+    const sums = new Map();
+    for (const c of ranked) sums.set(s.groupOf[c], (sums.get(s.groupOf[c]) || 0) + L.vals[c]);
+    const groups = Array.from(sums.keys()).filter((g) => sums.get(g) !== 0).sort((x, y) => Math.abs(sums.get(y)) - Math.abs(sums.get(x)) || x - y);
+    return groups.slice(0, TOP_K).map((g) => sourceLabel(s.sentences, g) + " " + fmt(sums.get(g)));
+  }
+
   function sourceLabel(L, c) {
-    return L.colOf ? "sentence \u201c" + clip(colText(seq(), L, c), 30) + "\u201d" : "\u201c" + labelText(seq().tokens[c], 20) + "\u201d";
+    return L.colOf ? seq().groupName + " \u201c" + clip(colText(seq(), L, c), 30) + "\u201d" : "\u201c" + labelText(seq().tokens[c], 20) + "\u201d";
   }
 
   // -- text view --
@@ -133,7 +142,7 @@ function mount(root) {
     parts.status.replaceChildren(
       element("b", "", L.rowName + " " + j + (state.pinned ? " (pinned, Esc releases)" : "")),
       " \u00b7 target \u201c" + clip(L.rowText(j), 60) + "\u201d at " + where, steps ? " \u00b7 " + steps : "",
-      " \u00b7 top |score|" + (left ? " (special and chat-template tokens left out)" : "") + ": " + ranked.slice(0, TOP_K).map((c) => sourceLabel(L, c) + " " + fmt(L.vals[c])).join(", ") + cut,
+      " \u00b7 top |score|" + (left ? " (special and chat-template tokens left out)" : "") + ": " + topLabels(s, L, ranked).join(", ") + cut,
     );
   }
 
@@ -240,7 +249,7 @@ function mount(root) {
     drawLegend();
     const H = canDraw(L) ? L : canDraw(s.sentences) ? s.sentences : null;
     parts.matrix.closest("section").hidden = !H || !H.rows;
-    parts.matrixNote.textContent = H && H !== L ? "this level's matrix is too big to draw: rows are " + s.unitName + "s, columns the sentences of the text" : "";
+    parts.matrixNote.textContent = H && H !== L ? "this level's matrix is too big to draw: rows are " + s.unitName + "s, columns the " + s.groupName + "s of the text" : "";
     if (H && H.rows) heat.show(s, H, H === L ? state.lut : colorTable(H.scale.kind, data.colors), state.perStep);
     if (L.rows) shade();
   }
@@ -284,7 +293,7 @@ function mount(root) {
     const withOutline = s.units > 1 || (s.unitLevel && s.units > 0);
     parts.outlinePanel.hidden = !withOutline;
     parts.reader.classList.toggle("ga-with-outline", withOutline);
-    parts.outlineHead.textContent = s.units + " " + s.unitName + (s.units === 1 ? "" : "s") + " \u00b7 top source words (summed scores)";
+    parts.outlineHead.textContent = s.units + " " + s.unitName + (s.units === 1 ? "" : "s") + " \u00b7 top source " + (s.groupName === "source unit" ? "units" : "words") + " (summed scores)";
     outline.build(s);
     parts.levels.hidden = !s.units;
     parts.levelWhat.textContent = s.unitLevel ? "Sources" : "Rows";

@@ -1,5 +1,5 @@
 """model.estimate(): a dry run planned as attribute() plans, costed without attributing; the
-command line's --dry-run, --top-k and --stream-to."""
+command line's --dry-run, --top-k-scores and --stream-to."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_cli_dry_run_prints_the_estimate_and_attributes_nothing(cli_model, capsy
 
 def test_cli_stream_and_top_k(cli_model, tmp_path, capsys):
     folder = tmp_path / "run"
-    code = main(["attribute", PROMPT, "--continuation", TEXT, "--stream-to", str(folder), "--top-k", "2", "--no-show"])
+    code = main(["attribute", PROMPT, "--continuation", TEXT, "--stream-to", str(folder), "--top-k-scores", "2", "--no-show"])
     assert code == 0
     loaded = FeatureAttributionOutput.load(folder)
     assert loaded.provenance.storage["top_k"] == 2 and loaded.sequences[0].sparse_scores is not None
@@ -168,7 +168,7 @@ def test_cli_stream_and_top_k(cli_model, tmp_path, capsys):
 
 
 def test_cli_bad_storage_options_exit_2(cli_model, tmp_path, capsys):
-    assert main(["attribute", PROMPT, "--continuation", TEXT, "--top-k", "0"]) == 2
+    assert main(["attribute", PROMPT, "--continuation", TEXT, "--top-k-scores", "0"]) == 2
     assert "top_k" in capsys.readouterr().err
     (tmp_path / "f.json").write_text("{}")
     assert main(["attribute", PROMPT, "--continuation", TEXT, "--stream-to", str(tmp_path / "f.json")]) == 2

@@ -39,6 +39,18 @@ def tiny_llama(tiny_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def saved_model(tmp_path_factory):
+    """The tiny Llama saved to a folder (the command line and other processes load it from there)."""
+    from tiny import make_model, make_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = make_tokenizer()
+    make_model("llama", tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def planted(tiny_tokenizer):
     from tiny import PLANTED_POSITIONS, make_planted_model
 

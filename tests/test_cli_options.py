@@ -18,17 +18,6 @@ from genattrib.models import AttributionModel
 PROMPT = "The capital of France is Paris. The quick brown fox jumps."
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny import make_model, make_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = make_tokenizer()
-    make_model("llama", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _attribute(saved_model: Path, folder: Path, name: str, *flags: str) -> FeatureAttributionOutput:
     path = folder / f"{name}.json"
     argv = ["attribute", PROMPT, "--model", str(saved_model), "--max-new-tokens", "6", "--seed", "3"]

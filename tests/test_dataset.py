@@ -204,18 +204,6 @@ _KILLED_SCRIPT = textwrap.dedent(
 
 
 # --- separate processes ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    """The tiny Llama saved to a folder (the command line and other processes load it from there)."""
-    from tiny import make_model, make_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = make_tokenizer()
-    make_model("llama", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _env() -> dict[str, str]:
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     return dict(os.environ, PYTHONPATH=path, GENATTRIB_TYPECHECK="0", PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")

@@ -55,17 +55,6 @@ def test_the_page_documents_one_process_and_three_ways_to_run_two() -> None:
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny import make_model, make_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = make_tokenizer()
-    make_model("llama", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def one_process(saved_model: Path, tmp_path_factory: pytest.TempPathFactory) -> FeatureAttributionOutput:
     """The one-process result (one intra-op thread, as each launched process has)."""
     folder = tmp_path_factory.mktemp("one")

@@ -159,7 +159,9 @@ def test_cli_dry_run_prints_the_estimate_and_attributes_nothing(cli_model, capsy
 
 def test_cli_stream_and_top_k(cli_model, tmp_path, capsys):
     folder = tmp_path / "run"
-    code = main(["attribute", PROMPT, "--continuation", TEXT, "--stream-to", str(folder), "--top-k-scores", "2", "--no-show"])
+    code = main(
+        ["attribute", PROMPT, "--continuation", TEXT, "--stream-to", str(folder), "--top-k-scores", "2", "--no-show"]
+    )
     assert code == 0
     loaded = FeatureAttributionOutput.load(folder)
     assert loaded.provenance.storage["top_k"] == 2 and loaded.sequences[0].sparse_scores is not None

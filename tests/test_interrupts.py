@@ -132,17 +132,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny import make_model, make_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = make_tokenizer()
-    make_model("llama", tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _interrupted(argv: list[str], cwd: Path) -> str:
     """Run ``genattrib *argv`` until its SIGINT; the one line it printed about it."""
     env = dict(os.environ, PYTHONPATH=str(REPO), GENATTRIB_TYPECHECK="0", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

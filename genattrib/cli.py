@@ -22,16 +22,13 @@ line (what is saved, the command that resumes) and exits with 130.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 import genattrib
@@ -49,6 +46,7 @@ from genattrib.cli_args import (
 from genattrib.cli_dataset import add_attribute_dataset, run_attribute_dataset
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.cli_interrupt import interrupt_line
+from genattrib.cli_listing import run_methods, run_targets
 from genattrib.errors import GenattribError
 from genattrib.models.loading import DTYPE_NAMES
 from genattrib.models.sources import SOURCE_NAMES
@@ -322,47 +320,6 @@ def _write_html(out: Any, args: argparse.Namespace, console: Console) -> None:
     console.print(Text.assemble("wrote HTML page ", (str(written), "bold"), f" ({size:,.0f} KiB)"))
 
 
-def _method_details(info: dict[str, Any]) -> Text:
-    """Description, then a dim line: gradients or forward only, granular, parameters."""
-    text = Text(str(info.get("description", "")))
-    facts = []
-    if "needs_gradients" in info:
-        facts.append("gradients" if info["needs_gradients"] else "forward only")
-    if info.get("granular"):
-        facts.append("granular (per hidden unit)")
-    if info.get("parameters"):
-        facts.append("parameters: " + ", ".join(str(p) for p in info["parameters"]))
-    if facts:
-        text.append("\n" + " · ".join(facts), style="dim")
-    return text
-
-
-def _run_methods(console: Console) -> int:
-    names = list(genattrib.list_methods())
-    try:
-        describe = getattr(importlib.import_module("genattrib.methods"), "describe_methods", None)
-    except ImportError:
-        describe = None
-    rows = {d["name"]: d for d in describe()} if describe else {}
-    if not rows:
-        for name in names:
-            console.print(Text(name))
-        return 0
-    table = Table(title="attribution methods", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("method", no_wrap=True, style="bold")
-    table.add_column("description", ratio=1)
-    for name in names + [n for n in rows if n not in names]:
-        table.add_row(Text(name), _method_details(rows.get(name, {})), end_section=True)
-    console.print(table)
-    return 0
-
-
-def _run_targets(console: Console) -> int:
-    for name in genattrib.list_targets():
-        console.print(Text(str(name)))
-    return 0
-
-
 def _run_show(args: argparse.Namespace, console: Console) -> int:
     out = FeatureAttributionOutput.load(args.path)
     if args.html:
@@ -399,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             return run_evaluate(args, console)
         if args.command == "methods":
-            return _run_methods(console)
-        return _run_targets(console)
+            return run_methods(console)
+        return run_targets(console)
     except _UsageError as exc:
         parser.print_usage(sys.stderr)
         errors.print(Text(f"genattrib: error: {exc}", style="red"), soft_wrap=True)

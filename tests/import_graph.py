@@ -48,7 +48,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attribution methods", ("methods",)),
     ("models", ("models",)),
     ("evaluation API and dataset runs", ("evaluation", "dataset")),
-    ("entry points", ("cli", "cli_args", "cli_dataset", "cli_evaluate", "cli_interrupt", "__main__", TOP)),
+    (
+        "entry points",
+        ("cli", "cli_args", "cli_dataset", "cli_evaluate", "cli_interrupt", "cli_listing", "__main__", TOP),
+    ),
 )
 LAYER = {unit: index for index, (_, units) in enumerate(LAYERS) for unit in units}
 

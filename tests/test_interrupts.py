@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerance import assert_same_resumed
 
 import genattrib
 from genattrib import FeatureAttributionOutput, RunInterrupted
@@ -68,7 +69,7 @@ def test_streamed_call_interrupted_says_what_is_saved_and_resumes(tiny_llama, tm
     ctrl_c_at_batch.update(at=None)
     resumed = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, stream_to=folder)
     assert resumed.provenance.work["resumed_rows"] == saved
-    assert all(a.equals(b) for a, b in zip(resumed, reference))
+    assert_same_resumed(resumed, reference)
 
 
 def test_without_a_stream_the_interrupt_is_left_as_it_is(tiny_llama, ctrl_c_at_batch):
@@ -145,7 +146,9 @@ def _interrupted(argv: list[str], cwd: Path) -> str:
     return said[0]
 
 
-def test_attribute_command_with_stream_to_prints_one_line_and_its_command_resumes(saved_model, tmp_path, one_thread):
+def test_attribute_command_with_stream_to_prints_one_line_and_its_command_resumes(
+    saved_model, tmp_path, one_thread, monkeypatch
+):
     argv = ["attribute", PROMPTS[0], "--target", CONTINUATIONS[0], "--model", str(saved_model)]
     argv += ["--method", "saliency", "--max-rows", "2", "--stream-to", "story", "--no-show", "--save", "s.json"]
     line = _interrupted(argv, tmp_path)
@@ -154,19 +157,15 @@ def test_attribute_command_with_stream_to_prints_one_line_and_its_command_resume
     assert match and 0 < int(match.group(1)) < int(match.group(2)), line
     resume = shlex.split(match.group(3))
     assert resume[0] == "genattrib" and resume[1:] == argv
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        assert main(resume[1:]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)  # the printed command's paths are relative to where it ran
+    assert main(resume[1:]) == 0
     out = FeatureAttributionOutput.load(tmp_path / "s.json")
     assert out.provenance.work["resumed_rows"] == int(match.group(1))
     reference = genattrib.load_model(saved_model).attribute(PROMPTS[0], CONTINUATIONS[0], **SETTINGS)
-    assert out.sequences[0].equals(reference.sequences[0])
+    assert_same_resumed(out.sequences[:1], reference.sequences[:1])
 
 
-def test_attribute_dataset_command_prints_one_line_and_its_command_resumes(saved_model, tmp_path):
+def test_attribute_dataset_command_prints_one_line_and_its_command_resumes(saved_model, tmp_path, monkeypatch):
     data = tmp_path / "prompts.jsonl"
     records = [{"prompt": p, "target": t} for p, t in zip(PROMPTS * 2, CONTINUATIONS * 2)]
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -180,12 +179,8 @@ def test_attribute_dataset_command_prints_one_line_and_its_command_resumes(saved
     assert match, line
     assert dataset_files.finished_batches(tmp_path / "runs" / "p") == {0, 1}
     resume = shlex.split(match.group(1))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        assert main(resume[1:]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)  # the printed command's paths are relative to where it ran
+    assert main(resume[1:]) == 0
     manifest = json.loads((tmp_path / "runs" / "p" / dataset_files.MANIFEST).read_text())
     assert manifest["complete"] and manifest["counts"]["done"] == 4
 

@@ -178,3 +178,14 @@ def assert_same_sequence(
         own = float(values.detach().double().nan_to_num(0, 0, 0).abs().max()) if values.numel() else 0.0
         scale = max(own, row_sum) or None
         assert_close_to_scale(actual.step_scores[name], values, floor=floor, what=f"{prefix}{name}", scale=scale)
+
+
+def assert_same_resumed(actual: Any, expected: Any, *, floor: float = TINY_MODEL) -> None:
+    """A resumed run against one run start to finish: the same records and tokens exactly, the numbers
+    through :func:`assert_same_sequence` (the rows left after an interruption are planned into chunks
+    of their own, so they may run through other shapes than in the uninterrupted run)."""
+    actual, expected = list(actual), list(expected)
+    assert len(actual) == len(expected), f"{len(actual)} sequences against {len(expected)}"
+    for i, (a, b) in enumerate(zip(actual, expected)):
+        assert a.tokens == b.tokens, f"sequence {i}: other tokens"
+        assert_same_sequence(a, b, floor=floor, what=f"sequence {i}")

@@ -117,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     rss = {side: statistics.median(r["peak_rss_mb"] for r in results) for side, results in runs.items()}
     report = {"a": str(args.a), "b": str(args.b), "rounds": args.rounds, "peak_rss_mb": rss, "methods": rows}
     for row in rows:
-        print(
-            f"{row['method']:<42} A {row['a_median_s'] or float('nan'):7.2f}s  B {row['b_median_s'] or float('nan'):7.2f}s"
-            f"  B/A {row['ratio_b_over_a']}  same scores: {row['same_scores']}"
-        )
+        a, b = (row[f"{side}_median_s"] or float("nan") for side in ("a", "b"))
+        print(f"{row['method']:<42} A {a:7.2f}s  B {b:7.2f}s  B/A {row['ratio_b_over_a']}  same: {row['same_scores']}")
     print(f"peak RSS (median) A {rss['a']:.0f} MB, B {rss['b']:.0f} MB")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

@@ -7,13 +7,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny import make_model, make_tokenizer
+from tolerance import OPS, assert_close_to_scale
 
 from genattrib.engine.contract import StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import resolve_target
-from tests.tiny import make_model, make_tokenizer
-from tests.tolerance import OPS, assert_close_to_scale
 
 SETTINGS = settings(max_examples=50, deadline=None)  # the first call on a device (meta) is slow
 

@@ -79,8 +79,8 @@ def _row_spans(model: Any, ids: list[int], explain: str | None) -> list[tuple[in
     """The generated-token ranges each row explains (0 = first generated token)."""
     if explain is None:
         return [(i, i + 1) for i in range(len(ids))]
-    from genattrib.models.tokens import decode_tokens
-    from genattrib.models.units import unit_spans
+    from genattrib.models.options.explain_units import unit_spans
+    from genattrib.models.results.token_text import decode_tokens
 
     prompt = _prompt_ids(model)
     spans = unit_spans(explain, decode_tokens(model.tokenizer, prompt + ids), len(prompt))

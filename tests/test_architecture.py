@@ -102,14 +102,14 @@ ALLOWED: dict[tuple[str, str], str] = {
         "transformers",
     ): "AutoModelForMaskedLM loads transformers' auto-model classes; needed only when an MLM is named by path",
     (
-        "genattrib.models.loading",
+        "genattrib.models.loading.loader",
         "transformers",
     ): "the auto-model classes load transformers' modeling code; `import genattrib` and `genattrib show` do "
     "without it until a model is loaded",
     (
-        "genattrib.models.default_model",
+        "genattrib.models.loading.default_model",
         "transformers",
-    ): "as models/loading.py: transformers' modeling code is loaded only to convert the default model",
+    ): "as models/loading/loader.py: transformers' modeling code is loaded only to convert the default model",
     (
         "genattrib.output.provenance",
         "transformers",

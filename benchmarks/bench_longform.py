@@ -69,7 +69,7 @@ def _story(max_tokens: int, cache: Path) -> list[int]:
 
 def _prompt_ids(model: Any) -> list[int]:
     """The chat prompt's ids, tokenized as ``attribute(CHAT, chat=True)`` does."""
-    from genattrib.models import inputs
+    from genattrib.models.options import inputs
 
     [prompt] = inputs.normalize_prompts(CHAT, True)
     return inputs.tokenize_prompt(model.tokenizer, prompt).tolist()

@@ -143,3 +143,32 @@ def test_top_k_with_top_k_scores_is_generations(tiny_llama):
         warnings.simplefilter("error", FutureWarning)
         out = tiny_llama.attribute(PROMPT, method="saliency", max_new_tokens=3, top_k=5, top_k_scores=2, do_sample=True)
     assert out.provenance.generation_config["top_k"] == 5 and out.sequences[0].sparse_scores.k == 2
+
+
+# --- the facade and the pipeline ----------------------------------------------------------------------------
+def test_the_request_holds_no_model_forward(tiny_llama):
+    from genattrib.engine import ModelForward
+
+    call = prepare_call(tiny_llama.parts, PROMPT, " Paris.", None, AttributeOptions())
+    assert isinstance(call.forward, ModelForward)
+    values = [getattr(call.request, f.name) for f in dataclasses.fields(call.request)]
+    assert not any(isinstance(v, ModelForward) for v in values)
+    assert dataclasses.is_dataclass(call.request) and type(call.request).__dataclass_params__.frozen
+
+
+def test_no_module_of_models_reaches_into_a_private_attribute():
+    """The pipeline reads public names (ModelParts); only the facade touches its own privates."""
+    import ast
+    from pathlib import Path
+
+    import genattrib.models
+
+    root = Path(genattrib.models.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "attribution_model.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: .{node.attr}")
+    assert not found

@@ -175,9 +175,12 @@ class AttributionModel:
         None: when they fit) within ``granular_budget_mb`` (MiB, default 256; ``keep_granular=True``
         beyond it raises before any row is attributed). ``top_k_scores=k`` keeps each row's k
         largest-|score| cells and the exact sum of the others (``seq.sparse_scores``; dropped
-        cells read 0 in ``seq.scores``). ``stream_to="folder/"`` writes each finished batch of
-        rows to a shard in the folder; re-running the same call with it resumes an interrupted
-        run, and the result reads its rows from the folder (``FeatureAttributionOutput.load``).
+        cells read 0 in ``seq.scores``; ``top_k=`` is generation's top-k, as in Hugging Face: with
+        ``do_sample=True`` it reaches ``generate``, and until the next release, where nothing samples,
+        it still means ``top_k_scores=`` with a ``FutureWarning``). ``stream_to="folder/"`` writes
+        each finished batch of rows to a shard in the folder; re-running the same call with it
+        resumes an interrupted run, and the result reads its rows from the folder
+        (``FeatureAttributionOutput.load``).
         """
         t0 = time.perf_counter()
         options = _options(locals(), kwargs, forced=continuation is not None or target is not None, model=self.model)

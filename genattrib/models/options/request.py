@@ -1,10 +1,12 @@
 """Step 1 of :meth:`AttributionModel.attribute`: check everything the user passed, before any
-heavy work, and turn it into one :class:`AttributionRequest` that the later steps read.
+heavy work, and turn the :class:`AttributeOptions` into one :class:`AttributionRequest` that the
+later steps read.
 
 Nothing the user passed is mutated. Errors name the argument and the fix.
 
 Example:
-    >>> request = prepare_request(model, "The capital of France is", max_new_tokens=4)
+    >>> options = AttributeOptions(kwargs={"max_new_tokens": 4})
+    >>> request = prepare_request(model.parts, ModelForward(model.model), "The capital of France is", None, options)
     >>> request.attributor.name, len(request.prompt_ids), request.generation_config.max_new_tokens
     ('saliency', 1, 4)
 """

@@ -10,9 +10,9 @@
 (:mod:`genattrib.models.pipeline.estimate`) and costs the plan instead of running it.
 
 Example:
-    >>> call = prepare_call(model.parts, "The capital of France is", " Paris", None, AttributeOptions())
+    >>> call = prepare_call(model.parts, "The capital of France is", " Paris", None, AttributeOptions())  # " Par", "is"
     >>> [job.num_rows for job in plan(call, generate(call))]
-    [1]
+    [2]
 """
 
 from __future__ import annotations

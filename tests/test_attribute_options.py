@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genattrib.models import AttributeOptions, AttributionModel
-from genattrib.models.pipeline.steps import prepare_call
+from genattrib.models.pipeline.stages import prepare_call
 from genattrib.models.results.storage import BY_VALUE, NOT_IN_RESULTS, RESOLVED, fingerprint
 
 PROMPT = "The capital of France is"

@@ -244,9 +244,9 @@ def test_other_prompts_on_the_same_folder_are_refused(tiny_llama, tmp_path):
 
 def test_changed_generation_is_refused_before_attributing(tiny_llama, tmp_path, count_batches, monkeypatch):
     tiny_llama.attribute(PROMPTS, max_new_tokens=4, **SETTINGS, stream_to=tmp_path / "gen")
-    import genattrib.models.pipeline.steps as steps
+    import genattrib.models.pipeline.stages as stages
 
-    real = steps.generate_traces
+    real = stages.generate_traces
 
     def other(*args, **kwargs):  # as if sampling without a seed gave another continuation
         traces = real(*args, **kwargs)
@@ -254,7 +254,7 @@ def test_changed_generation_is_refused_before_attributing(tiny_llama, tmp_path, 
             t.generated_ids = (t.generated_ids + 1) % 50 + 10
         return traces
 
-    monkeypatch.setattr(steps, "generate_traces", other)
+    monkeypatch.setattr(stages, "generate_traces", other)
     count_batches.update(batches=0)
     with pytest.raises(InvalidArgumentError, match="differ from those streamed") as err:
         tiny_llama.attribute(PROMPTS, max_new_tokens=4, **SETTINGS, stream_to=tmp_path / "gen")

@@ -24,7 +24,7 @@ import torch
 from genattrib.errors import GenattribError, InvalidArgumentError
 from genattrib.models.options import inputs as inp
 from genattrib.models.options.attribute_options import AttributeOptions, resolve_legacy_top_k
-from genattrib.models.pipeline.steps import prepare_call
+from genattrib.models.pipeline.stages import prepare_call
 
 if TYPE_CHECKING:
     from genattrib.dataset.records import Record

@@ -29,7 +29,7 @@ from genattrib.models.options.attribute_options import AttributeOptions, resolve
 from genattrib.models.options.explain_units import CharSpans
 from genattrib.models.options.request import check_batch_size, check_lengths
 from genattrib.models.pipeline.estimate import Estimate, estimate_call
-from genattrib.models.pipeline.steps import attribute_call, prepare_call
+from genattrib.models.pipeline.stages import attribute_call, prepare_call
 from genattrib.output import FeatureAttributionOutput
 from genattrib.seeding import check_seed
 from genattrib.targets import TargetFunction, list_targets

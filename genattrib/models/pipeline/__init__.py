@@ -1,2 +1,2 @@
 """The pipeline ``attribute()`` and ``estimate()`` share: prepare → generate → plan → run →
-assemble (``steps.py``); ``estimate.py`` costs the plan instead of running it."""
+assemble (``stages.py``); ``estimate.py`` costs the plan instead of running it."""

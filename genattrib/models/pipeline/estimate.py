@@ -53,7 +53,7 @@ from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.explain_units import describe_explain
 from genattrib.models.options.request import AttributionRequest
-from genattrib.models.pipeline.steps import Call, explained_spans, generate, keep_granular, plan
+from genattrib.models.pipeline.stages import Call, explained_spans, generate, keep_granular, plan
 
 #: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
 ASSUMED_UNIT_TOKENS = {"words": 1.3, "sentences": 20.0, "paragraphs": 80.0, "lines": 12.0}

@@ -69,7 +69,7 @@ def _story(max_tokens: int, cache: Path) -> list[int]:
 
 def _prompt_ids(model: Any) -> list[int]:
     """The chat prompt's ids, tokenized as ``attribute(CHAT, chat=True)`` does."""
-    from genattrib.models import inputs
+    from genattrib.models.options import inputs
 
     [prompt] = inputs.normalize_prompts(CHAT, True)
     return inputs.tokenize_prompt(model.tokenizer, prompt).tolist()
@@ -79,8 +79,8 @@ def _row_spans(model: Any, ids: list[int], explain: str | None) -> list[tuple[in
     """The generated-token ranges each row explains (0 = first generated token)."""
     if explain is None:
         return [(i, i + 1) for i in range(len(ids))]
-    from genattrib.models.tokens import decode_tokens
-    from genattrib.models.units import unit_spans
+    from genattrib.models.options.explain_units import unit_spans
+    from genattrib.models.results.token_text import decode_tokens
 
     prompt = _prompt_ids(model)
     spans = unit_spans(explain, decode_tokens(model.tokenizer, prompt + ids), len(prompt))

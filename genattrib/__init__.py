@@ -27,7 +27,7 @@ from genattrib.evaluation.benchmark import benchmark  # noqa: E402
 from genattrib.evaluation.benchmark_result import BenchmarkResult  # noqa: E402
 from genattrib.methods import describe_methods, list_methods  # noqa: E402
 from genattrib.models import AttributionModel, load_model  # noqa: E402
-from genattrib.models.units import CharSpans  # noqa: E402
+from genattrib.models.options.explain_units import CharSpans  # noqa: E402
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution  # noqa: E402
 from genattrib.targets import list_targets  # noqa: E402
 from genattrib.version import __version__  # noqa: E402

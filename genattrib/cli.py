@@ -48,9 +48,9 @@ from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.cli_interrupt import interrupt_line
 from genattrib.cli_listing import run_methods, run_targets
 from genattrib.errors import GenattribError
-from genattrib.models.loading import DTYPE_NAMES
-from genattrib.models.sources import SOURCE_NAMES
-from genattrib.models.units import UNIT_NAMES
+from genattrib.models.loading.loader import DTYPE_NAMES
+from genattrib.models.options.explain_units import UNIT_NAMES
+from genattrib.models.options.sources import SOURCE_NAMES
 from genattrib.output.attribution import FeatureAttributionOutput
 from genattrib.output.serialization import check_save_path
 
@@ -169,7 +169,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="K",
-        help="keep the K largest |scores| of each row, plus a residual (attribute(top_k=K))",
+        help="keep the K largest |scores| of each row, plus a residual (attribute(top_k_scores=K))",
     )
     storage.add_argument(
         "--stream-to",
@@ -273,11 +273,12 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         explain=args.explain,
         sources=args.sources,
         sources_include_generated=args.sources_include_generated,
-        top_k=args.top_k_scores,
+        top_k_scores=args.top_k_scores,
         stream_to=args.stream_to,
         granular_budget_mb=args.granular_budget_mb,
     )
-    clash = sorted(set(params) & (set(options) | {"continuation", "target", "inputs", "top_k", "generation_config"}))
+    reserved = {"continuation", "target", "inputs", "top_k", "top_k_scores", "generation_config"}
+    clash = sorted(set(params) & (set(options) | reserved))
     clash += sorted(set(params) & set(sampling))
     if clash:
         raise _UsageError(
@@ -286,7 +287,7 @@ def _run_attribute(args: argparse.Namespace, console: Console) -> int:
         )
     _check_outputs(args)  # a bad --save/--html path is found now, not after the whole run
     model = genattrib.load_model(args.model, **load_options)
-    if sampling:  # as a generation config: attribute(top_k=) is the storage option
+    if sampling:  # as a generation config, on top of the model's own
         options["generation_config"] = sampling_config(model, sampling)
     if args.dry_run:
         console.print(Text(str(model.estimate(inputs, args.continuation, **options, **params))))

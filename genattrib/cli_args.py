@@ -141,7 +141,7 @@ class VersionAction(argparse.Action):
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     """``--do-sample``, ``--temperature``, ``--top-p``, ``--top-k``: how generation picks tokens
-    (``generate()``'s settings; ``--top-k`` is sampling's top-k, not ``attribute(top_k=)``)."""
+    (``generate()``'s settings; ``--top-k`` is sampling's top-k, ``--top-k-scores`` the storage option)."""
     group = parser.add_argument_group("generation sampling (default: greedy)")
     group.add_argument("--do-sample", action="store_true", help="sample the continuation instead of greedy decoding")
     group.add_argument("--temperature", type=float, default=None, metavar="T", help="with --do-sample: temperature")
@@ -176,8 +176,8 @@ def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def sampling_config(model: Any, sampling: dict[str, Any]) -> GenerationConfig:
     """The model's generation config with the ``sampling`` settings applied, for
-    ``attribute(generation_config=)`` (sampling's ``top_k`` cannot go as a keyword:
-    ``attribute(top_k=)`` is the storage option that keeps the top-k scores)."""
+    ``attribute(generation_config=)`` (the model's other settings kept; the storage option that
+    keeps the top-k scores is ``attribute(top_k_scores=)``)."""
     base = getattr(getattr(model, "model", None), "generation_config", None)
     config = copy.deepcopy(base) if isinstance(base, GenerationConfig) else GenerationConfig()
     config.update(**sampling)

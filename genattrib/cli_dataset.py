@@ -24,9 +24,9 @@ import genattrib
 from genattrib.cli_args import PARAM_HELP, parse_param, split_list
 from genattrib.dataset.launch import inside_launcher, launch_processes
 from genattrib.errors import InvalidArgumentError
-from genattrib.models.loading import DTYPE_NAMES
-from genattrib.models.sources import SOURCE_NAMES
-from genattrib.models.units import UNIT_NAMES
+from genattrib.models.loading.loader import DTYPE_NAMES
+from genattrib.models.options.explain_units import UNIT_NAMES
+from genattrib.models.options.sources import SOURCE_NAMES
 
 __all__ = ["add_attribute_dataset", "run_attribute_dataset"]
 
@@ -98,9 +98,9 @@ def _check(args: argparse.Namespace) -> None:
             "--sources-include-generated", "it groups generated text into --sources units", "add --sources NAME"
         )
     keys = [key for key, _ in args.param]
-    if "top_k" in keys or "stream_to" in keys:
+    if {"top_k", "top_k_scores", "stream_to"} & set(keys):
         raise InvalidArgumentError(
-            "--param", "top_k / stream_to are options", "use --top-k-scores K or --stream-to DIR instead"
+            "--param", "top_k / top_k_scores / stream_to are options", "use --top-k-scores K or --stream-to DIR instead"
         )
 
 
@@ -115,7 +115,7 @@ def run_attribute_dataset(args: argparse.Namespace, console: Console) -> int:
             "step_scores": args.step_scores,
             "max_new_tokens": args.max_new_tokens,
             "max_rows": args.max_rows,
-            "top_k": args.top_k_scores,
+            "top_k_scores": args.top_k_scores,
             "seed": args.seed,
             "explain": args.explain,
             "sources": args.sources,

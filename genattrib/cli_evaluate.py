@@ -20,7 +20,7 @@ from rich.text import Text
 import genattrib
 from genattrib.cli_args import parse_value, split_list
 from genattrib.evaluation.on_dataset import is_main_process
-from genattrib.models.loading import DTYPE_NAMES
+from genattrib.models.loading.loader import DTYPE_NAMES
 from genattrib.seeding import DEFAULT_SEED
 from genattrib.validation import check_number
 

@@ -167,6 +167,22 @@ def unit_edges(imports: list[Import]) -> dict[tuple[str, str], list[Import]]:
     return edges
 
 
+def module_edges(imports: list[Import]) -> dict[str, set[tuple[str, str]]]:
+    """Imports between two modules of the same unit, by unit: ``{"models": {(importer, imported), ...}}``.
+
+    Every import counts: at module level, inside a function (deferred) and under
+    ``if TYPE_CHECKING:`` (the scan does not tell those apart from module-level ones, on purpose:
+    a type-only import is still a dependency a reader follows, and models/ hid a five-file cycle
+    that way). A package's ``__init__`` is a module like the others: a module that imports its own
+    package's ``__init__``, which imports the module back, is a cycle.
+    """
+    out: dict[str, set[tuple[str, str]]] = {}
+    for imp in imports:
+        if imp.internal and imp.importer != imp.imported and unit_of(imp.importer) == unit_of(imp.imported):
+            out.setdefault(unit_of(imp.importer), set()).add((imp.importer, imp.imported))
+    return out
+
+
 def find_cycle(edges: set[tuple[str, str]]) -> list[str] | None:
     """One cycle of the directed graph as a closed path ``[a, b, ..., a]``, or None."""
     graph: dict[str, list[str]] = {}

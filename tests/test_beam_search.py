@@ -7,6 +7,7 @@ from tolerance import TINY_MODEL, assert_close_to_scale
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.models import attribution_model
+from genattrib.models.pipeline import stages
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
@@ -30,7 +31,8 @@ def test_several_sequences_per_prompt_are_refused_before_generation(tiny_llama, 
     def never(*args, **kwargs):
         raise AssertionError("generated")
 
-    monkeypatch.setattr(attribution_model, "generate_traces", never)
+    monkeypatch.setattr(attribution_model, "generate_traces", never)  # generate()
+    monkeypatch.setattr(stages, "generate_traces", never)  # attribute()
     for call in (tiny_llama.attribute, tiny_llama.generate):
         with pytest.raises(InvalidArgumentError, match="num_return_sequences") as info:
             call(PROMPTS, max_new_tokens=4, num_beams=2, num_return_sequences=2)

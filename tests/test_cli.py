@@ -160,7 +160,7 @@ def test_sampling_flags_go_to_generation_and_top_k_scores_to_storage(fake_load: 
     [(_, kwargs)] = fake_load["model"].calls
     config = kwargs["generation_config"]
     assert (config.do_sample, config.temperature, config.top_p, config.top_k) == (True, 0.7, 0.9, 5)
-    assert kwargs["top_k"] == 7  # attribute(top_k=): the K largest scores of each row
+    assert kwargs["top_k_scores"] == 7  # the K largest scores of each row
     assert not {"do_sample", "temperature", "top_p"} & set(kwargs)
 
 
@@ -190,7 +190,7 @@ def test_attribute_dataset_passes_units_sources_stream_and_top_k_scores(
     argv += ["--sources", "documents", "--sources-include-generated", "--stream-to", "rows", "--top-k-scores", "3"]
     assert main(argv) == 2
     assert seen["explain"] == "sentences" and seen["sources"] == "documents"
-    assert seen["sources_include_generated"] is True and seen["stream_to"] == "rows" and seen["top_k"] == 3
+    assert seen["sources_include_generated"] is True and seen["stream_to"] == "rows" and seen["top_k_scores"] == 3
     seen.clear()
     assert main(["attribute-dataset", "d.jsonl", "--out", "o", "--sources-include-generated"]) == 2
     assert seen == {}  # refused before the run

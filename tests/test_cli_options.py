@@ -1,5 +1,5 @@
 """Options of ``attribute`` / ``attribute-dataset`` on the tiny model (no fakes): the sampling
-flags reach generation (and ``--top-k`` is not the storage ``top_k``), ``sources_include_generated``
+flags reach generation (and ``--top-k`` is not the storage ``top_k_scores``), ``sources_include_generated``
 without ``sources`` is refused before any work, the dataset command's ``--explain``, ``--sources``
 and ``--stream-to`` run, and a changed dataset call names each option that differs."""
 
@@ -32,7 +32,7 @@ def test_sampling_flags_reach_generation(saved_model, tmp_path):
     )
     config = sampled.provenance.generation_config
     assert (config["do_sample"], config["temperature"], config["top_p"], config["top_k"]) == (True, 0.7, 0.9, 3)
-    assert sampled.provenance.storage["top_k"] is None and sampled.sequences[0].sparse_scores is None
+    assert sampled.provenance.storage["top_k_scores"] is None and sampled.sequences[0].sparse_scores is None
     greedy = _attribute(saved_model, tmp_path, "g")
     top1 = _attribute(saved_model, tmp_path, "t", "--do-sample", "--top-k", "1")  # sampling the likeliest = greedy
     assert "do_sample" not in greedy.provenance.generation_config
@@ -43,7 +43,7 @@ def test_sampling_flags_reach_generation(saved_model, tmp_path):
     ]
     assert {seq.sequences[0].generated_text for seq in hot} != {greedy.sequences[0].generated_text}
     kept = _attribute(saved_model, tmp_path, "k", "--top-k-scores", "2")
-    assert kept.provenance.storage["top_k"] == 2 and kept.sequences[0].sparse_scores.k == 2
+    assert kept.provenance.storage["top_k_scores"] == 2 and kept.sequences[0].sparse_scores.k == 2
     assert "top_k" not in kept.provenance.generation_config
 
 

@@ -8,7 +8,7 @@ import torch
 from tolerance import OPS, assert_close_to_scale
 
 from genattrib.errors import GenattribWarning
-from genattrib.models.convergence import COMPLETENESS_TOLERANCE, unconverged_share
+from genattrib.models.results.convergence import COMPLETENESS_TOLERANCE, unconverged_share
 
 PROMPT, TEXT = "The capital of France is", " Paris. It is"
 

@@ -224,7 +224,7 @@ def test_killed_process_leaves_a_folder_that_resumes(saved_model, tmp_path):
 
 
 def test_storage_options_reach_every_call(tiny_llama, tmp_path):
-    run = genattrib.attribute_dataset(tiny_llama, make_records(4), tmp_path / "out", top_k=2, **SETTINGS)
+    run = genattrib.attribute_dataset(tiny_llama, make_records(4), tmp_path / "out", top_k_scores=2, **SETTINGS)
     out = run.load()
     assert run.done == 4 and all(s.sparse_scores is not None and s.sparse_scores.k == 2 for s in out)
     with pytest.raises(InvalidArgumentError) as err:

@@ -18,7 +18,7 @@ from transformers import LlamaForCausalLM, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
 
 import genattrib
-import genattrib.models.attribution_model as attribution_model
+import genattrib.models.pipeline.stages as stages
 from genattrib import GenattribError, InvalidArgumentError, UnknownNameError, UnsupportedModelError
 
 PROMPT = "The capital of France is"
@@ -36,7 +36,7 @@ CHAT_TEMPLATE = (
 def heavy(monkeypatch):
     """Counts calls of generation and of the attribution engine made by ``attribute``."""
     calls = {"generate": 0, "attribute": 0}
-    real_generate, real_run = attribution_model.generate_traces, attribution_model.run_attribution
+    real_generate, real_run = stages.generate_traces, stages.run_attribution
 
     def generate(*args, **kwargs):
         calls["generate"] += 1
@@ -46,8 +46,8 @@ def heavy(monkeypatch):
         calls["attribute"] += 1
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(attribution_model, "generate_traces", generate)
-    monkeypatch.setattr(attribution_model, "run_attribution", run)
+    monkeypatch.setattr(stages, "generate_traces", generate)
+    monkeypatch.setattr(stages, "run_attribution", run)
     return calls
 
 
@@ -630,21 +630,17 @@ def test_wrong_types_raise_genattrib_errors(unchecked_report, case):
     ],
 )
 def test_bad_values_are_refused_before_generation(tiny_llama, monkeypatch, kwargs, argument):
-    from genattrib.models import attribution_model
-
     def never(*args, **kw):
         raise AssertionError("the model generated before the arguments were checked")
 
-    monkeypatch.setattr(attribution_model, "generate_traces", never)
+    monkeypatch.setattr(stages, "generate_traces", never)
     with pytest.raises(InvalidArgumentError) as info:
         tiny_llama.attribute("The capital of France is", **kwargs)
     assert info.value.argument == argument and "Fix:" in str(info.value)
 
 
 def test_a_custom_target_without_gradients_is_blamed_not_the_model(tiny_llama, monkeypatch):
-    from genattrib.models import attribution_model
-
-    monkeypatch.setattr(attribution_model, "generate_traces", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr(stages, "generate_traces", lambda *a, **k: pytest.fail("generated"))
     with pytest.raises(InvalidArgumentError) as info:
         tiny_llama.attribute("The capital of France is", attributed_fn=lambda ctx: torch.zeros(ctx.logits.shape[0]))
     assert info.value.argument == "attributed_fn" and "model is not the cause" in str(info.value)

@@ -9,7 +9,7 @@ import math
 import pytest
 
 import genattrib
-import genattrib.models.estimate as estimate_module
+import genattrib.models.pipeline.estimate as estimate_module
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.cli import main
 from genattrib.methods import method_class
@@ -106,7 +106,7 @@ def test_top_k_and_granular_change_the_result_memory(tiny_llama, no_attribution)
     method = "input_x_gradient"
     kept = tiny_llama.estimate(PROMPT, TEXT, method=method, calibrate=False)
     reduced = tiny_llama.estimate(PROMPT, TEXT, method=method, keep_granular=False, calibrate=False)
-    top = tiny_llama.estimate(PROMPT, TEXT, method=method, top_k=2, calibrate=False)
+    top = tiny_llama.estimate(PROMPT, TEXT, method=method, top_k_scores=2, calibrate=False)
     assert kept.memory["result"] > reduced.memory["result"] > top.memory["result"] > 0
 
 
@@ -123,8 +123,8 @@ def test_estimate_prints_and_is_json(tiny_llama):
 
 
 def test_estimate_refuses_what_attribute_refuses(tiny_llama, tmp_path, no_attribution):
-    with pytest.raises(InvalidArgumentError, match="top_k"):
-        tiny_llama.estimate(PROMPT, TEXT, top_k=0)
+    with pytest.raises(InvalidArgumentError, match="top_k_scores"):
+        tiny_llama.estimate(PROMPT, TEXT, top_k_scores=0)
     with pytest.raises(InvalidArgumentError, match="granular_budget_mb") as err:
         tiny_llama.estimate(PROMPT, TEXT, method="input_x_gradient", keep_granular=True, granular_budget_mb=0.0001)
     assert err.value.argument == "keep_granular"
@@ -164,14 +164,14 @@ def test_cli_stream_and_top_k(cli_model, tmp_path, capsys):
     )
     assert code == 0
     loaded = FeatureAttributionOutput.load(folder)
-    assert loaded.provenance.storage["top_k"] == 2 and loaded.sequences[0].sparse_scores is not None
+    assert loaded.provenance.storage["top_k_scores"] == 2 and loaded.sequences[0].sparse_scores is not None
     assert main(["show", str(folder)]) == 0
     assert "Paris" in capsys.readouterr().out
 
 
 def test_cli_bad_storage_options_exit_2(cli_model, tmp_path, capsys):
     assert main(["attribute", PROMPT, "--continuation", TEXT, "--top-k-scores", "0"]) == 2
-    assert "top_k" in capsys.readouterr().err
+    assert "top_k_scores" in capsys.readouterr().err
     (tmp_path / "f.json").write_text("{}")
     assert main(["attribute", PROMPT, "--continuation", TEXT, "--stream-to", str(tmp_path / "f.json")]) == 2
     assert "is a file" in capsys.readouterr().err

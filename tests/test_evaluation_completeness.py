@@ -21,7 +21,7 @@ from genattrib.evaluation.benchmark_result import BenchmarkResult
 from genattrib.evaluation.completeness import UNCONVERGED_MARK, Completeness, completeness
 from genattrib.evaluation.datasets import Example, load_dataset
 from genattrib.evaluation.report import benchmark_table, summary_table
-from genattrib.models.convergence import COMPLETENESS_TOLERANCE
+from genattrib.models.results.convergence import COMPLETENESS_TOLERANCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from evaluation_table import markdown  # noqa: E402

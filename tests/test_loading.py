@@ -50,7 +50,7 @@ def test_loaded_objects_are_wrapped_unchanged(tiny_tokenizer):
 
 @pytest.mark.default_model
 def test_load_gguf_file():
-    from genattrib.models.default_model import gguf_location
+    from genattrib.models.loading.default_model import gguf_location
 
     folder, name = gguf_location()
     model = genattrib.load_model(folder / name)
@@ -60,7 +60,7 @@ def test_load_gguf_file():
 
 @pytest.mark.default_model
 def test_default_model_cache_is_reused(tmp_path, monkeypatch):
-    from genattrib.models import default_model
+    from genattrib.models.loading import default_model
 
     first = default_model.default_model_folder()
     assert (first / "model.safetensors").is_file()

@@ -129,7 +129,7 @@ def test_teacher_forced_step_scores_run_chunked_and_back_off(tiny_llama, monkeyp
         seen.append((forward.model_calls - calls, forward.oom_retries))
         return result
 
-    monkeypatch.setattr("genattrib.models.attribution_model.teacher_forced_step_scores", spy)
+    monkeypatch.setattr("genattrib.models.pipeline.stages.teacher_forced_step_scores", spy)
     rows = _oom_when_batched(monkeypatch, ModelForward, "hidden_states", lambda a, k: int(a[1].shape[0]))
     got = tiny_llama.attribute(PROMPTS, target=targets, method="occlusion", step_scores=["probability", "entropy"])
     assert rows[0] == len(PROMPTS)  # one chunk of every sequence first ...

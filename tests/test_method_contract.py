@@ -181,19 +181,3 @@ def test_batch_size_groups_prompts_in_attribution_too(tiny_llama, registered, mo
     for a, b in zip(together.sequences, one_by_one.sequences):
         assert torch.equal(a.input_ids, b.input_ids)
         assert_close_to_scale(a.scores, b.scores, floor=TINY_MODEL)  # other batches
-
-
-def test_validation_takes_exactly_the_options_attribute_offers() -> None:
-    """``attribute()`` declares its options for users once; step 1 validates every one of them:
-    ``prepare_request`` the attribution options and ``check_storage`` the storage ones (top_k,
-    stream_to, granular_budget_mb), so the lists cannot drift apart."""
-    import inspect
-
-    from genattrib.models.attribution_model import AttributionModel
-    from genattrib.models.request import prepare_request
-    from genattrib.models.storage import check_storage
-
-    public = set(inspect.signature(AttributionModel.attribute).parameters) - {"self", "continuation", "target"}
-    validated = set(inspect.signature(prepare_request).parameters) - {"model", "continuation", "continuation_name"}
-    storage = set(inspect.signature(check_storage).parameters) - {"keep_granular"}
-    assert public == validated | storage and not validated & storage

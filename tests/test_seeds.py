@@ -7,6 +7,7 @@ import pytest
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.models import attribution_model
+from genattrib.models.pipeline import stages
 
 PROMPT = "The capital of France is"
 SAMPLE = {"max_new_tokens": 6, "do_sample": True, "temperature": 1.5}
@@ -33,7 +34,8 @@ def no_generation(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the model generated before the seed was checked")
 
-    monkeypatch.setattr(attribution_model, "generate_traces", never)
+    monkeypatch.setattr(attribution_model, "generate_traces", never)  # generate()
+    monkeypatch.setattr(stages, "generate_traces", never)  # attribute()
 
 
 @pytest.mark.parametrize("seed", [2**70, -1, True])  # "x" and 1.7: tests/test_errors.py (without the type checker)

@@ -323,7 +323,7 @@ def test_command_line_dispatches_with_a_json_device_map(pair, tmp_path, capsys):
 # --- the default model ------------------------------------------------------------------------
 @pytest.mark.default_model
 def test_default_model_split_across_cpu_and_disk_matches(default_model, tmp_path):
-    from genattrib.models.default_model import default_model_folder
+    from genattrib.models.loading.default_model import default_model_folder
 
     layers = default_model.model.config.num_hidden_layers
     device_map = {"model.embed_tokens": "cpu", "lm_head": "cpu", "model.rotary_emb": "cpu", "model.norm": "disk"}

@@ -14,8 +14,8 @@ from genattrib import FeatureAttributionOutput
 from genattrib.engine.suffix_plan import kv_reuse
 from genattrib.errors import InvalidArgumentError, UnsupportedModelError
 from genattrib.methods.surrogates import fit_surrogates, r_squared
-from genattrib.models.sources import source_spans
-from genattrib.models.units import CharSpans
+from genattrib.models.options.explain_units import CharSpans
+from genattrib.models.options.sources import source_spans
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 

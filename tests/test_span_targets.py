@@ -16,7 +16,7 @@ from genattrib import FeatureAttributionOutput
 from genattrib.engine import ModelForward, SequenceJob, run_attribution
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import get_method
-from genattrib.models.units import CharSpans, unit_spans
+from genattrib.models.options.explain_units import CharSpans, unit_spans
 from genattrib.targets import resolve_target
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them

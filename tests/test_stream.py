@@ -17,7 +17,7 @@ from tolerance import TINY_MODEL, assert_close_to_scale
 import genattrib.output.stream as stream_module
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.methods import method_class
-from genattrib.models.storage import VOLATILE
+from genattrib.models.results.storage import VOLATILE
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
@@ -187,8 +187,8 @@ def test_loading_a_stream_folder_reads_shards_only_on_access(tiny_llama, tmp_pat
 
 
 def test_streamed_top_k_and_granular_results(tiny_llama, tmp_path):
-    top = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, top_k=3)
-    top_streamed = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, top_k=3, stream_to=tmp_path / "top")
+    top = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, top_k_scores=3)
+    top_streamed = tiny_llama.attribute(PROMPTS, CONTINUATIONS, **SETTINGS, top_k_scores=3, stream_to=tmp_path / "top")
     assert same_result(top_streamed, top)
     assert top_streamed.sequences[0].sparse_scores.equals(top.sequences[0].sparse_scores)
     loaded = FeatureAttributionOutput.load(tmp_path / "top")
@@ -219,7 +219,7 @@ def test_generated_continuations_stream_and_resume(tiny_llama, tmp_path, count_b
     [
         ({"method": "input_x_gradient"}, "method"),
         ({"seed": 7}, "seed"),
-        ({"top_k": 2}, "top_k"),
+        ({"top_k_scores": 2}, "top_k_scores"),
         ({"attributed_fn": "probability"}, "attributed_fn"),
         ({"explain": "sentences"}, "explain"),
     ],
@@ -244,9 +244,9 @@ def test_other_prompts_on_the_same_folder_are_refused(tiny_llama, tmp_path):
 
 def test_changed_generation_is_refused_before_attributing(tiny_llama, tmp_path, count_batches, monkeypatch):
     tiny_llama.attribute(PROMPTS, max_new_tokens=4, **SETTINGS, stream_to=tmp_path / "gen")
-    import genattrib.models.attribution_model as attribution_model
+    import genattrib.models.pipeline.stages as stages
 
-    real = attribution_model.generate_traces
+    real = stages.generate_traces
 
     def other(*args, **kwargs):  # as if sampling without a seed gave another continuation
         traces = real(*args, **kwargs)
@@ -254,7 +254,7 @@ def test_changed_generation_is_refused_before_attributing(tiny_llama, tmp_path, 
             t.generated_ids = (t.generated_ids + 1) % 50 + 10
         return traces
 
-    monkeypatch.setattr(attribution_model, "generate_traces", other)
+    monkeypatch.setattr(stages, "generate_traces", other)
     count_batches.update(batches=0)
     with pytest.raises(InvalidArgumentError, match="differ from those streamed") as err:
         tiny_llama.attribute(PROMPTS, max_new_tokens=4, **SETTINGS, stream_to=tmp_path / "gen")

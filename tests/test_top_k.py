@@ -1,4 +1,4 @@
-"""Top-k sparse scores (SparseScores, attribute(top_k=...)) and the granular memory budget."""
+"""Top-k sparse scores (SparseScores, attribute(top_k_scores=...)) and the granular memory budget."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.console import Console
 
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.methods import method_class
-from genattrib.models.storage import check_storage
+from genattrib.models.results.storage import check_storage
 from genattrib.output import Provenance, SequenceAttribution
 from genattrib.output.rows import MemorySink, RowBlock
 from genattrib.output.scores import SparseScores
@@ -188,20 +188,20 @@ def test_steps_of_a_sparse_sequence_stay_sparse():
     assert torch.equal(part.sparse_scores.residual, out.sequences[0].sparse_scores.residual[1:3])
 
 
-# --- attribute(top_k=...) ----------------------------------------------------------------------------------
+# --- attribute(top_k_scores=...) ---------------------------------------------------------------------------
 def test_top_k_none_is_the_dense_result(tiny_llama):
     a = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency")
-    b = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k=None)
+    b = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k_scores=None)
     assert all(x.equals(y) for x, y in zip(a.sequences, b.sequences))
     assert a.sequences[0].sparse_scores is None
-    assert b.provenance.storage["top_k"] is None
+    assert b.provenance.storage["top_k_scores"] is None
 
 
 @pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion"])
 def test_top_k_result_is_the_dense_result_cut(tiny_llama, method):
     dense = tiny_llama.attribute([PROMPT, "Once upon a"], [" Paris. The", " time there"], method=method)
-    top = tiny_llama.attribute([PROMPT, "Once upon a"], [" Paris. The", " time there"], method=method, top_k=2)
-    assert top.provenance.storage["top_k"] == 2
+    top = tiny_llama.attribute([PROMPT, "Once upon a"], [" Paris. The", " time there"], method=method, top_k_scores=2)
+    assert top.provenance.storage["top_k_scores"] == 2
     for d, t in zip(dense.sequences, top.sequences):
         expected = SparseScores.from_dense(d.scores, 2)
         assert t.sparse_scores.equals(expected)
@@ -212,14 +212,14 @@ def test_top_k_result_is_the_dense_result_cut(tiny_llama, method):
 
 def test_top_k_at_least_every_position_equals_dense(tiny_llama):
     dense = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency")
-    top = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k=1000)
+    top = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k_scores=1000)
     assert same(top.sequences[0].scores, dense.sequences[0].scores)
     assert not top.sequences[0].sparse_scores.dropped.any()
 
 
 def test_aggregation_and_rendering_work_on_a_top_k_result(tiny_llama):
-    top = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k=2, explain="sentences")
-    words = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k=2).aggregate("words")
+    top = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k_scores=2, explain="sentences")
+    words = tiny_llama.attribute(PROMPT, " Paris. The capital", method="saliency", top_k_scores=2).aggregate("words")
     assert words.sequences[0].num_steps >= 1 and words.sequences[0].sparse_scores is None
     assert not words.sequences[0].scores[:, : words.sequences[0].prompt_length].isnan().all()
     buffer = io.StringIO()
@@ -238,7 +238,7 @@ def test_top_k_results_are_made_sparse_batch_by_batch(tiny_llama, monkeypatch):
         return original(cls, dense, k)
 
     monkeypatch.setattr(SparseScores, "from_dense", classmethod(spy))
-    out = tiny_llama.attribute(PROMPT, " Paris. The capital of", method="saliency", top_k=3, max_rows=2)
+    out = tiny_llama.attribute(PROMPT, " Paris. The capital of", method="saliency", top_k_scores=3, max_rows=2)
     rows = out.sequences[0].num_steps
     assert len(made) > 1 and all(shape[0] <= 2 for shape in made) and sum(s[0] for s in made) == rows
 
@@ -246,16 +246,16 @@ def test_top_k_results_are_made_sparse_batch_by_batch(tiny_llama, monkeypatch):
 @pytest.mark.parametrize("bad", [0, -3])
 def test_bad_top_k_is_refused(tiny_llama, bad):
     with pytest.raises(InvalidArgumentError, match="top_k") as err:
-        tiny_llama.attribute(PROMPT, " Paris.", top_k=bad)
-    assert err.value.argument == "top_k" and "top_k=" in err.value.fix
+        tiny_llama.attribute(PROMPT, " Paris.", top_k_scores=bad)
+    assert err.value.argument == "top_k_scores" and "top_k_scores=" in err.value.fix
 
 
 @pytest.mark.parametrize(
     ("arguments", "name"),
     [
-        ({"top_k": 2.5}, "top_k"),
-        ({"top_k": True}, "top_k"),
-        ({"top_k": "5"}, "top_k"),
+        ({"top_k_scores": 2.5}, "top_k_scores"),
+        ({"top_k_scores": True}, "top_k_scores"),
+        ({"top_k_scores": "5"}, "top_k_scores"),
         ({"granular_budget_mb": None}, "granular_budget_mb"),
         ({"granular_budget_mb": "big"}, "granular_budget_mb"),
         ({"stream_to": 5}, "stream_to"),
@@ -271,7 +271,7 @@ def test_values_of_the_wrong_type_are_refused_by_name(arguments, name):
 
 def test_top_k_with_keep_granular_true_is_refused(tiny_llama):
     with pytest.raises(InvalidArgumentError, match="granular") as err:
-        tiny_llama.attribute(PROMPT, " Paris.", method="input_x_gradient", top_k=3, keep_granular=True)
+        tiny_llama.attribute(PROMPT, " Paris.", method="input_x_gradient", top_k_scores=3, keep_granular=True)
     assert err.value.argument == "keep_granular"
 
 
@@ -288,7 +288,7 @@ def test_granular_budget_is_recorded_and_bounds_what_is_kept(tiny_llama):
     assert kept.provenance.storage == {
         "granular_budget_mb": 256.0,
         "granular_kept": True,
-        "top_k": None,
+        "top_k_scores": None,
         "stream_to": None,
     }
     size = kept.sequences[0].granular_scores.numel() * 4
@@ -324,7 +324,7 @@ def test_user_arguments_are_not_mutated(tiny_llama):
     prompts = [PROMPT, "Once upon a"]
     continuation = [" Paris.", " time"]
     saved = (list(prompts), list(continuation))
-    tiny_llama.attribute(prompts, continuation, top_k=2, granular_budget_mb=1.0)
+    tiny_llama.attribute(prompts, continuation, top_k_scores=2, granular_budget_mb=1.0)
     assert (prompts, continuation) == saved
 
 

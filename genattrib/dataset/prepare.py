@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genattrib.engine import GRANULAR_BUDGET_MB
 from genattrib.errors import GenattribError, InvalidArgumentError
-from genattrib.models import inputs as inp
-from genattrib.models.request import prepare_request
-from genattrib.models.storage import check_storage
+from genattrib.models.options import inputs as inp
+from genattrib.models.options.attribute_options import AttributeOptions, resolve_legacy_top_k
+from genattrib.models.pipeline.stages import prepare_call
 
 if TYPE_CHECKING:
     from genattrib.dataset.records import Record
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Measured", "check_call", "measure"]
 
-#: attribute() arguments about storing the scores (checked apart: prepare_request does not take them).
-STORAGE = ("top_k", "granular_budget_mb")
 #: attribute() arguments that a dataset run sets itself, per record or per batch.
 RESERVED = ("inputs", "continuation", "target", "show_progress", "batch_size")
 
@@ -62,11 +59,10 @@ def check_call(model: AttributionModel, prompt: Any, chat: bool, kwargs: Mapping
             "attribute_dataset sets this itself (targets come from the records, batches from batch_size)",
             "put forced targets in the records ('target'), and pass batch_size= for records per batch",
         )
-    storage = {k: kwargs[k] for k in STORAGE if k in kwargs}
-    check_storage(
-        storage.get("top_k"), None, storage.get("granular_budget_mb", GRANULAR_BUDGET_MB), kwargs.get("keep_granular")
-    )
-    request = prepare_request(model, [prompt], chat=chat, **{k: v for k, v in kwargs.items() if k not in STORAGE})
+    options = AttributeOptions.from_arguments({"chat": chat, **kwargs})
+    forced = False  # checks the options as for a record without a target
+    options = resolve_legacy_top_k(options, getattr(model.model, "generation_config", None), forced)
+    request = prepare_call(model.parts, [prompt], None, None, options).request
     return request.generation_config.max_new_tokens
 
 

@@ -140,7 +140,7 @@ def attribute_dataset(
     ``load_kwargs`` go to it). ``data``: a JSONL file or a list of records (see
     :mod:`genattrib.dataset.records`). ``batch_size`` records of similar length go through one
     ``attribute()`` call; the other keyword arguments go to every call (``max_new_tokens``,
-    ``attributed_fn``, ``step_scores``, ``seed``, ``top_k``, method parameters ...).
+    ``attributed_fn``, ``step_scores``, ``seed``, ``top_k_scores``, method parameters ...).
 
     Run under ``accelerate launch`` or ``torchrun``, each process loads one replica of the model
     (on its own device), runs its share of the batches and writes their shards; rank 0 writes

@@ -4,7 +4,7 @@ Integrated gradients, SIG, DIG and UDIG record the step score ``completeness_err
 row's score sum is from ``F(x) - F(x')``. Faithfulness metrics cannot rank scores that are mostly
 approximation error, so the tables show, next to each method, the median over explained tokens of
 ``|completeness_error| / |F(x) - F(x')|`` and mark the method *unconverged* when that median
-exceeds :data:`~genattrib.models.convergence.COMPLETENESS_TOLERANCE` (10%, the threshold of the
+exceeds :data:`~genattrib.models.results.convergence.COMPLETENESS_TOLERANCE` (10%, the threshold of the
 warning printed by ``attribute``). Methods without the step score show "–".
 
 Example:
@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from genattrib.models.convergence import COMPLETENESS_TOLERANCE, relative_errors
+from genattrib.models.results.convergence import COMPLETENESS_TOLERANCE, relative_errors
 from genattrib.output import FeatureAttributionOutput
 
 #: The mark next to a method whose median relative completeness error exceeds the tolerance.

@@ -26,8 +26,8 @@ from genattrib.faithfulness.soft import NORMALIZATIONS
 from genattrib.faithfulness.steps import EvalSteps, collect_steps
 from genattrib.machine import machine_record
 from genattrib.models import AttributionModel, load_model
-from genattrib.models.arguments import resolve_baseline
-from genattrib.models.default_model import DEFAULT_MODEL_NAME
+from genattrib.models.loading.default_model import DEFAULT_MODEL_NAME
+from genattrib.models.options.arguments import resolve_baseline
 from genattrib.output import FeatureAttributionOutput
 from genattrib.seeding import DEFAULT_SEED
 from genattrib.validation import check_choice, check_number, check_positive_int

@@ -23,7 +23,7 @@ from rich.table import Table
 from genattrib.evaluation.completeness import UNCONVERGED_MARK, Completeness
 from genattrib.faithfulness.bootstrap import Interval
 from genattrib.faithfulness.metrics import METRICS
-from genattrib.models.convergence import COMPLETENESS_TOLERANCE
+from genattrib.models.results.convergence import COMPLETENESS_TOLERANCE
 
 #: What the completeness column means, for captions and the HTML report.
 COMPLETENESS_NOTE = (

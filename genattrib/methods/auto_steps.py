@@ -10,7 +10,7 @@ at baseline)``) against ``tolerance`` times the largest ``|score|`` of the row. 
 missing run again, each with its own path, so a row's scores do not depend on the other rows of
 its batch. The points a row used are its step score ``n_steps_used``; a row stopped by the cap
 keeps its (reported) error and a :class:`GenattribWarning` says so (once per call for IG,
-:mod:`genattrib.models.convergence`).
+:mod:`genattrib.models.results.convergence`).
 
 Example:
     >>> out = model.attribute(prompt, " Paris", method="integrated_gradients", n_steps="auto",

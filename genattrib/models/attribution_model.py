@@ -10,45 +10,26 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from genattrib.devices import execution_device
-from genattrib.engine import (
-    GRANULAR_BUDGET_MB,
-    Attributor,
-    SequenceJob,
-    build_jobs,
-    eval_mode,
-    resolve_keep_granular,
-    run_attribution,
-    teacher_forced_step_scores,
-)
-from genattrib.generation import GenerationTrace, generate_traces
+from genattrib.engine import GRANULAR_BUDGET_MB, Attributor, eval_mode
+from genattrib.generation import generate_traces
 from genattrib.methods import list_methods, method_class
-from genattrib.models import inputs as inp
-from genattrib.models.arguments import build_generation_config
-from genattrib.models.assemble import assemble_output
-from genattrib.models.convergence import warn_if_unconverged
-from genattrib.models.estimate import Estimate, estimate_call
-from genattrib.models.request import (
-    AttributionRequest,
-    check_batch_size,
-    check_lengths,
-    continuation_argument,
-    prepare_request,
-)
-from genattrib.models.sources import source_spans
-from genattrib.models.storage import check_storage, open_stream, plan_stream, record_storage, resume_hint
-from genattrib.models.tokens import decode_tokens
-from genattrib.models.units import CharSpans, structure_positions, unit_spans
+from genattrib.models.model_parts import ModelParts
+from genattrib.models.options import inputs as inp
+from genattrib.models.options.arguments import build_generation_config
+from genattrib.models.options.attribute_options import AttributeOptions, resolve_legacy_top_k
+from genattrib.models.options.explain_units import CharSpans
+from genattrib.models.options.request import check_batch_size, check_lengths
+from genattrib.models.pipeline.estimate import Estimate, estimate_call
+from genattrib.models.pipeline.stages import attribute_call, prepare_call
 from genattrib.output import FeatureAttributionOutput
 from genattrib.seeding import check_seed
 from genattrib.targets import TargetFunction, list_targets
@@ -83,6 +64,20 @@ class AttributionModel:
 
     # --- facts ---------------------------------------------------------------------------
     @property
+    def parts(self) -> ModelParts:
+        """What the attribution pipeline reads of this wrapper (:class:`~genattrib.models.model_parts.ModelParts`)."""
+        return ModelParts(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            name=self.name,
+            method=self.method,
+            revision=self.revision,
+            max_rows=self.max_rows,
+            device_map=self.device_map,
+            targets=dict(self._targets),
+        )
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
@@ -90,13 +85,7 @@ class AttributionModel:
     def devices(self) -> list[str]:
         """Where the model computes: every module's execution device (an accelerate-offloaded
         module's weights sit on ``meta``; it runs where its hook loads them)."""
-        return sorted(
-            {
-                str(execution_device(m))
-                for m in self.model.modules()
-                if next(m.parameters(recurse=False), None) is not None
-            }
-        )
+        return self.parts.devices
 
     def list_methods(self) -> list[str]:
         return list_methods()
@@ -143,7 +132,7 @@ class AttributionModel:
         attribute_special_tokens: bool = False,
         keep_granular: bool | None = None,
         granular_budget_mb: int | float = GRANULAR_BUDGET_MB,
-        top_k: int | None = None,
+        top_k_scores: int | None = None,
         stream_to: str | os.PathLike | None = None,
         max_rows: int | None = None,
         show_progress: bool | None = None,
@@ -160,7 +149,7 @@ class AttributionModel:
         prompt (text, or token ids used as they are); ``target=`` is its alias, the name Inseq
         users know. ``kwargs`` go to the method when it has a parameter of that name
         (``n_steps``, ``baseline`` ...; the same for a method name and a method object) and to
-        generation otherwise (``max_new_tokens``, ``do_sample`` ...). ``batch_size`` prompts go
+        generation otherwise (``max_new_tokens``, ``do_sample``, ``top_k`` ...). ``batch_size`` prompts go
         through generation and attribution together (all at once by default); ``max_rows``
         caps the model rows per call inside that. ``attr_pos_start``/``attr_pos_end`` select
         generated steps (slice semantics, 0 = first generated token). Scores at or after each
@@ -182,84 +171,20 @@ class AttributionModel:
         U forward rows for every target of a sequence; every method records the units
         (``seq.source_spans``) and ``out.aggregate("sources")`` sums each unit's positions.
 
-        Storage (see :mod:`genattrib.models.storage`): granular scores are kept (``keep_granular``
+        Storage (see :mod:`genattrib.models.results.storage`): granular scores are kept (``keep_granular``
         None: when they fit) within ``granular_budget_mb`` (MiB, default 256; ``keep_granular=True``
-        beyond it raises before any row is attributed). ``top_k=k`` keeps each row's k
+        beyond it raises before any row is attributed). ``top_k_scores=k`` keeps each row's k
         largest-|score| cells and the exact sum of the others (``seq.sparse_scores``; dropped
-        cells read 0 in ``seq.scores``). ``stream_to="folder/"`` writes each finished batch of
-        rows to a shard in the folder; re-running the same call with it resumes an interrupted
-        run, and the result reads its rows from the folder (``FeatureAttributionOutput.load``).
+        cells read 0 in ``seq.scores``; ``top_k=`` is generation's top-k, as in Hugging Face: with
+        ``do_sample=True`` it reaches ``generate``, and until the next release, where nothing samples,
+        it still means ``top_k_scores=`` with a ``FutureWarning``). ``stream_to="folder/"`` writes
+        each finished batch of rows to a shard in the folder; re-running the same call with it
+        resumes an interrupted run, and the result reads its rows from the folder
+        (``FeatureAttributionOutput.load``).
         """
         t0 = time.perf_counter()
-        storage = check_storage(top_k, stream_to, granular_budget_mb, keep_granular)
-        forced, forced_name = continuation_argument(continuation, target)
-        request = prepare_request(
-            self,
-            inputs,
-            forced,
-            continuation_name=forced_name,
-            method=method,
-            attributed_fn=attributed_fn,
-            step_scores=step_scores,
-            contrast_target=contrast_target,
-            chat=chat,
-            batch_size=batch_size,
-            attr_pos_start=attr_pos_start,
-            attr_pos_end=attr_pos_end,
-            seed=seed,
-            generation_config=generation_config,
-            attribute_special_tokens=attribute_special_tokens,
-            keep_granular=keep_granular,
-            max_rows=max_rows,
-            show_progress=show_progress,
-            method_kwargs=method_kwargs,
-            explain=explain,
-            sources=sources,
-            sources_include_generated=sources_include_generated,
-            **kwargs,
-        )
-        writer = open_stream(self, request, storage)
-        timings = {"validate": time.perf_counter() - t0}
-        with resume_hint(writer), eval_mode(self.model):
-            with _timed(timings, "generate"):
-                traces = self._traces(request)
-            units, sources = self._spans(request, traces)
-            jobs = build_jobs(
-                traces,
-                self._special_ids(),
-                request.steps,
-                request.contrast_ids,
-                request.keep_special,
-                units,
-                sources,
-            )
-            hidden = request.forward.hidden_size
-            keep = resolve_keep_granular(
-                request.attributor, jobs, hidden, request.keep_granular, storage.granular_budget_mb, storage.top_k
-            )
-            done = plan_stream(writer, jobs, keep, hidden, storage.top_k)
-            with _timed(timings, "step_scores"):
-                self._teacher_forced_step_scores(request, traces, jobs)
-            with _timed(timings, "attribute"):
-                results = run_attribution(
-                    request.forward,
-                    request.attributor,
-                    request.attributed_fn,
-                    jobs,
-                    request.baseline,
-                    request.run_seed,
-                    keep,
-                    request.show_progress,
-                    request.batch_size,
-                    top_k=storage.top_k,
-                    granular_budget_mb=storage.granular_budget_mb,
-                    sink=writer,
-                    done=done,
-                )
-        out = assemble_output(self, request, traces, jobs, results, timings)
-        warn_if_unconverged(out, request.attributor)
-        out.provenance.timings["total"] = time.perf_counter() - t0
-        return record_storage(out, storage, keep, writer)
+        options = _options(locals(), kwargs, forced=continuation is not None or target is not None, model=self.model)
+        return attribute_call(prepare_call(self.parts, inputs, continuation, target, options), t0)
 
     def estimate(
         self,
@@ -268,7 +193,7 @@ class AttributionModel:
         *,
         target: str | Sequence[Any] | torch.Tensor | None = None,
         granular_budget_mb: int | float = GRANULAR_BUDGET_MB,
-        top_k: int | None = None,
+        top_k_scores: int | None = None,
         stream_to: str | os.PathLike | None = None,
         calibrate: bool = True,
         **kwargs: Any,
@@ -277,16 +202,21 @@ class AttributionModel:
         predicted seconds), without running it: the call is checked and planned, and
         (``calibrate``) a short calibration on this device times the model. Without a
         continuation nothing is generated: ``max_new_tokens`` tokens are assumed (see
-        :mod:`genattrib.models.estimate`).
+        :mod:`genattrib.models.pipeline.estimate`).
 
         Example:
             >>> print(model.estimate(prompt, max_new_tokens=64, method="integrated_gradients"))  # doctest: +SKIP
         """
-        storage = check_storage(top_k, stream_to, granular_budget_mb, kwargs.get("keep_granular"))
-        forced, forced_name = continuation_argument(continuation, target)
-        request = prepare_request(self, inputs, forced, continuation_name=forced_name, **kwargs)
+        forced = continuation is not None or target is not None
+        options = _options(
+            {"granular_budget_mb": granular_budget_mb, "top_k_scores": top_k_scores, "stream_to": stream_to},
+            kwargs,
+            forced=forced,
+            model=self.model,
+        )
+        call = prepare_call(self.parts, inputs, continuation, target, options)
         with eval_mode(self.model):
-            return estimate_call(self, request, storage, calibrate)
+            return estimate_call(call, calibrate)
 
     def generate(
         self,
@@ -326,67 +256,12 @@ class AttributionModel:
             )
         return [trace.generated_ids.clone() for trace in traces]
 
-    # --- helpers -----------------------------------------------------------------------------
-    def _traces(self, request: AttributionRequest) -> list[GenerationTrace]:
-        """Generate (recording step scores on the way), or wrap the forced continuations."""
-        if request.forced_ids is not None:
-            return [GenerationTrace(p, f, forced=True) for p, f in zip(request.prompt_ids, request.forced_ids)]
-        return generate_traces(
-            self.model,
-            request.prompt_ids,
-            generation_config=request.generation_config,
-            step_targets={} if _teacher_forced(request) else request.step_targets,
-            batch_size=request.batch_size,
-            seed=request.seed,
-            tokenizer=self.tokenizer,
-            show_progress=request.show_progress,
-        )
 
-    @staticmethod
-    def _teacher_forced_step_scores(
-        request: AttributionRequest, traces: list[GenerationTrace], jobs: list[SequenceJob]
-    ) -> None:
-        """Step scores that generation did not record (forced, contrastive or beam-search runs), teacher-forced."""
-        if request.step_targets and (request.forced_ids is not None or _teacher_forced(request)):
-            for trace, scores in zip(traces, teacher_forced_step_scores(request.forward, jobs, request.step_targets)):
-                trace.step_scores = scores
-
-    def _spans(self, request: AttributionRequest, traces: list[GenerationTrace]) -> tuple[list | None, list | None]:
-        """(the explained units of every trace, or ``None`` for tokens; the source units of every
-        trace, or ``None`` when ``sources`` was not given)."""
-        if request.explain == "tokens" and request.sources is None:
-            return None, None
-        special = torch.tensor(self._special_ids(), dtype=torch.long)
-        units, sources = [], []
-        for prompt, trace in zip(request.prompts, traces):
-            ids = trace.input_ids
-            specials = torch.isin(ids, special)
-            mask = torch.zeros_like(specials) if request.keep_special else specials
-            steps = range(int(trace.generated_ids.shape[0]))[request.steps]
-            tokens = decode_tokens(self.tokenizer, ids.tolist())
-            roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
-            structure = structure_positions(specials, roles)  # never a unit of its own
-            units.append(unit_spans(request.explain, tokens, trace.prompt_length, mask, steps, structure))
-            if request.sources is not None:
-                include, length = request.sources_include_generated, trace.prompt_length
-                sources.append(source_spans(request.sources, tokens, length, mask, include, roles, specials))
-        return (None if request.explain == "tokens" else units), (sources if request.sources is not None else None)
-
-    def _special_ids(self) -> list[int]:
-        return list(getattr(self.tokenizer, "all_special_ids", []) or [])
-
-
-def _teacher_forced(request: AttributionRequest) -> bool:
-    """Whether step scores are computed after generation rather than recorded during it: for a
-    contrast (it needs the contrast tokens), and for beam search (a step's beams are reordered
-    later, so what was recorded for row ``i`` need not belong to the returned sequence ``i``)."""
-    return request.needs_contrast or int(request.generation_config.num_beams or 1) > 1
-
-
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = time.perf_counter() - start
+def _options(
+    arguments: Mapping[str, Any], kwargs: Mapping[str, Any], *, forced: bool, model: nn.Module
+) -> AttributeOptions:
+    """The :class:`AttributeOptions` of a call: its named options and ``**kwargs``, with a legacy
+    storage ``top_k`` moved to ``top_k_scores`` (see ``resolve_legacy_top_k``)."""
+    named = {k: v for k, v in arguments.items() if k in AttributeOptions.names()}
+    options = AttributeOptions.from_arguments({**named, **kwargs})
+    return resolve_legacy_top_k(options, getattr(model, "generation_config", None), forced)

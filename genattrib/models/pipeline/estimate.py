@@ -37,7 +37,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -48,15 +48,12 @@ from genattrib.engine import (
     SequenceJob,
     build_jobs,
     plan_run,
-    resolve_keep_granular,
 )
 from genattrib.generation import GenerationTrace, generate_traces
-from genattrib.models.request import AttributionRequest
-from genattrib.models.storage import StorageOptions
-from genattrib.models.units import describe_explain
-
-if TYPE_CHECKING:
-    from genattrib.models.attribution_model import AttributionModel
+from genattrib.models.model_parts import ModelParts
+from genattrib.models.options.explain_units import describe_explain
+from genattrib.models.options.request import AttributionRequest
+from genattrib.models.pipeline.stages import Call, explained_spans, generate, keep_granular, plan
 
 #: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
 ASSUMED_UNIT_TOKENS = {"words": 1.3, "sentences": 20.0, "paragraphs": 80.0, "lines": 12.0}
@@ -91,7 +88,7 @@ def _seconds(s: int | float) -> str:
 
 @dataclass
 class Estimate:
-    """The predicted cost of one ``attribute()`` call (see :mod:`genattrib.models.estimate`).
+    """The predicted cost of one ``attribute()`` call (see :mod:`genattrib.models.pipeline.estimate`).
 
     ``memory`` and ``seconds`` break ``peak_memory_bytes`` and ``predicted_seconds`` down;
     ``calibration`` holds the measured speeds; ``assumptions`` what was assumed in place of
@@ -170,30 +167,26 @@ def _even_spans(first: int, stop: int, per_unit: float) -> list[tuple[int, int]]
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def planned_jobs(
-    model: AttributionModel, request: AttributionRequest, assumptions: list[str]
-) -> tuple[list[SequenceJob], list[GenerationTrace]]:
+def planned_jobs(call: Call, assumptions: list[str]) -> tuple[list[SequenceJob], list[GenerationTrace]]:
     """The jobs ``attribute()`` would run: exact with a continuation, else assumed (see the module)."""
-    special = set(model._special_ids())
+    request = call.request
+    special = set(call.parts.special_ids)
     if request.forced_ids is not None:
-        traces = [GenerationTrace(p, f, forced=True) for p, f in zip(request.prompt_ids, request.forced_ids)]
-        units, sources = model._spans(request, traces)
-    else:
-        n = int(request.generation_config.max_new_tokens or 0)
-        token = _placeholder_id(request, special)
-        traces = [GenerationTrace(p, torch.full((n,), token, dtype=torch.long)) for p in request.prompt_ids]
-        assumptions.append(
-            f"continuation not given: {n} generated tokens each (max_new_tokens; generation may stop early)"
-        )
-        units, sources = model._spans(request, traces)  # prompt sources are exact; generated text is not
-        if isinstance(request.explain, str) and request.explain != "tokens":
-            per = ASSUMED_UNIT_TOKENS[request.explain]
-            assumptions.append(f"{request.explain}: {per:g} tokens per unit")
-            units = []
-            for trace in traces:
-                steps = range(int(trace.generated_ids.shape[0]))[request.steps]
-                p = trace.prompt_length
-                units.append(_even_spans(p + steps.start, p + steps.stop, per))
+        traces = generate(call)  # the forced continuations, as they are
+        return plan(call, traces), traces
+    n = int(request.generation_config.max_new_tokens or 0)
+    token = _placeholder_id(request, special)
+    traces = [GenerationTrace(p, torch.full((n,), token, dtype=torch.long)) for p in request.prompt_ids]
+    assumptions.append(f"continuation not given: {n} generated tokens each (max_new_tokens; generation may stop early)")
+    units, sources = explained_spans(call.parts, request, traces)  # prompt sources are exact; generated is not
+    if isinstance(request.explain, str) and request.explain != "tokens":
+        per = ASSUMED_UNIT_TOKENS[request.explain]
+        assumptions.append(f"{request.explain}: {per:g} tokens per unit")
+        units = []
+        for trace in traces:
+            steps = range(int(trace.generated_ids.shape[0]))[request.steps]
+            p = trace.prompt_length
+            units.append(_even_spans(p + steps.start, p + steps.stop, per))
     jobs = build_jobs(traces, sorted(special), request.steps, None, request.keep_special, units, sources)
     return jobs, traces
 
@@ -254,7 +247,7 @@ def calibrate_rows(
     return max(one - per_token_row * length, 0.0), per_token_row
 
 
-def calibrate_generation(model: AttributionModel, request: AttributionRequest) -> tuple[float, float]:
+def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tuple[float, float]:
     """(seconds of a prompt's first generated token, seconds per further token), from generating
     1 then a few tokens of the first prompt."""
     config = copy.deepcopy(request.generation_config)
@@ -282,15 +275,14 @@ def calibrate_generation(model: AttributionModel, request: AttributionRequest) -
     return first, max(0.0, times[2] - first) / (n - 1)
 
 
-def estimate_call(
-    model: AttributionModel, request: AttributionRequest, options: StorageOptions, calibrate: bool = True
-) -> Estimate:
-    """Plan ``request`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
-    method, forward = request.attributor, request.forward
+def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
+    """Plan ``call`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
+    request, options, model = call.request, call.storage, call.parts
+    method, forward = request.attributor, call.forward
     assumptions: list[str] = []
-    jobs, _ = planned_jobs(model, request, assumptions)
+    jobs, _ = planned_jobs(call, assumptions)
     hidden = forward.hidden_size
-    keep = resolve_keep_granular(method, jobs, hidden, request.keep_granular, options.granular_budget_mb, options.top_k)
+    keep = keep_granular(call, jobs)
     batches = plan_run(forward, method, jobs, request.batch_size)
     grad = method.needs_gradients
     planned = [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
@@ -308,8 +300,8 @@ def estimate_call(
         default=0,
     )
     cells = sum(job.num_rows * int(job.input_ids.shape[0]) for job in jobs)
-    if options.top_k is not None:
-        result = sum(job.num_rows * (min(options.top_k, int(job.input_ids.shape[0])) * 12 + 32) for job in jobs)
+    if options.top_k_scores is not None:
+        result = sum(job.num_rows * (min(options.top_k_scores, int(job.input_ids.shape[0])) * 12 + 32) for job in jobs)
     else:
         result = cells * 4 + (cells * hidden * 4 if keep else 0)
     if options.stream_to is not None:
@@ -338,22 +330,22 @@ def estimate_call(
         assumptions=assumptions,
     )
     if calibrate and batches:
-        _calibrate(estimate, model, request, jobs, planned)
+        _calibrate(estimate, call, jobs, planned)
     return estimate
 
 
 def _calibrate(
     estimate: Estimate,
-    model: AttributionModel,
-    request: AttributionRequest,
+    call: Call,
     jobs: list[SequenceJob],
     planned: list[tuple[int, int, int]],
 ) -> None:
     start = time.perf_counter()
+    model, request = call.parts, call.request
     method = request.attributor
     grad = method.needs_gradients
     costs = [(rows, length) for rows, length, _ in planned]
-    forward = ModelForward(model.model, max_rows=request.forward.user_max_rows)  # keeps the request's counts clean
+    forward = ModelForward(model.model, max_rows=call.forward.user_max_rows)  # keeps the request's counts clean
     total = sum(r * length for r, length in costs)
     length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
     rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)

@@ -1,19 +1,21 @@
 """Step 1 of :meth:`AttributionModel.attribute`: check everything the user passed, before any
-heavy work, and turn it into one :class:`AttributionRequest` that the later steps read.
+heavy work, and turn the :class:`AttributeOptions` into one :class:`AttributionRequest` that the
+later steps read.
 
 Nothing the user passed is mutated. Errors name the argument and the fix.
 
 Example:
-    >>> request = prepare_request(model, "The capital of France is", max_new_tokens=4)
+    >>> options = AttributeOptions(kwargs={"max_new_tokens": 4})
+    >>> request = prepare_request(model.parts, ModelForward(model.model), "The capital of France is", None, options)
     >>> request.attributor.name, len(request.prompt_ids), request.generation_config.max_new_tokens
     ('saliency', 1, 4)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jaxtyping import Int
 from torch import Tensor
@@ -22,23 +24,33 @@ from transformers import GenerationConfig
 from genattrib.engine import UNIT_RULES, Attributor, ModelForward, ResolvedBaseline, bind_resources
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import get_method, list_methods, method_class
-from genattrib.models import inputs as inp
-from genattrib.models.arguments import build_generation_config, resolve_baseline, resolve_step_scores, split_kwargs
-from genattrib.models.resources import tokenizer_resources
-from genattrib.models.sources import check_sources
-from genattrib.models.units import CharSpans, check_explain
+from genattrib.models.model_parts import ModelParts
+from genattrib.models.options import inputs as inp
+from genattrib.models.options.arguments import (
+    build_generation_config,
+    resolve_baseline,
+    resolve_step_scores,
+    split_kwargs,
+)
+from genattrib.models.options.attribute_options import AttributeOptions
+from genattrib.models.options.explain_units import CharSpans, check_explain
+from genattrib.models.options.method_resources import tokenizer_resources
+from genattrib.models.options.sources import check_sources
 from genattrib.seeding import DEFAULT_SEED, check_seed, run_seed
 from genattrib.targets import TargetFunction, resolve_target
 from genattrib.validation import check_int, check_positive_int
 
-if TYPE_CHECKING:
-    from genattrib.models.attribution_model import AttributionModel
 
-
-@dataclass
+@dataclass(frozen=True)
 class AttributionRequest:
-    """Everything one ``attribute()`` call needs, validated."""
+    """Everything one ``attribute()`` call needs, validated: the checked :class:`AttributeOptions`
+    and what they resolve to (token ids, the bound method, target functions, generation settings).
 
+    It holds no model state: the :class:`~genattrib.engine.ModelForward` that runs the call (and
+    counts its work) is made per call next to it.
+    """
+
+    options: AttributeOptions
     prompts: list[inp.Prompt]
     prompt_ids: list[Int[Tensor, " _prompt"]]
     forced_ids: list[Int[Tensor, " _generated"]] | None
@@ -48,16 +60,40 @@ class AttributionRequest:
     step_targets: dict[str, TargetFunction]
     generation_config: GenerationConfig
     baseline: ResolvedBaseline | None
-    forward: ModelForward
     seed: int | None
-    steps: slice
-    keep_special: bool
-    keep_granular: bool | None
-    batch_size: int | None
-    show_progress: bool | None
-    explain: str | list[tuple[int, int]] | CharSpans = "tokens"
-    sources: str | list[tuple[int, int]] | CharSpans | None = None
-    sources_include_generated: bool = False
+
+    @property
+    def steps(self) -> slice:
+        """The generated steps attributed (``attr_pos_start``/``attr_pos_end``)."""
+        return slice(self.options.attr_pos_start, self.options.attr_pos_end)
+
+    @property
+    def keep_special(self) -> bool:
+        return self.options.attribute_special_tokens
+
+    @property
+    def keep_granular(self) -> bool | None:
+        return self.options.keep_granular
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.options.batch_size
+
+    @property
+    def show_progress(self) -> bool | None:
+        return self.options.show_progress
+
+    @property
+    def explain(self) -> str | list[tuple[int, int]] | CharSpans:
+        return self.options.explain  # type: ignore[return-value]
+
+    @property
+    def sources(self) -> str | list[tuple[int, int]] | CharSpans | None:
+        return self.options.sources  # type: ignore[return-value]
+
+    @property
+    def sources_include_generated(self) -> bool:
+        return self.options.sources_include_generated
 
     @property
     def run_seed(self) -> int:
@@ -160,61 +196,48 @@ def resolve_method(
 
 
 def prepare_request(
-    model: AttributionModel,
+    model: ModelParts,
+    forward: ModelForward,
     inputs: str | Sequence[Any],
     continuation: object = None,
+    options: AttributeOptions | None = None,
     *,
     continuation_name: str = "continuation",
-    method: str | Attributor | None = None,
-    attributed_fn: str | Callable | None = None,
-    step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None,
-    contrast_target: str | list[str] | None = None,
-    chat: bool = False,
-    batch_size: int | None = None,
-    attr_pos_start: int | None = None,
-    attr_pos_end: int | None = None,
-    seed: int | None = None,
-    generation_config: GenerationConfig | None = None,
-    attribute_special_tokens: bool = False,
-    keep_granular: bool | None = None,
-    max_rows: int | None = None,
-    show_progress: bool | None = None,
-    method_kwargs: Mapping[str, Any] | None = None,
-    explain: str | Sequence[Sequence[int]] | CharSpans = "tokens",
-    sources: str | Sequence[Sequence[int]] | CharSpans | None = None,
-    sources_include_generated: bool = False,
-    **kwargs: Any,
 ) -> AttributionRequest:
-    """Validate an ``attribute()`` call (see its docstring for the arguments)."""
-    check_seed(seed)
-    for name, value in (("attr_pos_start", attr_pos_start), ("attr_pos_end", attr_pos_end)):
+    """Validate an ``attribute()`` call (see its docstring for the arguments); ``forward`` runs
+    ``model``'s one-token probe (:meth:`~genattrib.engine.Attributor.check_model`)."""
+    o = options or AttributeOptions()
+    check_seed(o.seed)
+    for name, value in (("attr_pos_start", o.attr_pos_start), ("attr_pos_end", o.attr_pos_end)):
         check_int(name, value, f"{name}=0 (a step index; negative counts from the end)", optional=True)
-    check_positive_int("max_rows", max_rows, "max_rows=64, or None to size chunks from memory", optional=True)
-    if keep_granular is not None and not isinstance(keep_granular, bool):
+    check_positive_int("max_rows", o.max_rows, "max_rows=64, or None to size chunks from memory", optional=True)
+    if o.keep_granular is not None and not isinstance(o.keep_granular, bool):
         raise InvalidArgumentError(
-            "keep_granular", f"expected True, False or None, got {keep_granular!r}", "pass keep_granular=True"
+            "keep_granular", f"expected True, False or None, got {o.keep_granular!r}", "pass keep_granular=True"
         )
-    explain = check_explain(explain)
-    sources = check_sources(sources)
-    if not isinstance(sources_include_generated, bool):
+    o = o.replace(explain=check_explain(o.explain), sources=check_sources(o.sources))
+    if not isinstance(o.sources_include_generated, bool):
         raise InvalidArgumentError(
-            "sources_include_generated", f"{sources_include_generated!r} is not a bool", "pass True or False"
+            "sources_include_generated", f"{o.sources_include_generated!r} is not a bool", "pass True or False"
         )
-    if sources_include_generated and sources is None:
+    if o.sources_include_generated and o.sources is None:
         raise InvalidArgumentError(
             "sources_include_generated",
             "True only groups generated text into source units, and no sources= were asked for",
             "pass sources='sentences' (or another unit) with it, or drop sources_include_generated=True",
         )
     attributor, gen_kwargs = resolve_method(
-        method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
+        o.method if o.method is not None else model.method,
+        o.kwargs,
+        o.method_kwargs,
+        tokenizer_resources(model.tokenizer),
     )
-    fn = resolve_target(attributor.default_attributed_fn if attributed_fn is None else attributed_fn, model.targets)
-    step_targets = resolve_step_scores(step_scores, model.targets)
-    check_batch_size(batch_size)
-    prompts = inp.normalize_prompts(inputs, chat)
+    fn = resolve_target(attributor.default_attributed_fn if o.attributed_fn is None else o.attributed_fn, model.targets)
+    step_targets = resolve_step_scores(o.step_scores, model.targets)
+    check_batch_size(o.batch_size)
+    prompts = inp.normalize_prompts(inputs, o.chat)
     forced = inp.normalize_targets(continuation, len(prompts), continuation_name)
-    contrasts = inp.normalize_targets(contrast_target, len(prompts), "contrast_target")
+    contrasts = inp.normalize_targets(o.contrast_target, len(prompts), "contrast_target")
     if needs_contrast(fn, step_targets) and contrasts is None:
         raise InvalidArgumentError(
             "contrast_target",
@@ -233,18 +256,18 @@ def prepare_request(
         if contrasts is None
         else [inp.tokenize_continuation(tok, p, c, "contrast_target") for p, c in zip(prompt_ids, contrasts)]
     )
-    config = build_generation_config(model.model, tok, generation_config, gen_kwargs, type(attributor).param_names())
+    config = build_generation_config(model.model, tok, o.generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
-    check_step_window(prompt_ids, forced_ids, config, slice(attr_pos_start, attr_pos_end))
-    seed = run_seed(seed, samples=forced_ids is None and bool(config.do_sample))
-    forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
+    check_step_window(prompt_ids, forced_ids, config, slice(o.attr_pos_start, o.attr_pos_end))
+    seed = run_seed(o.seed, samples=forced_ids is None and bool(config.do_sample))
     baseline = None
     if attributor.uses_baseline:  # checked before check_model's one-token probe: no forward for a bad argument
         baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
     attributor.check_model(forward, fn)
-    if explain != "tokens":
+    if o.explain != "tokens":
         check_units_supported(attributor, fn)
     return AttributionRequest(
+        options=o,
         prompts=prompts,
         prompt_ids=prompt_ids,
         forced_ids=forced_ids,
@@ -254,16 +277,7 @@ def prepare_request(
         step_targets=step_targets,
         generation_config=config,
         baseline=baseline,
-        forward=forward,
         seed=seed,
-        steps=slice(attr_pos_start, attr_pos_end),
-        keep_special=attribute_special_tokens,
-        keep_granular=keep_granular,
-        batch_size=batch_size,
-        show_progress=show_progress,
-        explain=explain,
-        sources=sources,
-        sources_include_generated=sources_include_generated,
     )
 
 

@@ -17,24 +17,21 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.engine import EngineResult, SequenceJob, step_score_rules
+from genattrib.engine import EngineResult, ModelForward, SequenceJob, step_score_rules
 from genattrib.generation import GenerationTrace
-from genattrib.models import inputs as inp
-from genattrib.models.request import AttributionRequest
-from genattrib.models.tokens import decode_tokens
-from genattrib.models.units import describe_explain
+from genattrib.models.model_parts import ModelParts, special_ids
+from genattrib.models.options import inputs as inp
+from genattrib.models.options.explain_units import describe_explain
+from genattrib.models.options.request import AttributionRequest
+from genattrib.models.results.token_text import decode_tokens
 from genattrib.output import FeatureAttributionOutput, Provenance, SequenceAttribution
 from genattrib.output.provenance import library_versions
 from genattrib.targets.merge_rules import STEP_RULES
-
-if TYPE_CHECKING:
-    from genattrib.models.attribution_model import AttributionModel
 
 
 def _per_row(values: Float[Tensor, " generated"], job: SequenceJob, rule: str) -> Float[Tensor, " row"]:
@@ -82,7 +79,6 @@ def assemble_sequence(
     roles = None if isinstance(prompt, str) else inp.chat_token_roles(prompt, tokens, trace.prompt_length)
     steps = {k: _per_row(v, job, rules.get(k, "sum")) for k, v in trace.step_scores.items()}
     steps.update(result.step_scores)
-    special_ids = list(getattr(tokenizer, "all_special_ids", None) or [])  # recorded even when attributed
     return SequenceAttribution(
         input_ids=ids,
         tokens=tokens,
@@ -91,7 +87,7 @@ def assemble_sequence(
         scores=result.scores,
         step_scores=steps,
         special_mask=job.special_mask.clone(),
-        special_tokens_mask=torch.isin(ids, torch.tensor(special_ids, dtype=ids.dtype)),
+        special_tokens_mask=torch.isin(ids, torch.tensor(special_ids(tokenizer), dtype=ids.dtype)),  # if attributed too
         granular_scores=result.granular_scores,
         step_start=job.step_start,
         target_spans=None if job.units is None else list(job.units),
@@ -100,8 +96,23 @@ def assemble_sequence(
     )
 
 
-def provenance_of(model: AttributionModel, request: AttributionRequest, timings: dict[str, float]) -> Provenance:
-    """Model, method and parameters, target function, generation settings, seed, versions, work."""
+def work_of(forward: ModelForward) -> dict[str, int]:
+    """The work counters of the call's :class:`~genattrib.engine.ModelForward` (``provenance.work``)."""
+    return {
+        "rows": forward.rows_run,
+        "grad_rows": forward.grad_rows_run,
+        "backward_rows": forward.backward_rows_run,
+        "model_calls": forward.model_calls,
+        "max_chunk_rows": forward.max_chunk_rows,
+        "oom_retries": forward.oom_retries,
+    }
+
+
+def provenance_of(
+    model: ModelParts, request: AttributionRequest, timings: dict[str, float], forward: ModelForward | None = None
+) -> Provenance:
+    """Model, method and parameters, target function, generation settings, seed, versions, and the
+    work ``forward`` counted (none without it)."""
     params = request.attributor.params.to_dict()
     if request.baseline is not None:
         params["baseline"] = request.baseline.describe()
@@ -128,24 +139,18 @@ def provenance_of(model: AttributionModel, request: AttributionRequest, timings:
         seed=request.run_seed,
         versions=library_versions(),
         timings=timings,
-        work={
-            "rows": request.forward.rows_run,
-            "grad_rows": request.forward.grad_rows_run,
-            "backward_rows": request.forward.backward_rows_run,
-            "model_calls": request.forward.model_calls,
-            "max_chunk_rows": request.forward.max_chunk_rows,
-            "oom_retries": request.forward.oom_retries,
-        },
+        work={} if forward is None else work_of(forward),
     )
 
 
 def assemble_output(
-    model: AttributionModel,
+    model: ModelParts,
     request: AttributionRequest,
     traces: Sequence[GenerationTrace],
     jobs: Sequence[SequenceJob],
     results: Sequence[EngineResult],
     timings: dict[str, float],
+    forward: ModelForward,
 ) -> FeatureAttributionOutput:
     """The :class:`FeatureAttributionOutput` of one ``attribute()`` call."""
     rules = step_score_rules(request.attributor, request.step_targets)
@@ -153,4 +158,4 @@ def assemble_output(
         assemble_sequence(model.tokenizer, prompt, trace, job, result, rules)
         for prompt, trace, job, result in zip(request.prompts, traces, jobs, results)
     ]
-    return FeatureAttributionOutput(sequences, provenance_of(model, request, timings))
+    return FeatureAttributionOutput(sequences, provenance_of(model, request, timings, forward))

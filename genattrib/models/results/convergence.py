@@ -75,5 +75,5 @@ def warn_if_unconverged(out: FeatureAttributionOutput, method: Attributor) -> No
                 f"{method.name}: on some step the scores miss F(x) - F(x') by {share:.0%} of it (step score "
                 f"completeness_error), so they are partly approximation error; use {more}{flatter}"
             ),
-            stacklevel=3,
+            stacklevel=4,
         )

@@ -18,8 +18,8 @@ from torch import nn
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel
-from genattrib.models.default_model import DEFAULT_MODEL_NAME, default_model_folder
-from genattrib.models.dispatch import dispatch_kwargs
+from genattrib.models.loading.default_model import DEFAULT_MODEL_NAME, default_model_folder
+from genattrib.models.loading.dispatch import dispatch_kwargs
 from genattrib.validation import check_positive_int
 
 _DTYPES = {

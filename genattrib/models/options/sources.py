@@ -8,7 +8,7 @@ Positions outside every unit are held as they are. Special tokens and chat-templ
 markers, role names and a default system prompt the template inserts) never form, start or end a
 named unit: they are held out, like every position outside the units. To attribute to a system
 prompt, pass it as a ``{"role": "system", ...}`` message (its text is then a unit like any
-other), or pass explicit token spans or :class:`~genattrib.models.units.CharSpans`, which are
+other), or pass explicit token spans or :class:`~genattrib.models.options.explain_units.CharSpans`, which are
 never filtered.
 
 Example:
@@ -29,7 +29,7 @@ from torch import Tensor
 from genattrib.aggregation import boundaries
 from genattrib.aggregation.merge import runs_from_starts
 from genattrib.errors import InvalidArgumentError
-from genattrib.models.units import (
+from genattrib.models.options.explain_units import (
     CharSpans,
     Span,
     absorb_blank_runs,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genattrib.methods.vocabulary import Vocabulary
-from genattrib.models.arguments import resolve_baseline
+from genattrib.models.options.arguments import resolve_baseline
 
 
 def tokenizer_resources(tokenizer: Any) -> dict[str, Callable[[], Any]]:

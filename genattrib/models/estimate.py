@@ -292,7 +292,7 @@ def estimate_call(
     hidden = forward.hidden_size
     keep = resolve_keep_granular(method, jobs, hidden, request.keep_granular, options.granular_budget_mb, options.top_k)
     batches = plan_run(forward, method, jobs, request.batch_size)
-    grad = method.needs_gradients
+    grad = method.traits.needs_gradients
     planned = [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
     costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
@@ -351,7 +351,7 @@ def _calibrate(
 ) -> None:
     start = time.perf_counter()
     method = request.attributor
-    grad = method.needs_gradients
+    grad = method.traits.needs_gradients
     costs = [(rows, length) for rows, length, _ in planned]
     forward = ModelForward(model.model, max_rows=request.forward.user_max_rows)  # keeps the request's counts clean
     total = sum(r * length for r, length in costs)

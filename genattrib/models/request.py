@@ -209,7 +209,8 @@ def prepare_request(
     attributor, gen_kwargs = resolve_method(
         method if method is not None else model.method, kwargs, method_kwargs, tokenizer_resources(model.tokenizer)
     )
-    fn = resolve_target(attributor.default_attributed_fn if attributed_fn is None else attributed_fn, model.targets)
+    default_fn = attributor.traits.default_attributed_fn
+    fn = resolve_target(default_fn if attributed_fn is None else attributed_fn, model.targets)
     step_targets = resolve_step_scores(step_scores, model.targets)
     check_batch_size(batch_size)
     prompts = inp.normalize_prompts(inputs, chat)
@@ -239,7 +240,7 @@ def prepare_request(
     seed = run_seed(seed, samples=forced_ids is None and bool(config.do_sample))
     forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
     baseline = None
-    if attributor.uses_baseline:  # checked before check_model's one-token probe: no forward for a bad argument
+    if attributor.traits.uses_baseline:  # checked before check_model's one-token probe: no forward for a bad argument
         baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
     attributor.check_model(forward, fn)
     if explain != "tokens":
@@ -269,8 +270,8 @@ def prepare_request(
 
 def check_units_supported(attributor: Attributor, fn: TargetFunction) -> None:
     """Unit rows need a method that explains them and a target whose values combine."""
-    if not attributor.supports_units:
-        units = sorted(name for name in list_methods() if method_class(name).supports_units)
+    if not attributor.traits.supports_units:
+        units = sorted(name for name in list_methods() if method_class(name).traits.supports_units)
         raise InvalidArgumentError(
             "explain",
             f"method {attributor.name!r} explains single tokens only",

@@ -193,3 +193,19 @@ def test_validation_takes_exactly_the_options_attribute_offers() -> None:
     validated = set(inspect.signature(prepare_request).parameters) - {"model", "continuation", "continuation_name"}
     storage = set(inspect.signature(check_storage).parameters) - {"keep_granular"}
     assert public == validated | storage and not validated & storage
+
+
+def test_builtin_methods_state_only_what_is_their_own() -> None:
+    """The kind owns the planning: no gradient or attention method writes its own batching, and the
+    registry's description names each method's kind."""
+    from genattrib.methods import METHODS, AttentionKind, Gradient, Perturbation
+
+    kinds = {d["name"]: d["kind"] for d in genattrib.describe_methods()}
+    assert {n for n, k in kinds.items() if k == "attention"} == {"attention", "rollout", "rpi"}
+    assert {n for n, k in kinds.items() if k == "perturbation"} == {"occlusion", "lime", "reagent", "context_ablation"}
+    assert set(kinds.values()) == {"gradient", "perturbation", "attention"}
+    for name, cls in METHODS.items():
+        assert issubclass(cls, (Gradient, Perturbation, AttentionKind)), name
+        if name != "sequential_integrated_gradients":  # its forward-mode path plans its own rows
+            assert not {"max_batch_targets", "planned_rows"} & set(vars(cls)), name
+    assert METHODS["saliency"].traits.default_reduction == "l2" and METHODS["input_x_gradient"].traits.granular

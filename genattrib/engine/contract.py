@@ -254,6 +254,7 @@ class Attributor(ABC):
     description: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     traits: ClassVar[MethodTraits] = MethodTraits()
+    kind: ClassVar[str] = ""  # set by each kind (genattrib.methods.kinds): gradient, perturbation ...
 
     def __init__(self, **params: Any) -> None:
         self._check_names(params)

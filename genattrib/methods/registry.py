@@ -118,8 +118,7 @@ def describe_methods() -> list[dict[str, Any]]:
         cls = _REGISTRY[name]
         traits = cls.traits.to_dict()
         traits.pop("step_score_merge")
-        kind = getattr(cls, "kind", "")
         out.append(
-            {"name": name, "kind": kind, "description": cls.description, **traits, "parameters": cls.param_names()}
+            {"name": name, "kind": cls.kind, "description": cls.description, **traits, "parameters": cls.param_names()}
         )
     return out

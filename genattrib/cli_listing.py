@@ -22,9 +22,11 @@ __all__ = ["run_methods", "run_targets"]
 
 
 def _method_details(info: dict[str, Any]) -> Text:
-    """Description, then a dim line: gradients or forward only, granular, parameters."""
+    """Description, then a dim line: kind, gradients or forward only, granular, parameters."""
     text = Text(str(info.get("description", "")))
     facts = []
+    if info.get("kind"):
+        facts.append(f"{info['kind']} method")
     if "needs_gradients" in info:
         facts.append("gradients" if info["needs_gradients"] else "forward only")
     if info.get("granular"):
@@ -37,7 +39,7 @@ def _method_details(info: dict[str, Any]) -> Text:
 
 
 def run_methods(console: Console) -> int:
-    """``genattrib methods``: one row per method, its description and what it needs."""
+    """``genattrib methods``: one row per registered method, its description and what it needs."""
     names = list(genattrib.list_methods())
     try:
         describe = getattr(importlib.import_module("genattrib.methods"), "describe_methods", None)

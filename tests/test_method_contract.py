@@ -1,21 +1,19 @@
-"""The method contract: a new method needs only its own code and a registry entry; methods
+"""The method contract: a new method needs only its own code and one registry line; methods
 declare the resources they need and the engine binds them; a method name and a method object
 take the same parameters; ``continuation=`` (alias ``target=``) and ``batch_size``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import MappingProxyType
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 from tolerance import TINY_MODEL, assert_close_to_scale, assert_identical
 
 import genattrib
-import genattrib.methods as methods_registry
-from genattrib.engine import Attributor, MethodOutput, MethodParams, StepBatch, bind_resources
+from genattrib.engine import Attributor, MethodOutput, MethodParams, MethodTraits, StepBatch, bind_resources
 from genattrib.errors import InvalidArgumentError, UnsupportedModelError
-from genattrib.methods import get_method
+from genattrib.methods import get_method, registered_method
 from genattrib.methods.vocabulary import Vocabulary
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
@@ -38,8 +36,7 @@ class LastSource(Attributor):
 
     name = "last_source"
     Params = LastSourceParams
-    needs_gradients = False
-    requires = frozenset({"vocabulary"})
+    traits = MethodTraits(needs_gradients=False, requires=frozenset({"vocabulary"}))
 
     def attribute(self, batch: StepBatch, forward, attributed_fn) -> MethodOutput:
         scores = torch.zeros(batch.num_rows, batch.length)
@@ -50,12 +47,11 @@ class LastSource(Attributor):
 
 
 @pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> type[Attributor]:
-    """The registry entry is the only thing outside the method's own code."""
-    monkeypatch.setattr(
-        methods_registry, "METHODS", MappingProxyType({**methods_registry.METHODS, "last_source": LastSource})
-    )
-    return LastSource
+def registered() -> type[Attributor]:
+    """The registry line is the only thing outside the method's own code (removed after the test)."""
+    with registered_method(LastSource) as cls:
+        yield cls
+    assert "last_source" not in genattrib.list_methods()
 
 
 def test_a_new_method_needs_only_its_code_and_the_registry(tiny_llama, registered) -> None:
@@ -129,7 +125,7 @@ def test_builtin_methods_declare_what_they_need() -> None:
 
 def test_needs_attentions_is_checked_before_work(tiny_llama) -> None:
     class NeedsAttention(LastSource):
-        needs_attentions = True
+        traits = replace(LastSource.traits, needs_attentions=True)
 
     calls = []
     original = tiny_llama.model.forward
@@ -181,3 +177,19 @@ def test_batch_size_groups_prompts_in_attribution_too(tiny_llama, registered, mo
     for a, b in zip(together.sequences, one_by_one.sequences):
         assert torch.equal(a.input_ids, b.input_ids)
         assert_close_to_scale(a.scores, b.scores, floor=TINY_MODEL)  # other batches
+
+
+def test_builtin_methods_state_only_what_is_their_own() -> None:
+    """The kind owns the planning: no gradient or attention method writes its own batching, and the
+    registry's description names each method's kind."""
+    from genattrib.methods import METHODS, AttentionKind, Gradient, Perturbation
+
+    kinds = {d["name"]: d["kind"] for d in genattrib.describe_methods()}
+    assert {n for n, k in kinds.items() if k == "attention"} == {"attention", "rollout", "rpi"}
+    assert {n for n, k in kinds.items() if k == "perturbation"} == {"occlusion", "lime", "reagent", "context_ablation"}
+    assert set(kinds.values()) == {"gradient", "perturbation", "attention"}
+    for name, cls in METHODS.items():
+        assert issubclass(cls, (Gradient, Perturbation, AttentionKind)), name
+        if name != "sequential_integrated_gradients":  # its forward-mode path plans its own rows
+            assert not {"max_batch_targets", "planned_rows"} & set(vars(cls)), name
+    assert METHODS["saliency"].traits.default_reduction == "l2" and METHODS["input_x_gradient"].traits.granular

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import genattrib
 
@@ -42,10 +41,32 @@ def test_attention_head_and_layer_selection(planted):
         model.attribute(PROMPT, max_new_tokens=2, method="attention", layers=[7])
 
 
+def _with_token(model, text: str, position: int) -> str:
+    """``text`` with the token at ``position`` replaced by another whole-word token, chosen so that
+    the new text tokenizes back to the same tokens with only that one changed."""
+    tok = model.tokenizer
+    ids = tok(text, add_special_tokens=False).input_ids
+    for token, token_id in sorted(tok.get_vocab().items()):
+        if not token.startswith("Ġ") or len(token) < 3 or token_id == ids[position]:
+            continue
+        changed = [*ids[:position], token_id, *ids[position + 1 :]]
+        candidate = tok.decode(changed)
+        if tok(candidate, add_special_tokens=False).input_ids == changed:
+            return candidate
+    raise AssertionError(f"no other token fits at position {position} of {text!r}")
+
+
 def test_planted_generation_copies_planted_tokens(planted):
-    """Changing a non-planted token leaves the output unchanged; changing a planted one does not."""
-    model, _ = planted
-    base = model.attribute(PROMPT, max_new_tokens=3, method="occlusion")
-    same = model.attribute("The capital of Italy is Rome and", max_new_tokens=3, method="occlusion")
-    assert base.sequences[0].generated_text == same.sequences[0].generated_text
-    assert torch.isfinite(base.sequences[0].scores[0, :5]).all()
+    """Changing a non-planted token leaves the output unchanged; changing a planted one changes it."""
+    model, positions = planted
+    base = model.attribute(PROMPT, max_new_tokens=3, method="occlusion").sequences[0]
+    same = model.attribute("The capital of Italy is Rome and", max_new_tokens=3, method="occlusion").sequences[0]
+    assert base.generated_text == same.generated_text  # France/Paris are not planted positions
+    for position in positions:
+        changed = _with_token(model, PROMPT, position)
+        other = model.attribute(changed, max_new_tokens=3, method="occlusion").sequences[0]
+        assert other.tokens[: other.prompt_length] != base.tokens[: base.prompt_length]
+        assert [t for i, t in enumerate(other.tokens[: other.prompt_length]) if i != position] == [
+            t for i, t in enumerate(base.tokens[: base.prompt_length]) if i != position
+        ]  # only the planted token differs
+        assert other.generated_text != base.generated_text, (position, changed)

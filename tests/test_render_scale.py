@@ -262,7 +262,7 @@ def test_html_page_starts_with_the_chosen_scale() -> None:
 # --- captions --------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list_methods())
 def test_caption_names_the_scores_of_every_method(name) -> None:
-    used = METHODS[name].explains_attributed_fn
+    used = METHODS[name].traits.explains_attributed_fn
     for prov in (
         Provenance(method=name, attributed_fn="logprob", attributed_fn_used=used),  # as attribute() records it
         Provenance(method=name, attributed_fn="logprob"),  # a file saved before it was recorded
@@ -275,7 +275,7 @@ def test_caption_names_the_scores_of_every_method(name) -> None:
             assert caption == f"{name} attributions of logprob" and used
         _, text = rendered(FeatureAttributionOutput([chat_sequence()], prov), view="matrix")
         assert caption in text
-    assert set(ATTENTION_METHODS) == {n for n, cls in METHODS.items() if not cls.explains_attributed_fn}
+    assert set(ATTENTION_METHODS) == {n for n, cls in METHODS.items() if not cls.traits.explains_attributed_fn}
 
 
 @pytest.mark.parametrize("name", ["attention", "rollout"])

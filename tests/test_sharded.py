@@ -155,7 +155,7 @@ def test_every_method_matches_the_unsplit_model(pair, method):
     split = sharded.attribute(PROMPT, TARGET, **kwargs)
     _close(split.sequences[0], whole.attribute(PROMPT, TARGET, **kwargs).sequences[0], tiny_floor(method))
     assert torch.isfinite(split.sequences[0].scores[0, :5]).all()
-    if method_class(method).supports_units:  # span targets: one row per word of the continuation
+    if method_class(method).traits.supports_units:  # span targets: one row per word of the continuation
         spans = sharded.attribute(PROMPT, TARGET, explain="words", **kwargs)
         assert len(spans.sequences[0].target_spans) >= 2
         again = whole.attribute(PROMPT, TARGET, explain="words", **kwargs).sequences[0]

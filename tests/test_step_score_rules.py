@@ -1,5 +1,5 @@
 """Step scores declare how they merge: targets (``TargetFunction.merge``) and methods
-(``Attributor.step_score_merge``) declare it, the result records it
+(``MethodTraits.step_score_merge``) declare it, the result records it
 (``provenance.step_score_rules``, saved and loaded), and aggregation uses it (user overrides
 first, then the recorded rules, then the name-based fallback table for old files)."""
 
@@ -254,7 +254,7 @@ def test_every_method_declares_the_step_scores_it_emits(tiny_llama, method):
     out = tiny_llama.attribute(
         PROMPT, target=TARGET, method=method, step_scores=["probability", "rank"], **FAST.get(method, {})
     )
-    declared = dict(METHODS[method].step_score_merge)
+    declared = dict(METHODS[method].traits.step_score_merge)
     only_when_auto = set(ONLY_WITH_AUTO_STEPS) & set(declared)
     emitted = set(out.sequences[0].step_scores) - {"probability", "rank"}
     assert emitted == set(declared) - only_when_auto, (

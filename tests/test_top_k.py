@@ -277,12 +277,12 @@ def test_top_k_with_keep_granular_true_is_refused(tiny_llama):
 
 # --- granular budget ------------------------------------------------------------------------------------------
 def granular_method() -> str:
-    return "input_x_gradient" if method_class("input_x_gradient").granular else "saliency"
+    return "input_x_gradient" if method_class("input_x_gradient").traits.granular else "saliency"
 
 
 def test_granular_budget_is_recorded_and_bounds_what_is_kept(tiny_llama):
     method = granular_method()
-    assert method_class(method).granular
+    assert method_class(method).traits.granular
     kept = tiny_llama.attribute(PROMPT, " Paris.", method=method)
     assert kept.sequences[0].granular_scores is not None
     assert kept.provenance.storage == {

@@ -4,7 +4,7 @@ Runs are ``(start, stop)`` index pairs along one dimension. NaN propagates: a ru
 NaN reduces to NaN (this is what keeps the NaN pattern of merged scores).
 
 Each step score declares its rule where it is made (``TargetFunction.merge``, a method's
-``Attributor.step_score_merge``) and the result records them (``provenance.step_score_rules``).
+``MethodTraits.step_score_merge``) and the result records them (``provenance.step_score_rules``).
 The rule used for a score is the first of: the user's ``step_rules`` overrides, the recorded
 rule, :data:`STEP_SCORE_RULES` (the fallback for results saved before rules were recorded),
 ``"sum"``.
@@ -50,7 +50,7 @@ MERGE_RULES: Mapping[str, Callable[[Tensor, int], Tensor]] = MappingProxyType(
 #: Fallback rule per step-score name, for results that record no rule for a score (files saved
 #: before ``provenance.step_score_rules`` existed, hand-built results); other names use ``"sum"``.
 #: New scores declare their rule at the source instead: ``TargetFunction(merge=...)``,
-#: ``AttributionModel.register_target(..., merge=...)``, ``Attributor.step_score_merge``.
+#: ``AttributionModel.register_target(..., merge=...)``, ``MethodTraits.step_score_merge``.
 STEP_SCORE_RULES: Mapping[str, str] = MappingProxyType(
     {
         "probability": "product",  # p(word) = product of the sub-token probabilities

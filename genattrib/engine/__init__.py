@@ -7,10 +7,11 @@ Example:
 """
 
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, MethodTraits, StepBatch
 from genattrib.engine.explained import UNIT_RULES, Explained
 from genattrib.engine.forward import ModelForward, eval_mode
 from genattrib.engine.jobs import build_jobs
+from genattrib.engine.model_hooks import ModelHook, ModuleRule, hooked
 from genattrib.engine.plan import SequenceJob, plan_batches
 from genattrib.engine.resources import bind_resources
 from genattrib.engine.runner import (
@@ -30,6 +31,9 @@ __all__ = [
     "Explained",
     "MethodOutput",
     "MethodParams",
+    "MethodTraits",
+    "ModelHook",
+    "ModuleRule",
     "ModelForward",
     "ResolvedBaseline",
     "SequenceJob",
@@ -40,6 +44,7 @@ __all__ = [
     "build_jobs",
     "eval_mode",
     "granular_bytes",
+    "hooked",
     "plan_batches",
     "plan_run",
     "resolve_keep_granular",

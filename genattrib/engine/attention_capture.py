@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.model_hooks import ModelHook, hooked
 from genattrib.errors import UnsupportedModelError
 from genattrib.validation import is_int
 
@@ -157,33 +158,51 @@ def _configs(model: nn.Module) -> list[Any]:
     return list(found.values())
 
 
-@contextlib.contextmanager
-def attention_probe(model: nn.Module, probe: AttentionProbe) -> Iterator[AttentionProbe]:
-    """Route ``model``'s attention through ``probe`` for the block; everything is restored after."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+@dataclass(frozen=True)
+class AttentionRouting(ModelHook):
+    """The model hook behind :func:`attention_probe`: every config of the model points at a probe
+    function registered under a fresh name (with the eager mask builder) for the block."""
 
-    name = f"genattrib_probe_{uuid.uuid4().hex}"
+    probe: AttentionProbe
 
-    def function(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs: Any):
-        return probe_attention_forward(probe, module, query, key, value, attention_mask, **kwargs)
+    def attach(self, model: nn.Module, stack: contextlib.ExitStack) -> None:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-    configs = _configs(model)
-    saved = [(c, c.__dict__.get("_attn_implementation_internal", _MISSING)) for c in configs]
-    AttentionInterface._global_mapping[name] = function
-    AttentionMaskInterface._global_mapping[name] = eager_mask
-    try:
+        name = f"genattrib_probe_{uuid.uuid4().hex}"
+        probe = self.probe
+
+        def function(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs: Any):
+            return probe_attention_forward(probe, module, query, key, value, attention_mask, **kwargs)
+
+        configs = _configs(model)
+        saved = [(c, c.__dict__.get("_attn_implementation_internal", _MISSING)) for c in configs]
+
+        def unregister() -> None:
+            AttentionInterface._global_mapping.pop(name, None)
+            AttentionMaskInterface._global_mapping.pop(name, None)
+
+        def restore() -> None:
+            for config, previous in saved:
+                if previous is _MISSING:
+                    config.__dict__.pop("_attn_implementation_internal", None)
+                else:
+                    config.__dict__["_attn_implementation_internal"] = previous
+
+        stack.callback(unregister)  # runs last: the configs no longer name it
+        AttentionInterface._global_mapping[name] = function
+        AttentionMaskInterface._global_mapping[name] = eager_mask
+        stack.callback(restore)
         for config in configs:
             config.__dict__["_attn_implementation_internal"] = name
+
+
+@contextlib.contextmanager
+def attention_probe(model: nn.Module, probe: AttentionProbe) -> Iterator[AttentionProbe]:
+    """Route ``model``'s attention through ``probe`` for the block; everything is restored after
+    (the :class:`AttentionRouting` model hook, entered with :func:`~genattrib.engine.model_hooks.hooked`)."""
+    with hooked(model, AttentionRouting(probe)):
         yield probe
-    finally:
-        for config, previous in saved:
-            if previous is _MISSING:
-                config.__dict__.pop("_attn_implementation_internal", None)
-            else:
-                config.__dict__["_attn_implementation_internal"] = previous
-        AttentionInterface._global_mapping.pop(name, None)
-        AttentionMaskInterface._global_mapping.pop(name, None)
 
 
 def num_layers(model: nn.Module) -> int | None:

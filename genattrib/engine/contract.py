@@ -28,6 +28,7 @@ from torch import Tensor
 from genattrib.engine.attention_capture import check_attention_support
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, no_gradient_error
+from genattrib.engine.model_hooks import Hook, hooked
 from genattrib.engine.plan import TargetRef
 from genattrib.errors import InvalidArgumentError
 from genattrib.seeding import DEFAULT_SEED, content_generator
@@ -204,29 +205,56 @@ def _target_keeps_gradients(attributed_fn: TargetFunction, vocab_size: int) -> b
     return not isinstance(value, Tensor) or value.requires_grad
 
 
+@dataclass(frozen=True)
+class MethodTraits:
+    """What the engine, ``estimate()``, the listing and the docs read about a method: one frozen
+    object per method class, with defaults per kind (see :mod:`genattrib.methods.kinds`).
+
+    Example:
+        >>> traits = MethodTraits(needs_gradients=False, uses_baseline=True)
+        >>> dataclasses.replace(traits, stochastic=True).stochastic
+        True
+    """
+
+    granular: bool = False  # returns a hidden dimension
+    # keep_granular=None keeps its granular scores when they fit; False: only when asked (its
+    # reduced scores have a faster path, see StepBatch.granular)
+    keeps_granular_by_default: bool = True
+    default_reduction: str = "none"  # how the hidden dimension is reduced by default
+    needs_gradients: bool = True
+    needs_attentions: bool = False  # reads attention probabilities (checked in check_model)
+    explains_attributed_fn: bool = True  # False: scores do not depend on attributed_fn (attention)
+    uses_baseline: bool = False
+    promises_completeness: bool = False  # scores add up to F(x) - F(x'): warn when they do not
+    default_attributed_fn: str = "logprob"  # what attribute(attributed_fn=None) explains with this method
+    group_by_sequence: bool = False  # rows of one sequence share a batch
+    stochastic: bool = False  # draws random numbers from ``seed`` (listed by describe_methods)
+    requires: frozenset[str] = frozenset()  # resources the engine binds (see :meth:`Attributor.bind`)
+    supports_units: bool = True  # can explain unit rows (explain="sentences" ...)
+    ablates_source_units: bool = False  # perturbs whole source units (sources=...) when given
+    step_score_merge: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # score -> merge rule
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "requires", frozenset(self.requires))
+        object.__setattr__(self, "step_score_merge", MappingProxyType(dict(self.step_score_merge)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (sorted ``requires``, a dict ``step_score_merge``), e.g. for ``describe_methods``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["requires"] = sorted(self.requires)
+        out["step_score_merge"] = dict(self.step_score_merge)
+        return out
+
+
 class Attributor(ABC):
-    """One attribution method. Subclasses set the class attributes and ``attribute``."""
+    """One attribution method. Subclasses set ``name``, ``description``, ``Params``, ``traits``
+    and ``attribute``; a kind (:mod:`genattrib.methods.kinds`) supplies the planning."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
-    granular: ClassVar[bool] = False  # returns a hidden dimension
-    # keep_granular=None keeps its granular scores when they fit; False: only when asked (its
-    # reduced scores have a faster path, see StepBatch.granular)
-    keeps_granular_by_default: ClassVar[bool] = True
-    default_reduction: ClassVar[str] = "none"  # how the hidden dimension is reduced by default
-    needs_gradients: ClassVar[bool] = True
-    needs_attentions: ClassVar[bool] = False  # reads attention probabilities (checked in check_model)
-    explains_attributed_fn: ClassVar[bool] = True  # False: scores do not depend on attributed_fn (attention)
-    uses_baseline: ClassVar[bool] = False
-    promises_completeness: ClassVar[bool] = False  # scores add up to F(x) - F(x'): warn when they do not
-    default_attributed_fn: ClassVar[str] = "logprob"  # what attribute(attributed_fn=None) explains with this method
-    group_by_sequence: ClassVar[bool] = False  # rows of one sequence share a batch
-    stochastic: ClassVar[bool] = False  # draws random numbers from ``seed`` (listed by describe_methods)
-    requires: ClassVar[frozenset[str]] = frozenset()  # resources the engine binds (see :meth:`bind`)
-    supports_units: ClassVar[bool] = True  # can explain unit rows (explain="sentences" ...)
-    ablates_source_units: ClassVar[bool] = False  # perturbs whole source units (sources=...) when given
-    step_score_merge: ClassVar[Mapping[str, str]] = MappingProxyType({})  # each step score it emits -> merge rule
+    traits: ClassVar[MethodTraits] = MethodTraits()
+    kind: ClassVar[str] = ""  # set by each kind (genattrib.methods.kinds): gradient, perturbation ...
 
     def __init__(self, **params: Any) -> None:
         self._check_names(params)
@@ -274,12 +302,12 @@ class Attributor(ABC):
             >>> get_method("reagent").bind(vocabulary=Vocabulary(size=8)).params.vocabulary.size
             8
         """
-        extra = sorted(set(resources) - self.requires)
+        extra = sorted(set(resources) - self.traits.requires)
         if extra:
             raise InvalidArgumentError(
                 extra[0],
                 f"method {self.name!r} does not require the resource {extra[0]!r}",
-                f"it requires: {', '.join(sorted(self.requires)) or '(nothing)'}",
+                f"it requires: {', '.join(sorted(self.traits.requires)) or '(nothing)'}",
             )
         missing = {k: v for k, v in resources.items() if getattr(self.params, k) is None}
         return self.replace(**missing) if missing else self
@@ -300,19 +328,19 @@ class Attributor(ABC):
         :class:`ModelForward` counts when the batch runs). ``granular``: whether per-hidden-unit
         scores are kept (:attr:`StepBatch.granular`)."""
         length = max(r.length for r in refs)
-        rows = self.rows_per_target(length) * (1 if self.group_by_sequence else len(refs))
-        return [(rows, length, rows if self.needs_gradients else 0)]
+        rows = self.rows_per_target(length) * (1 if self.traits.group_by_sequence else len(refs))
+        return [(rows, length, rows if self.traits.needs_gradients else 0)]
 
     def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         """Raise before heavy work if this method cannot run on the model/target."""
-        if self.needs_gradients and not attributed_fn.differentiable:
+        if self.traits.needs_gradients and not attributed_fn.differentiable:
             raise InvalidArgumentError(
                 "attributed_fn",
                 f"{attributed_fn.name!r} is not differentiable, so {self.name!r} cannot explain it",
                 "use a differentiable target (logprob, probability, logit ...) "
                 "or a forward-only method such as occlusion",
             )
-        if self.needs_gradients and not _target_keeps_gradients(attributed_fn, forward.vocab_size):
+        if self.traits.needs_gradients and not _target_keeps_gradients(attributed_fn, forward.vocab_size):
             raise InvalidArgumentError(
                 "attributed_fn",
                 f"{attributed_fn.name!r} returns values without gradients (built from a new tensor, detached, or "
@@ -320,10 +348,24 @@ class Attributor(ABC):
                 "compute the value from ctx.logits with torch operations, or use a forward-only method such as "
                 "occlusion",
             )
-        if self.needs_gradients and not forward.gradients_reach_inputs():
+        if self.traits.needs_gradients and not forward.gradients_reach_inputs():
             raise no_gradient_error(type(forward.model).__name__, f"method {self.name!r}")
-        if self.needs_attentions:
+        if self.traits.needs_attentions:
             check_attention_support(forward)
+
+    def model_hooks(self, forward: ModelForward) -> Sequence[Hook]:
+        """How the model's modules compute while this method runs (none by default): family maps
+        ``{module class: rule}`` and model hooks (:mod:`genattrib.engine.model_hooks`), entered
+        by :meth:`run` around :meth:`attribute` and undone after it, also when it raises."""
+        return ()
+
+    def run(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+        """:meth:`attribute` under :meth:`model_hooks` (what the engine calls)."""
+        hooks = self.model_hooks(forward)
+        if not hooks:
+            return self.attribute(batch, forward, attributed_fn)
+        with hooked(forward.model, *hooks):
+            return self.attribute(batch, forward, attributed_fn)
 
     @abstractmethod
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:

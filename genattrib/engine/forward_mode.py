@@ -8,7 +8,7 @@ target's derivative from a single forward pass carrying a tangent (``torch.autog
 
 * :func:`forward_mode` is the scope such a pass runs in: dual numbers on, gradients off,
   attention computed with plain operations (PyTorch's fused attention kernels have no
-  forward-mode formula) through :func:`~genattrib.engine.attention_capture.attention_probe`, and
+  forward-mode formula) through :class:`~genattrib.engine.attention_capture.AttentionRouting`, and
   each ``linear`` layer run as one matrix product for value and tangent together. Nothing is
   patched outside the block.
 * :func:`supports_forward_mode` probes once per :class:`ModelForward` that a 5-token row gives
@@ -42,10 +42,11 @@ from torch import Tensor
 from torch.autograd import forward_ad
 from torch.overrides import TorchFunctionMode
 
-from genattrib.engine.attention_capture import AttentionProbe, attention_probe
+from genattrib.engine.attention_capture import AttentionProbe, AttentionRouting
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
+from genattrib.engine.model_hooks import ModelHook, hooked
 from genattrib.engine.prefix_cache import lowered_start, read_span, record_prefix, shifted
 from genattrib.engine.suffix_plan import call_overhead, plan_groups, reuse_wanted
 from genattrib.targets import TargetFunction
@@ -81,15 +82,22 @@ class _PairedLinear(TorchFunctionMode):
         return forward_ad.make_dual(value, derivative)
 
 
+class PairedLinear(ModelHook):
+    """The model hook that runs each ``linear`` of a dual input as one product (:class:`_PairedLinear`)."""
+
+    def attach(self, model: torch.nn.Module, stack: contextlib.ExitStack) -> None:
+        stack.enter_context(_PairedLinear())
+
+
 @contextlib.contextmanager
 def forward_mode(forward: ModelForward) -> Iterator[None]:
     """Scope of a forward-mode pass of ``forward``'s model (dual level, no autograd graph,
-    attention with plain operations, paired ``linear`` products); all restored on exit."""
+    attention with plain operations, paired ``linear`` products: two model hooks entered with
+    :func:`~genattrib.engine.model_hooks.hooked`); all restored on exit."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         stack.enter_context(forward_ad.dual_level())
-        stack.enter_context(attention_probe(forward.model, AttentionProbe()))
-        stack.enter_context(_PairedLinear())
+        stack.enter_context(hooked(forward.model, AttentionRouting(AttentionProbe()), PairedLinear()))
         yield
 
 

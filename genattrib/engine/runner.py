@@ -62,13 +62,13 @@ def resolve_keep_granular(
 ) -> bool:
     """Whether to keep granular scores: never for a method without them or with ``top_k``; when
     ``keep_granular`` is None, only if they fit ``budget_mb`` and the method keeps them by default
-    (:attr:`~genattrib.engine.contract.Attributor.keeps_granular_by_default`); ``keep_granular=True`` beyond the
+    (:attr:`~genattrib.engine.contract.MethodTraits.keeps_granular_by_default`); ``keep_granular=True`` beyond the
     budget raises (before any row is attributed)."""
-    if not method.granular or keep_granular is False:
+    if not method.traits.granular or keep_granular is False:
         return False
     size = granular_bytes(jobs, hidden)
     if keep_granular is None:
-        return top_k is None and size <= budget_mb * 2**20 and method.keeps_granular_by_default
+        return top_k is None and size <= budget_mb * 2**20 and method.traits.keeps_granular_by_default
     if top_k is not None:
         raise InvalidArgumentError(
             "keep_granular",
@@ -175,8 +175,8 @@ def plan_run(
         for batch in plan_batches(
             list(jobs[start : start + group]),
             method.rows_per_target,
-            lambda length: forward.rows_per_chunk(length, method.needs_gradients),
-            method.group_by_sequence,
+            lambda length: forward.rows_per_chunk(length, method.traits.needs_gradients),
+            method.traits.group_by_sequence,
             lambda length: method.max_batch_targets(length, forward),
         )
     ]
@@ -264,10 +264,10 @@ def run_attribution(
     with progress_bar(len(batches), f"{method.name}", show_progress) as advance:
         for refs in batches:
             batch = _build_batch(refs, jobs, forward, baselines, seed, granular=keep)
-            out = method.attribute(batch, forward, attributed_fn)
+            out = method.run(batch, forward, attributed_fn)
             scores = out.scores.detach().float()
-            per_unit = method.granular and scores.dim() == 3  # else already reduced (batch.granular False)
-            reduced = reduce_hidden(scores, method.default_reduction) if per_unit else scores
+            per_unit = method.traits.granular and scores.dim() == 3  # else already reduced (batch.granular False)
+            reduced = reduce_hidden(scores, method.traits.default_reduction) if per_unit else scores
             granular = scores.cpu() if per_unit and keep else None
             sink.add(_blocks(refs, jobs, reduced.cpu(), granular, out.step_scores, top_k))
             advance()

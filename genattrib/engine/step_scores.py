@@ -84,7 +84,7 @@ def _score_job(
 
 def step_score_rules(attributor: Attributor, step_targets: Mapping[str, TargetFunction]) -> dict[str, str]:
     """The merge rule of every step score a run can hold: each requested target's ``merge`` and
-    each score the method declares (``Attributor.step_score_merge``); the method's win on a
+    each score the method declares (``MethodTraits.step_score_merge``); the method's win on a
     shared name, as its scores replace the target's in the result.
 
     Example:
@@ -93,4 +93,4 @@ def step_score_rules(attributor: Attributor, step_targets: Mapping[str, TargetFu
         >>> step_score_rules(get_method("lime"), {"probability": resolve_target("probability")})
         {'probability': 'product', 'lime_score': 'none'}
     """
-    return {**{name: target.merge for name, target in step_targets.items()}, **attributor.step_score_merge}
+    return {**{name: target.merge for name, target in step_targets.items()}, **attributor.traits.step_score_merge}

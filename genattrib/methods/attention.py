@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from genattrib.engine.attention_capture import stream_attentions
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import InvalidArgumentError
+from genattrib.methods.kinds import AttentionKind
+from genattrib.methods.registry import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_index_list, check_number
 
@@ -64,15 +66,8 @@ class AttentionParams(MethodParams):
             check_choice(name, getattr(self, name), REDUCTIONS, "reduction")
 
 
-class _AttentionBase(Attributor):
-    supports_units = False  # attention is read at one query position
-    needs_gradients = False
-    needs_attentions = True
-    explains_attributed_fn = False  # attention weights: no function of the output is explained
-    group_by_sequence = True
-
-    def rows_per_target(self, length: int) -> int:
-        return 1
+class _AttentionBase(AttentionKind):
+    """Attention weights read at one query position (no unit rows, no attributed function)."""
 
     def _stream(self, batch: StepBatch, forward: ModelForward, consume: Callable[[int, torch.Tensor], None]) -> None:
         """One forward of the batch's first row (every row of a batch is a prefix of it: the
@@ -81,6 +76,7 @@ class _AttentionBase(Attributor):
         stream_attentions(forward, batch.input_embeds[:1], lambda rows, layer, probs: consume(layer, probs[0]))
 
 
+@register_method
 class Attention(_AttentionBase):
     name = "attention"
     description = "attention probabilities of the predicting row (mean over heads and layers by default)"
@@ -107,6 +103,7 @@ class RolloutParams(MethodParams):
         check_number("residual_weight", self.residual_weight, "residual_weight=0.5", low=0, high=1)
 
 
+@register_method
 class Rollout(_AttentionBase):
     name = "rollout"
     description = "attention rollout: product over layers of (0.5 A + 0.5 I), heads averaged"

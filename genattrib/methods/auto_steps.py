@@ -122,7 +122,7 @@ def attribute_auto(
         if not len(rows):
             break
     assert result is not None
-    if len(rows) and not method.promises_completeness:  # IG's cap is reported per call by the model wrapper
+    if len(rows) and not method.traits.promises_completeness:  # IG's cap is reported per call by the model wrapper
         warnings.warn(
             GenattribWarning(
                 f"{method.name}: n_steps='auto' reached max_steps={max_steps} on some rows without meeting "

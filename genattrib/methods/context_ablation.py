@@ -32,8 +32,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.methods.kinds import Perturbation, PerturbationTraits
+from genattrib.methods.registry import register_method
 from genattrib.methods.source_units import ablated_values, ablation_units, keep_masks, reaching_units, spread
 from genattrib.methods.surrogates import SOLVERS, fit_surrogates, r_squared
 from genattrib.targets import TargetFunction
@@ -62,19 +64,18 @@ class ContextAblationParams(MethodParams):
             check_int("n_samples", self.n_samples, f"n_samples={int(2 / self.holdout) + 1}", minimum=10**9)
 
 
-class ContextAblation(Attributor):
+@register_method
+class ContextAblation(Perturbation):
     name = "context_ablation"
     description = "ContextCite-style sparse linear surrogate over random ablations of source units (forward only)"
     Params = ContextAblationParams
-    needs_gradients = False
-    uses_baseline = True
-    group_by_sequence = True
-    stochastic = True
-    ablates_source_units = True
-    step_score_merge = {
-        "surrogate_r2": "none",  # held-out R² of one target's own fit: fits do not combine
-        "target_value": "sum",  # F of the full input, summed like the rows it explains
-    }
+    traits = PerturbationTraits(
+        stochastic=True,
+        step_score_merge={
+            "surrogate_r2": "none",  # held-out R² of one target's own fit: fits do not combine
+            "target_value": "sum",  # F of the full input, summed like the rows it explains
+        },
+    )
 
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples

@@ -34,10 +34,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
 from genattrib.errors import InvalidArgumentError
+from genattrib.methods.kinds import Gradient, GradientTraits
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_int, check_positive_int
@@ -133,7 +134,7 @@ def vocabulary_matrix(forward: ModelForward) -> Float[Tensor, "vocab hidden"]:
     return torch.cat(blocks)
 
 
-class DiscretePathAttributor(Attributor):
+class DiscretePathAttributor(Gradient):
     """Base of DIG-style methods: one monotone path per (token, baseline), all positions at once.
 
     To try another anchor search (e.g. anchors on the straight line), subclass and override
@@ -141,14 +142,15 @@ class DiscretePathAttributor(Attributor):
     """
 
     Params = DiscretePathParams
-    granular = True
-    default_reduction = "sum"
-    promises_completeness = True
-    uses_baseline = True
-    step_score_merge = {
-        "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
-        "baseline_value": "sum",  # F at the path's start, summed like F
-    }
+    traits = GradientTraits(
+        group_by_sequence=False,  # one path per row
+        promises_completeness=True,
+        uses_baseline=True,
+        step_score_merge={
+            "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
+            "baseline_value": "sum",  # F at the path's start, summed like F
+        },
+    )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -161,7 +163,7 @@ class DiscretePathAttributor(Attributor):
         """Points per path: ``2**factor * (n_anchors + 1) + 1``."""
         return 2**self.params.factor * (self.params.n_anchors + 1) + 1
 
-    def rows_per_target(self, length: int) -> int:
+    def path_points(self) -> int:
         return self.n_points  # n - 1 forward + backward rows, one forward row for F(x)
 
     def vocabulary(self, forward: ModelForward) -> Float[Tensor, "vocab hidden"]:

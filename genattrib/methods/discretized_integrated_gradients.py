@@ -29,6 +29,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import KnnCache
 from genattrib.methods.monotonic_paths import choose_anchor
+from genattrib.methods.registry import register_method
 from genattrib.validation import check_positive_int
 
 
@@ -83,6 +84,7 @@ def knn_anchor_search(
     return anchors
 
 
+@register_method
 class DiscretizedIntegratedGradients(DiscretePathAttributor):
     name = "discretized_integrated_gradients"
     description = "DIG: gradients summed along monotone paths through nearest-neighbour words (k-NN graph cached)"

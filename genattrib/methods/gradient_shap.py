@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +20,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
-from genattrib.engine.plan import TargetRef
-from genattrib.engine.shared_forward import (
-    PointSet,
-    grouped_input_gradients,
-    shared_batch_targets,
-    shared_planned_rows,
-)
+from genattrib.engine.shared_forward import PointSet, grouped_input_gradients
+from genattrib.methods.kinds import Gradient, GradientTraits
+from genattrib.methods.registry import register_method
 from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_number, check_positive_int
@@ -47,29 +42,16 @@ class GradientShapParams(MethodParams):
         check_number("stdevs", self.stdevs, "stdevs=0.09", low=0, what="a float")
 
 
-class GradientShap(Attributor):
+@register_method
+class GradientShap(Gradient):
     name = "gradient_shap"
     description = "expected gradients at random points between baseline and noisy input (seeded)"
     Params = GradientShapParams
-    granular = True
-    default_reduction = "sum"
-    uses_baseline = True
-    stochastic = True
-    group_by_sequence = True  # token targets of a sequence share their draws, so their forward rows
+    # token targets of a sequence share their draws, so their forward rows; unit rows: own draws, own rows
+    traits = GradientTraits(uses_baseline=True, stochastic=True, shares_unit_rows=False)
 
-    def rows_per_target(self, length: int) -> int:
+    def path_points(self) -> int:
         return self.params.n_samples
-
-    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
-        return shared_batch_targets(length, forward)
-
-    def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
-    ) -> list[tuple[int, int, int]]:
-        n = self.params.n_samples
-        if any(r.stop > r.position + 1 for r in refs):  # unit rows: own draws, own rows
-            return [(len(refs) * n, max(r.length for r in refs), len(refs) * n)]
-        return shared_planned_rows(refs, forward, n)
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         if batch.units is not None:

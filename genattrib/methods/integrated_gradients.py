@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +20,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
-from genattrib.engine.plan import TargetRef
-from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
+from genattrib.engine.shared_forward import batch_input_gradients
 from genattrib.methods.auto_steps import attribute_auto, check_steps, is_auto, planning_steps
+from genattrib.methods.kinds import Gradient, GradientTraits
 from genattrib.methods.quadrature import RULES, quadrature_rule
+from genattrib.methods.registry import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice
 
@@ -57,34 +57,27 @@ def path_points(batch: StepBatch, alphas: torch.Tensor) -> torch.Tensor:
     return points.reshape(-1, x.shape[1], x.shape[2])
 
 
-class IntegratedGradients(Attributor):
+@register_method
+class IntegratedGradients(Gradient):
     name = "integrated_gradients"
     description = "path integral of gradients from a baseline (Gauss-Legendre); sum over hidden"
     Params = IGParams
-    granular = True
-    default_reduction = "sum"
-    promises_completeness = True
-    uses_baseline = True
-    group_by_sequence = True  # token targets of a sequence read shared forward rows (engine/shared_forward.py)
-    step_score_merge = {
-        "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
-        "baseline_value": "sum",  # F at the baseline, summed like F
-        "n_steps_used": "max",  # n_steps="auto": the points the row needed
-    }
+    traits = GradientTraits(
+        promises_completeness=True,
+        uses_baseline=True,
+        shares_unit_rows=False,  # unit rows: each row its own path
+        step_score_merge={
+            "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
+            "baseline_value": "sum",  # F at the baseline, summed like F
+            "n_steps_used": "max",  # n_steps="auto": the points the row needed
+        },
+    )
 
-    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
-        return shared_batch_targets(length, forward)
+    def path_points(self) -> int:
+        return planning_steps(self.params.n_steps, self.params.max_steps)
 
-    def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
-    ) -> list[tuple[int, int, int]]:
-        length, n = max(r.length for r in refs), planning_steps(self.params.n_steps, self.params.max_steps)
-        if any(r.stop > r.position + 1 for r in refs):  # unit rows: each row its own path
-            return [(len(refs) * (n + 2), length, len(refs) * n)]
-        return [*shared_planned_rows(refs, forward, n), (2, length, 0)]  # + F(x') and F(x), per sequence
-
-    def rows_per_target(self, length: int) -> int:
-        return planning_steps(self.params.n_steps, self.params.max_steps) + 2
+    def reference_rows(self, length: int) -> int:
+        return 2  # F(x') and F(x)
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: IGParams = self.params

@@ -29,8 +29,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.methods.kinds import Perturbation, PerturbationTraits
+from genattrib.methods.registry import register_method
 from genattrib.methods.source_units import ablated_values, ablation_units, reaching_units, spread
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_int, check_number
@@ -87,16 +89,15 @@ def weighted_ridge(
     return coef, r2
 
 
-class Lime(Attributor):
+@register_method
+class Lime(Perturbation):
     name = "lime"
     description = "LIME: weighted ridge surrogate over random token masks, baseline-replaced (forward only, seeded)"
     Params = LimeParams
-    needs_gradients = False
-    uses_baseline = True
-    group_by_sequence = True
-    stochastic = True
-    ablates_source_units = True
-    step_score_merge = {"lime_score": "none"}  # R² of one token's own surrogate fit: R² of several fits do not combine
+    traits = PerturbationTraits(
+        stochastic=True,
+        step_score_merge={"lime_score": "none"},  # R² of one token's own surrogate fit: several fits do not combine
+    )
 
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples

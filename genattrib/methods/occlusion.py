@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.methods.kinds import Perturbation, PerturbationTraits
+from genattrib.methods.registry import register_method
 from genattrib.methods.source_units import ablated_values, ablation_units, spread
 from genattrib.targets import TargetFunction
 
@@ -27,15 +29,14 @@ class OcclusionParams(MethodParams):
     baseline: Any = None
 
 
-class Occlusion(Attributor):
+@register_method
+class Occlusion(Perturbation):
     name = "occlusion"
     description = "leave-one-out: drop in the target when a token is replaced by the baseline (forward only)"
     Params = OcclusionParams
-    needs_gradients = False
-    uses_baseline = True
-    group_by_sequence = True
-    ablates_source_units = True
-    step_score_merge = {"target_value": "sum"}  # F of the unoccluded input, summed like the rows it explains
+    traits = PerturbationTraits(
+        step_score_merge={"target_value": "sum"}  # F of the unoccluded input, summed like the rows it explains
+    )
 
     def rows_per_target(self, length: int) -> int:
         return length

@@ -55,11 +55,13 @@ from jaxtyping import Bool, Float, Int
 from rich.errors import LiveError
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import GenattribWarning, UnknownNameError
+from genattrib.methods.kinds import Perturbation, PerturbationTraits
 from genattrib.methods.probe_forward import distributions, score_rows
 from genattrib.methods.probe_pool import ProbePool
+from genattrib.methods.registry import register_method
 from genattrib.methods.token_samplers import SAMPLER_NAMES, TokenSampler, resolve_sampler
 from genattrib.methods.vocabulary import Vocabulary
 from genattrib.progress import progress_bar
@@ -129,18 +131,23 @@ def _probe_progress(total: int):
         yield advance
 
 
-class ReAGent(Attributor):
-    supports_units = False  # its stopping rule reads the rank of one predicted token
+@register_method
+class ReAGent(Perturbation):
     name = "reagent"
     description = "ReAGent: recursive random replacement with probes, forward passes only (seeded, no gradients)"
     Params = ReAGentParams
-    needs_gradients = False
-    stochastic = True
-    requires = frozenset({"vocabulary"})  # token samplers draw from the attributed tokenizer's vocabulary
-    step_score_merge = {
-        "reagent_iterations": "max",  # rows iterate in one loop: a word took as long as its slowest token
-        "reagent_unstopped": "sum",  # probes cut off by max_steps / time_budget
-    }
+    traits = PerturbationTraits(
+        uses_baseline=False,
+        group_by_sequence=False,
+        ablates_source_units=False,
+        supports_units=False,  # its stopping rule reads the rank of one predicted token
+        stochastic=True,
+        requires=frozenset({"vocabulary"}),  # token samplers draw from the attributed tokenizer's vocabulary
+        step_score_merge={
+            "reagent_iterations": "max",  # rows iterate in one loop: a word took as long as its slowest token
+            "reagent_unstopped": "sum",  # probes cut off by max_steps / time_budget
+        },
+    )
 
     def rows_per_target(self, length: int) -> int:
         # A waiting target holds no model rows: the probe pool (at most rows_per_chunk rows) runs

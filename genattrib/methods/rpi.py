@@ -38,10 +38,12 @@ from genattrib.engine.attention_capture import (
     capture_layer,
     num_layers,
 )
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.errors import InvalidArgumentError
 from genattrib.faithfulness.metrics import list_metrics
+from genattrib.methods.kinds import AttentionKind, AttentionTraits
+from genattrib.methods.registry import register_method
 from genattrib.methods.rpi_selection import best_candidates
 from genattrib.targets import TargetContext, TargetFunction
 from genattrib.validation import check_choice, check_int, check_positive_int, is_int
@@ -178,16 +180,22 @@ def make_baseline(
     return base
 
 
-class RPI(Attributor):
-    supports_units = False  # its attention-pattern reference is read at one query position
+@register_method
+class RPI(AttentionKind):
     name = "rpi"
     description = "randomized path-integration over one layer's attention probabilities (diffusion-noise baselines)"
     Params = RPIParams
-    needs_attentions = True
-    stochastic = True
-    default_attributed_fn = "logit"  # the reference differentiates the predicted label's logit
-    requires = frozenset({"baseline_id"})  # the token best:<metric> puts in place of removed ones
-    step_score_merge = {"rpi_candidate_spread": "mean"}  # already a mean over positions: a word's is its tokens' mean
+    traits = AttentionTraits(
+        # gradients through one layer's attention probabilities, one row at a time; its
+        # attention-pattern reference is read at one query position (no unit rows)
+        needs_gradients=True,
+        explains_attributed_fn=True,
+        group_by_sequence=False,
+        stochastic=True,
+        default_attributed_fn="logit",  # the reference differentiates the predicted label's logit
+        requires=frozenset({"baseline_id"}),  # the token best:<metric> puts in place of removed ones
+        step_score_merge={"rpi_candidate_spread": "mean"},  # a mean over positions: a word's is its tokens' mean
+    )
 
     def rows_per_target(self, length: int) -> int:
         return self.params.num_samples * (self.params.n_steps + 1) + 1

@@ -6,29 +6,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
+from genattrib.engine.contract import MethodOutput, StepBatch
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import TargetRef
-from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
+from genattrib.engine.shared_forward import batch_input_gradients
+from genattrib.methods.kinds import Gradient, GradientTraits
+from genattrib.methods.registry import register_method
 from genattrib.targets import TargetFunction
 
 
-class Saliency(Attributor):
+@register_method
+class Saliency(Gradient):
     name = "saliency"
     description = "gradient of the target w.r.t. input embeddings; L2 norm over hidden"
-    granular = True
-    default_reduction = "l2"
-    group_by_sequence = True  # the targets of a sequence read shared forward rows (engine/shared_forward.py)
-
-    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
-        return shared_batch_targets(length, forward)
-
-    def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
-    ) -> list[tuple[int, int, int]]:
-        return shared_planned_rows(refs, forward, 1)
+    traits = GradientTraits(default_reduction="l2")
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         grads = batch_input_gradients(batch, forward, attributed_fn)

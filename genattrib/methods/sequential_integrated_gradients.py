@@ -25,21 +25,18 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
+from genattrib.engine.contract import MethodOutput, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.forward_mode import moved_position_sums
 from genattrib.engine.plan import TargetRef
 from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
-from genattrib.engine.shared_forward import (
-    PointSet,
-    grouped_input_gradients,
-    shared_batch_targets,
-    shared_planned_rows,
-)
+from genattrib.engine.shared_forward import Points, PointSet, grouped_input_gradients
 from genattrib.methods.auto_steps import attribute_auto, is_auto, planning_steps
 from genattrib.methods.integrated_gradients import IGParams
+from genattrib.methods.kinds import Gradient, GradientTraits, PlannedRows, is_unit_row
 from genattrib.methods.quadrature import quadrature_rule
+from genattrib.methods.registry import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_positive_int
 
@@ -119,42 +116,46 @@ def _variant_values(
     return forward.values(variants, targets.shared(variants.shape[0]), attributed_fn)
 
 
-class SequentialIntegratedGradients(Attributor):
+@register_method
+class SequentialIntegratedGradients(Gradient):
     name = "sequential_integrated_gradients"
     description = "SIG: integrated gradients moving one position at a time, the others kept (Gauss-Legendre)"
     Params = SIGParams
-    granular = True
-    default_reduction = "sum"
-    keeps_granular_by_default = False  # the sum over the hidden size has a forward-mode path: far cheaper
-    uses_baseline = True
-    step_score_merge = {
-        "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
-        "baseline_value": "sum",  # F at the baseline, summed like F
-        "max_position_error": "max",  # a max over a row's positions: the max of the maxima is the word's max
-        "n_steps_used": "max",  # n_steps="auto": the points the row needed
-    }
+    traits = GradientTraits(
+        keeps_granular_by_default=False,  # the sum over the hidden size has a forward-mode path: far cheaper
+        uses_baseline=True,
+        shares_unit_rows=False,
+        step_score_merge={
+            "completeness_error": "sum",  # rows merged by sum explain the sum of F, so their errors add up
+            "baseline_value": "sum",  # F at the baseline, summed like F
+            "max_position_error": "max",  # a max over a row's positions: the max of the maxima is the word's max
+            "n_steps_used": "max",  # n_steps="auto": the points the row needed
+        },
+    )
 
-    group_by_sequence = True  # token targets of a sequence share forward rows (engine/shared_forward.py)
+    def path_points(self) -> Points:
+        steps = planning_steps(self.params.n_steps, self.params.max_steps)
+        return lambda n: steps * n  # one path per position of the row
+
+    def reference_rows(self, length: int) -> int:
+        return length + 2  # F(x), F(x') and F(x with one position at baseline), per sequence
 
     def rows_per_target(self, length: int) -> int:
         return length * planning_steps(self.params.n_steps, self.params.max_steps) + 2
 
-    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
-        return shared_batch_targets(length, forward)
-
     def planned_rows(
         self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
-    ) -> list[tuple[int, int, int]]:
+    ) -> list[PlannedRows]:
         steps, length = planning_steps(self.params.n_steps, self.params.max_steps), max(r.length for r in refs)
-        references = (length + 2, length, 0)  # F(x), F(x') and F(x with one position at baseline), per sequence
-        if not granular and all(r.stop == r.position + 1 for r in refs):
+        references = (self.reference_rows(length), length, 0)
+        if not granular and not any(is_unit_row(r) for r in refs):
             # forward mode: one dual row per (source position, step) of the sequence's longest row (at
             # most its full length; a dual row costs about DUAL_PASS_COST forward rows)
             return [(max(r.position for r in refs) * steps, length, 0), references]
-        if any(r.stop > r.position + 1 for r in refs):  # unit rows: (target, position) pairs of their own
+        if any(is_unit_row(r) for r in refs):  # unit rows: (target, position) pairs of their own
             pairs = sum(r.position for r in refs)
             return [(pairs * steps, length, pairs * steps), references]
-        return [*shared_planned_rows(refs, forward, lambda n: steps * n), references]
+        return super().planned_rows(refs, forward, granular=granular)
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: SIGParams = self.params

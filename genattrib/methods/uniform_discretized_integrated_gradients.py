@@ -25,6 +25,7 @@ from genattrib.engine.forward import ModelForward
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import nearest_vocabulary
 from genattrib.methods.monotonic_paths import choose_anchor
+from genattrib.methods.registry import register_method
 from genattrib.validation import check_positive_int
 
 
@@ -67,6 +68,7 @@ def uniform_anchor_search(
     return anchors
 
 
+@register_method
 class UniformDiscretizedIntegratedGradients(DiscretePathAttributor):
     name = "uniform_discretized_integrated_gradients"
     description = "UDIG: DIG with anchors near uniform points of the straight line (maxcount, factor 1)"

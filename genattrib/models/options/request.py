@@ -232,7 +232,8 @@ def prepare_request(
         o.method_kwargs,
         tokenizer_resources(model.tokenizer),
     )
-    fn = resolve_target(attributor.default_attributed_fn if o.attributed_fn is None else o.attributed_fn, model.targets)
+    default_fn = attributor.traits.default_attributed_fn
+    fn = resolve_target(default_fn if o.attributed_fn is None else o.attributed_fn, model.targets)
     step_targets = resolve_step_scores(o.step_scores, model.targets)
     check_batch_size(o.batch_size)
     prompts = inp.normalize_prompts(inputs, o.chat)
@@ -261,7 +262,7 @@ def prepare_request(
     check_step_window(prompt_ids, forced_ids, config, slice(o.attr_pos_start, o.attr_pos_end))
     seed = run_seed(o.seed, samples=forced_ids is None and bool(config.do_sample))
     baseline = None
-    if attributor.uses_baseline:  # checked before check_model's one-token probe: no forward for a bad argument
+    if attributor.traits.uses_baseline:  # checked before check_model's one-token probe: no forward for a bad argument
         baseline = resolve_baseline(getattr(attributor.params, "baseline", None), tok, forward.hidden_size)
     attributor.check_model(forward, fn)
     if o.explain != "tokens":
@@ -283,8 +284,8 @@ def prepare_request(
 
 def check_units_supported(attributor: Attributor, fn: TargetFunction) -> None:
     """Unit rows need a method that explains them and a target whose values combine."""
-    if not attributor.supports_units:
-        units = sorted(name for name in list_methods() if method_class(name).supports_units)
+    if not attributor.traits.supports_units:
+        units = sorted(name for name in list_methods() if method_class(name).traits.supports_units)
         raise InvalidArgumentError(
             "explain",
             f"method {attributor.name!r} explains single tokens only",

@@ -284,7 +284,7 @@ def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
     hidden = forward.hidden_size
     keep = keep_granular(call, jobs)
     batches = plan_run(forward, method, jobs, request.batch_size)
-    grad = method.needs_gradients
+    grad = method.traits.needs_gradients
     planned = [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
     costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
@@ -343,7 +343,7 @@ def _calibrate(
     start = time.perf_counter()
     model, request = call.parts, call.request
     method = request.attributor
-    grad = method.needs_gradients
+    grad = method.traits.needs_gradients
     costs = [(rows, length) for rows, length, _ in planned]
     forward = ModelForward(model.model, max_rows=call.forward.user_max_rows)  # keeps the request's counts clean
     total = sum(r * length for r, length in costs)

@@ -130,7 +130,7 @@ def provenance_of(
         method=request.attributor.name,
         method_params=params,
         attributed_fn=request.attributed_fn.name,
-        attributed_fn_used=bool(getattr(request.attributor, "explains_attributed_fn", True)),
+        attributed_fn_used=request.attributor.traits.explains_attributed_fn,
         explain=describe_explain(request.explain),
         step_scores=sorted(request.step_targets),
         step_score_rules=step_score_rules(request.attributor, request.step_targets),

@@ -54,7 +54,7 @@ def unconverged_share(out: FeatureAttributionOutput) -> float:
 def warn_if_unconverged(out: FeatureAttributionOutput, method: Attributor) -> None:
     """A :class:`GenattribWarning` when a completeness-promising method missed by more than
     :data:`COMPLETENESS_TOLERANCE` on some row (by more than its ``tolerance`` with ``n_steps="auto"``)."""
-    if not method.promises_completeness or method.default_reduction != "sum":
+    if not method.traits.promises_completeness or method.traits.default_reduction != "sum":
         return
     auto = getattr(method.params, "n_steps", None) == "auto"
     tolerance = float(method.params.tolerance) if auto else COMPLETENESS_TOLERANCE

@@ -236,19 +236,14 @@ def test_the_module_cycle_check_sees_type_checking_and_deferred_imports(tmp_path
     assert find_cycle(edges["output"]) is None
 
 
-#: File names that two packages still share, until they are renamed (issue 23); the list may only shrink.
-SHARED_FILE_NAMES = {"plan.py", "runner.py", "source_units.py"}
-
-
 def test_file_names_are_unique_across_packages() -> None:
     """``from ... import plan`` or a traceback line names one file, not one of two."""
     names: dict[str, list[str]] = {}
     for path in module_files().values():
         if path.name != "__init__.py":
             names.setdefault(path.name, []).append(path.relative_to(ROOT).as_posix())
-    shared = {name for name, paths in names.items() if len(paths) > 1}
-    assert shared <= SHARED_FILE_NAMES, {name: names[name] for name in shared - SHARED_FILE_NAMES}
-    assert not SHARED_FILE_NAMES - shared, f"renamed already, drop from SHARED_FILE_NAMES: {SHARED_FILE_NAMES - shared}"
+    shared = {name: paths for name, paths in names.items() if len(paths) > 1}
+    assert not shared, f"file names used by two packages (rename one): {shared}"
 
 
 def test_layers_name_each_unit_once() -> None:

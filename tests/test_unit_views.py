@@ -13,7 +13,7 @@ from tolerance import OPS, assert_close_to_scale
 
 import genattrib
 from genattrib import InvalidArgumentError, SequenceAttribution
-from genattrib.output.source_units import SourceUnitScores
+from genattrib.output.source_unit_scores import SourceUnitScores
 from genattrib.render.html_data import sequence_payload
 from genattrib.render.summary import summarize, summary_view
 from genattrib.render.units import source_groups, top_sources

@@ -2,6 +2,6 @@
 resumably (see :func:`attribute_dataset`)."""
 
 from genattrib.dataset.records import Record, read_records
-from genattrib.dataset.runner import DatasetRun, attribute_dataset
+from genattrib.dataset.run_dataset import DatasetRun, attribute_dataset
 
 __all__ = ["DatasetRun", "Record", "attribute_dataset", "read_records"]

@@ -1,7 +1,7 @@
 """Faithfulness metrics split over the processes of a run, resumably (``benchmark(out_dir=...)``).
 
 Each process evaluates the steps of its share of the examples (examples ``rank, rank + world,
-...``, dealt by the dataset runner's :func:`~genattrib.dataset.plan.rank_share`) and writes the
+...``, dealt by the dataset runner's :func:`~genattrib.dataset.schedule.rank_share`) and writes the
 per-step values to ``folder/part-RRR-of-WWW.safetensors`` (atomically); then every process reads
 every part and summarises them as :func:`~genattrib.evaluation.evaluate.evaluate_steps` does
 (per-example means, bootstrap over examples). A rerun with the same number of processes reads
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from genattrib.dataset.plan import rank_share
+from genattrib.dataset.schedule import rank_share
 from genattrib.dataset.processes import Processes, current_processes
 from genattrib.errors import InvalidArgumentError
 from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics

@@ -1,4 +1,4 @@
-"""Attribution methods, registered by name (:mod:`genattrib.methods.registry`).
+"""Attribution methods, registered by name (:mod:`genattrib.methods.registration`).
 
 Example:
     >>> "saliency" in list_methods()
@@ -36,7 +36,7 @@ from genattrib.methods.kinds import (
     PerturbationTraits,
     Propagation,
 )
-from genattrib.methods.registry import (
+from genattrib.methods.registration import (
     METHODS,
     describe_methods,
     get_method,

@@ -24,7 +24,7 @@ from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.kinds import AttentionKind
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice, check_index_list, check_number
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.methods.source_units import ablated_values, ablation_units, keep_masks, reaching_units, spread
 from genattrib.methods.surrogates import SOLVERS, fit_surrogates, r_squared
 from genattrib.targets import TargetFunction

@@ -29,7 +29,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods.discrete_paths import DiscretePathAttributor, DiscretePathParams
 from genattrib.methods.embedding_neighbours import KnnCache
 from genattrib.methods.monotonic_paths import choose_anchor
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.validation import check_positive_int
 
 

@@ -25,7 +25,7 @@ from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
 from genattrib.engine.shared_forward import PointSet, grouped_input_gradients
 from genattrib.methods.kinds import Gradient, GradientTraits
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_number, check_positive_int

@@ -27,7 +27,7 @@ from genattrib.engine.shared_forward import batch_input_gradients
 from genattrib.methods.auto_steps import attribute_auto, check_steps, is_auto, planning_steps
 from genattrib.methods.kinds import Gradient, GradientTraits
 from genattrib.methods.quadrature import RULES, quadrature_rule
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.methods.source_units import ablated_values, ablation_units, reaching_units, spread
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_int, check_number

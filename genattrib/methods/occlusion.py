@@ -19,7 +19,7 @@ import torch
 from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.methods.source_units import ablated_values, ablation_units, spread
 from genattrib.targets import TargetFunction
 

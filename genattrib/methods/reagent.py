@@ -61,7 +61,7 @@ from genattrib.errors import GenattribWarning, UnknownNameError
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
 from genattrib.methods.probe_forward import distributions, score_rows
 from genattrib.methods.probe_pool import ProbePool
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.methods.token_samplers import SAMPLER_NAMES, TokenSampler, resolve_sampler
 from genattrib.methods.vocabulary import Vocabulary
 from genattrib.progress import progress_bar

@@ -43,7 +43,7 @@ from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.errors import InvalidArgumentError
 from genattrib.faithfulness.metrics import list_metrics
 from genattrib.methods.kinds import AttentionKind, AttentionTraits
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.methods.rpi_selection import best_candidates
 from genattrib.targets import TargetContext, TargetFunction
 from genattrib.validation import check_choice, check_int, check_positive_int, is_int

@@ -10,7 +10,7 @@ from genattrib.engine.contract import MethodOutput, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.shared_forward import batch_input_gradients
 from genattrib.methods.kinds import Gradient, GradientTraits
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 
 

@@ -36,7 +36,7 @@ from genattrib.methods.auto_steps import attribute_auto, is_auto, planning_steps
 from genattrib.methods.integrated_gradients import IGParams
 from genattrib.methods.kinds import Gradient, GradientTraits, PlannedRows, is_unit_row
 from genattrib.methods.quadrature import quadrature_rule
-from genattrib.methods.registry import register_method
+from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_positive_int
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.scores import ScoreStore, SparseScores, tensors_equal
-from genattrib.output.source_units import SourceUnitScores, sum_over_units
+from genattrib.output.source_unit_scores import SourceUnitScores, sum_over_units
 
 
 @dataclass
@@ -204,7 +204,7 @@ class SequenceAttribution:
     def source_unit_scores(self) -> SourceUnitScores:
         """The (rows × source units) matrix of a result attributed with ``sources=``: each row's
         scores summed over each unit, with the units' and rows' texts
-        (:class:`~genattrib.output.source_units.SourceUnitScores`).
+        (:class:`~genattrib.output.source_unit_scores.SourceUnitScores`).
 
         Example:
             >>> out = model.attribute(prompt, target=" Paris.", method="occlusion", sources=[(0, 3), (3, 6)])

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import genattrib
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
-from genattrib.dataset.schedule import plan_batches, rank_share
 from genattrib.dataset.records import read_records
+from genattrib.dataset.schedule import plan_batches, rank_share
 from genattrib.models import AttributionModel
 from genattrib.output import dataset_files
 

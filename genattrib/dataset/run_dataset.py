@@ -22,10 +22,10 @@ import torch
 
 from genattrib.dataset.batches import run_batch, write_batch
 from genattrib.dataset.manifest import build_manifest, check_folder, jsonable
-from genattrib.dataset.schedule import plan_batches, rank_share
 from genattrib.dataset.prepare import check_call, measure
 from genattrib.dataset.processes import current_processes, replica_device_map
 from genattrib.dataset.records import read_records, records_digest
+from genattrib.dataset.schedule import plan_batches, rank_share
 from genattrib.errors import InvalidArgumentError, RunInterrupted
 from genattrib.models import AttributionModel, load_model
 from genattrib.output import FeatureAttributionOutput, dataset_files

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from genattrib.dataset.schedule import rank_share
 from genattrib.dataset.processes import Processes, current_processes
+from genattrib.dataset.schedule import rank_share
 from genattrib.errors import InvalidArgumentError
 from genattrib.evaluation.evaluate import evaluate_steps, resolve_metrics
 from genattrib.evaluation.result import EvaluationResult

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reuse import kv_reuse
 from tiny import make_model
 from tolerance import assert_same_sequence, tiny_floor
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -16,7 +17,6 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 import genattrib
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
-from genattrib.engine.suffix_plan import kv_reuse, plan_groups
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
@@ -157,27 +157,3 @@ def test_models_whose_cached_run_differs_fall_back(tiny_tokenizer, monkeypatch):
 
     monkeypatch.setattr(base, "forward", forgetful)
     assert cache_keyword(ModelForward(model.model)) is None
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    spans=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 12)), min_size=1, max_size=25),
-    weight=st.integers(1, 4),
-    cap=st.integers(1, 40),
-    overhead=st.integers(0, 50),
-)
-def test_plan_covers_every_item_once_within_the_cap(spans, weight, cap, overhead):
-    first = [a for a, _ in spans]
-    end = [a + n for a, n in spans]
-    groups, cost = plan_groups(first, end, weight, lambda length: cap, overhead)
-    items = sorted(i for g in groups for i in g.items.tolist())
-    assert items == list(range(len(spans)))
-    total = 0
-    for g in groups:
-        members = g.items.tolist()
-        assert g.start == min(first[i] for i in members) and g.end == max(end[i] for i in members)
-        assert len(members) == 1 or len(members) * weight <= cap
-        total += len(members) * weight * (g.end - g.start) + overhead
-    assert total == cost
-    singletons = sum(weight * (e - f) + overhead for f, e in zip(first, end))
-    assert cost <= singletons

@@ -25,7 +25,7 @@ from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
+from genattrib.engine.plan import SequenceJob, TargetRef, has_units, plan_batches
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.rows import MemorySink, RowBlock, RowSink
 from genattrib.output.scores import ScoreStore, SparseScores
@@ -125,7 +125,7 @@ def _build_batch(
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
         granular=granular,
-        units=_units(refs, jobs, device) if any(r.stop > r.position + 1 for r in refs) else None,
+        units=_units(refs, jobs, device) if has_units(refs) else None,
         source_groups=_source_groups(refs, jobs, length, device),
     )
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
-from genattrib.engine.plan import TargetRef
+from genattrib.engine.plan import TargetRef, has_units
 from genattrib.engine.shared_forward import (
     PointSet,
     grouped_input_gradients,
@@ -67,7 +67,7 @@ class GradientShap(Attributor):
         self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
     ) -> list[tuple[int, int, int]]:
         n = self.params.n_samples
-        if any(r.stop > r.position + 1 for r in refs):  # unit rows: own draws, own rows
+        if has_units(refs):  # unit rows: own draws, own rows
             return [(len(refs) * n, max(r.length for r in refs), len(refs) * n)]
         return shared_planned_rows(refs, forward, n)
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
-from genattrib.engine.plan import TargetRef
+from genattrib.engine.plan import TargetRef, has_units
 from genattrib.engine.shared_forward import batch_input_gradients, shared_batch_targets, shared_planned_rows
 from genattrib.methods.auto_steps import attribute_auto, check_steps, is_auto, planning_steps
 from genattrib.methods.quadrature import RULES, quadrature_rule
@@ -79,7 +79,7 @@ class IntegratedGradients(Attributor):
         self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
     ) -> list[tuple[int, int, int]]:
         length, n = max(r.length for r in refs), planning_steps(self.params.n_steps, self.params.max_steps)
-        if any(r.stop > r.position + 1 for r in refs):  # unit rows: each row its own path
+        if has_units(refs):  # unit rows: each row its own path
             return [(len(refs) * (n + 2), length, len(refs) * n)]
         return [*shared_planned_rows(refs, forward, n), (2, length, 0)]  # + F(x') and F(x), per sequence
 

@@ -29,7 +29,7 @@ from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.forward_mode import moved_position_sums
-from genattrib.engine.plan import TargetRef
+from genattrib.engine.plan import TargetRef, has_units
 from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
 from genattrib.engine.shared_forward import (
     PointSet,
@@ -147,11 +147,11 @@ class SequentialIntegratedGradients(Attributor):
     ) -> list[tuple[int, int, int]]:
         steps, length = planning_steps(self.params.n_steps, self.params.max_steps), max(r.length for r in refs)
         references = (length + 2, length, 0)  # F(x), F(x') and F(x with one position at baseline), per sequence
-        if not granular and all(r.stop == r.position + 1 for r in refs):
+        if not granular and not has_units(refs):
             # forward mode: one dual row per (source position, step) of the sequence's longest row (at
-            # most its full length; a dual row costs about DUAL_PASS_COST forward rows)
+            # most its full length; a dual row costs about cost_model.DUAL_PASS forward rows)
             return [(max(r.position for r in refs) * steps, length, 0), references]
-        if any(r.stop > r.position + 1 for r in refs):  # unit rows: (target, position) pairs of their own
+        if has_units(refs):  # unit rows: (target, position) pairs of their own
             pairs = sum(r.position for r in refs)
             return [(pairs * steps, length, pairs * steps), references]
         return [*shared_planned_rows(refs, forward, lambda n: steps * n), references]

@@ -8,16 +8,19 @@ import itertools
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reuse import kv_reuse
+from tolerance import assert_same_sequence, tiny_floor
 
 from genattrib.engine import cost_model as cost_model_module
-from genattrib.engine import planner
+from genattrib.engine import planner, shared_forward
 from genattrib.engine.cost_model import CostModel, config_flops, cost_model
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import TargetRef, has_units
+from genattrib.engine.plan import SequenceJob, TargetRef, has_units, targets_of
 from genattrib.engine.planner import plan_groups
+from genattrib.engine.runner import _build_batch
 
 
 def _runs(n: int):
@@ -109,3 +112,25 @@ def test_row_cost_grows_with_attention():
     assert costs.row(10, heads=2) == pytest.approx(costs.row(10) + 6.0)
     assert costs.span(4, 10) == pytest.approx(costs.row(10) - costs.row(4))
     assert costs.seconds(1000.0) == pytest.approx(1.0)
+
+
+def test_occlusion_scores_do_not_depend_on_the_targets_per_batch(tiny_llama, monkeypatch):
+    """Occlusion batches up to ``sample_batch_targets`` sentence targets of a sequence on one set
+    of occluded copies; two targets per batch (more batches, shorter rows) gives the same scores."""
+    text = " The cat sat. The dog ran. A fox jumped. Rain fell."
+    kwargs = {"method": "occlusion", "explain": "sentences", "sources": "sentences"}
+    one_batch = tiny_llama.attribute("Doc one. The cat sleeps. Doc two.", text, **kwargs)
+    monkeypatch.setattr(shared_forward, "MAX_SAMPLE_BATCH_TARGETS", 2)
+    small = tiny_llama.attribute("Doc one. The cat sleeps. Doc two.", text, **kwargs)
+    assert one_batch.provenance.work["rows"] < small.provenance.work["rows"]  # fewer copies run
+    assert_same_sequence(small.sequences[0], one_batch.sequences[0], floor=tiny_floor("occlusion"), what="batches")
+
+
+def test_a_batch_of_one_sequence_holds_its_embeddings_once(tiny_llama):
+    forward = ModelForward(tiny_llama.model)
+    job = SequenceJob(torch.arange(3, 12), prompt_length=4, step_start=0, step_stop=5)
+    refs = targets_of([job])
+    batch = _build_batch(refs, [job], forward, [torch.zeros(9, forward.hidden_size)], seed=0)
+    assert batch.input_embeds.shape[0] == len(refs) and batch.input_embeds.stride(0) == 0  # views of one row
+    assert batch.baseline_embeds.stride(0) == 0
+    assert torch.equal(batch.input_embeds[0], forward.embed(job.input_ids[None, : refs[-1].length])[0])

@@ -100,21 +100,27 @@ def _build_batch(
     device = forward.input_device
     ids = torch.zeros(len(refs), length, dtype=torch.long)
     special = torch.ones(len(refs), length, dtype=torch.bool)
-    base = torch.zeros(len(refs), length, forward.hidden_size, dtype=forward.dtype, device=device)
+    one = len({r.job for r in refs}) == 1
+    base = torch.zeros(1 if one else len(refs), length, forward.hidden_size, dtype=forward.dtype, device=device)
     for i, ref in enumerate(refs):
         job = jobs[ref.job]
         n = min(length, int(job.input_ids.shape[0]))
         ids[i, :n] = job.input_ids[:n]
         special[i, :n] = job.special_mask[:n]
-        base[i, :n] = baselines[ref.job][:n]
+        base[0 if one else i, :n] = baselines[ref.job][:n]
     contrast = None
     if any(jobs[r.job].contrast_ids is not None for r in refs):
         contrast = torch.tensor(
             [int(jobs[r.job].contrast_ids[r.position - jobs[r.job].prompt_length]) for r in refs], dtype=torch.long
         )
+    if one:  # rows of one sequence are the same row: embed it once, views (no copies) for the rest
+        embeds = forward.embed(ids[:1]).expand(len(refs), -1, -1)
+        base = base[:1].expand(len(refs), -1, -1)
+    else:
+        embeds = forward.embed(ids)
     return StepBatch(
         input_ids=ids.to(device),
-        input_embeds=forward.embed(ids),
+        input_embeds=embeds,
         baseline_embeds=base,
         target_positions=torch.tensor([r.position for r in refs], dtype=torch.long, device=device),
         target_ids=torch.tensor(

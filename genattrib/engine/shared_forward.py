@@ -303,3 +303,21 @@ def shared_batch_targets(length: int, forward: ModelForward) -> int:
     per_row = 3 * 4 * max(1, length) * forward.hidden_size
     cap = min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // per_row, forward.user_max_rows or MAX_BATCH_TARGETS)
     return max(1, cap)
+
+
+#: Targets per batch for a forward-only method whose every row scores all targets of the sequence.
+MAX_SAMPLE_BATCH_TARGETS = 1024
+
+
+def sample_batch_targets(length: int, forward: ModelForward) -> int:
+    """Targets per batch for a forward-only method whose rows are the sequence's perturbed copies,
+    each scoring every target (occlusion): more targets cost no more rows, only their per-row
+    tensors (ids, masks, scores: about 32 bytes per position, the embeddings being views of one
+    row), so batches hold up to :data:`MAX_SAMPLE_BATCH_TARGETS` within :data:`SHARED_BATCH_BYTES`.
+
+    Example:
+        >>> fwd = ModelForward(hf_model)
+        >>> sample_batch_targets(2048, fwd)
+        1024
+    """
+    return max(1, min(MAX_SAMPLE_BATCH_TARGETS, SHARED_BATCH_BYTES // (32 * max(1, length))))

@@ -18,6 +18,7 @@ import torch
 
 from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, StepBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.shared_forward import sample_batch_targets
 from genattrib.methods.source_units import ablated_values, ablation_units, spread
 from genattrib.targets import TargetFunction
 
@@ -39,6 +40,9 @@ class Occlusion(Attributor):
 
     def rows_per_target(self, length: int) -> int:
         return length
+
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
+        return sample_batch_targets(length, forward)  # every occluded copy scores all the batch's targets
 
     def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         members = ablation_units(batch)

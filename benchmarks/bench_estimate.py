@@ -7,6 +7,7 @@ against the rows the run needed (``provenance.work["rows"]``).
 
     nox -s bench_estimate                         # all settings
     python benchmarks/bench_estimate.py --tokens 16 --settings saliency ig8
+    python benchmarks/bench_estimate.py --model-config llama   # a random model of another shape
     python benchmarks/bench_estimate.py --json estimate.json
 
 Settings (``--settings``): ``saliency`` (generated continuation of ``--tokens`` tokens),
@@ -14,6 +15,9 @@ Settings (``--settings``): ``saliency`` (generated continuation of ``--tokens`` 
 ``occlusion``, ``sentences`` (saliency explaining sentences), ``lime`` (64 samples). Every
 setting but ``saliency`` forces a continuation generated once up front, so the estimate plans
 exactly; ``saliency`` leaves it to generation (the estimate assumes ``--tokens`` tokens).
+``--model-config`` (``llama`` or ``gpt2``) swaps the default model for a randomly initialised one
+of another shape (:data:`CONFIGS`, the default model's tokenizer): the planner's cost model reads
+the config, so its predictions are checked on more than the model it was written on.
 One warm-up ``attribute()`` call on a short prefix precedes the timings; with ``--repeats N``
 the fastest of N calls counts.
 """
@@ -42,17 +46,43 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Random models of other shapes than the default (30 layers of 576, gated MLP, 3 KV heads of 9).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "llama": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 8},
+    "gpt2": {"n_embd": 384, "n_layer": 4, "n_head": 6},
+}
+
+
+def _random_model(kind: str, device: str) -> genattrib.AttributionModel:
+    """A randomly initialised ``kind`` model (:data:`CONFIGS`) with the default model's tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = genattrib.load_model(device_map="cpu").tokenizer
+    common = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": None}
+    torch.manual_seed(0)
+    if kind == "llama":
+        hf = LlamaForCausalLM(LlamaConfig(max_position_embeddings=2048, **CONFIGS[kind], **common))
+    else:
+        hf = GPT2LMHeadModel(GPT2Config(n_positions=1024, **CONFIGS[kind], **common))
+    return genattrib.load_model((hf.eval().to(device), tokenizer))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=32, help="generated tokens (default: 32)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--device", default=None, help="device_map for load_model (default: cpu or cuda)")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per setting (fastest counts)")
+    parser.add_argument("--model-config", default=None, choices=list(CONFIGS), help="a random model of this shape")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = genattrib.load_model(device_map=device)
+    model = (
+        genattrib.load_model(device_map=device)
+        if args.model_config is None
+        else _random_model(args.model_config, device)
+    )
     continuation = model.generate(PROMPT, max_new_tokens=args.tokens, min_new_tokens=args.tokens)[0]
     model.attribute(PROMPT, continuation[:4], method="saliency")  # warm-up
     rows = []

@@ -8,15 +8,19 @@ Tokens count every model call: ``rows x positions run`` (a suffix row counts onl
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
+from unittest import mock
 
 import torch
 
 import genattrib
+from genattrib.engine import planner
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.suffix_plan import kv_reuse
 
+#: The planner's reuse threshold for each mode: suffixes always, never, or as the planner decides.
+THRESHOLDS = {"always": math.inf, "never": -math.inf, "auto": planner.WORTH_IT}
 PROMPT = "The bicycle was invented in the early nineteenth century, and"
 
 
@@ -31,7 +35,7 @@ def _counted(model, mode: str, **kwargs) -> tuple[float, dict[str, int], object]
 
     ModelForward.hidden_states = spy
     try:
-        with kv_reuse(mode):
+        with mock.patch.object(planner, "WORTH_IT", THRESHOLDS[mode]):
             start = time.perf_counter()
             out = model.attribute(PROMPT, **kwargs)
             seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reuse import kv_reuse
 from tolerance import OPS, TINY_MODEL, assert_close_to_scale, assert_same_sequence
 from torch.autograd import forward_ad
 from torch.overrides import _get_current_function_mode_stack
@@ -15,7 +16,6 @@ from torch.overrides import _get_current_function_mode_stack
 from genattrib.engine import forward_mode
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.suffix_plan import kv_reuse
 from genattrib.targets import resolve_target
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them

@@ -9,14 +9,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reuse import kv_reuse
 from tiny import make_model
 from tolerance import assert_same_sequence, tiny_floor
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import genattrib
+from genattrib.engine import cost_model
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
-from genattrib.engine.suffix_plan import kv_reuse, plan_groups
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
 
@@ -97,7 +98,10 @@ def test_occlusion_reruns_only_suffixes(tiny_llama, cached_calls):
     assert tokens < 0.75 * length * length  # the full rows: one per position, each the whole sequence
 
 
-def test_auto_mode_reuses_for_occlusion_not_for_random_token_masks(tiny_llama, cached_calls):
+def test_auto_mode_reuses_for_occlusion_not_for_random_token_masks(tiny_llama, cached_calls, monkeypatch):
+    # a device where compute, not calls, dominates (as for the default model): a call costs 4 tokens
+    # (the tiny model's own measured overhead makes every extra call, recording the prefix included, too dear)
+    monkeypatch.setattr(cost_model, "_measure", lambda forward: (5e-3, 5e-3 + 15e-3))
     tiny_llama.attribute(" ".join(WORDS), " and", method="occlusion")
     assert cached_calls
     cached_calls.clear()
@@ -157,27 +161,3 @@ def test_models_whose_cached_run_differs_fall_back(tiny_tokenizer, monkeypatch):
 
     monkeypatch.setattr(base, "forward", forgetful)
     assert cache_keyword(ModelForward(model.model)) is None
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    spans=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 12)), min_size=1, max_size=25),
-    weight=st.integers(1, 4),
-    cap=st.integers(1, 40),
-    overhead=st.integers(0, 50),
-)
-def test_plan_covers_every_item_once_within_the_cap(spans, weight, cap, overhead):
-    first = [a for a, _ in spans]
-    end = [a + n for a, n in spans]
-    groups, cost = plan_groups(first, end, weight, lambda length: cap, overhead)
-    items = sorted(i for g in groups for i in g.items.tolist())
-    assert items == list(range(len(spans)))
-    total = 0
-    for g in groups:
-        members = g.items.tolist()
-        assert g.start == min(first[i] for i in members) and g.end == max(end[i] for i in members)
-        assert len(members) == 1 or len(members) * weight <= cap
-        total += len(members) * weight * (g.end - g.start) + overhead
-    assert total == cost
-    singletons = sum(weight * (e - f) + overhead for f, e in zip(first, end))
-    assert cost <= singletons

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from tolerance import TINY_MODEL, assert_close_to_scale, assert_same_sequence
 
 from genattrib.engine import shared_forward
+from genattrib.engine.cost_model import CostModel
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.shared_forward import group_cost, plan_groups, shared_input_gradients
+from genattrib.engine.shared_forward import group_cost, shared_groups, shared_input_gradients
 from genattrib.targets import resolve_target
 
 pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-portable re-runs them
@@ -87,13 +88,13 @@ def test_methods_give_the_same_scores_whatever_the_grouping(tiny_model, monkeypa
     """One group per sequence, the cost model's groups, and one target per group (the per-row
     path) give the same scores and step scores."""
     results = []
-    real = shared_forward.plan_groups
+    real = shared_forward.shared_groups
     for plan in (
         lambda lengths, *a, **k: [sorted(range(len(lengths)), key=lambda i: lengths[i])],
         real,
         lambda lengths, *a, **k: [[i] for i in sorted(range(len(lengths)), key=lambda i: lengths[i])],
     ):
-        monkeypatch.setattr(shared_forward, "plan_groups", plan)
+        monkeypatch.setattr(shared_forward, "shared_groups", plan)
         results.append(tiny_model.attribute(PROMPT, TEXT, method=method, **params))
     first = results[0].sequences[0]
     for other in results[1:]:
@@ -124,15 +125,16 @@ def test_a_model_without_batching_rules_falls_back_to_one_target_per_pass(tiny_l
     points=st.integers(1, 50),
     ratio=st.floats(0, 1e-2),
 )
-def test_plan_groups_partitions_into_runs_at_the_least_cost(lengths, points, ratio):
-    groups = plan_groups(lengths, points, ratio)
+def test_shared_groups_partition_into_runs_at_the_least_cost(lengths, points, ratio):
+    costs = CostModel(1.0, ratio, 0.0, call_overhead=4.0, seconds_per_token=1e-4)
+    groups = shared_groups(lengths, points, costs)
     flat = [i for g in groups for i in g]
     assert sorted(flat) == list(range(len(lengths)))  # every target exactly once
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     assert flat == order  # contiguous runs of the sorted lengths
 
     def cost(gs):
-        return sum(group_cost(max(lengths[i] for i in g), len(g), points, ratio, 8.0) for g in gs)
+        return sum(group_cost(max(lengths[i] for i in g), len(g), points, costs) for g in gs)
 
     assert cost(groups) <= cost([[i] for i in order]) + 1e-6  # never worse than the per-row path
     assert cost(groups) <= cost([order]) + 1e-6  # nor than one group

@@ -7,11 +7,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reuse import kv_reuse
 from tolerance import OPS, PERTURBATION, assert_close_to_scale
 
 import genattrib
 from genattrib import FeatureAttributionOutput
-from genattrib.engine.suffix_plan import kv_reuse
 from genattrib.errors import InvalidArgumentError, UnsupportedModelError
 from genattrib.methods.surrogates import fit_surrogates, r_squared
 from genattrib.models.options.explain_units import CharSpans

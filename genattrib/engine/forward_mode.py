@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -43,18 +43,17 @@ from torch.autograd import forward_ad
 from torch.overrides import TorchFunctionMode
 
 from genattrib.engine.attention_capture import AttentionProbe, AttentionRouting
+from genattrib.engine.cost_model import DUAL_PASS
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
 from genattrib.engine.model_hooks import ModelHook, hooked
+from genattrib.engine.planner import Group, plan_suffixes, run_suffixes
 from genattrib.engine.prefix_cache import lowered_start, read_span, record_prefix, shifted
-from genattrib.engine.suffix_plan import call_overhead, plan_groups, reuse_wanted
 from genattrib.targets import TargetFunction
 
 #: Rows of a dual pass hold value and tangent: half as many fit the forward-only row budget.
 DUAL_ROW_FACTOR = 2
-#: Cost of a dual pass relative to a plain forward pass (measured on SmolLM2-135M, one CPU thread).
-DUAL_PASS_COST = 2.5
 PROBE_LENGTH = 5
 
 
@@ -165,7 +164,7 @@ def moved_position_sums(
 
     A copy equals ``x`` before ``i``, so only positions from ``i`` on run, over the clean row's KV
     cache where the model allows it; copies of nearby positions share a call
-    (:func:`~genattrib.engine.suffix_plan.plan_groups`)."""
+    (:func:`~genattrib.engine.planner.plan_suffixes`)."""
     if not supports_forward_mode(forward, attributed_fn):
         return None
     steps, k = int(alphas.shape[0]), int(targets.positions.shape[0])
@@ -176,44 +175,48 @@ def moved_position_sums(
     if not todo:
         return sums
     n_logits = int(targets.positions.numel())
-    cap = lambda n: max(1, forward.rows_per_chunk(n, grad=False, n_logits=n_logits) // DUAL_ROW_FACTOR)  # noqa: E731
-    overhead = call_overhead(forward.input_device)
-    groups, cost = plan_groups([0] * len(todo), [end] * len(todo), steps, cap, overhead)
-    keyword, kv = cache_keyword(forward), None
-    if keyword is not None:  # suffixes over the clean prefix's K/V, where the cost model says so
-        first = [lowered_start(int(cols[c]), lo, hi) for c in todo]
-        suffix_groups, suffix_cost = plan_groups(first, [end] * len(todo), steps, cap, overhead)
-        if reuse_wanted(DUAL_PASS_COST * suffix_cost + end + overhead, DUAL_PASS_COST * cost):
-            groups = suffix_groups
-            kv, _ = record_prefix(forward, keyword, x[None, :end], None, attributed_fn)
+    keyword = cache_keyword(forward)  # suffixes over the clean prefix's K/V, where the planner says so
+    plan = plan_suffixes(
+        forward,
+        [lowered_start(int(cols[c]), lo, hi) for c in todo],
+        [end] * len(todo),
+        [end] * len(todo),
+        lambda n: forward.rows_per_chunk(n, grad=False, n_logits=n_logits) // DUAL_ROW_FACTOR,
+        per_item=steps,
+        passes=DUAL_PASS,
+        prefix=(1, end),
+        reusable=keyword is not None,
+    )
+    kv = record_prefix(forward, keyword, x[None, :end], None, attributed_fn)[0] if plan.reuse and keyword else None
     a = alphas.to(device=x.device, dtype=x.dtype)
     w = weights.to(torch.float32)
     todo_cols = torch.tensor(todo, dtype=torch.long)
+
+    def prepare(group: Group) -> tuple[Callable[[slice], None], int]:
+        s = group.start
+        reached = (hi >= s).nonzero(as_tuple=True)[0]
+        part = shifted(targets.select(reached.to(targets.positions.device)), s)
+        items = todo_cols[torch.tensor(group.items, dtype=torch.long)]  # indices into cols
+
+        def run(chunk: slice) -> None:
+            flat = torch.arange(chunk.start, chunk.stop)
+            item, step = items[flat // steps], flat % steps
+            n = int(item.shape[0])
+            at = cols[item].to(x.device) - s
+            rows = torch.arange(n, device=x.device)
+            direction = (x - base)[cols[item].to(x.device)]
+            embeds = x[s:end].unsqueeze(0).repeat(n, 1, 1)
+            embeds[rows, at] = base[cols[item].to(x.device)] + a[step.to(x.device)].unsqueeze(-1) * direction
+            tangents = torch.zeros_like(embeds)
+            tangents[rows, at] = direction
+            kwargs = {} if kv is None else kv.expand(None, n, s)
+            _, derivative = directional_values(forward, embeds, tangents, part.shared(n), attributed_fn, **kwargs)
+            weighted = derivative.cpu() * w[step].unsqueeze(-1)
+            where = (item.unsqueeze(1).expand_as(weighted), reached.cpu().unsqueeze(0).expand_as(weighted))
+            sums.index_put_(where, weighted, accumulate=True)  # the steps of one position add up
+
+        return run, int(part.positions.numel())
+
     with forward_mode(forward):
-        for group in groups:
-            s = group.start
-            reached = (hi >= s).nonzero(as_tuple=True)[0]
-            part = shifted(targets.select(reached.to(targets.positions.device)), s)
-            items = todo_cols[group.items]  # indices into cols
-
-            def run(chunk: slice, items: Tensor = items, s: int = s, part: Explained = part, reached: Tensor = reached):
-                flat = torch.arange(chunk.start, chunk.stop)
-                item, step = items[flat // steps], flat % steps
-                n = int(item.shape[0])
-                at = cols[item].to(x.device) - s
-                rows = torch.arange(n, device=x.device)
-                direction = (x - base)[cols[item].to(x.device)]
-                embeds = x[s:end].unsqueeze(0).repeat(n, 1, 1)
-                embeds[rows, at] = base[cols[item].to(x.device)] + a[step.to(x.device)].unsqueeze(-1) * direction
-                tangents = torch.zeros_like(embeds)
-                tangents[rows, at] = direction
-                kwargs = {} if kv is None else kv.expand(None, n, s)
-                _, derivative = directional_values(forward, embeds, tangents, part.shared(n), attributed_fn, **kwargs)
-                weighted = derivative.cpu() * w[step].unsqueeze(-1)
-                where = (item.unsqueeze(1).expand_as(weighted), reached.cpu().unsqueeze(0).expand_as(weighted))
-                sums.index_put_(where, weighted, accumulate=True)  # the steps of one position add up
-
-            forward.run_chunked(
-                int(items.shape[0]) * steps, end - s, run, grad=False, n_logits=int(part.positions.numel())
-            )
+        run_suffixes(forward, plan, prepare, per_item=steps, grad=False)
     return sums

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +71,16 @@ class TargetRef:
     def length(self) -> int:
         """Tokens a model row needs: every position before the last explained one."""
         return self.stop - 1
+
+    @property
+    def is_unit(self) -> bool:
+        """Whether the row explains a unit of several tokens (else one token)."""
+        return self.stop > self.position + 1
+
+
+def has_units(refs: Iterable[TargetRef]) -> bool:
+    """Whether any of ``refs`` explains a unit of several tokens."""
+    return any(r.is_unit for r in refs)
 
 
 def targets_of(jobs: list[SequenceJob]) -> list[TargetRef]:

@@ -8,9 +8,10 @@ their first changed position recompute only the positions from there on.
   the gradient at ``i``. Positions before ``i`` come from the clean K/V (no gradient), so
   forward and backward cover the suffix only.
 
-Rows are grouped by :func:`~genattrib.engine.suffix_plan.plan_groups`; each group goes through
-:meth:`ModelForward.run_chunked` (so a chunk that runs out of memory is halved and retried) and
-counts in ``rows_run``. Both return ``None`` when the model cannot reuse its cache
+Rows are grouped and run by the planner's suffix skeleton
+(:func:`~genattrib.engine.planner.plan_suffixes`, :func:`~genattrib.engine.planner.run_suffixes`);
+each group goes through :meth:`ModelForward.run_chunked` (so a chunk that runs out of memory is
+halved and retried) and counts in ``rows_run``. Both return ``None`` when the model cannot reuse its cache
 (:func:`~genattrib.engine.kv_cache.cache_keyword`) or when the cost model says the full rows are
 as cheap; callers then run the full rows.
 
@@ -28,16 +29,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from genattrib.engine.cost_model import BACKWARD_CALL, BATCHED_BACKWARD
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.engine.kv_cache import PrefixKV, cache_keyword, new_cache
-from genattrib.engine.suffix_plan import call_overhead, plan_groups, reuse_wanted
+from genattrib.engine.planner import Group, plan_suffixes, run_suffixes
 from genattrib.targets import TargetFunction
+
+#: A forward+backward row in forward passes: a lone input-gradient backward pass costs about a forward pass.
+GRADIENT_PASSES = 1.0 + BACKWARD_CALL + BATCHED_BACKWARD
 
 
 def read_span(targets: Explained) -> tuple[Int[Tensor, " row"], Int[Tensor, " row"]]:
@@ -112,24 +118,27 @@ def perturbed_values(
     first = [lowered_start(int(f), lo, hi) for f in first.tolist()]
     todo = [n for n, f in enumerate(first) if f < end]
     n_logits = int(targets.positions.numel())
-    cap = lambda length: forward.rows_per_chunk(length, grad=False, n_logits=n_logits)  # noqa: E731
-    overhead = call_overhead(forward.input_device)
-    groups, cost = plan_groups([first[n] for n in todo], [end] * len(todo), 1, cap, overhead)
-    full = drop.shape[0] * x.shape[0] + overhead * -(-drop.shape[0] // cap(int(x.shape[0])))
-    if not reuse_wanted(cost + end + overhead, full):
+    plan = plan_suffixes(
+        forward,
+        [first[n] for n in todo],
+        [end] * len(todo),
+        [int(x.shape[0])] * int(drop.shape[0]),
+        lambda length: forward.rows_per_chunk(length, grad=False, n_logits=n_logits),
+        prefix=(1, end),
+    )
+    if not plan.reuse:
         return None
     kv, clean = record_prefix(forward, keyword, x[None, :end], targets.shared(1), attributed_fn)
     values = clean.expand(drop.shape[0], -1).clone()
     rows_of = torch.tensor(todo, dtype=torch.long)
-    for group in groups:
+
+    def prepare(group: Group) -> tuple[Callable[[slice], None], int]:
         s = group.start
         reached = (hi >= s).nonzero(as_tuple=True)[0]
         part = shifted(targets.select(reached.to(targets.positions.device)), s)
-        samples = rows_of[group.items]
+        samples = rows_of[torch.tensor(group.items, dtype=torch.long)]
 
-        def run(
-            chunk: slice, samples: Tensor = samples, s: int = s, part: Explained = part, reached: Tensor = reached
-        ) -> None:
+        def run(chunk: slice) -> None:
             rows = samples[chunk]
             mask = drop[rows.to(drop.device), s:end].to(x.device).unsqueeze(-1)
             embeds = torch.where(mask, base[s:end].unsqueeze(0), x[s:end].unsqueeze(0))
@@ -137,7 +146,9 @@ def perturbed_values(
             out = forward.unit_values(embeds, part.shared(int(rows.shape[0])), attributed_fn, **kwargs)
             values[rows.unsqueeze(1), reached.unsqueeze(0)] = out.float().cpu()
 
-        forward.run_chunked(int(samples.shape[0]), end - s, run, grad=False, n_logits=int(part.positions.numel()))
+        return run, int(part.positions.numel())
+
+    run_suffixes(forward, plan, prepare, grad=False)
     return values
 
 
@@ -160,24 +171,31 @@ def moved_gradients(
     lo, hi = read_span(targets)
     ends = (hi + 1).tolist()
     first = torch.minimum(cols.cpu(), lo).tolist()
-    cap = lambda n: forward.rows_per_chunk(n, grad=True, n_logits=targets.slots)  # noqa: E731
-    overhead = call_overhead(forward.input_device)
-    groups, cost = plan_groups(first, ends, steps, cap, overhead)
     used, slot = torch.unique(rows.cpu(), return_inverse=True)
     clean_len = max(ends)
-    full = items * steps * length + overhead * -(-items * steps // cap(length))
-    if not reuse_wanted(cost + (used.numel() * clean_len + overhead) / 3, full):  # forward+backward ~ 3 forwards
+    plan = plan_suffixes(
+        forward,
+        first,
+        ends,
+        [length] * items,
+        lambda n: forward.rows_per_chunk(n, grad=True, n_logits=targets.slots),
+        per_item=steps,
+        passes=GRADIENT_PASSES,
+        prefix=(int(used.numel()), clean_len),
+    )
+    if not plan.reuse:
         return None
     kv, _ = record_prefix(forward, keyword, x[used.to(x.device), :clean_len], None, attributed_fn)
     grads = torch.empty(items, steps, x.shape[-1], dtype=torch.float32, device=x.device)
-    for group in groups:
-        s, e = group.start, group.end
-        part = shifted(targets.select(group.items.to(targets.positions.device)), s).map(lambda t: t.unsqueeze(1))
 
-        def run(chunk: slice, group: Tensor = group.items, s: int = s, e: int = e, part: Explained = part) -> None:
+    def prepare(group: Group) -> tuple[Callable[[slice], None], int]:
+        s, e, members = group.start, group.end, torch.tensor(group.items, dtype=torch.long)
+        part = shifted(targets.select(members.to(targets.positions.device)), s).map(lambda t: t.unsqueeze(1))
+
+        def run(chunk: slice) -> None:
             flat = torch.arange(chunk.start, chunk.stop)
             local, step = flat // steps, flat % steps
-            item = group[local]
+            item = members[local]
             n = int(item.shape[0])
             leaf = moving[item.to(moving.device), step.to(moving.device)].detach().clone().requires_grad_(True)
             at = (cols[item.to(cols.device)].to(x.device) - s, torch.arange(n, device=x.device))
@@ -190,5 +208,7 @@ def moved_gradients(
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             grads[item.to(grads.device), step.to(grads.device)] = grad.float().to(grads.device)
 
-        forward.run_chunked(int(group.items.shape[0]) * steps, e - s, run, grad=True, n_logits=targets.slots)
+        return run, targets.slots
+
+    run_suffixes(forward, plan, prepare, per_item=steps, grad=True)
     return grads

@@ -25,7 +25,7 @@ from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
 from genattrib.engine.contract import Attributor, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import SequenceJob, TargetRef, plan_batches
+from genattrib.engine.plan import SequenceJob, TargetRef, has_units, plan_batches
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.rows import MemorySink, RowBlock, RowSink
 from genattrib.output.scores import ScoreStore, SparseScores
@@ -100,21 +100,27 @@ def _build_batch(
     device = forward.input_device
     ids = torch.zeros(len(refs), length, dtype=torch.long)
     special = torch.ones(len(refs), length, dtype=torch.bool)
-    base = torch.zeros(len(refs), length, forward.hidden_size, dtype=forward.dtype, device=device)
+    one = len({r.job for r in refs}) == 1
+    base = torch.zeros(1 if one else len(refs), length, forward.hidden_size, dtype=forward.dtype, device=device)
     for i, ref in enumerate(refs):
         job = jobs[ref.job]
         n = min(length, int(job.input_ids.shape[0]))
         ids[i, :n] = job.input_ids[:n]
         special[i, :n] = job.special_mask[:n]
-        base[i, :n] = baselines[ref.job][:n]
+        base[0 if one else i, :n] = baselines[ref.job][:n]
     contrast = None
     if any(jobs[r.job].contrast_ids is not None for r in refs):
         contrast = torch.tensor(
             [int(jobs[r.job].contrast_ids[r.position - jobs[r.job].prompt_length]) for r in refs], dtype=torch.long
         )
+    if one:  # rows of one sequence are the same row: embed it once, views (no copies) for the rest
+        embeds = forward.embed(ids[:1]).expand(len(refs), -1, -1)
+        base = base[:1].expand(len(refs), -1, -1)
+    else:
+        embeds = forward.embed(ids)
     return StepBatch(
         input_ids=ids.to(device),
-        input_embeds=forward.embed(ids),
+        input_embeds=embeds,
         baseline_embeds=base,
         target_positions=torch.tensor([r.position for r in refs], dtype=torch.long, device=device),
         target_ids=torch.tensor(
@@ -125,7 +131,7 @@ def _build_batch(
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
         granular=granular,
-        units=_units(refs, jobs, device) if any(r.stop > r.position + 1 for r in refs) else None,
+        units=_units(refs, jobs, device) if has_units(refs) else None,
         source_groups=_source_groups(refs, jobs, length, device),
     )
 

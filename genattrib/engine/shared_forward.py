@@ -9,20 +9,21 @@ the forward pass and its activations are shared, and the ``k`` backward passes r
 batched vector-Jacobian product (``torch.autograd.grad(..., is_grads_batched=True)``).
 
 Sharing is not free: a target read from a longer row pays for the extra positions in its
-backward pass. :func:`plan_groups` splits a sequence's targets into groups of nearby lengths by
-a cost model (a dynamic program over the sorted lengths), so one target per group (the old
-per-row path) is chosen wherever it is cheaper.
+backward pass. :func:`shared_groups` splits a sequence's targets into groups of nearby lengths by
+the planner (:func:`~genattrib.engine.planner.plan_groups`, costed by
+:mod:`~genattrib.engine.cost_model`), so one target per group (the old per-row path) is chosen
+wherever it is cheaper.
 
 Example:
-    >>> plan_groups([5, 6, 7, 40], points=1, attention_ratio=0.0)
+    >>> costs = CostModel(1.0, 0.0, 0.0, call_overhead=4.0, seconds_per_token=1e-4)
+    >>> shared_groups([5, 6, 7, 40], points=1, costs=costs)
     [[0, 1, 2], [3]]
-    >>> plan_groups([20, 21, 22, 23], points=1, attention_ratio=0.0)
+    >>> shared_groups([20, 21, 22, 23], points=1, costs=costs)
     [[0, 1, 2, 3]]
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,72 +32,36 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from genattrib.engine.contract import MAX_BATCH_TARGETS, SHARED_BATCH_BYTES, StepBatch
+from genattrib.engine.cost_model import BACKWARD_CALL, BATCHED_BACKWARD, CostModel, cost_model
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, is_oom, no_gradient_error
 from genattrib.engine.plan import TargetRef
+from genattrib.engine.planner import plan_groups
 from genattrib.targets import TargetFunction
-
-#: Relative cost of one token through a forward pass that keeps activations for a backward pass.
-FORWARD_COST = 1.0
-#: Relative cost of one token of one target's input-gradient backward pass, when many targets
-#: run as one batched pass, and the part of a backward call that does not shrink with batching
-#: (fitted on SmolLM2-135M, one CPU thread: a lone backward pass costs about a forward pass,
-#: each target of a batched one about 0.4 of it; weight gradients are never computed).
-BACKWARD_COST = 0.4
-BACKWARD_CALL_COST = 0.6
-#: Fixed cost of one group (its model calls), in token-passes: small on a CPU, large on a GPU
-#: where a call of a few rows leaves most of the device idle.
-GROUP_OVERHEAD = {"cpu": 8.0, "cuda": 256.0}
-
-
-def attention_ratio(forward: ModelForward) -> float:
-    """Attention's cost per (token, earlier position) relative to the rest of a token's cost:
-    a row of ``n`` tokens costs about ``n * (1 + attention_ratio * n / 2)`` token-passes."""
-    cfg = forward.config.get_text_config() if hasattr(forward.config, "get_text_config") else forward.config
-    hidden = forward.hidden_size
-    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * hidden
-    body = 4 * hidden * hidden + 3 * hidden * inter  # projections and MLP, multiply-adds per token and layer
-    return 2.0 * hidden / body
-
-
-def _row_cost(length: int, ratio: float) -> float:
-    return length * (1.0 + ratio * length / 2.0)
-
 
 #: How many points a group differentiates at: a number, or a function of the group's row length.
 Points = int | Callable[[int], int]
 
 
-def group_cost(length: int, targets: int, points: Points, ratio: float, overhead: float) -> float:
-    """Relative cost of ``targets`` targets read from ``points`` shared rows of ``length`` tokens."""
+def group_cost(length: int, targets: int, points: Points, costs: CostModel) -> float:
+    """Cost in token-passes of ``targets`` targets read from ``points`` shared rows of ``length``
+    tokens: per point a forward pass and a batched backward pass, and their two calls."""
     points = points(length) if callable(points) else points
-    return _row_cost(length, ratio) * points * (FORWARD_COST + BACKWARD_CALL_COST + BACKWARD_COST * targets) + overhead
+    passes = 1.0 + BACKWARD_CALL + BATCHED_BACKWARD * targets
+    return costs.row(length) * points * passes + 2 * costs.call_overhead
 
 
-def plan_groups(
-    lengths: Sequence[int], points: Points, attention_ratio: float, overhead: float = GROUP_OVERHEAD["cpu"]
-) -> list[list[int]]:
+def shared_groups(lengths: Sequence[int], points: Points, costs: CostModel) -> list[list[int]]:
     """Split targets into groups that share forward rows, at the least modelled cost.
 
     ``lengths[i]`` is the row length target ``i`` needs; a group runs one row per point at the
-    length of its longest member. Groups hold targets of consecutive lengths (a dynamic program
-    over the sorted lengths), so each is a contiguous run of the sorted order; the result lists
-    indices into ``lengths``, shortest group first.
+    length of its longest member. Groups hold targets of consecutive lengths (the planner's
+    dynamic program over the sorted lengths); the result lists indices into ``lengths``, shortest
+    group first.
     """
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    best = [0.0] + [math.inf] * len(order)
-    cut = [0] * (len(order) + 1)
-    for end in range(1, len(order) + 1):
-        longest = lengths[order[end - 1]]
-        for start in range(end - 1, -1, -1):
-            cost = best[start] + group_cost(longest, end - start, points, attention_ratio, overhead)
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    groups, end = [], len(order)
-    while end > 0:
-        groups.append(order[cut[end] : end])
-        end = cut[end]
-    return groups[::-1]
+    cost = lambda count, start, end: group_cost(end, count, points, costs)  # noqa: E731
+    groups, _ = plan_groups([0] * len(lengths), lengths, cost)
+    return [list(g.items) for g in groups]
 
 
 def _read_rows(targets: Explained, length: int) -> Bool[Tensor, "k position"]:
@@ -245,10 +210,9 @@ def shared_input_gradients(
 def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points: Points) -> list[tuple[int, int, int]]:
     """``(model rows, tokens per row, backward passes)`` of each group :func:`shared_row_groups`
     forms from a batch of one sequence's targets (for ``model.estimate()``)."""
-    overhead = GROUP_OVERHEAD.get(forward.input_device.type, GROUP_OVERHEAD["cuda"])
     lengths = [r.length for r in refs]
     planned = []
-    for group in plan_groups(lengths, points, attention_ratio(forward), overhead):
+    for group in shared_groups(lengths, points, cost_model(forward)):
         length = max(lengths[i] for i in group)
         count = points(length) if callable(points) else points
         planned.append((count, length, count * len(group)))
@@ -257,14 +221,13 @@ def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points
 
 def shared_row_groups(batch: StepBatch, forward: ModelForward, points: Points) -> list[Int[Tensor, " member"]]:
     """The rows of ``batch`` that read shared forward rows: per sequence, the groups of
-    :func:`plan_groups` over each row's length (its last explained position)."""
+    :func:`shared_groups` over each row's length (its last explained position)."""
     ends = batch.unit_ends("cpu")
-    overhead = GROUP_OVERHEAD.get(forward.input_device.type, GROUP_OVERHEAD["cuda"])
-    ratio = attention_ratio(forward)
+    costs = cost_model(forward)
     groups = []
     for seq in batch.sequence_index.unique().tolist():
         rows = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
-        for members in plan_groups(ends[rows].tolist(), points, ratio, overhead):
+        for members in shared_groups(ends[rows].tolist(), points, costs):
             groups.append(rows[torch.tensor(members, dtype=torch.long)])
     return groups
 
@@ -340,3 +303,21 @@ def shared_batch_targets(length: int, forward: ModelForward) -> int:
     per_row = 3 * 4 * max(1, length) * forward.hidden_size
     cap = min(MAX_BATCH_TARGETS, SHARED_BATCH_BYTES // per_row, forward.user_max_rows or MAX_BATCH_TARGETS)
     return max(1, cap)
+
+
+#: Targets per batch for a forward-only method whose every row scores all targets of the sequence.
+MAX_SAMPLE_BATCH_TARGETS = 1024
+
+
+def sample_batch_targets(length: int, forward: ModelForward) -> int:
+    """Targets per batch for a forward-only method whose rows are the sequence's perturbed copies,
+    each scoring every target (occlusion): more targets cost no more rows, only their per-row
+    tensors (ids, masks, scores: about 32 bytes per position, the embeddings being views of one
+    row), so batches hold up to :data:`MAX_SAMPLE_BATCH_TARGETS` within :data:`SHARED_BATCH_BYTES`.
+
+    Example:
+        >>> fwd = ModelForward(hf_model)
+        >>> sample_batch_targets(2048, fwd)
+        1024
+    """
+    return max(1, min(MAX_SAMPLE_BATCH_TARGETS, SHARED_BATCH_BYTES // (32 * max(1, length))))

@@ -36,18 +36,13 @@ from typing import ClassVar
 from genattrib.engine.contract import MAX_BATCH_TARGETS, Attributor, MethodOutput, MethodTraits
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.model_hooks import Hook, RuleMap, matched_modules
-from genattrib.engine.plan import TargetRef
-from genattrib.engine.shared_forward import Points, shared_batch_targets, shared_planned_rows
+from genattrib.engine.plan import TargetRef, has_units
+from genattrib.engine.shared_forward import Points, sample_batch_targets, shared_batch_targets, shared_planned_rows
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetFunction
 
 #: ``(model rows, tokens per row, backward passes)`` of one kind of model call.
 PlannedRows = tuple[int, int, int]
-
-
-def is_unit_row(ref: TargetRef) -> bool:
-    """Whether ``ref`` explains a unit of several tokens (``explain="sentences"`` ...)."""
-    return ref.stop > ref.position + 1
 
 
 def _resolve(points: Points, length: int) -> int:
@@ -74,6 +69,9 @@ class PerturbationTraits(MethodTraits):
     uses_baseline: bool = True
     group_by_sequence: bool = True
     ablates_source_units: bool = True
+    #: every ablated copy scores all the targets of its batch (occlusion): more targets per batch cost
+    #: no more model rows, so batches hold many (:func:`~genattrib.engine.shared_forward.sample_batch_targets`)
+    copies_score_every_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class Gradient(Attributor):
         """Whether the targets ``refs`` read shared forward rows (else each row runs its own path)."""
         if not self.traits.group_by_sequence:
             return False
-        return bool(getattr(self.traits, "shares_unit_rows", True)) or not any(is_unit_row(r) for r in refs)
+        return bool(getattr(self.traits, "shares_unit_rows", True)) or not has_units(refs)
 
     def rows_per_target(self, length: int) -> int:
         return _resolve(self.path_points(), length) + self.reference_rows(length)
@@ -159,6 +157,11 @@ class Perturbation(Attributor):
     def rows_per_target(self, length: int) -> int:
         """Model rows (ablated copies and references) one target of ``length`` tokens costs."""
 
+    def max_batch_targets(self, length: int, forward: ModelForward) -> int:
+        if getattr(self.traits, "copies_score_every_target", False):
+            return sample_batch_targets(length, forward)
+        return MAX_BATCH_TARGETS
+
     def planned_rows(
         self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
     ) -> list[PlannedRows]:
@@ -187,5 +190,4 @@ __all__ = [
     "PerturbationTraits",
     "PlannedRows",
     "Propagation",
-    "is_unit_row",
 ]

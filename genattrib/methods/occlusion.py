@@ -35,7 +35,8 @@ class Occlusion(Perturbation):
     description = "leave-one-out: drop in the target when a token is replaced by the baseline (forward only)"
     Params = OcclusionParams
     traits = PerturbationTraits(
-        step_score_merge={"target_value": "sum"}  # F of the unoccluded input, summed like the rows it explains
+        copies_score_every_target=True,
+        step_score_merge={"target_value": "sum"},  # F of the unoccluded input, summed like the rows it explains
     )
 
     def rows_per_target(self, length: int) -> int:

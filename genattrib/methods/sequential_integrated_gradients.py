@@ -29,12 +29,12 @@ from genattrib.engine.contract import MethodOutput, StepBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.forward_mode import moved_position_sums
-from genattrib.engine.plan import TargetRef
+from genattrib.engine.plan import TargetRef, has_units
 from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
 from genattrib.engine.shared_forward import Points, PointSet, grouped_input_gradients
 from genattrib.methods.auto_steps import attribute_auto, is_auto, planning_steps
 from genattrib.methods.integrated_gradients import IGParams
-from genattrib.methods.kinds import Gradient, GradientTraits, PlannedRows, is_unit_row
+from genattrib.methods.kinds import Gradient, GradientTraits, PlannedRows
 from genattrib.methods.quadrature import quadrature_rule
 from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
@@ -148,11 +148,11 @@ class SequentialIntegratedGradients(Gradient):
     ) -> list[PlannedRows]:
         steps, length = planning_steps(self.params.n_steps, self.params.max_steps), max(r.length for r in refs)
         references = (self.reference_rows(length), length, 0)
-        if not granular and not any(is_unit_row(r) for r in refs):
+        if not granular and not has_units(refs):
             # forward mode: one dual row per (source position, step) of the sequence's longest row (at
-            # most its full length; a dual row costs about DUAL_PASS_COST forward rows)
+            # most its full length; a dual row costs about cost_model.DUAL_PASS forward rows)
             return [(max(r.position for r in refs) * steps, length, 0), references]
-        if any(is_unit_row(r) for r in refs):  # unit rows: (target, position) pairs of their own
+        if has_units(refs):  # unit rows: (target, position) pairs of their own
             pairs = sum(r.position for r in refs)
             return [(pairs * steps, length, pairs * steps), references]
         return super().planned_rows(refs, forward, granular=granular)

@@ -22,8 +22,8 @@ Example:
     >>> targets = Explained.tokens(torch.tensor([6, 7, 8]), ids[6:9])             # 3 targets
     >>> drop = torch.eye(9, dtype=torch.bool)[1:]              # occlude positions 1..8, one per row
     >>> values = perturbed_values(fwd, x, torch.zeros_like(x), drop, targets, resolve_target("logprob"))
-    >>> values.shape                                           # (or None: run the full rows instead)
-    torch.Size([8, 3])
+    >>> values is None or tuple(values.shape) == (8, 3)        # None: reuse does not pay, run the full rows
+    True
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def hostile_everywhere_output() -> FeatureAttributionOutput:
         step_scores={h: torch.rand(n - p, generator=g) for h in (XSS_RUN[1], XSS_FETCH[0], "probability")},
         generated_text="".join(tokens[p:]),
         token_roles=roles,
-        special_mask=torch.tensor([i % 7 == 0 for i in range(n)]),
+        held_fixed=torch.tensor([i % 7 == 0 for i in range(n)]),
     )
     hostile = dict(zip(HOSTILE, reversed(HOSTILE)))
     prov = provenance(
@@ -167,7 +167,7 @@ def chat_output(sink: float = 16.2, **changes: object) -> FeatureAttributionOutp
         tokens=tokens,
         prompt_length=p,
         scores=nan_after_targets(scores, p),
-        special_mask=torch.tensor([t.startswith("<|") for t in tokens]),
+        held_fixed=torch.tensor([t.startswith("<|") for t in tokens]),
         token_roles=roles,
         generated_text=" Paris. It is big.",
     )

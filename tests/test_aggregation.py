@@ -112,7 +112,7 @@ def sequence_specs(draw, min_steps: int = 0, roles: bool | None = None) -> dict:
         step_scores=step_scores,
         granular_scores=granular,
         step_start=start,
-        special_mask=torch.tensor(draw(st.lists(st.sampled_from([False, False, False, True]), min_size=n, max_size=n))),
+        held_fixed=torch.tensor(draw(st.lists(st.sampled_from([False, False, False, True]), min_size=n, max_size=n))),
         token_roles=[draw(st.sampled_from(ROLES)) for _ in range(p)] + ["generated"] * g if with_roles else None,
         generated_text="generated",
     )
@@ -142,7 +142,7 @@ def make(
         tokens=tokens,
         prompt_length=prompt_length,
         scores=scores,
-        special_mask=torch.tensor([i in special for i in range(n)]),
+        held_fixed=torch.tensor([i in special for i in range(n)]),
         generated_text="".join(tokens[prompt_length:]),
         step_scores={
             "probability": torch.full((k,), 0.5),
@@ -198,7 +198,7 @@ def check_merge(before: SequenceAttribution, after: SequenceAttribution, exact: 
     if after.granular_scores is not None:
         assert torch.equal(after.granular_scores.isnan().all(-1), structural)
     assert before.token_roles is None or len(after.token_roles) == len(after.tokens)
-    assert after.special_mask.tolist() == [bool(before.special_mask[a:b].all()) for a, b in runs]
+    assert after.held_fixed.tolist() == [bool(before.held_fixed[a:b].all()) for a, b in runs]
 
 
 @SETTINGS
@@ -210,7 +210,7 @@ def test_words_keep_totals_text_boundary_and_nan_invariant(specs):
         check_merge(before, after)
         for a, b in runs_of(after, len(before.tokens)):  # inside a word: continuing, non-special tokens
             assert all(continues_word(before.tokens[k - 1], before.tokens[k]) for k in range(a + 1, b))
-            assert not before.special_mask[a:b].any() or b - a == 1
+            assert not before.held_fixed[a:b].any() or b - a == 1
 
 
 @SETTINGS
@@ -324,7 +324,7 @@ def test_words_on_subwords_numbers_punctuation_and_specials():
     seq = out.aggregate("words").sequences[0]
     assert seq.tokens == ["<bos>", "The", " capital", " of", " France", " is", " Paris", ".", " 1880s", "<eos>"]
     assert (seq.prompt_length, seq.step_start, seq.num_steps) == (6, 0, 4)
-    assert seq.special_mask.tolist() == [True] + [False] * 8 + [True]
+    assert seq.held_fixed.tolist() == [True] + [False] * 8 + [True]
     assert seq.input_ids.tolist() == [0, 1, 2, 4, 5, 7, 8, 10, 11, 13]  # first token id of each word
     assert seq.step_scores["probability"].tolist() == [0.25, 0.5, 0.25, 0.5]  # product
     assert seq.step_scores["logprob"].tolist() == [-2.0, -1.0, -2.0, -1.0]  # sum
@@ -369,7 +369,7 @@ def test_roles_merge_chat_blocks():
     seq = make(tokens, 7, special={0, 5, 6}, token_roles=roles).aggregate("roles").sequences[0]
     assert seq.tokens == ["<s>user\n", "Hi you", "</s><s>", "Hello!"]
     assert seq.token_roles == ["template", "user", "template", "generated"]
-    assert seq.special_mask.tolist() == [False, False, True, False]
+    assert seq.held_fixed.tolist() == [False, False, True, False]
 
 
 def test_reducers_recompute_scores_from_granular():

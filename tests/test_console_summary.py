@@ -42,7 +42,7 @@ def make_seq(
         prompt_length=p,
         scores=scores,
         step_start=step_start,
-        special_mask=torch.tensor([i in special for i in range(n)]),
+        held_fixed=torch.tensor([i in special for i in range(n)]),
         token_roles=roles,
         generated_text="".join(generated),
     )

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import genattrib
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.dataset.records import read_records
-from genattrib.dataset.schedule import plan_batches, rank_share
+from genattrib.dataset.schedule import batch_records, rank_share
 from genattrib.models import AttributionModel
 from genattrib.output import dataset_files
 
@@ -76,7 +76,7 @@ keys = st.lists(st.one_of(st.none(), st.tuples(st.booleans(), st.integers(1, 50)
 @settings(max_examples=60, deadline=None)
 @given(keys=keys, batch_size=st.integers(1, 7), world=st.integers(1, 5))
 def test_batches_split_over_ranks_and_merged_give_every_record_once_in_order(keys, batch_size, world):
-    batches = plan_batches(keys, batch_size)
+    batches = batch_records(keys, batch_size)
     shares = [rank_share(len(batches), rank, world) for rank in range(world)]
     assert sorted(b for share in shares for b in share) == list(range(len(batches)))  # each batch in one rank
     assert max(map(len, shares)) - min(map(len, shares)) <= 1  # balanced

@@ -39,7 +39,7 @@ def test_chat_prompt_uses_the_template(default_model):
     seq = out.sequences[0]
     assert messages == before
     assert "<|im_start|>" in seq.tokens and "Paris" in seq.generated_text
-    assert bool(seq.special_mask[seq.tokens.index("<|im_start|>")])
+    assert bool(seq.held_fixed[seq.tokens.index("<|im_start|>")])
     roles = seq.token_roles
     content = [t for t, r in zip(seq.tokens, roles) if r == "user"]
     assert "".join(content).strip() == messages[0]["content"]

@@ -77,7 +77,7 @@ def test_soft_metrics_match_a_hand_computation(tiny_llama):
 
     hf = tiny_llama.model
     emb = hf.get_input_embeddings()(seq.input_ids[:p]).detach()
-    special = seq.special_mask[:p].unsqueeze(-1)
+    special = seq.held_fixed[:p].unsqueeze(-1)
 
     def dist(e: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -341,7 +341,7 @@ def test_sequence_with_roles_and_special_tokens() -> None:
         tokens=seq.tokens,
         prompt_length=seq.prompt_length,
         scores=seq.scores,
-        special_mask=torch.tensor([True] + [False] * 7),
+        held_fixed=torch.tensor([True] + [False] * 7),
         token_roles=["template", "user", "user", "user", "template", "generated", "generated", "generated"],
     )
     entry = data_block(to_html(FeatureAttributionOutput([chat], provenance())))["sequences"][0]

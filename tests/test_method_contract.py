@@ -11,7 +11,7 @@ import torch
 from tolerance import TINY_MODEL, assert_close_to_scale, assert_identical
 
 import genattrib
-from genattrib.engine import Attributor, MethodOutput, MethodParams, MethodTraits, StepBatch, bind_resources
+from genattrib.engine import Attributor, MethodOutput, MethodParams, MethodTraits, RowBatch, bind_resources
 from genattrib.errors import InvalidArgumentError, UnsupportedModelError
 from genattrib.methods import get_method, registered_method
 from genattrib.methods.vocabulary import Vocabulary
@@ -38,7 +38,7 @@ class LastSource(Attributor):
     Params = LastSourceParams
     traits = MethodTraits(needs_gradients=False, requires=frozenset({"vocabulary"}))
 
-    def attribute(self, batch: StepBatch, forward, attributed_fn) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward, attributed_fn) -> MethodOutput:
         scores = torch.zeros(batch.num_rows, batch.length)
         for r, p in enumerate(batch.target_positions.tolist()):
             scores[r, p - 1] = self.params.weight

@@ -119,7 +119,7 @@ def sequence_specs(draw, min_steps: int = 0) -> dict:
         prompt_length=prompt_length,
         scores=scores,
         step_scores=step_scores,
-        special_mask=special,
+        held_fixed=special,
         granular_scores=granular,
         step_start=step_start,
         generated_text=draw(st.one_of(st.sampled_from(ODD_TOKENS), st.text(max_size=12))),
@@ -198,7 +198,7 @@ def assert_identical(a: FeatureAttributionOutput, b: FeatureAttributionOutput) -
         assert bit_equal(x.input_ids, y.input_ids)
         assert bit_equal(x.scores, y.scores)
         assert torch.equal(x.scores.isnan(), y.scores.isnan())
-        assert bit_equal(x.special_mask, y.special_mask)
+        assert bit_equal(x.held_fixed, y.held_fixed)
         assert bit_equal(x.granular_scores, y.granular_scores)
         if x.granular_scores is not None:
             assert torch.equal(x.granular_scores.isnan(), y.granular_scores.isnan())
@@ -349,7 +349,7 @@ def test_save_does_not_mutate(spec, suffix):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_save_of_outputs_sharing_tensors(suffix):
-    """A sliced view keeps the original's input_ids/special_mask tensors; merging it with the
+    """A sliced view keeps the original's input_ids/held_fixed tensors; merging it with the
     original (or merging a result with itself) must still save and reload exactly."""
     out = small_output(2)
     merged = FeatureAttributionOutput.merge([out, out.steps(1, 3)], stitch=False)  # overlapping: not stitched

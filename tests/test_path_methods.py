@@ -103,7 +103,7 @@ def test_completeness_error_is_measured_against_plain_forwards(tiny_model, metho
     params = {**FAST[method], **({"cache_dir": knn_dir} if method == DIG else {})}
     out = tiny_model.attribute("<bos>" + PROMPT, target=TARGET, method=method, keep_granular=True, **params)
     seq, emb = out.sequences[0], tiny_model.model.get_input_embeddings()
-    assert seq.tokens[0] == "<bos>" and bool(seq.special_mask[0])
+    assert seq.tokens[0] == "<bos>" and bool(seq.held_fixed[0])
     assert (seq.granular_scores[:, 0] == 0).all(), "special tokens keep their embedding"
     default = tiny_model.attribute("<bos>" + PROMPT, target=TARGET, method=method, **params).sequences[0]
     assert (default.scores[:, 0] == 0).all()  # SIG's default: forward mode, no granular scores
@@ -111,7 +111,7 @@ def test_completeness_error_is_measured_against_plain_forwards(tiny_model, metho
     unk = emb.weight[tiny_model.tokenizer.unk_token_id].detach()
     for step, p in enumerate(seq.target_positions):
         x = emb(seq.input_ids[:p]).detach()
-        base = torch.where(seq.special_mask[:p].unsqueeze(-1), x, unk)
+        base = torch.where(seq.held_fixed[:p].unsqueeze(-1), x, unk)
         delta = _value(tiny_model.model, x, int(seq.input_ids[p])) - _value(
             tiny_model.model, base, int(seq.input_ids[p])
         )

@@ -17,10 +17,10 @@ from tolerance import assert_same_sequence, tiny_floor
 from genattrib.engine import cost_model as cost_model_module
 from genattrib.engine import planner, shared_forward
 from genattrib.engine.cost_model import CostModel, config_flops, cost_model
+from genattrib.engine.execute import _build_batch
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import SequenceJob, TargetRef, has_units, targets_of
 from genattrib.engine.planner import plan_groups
-from genattrib.engine.runner import _build_batch
+from genattrib.engine.row_refs import RowRef, SequenceJob, has_units, rows_of
 
 
 def _runs(n: int):
@@ -75,7 +75,7 @@ def test_a_larger_call_overhead_never_makes_more_groups(lengths, overhead):
 
 
 def test_unit_rows_are_told_by_one_helper():
-    token, unit = TargetRef(0, 0, 5, 6), TargetRef(0, 1, 6, 9)
+    token, unit = RowRef(0, 0, 5, 6), RowRef(0, 1, 6, 9)
     assert not token.is_unit and unit.is_unit
     assert has_units([token, unit]) and not has_units([token])
 
@@ -129,7 +129,7 @@ def test_occlusion_scores_do_not_depend_on_the_targets_per_batch(tiny_llama, mon
 def test_a_batch_of_one_sequence_holds_its_embeddings_once(tiny_llama):
     forward = ModelForward(tiny_llama.model)
     job = SequenceJob(torch.arange(3, 12), prompt_length=4, step_start=0, step_stop=5)
-    refs = targets_of([job])
+    refs = rows_of([job])
     batch = _build_batch(refs, [job], forward, [torch.zeros(9, forward.hidden_size)], seed=0)
     assert batch.input_embeds.shape[0] == len(refs) and batch.input_embeds.stride(0) == 0  # views of one row
     assert batch.baseline_embeds.stride(0) == 0

@@ -71,7 +71,7 @@ def test_no_bar_off_a_terminal_unless_asked(monkeypatch):
 
 
 def test_attribute_passes_show_progress_to_the_bar(tiny_llama, monkeypatch):
-    import genattrib.engine.runner as runner
+    import genattrib.engine.execute as runner
 
     seen = []
     real = runner.progress_bar

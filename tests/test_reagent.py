@@ -150,9 +150,9 @@ def test_progress_bar_counts_stopped_probes(tiny_llama, monkeypatch):
 def test_planner_groups_many_targets_in_one_batch(tiny_llama):
     """A waiting target holds no model rows, so 40 targets of 16 probes share one batch (one
     pool) although 640 rows exceed the row budget."""
+    from genattrib.engine.execute import plan_run
     from genattrib.engine.forward import ModelForward
-    from genattrib.engine.plan import SequenceJob
-    from genattrib.engine.runner import plan_run
+    from genattrib.engine.row_refs import SequenceJob
 
     job = SequenceJob(torch.arange(2, 202), prompt_length=160, step_start=0, step_stop=40)
     forward = ModelForward(tiny_llama.model)

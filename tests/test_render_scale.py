@@ -80,8 +80,8 @@ def test_special_positions_recorded_even_when_attributed(chat_model, tmp_path) -
     ).sequences[0]
     specials = [i for i, t in enumerate(held.tokens[: held.prompt_length]) if t in ("<bos>", "<eos>")]
     assert specials and held.special_tokens_mask.nonzero().flatten().tolist()[: len(specials)] == specials
-    assert torch.equal(held.special_mask, held.special_tokens_mask)
-    assert not free.special_mask.any()  # attributed like any token ...
+    assert torch.equal(held.held_fixed, held.special_tokens_mask)
+    assert not free.held_fixed.any()  # attributed like any token ...
     assert torch.equal(free.special_tokens_mask, held.special_tokens_mask)  # ... and still known as special
     assert free.structure_mask[: free.prompt_length].tolist() == [
         r == "template" or s
@@ -92,7 +92,7 @@ def test_special_positions_recorded_even_when_attributed(chat_model, tmp_path) -
         back = FeatureAttributionOutput.load(out.save(tmp_path / f"chat.{suffix}")).sequences[0]
         assert torch.equal(back.special_tokens_mask, free.special_tokens_mask) and back.equals(free)
     words = out.aggregate("words").sequences[0]
-    assert words.special_tokens_mask.any() and not words.special_mask.any()
+    assert words.special_tokens_mask.any() and not words.held_fixed.any()
 
 
 def test_files_saved_before_the_mask_load_with_special_mask() -> None:
@@ -100,7 +100,7 @@ def test_files_saved_before_the_mask_load_with_special_mask() -> None:
     meta, tensors = FeatureAttributionOutput([seq], Provenance()).encode()
     del tensors["0.special_tokens_mask"]  # what older versions wrote
     old = FeatureAttributionOutput.decode(meta, tensors).sequences[0]
-    assert torch.equal(old.special_tokens_mask, seq.special_mask)
+    assert torch.equal(old.special_tokens_mask, seq.held_fixed)
     with pytest.raises(
         (ValueError, TypeCheckError), match="special_tokens_mask"
     ):  # TypeCheckError: GENATTRIB_TYPECHECK

@@ -13,7 +13,7 @@ from tolerance import OPS, TINY_MODEL, assert_close_to_scale, assert_identical
 import genattrib
 from genattrib import InvalidArgumentError
 from genattrib.engine.attention_capture import AttentionProbe, attention_probe
-from genattrib.engine.contract import StepBatch
+from genattrib.engine.contract import RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.evaluation import METRICS, evaluate
 from genattrib.methods import rpi as rpi_module
@@ -248,13 +248,13 @@ def test_best_selection_keeps_the_candidate_the_metric_prefers(tiny_llama, metri
     rows = len(seq.target_positions)
     input_ids = seq.input_ids.unsqueeze(0).expand(rows, -1).clone()
     embeds = forward.embed(input_ids)
-    batch = StepBatch(
+    batch = RowBatch(
         input_ids,
         embeds,
         embeds.clone(),
         torch.tensor(seq.target_positions),
         seq.target_ids,
-        seq.special_mask.unsqueeze(0).expand(rows, -1).clone(),
+        seq.held_fixed.unsqueeze(0).expand(rows, -1).clone(),
         torch.zeros(rows, dtype=torch.long),
         seed=42,
     )

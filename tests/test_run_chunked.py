@@ -88,12 +88,13 @@ def test_forward_only_rows_are_sized_on_their_own(tiny_llama) -> None:
 def test_planned_batches_bound_padding_and_cover_every_target(lengths, budget, per_target) -> None:
     """Every target is planned exactly once, and no batch holds a row shorter than MIN_FILL of
     its longest (rows are padded to the longest)."""
-    from genattrib.engine.plan import MIN_FILL, SequenceJob, plan_batches, targets_of
+    from genattrib.engine.planner import MIN_FILL, plan_batches
+    from genattrib.engine.row_refs import SequenceJob, rows_of
 
     jobs = [SequenceJob(torch.zeros(p + n, dtype=torch.long), p, 0, n) for p, n in lengths]
     batches = plan_batches(jobs, lambda length: per_target, lambda length: budget, by_sequence=False)
     planned = sorted((r.job, r.row) for batch in batches for r in batch)
-    assert planned == sorted((r.job, r.row) for r in targets_of(jobs))
+    assert planned == sorted((r.job, r.row) for r in rows_of(jobs))
     for batch in batches:
         longest = max(r.position for r in batch)
         assert all(r.position >= MIN_FILL * longest for r in batch)

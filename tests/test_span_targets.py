@@ -130,7 +130,7 @@ def test_span_integrated_gradients_is_the_sum_of_token_integrated_gradients(tiny
     for t in range(start, stop):
         held = torch.zeros(ids.shape[0], dtype=torch.bool)
         held[start:t] = True
-        job = SequenceJob(ids, p, t - p, t - p + 1, special_mask=held)
+        job = SequenceJob(ids, p, t - p, t - p + 1, held_fixed=held)
         [res] = run_attribution(forward, ig, fn, [job], show_progress=False)
         total += res.scores[0, :start]
     assert_close_to_scale(unit_result.scores[0, :start], total, floor=TINY_MODEL, what="unit IG vs summed token IG")

@@ -1,4 +1,4 @@
-"""StepBatch's shared masks: before_target, source_mask, movable and predicting_positions, by
+"""RowBatch's shared masks: before_target, source_mask, movable and predicting_positions, by
 definition and by what they mean on a model."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tiny import make_model, make_tokenizer
 from tolerance import OPS, assert_close_to_scale
 
-from genattrib.engine.contract import StepBatch
+from genattrib.engine.contract import RowBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.targets import resolve_target
@@ -19,7 +19,7 @@ SETTINGS = settings(max_examples=50, deadline=None)  # the first call on a devic
 
 
 @st.composite
-def batches(draw) -> StepBatch:
+def batches(draw) -> RowBatch:
     """Rows of length ``length`` with targets in [1, length - 1] (0 too, to check the clamp)."""
     length = draw(st.integers(min_value=1, max_value=9))
     rows = draw(st.integers(min_value=1, max_value=5))
@@ -27,7 +27,7 @@ def batches(draw) -> StepBatch:
     special = draw(st.lists(st.lists(st.booleans(), min_size=length, max_size=length), min_size=rows, max_size=rows))
     ids = torch.arange(rows * length).view(rows, length)
     embeds = torch.zeros(rows, length, 2)
-    return StepBatch(
+    return RowBatch(
         ids,
         embeds,
         embeds.clone(),
@@ -40,7 +40,7 @@ def batches(draw) -> StepBatch:
 
 @SETTINGS
 @given(batches())
-def test_masks_follow_their_definitions(batch: StepBatch) -> None:
+def test_masks_follow_their_definitions(batch: RowBatch) -> None:
     before, sources, predicting = batch.before_target(), batch.source_mask(), batch.predicting_positions()
     assert before.dtype == sources.dtype == torch.bool and predicting.dtype == torch.long
     assert before.shape == sources.shape == (batch.num_rows, batch.length) and predicting.shape == (batch.num_rows,)
@@ -49,7 +49,7 @@ def test_masks_follow_their_definitions(batch: StepBatch) -> None:
         assert predicting[r] == max(target - 1, 0)
         for i in range(batch.length):
             assert bool(before[r, i]) == (i < target)
-            assert bool(sources[r, i]) == (i < target and not bool(batch.special_mask[r, i]))
+            assert bool(sources[r, i]) == (i < target and not bool(batch.held_fixed[r, i]))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ def test_only_positions_before_the_target_reach_its_value(tiny_forward: ModelFor
     ids = torch.randint(3, tiny_forward.vocab_size, (1, 8), generator=generator)
     embeds = tiny_forward.embed(ids).detach()
     none_special = torch.zeros(1, 8, dtype=torch.bool)
-    batch = StepBatch(ids, embeds, embeds, torch.tensor([target]), ids[:, target], none_special, torch.tensor([0]))
-    logprob, explained = resolve_target("logprob"), batch.targets().map(lambda t: t.unsqueeze(1))  # [row, k=1, m]
+    batch = RowBatch(ids, embeds, embeds, torch.tensor([target]), ids[:, target], none_special, torch.tensor([0]))
+    logprob, explained = resolve_target("logprob"), batch.explained().map(lambda t: t.unsqueeze(1))  # [row, k=1, m]
     before = batch.before_target()
     moved = torch.where(before.unsqueeze(-1), embeds, torch.randn(embeds.shape, generator=generator))
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_a_unit_row_holds_its_own_tokens_fixed_but_not_what_precedes_them() -> N
     special = torch.tensor([[True, False, False, False, False, False, False]])
     units = Explained(torch.tensor([[2, 3, 4]]), torch.tensor([[2, 3, 4]]), torch.ones(1, 3, dtype=torch.bool))
     first = torch.tensor([2])
-    batch = StepBatch(ids, embeds, embeds, first, first, special, torch.tensor([0]), units=units)
+    batch = RowBatch(ids, embeds, embeds, first, first, special, torch.tensor([0]), units=units)
     assert batch.movable().squeeze(-1).tolist() == [[False, True, False, False, True, True, True]]
     assert batch.source_mask().tolist() == [[False, True, False, False, False, False, False]]
     assert batch.unit_ends().tolist() == [4]
@@ -101,7 +101,7 @@ def test_a_unit_row_holds_its_own_tokens_fixed_but_not_what_precedes_them() -> N
 
 @SETTINGS
 @given(batches())
-def test_masks_land_on_the_requested_device(batch: StepBatch) -> None:
+def test_masks_land_on_the_requested_device(batch: RowBatch) -> None:
     meta = torch.device("meta")
     assert (
         batch.before_target(meta).device

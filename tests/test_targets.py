@@ -365,7 +365,7 @@ def test_integrated_gradients_completeness_of_probability(tiny_llama):
     expected = []
     for position, target in zip(seq.target_positions, seq.target_ids.tolist()):
         ids = seq.input_ids[:position].clone()
-        ids[~seq.special_mask[:position]] = unk
+        ids[~seq.held_fixed[:position]] = unk
         with torch.no_grad():
             logits = tiny_llama.model(ids.unsqueeze(0)).logits[0, -1]
         expected.append(float(logits.softmax(-1)[target]))

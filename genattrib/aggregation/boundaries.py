@@ -39,7 +39,7 @@ _NEWLINE = re.compile(r"\n")
 
 
 def _specials(seq: SequenceAttribution) -> list[bool]:
-    return [bool(v) for v in seq.special_mask.tolist()] if seq.special_mask is not None else [False] * len(seq.tokens)
+    return [bool(v) for v in seq.held_fixed.tolist()] if seq.held_fixed is not None else [False] * len(seq.tokens)
 
 
 def _finish(seq: SequenceAttribution, breaks: Iterable[int], special_breaks: bool) -> list[int]:

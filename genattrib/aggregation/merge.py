@@ -11,7 +11,7 @@ start, it builds a valid :class:`SequenceAttribution` whose tokens are the group
 * granular scores merge like the scores, per hidden unit; step scores with their rule
   (:func:`~genattrib.aggregation.segments.step_rule`: ``step_rules`` overrides, then the
   result's recorded ``provenance.step_score_rules``, then the fallback table);
-* ``input_ids`` keeps the first token id of each group, ``special_mask`` (and
+* ``input_ids`` keeps the first token id of each group, ``held_fixed`` (and
   ``special_tokens_mask``) is True for groups of special tokens only, ``token_roles`` is the group's main content role.
 
 Example:
@@ -100,14 +100,14 @@ def merge_positions(
     if seq.granular_scores is not None:
         granular = reduce_runs(reduce_runs(seq.granular_scores, runs, 1, how), row_runs, 0, rows_how)
         granular = nan_after_targets(granular, starts)
-    special = seq.special_mask if seq.special_mask is not None else torch.zeros(n, dtype=torch.bool)
+    special = seq.held_fixed if seq.held_fixed is not None else torch.zeros(n, dtype=torch.bool)
     return SequenceAttribution(
         input_ids=seq.input_ids[[a for a, _ in runs]].clone(),
         tokens=["".join(seq.tokens[a:b]) for a, b in runs],
         prompt_length=prompt_groups,
         scores=nan_after_targets(scores, starts),
         step_scores=merge_step_scores(seq.step_scores, row_runs, step_rules, recorded_rules),
-        special_mask=torch.stack([special[a:b].all() for a, b in runs]),
+        held_fixed=torch.stack([special[a:b].all() for a, b in runs]),
         special_tokens_mask=torch.stack([seq.special_tokens_mask[a:b].all() for a, b in runs]),
         granular_scores=granular,
         step_start=first_group - prompt_groups,

@@ -25,7 +25,7 @@ from genattrib.dataset.manifest import build_manifest, check_folder, jsonable
 from genattrib.dataset.prepare import check_call, measure
 from genattrib.dataset.processes import current_processes, replica_device_map
 from genattrib.dataset.records import read_records, records_digest
-from genattrib.dataset.schedule import plan_batches, rank_share
+from genattrib.dataset.schedule import batch_records, rank_share
 from genattrib.errors import InvalidArgumentError, RunInterrupted
 from genattrib.models import AttributionModel, load_model
 from genattrib.output import FeatureAttributionOutput, dataset_files
@@ -175,7 +175,7 @@ def attribute_dataset(
         raise InvalidArgumentError(
             "data", f"record {records[bad].id!r}: {reasons[bad]}", "fix or remove the record, or run with strict=False"
         )
-    batches = plan_batches([m.key for m in measured], batch_size)
+    batches = batch_records([m.key for m in measured], batch_size)
     fingerprint = _fingerprint(model, method, chat, batch_size, kwargs, records)
     folder = check_folder(out_dir, fingerprint)
     processes.barrier()  # every process has checked the folder before rank 0 writes to it

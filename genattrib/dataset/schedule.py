@@ -13,7 +13,7 @@ and its scores, is the same in a one-process and an n-process run, and a resumed
 batches already written, whichever process wrote them.
 
 Example:
-    >>> plan_batches([(False, 5), (False, 9), (True, 7), (False, 6)], batch_size=2)
+    >>> batch_records([(False, 5), (False, 9), (True, 7), (False, 6)], batch_size=2)
     [[2], [1, 3], [0]]
     >>> rank_share(5, rank=0, world=2), rank_share(5, rank=1, world=2)
     ([0, 2, 4], [1, 3])
@@ -27,10 +27,10 @@ from torch.utils.data import DistributedSampler
 
 from genattrib.validation import check_positive_int
 
-__all__ = ["plan_batches", "rank_share"]
+__all__ = ["batch_records", "rank_share"]
 
 
-def plan_batches(keys: Sequence[tuple[bool, int] | None], batch_size: int) -> list[list[int]]:
+def batch_records(keys: Sequence[tuple[bool, int] | None], batch_size: int) -> list[list[int]]:
     """Batches of record positions: ``keys[i]`` is (forced target?, length) of record ``i``, or
     None for a record left out (a bad one). Longest first; ties keep input order."""
     check_positive_int("batch_size", batch_size, "batch_size=8")

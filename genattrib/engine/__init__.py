@@ -7,14 +7,8 @@ Example:
 """
 
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, MethodTraits, StepBatch
-from genattrib.engine.explained import UNIT_RULES, Explained
-from genattrib.engine.forward import ModelForward, eval_mode
-from genattrib.engine.jobs import build_jobs
-from genattrib.engine.model_hooks import ModelHook, ModuleRule, hooked
-from genattrib.engine.plan import SequenceJob, plan_batches
-from genattrib.engine.resources import bind_resources
-from genattrib.engine.runner import (
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, MethodTraits, RowBatch
+from genattrib.engine.execute import (
     GRANULAR_BUDGET_MB,
     EngineResult,
     granular_bytes,
@@ -22,6 +16,13 @@ from genattrib.engine.runner import (
     resolve_keep_granular,
     run_attribution,
 )
+from genattrib.engine.explained import UNIT_RULES, Explained
+from genattrib.engine.forward import ModelForward, eval_mode
+from genattrib.engine.jobs import build_jobs
+from genattrib.engine.model_hooks import ModelHook, ModuleRule, hooked
+from genattrib.engine.planner import plan_batches
+from genattrib.engine.resources import bind_resources
+from genattrib.engine.row_refs import SequenceJob
 from genattrib.engine.step_scores import step_score_rules, teacher_forced_step_scores
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "ModelForward",
     "ResolvedBaseline",
     "SequenceJob",
-    "StepBatch",
+    "RowBatch",
     "UNIT_RULES",
     "baseline_embeddings",
     "bind_resources",

@@ -1,6 +1,6 @@
 """The contract every attribution method follows.
 
-The engine hands a method a :class:`StepBatch` (one row per explained target token, possibly
+The engine hands a method a :class:`RowBatch` (one row per explained target token, possibly
 from several sequences) and a :class:`~genattrib.engine.forward.ModelForward`; the method
 returns a :class:`MethodOutput` with one score per (row, source position[, hidden unit]).
 Methods never tokenize and never generate.
@@ -29,7 +29,7 @@ from genattrib.engine.attention_capture import check_attention_support
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.engine.model_hooks import Hook, hooked
-from genattrib.engine.plan import TargetRef
+from genattrib.engine.row_refs import RowRef
 from genattrib.errors import InvalidArgumentError
 from genattrib.seeding import DEFAULT_SEED, content_generator
 from genattrib.targets import TargetContext, TargetFunction
@@ -42,20 +42,21 @@ SHARED_BATCH_BYTES = 256 << 20
 
 
 @dataclass
-class StepBatch:
+class RowBatch:
     """Rows to explain. Row ``r`` explains the token at ``target_positions[r]`` from the
     positions before it; positions at or after it (padding included) are ignored. A unit row
     (``units`` set) explains the combined value of several generated tokens, the first at
     ``target_positions[r]``, from the positions before that first token; the unit's own tokens
     stay as they are (see :meth:`movable`).
-    ``special_mask`` marks special tokens: never perturbed, never attributed.
+    ``held_fixed`` marks the positions held fixed (special tokens, unless the call attributes them):
+    never moved or perturbed, never attributed.
 
     Example:
         >>> ids = torch.tensor([[1, 5, 6, 7], [1, 5, 6, 7]])
         >>> embeds = torch.zeros(2, 4, 3)
         >>> special = torch.tensor([[True, False, False, False]] * 2)
         >>> positions, targets, sequence = torch.tensor([2, 3]), torch.tensor([6, 7]), torch.tensor([0, 0])
-        >>> batch = StepBatch(ids, embeds, embeds, positions, targets, special, sequence)
+        >>> batch = RowBatch(ids, embeds, embeds, positions, targets, special, sequence)
         >>> batch.before_target()
         tensor([[ True,  True, False, False],
                 [ True,  True,  True, False]])
@@ -71,7 +72,7 @@ class StepBatch:
     baseline_embeds: Float[Tensor, "row position hidden"]
     target_positions: Int[Tensor, " row"]
     target_ids: Int[Tensor, " row"]
-    special_mask: Bool[Tensor, "row position"]
+    held_fixed: Bool[Tensor, "row position"]
     sequence_index: Int[Tensor, " row"]
     contrast_ids: Int[Tensor, " row"] | None = None
     seed: int = DEFAULT_SEED
@@ -81,7 +82,7 @@ class StepBatch:
     # scores already reduced by its ``default_reduction`` (``[row, position]``) if that is cheaper
     granular: bool = True
 
-    def targets(self) -> Explained:
+    def explained(self) -> Explained:
         """What each row explains, for :class:`ModelForward` (one slot per row unless units)."""
         if self.units is not None:
             return self.units
@@ -94,13 +95,13 @@ class StepBatch:
             return self.target_positions.to(device)
         return self.units.positions.masked_fill(~self.units.mask, -1).amax(-1).to(device)
 
-    def select(self, rows: Int[Tensor, " selected"]) -> StepBatch:
+    def select(self, rows: Int[Tensor, " selected"]) -> RowBatch:
         """The batch of rows ``rows`` only (same seed, so the same draws per row).
 
         Example:
             >>> ids, embeds = torch.tensor([[1, 5, 6, 7]] * 2), torch.zeros(2, 4, 3)
             >>> special, targets = torch.zeros(2, 4, dtype=torch.bool), torch.tensor([6, 7])
-            >>> batch = StepBatch(ids, embeds, embeds, torch.tensor([2, 3]), targets, special, torch.tensor([0, 0]))
+            >>> batch = RowBatch(ids, embeds, embeds, torch.tensor([2, 3]), targets, special, torch.tensor([0, 0]))
             >>> batch.select(torch.tensor([1])).target_positions
             tensor([3])
         """
@@ -112,7 +113,7 @@ class StepBatch:
             baseline_embeds=pick(self.baseline_embeds),
             target_positions=pick(self.target_positions),
             target_ids=pick(self.target_ids),
-            special_mask=pick(self.special_mask),
+            held_fixed=pick(self.held_fixed),
             sequence_index=pick(self.sequence_index),
             contrast_ids=pick(self.contrast_ids),
             units=None if self.units is None else self.units.select(rows),
@@ -132,7 +133,7 @@ class StepBatch:
         not the tokens of a unit row's own unit (held as they are: the unit is explained from
         what comes before it)."""
         device = self.input_embeds.device
-        keep = ~self.special_mask.to(device)
+        keep = ~self.held_fixed.to(device)
         if self.units is not None:
             cols = torch.arange(self.length, device=device).unsqueeze(0)
             own = (cols >= self.target_positions.to(device).unsqueeze(1)) & (cols < self.unit_ends(device).unsqueeze(1))
@@ -149,7 +150,7 @@ class StepBatch:
         """Positions that may be attributed (perturbed, moved): before the row's target and not
         special; with a special first token, ``before_target()`` minus column 0."""
         device = self.input_ids.device if device is None else device
-        return self.before_target(device) & ~self.special_mask.to(device)
+        return self.before_target(device) & ~self.held_fixed.to(device)
 
     def predicting_positions(self, device: torch.device | str | None = None) -> Int[Tensor, " row"]:
         """The position whose logits predict each row's target: ``target_positions - 1`` (at
@@ -169,7 +170,7 @@ class StepBatch:
 
 @dataclass
 class MethodOutput:
-    """Scores for a :class:`StepBatch` and optional per-row step scores."""
+    """Scores for a :class:`RowBatch` and optional per-row step scores."""
 
     scores: Float[Tensor, "row position"] | Float[Tensor, "row position hidden"]
     step_scores: dict[str, Float[Tensor, " row"]] = field(default_factory=dict)
@@ -218,7 +219,7 @@ class MethodTraits:
 
     granular: bool = False  # returns a hidden dimension
     # keep_granular=None keeps its granular scores when they fit; False: only when asked (its
-    # reduced scores have a faster path, see StepBatch.granular)
+    # reduced scores have a faster path, see RowBatch.granular)
     keeps_granular_by_default: bool = True
     default_reduction: str = "none"  # how the hidden dimension is reduced by default
     needs_gradients: bool = True
@@ -321,12 +322,12 @@ class Attributor(ABC):
         return MAX_BATCH_TARGETS
 
     def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+        self, refs: Sequence[RowRef], forward: ModelForward, *, granular: bool = True
     ) -> list[tuple[int, int, int]]:
         """What one planned batch of targets costs: ``(model rows, tokens per row, backward passes)``
         for each kind of model call it makes (read by ``model.estimate()``; must match the rows
         :class:`ModelForward` counts when the batch runs). ``granular``: whether per-hidden-unit
-        scores are kept (:attr:`StepBatch.granular`)."""
+        scores are kept (:attr:`RowBatch.granular`)."""
         length = max(r.length for r in refs)
         rows = self.rows_per_target(length) * (1 if self.traits.group_by_sequence else len(refs))
         return [(rows, length, rows if self.traits.needs_gradients else 0)]
@@ -359,7 +360,7 @@ class Attributor(ABC):
         by :meth:`run` around :meth:`attribute` and undone after it, also when it raises."""
         return ()
 
-    def run(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def run(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         """:meth:`attribute` under :meth:`model_hooks` (what the engine calls)."""
         hooks = self.model_hooks(forward)
         if not hooks:
@@ -368,5 +369,5 @@ class Attributor(ABC):
             return self.attribute(batch, forward, attributed_fn)
 
     @abstractmethod
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         """Scores for every row of ``batch``."""

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from genattrib.engine.plan import SequenceJob
+from genattrib.engine.row_refs import SequenceJob
 from genattrib.errors import InvalidArgumentError
 from genattrib.generation import GenerationTrace
 

@@ -7,7 +7,9 @@ positions it does not need in exchange for fewer, fuller calls. :func:`plan_grou
 dynamic program over the items sorted by (``end``, ``first``): contiguous runs of that order, at
 the least total ``cost(count, start, end)``, each holding at most ``cap(length)`` items.
 
-Both planners of the engine use it, with the cost model of :mod:`genattrib.engine.cost_model`:
+:func:`plan_batches` first groups the rows of a call into batches (greedily, longest first, rows of
+similar length together); within a batch, both planners use :func:`plan_groups`, with the cost model
+of :mod:`genattrib.engine.cost_model`:
 
 * shared forward rows (:mod:`genattrib.engine.shared_forward`): every ``first`` is 0, ``end`` is
   the row length a target needs, and a group is one forward row per point read by all its targets;
@@ -31,7 +33,10 @@ from dataclasses import dataclass
 
 from genattrib.engine.cost_model import cost_model
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.row_refs import RowRef, SequenceJob, rows_of
 
+#: A row joins a batch only if it is at least this fraction of the batch's longest row.
+MIN_FILL = 0.8
 #: Run suffixes over the clean prefix cache when they cost at most this fraction of the full rows
 #: (the margin covers what the cost model leaves out: the cache's copies and the smaller calls).
 WORTH_IT = 0.85
@@ -151,3 +156,46 @@ def run_suffixes(
     for group in plan.groups:
         run, n_logits = prepare(group)
         forward.run_chunked(len(group.items) * per_item, group.end - group.start, run, grad=grad, n_logits=n_logits)
+
+
+def plan_batches(
+    jobs: list[SequenceJob],
+    rows_per_target: Callable[[int], int],
+    rows_budget: Callable[[int], int],
+    by_sequence: bool,
+    max_targets: int | Callable[[int], int] = 64,
+) -> list[list[RowRef]]:
+    """Group targets into batches.
+
+    ``rows_per_target(length)`` is the method's cost of one target and ``rows_budget(length)``
+    how many model rows of that length fit at once. Targets are sorted longest first so a batch
+    holds rows of similar length (little padding). ``by_sequence`` keeps each batch within one
+    sequence (for methods that share one forward pass among a sequence's targets). ``max_targets``
+    (a number, or a function of the longest row's length) caps the targets of a batch. A batch never
+    holds a row shorter than :data:`MIN_FILL` of its longest: rows are padded to the longest, and
+    padding costs as much as tokens (it matters once forward-only batches grow large).
+    """
+    refs = rows_of(jobs)
+    cap = max_targets if callable(max_targets) else (lambda length: max_targets)
+    if by_sequence:
+        batches: list[list[RowRef]] = []
+        for j in range(len(jobs)):
+            mine = [r for r in refs if r.job == j]
+            size = max(1, cap(max((r.length for r in mine), default=1)))
+            for start in range(0, len(mine), size):
+                batches.append(mine[start : start + size])
+        return batches
+    refs.sort(key=lambda r: (-r.length, r.job, r.row))
+    batches, current = [], []
+    for ref in refs:
+        if current:
+            length = current[0].length
+            fits = (len(current) + 1) * rows_per_target(length) <= max(rows_budget(length), rows_per_target(length))
+            padded = ref.length < MIN_FILL * length  # its row would be over 20% padding
+            if not fits or padded or len(current) >= cap(length):
+                batches.append(current)
+                current = []
+        current.append(ref)
+    if current:
+        batches.append(current)
+    return batches

@@ -31,12 +31,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import MAX_BATCH_TARGETS, SHARED_BATCH_BYTES, StepBatch
+from genattrib.engine.contract import MAX_BATCH_TARGETS, SHARED_BATCH_BYTES, RowBatch
 from genattrib.engine.cost_model import BACKWARD_CALL, BATCHED_BACKWARD, CostModel, cost_model
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward, is_oom, no_gradient_error
-from genattrib.engine.plan import TargetRef
 from genattrib.engine.planner import plan_groups
+from genattrib.engine.row_refs import RowRef
 from genattrib.targets import TargetFunction
 
 #: How many points a group differentiates at: a number, or a function of the group's row length.
@@ -207,7 +207,7 @@ def shared_input_gradients(
     return values, grads
 
 
-def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points: Points) -> list[tuple[int, int, int]]:
+def shared_planned_rows(refs: Sequence[RowRef], forward: ModelForward, points: Points) -> list[tuple[int, int, int]]:
     """``(model rows, tokens per row, backward passes)`` of each group :func:`shared_row_groups`
     forms from a batch of one sequence's targets (for ``model.estimate()``)."""
     lengths = [r.length for r in refs]
@@ -219,7 +219,7 @@ def shared_planned_rows(refs: Sequence[TargetRef], forward: ModelForward, points
     return planned
 
 
-def shared_row_groups(batch: StepBatch, forward: ModelForward, points: Points) -> list[Int[Tensor, " member"]]:
+def shared_row_groups(batch: RowBatch, forward: ModelForward, points: Points) -> list[Int[Tensor, " member"]]:
     """The rows of ``batch`` that read shared forward rows: per sequence, the groups of
     :func:`shared_groups` over each row's length (its last explained position)."""
     ends = batch.unit_ends("cpu")
@@ -233,7 +233,7 @@ def shared_row_groups(batch: StepBatch, forward: ModelForward, points: Points) -
 
 
 def grouped_input_gradients(
-    batch: StepBatch,
+    batch: RowBatch,
     forward: ModelForward,
     attributed_fn: TargetFunction,
     points: Points,
@@ -246,7 +246,7 @@ def grouped_input_gradients(
     x = batch.input_embeds
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     ends = batch.unit_ends("cpu")
-    targets = batch.targets()
+    targets = batch.explained()
     for members in shared_row_groups(batch, forward, points):
         top = int(members[ends[members].argmax()])
         length = int(ends[top])
@@ -258,7 +258,7 @@ def grouped_input_gradients(
 
 
 def batch_input_gradients(
-    batch: StepBatch,
+    batch: RowBatch,
     forward: ModelForward,
     attributed_fn: TargetFunction,
     path: tuple[Float[Tensor, " point"], Float[Tensor, " point"]] | None = None,

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from genattrib.engine.contract import Attributor
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import SequenceJob
+from genattrib.engine.row_refs import SequenceJob
 from genattrib.targets import TargetContext, TargetFunction
 
 
@@ -82,7 +82,7 @@ def _score_job(
             out[name][start:stop] = target(ctx).float().cpu()
 
 
-def step_score_rules(attributor: Attributor, step_targets: Mapping[str, TargetFunction]) -> dict[str, str]:
+def step_score_rules(attributor: Attributor, step_functions: Mapping[str, TargetFunction]) -> dict[str, str]:
     """The merge rule of every step score a run can hold: each requested target's ``merge`` and
     each score the method declares (``MethodTraits.step_score_merge``); the method's win on a
     shared name, as its scores replace the target's in the result.
@@ -93,4 +93,4 @@ def step_score_rules(attributor: Attributor, step_targets: Mapping[str, TargetFu
         >>> step_score_rules(get_method("lime"), {"probability": resolve_target("probability")})
         {'probability': 'product', 'lime_score': 'none'}
     """
-    return {**{name: target.merge for name, target in step_targets.items()}, **attributor.traits.step_score_merge}
+    return {**{name: target.merge for name, target in step_functions.items()}, **attributor.traits.step_score_merge}

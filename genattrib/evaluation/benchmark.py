@@ -58,7 +58,7 @@ def distractor_mass(out: FeatureAttributionOutput, examples: Sequence[Example]) 
         start, end = example.distractor
         p = seq.target_positions[0]
         inside = torch.tensor([s < end and e > start for s, e in seq.offsets[:p]])
-        movable = ~seq.special_mask[:p]
+        movable = ~seq.held_fixed[:p]
         scores = seq.scores[0, :p].abs().nan_to_num(0.0) * movable
         total = scores.sum()
         mass.append(scores[inside].sum() / total if total > 0 else torch.tensor(float("nan")))

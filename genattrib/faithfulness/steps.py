@@ -94,7 +94,7 @@ def collect_steps(out: FeatureAttributionOutput, every: int = 1) -> EvalSteps:
             row = seq.scores[j, :p].float()
             prefixes.append(seq.input_ids[:p].clone())
             scores.append(torch.nan_to_num(row, nan=0.0))
-            special.append(seq.special_mask[:p].clone())
+            special.append(seq.held_fixed[:p].clone())
             targets.append(int(seq.input_ids[p]))
             example.append(e)
             step.append(j)

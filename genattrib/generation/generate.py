@@ -104,7 +104,7 @@ def generate_traces(
     prompts: list[Int[Tensor, " _prompt"]],
     *,
     generation_config: GenerationConfig,
-    step_targets: dict[str, TargetFunction] | None = None,
+    step_functions: dict[str, TargetFunction] | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
     tokenizer: Any = None,
@@ -138,7 +138,9 @@ def generate_traces(
             chunk = prompts[start : start + size]
             state = _rng_state(gpus)
             try:
-                batch = _generate_batch(model, chunk, generation_config, step_targets or {}, device, tokenizer, advance)
+                batch = _generate_batch(
+                    model, chunk, generation_config, step_functions or {}, device, tokenizer, advance
+                )
             except Exception as error:  # noqa: BLE001 - only running out of memory is handled
                 if not is_oom(error) or len(chunk) == 1:
                     raise
@@ -155,7 +157,7 @@ def _generate_batch(
     model: nn.Module,
     chunk: list[Int[Tensor, " _prompt"]],
     generation_config: GenerationConfig,
-    step_targets: dict[str, TargetFunction],
+    step_functions: dict[str, TargetFunction],
     device: torch.device,
     tokenizer: Any,
     advance: Any,
@@ -166,7 +168,7 @@ def _generate_batch(
     stop = StopStringCriteria(tokenizer, strings) if strings and tokenizer is not None else None
     extra = {} if tokenizer is None else {"tokenizer": tokenizer}
     ids, mask = _left_pad(chunk, int(generation_config.pad_token_id))
-    with record_steps(model, step_targets, advance) as recorder, torch.no_grad():
+    with record_steps(model, step_functions, advance) as recorder, torch.no_grad():
         out = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, MethodTraits, StepBatch
+from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, MethodTraits, RowBatch
 
 # importing a method's module registers it (@register_method)
 from genattrib.methods import (  # noqa: F401
@@ -60,7 +60,7 @@ __all__ = [
     "Perturbation",
     "PerturbationTraits",
     "Propagation",
-    "StepBatch",
+    "RowBatch",
     "describe_methods",
     "get_method",
     "list_methods",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from genattrib.engine.attention_capture import stream_attentions
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.kinds import AttentionKind
@@ -69,7 +69,7 @@ class AttentionParams(MethodParams):
 class _AttentionBase(AttentionKind):
     """Attention weights read at one query position (no unit rows, no attributed function)."""
 
-    def _stream(self, batch: StepBatch, forward: ModelForward, consume: Callable[[int, torch.Tensor], None]) -> None:
+    def _stream(self, batch: RowBatch, forward: ModelForward, consume: Callable[[int, torch.Tensor], None]) -> None:
         """One forward of the batch's first row (every row of a batch is a prefix of it: the
         batch holds targets of one sequence), handing ``consume(layer, probs)`` each layer's
         probabilities ``[head, L, L]`` as they are computed; none is kept."""
@@ -82,7 +82,7 @@ class Attention(_AttentionBase):
     description = "attention probabilities of the predicting row (mean over heads and layers by default)"
     Params = AttentionParams
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: AttentionParams = self.params
         kept: dict[int, torch.Tensor] = {}  # layer -> [row, L]: its predicting rows, heads reduced
 
@@ -109,7 +109,7 @@ class Rollout(_AttentionBase):
     description = "attention rollout: product over layers of (0.5 A + 0.5 I), heads averaged"
     Params = RolloutParams
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         w = float(self.params.residual_weight)
         device = batch.input_embeds.device
         eye = torch.eye(batch.length, device=device)

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import Attributor, MethodOutput, StepBatch
+from genattrib.engine.contract import Attributor, MethodOutput, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import GenattribWarning, InvalidArgumentError
 from genattrib.targets import TargetFunction
@@ -83,13 +83,13 @@ def converged(error: Float[Tensor, " row"], delta: Float[Tensor, " row"], tolera
     return error.abs() <= tolerance * delta.abs() + ABSOLUTE_FLOOR
 
 
-def position_scores(scores: Tensor, batch: StepBatch) -> Float[Tensor, "row position"]:
+def position_scores(scores: Tensor, batch: RowBatch) -> Float[Tensor, "row position"]:
     """Each row's scores per attributable position (summed over hidden when granular), 0 elsewhere."""
     sums = scores.float().sum(-1) if scores.dim() == 3 else scores.float()
     return sums.nan_to_num(0.0) * batch.source_mask(sums.device)
 
 
-def row_converged(out: MethodOutput, batch: StepBatch, tolerance: float) -> Bool[Tensor, " row"]:
+def row_converged(out: MethodOutput, batch: RowBatch, tolerance: float) -> Bool[Tensor, " row"]:
     """Whether each row's quadrature error is within ``tolerance`` (see the module docstring)."""
     positions = position_scores(out.scores, batch)
     if "max_position_error" in out.step_scores:  # SIG: per-position completeness
@@ -100,7 +100,7 @@ def row_converged(out: MethodOutput, batch: StepBatch, tolerance: float) -> Bool
 
 
 def attribute_auto(
-    method: Attributor, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+    method: Attributor, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction
 ) -> MethodOutput:
     """Run ``method`` (whose ``n_steps`` is ``"auto"``) with doubling points until every row of
     ``batch`` meets ``method.params.tolerance`` or ``max_steps``; see the module docstring."""

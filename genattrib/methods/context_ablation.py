@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
 from genattrib.methods.registration import register_method
@@ -80,7 +80,7 @@ class ContextAblation(Perturbation):
     def rows_per_target(self, length: int) -> int:
         return self.params.n_samples
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: ContextAblationParams = self.params
         members = ablation_units(batch)
         keep = keep_masks(batch, members, p.n_samples, p.keep_prob)
@@ -98,7 +98,7 @@ class ContextAblation(Perturbation):
         keep: Bool[Tensor, "sample unit"],
         values: Float[Tensor, "sample row"],
         members: Bool[Tensor, "unit position"],
-        batch: StepBatch,
+        batch: RowBatch,
     ) -> tuple[Float[Tensor, "row unit"], Float[Tensor, " row"]]:
         """Per row: weights over the units that can change it (fitted on all samples) and the
         R² on the held-out samples of a fit made without them."""

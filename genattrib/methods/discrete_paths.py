@@ -14,7 +14,7 @@ Example:
     >>> forward = ModelForward(hf_model)
     >>> ids = out.sequences[0].input_ids[None]          # explain ' Par' (position 6) from the prompt
     >>> embeds = forward.embed(ids)
-    >>> batch = StepBatch(ids, embeds, torch.zeros_like(embeds), torch.tensor([6]), ids[:, 6],
+    >>> batch = RowBatch(ids, embeds, torch.zeros_like(embeds), torch.tensor([6]), ids[:, 6],
     ...                   torch.zeros_like(ids, dtype=torch.bool), torch.tensor([0]))
     >>> rows, cols = torch.zeros(6, dtype=torch.long), torch.arange(6)   # move the 6 positions before it
     >>> paths = torch.stack([embeds[0, :6] * a for a in (0.0, 0.5, 1.0)], 1)   # (item, point, hidden)
@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
 from genattrib.errors import InvalidArgumentError
@@ -66,7 +66,7 @@ class DiscretePathParams(MethodParams):
 
 
 def discrete_path_attribution(
-    batch: StepBatch,
+    batch: RowBatch,
     forward: ModelForward,
     attributed_fn: TargetFunction,
     rows: Int[Tensor, " item"],
@@ -110,7 +110,7 @@ def discrete_path_attribution(
         first = point == 0
         f_base[row[first].to(f_base.device)] = values[first.to(values.device)].to(f_base.device)
 
-    targets = batch.targets()
+    targets = batch.explained()
     lazy = LazyRows(batch.num_rows * steps, batch.length, lambda chunk: points(*split(chunk)))
     forward.gradients_by_chunk(lazy, targets.repeat_interleave(steps), attributed_fn, add)
     every = torch.arange(batch.num_rows, device=x.device)
@@ -211,7 +211,7 @@ class DiscretePathAttributor(Gradient):
             self._paths.update({key: built[j] for j, key in enumerate(todo)})
         return torch.stack([found[key] for key in keys])
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         rows, cols = batch.source_mask().nonzero(as_tuple=True)
         hidden = batch.input_embeds.shape[-1]
         paths = torch.empty(0, self.n_points, hidden, device=batch.input_embeds.device)

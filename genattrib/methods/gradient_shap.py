@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
 from genattrib.engine.shared_forward import PointSet, grouped_input_gradients
@@ -53,7 +53,7 @@ class GradientShap(Gradient):
     def path_points(self) -> int:
         return self.params.n_samples
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         if batch.units is not None:
             return MethodOutput(self._per_row(batch, forward, attributed_fn))
         p: GradientShapParams = self.params
@@ -94,7 +94,7 @@ class GradientShap(Gradient):
         return MethodOutput(grouped_input_gradients(batch, forward, attributed_fn, p.n_samples, make_points))
 
     def _per_row(
-        self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+        self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction
     ) -> Float[Tensor, "row position hidden"]:
         """Unit rows hold their own unit fixed, so each draws and runs its own points."""
         p: GradientShapParams = self.params
@@ -128,7 +128,7 @@ class GradientShap(Gradient):
             total.index_add_(0, index // n, grads.to(x.device) * delta(chunk))
 
         rows = LazyRows(batch.num_rows * n, batch.length, make)
-        forward.gradients_by_chunk(rows, batch.targets().repeat_interleave(n), attributed_fn, add)
+        forward.gradients_by_chunk(rows, batch.explained().repeat_interleave(n), attributed_fn, add)
         return total / n
 
 

@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from genattrib.engine.contract import MethodOutput, StepBatch
+from genattrib.engine.contract import MethodOutput, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.shared_forward import batch_input_gradients
 from genattrib.methods.kinds import Gradient
@@ -19,6 +19,6 @@ class InputXGradient(Gradient):
     name = "input_x_gradient"
     description = "input embedding times gradient; sum over hidden"
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         grads = batch_input_gradients(batch, forward, attributed_fn)
         return MethodOutput(grads * batch.input_embeds.float())

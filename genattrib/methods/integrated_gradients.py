@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
 from genattrib.engine.shared_forward import batch_input_gradients
@@ -48,7 +48,7 @@ class IGParams(MethodParams):
         check_choice("quadrature", self.quadrature, RULES, "rule")
 
 
-def path_points(batch: StepBatch, alphas: torch.Tensor) -> torch.Tensor:
+def path_points(batch: RowBatch, alphas: torch.Tensor) -> torch.Tensor:
     """Rows ``x' + a (x - x')`` for every row of ``batch`` and every ``a``: (row*step, L, d)."""
     x = batch.input_embeds
     base = torch.where(batch.movable(), batch.baseline_embeds, x)
@@ -79,7 +79,7 @@ class IntegratedGradients(Gradient):
     def reference_rows(self, length: int) -> int:
         return 2  # F(x') and F(x)
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: IGParams = self.params
         if is_auto(p.n_steps):
             return attribute_auto(self, batch, forward, attributed_fn)
@@ -99,12 +99,12 @@ class IntegratedGradients(Gradient):
 
 
 def _end_values(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+    batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction
 ) -> tuple[Float[Tensor, " row"], Float[Tensor, " row"]]:
     """``F(x')`` and ``F(x)`` of every row, the rows of a sequence read from its longest row."""
     f_base = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
     f_input = torch.empty_like(f_base)
-    targets, alphas = batch.targets(), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    targets, alphas = batch.explained(), torch.tensor([0.0, 1.0], dtype=torch.float64)
     for seq in batch.sequence_index.unique().tolist():
         members = (batch.sequence_index.cpu() == seq).nonzero(as_tuple=True)[0]
         top = members[batch.unit_ends("cpu")[members].argmax()].reshape(1)
@@ -115,7 +115,7 @@ def _end_values(
 
 
 def _per_row_gradients(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+    batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
 ) -> tuple[Float[Tensor, "row position hidden"], Float[Tensor, " row"], Float[Tensor, " row"]]:
     """Each row's own path, ``n_steps`` model rows per row; the points of each chunk are built
     when the chunk runs (:class:`~genattrib.engine.forward.LazyRows`), and its gradients are added
@@ -137,7 +137,7 @@ def _per_row_gradients(
         weighted = grads.to(x.device) * w[index % steps].view(-1, 1, 1)
         avg_grad.index_add_(0, index // steps, weighted)
 
-    targets = batch.targets()
+    targets = batch.explained()
     rows = LazyRows(batch.num_rows * steps, batch.length, make)
     forward.gradients_by_chunk(rows, targets.repeat_interleave(steps), attributed_fn, add)
     ends = path_points(batch, torch.tensor([0.0, 1.0], dtype=torch.float64))

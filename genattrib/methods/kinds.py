@@ -36,7 +36,7 @@ from typing import ClassVar
 from genattrib.engine.contract import MAX_BATCH_TARGETS, Attributor, MethodOutput, MethodTraits
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.model_hooks import Hook, RuleMap, matched_modules
-from genattrib.engine.plan import TargetRef, has_units
+from genattrib.engine.row_refs import RowRef, has_units
 from genattrib.engine.shared_forward import Points, sample_batch_targets, shared_batch_targets, shared_planned_rows
 from genattrib.errors import UnsupportedModelError
 from genattrib.targets import TargetFunction
@@ -101,7 +101,7 @@ class Gradient(Attributor):
         per batch of a sequence in shared runs."""
         return 0
 
-    def shares_rows(self, refs: Sequence[TargetRef]) -> bool:
+    def shares_rows(self, refs: Sequence[RowRef]) -> bool:
         """Whether the targets ``refs`` read shared forward rows (else each row runs its own path)."""
         if not self.traits.group_by_sequence:
             return False
@@ -114,7 +114,7 @@ class Gradient(Attributor):
         return shared_batch_targets(length, forward) if self.traits.group_by_sequence else MAX_BATCH_TARGETS
 
     def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+        self, refs: Sequence[RowRef], forward: ModelForward, *, granular: bool = True
     ) -> list[PlannedRows]:
         length = max(r.length for r in refs)
         if self.shares_rows(refs):
@@ -163,7 +163,7 @@ class Perturbation(Attributor):
         return MAX_BATCH_TARGETS
 
     def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+        self, refs: Sequence[RowRef], forward: ModelForward, *, granular: bool = True
     ) -> list[PlannedRows]:
         length = max(r.length for r in refs)
         rows = self.rows_per_target(length) * (1 if self.traits.group_by_sequence else len(refs))

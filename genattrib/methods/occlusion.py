@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
 from genattrib.methods.registration import register_method
@@ -42,7 +42,7 @@ class Occlusion(Perturbation):
     def rows_per_target(self, length: int) -> int:
         return length
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         members = ablation_units(batch)
         clean = torch.zeros(1, batch.length, dtype=torch.bool)  # sample 0 drops nothing: F(x)
         values = ablated_values(batch, forward, attributed_fn, torch.cat([clean, members]))

@@ -32,7 +32,7 @@ and reported by a :class:`GenattribWarning`; a progress bar counts stopped probe
 ``distance="distribution"`` (the paper's wording) uses the total variation between the full
 next-token distributions instead of the target probability drop (the released code's choice,
 the default). ReAGent always explains the target token's probability, whatever
-``attributed_fn`` says. Draws come from per-row generators (:meth:`StepBatch.row_generator`),
+``attributed_fn`` says. Draws come from per-row generators (:meth:`RowBatch.row_generator`),
 so batching never changes the result (a ``time_budget`` cut-off does: it depends on the clock).
 
 Example:
@@ -55,7 +55,7 @@ from jaxtyping import Bool, Float, Int
 from rich.errors import LiveError
 from torch import Tensor
 
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import GenattribWarning, UnknownNameError
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
@@ -154,18 +154,18 @@ class ReAGent(Perturbation):
         # the targets' probes, so the planner may group many targets (up to its max_targets).
         return 1
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         with torch.no_grad():
             return self._attribute(batch, forward)
 
-    def _sampler(self, batch: StepBatch, forward: ModelForward) -> TokenSampler:
+    def _sampler(self, batch: RowBatch, forward: ModelForward) -> TokenSampler:
         vocab = self.params.vocabulary or Vocabulary(forward.vocab_size)
         sampler = resolve_sampler(self.params.token_sampler, vocab, forward, self.params.mlm)
         if hasattr(sampler, "prepare"):
             sampler.prepare([batch.input_ids[r, : int(batch.target_positions[r])].cpu() for r in range(batch.num_rows)])
         return sampler
 
-    def _attribute(self, batch: StepBatch, forward: ModelForward) -> MethodOutput:
+    def _attribute(self, batch: RowBatch, forward: ModelForward) -> MethodOutput:
         p = self.params
         deadline = None if p.time_budget is None else time.monotonic() + p.time_budget
         rows, length, probes = batch.num_rows, batch.length, p.num_probes

@@ -38,7 +38,7 @@ from genattrib.engine.attention_capture import (
     capture_layer,
     num_layers,
 )
-from genattrib.engine.contract import MethodOutput, MethodParams, StepBatch
+from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward, no_gradient_error
 from genattrib.errors import InvalidArgumentError
 from genattrib.faithfulness.metrics import list_metrics
@@ -205,7 +205,7 @@ class RPI(AttentionKind):
         resolve_layer(self.params.layer, num_layers(forward.model))
 
     def candidates(
-        self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+        self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction
     ) -> Float[Tensor, "row sample position"]:
         """One candidate score map per (row, baseline sample)."""
         p: RPIParams = self.params
@@ -262,7 +262,7 @@ class RPI(AttentionKind):
         return cands * batch.before_target(device).unsqueeze(1)
 
     def _capture(
-        self, batch: StepBatch, forward: ModelForward, layer: int
+        self, batch: RowBatch, forward: ModelForward, layer: int
     ) -> tuple[Float[Tensor, "row head position position"], Bool[Tensor, "row head position position"]]:
         parts: list[tuple[Tensor, Tensor]] = []
 
@@ -274,7 +274,7 @@ class RPI(AttentionKind):
         allowed = torch.cat([m for _, m in parts]).to(attention.device)
         return attention, allowed
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         cands = self.candidates(batch, forward, attributed_fn)
         valid = batch.before_target(cands.device)
         spread = cands.std(1, unbiased=False) if cands.shape[1] > 1 else torch.zeros_like(cands[:, 0])

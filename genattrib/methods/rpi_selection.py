@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from genattrib.engine.contract import StepBatch
+from genattrib.engine.contract import RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.faithfulness.context import EvalContext
 from genattrib.faithfulness.metrics import METRICS, MetricOptions
@@ -22,7 +22,7 @@ from genattrib.faithfulness.steps import EvalSteps
 
 def best_candidates(
     candidates: Float[Tensor, "row sample position"],
-    batch: StepBatch,
+    batch: RowBatch,
     forward: ModelForward,
     metric: str,
     baseline_id: int | None,
@@ -35,7 +35,7 @@ def best_candidates(
         for s in range(samples):
             prefixes.append(batch.input_ids[r, :p].cpu())
             scores.append(candidates[r, s, :p].detach().float().cpu())
-            special.append(batch.special_mask[r, :p].cpu())
+            special.append(batch.held_fixed[r, :p].cpu())
             targets.append(int(batch.target_ids[r]))
             example.append(r)
     steps = EvalSteps(

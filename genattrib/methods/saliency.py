@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from genattrib.engine.contract import MethodOutput, StepBatch
+from genattrib.engine.contract import MethodOutput, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.shared_forward import batch_input_gradients
 from genattrib.methods.kinds import Gradient, GradientTraits
@@ -20,6 +20,6 @@ class Saliency(Gradient):
     description = "gradient of the target w.r.t. input embeddings; L2 norm over hidden"
     traits = GradientTraits(default_reduction="l2")
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         grads = batch_input_gradients(batch, forward, attributed_fn)
         return MethodOutput(grads)

@@ -25,12 +25,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import MethodOutput, StepBatch
+from genattrib.engine.contract import MethodOutput, RowBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.forward_mode import moved_position_sums
-from genattrib.engine.plan import TargetRef, has_units
 from genattrib.engine.prefix_cache import moved_gradients, perturbed_values
+from genattrib.engine.row_refs import RowRef, has_units
 from genattrib.engine.shared_forward import Points, PointSet, grouped_input_gradients
 from genattrib.methods.auto_steps import attribute_auto, is_auto, planning_steps
 from genattrib.methods.integrated_gradients import IGParams
@@ -55,7 +55,7 @@ class SIGParams(IGParams):
         )
 
 
-def _sharing_groups(batch: StepBatch) -> list[Tensor]:
+def _sharing_groups(batch: RowBatch) -> list[Tensor]:
     """Rows that can read their values from one copy of the longest: the rows of one sequence;
     each unit row alone (its own unit's tokens stay fixed, which another row's copy would move)."""
     if batch.units is not None:
@@ -67,7 +67,7 @@ def _sharing_groups(batch: StepBatch) -> list[Tensor]:
 
 
 def reference_values(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction
+    batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction
 ) -> tuple[Float[Tensor, " row"], Float[Tensor, " row"], Float[Tensor, "row position"]]:
     """``F(x)``, ``F(x')`` and ``F(x with only i at baseline)`` for every row and position.
 
@@ -80,7 +80,7 @@ def reference_values(
     f_input = torch.empty(batch.num_rows, dtype=torch.float32, device=forward.head_device)
     f_base = torch.empty_like(f_input)
     f_one = torch.full((batch.num_rows, batch.length), float("nan"), dtype=torch.float32, device=forward.head_device)
-    targets = batch.targets()
+    targets = batch.explained()
     for members in _sharing_groups(batch):
         top = int(members[batch.target_positions[members].argmax()])
         cols = valid[top].nonzero(as_tuple=True)[0]
@@ -144,7 +144,7 @@ class SequentialIntegratedGradients(Gradient):
         return length * planning_steps(self.params.n_steps, self.params.max_steps) + 2
 
     def planned_rows(
-        self, refs: Sequence[TargetRef], forward: ModelForward, *, granular: bool = True
+        self, refs: Sequence[RowRef], forward: ModelForward, *, granular: bool = True
     ) -> list[PlannedRows]:
         steps, length = planning_steps(self.params.n_steps, self.params.max_steps), max(r.length for r in refs)
         references = (self.reference_rows(length), length, 0)
@@ -157,7 +157,7 @@ class SequentialIntegratedGradients(Gradient):
             return [(pairs * steps, length, pairs * steps), references]
         return super().planned_rows(refs, forward, granular=granular)
 
-    def attribute(self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+    def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: SIGParams = self.params
         if is_auto(p.n_steps):
             return attribute_auto(self, batch, forward, attributed_fn)
@@ -187,7 +187,7 @@ class SequentialIntegratedGradients(Gradient):
         )
 
     def _per_pair_gradients(
-        self, batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+        self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
     ) -> Float[Tensor, "row position hidden"]:
         """Unit rows hold their own unit fixed: ``n_steps`` rows per (row, position) pair, over the
         clean prefix's KV cache where that pays."""
@@ -198,7 +198,7 @@ class SequentialIntegratedGradients(Gradient):
         a = alphas.to(device=x.device, dtype=x.dtype).view(1, steps, 1)
         w = weights.to(device=x.device, dtype=torch.float32).view(1, steps, 1)
         items = batch.source_mask().nonzero()
-        targets = batch.targets()
+        targets = batch.explained()
         chunk = p.position_chunk or max(1, forward.rows_per_chunk(length) // steps)
         avg_grad = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         rows, cols = items.unbind(-1)
@@ -222,7 +222,7 @@ class SequentialIntegratedGradients(Gradient):
 
 
 def _forward_mode_sums(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+    batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
 ) -> Float[Tensor, "row position"] | None:
     """SIG summed over the hidden size, ``sum_k w_k (x_i - x'_i) . dF/dx_i``, for every row and
     source position: one forward-mode pass per (position, step) copy of a sequence's longest row
@@ -232,7 +232,7 @@ def _forward_mode_sums(
     base = torch.where(batch.movable(), batch.baseline_embeds, x)
     valid = batch.source_mask("cpu")
     out = torch.zeros(batch.num_rows, batch.length, dtype=torch.float32)
-    targets = batch.targets()
+    targets = batch.explained()
     for members in _sharing_groups(batch):
         top = int(members[batch.target_positions[members].argmax()])
         cols = valid[top].nonzero(as_tuple=True)[0]
@@ -247,7 +247,7 @@ def _forward_mode_sums(
 
 
 def _shared_gradients(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
+    batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction, alphas: Tensor, weights: Tensor
 ) -> Float[Tensor, "row position hidden"]:
     """``sum_k w_k dF/dx_i`` with only position ``i`` moved to ``a_k``, for every row and source
     position ``i``: each moved copy of a group's longest row serves every target of the group

@@ -2,7 +2,7 @@
 unit's score is shared among its positions.
 
 Without ``sources=`` every attributable position is its own unit (token-level ablation). With
-``sources=`` (``StepBatch.source_groups``) a unit is every position of one group: occlusion,
+``sources=`` (``RowBatch.source_groups``) a unit is every position of one group: occlusion,
 LIME and the context-ablation surrogate then cost one model row per unit and sample, not per
 token. A unit's score is shared evenly among its positions before each row's target, so that
 summing the positions of a unit (``out.aggregate("sources")``) gives the unit's score back.
@@ -19,17 +19,17 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from genattrib.engine.contract import StepBatch
+from genattrib.engine.contract import RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.prefix_cache import perturbed_values
 from genattrib.seeding import content_generator
 from genattrib.targets import TargetFunction
 
 
-def ablation_units(batch: StepBatch) -> Bool[Tensor, "unit position"]:
+def ablation_units(batch: RowBatch) -> Bool[Tensor, "unit position"]:
     """The units of the batch's shared sequence (row 0): one per source group, or one per
     non-special position when there are no groups. Special tokens never belong to a unit."""
-    special = batch.special_mask[0].cpu()
+    special = batch.held_fixed[0].cpu()
     if batch.source_groups is None:
         positions = (~special).nonzero(as_tuple=True)[0]
         members = torch.zeros(int(positions.shape[0]), batch.length, dtype=torch.bool)
@@ -41,7 +41,7 @@ def ablation_units(batch: StepBatch) -> Bool[Tensor, "unit position"]:
 
 
 def keep_masks(
-    batch: StepBatch, members: Bool[Tensor, "unit position"], n_samples: int, keep_prob: float
+    batch: RowBatch, members: Bool[Tensor, "unit position"], n_samples: int, keep_prob: float
 ) -> Bool[Tensor, "sample unit"]:
     """Random keep-bits for every unit. A unit's bits come from a generator seeded by (seed, its
     first position, the tokens up to it), so batching and sequence order never change them."""
@@ -60,7 +60,7 @@ def visible_counts(members: Bool[Tensor, "unit position"], starts: Int[Tensor, "
     return before.long() @ members.long().T
 
 
-def reaching_units(members: Bool[Tensor, "unit position"], batch: StepBatch) -> Bool[Tensor, "row unit"]:
+def reaching_units(members: Bool[Tensor, "unit position"], batch: RowBatch) -> Bool[Tensor, "row unit"]:
     """Units that can change each row's value: those starting before the row's last explained
     token (for a unit row, the dropped tokens of its own unit included)."""
     first = members.float().argmax(-1)
@@ -89,14 +89,14 @@ def ablate(
 
 
 def ablated_values(
-    batch: StepBatch, forward: ModelForward, attributed_fn: TargetFunction, drop: Bool[Tensor, "sample position"]
+    batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction, drop: Bool[Tensor, "sample position"]
 ) -> Float[Tensor, "sample row"]:
     """Every target's value on copies of the batch's shared sequence with the ``drop`` positions
     of each sample at the baseline: one model row per sample scores all targets, in chunks.
     Where it pays, a sample reruns only the positions from its first dropped one, over the clean
     sequence's KV cache (:func:`~genattrib.engine.prefix_cache.perturbed_values`)."""
     x, base = batch.input_embeds[0], batch.baseline_embeds[0]
-    targets = batch.targets()
+    targets = batch.explained()
     reused = perturbed_values(forward, x, base, drop, targets, attributed_fn)
     if reused is not None:
         return reused

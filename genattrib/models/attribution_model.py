@@ -248,7 +248,7 @@ class AttributionModel:
                 self.model,
                 prompt_ids,
                 generation_config=config,
-                step_targets={},
+                step_functions={},
                 batch_size=batch_size,
                 seed=seed,
                 tokenizer=self.tokenizer,

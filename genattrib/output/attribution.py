@@ -165,7 +165,7 @@ class FeatureAttributionOutput:
     def save(self, path: str | Path) -> Path:
         """Save to ``.json`` or ``.safetensors`` (no pickle); reload with :meth:`load`.
 
-        Top-k results (``attribute(..., top_k=k)``) are saved sparse (kept cells and residuals);
+        Top-k results (``attribute(..., top_k_scores=k)``) are saved sparse (kept cells and residuals);
         a streamed result is read from its shards and saved whole.
         """
         meta, tensors = self.encode()
@@ -193,7 +193,7 @@ class FeatureAttributionOutput:
                 entry["sparse"] = {"k": sparse.k, "positions": sparse.num_positions}
             meta["sequences"].append(entry)
             tensors[f"{i}.input_ids"] = seq.input_ids
-            tensors[f"{i}.special_mask"] = seq.special_mask
+            tensors[f"{i}.special_mask"] = seq.held_fixed  # the file format keeps its key
             tensors[f"{i}.special_tokens_mask"] = seq.special_tokens_mask
             if scores:
                 if sparse is not None:
@@ -278,7 +278,7 @@ class FeatureAttributionOutput:
                     prompt_length=int(entry["prompt_length"]),
                     scores=scores,
                     step_scores={n: steps[n] for n in entry["step_scores"]},
-                    special_mask=tensors[f"{i}.special_mask"],
+                    held_fixed=tensors[f"{i}.special_mask"],
                     special_tokens_mask=tensors.get(f"{i}.special_tokens_mask"),  # absent from older files
                     granular_scores=granular,
                     step_start=int(entry["step_start"]),

@@ -1,5 +1,5 @@
 """Score matrices held other than as one dense tensor: :class:`ScoreStore`, and the top-k
-:class:`SparseScores` of ``attribute(..., top_k=k)``.
+:class:`SparseScores` of ``attribute(..., top_k_scores=k)``.
 
 A :class:`~genattrib.output.sequence.SequenceAttribution` keeps its ``scores`` (and
 ``granular_scores``) either as a dense tensor or as a store; reading ``seq.scores`` densifies a
@@ -7,7 +7,7 @@ store once (then the dense tensor is cached), so aggregation and rendering work 
 
 Top-k rows (:class:`SparseScores`)
 ----------------------------------
-``top_k=k`` keeps, in every row, the ``k`` finite scores of largest ``|score|`` (ties: the lower
+``top_k_scores=k`` keeps, in every row, the ``k`` finite scores of largest ``|score|`` (ties: the lower
 source position first) and drops the other finite scores, recording per row
 
 * ``residual``: the sum of the dropped scores, in float64 (summed in float64: exact whenever

@@ -11,7 +11,7 @@ Example:
 
 ``scores`` and ``granular_scores`` may be given as a :class:`~genattrib.output.scores.ScoreStore`
 instead of a tensor: the top-k :class:`~genattrib.output.scores.SparseScores` of
-``attribute(..., top_k=k)``, or the rows of a streamed result on disk
+``attribute(..., top_k_scores=k)``, or the rows of a streamed result on disk
 (``attribute(..., stream_to=...)``). Reading the attribute densifies the store once, on first
 access, and the store caches the dense tensor (``seq.__dict__`` holds the store itself);
 :meth:`SequenceAttribution.score_row` reads one row without densifying the rest, and
@@ -20,6 +20,7 @@ access, and the store caches the dense tensor (``seq.__dict__`` holds the store 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +44,7 @@ class SequenceAttribution:
     ``j`` then explains the tokens ``target_spans[j] = (start, stop)`` together (their combined
     value, e.g. the sum of their log-probs), and positions at or after ``start`` are NaN.
 
-    ``special_tokens_mask`` marks the special tokens (BOS, chat markers); ``special_mask`` the
+    ``special_tokens_mask`` marks the special tokens (BOS, chat markers); ``held_fixed`` the
     positions held fixed while attributing: the special tokens, or none with
     ``attribute_special_tokens=True``.
     """
@@ -53,7 +54,7 @@ class SequenceAttribution:
     prompt_length: int
     scores: Float[Tensor, "generated position"] | ScoreStore
     step_scores: dict[str, Float[Tensor, " generated"]] = field(default_factory=dict)
-    special_mask: Bool[Tensor, " position"] | None = None
+    held_fixed: Bool[Tensor, " position"] | None = None
     granular_scores: Float[Tensor, "generated position hidden"] | ScoreStore | None = None
     step_start: int = 0
     generated_text: str = ""
@@ -76,11 +77,11 @@ class SequenceAttribution:
         dtype = getattr(self.__dict__["scores"], "dtype", None)
         if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
             raise ValueError(f"scores must be floating point, got {dtype}")
-        if self.special_mask is None:
-            self.special_mask = torch.zeros(n, dtype=torch.bool)
-        if self.special_tokens_mask is None:  # results saved before it was recorded: special_mask held it
-            self.special_tokens_mask = self.special_mask.clone()
-        for name in ("special_mask", "special_tokens_mask"):
+        if self.held_fixed is None:
+            self.held_fixed = torch.zeros(n, dtype=torch.bool)
+        if self.special_tokens_mask is None:  # results saved before it was recorded: held_fixed held it
+            self.special_tokens_mask = self.held_fixed.clone()
+        for name in ("held_fixed", "special_tokens_mask"):
             if tuple(getattr(self, name).shape) != (n,):
                 raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, not ({n},)")
         if self.token_roles is not None and len(self.token_roles) != n:
@@ -100,6 +101,16 @@ class SequenceAttribution:
 
     # --- stored scores ------------------------------------------------------------------
     @property
+    def special_mask(self) -> Bool[Tensor, " position"]:
+        """The old name of :attr:`held_fixed` (kept for one release; it warns)."""
+        warnings.warn(
+            "SequenceAttribution.special_mask is now held_fixed (the positions held fixed while attributing)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.held_fixed
+
+    @property
     def scores_shape(self) -> tuple[int, ...]:
         """The shape of ``scores``, without densifying a store."""
         return tuple(int(d) for d in self.__dict__["scores"].shape)
@@ -112,7 +123,7 @@ class SequenceAttribution:
 
     @property
     def sparse_scores(self) -> SparseScores | None:
-        """The top-k form of ``scores`` (``attribute(..., top_k=k)``), with each row's residual; else None."""
+        """The top-k form of ``scores`` (``attribute(..., top_k_scores=k)``), with each row's residual; else None."""
         stored = self.__dict__["scores"]
         return stored.sparse() if isinstance(stored, ScoreStore) else None
 
@@ -264,7 +275,7 @@ class SequenceAttribution:
             and self.source_spans == other.source_spans
             and same(self.input_ids, other.input_ids)
             and same(self.scores, other.scores)
-            and same(self.special_mask, other.special_mask)
+            and same(self.held_fixed, other.held_fixed)
             and same(self.special_tokens_mask, other.special_tokens_mask)
             and same(self.granular_scores, other.granular_scores)
             and self.step_scores.keys() == other.step_scores.keys()

@@ -50,7 +50,7 @@ def _identity(seq: SequenceAttribution) -> tuple[Any, ...]:
         seq.prompt_length,
         None if seq.token_roles is None else tuple(seq.token_roles),
         None if seq.source_spans is None else tuple(seq.source_spans),
-        tuple(seq.special_mask.tolist()),
+        tuple(seq.held_fixed.tolist()),
         seq.is_unit_level,
     )
 

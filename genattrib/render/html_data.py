@@ -179,7 +179,7 @@ def sequence_payload(
         >>> entry["units"]["name"], entry["units"]["spans"]
         ('sentence', [[6, 9]])
     """
-    mask = seq.special_mask.tolist() if seq.special_mask is not None else []
+    mask = seq.held_fixed.tolist() if seq.held_fixed is not None else []
     step_scores = {
         str(name): _encode_step_scores(values)
         for name, values in seq.step_scores.items()

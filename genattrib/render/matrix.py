@@ -68,7 +68,7 @@ def _score_rows(seq: SequenceAttribution, scales: Sequence[ColorScale], fmt: Num
     """Rows for source positions before the last explained target (later rows are all NaN);
     column ``j`` is coloured on ``scales[j]``."""
     columns = seq.scores.detach().float().cpu().T.tolist()  # [position][step]
-    mask = seq.special_mask.tolist() if seq.special_mask is not None else [False] * len(seq.tokens)
+    mask = seq.held_fixed.tolist() if seq.held_fixed is not None else [False] * len(seq.tokens)
     rows = []
     for pos in range(seq.target_positions[-1]):
         style = _SPECIAL_STYLE if mask[pos] else _GENERATED_STYLE if pos >= seq.prompt_length else _PROMPT_STYLE

@@ -69,7 +69,7 @@ def step_view(
     row = resolve_step(seq, step, index)
     target_pos = seq.target_positions[row]
     values = seq.scores[row].detach().float().cpu().tolist()
-    mask = seq.special_mask.tolist() if seq.special_mask is not None else [False] * len(seq.tokens)
+    mask = seq.held_fixed.tolist() if seq.held_fixed is not None else [False] * len(seq.tokens)
     plain = NumberFormat(digits)
     stop = seq.spans[row][1]
     where = (

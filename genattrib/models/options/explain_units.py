@@ -91,7 +91,7 @@ def unit_spans(
     explain: str | Sequence[Sequence[int]] | CharSpans,
     tokens: Sequence[str],
     prompt_length: int,
-    special_mask: Bool[Tensor, " position"] | None = None,
+    held_fixed: Bool[Tensor, " position"] | None = None,
     steps: range | None = None,
     structure: Bool[Tensor, " position"] | None = None,
 ) -> list[Span] | None:
@@ -116,7 +116,7 @@ def unit_spans(
                 )
         runs = [(prompt_length + a, prompt_length + b) for a, b in explain]
     else:
-        seq = text_view(tokens, prompt_length, special_mask)
+        seq = text_view(tokens, prompt_length, held_fixed)
         runs = _runs(explain, seq, prompt_length)
         if not isinstance(explain, CharSpans):
             runs = without_structure(absorb_blank_runs(runs, tokens, prompt_length), structure)
@@ -192,7 +192,7 @@ def structure_positions(
 def text_view(
     tokens: Sequence[str],
     prompt_length: int,
-    special_mask: Bool[Tensor, " position"] | None,
+    held_fixed: Bool[Tensor, " position"] | None,
     token_roles: list[str] | None = None,
 ) -> SequenceAttribution:
     """A score-less sequence of ``tokens``, for the boundary rules of :mod:`genattrib.aggregation`."""
@@ -202,7 +202,7 @@ def text_view(
         tokens=list(tokens),
         prompt_length=prompt_length,
         scores=torch.empty(0, n),
-        special_mask=special_mask,
+        held_fixed=held_fixed,
         token_roles=token_roles,
     )
 

@@ -57,7 +57,7 @@ class AttributionRequest:
     contrast_ids: list[Int[Tensor, " _contrast"]] | None
     attributor: Attributor
     attributed_fn: TargetFunction
-    step_targets: dict[str, TargetFunction]
+    step_functions: dict[str, TargetFunction]
     generation_config: GenerationConfig
     baseline: ResolvedBaseline | None
     seed: int | None
@@ -103,12 +103,12 @@ class AttributionRequest:
 
     @property
     def needs_contrast(self) -> bool:
-        return needs_contrast(self.attributed_fn, self.step_targets)
+        return needs_contrast(self.attributed_fn, self.step_functions)
 
 
-def needs_contrast(attributed_fn: TargetFunction, step_targets: Mapping[str, TargetFunction]) -> bool:
+def needs_contrast(attributed_fn: TargetFunction, step_functions: Mapping[str, TargetFunction]) -> bool:
     """Whether the attributed function or a step score compares with a contrast token."""
-    return attributed_fn.needs_contrast or any(t.needs_contrast for t in step_targets.values())
+    return attributed_fn.needs_contrast or any(t.needs_contrast for t in step_functions.values())
 
 
 def continuation_argument(continuation: object, target: object) -> tuple[object, str]:
@@ -234,12 +234,12 @@ def prepare_request(
     )
     default_fn = attributor.traits.default_attributed_fn
     fn = resolve_target(default_fn if o.attributed_fn is None else o.attributed_fn, model.targets)
-    step_targets = resolve_step_scores(o.step_scores, model.targets)
+    step_functions = resolve_step_scores(o.step_scores, model.targets)
     check_batch_size(o.batch_size)
     prompts = inp.normalize_prompts(inputs, o.chat)
     forced = inp.normalize_targets(continuation, len(prompts), continuation_name)
     contrasts = inp.normalize_targets(o.contrast_target, len(prompts), "contrast_target")
-    if needs_contrast(fn, step_targets) and contrasts is None:
+    if needs_contrast(fn, step_functions) and contrasts is None:
         raise InvalidArgumentError(
             "contrast_target",
             "a contrastive target was asked for but no contrast given",
@@ -275,7 +275,7 @@ def prepare_request(
         contrast_ids=contrast_ids,
         attributor=attributor,
         attributed_fn=fn,
-        step_targets=step_targets,
+        step_functions=step_functions,
         generation_config=config,
         baseline=baseline,
         seed=seed,

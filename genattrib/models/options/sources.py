@@ -58,14 +58,14 @@ def source_spans(
     sources: str | Sequence[Sequence[int]] | CharSpans,
     tokens: Sequence[str],
     prompt_length: int,
-    special_mask: Bool[Tensor, " position"] | None = None,
+    held_fixed: Bool[Tensor, " position"] | None = None,
     include_generated: bool = False,
     token_roles: list[str] | None = None,
     special_tokens: Bool[Tensor, " position"] | None = None,
 ) -> list[Span]:
     """Token spans ``[start, stop)`` of the source units. Named units cover the prompt (and the
     generated text with ``include_generated``), never cross the prompt boundary, are never blank
-    and never start or end with special tokens (``special_tokens``, else ``special_mask``) or
+    and never start or end with special tokens (``special_tokens``, else ``held_fixed``) or
     chat-template text (``token_roles``); token spans index the whole sequence (0 = first prompt
     token); :class:`CharSpans` are character offsets of the prompt's text (of the whole text
     with ``include_generated``)."""
@@ -82,12 +82,12 @@ def source_spans(
                     + ("" if include_generated else ", or sources_include_generated=True to group generated text"),
                 )
         return list(sources)
-    seq = text_view(tokens, prompt_length, special_mask, token_roles)
+    seq = text_view(tokens, prompt_length, held_fixed, token_roles)
     if isinstance(sources, CharSpans):
         what = "text" if include_generated else "prompt's text"
         return char_runs(sources.spans, seq, range(scope), "sources", what)
     runs = absorb_blank_runs(runs_from_starts(_starts(sources, seq), n), tokens, prompt_length)
-    special = special_tokens if special_tokens is not None else seq.special_mask
+    special = special_tokens if special_tokens is not None else seq.held_fixed
     runs = without_structure(runs, structure_positions(special, token_roles))
     return [(a, b) for a, b in runs if b <= scope]
 

@@ -263,7 +263,7 @@ def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tupl
                     model.model,
                     request.prompt_ids[:1],
                     generation_config=config,
-                    step_targets={},
+                    step_functions={},
                     seed=request.seed,
                     tokenizer=model.tokenizer,
                     show_progress=False,

@@ -97,7 +97,7 @@ def generate(call: Call) -> list[GenerationTrace]:
         call.parts.model,
         request.prompt_ids,
         generation_config=request.generation_config,
-        step_targets={} if teacher_forced(request) else request.step_targets,
+        step_functions={} if teacher_forced(request) else request.step_functions,
         batch_size=request.batch_size,
         seed=request.seed,
         tokenizer=call.parts.tokenizer,
@@ -160,8 +160,8 @@ def keep_granular(call: Call, jobs: Sequence[SequenceJob]) -> bool:
 def add_step_scores(call: Call, traces: Sequence[GenerationTrace], jobs: Sequence[SequenceJob]) -> None:
     """Step scores that generation did not record (forced, contrastive or beam-search runs), teacher-forced."""
     request = call.request
-    if request.step_targets and (request.forced_ids is not None or teacher_forced(request)):
-        for trace, scores in zip(traces, teacher_forced_step_scores(call.forward, list(jobs), request.step_targets)):
+    if request.step_functions and (request.forced_ids is not None or teacher_forced(request)):
+        for trace, scores in zip(traces, teacher_forced_step_scores(call.forward, list(jobs), request.step_functions)):
             trace.step_scores = scores
 
 

@@ -86,7 +86,7 @@ def assemble_sequence(
         token_roles=roles,
         scores=result.scores,
         step_scores=steps,
-        special_mask=job.special_mask.clone(),
+        held_fixed=job.held_fixed.clone(),
         special_tokens_mask=torch.isin(ids, torch.tensor(special_ids(tokenizer), dtype=ids.dtype)),  # if attributed too
         granular_scores=result.granular_scores,
         step_start=job.step_start,
@@ -132,8 +132,8 @@ def provenance_of(
         attributed_fn=request.attributed_fn.name,
         attributed_fn_used=request.attributor.traits.explains_attributed_fn,
         explain=describe_explain(request.explain),
-        step_scores=sorted(request.step_targets),
-        step_score_rules=step_score_rules(request.attributor, request.step_targets),
+        step_scores=sorted(request.step_functions),
+        step_score_rules=step_score_rules(request.attributor, request.step_functions),
         generation_config={} if forced else request.generation_config.to_diff_dict(),
         forced_target=forced,
         seed=request.run_seed,
@@ -153,7 +153,7 @@ def assemble_output(
     forward: ModelForward,
 ) -> FeatureAttributionOutput:
     """The :class:`FeatureAttributionOutput` of one ``attribute()`` call."""
-    rules = step_score_rules(request.attributor, request.step_targets)
+    rules = step_score_rules(request.attributor, request.step_functions)
     sequences = [
         assemble_sequence(model.tokenizer, prompt, trace, job, result, rules)
         for prompt, trace, job, result in zip(request.prompts, traces, jobs, results)

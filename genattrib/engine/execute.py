@@ -22,10 +22,11 @@ from torch import Tensor
 
 from genattrib.aggregation import reduce_hidden
 from genattrib.engine.baselines import ResolvedBaseline, baseline_embeddings
-from genattrib.engine.contract import Attributor, StepBatch
+from genattrib.engine.contract import Attributor, RowBatch
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
-from genattrib.engine.plan import SequenceJob, TargetRef, has_units, plan_batches
+from genattrib.engine.planner import plan_batches
+from genattrib.engine.row_refs import RowRef, SequenceJob, has_units
 from genattrib.errors import InvalidArgumentError
 from genattrib.output.rows import MemorySink, RowBlock, RowSink
 from genattrib.output.scores import ScoreStore, SparseScores
@@ -72,8 +73,9 @@ def resolve_keep_granular(
     if top_k is not None:
         raise InvalidArgumentError(
             "keep_granular",
-            "top_k= keeps only the k largest scores of each row, but granular scores (every hidden unit) are dense",
-            "drop keep_granular=True, or pass top_k=None",
+            "top_k_scores= keeps only the k largest scores of each row, but granular scores (every hidden unit) "
+            "are dense",
+            "drop keep_granular=True, or pass top_k_scores=None",
         )
     if size > budget_mb * 2**20:
         need = math.ceil(size / 2**20)
@@ -89,13 +91,13 @@ def resolve_keep_granular(
 
 
 def _build_batch(
-    refs: list[TargetRef],
+    refs: list[RowRef],
     jobs: list[SequenceJob],
     forward: ModelForward,
     baselines: list[Tensor],
     seed: int,
     granular: bool = True,
-) -> StepBatch:
+) -> RowBatch:
     length = max(r.length for r in refs)
     device = forward.input_device
     ids = torch.zeros(len(refs), length, dtype=torch.long)
@@ -106,7 +108,7 @@ def _build_batch(
         job = jobs[ref.job]
         n = min(length, int(job.input_ids.shape[0]))
         ids[i, :n] = job.input_ids[:n]
-        special[i, :n] = job.special_mask[:n]
+        special[i, :n] = job.held_fixed[:n]
         base[0 if one else i, :n] = baselines[ref.job][:n]
     contrast = None
     if any(jobs[r.job].contrast_ids is not None for r in refs):
@@ -118,7 +120,7 @@ def _build_batch(
         base = base[:1].expand(len(refs), -1, -1)
     else:
         embeds = forward.embed(ids)
-    return StepBatch(
+    return RowBatch(
         input_ids=ids.to(device),
         input_embeds=embeds,
         baseline_embeds=base,
@@ -126,7 +128,7 @@ def _build_batch(
         target_ids=torch.tensor(
             [int(jobs[r.job].input_ids[r.position]) for r in refs], dtype=torch.long, device=device
         ),
-        special_mask=special.to(device),
+        held_fixed=special.to(device),
         sequence_index=torch.tensor([r.job for r in refs], dtype=torch.long),
         contrast_ids=None if contrast is None else contrast.to(device),
         seed=seed,
@@ -136,7 +138,7 @@ def _build_batch(
     )
 
 
-def _source_groups(refs: list[TargetRef], jobs: list[SequenceJob], length: int, device: torch.device) -> Tensor | None:
+def _source_groups(refs: list[RowRef], jobs: list[SequenceJob], length: int, device: torch.device) -> Tensor | None:
     """Each row's source unit per position (``-1``: in no unit, and padding), or ``None``."""
     if all(jobs[r.job].source_groups is None for r in refs):
         return None
@@ -149,7 +151,7 @@ def _source_groups(refs: list[TargetRef], jobs: list[SequenceJob], length: int, 
     return groups.to(device)
 
 
-def _units(refs: list[TargetRef], jobs: list[SequenceJob], device: torch.device) -> Explained:
+def _units(refs: list[RowRef], jobs: list[SequenceJob], device: torch.device) -> Explained:
     """The slots of unit rows: each unit's positions, padded (masked) to the longest unit."""
     slots = max(r.stop - r.position for r in refs)
     positions = torch.tensor([[min(r.position + k, r.stop - 1) for k in range(slots)] for r in refs])
@@ -171,12 +173,12 @@ def plan_run(
     jobs: Sequence[SequenceJob],
     prompts_per_batch: int | None = None,
     done: AbstractSet[tuple[int, int]] = frozenset(),
-) -> list[list[TargetRef]]:
+) -> list[list[RowRef]]:
     """The batches :func:`run_attribution` runs, in order, leaving out the (sequence, row) pairs
     in ``done`` (rows a resumed stream already holds)."""
     group = prompts_per_batch or max(1, len(jobs))
     batches = [
-        [TargetRef(start + ref.job, ref.row, ref.position, ref.stop) for ref in batch]
+        [RowRef(start + ref.job, ref.row, ref.position, ref.stop) for ref in batch]
         for start in range(0, len(jobs), group)
         for batch in plan_batches(
             list(jobs[start : start + group]),
@@ -192,7 +194,7 @@ def plan_run(
 
 
 def _blocks(
-    refs: list[TargetRef],
+    refs: list[RowRef],
     jobs: list[SequenceJob],
     reduced: Float[Tensor, "row position"],
     granular: Float[Tensor, "row position hidden"] | None,

@@ -42,7 +42,7 @@ DOCTEST_PROMPT = "The capital of France is"
 
 @pytest.fixture(scope="session")
 def _doctest_tiny():
-    """A tiny random Llama and a small tokenizer, built offline as the tests build them (tests/tiny.py).
+    """A tiny random Llama and a small tokenizer, built offline as the tests build them (tests/helpers/tiny.py).
 
     The tokenizer's vocabulary is a little larger than the tests' so that "The capital of France
     is Paris." reads as 'The', ' capital', ' of', ' Fr', 'ance', ' is', ' Par', 'is', '.'; it has

@@ -110,13 +110,13 @@ PORTABLE_KERNELS = {
     "aarch64": {"default": {"ATEN_CPU_CAPABILITY": "default"}},  # NEON kernels only (no SVE)
 }
 PORTABLE_FAST = [  # the two comparisons that broke on an AVX-512 CPU, and slices / batches / chunks / caches
-    "tests/test_span_targets.py::test_logits_in_slices_give_the_same_scores",
+    "tests/models/test_span_targets.py::test_logits_in_slices_give_the_same_scores",
     "genattrib/aggregation/reduce.py",
-    "tests/test_batching.py::test_batch_size_groups_the_attribution_work",
-    "tests/test_memory_backoff.py::test_oom_halves_and_retries",
-    "tests/test_prefix_cache.py::test_token_rows_equal_full_rows",
-    "tests/test_targets.py::test_target_properties",
-    "tests/test_aggregation.py::test_normalisation_per_step",
+    "tests/engine/test_batching.py::test_batch_size_groups_the_attribution_work",
+    "tests/engine/test_memory_backoff.py::test_oom_halves_and_retries",
+    "tests/engine/test_prefix_cache.py::test_token_rows_equal_full_rows",
+    "tests/targets/test_targets.py::test_target_properties",
+    "tests/aggregation/test_aggregation.py::test_normalisation_per_step",
 ]
 
 
@@ -176,7 +176,7 @@ def package(session: nox.Session) -> None:
     """Build the sdist and the wheel (metadata checked by twine), install the wheel (not editable) into a
     fresh virtual environment with the pinned torch and the default model, and use it from a folder outside
     the checkout: archive contents, import location, ``genattrib --version``, the demo, the CLI and a
-    save/load/HTML round trip (tests/package_smoke.py). Nothing is left behind but the timings printed."""
+    save/load/HTML round trip (tests/helpers/package_smoke.py). Nothing is left behind but the timings printed."""
     session.install("build>=1.2", "twine>=5")
     repo = Path.cwd().resolve()
     work = Path(tempfile.mkdtemp(prefix="genattrib-package-"))
@@ -204,7 +204,7 @@ def package(session: nox.Session) -> None:
         run_dir.mkdir()
         session.chdir(run_dir)
         env = {**OFFLINE_ENV, "GENATTRIB_CACHE_DIR": str(work / "cache")}  # a newcomer's empty cache
-        smoke = str(repo / "tests" / "package_smoke.py")
+        smoke = str(repo / "tests" / "helpers" / "package_smoke.py")
         session.run(python, "-I", smoke, "--dist", str(dist), "--repo", str(repo), external=True, env=env)
         lap("smoke")
     finally:

@@ -1,7 +1,7 @@
 """The dimension names of genattrib's tensor annotations (jaxtyping), one meaning each.
 
 Every name used in a ``Float[Tensor, "..."]`` (``Int``, ``Bool``) annotation of the package is
-listed here; ``tests/test_tensor_types.py`` fails on a name that is not, so a new dimension gets
+listed here; ``tests/project/test_tensor_types.py`` fails on a name that is not, so a new dimension gets
 a meaning before it gets used. Numbers (``"pair 2"``), ``*`` (any leading dimensions) and ``_``
 (not checked) are jaxtyping's own.
 

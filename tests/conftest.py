@@ -7,7 +7,7 @@ from pathlib import Path
 
 # The jaxtyping + beartype import hook (GENATTRIB_TYPECHECK) is installed by the repository's
 # root conftest.py, which pytest imports first: doctests of genattrib may import it before tests/.
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 import pytest  # noqa: E402
 

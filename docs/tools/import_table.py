@@ -4,7 +4,7 @@
     python docs/tools/import_table.py --write    # replace the table in docs/architecture.md
     python docs/tools/import_table.py --check    # exit 1 when the doc's table is out of date
 
-tests/test_architecture.py fails when the table in the doc differs from this output.
+tests/project/test_architecture.py fails when the table in the doc differs from this output.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "helpers"))
 
 from import_graph import DOC, markdown_table, scan, table_in, with_table  # noqa: E402
 

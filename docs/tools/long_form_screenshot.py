@@ -5,7 +5,7 @@
     python docs/tools/long_form_screenshot.py --out x.png
     python docs/tools/long_form_screenshot.py --result story.safetensors --out docs/images/long-form-story.png
 
-Builds ``long_form_output(8000)`` (tests/html_outputs.py), saves its page, opens it in headless
+Builds ``long_form_output(8000)`` (tests/helpers/html_outputs.py), saves its page, opens it in headless
 Chromium (/usr/bin/chromium or $GENATTRIB_CHROMIUM, driven by playwright; never
 ``playwright install``), picks a sentence in the outline and saves the visible part of the page.
 Prints the page's size and the time from navigation to the viewer being ready.

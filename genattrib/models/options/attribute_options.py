@@ -1,7 +1,7 @@
 """The options of one ``attribute()``/``estimate()`` call, written once: :class:`AttributeOptions`.
 
 ``AttributionModel.attribute`` spells every option out in its signature (for IDEs and the docs);
-tests/test_attribute_options.py keeps that signature equal to the fields here. Everything after
+tests/models/test_attribute_options.py keeps that signature equal to the fields here. Everything after
 the signature reads the options from this one object: the validated request, the storage
 options and the resume fingerprint of ``stream_to``.
 

@@ -38,7 +38,7 @@ from genattrib.validation import check_number, check_positive_int
 VOLATILE = ("devices", "device_map", "versions", "timings", "created_at", "work", "aggregations", "storage")
 
 #: Every option of :class:`AttributeOptions` is in exactly one of these three tables
-#: (tests/test_attribute_options.py fails on a new option that is in none).
+#: (tests/models/test_attribute_options.py fails on a new option that is in none).
 #:
 #: Options the fingerprint holds by their checked value.
 BY_VALUE: tuple[str, ...] = (

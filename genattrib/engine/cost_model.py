@@ -5,7 +5,13 @@ plus attention's ``n²/2`` (token, earlier position) pairs, plus the LM head at 
 :func:`cost_model` measures once per model and device how long a call takes: one token (almost all
 of it the call's fixed cost) and a short row (almost all of it FLOPs). The fixed cost of a call is
 then expressed in the same unit as the rest: token-passes (one token through one forward pass of the
-body), rounded to a power of two so that timing noise rarely changes a plan.
+body), rounded to a power of two.
+
+Plans follow the measurement, and scores may differ (within the tolerance policy) between plans,
+so the measurement is taken once per machine, model shape, dtype, device and thread count and
+kept in the cache folder (:func:`~genattrib.cache.cache_root`, ``cost_model/``): every process of a
+run, and every later run on that machine, plans the same way and gives the same scores, whatever
+the load at the time. Delete the folder to measure again (after a hardware change).
 
 Passes relate by how many matrix products they run per token: an input-gradient backward pass
 (no weight gradients) runs one product per projection like the forward pass; a forward-mode pass
@@ -22,14 +28,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
+import os
+import platform
+import tempfile
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from genattrib.cache import cache_root
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no fcntl
+    fcntl = None  # type: ignore[assignment]
 from genattrib.engine.forward import ModelForward
 
 #: Tokens of the probe row whose time gives the device's FLOP rate.
@@ -105,12 +125,64 @@ def _timed_call(forward: ModelForward, length: int) -> float:
 
 
 def _measure(forward: ModelForward) -> tuple[float, float]:
-    """(seconds of a one-token call, seconds of a :data:`PROBE_TOKENS` row), cached per model and device."""
+    """(seconds of a one-token call, seconds of a :data:`PROBE_TOKENS` row), once per model and
+    device in a process, and read from the machine's stored measurement when there is one."""
     key = str(forward.input_device)
     seen = _MEASURED.setdefault(forward.model, {})
     if key not in seen:
-        seen[key] = (_timed_call(forward, 1), _timed_call(forward, PROBE_TOKENS))
+        seen[key] = _stored_measurement(forward)
     return seen[key]
+
+
+def measurement_key(forward: ModelForward) -> str:
+    """What a stored measurement is valid for: this machine, the model's shape and dtype, the device
+    and the threads torch uses (a hash, the file name in the cache folder)."""
+    device = forward.input_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    what = {
+        "host": platform.node(),
+        "device": f"{device.type}:{name}",
+        "threads": torch.get_num_threads(),
+        "model": type(forward.model).__name__,
+        "flops": config_flops(forward),
+        "dtype": str(forward.dtype),
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` where the platform has one (processes starting together wait
+    for the first one's measurement instead of taking their own)."""
+    if fcntl is None:  # pragma: no cover - Windows: no lock, the last writer wins
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stored_measurement(forward: ModelForward) -> tuple[float, float]:
+    folder = cache_root() / "cost_model"
+    path = folder / f"{measurement_key(forward)}.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder / ".lock"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                one, probe = json.loads(path.read_text())["seconds"]
+                return float(one), float(probe)
+            measured = (_timed_call(forward, 1), _timed_call(forward, PROBE_TOKENS))
+            handle, tmp = tempfile.mkstemp(prefix=".cost-", suffix=".json", dir=folder)
+            with os.fdopen(handle, "w") as out:
+                json.dump({"seconds": list(measured)}, out)
+            os.replace(tmp, path)
+            return measured
+    except OSError:  # a read-only cache folder: measure for this process only
+        return _timed_call(forward, 1), _timed_call(forward, PROBE_TOKENS)
 
 
 #: The largest call overhead a measurement may give (a model so small that its calls are all overhead).

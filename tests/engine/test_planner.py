@@ -89,7 +89,8 @@ def test_reuse_switch_patches_only_the_threshold():
     assert planner.WORTH_IT == 0.85
 
 
-def test_cost_model_reads_the_config_and_measures_once_per_model(tiny_model, monkeypatch):
+def test_cost_model_reads_the_config_and_measures_once_per_model(tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("GENATTRIB_CACHE_DIR", str(tmp_path))  # nothing stored yet: it measures
     calls = []
     measure = cost_model_module._timed_call
     monkeypatch.setattr(cost_model_module, "_timed_call", lambda f, n: calls.append(n) or measure(f, n))
@@ -104,6 +105,25 @@ def test_cost_model_reads_the_config_and_measures_once_per_model(tiny_model, mon
     assert body > 2.0 * cfg.num_hidden_layers * 2 * cfg.hidden_size**2  # Q and O projections at least
     assert 1.0 <= first.call_overhead <= cost_model_module.MAX_OVERHEAD
     assert first.call_overhead == 2 ** round(math.log2(first.call_overhead))  # a power of two
+
+
+def test_the_measurement_is_stored_for_the_machine(tiny_tokenizer, monkeypatch, tmp_path):
+    """Another process (here: another model object of the same shape, with a fresh in-process cache)
+    reads the stored measurement instead of timing again, so it plans and scores the same way."""
+    from tiny import make_model
+
+    monkeypatch.setenv("GENATTRIB_CACHE_DIR", str(tmp_path))
+    calls = []
+    measure = cost_model_module._timed_call
+    monkeypatch.setattr(cost_model_module, "_timed_call", lambda f, n: calls.append(n) or measure(f, n))
+    monkeypatch.setattr(cost_model_module, "_MEASURED", cost_model_module.weakref.WeakKeyDictionary())
+    first = cost_model(ModelForward(make_model("llama", tiny_tokenizer)))
+    assert len(calls) == 2 and len(list((tmp_path / "cost_model").glob("*.json"))) == 1
+    monkeypatch.setattr(cost_model_module, "_MEASURED", cost_model_module.weakref.WeakKeyDictionary())
+    again = cost_model(ModelForward(make_model("llama", tiny_tokenizer, seed=1)))
+    assert len(calls) == 2 and again == first  # read, not measured
+    other = cost_model(ModelForward(make_model("gpt2", tiny_tokenizer)))  # another shape: its own measurement
+    assert len(calls) == 4 and other.token_flops != first.token_flops
 
 
 def test_row_cost_grows_with_attention():

@@ -116,7 +116,7 @@ MID_RUN_METHODS = {
     "integrated_gradients": {"n_steps": 4},
     "sequential_integrated_gradients": {"n_steps": 3},  # the forward-mode path (dual levels, function modes)
     "gradient_shap": {"n_samples": 3},
-    "occlusion": {},
+    "occlusion": {"max_rows": 2},  # one batch scores every target: chunks of 2 rows make several calls
     "rpi": {"num_samples": 2, "n_steps": 2},  # injects its own attention
     "discretized_integrated_gradients": {"n_anchors": 4},
 }

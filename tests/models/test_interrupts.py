@@ -133,11 +133,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT as a shell gives it to a foreground job: the default action, so Python raises
+    KeyboardInterrupt (a child inherits an ignored SIGINT from its parent, e.g. a test runner
+    started in the background, and Python keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupted(argv: list[str], cwd: Path) -> str:
     """Run ``genattrib *argv`` until its SIGINT; the one line it printed about it."""
     env = dict(os.environ, PYTHONPATH=str(REPO), GENATTRIB_TYPECHECK="0", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     command = [sys.executable, "-c", _SIGINT_SCRIPT, *argv]
-    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, preexec_fn=_ctrl_c_as_in_a_terminal
+    )
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -224,6 +233,7 @@ def test_ctrl_c_on_the_processes_option_stops_every_process_with_one_line(saved_
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     shards = tmp_path / "runs" / "p" / dataset_files.SHARDS
     while proc.poll() is None and not (shards.is_dir() and any(shards.glob("batch-*"))):

@@ -59,8 +59,10 @@ def worker(methods: list[str]) -> dict[str, Any]:
             out["methods"][method] = {"error": f"{type(error).__name__}: {error}"[:300]}
             continue
         seconds = time.perf_counter() - start
-        scores = result.sequences[0].scores.float().contiguous().numpy().tobytes()
-        out["methods"][method] = {"seconds": seconds, "hash": hashlib.sha256(scores).hexdigest()[:16]}
+        matrix = result.sequences[0].scores.float().contiguous()
+        digest = hashlib.sha256(matrix.numpy().tobytes()).hexdigest()[:16]
+        cells = [[None if v != v else v for v in row] for row in matrix.tolist()]  # NaN -> null
+        out["methods"][method] = {"seconds": seconds, "hash": digest, "scores": cells}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -70,6 +72,22 @@ def run_worker(tree: Path, methods: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--methods", ",".join(methods)]
     done = subprocess.run(cmd, env=env, cwd="/", capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _diff_to_scale(runs: dict[str, list[dict[str, Any]]], method: str) -> float | None:
+    """The largest |A - B| over the scores' scale (max |A|), first run of each side."""
+    first = [
+        next((r["methods"][method]["scores"] for r in results if "scores" in r["methods"].get(method, {})), None)
+        for results in runs.values()
+    ]
+    if any(f is None for f in first):
+        return None
+    a, b = ([v for row in f for v in row] for f in first)
+    if len(a) != len(b) or [v is None for v in a] != [v is None for v in b]:
+        return float("inf")  # other shapes or NaN patterns
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None]
+    scale = max((abs(x) for x, _ in pairs), default=0.0) or 1.0
+    return max((abs(x - y) for x, y in pairs), default=0.0) / scale
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], methods: list[str]) -> list[dict[str, Any]]:
@@ -84,6 +102,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], methods: list[str]) -> list
         a, b = row["a_median_s"], row["b_median_s"]
         row["ratio_b_over_a"] = None if not (a and b) else round(b / a, 3)
         row["same_scores"] = bool(row["a_hashes"]) and row["a_hashes"] == row["b_hashes"]
+        row["max_diff_to_scale"] = _diff_to_scale(runs, method)
         rows.append(row)
     return rows
 
@@ -118,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"a": str(args.a), "b": str(args.b), "rounds": args.rounds, "peak_rss_mb": rss, "methods": rows}
     for row in rows:
         a, b = (row[f"{side}_median_s"] or float("nan") for side in ("a", "b"))
-        print(f"{row['method']:<42} A {a:7.2f}s  B {b:7.2f}s  B/A {row['ratio_b_over_a']}  same: {row['same_scores']}")
+        same, diff = row["same_scores"], row["max_diff_to_scale"]
+        print(f"{row['method']:<42} A {a:7.2f}s  B {b:7.2f}s  B/A {row['ratio_b_over_a']}  same: {same}  diff: {diff}")
     print(f"peak RSS (median) A {rss['a']:.0f} MB, B {rss['b']:.0f} MB")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

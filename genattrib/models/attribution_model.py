@@ -79,7 +79,7 @@ class AttributionModel:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
+        return self.parts.dtype
 
     @property
     def devices(self) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_from_module
+from conformance import FAST  # small settings: the point is equality with the unsplit model
 from tiny import make_model
 from tolerance import DEFAULT_MODEL, TINY_MODEL, assert_same_sequence, tiny_floor
 
@@ -31,17 +32,6 @@ pytestmark = pytest.mark.numeric  # floats through other shapes: nox -s tests-po
 
 PROMPT = "The capital of France is"
 TARGET = " Paris. The"
-# small settings: the point is equality with the unsplit model, not converged scores
-FAST = {
-    "integrated_gradients": {"n_steps": 4},
-    "sequential_integrated_gradients": {"n_steps": 2},
-    "gradient_shap": {"n_samples": 3},
-    "discretized_integrated_gradients": {"n_anchors": 2},
-    "uniform_discretized_integrated_gradients": {"n_anchors": 2},
-    "lime": {"n_samples": 16},
-    "reagent": {"num_probes": 2, "max_steps": 3},
-    "rpi": {"num_samples": 2, "n_steps": 2},
-}
 # half the decoder layers in CPU RAM, half on disk; embedding and head on disk too (their weights on
 # meta). GPT-2 ties its head to its token embedding, and tied weights must share a place.
 MAPS = {

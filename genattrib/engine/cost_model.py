@@ -36,13 +36,11 @@ import os
 import platform
 import tempfile
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from genattrib.cache import cache_root
 
@@ -62,9 +60,6 @@ BATCHED_BACKWARD = 0.4
 #: A forward-mode (dual) pass relative to a forward pass: twice the products, plus the tangents'
 #: elementwise work.
 DUAL_PASS = 2.5
-
-# Measured once per (model, device) and process: the model is the key, so the cache leaves with it.
-_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[float, float]]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -124,16 +119,6 @@ def _timed_call(forward: ModelForward, length: int) -> float:
     return best
 
 
-def _measure(forward: ModelForward) -> tuple[float, float]:
-    """(seconds of a one-token call, seconds of a :data:`PROBE_TOKENS` row), once per model and
-    device in a process, and read from the machine's stored measurement when there is one."""
-    key = str(forward.input_device)
-    seen = _MEASURED.setdefault(forward.model, {})
-    if key not in seen:
-        seen[key] = _stored_measurement(forward)
-    return seen[key]
-
-
 def measurement_key(forward: ModelForward) -> str:
     """What a stored measurement is valid for: this machine, the model's shape and dtype, the device
     and the threads torch uses (a hash, the file name in the cache folder)."""
@@ -166,7 +151,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _stored_measurement(forward: ModelForward) -> tuple[float, float]:
+def _measure(forward: ModelForward) -> tuple[float, float]:
+    """(seconds of a one-token call, seconds of a :data:`PROBE_TOKENS` row): the machine's stored
+    measurement, taken and stored when there is none."""
     folder = cache_root() / "cost_model"
     path = folder / f"{measurement_key(forward)}.json"
     try:
@@ -195,14 +182,17 @@ def power_of_two(x: float) -> float:
 
 
 def cost_model(forward: ModelForward) -> CostModel:
-    """The cost model of ``forward``'s model on its device (kept in ``forward.capabilities``)."""
-    if "cost_model" not in forward.capabilities:
+    """The cost model of ``forward``'s model on its device, at torch's thread count: read from the
+    machine's stored measurement (measured when there is none), and kept in
+    ``forward.capabilities``, which an :class:`~genattrib.AttributionModel` keeps across calls."""
+    key = f"cost_model/{torch.get_num_threads()}"
+    if key not in forward.capabilities:
         body, attention, head = config_flops(forward)
         one, probe = _measure(forward)
         probe_passes = PROBE_TOKENS * (1.0 + attention / body * PROBE_TOKENS / 2.0)
         per_token = max(probe - one, 1e-9) / max(probe_passes - 1.0, 1.0)
         overhead = power_of_two(max(0.0, one - per_token) / per_token)
-        forward.capabilities["cost_model"] = CostModel(body, attention / body, head / body, overhead, per_token)
-    model = forward.capabilities["cost_model"]
+        forward.capabilities[key] = CostModel(body, attention / body, head / body, overhead, per_token)
+    model = forward.capabilities[key]
     assert isinstance(model, CostModel)
     return model

@@ -85,7 +85,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 class ModelForward:
     """Thin runner over a Hugging Face causal LM used by every attribution method."""
 
-    def __init__(self, model: nn.Module, max_rows: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, max_rows: int | None = None, probed: dict[object, object] | None = None
+    ) -> None:
         self.model = model
         self.config = model.config
         self.base = getattr(model, model.base_model_prefix)
@@ -107,7 +109,9 @@ class ModelForward:
         self.model_calls = 0  # chunks run (successful model calls through ``run_chunked``)
         self.max_chunk_rows = 0  # the largest chunk run
         self.oom_retries = 0  # chunks halved after running out of memory
-        self.capabilities: dict[str, object] = {}  # what probes of the model found (engine/kv_cache.py)
+        # What probes of the model found (engine/kv_cache.py, cost_model.py): the wrapper's own dict
+        # (``ModelParts.probed``) keeps them for its lifetime, so a call does not probe again.
+        self.capabilities: dict[object, object] = {} if probed is None else probed
 
     # --- sizes -----------------------------------------------------------------------------
     @property

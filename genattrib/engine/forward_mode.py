@@ -118,15 +118,16 @@ def directional_values(
 
 
 def supports_forward_mode(forward: ModelForward, attributed_fn: TargetFunction) -> bool:
-    """Whether forward mode runs on this model and matches reverse mode on a probe row (once per
-    :class:`ModelForward`, i.e. per call; any failure means: use reverse mode)."""
-    if "forward_mode" not in forward.capabilities:
+    """Whether forward mode runs on this model and matches reverse mode on a probe row, for this
+    attributed function (probed once per model wrapper; any failure means: use reverse mode)."""
+    key = ("forward_mode", attributed_fn)
+    if key not in forward.capabilities:
         try:
             ok = _probe(forward, attributed_fn)
         except Exception:  # noqa: BLE001 - an operation without a forward-mode rule, an unusual model ...
             ok = False
-        forward.capabilities["forward_mode"] = ok
-    return bool(forward.capabilities["forward_mode"])
+        forward.capabilities[key] = ok
+    return bool(forward.capabilities[key])
 
 
 def _probe(forward: ModelForward, attributed_fn: TargetFunction) -> bool:

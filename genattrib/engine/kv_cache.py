@@ -91,7 +91,7 @@ def _probe(forward: ModelForward, keyword: str) -> bool:
 
 def cache_keyword(forward: ModelForward) -> str | None:
     """The keyword the model takes its KV cache by, if reusing a clean prefix is exact for it
-    (probed once per :class:`ModelForward`, i.e. per call); ``None``: run full rows."""
+    (probed once per model wrapper: ``ModelForward(probed=)``); ``None``: run full rows."""
     if "cache_keyword" not in forward.capabilities:
         model = forward.model
         keyword = _keyword(model, forward.base) if _plain_causal(model) else None

@@ -102,7 +102,7 @@ def evaluate_steps(
     t0 = time.perf_counter()
     names = resolve_metrics(metrics)
     _check_options(k, soft_normalization, n_bootstrap)
-    forward = ModelForward(model.model, max_rows=max_rows or model.max_rows)
+    forward = ModelForward(model.model, max_rows=max_rows or model.max_rows, probed=model.parts.probed)
     vocab = forward.vocab_size
     if any(int(p.max()) >= vocab for p in steps.prefixes if p.numel()) or int(steps.target_ids.max()) >= vocab:
         raise InvalidArgumentError(

@@ -105,7 +105,8 @@ class Gradient(Attributor):
         """Whether the targets ``refs`` read shared forward rows (else each row runs its own path)."""
         if not self.traits.group_by_sequence:
             return False
-        return bool(getattr(self.traits, "shares_unit_rows", True)) or not has_units(refs)
+        assert isinstance(self.traits, GradientTraits)  # checked when the method registers
+        return self.traits.shares_unit_rows or not has_units(refs)
 
     def rows_per_target(self, length: int) -> int:
         return _resolve(self.path_points(), length) + self.reference_rows(length)
@@ -158,7 +159,8 @@ class Perturbation(Attributor):
         """Model rows (ablated copies and references) one target of ``length`` tokens costs."""
 
     def max_batch_targets(self, length: int, forward: ModelForward) -> int:
-        if getattr(self.traits, "copies_score_every_target", False):
+        assert isinstance(self.traits, PerturbationTraits)  # checked when the method registers
+        if self.traits.copies_score_every_target:
             return sample_batch_targets(length, forward)
         return MAX_BATCH_TARGETS
 

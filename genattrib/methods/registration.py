@@ -42,6 +42,15 @@ def _check_class(cls: Any) -> str:
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise InvalidArgumentError("cls", f"{cls.__name__} is abstract (it lacks {missing})", "define them")
+    kind = next((k for k in cls.__mro__ if "kind" in vars(k) and "traits" in vars(k)), None)
+    expected = type(vars(kind)["traits"]) if kind is not None else type(cls.traits)
+    if not isinstance(cls.traits, expected):
+        raise InvalidArgumentError(
+            "traits",
+            f"{cls.__name__}.traits is a {type(cls.traits).__name__}; a {cls.kind} method's traits are a "
+            f"{expected.__name__}",
+            f"traits = {expected.__name__}(...), which starts from the kind's defaults",
+        )
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise InvalidArgumentError(

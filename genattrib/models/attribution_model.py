@@ -58,6 +58,7 @@ class AttributionModel:
         self.max_rows = max_rows
         self.device_map = device_map
         self._targets: dict[str, TargetFunction] = {}
+        self._probed: dict[object, object] = {}  # probe results of this model, kept across calls
 
     def __repr__(self) -> str:
         return f"AttributionModel({self.name!r}, method={self.method!r}, dtype={self.dtype})"
@@ -75,6 +76,7 @@ class AttributionModel:
             max_rows=self.max_rows,
             device_map=self.device_map,
             targets=dict(self._targets),
+            probed=self._probed,
         )
 
     @property

@@ -34,6 +34,9 @@ class ModelParts:
     max_rows: int | None = None
     device_map: Any = None
     targets: Mapping[str, TargetFunction] = field(default_factory=dict)
+    #: What probes of the model found (the KV-cache keyword, the cost model), kept by the wrapper
+    #: across calls: :class:`~genattrib.engine.forward.ModelForward` ``probed=``.
+    probed: dict[object, object] = field(default_factory=dict)
 
     @property
     def special_ids(self) -> list[int]:

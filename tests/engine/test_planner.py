@@ -94,7 +94,6 @@ def test_cost_model_reads_the_config_and_measures_once_per_model(tiny_model, mon
     calls = []
     measure = cost_model_module._timed_call
     monkeypatch.setattr(cost_model_module, "_timed_call", lambda f, n: calls.append(n) or measure(f, n))
-    monkeypatch.setattr(cost_model_module, "_MEASURED", cost_model_module.weakref.WeakKeyDictionary())
     first = cost_model(ModelForward(tiny_model.model))
     again = cost_model(ModelForward(tiny_model.model))  # a new call on the same model: no new measurement
     assert calls == [1, cost_model_module.PROBE_TOKENS] and again == first
@@ -108,7 +107,7 @@ def test_cost_model_reads_the_config_and_measures_once_per_model(tiny_model, mon
 
 
 def test_the_measurement_is_stored_for_the_machine(tiny_tokenizer, monkeypatch, tmp_path):
-    """Another process (here: another model object of the same shape, with a fresh in-process cache)
+    """Another process (here: another model object of the same shape, with nothing probed yet)
     reads the stored measurement instead of timing again, so it plans and scores the same way."""
     from tiny import make_model
 
@@ -116,10 +115,8 @@ def test_the_measurement_is_stored_for_the_machine(tiny_tokenizer, monkeypatch, 
     calls = []
     measure = cost_model_module._timed_call
     monkeypatch.setattr(cost_model_module, "_timed_call", lambda f, n: calls.append(n) or measure(f, n))
-    monkeypatch.setattr(cost_model_module, "_MEASURED", cost_model_module.weakref.WeakKeyDictionary())
     first = cost_model(ModelForward(make_model("llama", tiny_tokenizer)))
     assert len(calls) == 2 and len(list((tmp_path / "cost_model").glob("*.json"))) == 1
-    monkeypatch.setattr(cost_model_module, "_MEASURED", cost_model_module.weakref.WeakKeyDictionary())
     again = cost_model(ModelForward(make_model("llama", tiny_tokenizer, seed=1)))
     assert len(calls) == 2 and again == first  # read, not measured
     other = cost_model(ModelForward(make_model("gpt2", tiny_tokenizer)))  # another shape: its own measurement

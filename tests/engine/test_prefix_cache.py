@@ -9,13 +9,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reuse import kv_reuse
+from reuse import compute_bound_device, kv_reuse
 from tiny import make_model
 from tolerance import assert_same_sequence, tiny_floor
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import genattrib
-from genattrib.engine import cost_model
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.kv_cache import cache_keyword
 
@@ -101,7 +100,7 @@ def test_occlusion_reruns_only_suffixes(tiny_llama, cached_calls):
 def test_auto_mode_reuses_for_occlusion_not_for_random_token_masks(tiny_llama, cached_calls, monkeypatch):
     # a device where compute, not calls, dominates (as for the default model): a call costs 4 tokens
     # (the tiny model's own measured overhead makes every extra call, recording the prefix included, too dear)
-    monkeypatch.setattr(cost_model, "_measure", lambda forward: (5e-3, 5e-3 + 15e-3))
+    compute_bound_device(monkeypatch, tiny_llama)
     tiny_llama.attribute(" ".join(WORDS), " and", method="occlusion")
     assert cached_calls
     cached_calls.clear()
@@ -113,7 +112,7 @@ def test_auto_mode_reuses_for_occlusion_not_for_random_token_masks(tiny_llama, c
 def test_oom_in_a_suffix_chunk_halves_and_retries(tiny_llama, monkeypatch, params):
     # a device where a call costs a few tokens (not the tiny model's own, call-bound measurement):
     # suffixes of nearby positions share groups of 3 rows, more than the simulated memory allows
-    monkeypatch.setattr(cost_model, "_measure", lambda forward: (5e-3, 5e-3 + 15e-3))
+    compute_bound_device(monkeypatch, tiny_llama)
     with kv_reuse("always"):
         expected = tiny_llama.attribute("The capital of France is", " Paris. The", **params)
     seen = []

@@ -193,3 +193,30 @@ def test_builtin_methods_state_only_what_is_their_own() -> None:
         if name != "sequential_integrated_gradients":  # its forward-mode path plans its own rows
             assert not {"max_batch_targets", "planned_rows"} & set(vars(cls)), name
     assert METHODS["saliency"].traits.default_reduction == "l2" and METHODS["input_x_gradient"].traits.granular
+
+
+def test_a_kind_refuses_traits_of_another_kind() -> None:
+    """A perturbation method whose traits lack the perturbation fields is refused when it registers,
+    with the fix named, not later with an AttributeError in the planner."""
+    from genattrib.methods.kinds import Perturbation, PerturbationTraits
+
+    class Blank(Perturbation):
+        name = "blank_traits"
+        traits = MethodTraits(needs_gradients=False)
+
+        def rows_per_target(self, length: int) -> int:
+            return length
+
+        def attribute(self, batch: RowBatch, forward, attributed_fn) -> MethodOutput:
+            return MethodOutput(torch.zeros(batch.num_rows, batch.length))
+
+    with pytest.raises(InvalidArgumentError, match="PerturbationTraits") as error:
+        with registered_method(Blank):
+            pass
+    assert "traits" in str(error.value) and "blank_traits" not in genattrib.list_methods()
+
+    class Fixed(Blank):
+        traits = PerturbationTraits()
+
+    with registered_method(Fixed):
+        assert "blank_traits" in genattrib.list_methods()

@@ -345,7 +345,8 @@ def _calibrate(
     method = request.attributor
     grad = method.traits.needs_gradients
     costs = [(rows, length) for rows, length, _ in planned]
-    forward = ModelForward(model.model, max_rows=call.forward.user_max_rows)  # keeps the request's counts clean
+    # a forward of its own keeps the request's counts clean
+    forward = ModelForward(model.model, max_rows=call.forward.user_max_rows, probed=model.probed)
     total = sum(r * length for r, length in costs)
     length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
     rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)

@@ -76,7 +76,7 @@ def prepare_call(
     storage = storage_options(options)
     forced, forced_name = continuation_argument(continuation, target)
     check_positive_int("max_rows", options.max_rows, "max_rows=64, or None to size chunks from memory", optional=True)
-    forward = ModelForward(parts.model, max_rows=options.max_rows or parts.max_rows)
+    forward = ModelForward(parts.model, max_rows=options.max_rows or parts.max_rows, probed=parts.probed)
     request = prepare_request(parts, forward, inputs, forced, options, continuation_name=forced_name)
     return Call(parts, request, storage, forward)
 

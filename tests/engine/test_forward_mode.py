@@ -13,6 +13,7 @@ from tolerance import OPS, TINY_MODEL, assert_close_to_scale, assert_same_sequen
 from torch.autograd import forward_ad
 from torch.overrides import _get_current_function_mode_stack
 
+import genattrib
 from genattrib.engine import forward_mode
 from genattrib.engine.explained import Explained
 from genattrib.engine.forward import ModelForward
@@ -86,7 +87,8 @@ def test_a_model_without_forward_mode_keeps_the_reverse_path(tiny_llama, monkeyp
         raise NotImplementedError("Trying to use forward AD with some_op that does not support it")
 
     monkeypatch.setattr(forward_mode.forward_ad, "make_dual", unsupported)
-    got = tiny_llama.attribute(PROMPTS[0], TEXTS[0], **SIG)
+    fresh = genattrib.load_model((tiny_llama.model, tiny_llama.tokenizer))  # probes its model afresh
+    got = fresh.attribute(PROMPTS[0], TEXTS[0], **SIG)
     assert got.provenance.work["grad_rows"] > 0  # the reverse path ran
     _same_scores(got, expected)
 

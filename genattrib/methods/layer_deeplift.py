@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from genattrib.engine.forward import ModelForward
 from genattrib.methods.deeplift import DeepLift, DeepLiftParams
@@ -21,7 +22,7 @@ from genattrib.methods.registration import register_method
 class LayerDeepLiftParams(DeepLiftParams):
     """``layer``: ``None``/``"embeddings"`` (default), a block index or a module name."""
 
-    layer: int | str | None = None
+    layer: Any = None  # int | str | None, checked in validate (a named error, not a type error)
 
     def validate(self) -> None:
         super().validate()

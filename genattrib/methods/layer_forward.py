@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn

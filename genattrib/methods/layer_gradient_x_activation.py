@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,7 +31,7 @@ from genattrib.targets import TargetFunction
 class LayerGxAParams(MethodParams):
     """``layer``: ``None``/``"embeddings"`` (default), a block index or a module name."""
 
-    layer: int | str | None = None
+    layer: Any = None  # int | str | None, checked in validate (a named error, not a type error)
 
     def validate(self) -> None:
         check_layer_param(self.layer)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,7 +49,7 @@ class LayerIGParams(IGParams):
     """``layer``: ``None``/``"embeddings"`` (default), a block index or a module name; the other
     parameters as for integrated gradients (``n_steps="auto"`` at the embedding layer only)."""
 
-    layer: int | str | None = None
+    layer: Any = None  # int | str | None, checked in validate (a named error, not a type error)
 
     def validate(self) -> None:
         super().validate()

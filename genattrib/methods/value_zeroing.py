@@ -12,7 +12,7 @@ compared after the final norm, as the model's ``hidden_states[-1]`` (and Inseq) 
 
 Batched: one model row per zeroed position ``j``, every block zeroing ``v_j`` at once with each
 block's output replaced by its clean output (so block ``l`` sees its clean input, as in Inseq), and
-a causal model lets those rows score every target of the sequence: ``length`` rows per sequence.
+a causal model lets those rows score every target of the sequence: ``length + 1`` rows per sequence.
 Decoder-only families with a ``v_proj`` (Llama, Qwen2, Mistral ...) or GPT-2's ``c_attn``.
 
 Example:
@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +48,7 @@ class ValueZeroingParams(MethodParams):
     block indices whose scores are averaged (``None``: all); ``threshold``: scores below it are 0."""
 
     similarity_metric: str = "cosine"
-    layers: Sequence[int] | int | None = None
+    layers: Any = None  # Sequence[int] | int | None, checked in validate (a named error, not a type error)
     threshold: float = 1e-5
 
     def validate(self) -> None:
@@ -107,10 +106,10 @@ class _ZeroValues(ModuleRule):
 
 
 def _distance(clean: Tensor, zeroed: Tensor, metric: str) -> Float[Tensor, "row position"]:
-    clean, zeroed = clean.float().to(zeroed.device), zeroed.float()
+    clean, zeroed = clean.double().to(zeroed.device), zeroed.double()  # 1 - cos cancels: float64
     if metric == "cosine":
-        return 1 - torch.nn.functional.cosine_similarity(clean, zeroed, dim=-1)
-    return (clean - zeroed).norm(dim=-1)
+        return (1 - torch.nn.functional.cosine_similarity(clean, zeroed, dim=-1)).float()
+    return (clean - zeroed).norm(dim=-1).float()
 
 
 @register_method
@@ -127,7 +126,7 @@ class ValueZeroing(Perturbation):
     )
 
     def rows_per_target(self, length: int) -> int:
-        return length  # the clean row and one zeroed row per position before the last
+        return length + 1  # the clean row and one zeroed row per position (a row ends before its target)
 
     def _layers(self, forward: ModelForward) -> list[int]:
         count = len(block_stack(forward.model)[1])
@@ -163,7 +162,7 @@ class ValueZeroing(Perturbation):
 
     def distances(self, x: Float[Tensor, "position hidden"], forward: ModelForward) -> Float[Tensor, "layer j i"]:
         """``d[l, j, i]``: dissimilarity of query ``i``'s output of block ``l`` with ``v_j`` zeroed
-        there (0 where ``i < j``); zeroed positions ``j < length - 1``."""
+        there (0 where ``i < j``)."""
         model, metric = forward.model, self.params.similarity_metric
         stack_name, stack = block_stack(model)
         blocks = [f"{stack_name}.{i}" for i in range(len(stack))]
@@ -182,7 +181,7 @@ class ValueZeroing(Perturbation):
                 final = forward.hidden_states(x.unsqueeze(0)).detach()
 
         forward.run_chunked(1, length, run_clean, grad=False)
-        zeroed = max(0, length - 1)
+        zeroed = length
         dist = torch.zeros(count, zeroed, length)
 
         def run(chunk: slice) -> None:

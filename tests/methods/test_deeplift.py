@@ -109,7 +109,9 @@ def test_layer_deeplift_at_a_block_reports_its_completeness(tiny_model):
     assert torch.allclose(seq.scores.nan_to_num(0).sum(-1) - delta, seq.step_scores["completeness_error"], atol=1e-4)
 
 
-@pytest.mark.parametrize(("params", "argument"), [({"nonlinearity": "relu"}, "nonlinearity"), ({"baseline": 10**9}, "baseline")])
+@pytest.mark.parametrize(
+    ("params", "argument"), [({"nonlinearity": "relu"}, "nonlinearity"), ({"baseline": 10**9}, "baseline")]
+)
 def test_bad_parameters_are_refused_by_name(tiny_llama, params, argument):
     with pytest.raises(InvalidArgumentError) as error:
         tiny_llama.attribute(PROMPT, target=TARGET, method="deeplift", **params)

@@ -29,7 +29,7 @@ def _by_hand(am, layer: int):
     for t in range(out.prompt_length, len(ids)):
         kept = {}
 
-        def hook(_m, _a, output):
+        def hook(_m, _a, output, kept=kept):
             h = (output[0] if isinstance(output, tuple) else output).detach().requires_grad_(True)
             kept["h"] = h
             return (h, *output[1:]) if isinstance(output, tuple) else h
@@ -63,9 +63,7 @@ def _forward_calls(am):
     return calls, handle
 
 
-@pytest.mark.parametrize(
-    "method", ["layer_gradient_x_activation", "layer_integrated_gradients", "layer_deeplift"]
-)
+@pytest.mark.parametrize("method", ["layer_gradient_x_activation", "layer_integrated_gradients", "layer_deeplift"])
 @pytest.mark.parametrize(
     ("layer", "match"), [("model.no_such_module", "no module named"), (99, "out of range"), (-99, "out of range")]
 )
@@ -90,7 +88,8 @@ def test_module_name_reaches_a_sublayer(tiny_llama):
     seq = tiny_llama.attribute(
         PROMPT, target=TARGET, method="layer_gradient_x_activation", layer="model.layers.0.mlp"
     ).sequences[0]
-    before = torch.arange(seq.scores.shape[1]).unsqueeze(0) < torch.arange(seq.scores.shape[0]).unsqueeze(1) + len(
-        seq.input_ids
-    ) - seq.scores.shape[0]
+    before = (
+        torch.arange(seq.scores.shape[1]).unsqueeze(0)
+        < torch.arange(seq.scores.shape[0]).unsqueeze(1) + len(seq.input_ids) - seq.scores.shape[0]
+    )
     assert torch.isfinite(seq.scores[before]).all() and seq.scores[before].abs().sum() > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genattrib.engine.forward import eval_mode
 from genattrib.errors import InvalidArgumentError
 
 pytestmark = pytest.mark.numeric
@@ -34,9 +35,10 @@ def _zeroed_state(hf, ids, block: int, j: int | None):
         return out
 
     handles.append((attn.v_proj if hasattr(attn, "v_proj") else attn.c_attn).register_forward_hook(zero))
-    handles.append(blocks[block].register_forward_hook(lambda _m, _a, o: kept.__setitem__("h", o[0] if isinstance(o, tuple) else o)))
+    keep = lambda _m, _a, o: kept.__setitem__("h", o[0] if isinstance(o, tuple) else o)  # noqa: E731
+    handles.append(blocks[block].register_forward_hook(keep))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(hf):  # the engine runs the model in eval mode (no dropout)
             out = hf(ids[None], output_hidden_states=True)
     finally:
         for h in handles:
@@ -56,7 +58,7 @@ def _by_hand(am, seq, layers, threshold=1e-5):
             d = torch.zeros(n)
             for j in range(i + 1):
                 zeroed = _zeroed_state(hf, ids, block, j)
-                d[j] = 1 - torch.nn.functional.cosine_similarity(clean[i], zeroed[i], dim=-1)
+                d[j] = 1 - torch.nn.functional.cosine_similarity(clean[i].double(), zeroed[i].double(), dim=-1)
             d = torch.where(d < threshold, torch.zeros_like(d), d)
             per_layer.append(d / (d.sum() if d.sum() > 0 else 1))
         row = torch.stack(per_layer).mean(0)
@@ -73,11 +75,15 @@ def test_batched_equals_one_value_vector_at_a_time(tiny_model, layers):
     expected = _by_hand(tiny_model, seq, list(chosen))
     keep = torch.isfinite(seq.scores) & ~seq.held_fixed.unsqueeze(0)
     assert torch.isfinite(expected[keep]).all() and keep.sum() > 10
-    assert torch.allclose(seq.scores[keep], expected[keep], atol=1e-5, rtol=1e-4), (seq.scores, expected)
+    # 1 - cos(h, h~) of nearly equal states cancels: the 1e-7 noise of float32 states run in other
+    # batch shapes is up to ~1e-3 of a small distance (tiny GPT-2); a wrong position or layer is ~1e-1
+    diff = (seq.scores[keep] - expected[keep]).abs().max()
+    assert diff <= 2e-3 * expected[keep].abs().max(), (diff, seq.scores, expected)
 
 
 def test_euclidean_distances_are_nonnegative_and_normalised(tiny_llama):
-    seq = tiny_llama.attribute(PROMPT, target=TARGET, method="value_zeroing", similarity_metric="euclidean").sequences[0]
+    out = tiny_llama.attribute(PROMPT, target=TARGET, method="value_zeroing", similarity_metric="euclidean")
+    seq = out.sequences[0]
     finite = seq.scores.nan_to_num(0)
     assert (finite >= 0).all() and (finite.sum(-1) > 0).all()
 

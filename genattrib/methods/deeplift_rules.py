@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.activations import ACT2CLS
 
 from genattrib.engine.model_hooks import ModuleRule, ReplaceForward, RuleMap
 
@@ -50,10 +51,6 @@ _TORCH_NONLINEAR = (
 def nonlinear_classes() -> tuple[type[nn.Module], ...]:
     """The elementwise activation classes: torch's and those of ``transformers.activations``."""
     found: list[type[nn.Module]] = list(_TORCH_NONLINEAR)
-    try:
-        from transformers.activations import ACT2CLS
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        ACT2CLS = {}
     for value in ACT2CLS.values():
         cls = value[0] if isinstance(value, tuple) else value
         if isinstance(cls, type) and issubclass(cls, nn.Module) and cls not in found and cls is not nn.Identity:

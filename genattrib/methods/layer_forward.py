@@ -114,7 +114,7 @@ class _Leaf:
 
 def activations(
     forward: ModelForward, layer: Layer, embeds: Float[Tensor, "row position hidden"]
-) -> Float[Tensor, "row position width"]:
+) -> Float[Tensor, "row position hidden"]:
     """The layer's output on ``embeds`` (no gradient); the model stops after the layer."""
     if layer.is_embedding:
         return embeds
@@ -130,11 +130,11 @@ def value_and_layer_grad(
     forward: ModelForward,
     layer: Layer,
     embeds: Float[Tensor, "row position hidden"],
-    point: Float[Tensor, "row position width"] | None,
+    point: Float[Tensor, "row position hidden"] | None,
     targets: Explained,
     attributed_fn: TargetFunction,
     hooks: tuple[Hook, ...] = (),
-) -> tuple[Float[Tensor, " row"], Float[Tensor, "row position width"], Float[Tensor, "row position width"]]:
+) -> tuple[Float[Tensor, " row"], Float[Tensor, "row position hidden"], Float[Tensor, "row position hidden"]]:
     """``F`` of each row (one unit per row, ``targets`` shaped ``[row, m]``) with the layer's output
     set to ``point`` (``None``: left as computed from ``embeds``), its float32 gradient at that
     output, and the output itself. ``hooks`` run too (DeepLIFT's rules)."""

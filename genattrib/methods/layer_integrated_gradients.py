@@ -7,8 +7,10 @@ model's own layers map them to ``a'``). At the embedding layer (the default) thi
 integrated gradients with the baseline token's embedding, read from shared forward rows; at a
 hidden layer (a block index or a module name) each row runs its own path, the blocks before the
 layer on the input (as Captum and Inseq), and the hidden dimension is summed to one score per
-position. ``completeness_error`` (``sum of scores - (F(x) - F(x'))``) is reported as for
-integrated gradients.
+position. ``completeness_error`` (``sum of scores - (F(x) - F(x; a'))``, ``F(x; a')`` the
+target with the layer's output set to ``a'``: ``F(x')`` for a block's output, while the residual
+stream past a sublayer still carries ``x``) is reported as for integrated gradients, and
+``baseline_value`` is ``F(x; a')``.
 
 Example:
     >>> out = model.attribute("The capital of France is", method="layer_integrated_gradients", layer=3,
@@ -73,6 +75,9 @@ class LayerIntegratedGradients(IntegratedGradients):
     def shares_rows(self, refs: Sequence[RowRef]) -> bool:
         return _at_embeddings(self.params.layer) and super().shares_rows(refs)
 
+    def reference_rows(self, length: int) -> int:
+        return 2 if _at_embeddings(self.params.layer) else 3  # F(x'), F(x); at a layer a', a and F(x; a')
+
     def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         resolve_layer(forward.model, self.params.layer)
         super().check_model(forward, attributed_fn)
@@ -86,21 +91,36 @@ class LayerIntegratedGradients(IntegratedGradients):
         x = batch.input_embeds
         base = torch.where(batch.movable(), batch.baseline_embeds, x)
         targets = batch.explained()
-        # the layer's output and F on the baseline and the input: 2 forward-only rows per row
-        ends_out: list[Tensor] = []
-        ends_values = torch.empty(2 * n, dtype=torch.float32, device=forward.head_device)
-        ends, end_targets = torch.cat([base, x]), targets.map(lambda t: torch.cat([t, t]).unsqueeze(1))
+        # the path's ends: a' (the layer's output on the baseline), a (on the input, with F(x)) and
+        # F(x with the layer's output set to a'), 3 forward-only rows per row; for a block's output
+        # that is F(x'), for a sublayer (an MLP ...) the residual stream still carries x
+        store: dict[str, Tensor] = {}  # written by slice, so a chunk retried after running out of memory is idempotent
+        ends_values = torch.empty(3 * n, dtype=torch.float32, device=forward.head_device)
+        ends = torch.cat([base, x])
+        end_targets = targets.map(lambda t: torch.cat([t, t, t]).unsqueeze(1))
 
         def run_end(chunk: slice) -> None:
-            grab = _Leaf()
-            with hooked(forward.model, AtModule(layer.name, ReplaceOutput(grab))):
-                ends_values[chunk] = forward.unit_values(ends[chunk], end_targets.select(chunk), attributed_fn)[:, 0]
-            ends_out.append(grab.leaf)
+            first, rest = slice(chunk.start, min(chunk.stop, 2 * n)), slice(max(chunk.start, 2 * n), chunk.stop)
+            if first.stop > first.start:
+                grab = _Leaf()
+                with hooked(forward.model, AtModule(layer.name, ReplaceOutput(grab))):
+                    values = forward.unit_values(ends[first], end_targets.select(first), attributed_fn)[:, 0]
+                ends_values[first] = values.float()
+                if "a" not in store:
+                    store["a"] = grab.leaf.new_empty(2 * n, *grab.leaf.shape[1:])
+                store["a"][first] = grab.leaf
+            if rest.stop > rest.start:
+                rows = slice(rest.start - 2 * n, rest.stop - 2 * n)
+                a_base = store["a"][rows]
+                patch = AtModule(layer.name, ReplaceOutput(_Leaf(a_base)))
+                with hooked(forward.model, patch):
+                    values = forward.unit_values(x[rows], end_targets.select(rest), attributed_fn)[:, 0]
+                ends_values[rest] = values.float()
 
-        forward.run_chunked(2 * n, length, run_end, grad=False, n_logits=targets.slots)
-        outs = torch.cat(ends_out).float()
+        forward.run_chunked(3 * n, length, run_end, grad=False, n_logits=targets.slots)
+        outs = store["a"].float()
         a_base, a_input = outs[:n], outs[n:]
-        f_base, f_input = ends_values[:n], ends_values[n:]
+        f_input, f_base = ends_values[n : 2 * n], ends_values[2 * n :]
         a = alphas.to(device=outs.device, dtype=torch.float32)
         w = weights.to(device=outs.device, dtype=torch.float32)
         avg_grad = torch.zeros_like(a_input)

@@ -160,7 +160,9 @@ class ValueZeroing(Perturbation):
         out[:, : per_row.shape[-1]] = per_row.mean(1)
         return MethodOutput(out * batch.before_target("cpu"))
 
-    def distances(self, x: Float[Tensor, "position hidden"], forward: ModelForward) -> Float[Tensor, "layer j i"]:
+    def distances(
+        self, x: Float[Tensor, "position hidden"], forward: ModelForward
+    ) -> Float[Tensor, "layer position query"]:
         """``d[l, j, i]``: dissimilarity of query ``i``'s output of block ``l`` with ``v_j`` zeroed
         there (0 where ``i < j``)."""
         model, metric = forward.model, self.params.similarity_metric

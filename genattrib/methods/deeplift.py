@@ -29,7 +29,7 @@ from genattrib.engine.forward import ModelForward
 from genattrib.engine.model_hooks import Hook, ReplaceOutput, hooked
 from genattrib.methods.deeplift_rules import CaptureInputs, Rescale, nonlinearity_map
 from genattrib.methods.kinds import Gradient, GradientTraits
-from genattrib.methods.layer_forward import AtModule, Layer, _Leaf, layer_grads_by_chunk, resolve_layer
+from genattrib.methods.layer_forward import AtModule, Layer, LeafOutput, layer_grads_by_chunk, resolve_layer
 from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice
@@ -81,7 +81,7 @@ class DeepLift(Gradient):
         f_base = torch.empty(n, dtype=torch.float32, device=forward.head_device)
         f_input = torch.empty_like(f_base)
         parts: list[Tensor] = []
-        refs: dict[str, dict[str, Tensor]] = {}
+        layer_base: dict[str, Tensor] = {}  # the layer's output on the baseline, per chunk
 
         def references(chunk: slice, embeds: Tensor) -> tuple[Hook, ...]:
             """The baseline's forward rows for ``chunk``: F(x'), the layer's output and the
@@ -93,7 +93,7 @@ class DeepLift(Gradient):
 
             def run(sub: slice) -> None:
                 capture = CaptureInputs()
-                grab = _Leaf()
+                grab = LeafOutput()
                 hooks: list[Hook] = [nonlinearity_map(capture)] if rescale else []
                 if not layer.is_embedding:
                     hooks.append(AtModule(layer.name, ReplaceOutput(grab)))
@@ -105,12 +105,12 @@ class DeepLift(Gradient):
 
             forward.run_chunked(chunk.stop - chunk.start, length, run, grad=False, n_logits=targets.slots)
             merged = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]} if pieces else {}
-            refs["layer"] = {"out": torch.cat(layer_refs)}
+            layer_base["out"] = torch.cat(layer_refs)
             return (nonlinearity_map(Rescale(merged)),) if rescale else ()
 
         def consume(chunk: slice, value: Tensor, grad: Tensor, out: Tensor) -> None:
             f_input[chunk] = value.to(f_input.device)
-            parts.append(grad * (out.float() - refs["layer"]["out"].float().to(out.device)))
+            parts.append(grad * (out.float() - layer_base["out"].float().to(out.device)))
 
         layer_grads_by_chunk(
             forward,

@@ -91,39 +91,18 @@ class AtModule(ModelHook):
         self.rule.attach(self.name, model.get_submodule(self.name), stack)
 
 
-class _Stop(Exception):
-    """Raised by a capture that needs nothing after its layer."""
-
-
 @dataclass
-class _Leaf:
+class LeafOutput:
     """Replaces a layer's output by ``value`` (or, with ``None``, by a detached copy of itself),
-    made a leaf that requires gradients; the leaf is kept in :attr:`leaf`."""
+    made a leaf that requires gradients when autograd is on; the leaf is kept in :attr:`leaf`."""
 
     value: Tensor | None = None
-    stop: bool = False
     leaf: Tensor | None = field(default=None, init=False)
 
     def __call__(self, _module: nn.Module, output: Tensor) -> Tensor:
         source = output if self.value is None else self.value.to(device=output.device, dtype=output.dtype)
         self.leaf = source.detach().clone().requires_grad_(torch.is_grad_enabled())
-        if self.stop:
-            raise _Stop
         return self.leaf
-
-
-def activations(
-    forward: ModelForward, layer: Layer, embeds: Float[Tensor, "row position hidden"]
-) -> Float[Tensor, "row position hidden"]:
-    """The layer's output on ``embeds`` (no gradient); the model stops after the layer."""
-    if layer.is_embedding:
-        return embeds
-    grab = _Leaf(stop=True)
-    with torch.no_grad(), hooked(forward.model, AtModule(layer.name, ReplaceOutput(grab))):
-        with contextlib.suppress(_Stop):
-            forward.hidden_states(embeds)
-    assert grab.leaf is not None, f"layer {layer.name} did not run"
-    return grab.leaf.detach()
 
 
 def value_and_layer_grad(
@@ -145,7 +124,7 @@ def value_and_layer_grad(
             with hooked(forward.model, *hooks):
                 value = forward.unit_values(leaf, one_unit, attributed_fn)[:, 0]
         else:
-            grab = _Leaf(point)
+            grab = LeafOutput(point)
             with hooked(forward.model, *hooks, AtModule(layer.name, ReplaceOutput(grab))):
                 value = forward.unit_values(embeds, one_unit, attributed_fn)[:, 0]
             leaf = grab.leaf

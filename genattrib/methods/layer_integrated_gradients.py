@@ -36,7 +36,7 @@ from genattrib.methods.integrated_gradients import IGParams, IntegratedGradients
 from genattrib.methods.layer_forward import (
     EMBEDDINGS,
     AtModule,
-    _Leaf,
+    LeafOutput,
     check_layer_param,
     layer_grads_by_chunk,
     resolve_layer,
@@ -102,7 +102,7 @@ class LayerIntegratedGradients(IntegratedGradients):
         def run_end(chunk: slice) -> None:
             first, rest = slice(chunk.start, min(chunk.stop, 2 * n)), slice(max(chunk.start, 2 * n), chunk.stop)
             if first.stop > first.start:
-                grab = _Leaf()
+                grab = LeafOutput()
                 with hooked(forward.model, AtModule(layer.name, ReplaceOutput(grab))):
                     values = forward.unit_values(ends[first], end_targets.select(first), attributed_fn)[:, 0]
                 ends_values[first] = values.float()
@@ -112,7 +112,7 @@ class LayerIntegratedGradients(IntegratedGradients):
             if rest.stop > rest.start:
                 rows = slice(rest.start - 2 * n, rest.stop - 2 * n)
                 a_base = store["a"][rows]
-                patch = AtModule(layer.name, ReplaceOutput(_Leaf(a_base)))
+                patch = AtModule(layer.name, ReplaceOutput(LeafOutput(a_base)))
                 with hooked(forward.model, patch):
                     values = forward.unit_values(x[rows], end_targets.select(rest), attributed_fn)[:, 0]
                 ends_values[rest] = values.float()

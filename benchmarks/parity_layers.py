@@ -35,8 +35,9 @@ CASES: dict[str, tuple[str, dict[str, Any], str, dict[str, Any], str]] = {
     "value_zeroing (last layer)": ("value_zeroing", {"layers": [-1]}, "value_zeroing", {}, "last"),
 }
 ZERO_BASELINE = (
-    "Inseq 0.7.1's layer methods on a decoder-only model take the target-side baseline ids equal to the "
-    "input ids, so a - a' = 0 and every Inseq score is exactly 0; genattrib uses the UNK/PAD/given id"
+    "Inseq 0.7.1's layer methods return all-zero scores on these models (Captum's LayerIntegratedGradients / "
+    "LayerDeepLift under Inseq's forward return 0 although the baselines it passes are UNK ids; checked: the row "
+    "fails if Inseq's scores are not all 0)"
 )
 INTENDED = {
     "layer_integrated_gradients": ZERO_BASELINE,

@@ -58,6 +58,14 @@ SPECS: dict[str, Spec] = {
         lambda a: {"n_steps": a.n_anchors + 2},  # Inseq: n_steps points (word, anchors, baseline); greedy default
     ),
     "attention": Spec(lambda a: {}, reduction="mean"),  # mean over heads, then layers (genattrib's default)
+    # at the embeddings (the default), with the UNK token as baseline in both; Inseq 0.7.1 scores 0 on
+    # decoder-only models (its target-side baseline ids are the input ids: docs/methods.md), so the
+    # score column shows that difference, not an error
+    "layer_integrated_gradients": Spec(
+        lambda a: {"n_steps": a.n_steps}, lambda a: {"n_steps": a.n_steps, "internal_batch_size": a.n_steps}
+    ),
+    # Inseq 0.7.1's value_zeroing raises on transformers 5 (the row reports it as failed)
+    "value_zeroing": Spec(lambda a: {}, reduction="layer_mean"),
 }
 EXTRA_METHODS = (  # genattrib only (Inseq 0.7.1 has reagent, but its POS-tag sampler needs NLTK data)
     "reagent",

@@ -64,6 +64,8 @@ def inseq_matrix(out: Any, reduction: str) -> torch.Tensor:
         return raw.norm(dim=-1)
     if reduction == "sum":
         return raw.sum(-1)
+    if reduction == "layer_mean":  # (step, position, layer): value zeroing, mean over layers
+        return raw.mean(-1)
     if reduction == "mean":  # (step, position, layer, head): heads, then layers
         return raw.mean(-1).mean(-1)
     return raw  # occlusion: already |Δ|, one value per position

@@ -15,10 +15,14 @@ from genattrib.engine.contract import Attributor, MethodOutput, MethodParams, Me
 from genattrib.methods import (  # noqa: F401
     attention,
     context_ablation,
+    deeplift,
     discretized_integrated_gradients,
     gradient_shap,
     input_x_gradient,
     integrated_gradients,
+    layer_deeplift,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
     lime,
     occlusion,
     reagent,
@@ -26,6 +30,7 @@ from genattrib.methods import (  # noqa: F401
     saliency,
     sequential_integrated_gradients,
     uniform_discretized_integrated_gradients,
+    value_zeroing,
 )
 from genattrib.methods.kinds import (
     AttentionKind,

@@ -33,7 +33,8 @@ __all__ = [
     "special_caption",
 ]
 
-ATTENTION_METHODS = ("attention", "rollout")  # for files saved before provenance.attributed_fn_used
+# methods whose scores ignore the attributed function (read for files saved before attributed_fn_used)
+ATTENTION_METHODS = ("attention", "rollout", "value_zeroing")
 SCALES = ("step", "global")  # each row against its own largest |score|, or the whole sequence's
 
 

@@ -43,6 +43,10 @@ FAST: dict[str, dict[str, Any]] = {
     "context_ablation": {"n_samples": 12},
     "reagent": {"num_probes": 2, "max_steps": 3},
     "rpi": {"num_samples": 2, "n_steps": 2},
+    # the layer methods at a hidden block (at the embeddings they are integrated_gradients, input_x_gradient, deeplift)
+    "layer_integrated_gradients": {"n_steps": 3, "layer": 1},
+    "layer_gradient_x_activation": {"layer": 1},
+    "layer_deeplift": {"layer": 1},
 }
 #: Methods whose model rows are not known before they run: the estimate is within this share.
 #: ReAGent stops each target when its probes say so; occlusion runs suffix rows only where the cost

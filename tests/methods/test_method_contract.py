@@ -186,7 +186,8 @@ def test_builtin_methods_state_only_what_is_their_own() -> None:
 
     kinds = {d["name"]: d["kind"] for d in genattrib.describe_methods()}
     assert {n for n, k in kinds.items() if k == "attention"} == {"attention", "rollout", "rpi"}
-    assert {n for n, k in kinds.items() if k == "perturbation"} == {"occlusion", "lime", "reagent", "context_ablation"}
+    perturbation = {"occlusion", "lime", "reagent", "context_ablation", "value_zeroing"}
+    assert {n for n, k in kinds.items() if k == "perturbation"} == perturbation
     assert set(kinds.values()) == {"gradient", "perturbation", "attention"}
     for name, cls in METHODS.items():
         assert issubclass(cls, (Gradient, Perturbation, AttentionKind)), name

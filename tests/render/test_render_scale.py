@@ -269,7 +269,7 @@ def test_caption_names_the_scores_of_every_method(name) -> None:
     ):
         caption = score_caption(prov)
         assert output_payload(FeatureAttributionOutput([], prov))["caption"] == caption
-        if name in ("attention", "rollout"):
+        if name in ATTENTION_METHODS:
             assert caption == f"{name} scores (no attributed function)" and not used
         else:
             assert caption == f"{name} attributions of logprob" and used

@@ -1,0 +1,169 @@
+"""A layer of the model for layer attribution: which module ``layer=`` names, its output read
+or replaced through the model hook, and the gradient of a target at that output.
+
+``layer`` is ``None`` or ``"embeddings"`` (the input embedding layer, the default: baselines
+are then token ids, as for the input methods), an index into the decoder's block stack
+(``-1``: the last block) or a module name of the model (``"model.layers.3.mlp"``). A block's
+output is its hidden states; replacing it (``replaced``) runs the rest of the model from a
+given tensor, the blocks before it still running on the inputs (as Captum's layer methods do).
+
+Example:
+    >>> layer = resolve_layer(hf_model, 1)
+    >>> layer.name, layer.is_embedding
+    ('model.layers.1', False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from genattrib.engine.explained import Explained
+from genattrib.engine.forward import ModelForward, no_gradient_error
+from genattrib.engine.model_hooks import Hook, ModelHook, ModuleRule, ReplaceOutput, hooked
+from genattrib.errors import InvalidArgumentError
+from genattrib.targets import TargetFunction
+
+EMBEDDINGS = "embeddings"
+
+
+def block_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder's block stack (``model.layers``, ``transformer.h`` ...): the longest
+    ``ModuleList`` of the model whose name has no more dots than needed."""
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise InvalidArgumentError("layer", f"{type(model).__name__} has no block stack", "pass a module name")
+    return max(lists, key=lambda item: (len(item[1]), -item[0].count(".")))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The module ``layer=`` names (``name`` in ``model.named_modules()``)."""
+
+    name: str
+    module: nn.Module
+    is_embedding: bool
+
+
+def resolve_layer(model: nn.Module, layer: int | str | None) -> Layer:
+    """The layer ``layer`` names, or an error naming ``layer`` (before any model call)."""
+    embedding = model.get_input_embeddings()
+    modules = dict(model.named_modules())
+    embedding_name = next(n for n, m in modules.items() if m is embedding)
+    if layer is None or layer == EMBEDDINGS:
+        return Layer(embedding_name, embedding, True)
+    if isinstance(layer, bool) or not isinstance(layer, (int, str)):
+        raise InvalidArgumentError("layer", f"cannot use {type(layer).__name__}", "pass a block index or module name")
+    if isinstance(layer, int):
+        stack_name, stack = block_stack(model)
+        if not -len(stack) <= layer < len(stack):
+            raise InvalidArgumentError(
+                "layer",
+                f"block index {layer} is out of range: the model has {len(stack)} blocks",
+                f"pass an index in [-{len(stack)}, {len(stack) - 1}] or a module name",
+            )
+        index = layer % len(stack)
+        return Layer(f"{stack_name}.{index}", stack[index], False)
+    if layer not in modules:
+        close = [n for n in modules if n.endswith(layer) or layer in n][:5]
+        raise InvalidArgumentError(
+            "layer",
+            f"the model has no module named {layer!r}",
+            f"pass a name from model.named_modules() (e.g. {', '.join(close or list(modules)[1:4])}), "
+            f"a block index or {EMBEDDINGS!r}",
+        )
+    return Layer(layer, modules[layer], modules[layer] is embedding)
+
+
+@dataclass(frozen=True)
+class AtModule(ModelHook):
+    """One rule on one named module (a family map reaches every module of a class)."""
+
+    name: str
+    rule: ModuleRule
+
+    def attach(self, model: nn.Module, stack: contextlib.ExitStack) -> None:
+        self.rule.attach(self.name, model.get_submodule(self.name), stack)
+
+
+@dataclass
+class LeafOutput:
+    """Replaces a layer's output by ``value`` (or, with ``None``, by a detached copy of itself),
+    made a leaf that requires gradients when autograd is on; the leaf is kept in :attr:`leaf`."""
+
+    value: Tensor | None = None
+    leaf: Tensor | None = field(default=None, init=False)
+
+    def __call__(self, _module: nn.Module, output: Tensor) -> Tensor:
+        source = output if self.value is None else self.value.to(device=output.device, dtype=output.dtype)
+        self.leaf = source.detach().clone().requires_grad_(torch.is_grad_enabled())
+        return self.leaf
+
+
+def value_and_layer_grad(
+    forward: ModelForward,
+    layer: Layer,
+    embeds: Float[Tensor, "row position hidden"],
+    point: Float[Tensor, "row position hidden"] | None,
+    targets: Explained,
+    attributed_fn: TargetFunction,
+    hooks: tuple[Hook, ...] = (),
+) -> tuple[Float[Tensor, " row"], Float[Tensor, "row position hidden"], Float[Tensor, "row position hidden"]]:
+    """``F`` of each row (one unit per row, ``targets`` shaped ``[row, m]``) with the layer's output
+    set to ``point`` (``None``: left as computed from ``embeds``), its float32 gradient at that
+    output, and the output itself. ``hooks`` run too (DeepLIFT's rules)."""
+    one_unit = targets.map(lambda t: t.unsqueeze(1))
+    with torch.enable_grad():
+        if layer.is_embedding:
+            leaf = (embeds if point is None else point).detach().clone().requires_grad_(True)
+            with hooked(forward.model, *hooks):
+                value = forward.unit_values(leaf, one_unit, attributed_fn)[:, 0]
+        else:
+            grab = LeafOutput(point)
+            with hooked(forward.model, *hooks, AtModule(layer.name, ReplaceOutput(grab))):
+                value = forward.unit_values(embeds, one_unit, attributed_fn)[:, 0]
+            leaf = grab.leaf
+        if leaf is None or not value.requires_grad:
+            raise no_gradient_error(type(forward.model).__name__)
+        (grad,) = torch.autograd.grad(value.sum(), leaf)
+    return value.detach().float(), grad.float(), leaf.detach()
+
+
+def layer_grads_by_chunk(
+    forward: ModelForward,
+    layer: Layer,
+    count: int,
+    length: int,
+    inputs: Callable[[slice], Tensor],
+    points: Callable[[slice], Tensor | None],
+    targets: Explained,
+    attributed_fn: TargetFunction,
+    consume: Callable[[slice, Tensor, Tensor, Tensor], None],
+    hooks: Callable[[slice, Tensor], tuple[Hook, ...]] = lambda chunk, embeds: (),
+) -> None:
+    """:func:`value_and_layer_grad` over ``count`` rows in chunks (:meth:`ModelForward.run_chunked`,
+    forward+backward rows): row ``i`` runs on ``inputs`` with the layer's output at ``points`` (or
+    as computed), and ``consume(chunk, values, grads, outputs)`` takes each chunk's results.
+    ``targets`` has one unit per row."""
+
+    def run(chunk: slice) -> None:
+        embeds = inputs(chunk)
+        value, grad, out = value_and_layer_grad(
+            forward, layer, embeds, points(chunk), targets.select(chunk), attributed_fn, hooks(chunk, embeds)
+        )
+        consume(chunk, value, grad, out)
+
+    forward.run_chunked(count, length, run, grad=True, n_logits=targets.slots)
+
+
+def check_layer_param(layer: object) -> None:
+    """The type of ``layer`` (whether it exists is checked against the model, in ``check_model``)."""
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, str)) or layer == ""):
+        raise InvalidArgumentError(
+            "layer", f"cannot use {layer!r}", f"pass a block index, a module name or {EMBEDDINGS!r}"
+        )

@@ -88,7 +88,7 @@ class ModelForward:
     def __init__(self, model: nn.Module, max_rows: int | None = None) -> None:
         self.model = model
         self.config = model.config
-        self.base = getattr(model, model.base_model_prefix)
+        self.base = self.body(model)
         self.embedding = model.get_input_embeddings()
         self.head = model.get_output_embeddings()
         if self.head is None:
@@ -108,6 +108,11 @@ class ModelForward:
         self.max_chunk_rows = 0  # the largest chunk run
         self.oom_retries = 0  # chunks halved after running out of memory
         self.capabilities: dict[str, object] = {}  # what probes of the model found (engine/kv_cache.py)
+
+    @staticmethod
+    def body(model: nn.Module) -> nn.Module:
+        """The module that maps ``inputs_embeds`` to the last hidden states (the model without its LM head)."""
+        return getattr(model, model.base_model_prefix)
 
     # --- sizes -----------------------------------------------------------------------------
     @property

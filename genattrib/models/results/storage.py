@@ -51,6 +51,7 @@ BY_VALUE: tuple[str, ...] = (
     "explain",
     "sources",
     "sources_include_generated",
+    "attribute_prefix",
 )
 
 #: Options that do not change the rows a call stores: a resumed call may change them.

@@ -26,9 +26,9 @@ from genattrib.generation.seq2seq import generate_seq2seq_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.request import AttributionRequest
 from genattrib.output import SequenceAttribution
+from genattrib.output.sequence import SOURCE_SIDE, TARGET_SIDE
 
-#: The side of each position, in ``seq.token_roles``.
-SOURCE, TARGET = "source", "target"
+SOURCE, TARGET = SOURCE_SIDE, TARGET_SIDE  # the side of each position, in ``seq.token_roles``
 
 
 def source_length(job: SequenceJob | GenerationTrace) -> int:

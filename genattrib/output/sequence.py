@@ -243,7 +243,7 @@ class SequenceAttribution:
         return self._side(True)
 
     @property
-    def target_scores(self) -> Float[Tensor, "generated target"]:
+    def target_scores(self) -> Float[Tensor, "generated side"]:
         """Encoder-decoder results: the scores of the target prefix (decoder start and target tokens;
         NaN unless attributed with ``attribute_prefix=True``)."""
         return self._side(False)

@@ -14,8 +14,8 @@ from rich.console import Console
 from tiny_seq2seq import FAMILIES, make_seq2seq_model, make_seq2seq_tokenizer
 
 import genattrib
-from genattrib.engine.encoder_decoder import EncoderDecoderForward
-from genattrib.generation.seq2seq import generate_seq2seq_traces
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
+from genattrib.generation.seq2seq_generate import generate_seq2seq_traces
 
 SOURCE = "The capital of France is"
 TARGET = "Paris is"

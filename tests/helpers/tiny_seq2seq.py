@@ -8,6 +8,7 @@ Marian's do (``text_target=`` tokenizes a target the same way).
 from __future__ import annotations
 
 import torch
+from tiny import make_tokenizer
 from tokenizers import processors
 from transformers import (
     BartConfig,
@@ -22,8 +23,6 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
-
-from tiny import make_tokenizer
 
 FAMILIES = ("t5", "bart", "marian", "mt5", "m2m100")
 
@@ -46,7 +45,9 @@ def make_seq2seq_model(kind: str, tokenizer: PreTrainedTokenizerFast, seed: int 
     torch.manual_seed(seed)
     vocab, pad, eos, bos = len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id
     if kind in ("t5", "mt5"):
-        cls, config_cls = (T5ForConditionalGeneration, T5Config) if kind == "t5" else (MT5ForConditionalGeneration, MT5Config)
+        cls, config_cls = (
+            (T5ForConditionalGeneration, T5Config) if kind == "t5" else (MT5ForConditionalGeneration, MT5Config)
+        )
         config = config_cls(
             vocab_size=vocab,
             d_model=32,

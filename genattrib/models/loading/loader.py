@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genattrib.engine.encoder_decoder import is_encoder_decoder
+from genattrib.engine.seq2seq_forward import is_encoder_decoder
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel

@@ -26,7 +26,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods import get_method, list_methods, method_class
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options import inputs as inp
-from genattrib.models.options import seq2seq
+from genattrib.models.options import seq2seq_inputs as seq2seq
 from genattrib.models.options.arguments import (
     build_generation_config,
     resolve_baseline,

@@ -35,7 +35,7 @@ from genattrib.engine import (
     run_attribution,
     teacher_forced_step_scores,
 )
-from genattrib.engine.encoder_decoder import EncoderDecoderForward
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options import inputs as inp
@@ -43,7 +43,7 @@ from genattrib.models.options.attribute_options import AttributeOptions
 from genattrib.models.options.explain_units import structure_positions, unit_spans
 from genattrib.models.options.request import AttributionRequest, continuation_argument, prepare_request
 from genattrib.models.options.sources import source_spans
-from genattrib.models.pipeline import encoder_decoder as seq2seq
+from genattrib.models.pipeline import seq2seq_steps as seq2seq
 from genattrib.models.results.assemble import assemble_output
 from genattrib.models.results.convergence import warn_if_unconverged
 from genattrib.models.results.storage import (

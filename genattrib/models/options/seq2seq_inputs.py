@@ -6,7 +6,7 @@ sees is the source followed by the decoder start token (so the source length is
 ``prompt_length - 1``), and every generated or forced token is a target token.
 
 Example:
-    >>> source_ids(tokenizer, "The capital of", 0).tolist()[-2:]     # ... </s>, then the decoder start  # doctest: +SKIP
+    >>> source_ids(t5_tokenizer, "The capital of", 0).tolist()[-2:]  # </s>, the decoder start  # doctest: +SKIP
     [1, 0]
 """
 

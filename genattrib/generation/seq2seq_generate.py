@@ -2,10 +2,11 @@
 of sources and reuses its outputs (and the decoder's KV cache) at every step.
 
 A trace's prompt is ``source ids + [decoder start]`` and its generated ids the target tokens, so the
-engine reads it as it reads a decoder-only trace (see :mod:`genattrib.engine.encoder_decoder`).
+engine reads it as it reads a decoder-only trace (see :mod:`genattrib.engine.seq2seq_forward`).
 
 Example:
-    >>> traces = generate_seq2seq_traces(t5_model, [torch.tensor([5, 6, 1, 0])], GenerationConfig(max_new_tokens=3))  # doctest: +SKIP
+    >>> config = GenerationConfig(max_new_tokens=3)
+    >>> traces = generate_seq2seq_traces(t5_model, [torch.tensor([5, 6, 1, 0])], config)  # doctest: +SKIP
     >>> traces[0].prompt_ids.tolist(), traces[0].generated_ids.shape   # doctest: +SKIP
     ([5, 6, 1, 0], torch.Size([3]))
 """
@@ -34,7 +35,7 @@ def _right_pad(sources: Sequence[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _trimmed(generated: Int[Tensor, " steps"], eos: set[int]) -> Int[Tensor, " generated"]:
+def _trimmed(generated: Int[Tensor, " step"], eos: set[int]) -> Int[Tensor, " generated"]:
     """The generated tokens up to and including the first end token (the batch's padding after it
     dropped); a sequence without an end token ran to the length limit, so it has no padding."""
     values = generated.tolist()

@@ -1,8 +1,8 @@
 """The pipeline's steps for an encoder-decoder model (T5, BART, Marian, mT5, NLLB).
 
-A sequence is ``source + [decoder start] + target`` (see :mod:`genattrib.engine.encoder_decoder`);
+A sequence is ``source + [decoder start] + target`` (see :mod:`genattrib.engine.seq2seq_forward`);
 the steps below differ from the decoder-only ones only where the source length matters: the
-engine runs one sequence at a time inside :meth:`~genattrib.engine.encoder_decoder.EncoderDecoderForward.encoding`
+engine runs one sequence at a time inside :meth:`~genattrib.engine.seq2seq_forward.EncoderDecoderForward.encoding`
 (its rows, many target steps each, still share every model call), generation runs the encoder
 once per batch, step scores are computed teacher-forced, and without ``attribute_prefix=True``
 the target prefix is held fixed (attributed to the source only, as Inseq does by default).
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from genattrib.engine import EngineResult, SequenceJob, run_attribution, teacher_forced_step_scores
-from genattrib.engine.encoder_decoder import EncoderDecoderForward
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.generation import GenerationTrace
-from genattrib.generation.seq2seq import generate_seq2seq_traces
+from genattrib.generation.seq2seq_generate import generate_seq2seq_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.request import AttributionRequest
 from genattrib.output import SequenceAttribution

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import UnsupportedModelError
 
+
 def is_encoder_decoder(model: nn.Module) -> bool:
     """Whether ``model`` is an encoder-decoder (seq2seq) model, such as T5, BART or Marian."""
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
@@ -114,7 +115,9 @@ class EncoderDecoderForward(ModelForward):
         ids = torch.tensor([[int(getattr(config, "eos_token_id", None) or 1), int(config.decoder_start_token_id or 0)]])
         with torch.no_grad(), self.encoding(1):
             hidden = self.hidden_states(self.embed(ids))[:, 1:]
-            want = self.model(input_ids=ids[:, :1].to(self.input_device), decoder_input_ids=ids[:, 1:].to(self.input_device))
+            want = self.model(
+                input_ids=ids[:, :1].to(self.input_device), decoder_input_ids=ids[:, 1:].to(self.input_device)
+            )
         want = want.logits.float()
         for scale in (1.0, float(d_model) ** -0.5):
             self.output_scale = scale

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -67,27 +68,50 @@ class EncoderDecoderBody(nn.Module):
             return self.source_length
         return max(1, length // 2) if length > 1 else 0
 
-    def forward(
-        self, inputs_embeds: Float[Tensor, "row position hidden"], use_cache: bool = False, **kwargs: object
-    ) -> tuple[Float[Tensor, "row position hidden"]]:
-        if kwargs:
-            raise UnsupportedModelError(f"encoder-decoder rows take no extra model arguments ({sorted(kwargs)})")
+    def run(self, inputs_embeds: Float[Tensor, "row position hidden"], **decoder_kwargs: object) -> tuple[int, Any]:
+        """(the split, the decoder's output) for rows of at least 2 positions."""
         model = self.model
         rows, length, _ = inputs_embeds.shape
-        probe = length == 1  # a 1-position row (a timing probe): that position goes through both sides
-        if probe:
-            inputs_embeds, length = inputs_embeds.repeat(1, 2, 1), 2
         s = self.split(length)
         encoder, decoder = model.get_encoder(), model.get_decoder()
         dummy = lambda n: torch.zeros(rows, n, dtype=torch.long, device=inputs_embeds.device)  # noqa: E731
         with _replaced_output(encoder.embed_tokens, inputs_embeds[:, :s]):
             encoded = encoder(input_ids=dummy(s), return_dict=True).last_hidden_state
         with _replaced_output(decoder.embed_tokens, inputs_embeds[:, s:]):
-            out = decoder(input_ids=dummy(length - s), encoder_hidden_states=encoded, use_cache=False, return_dict=True)
+            out = decoder(
+                input_ids=dummy(length - s),
+                encoder_hidden_states=encoded,
+                use_cache=False,
+                return_dict=True,
+                **decoder_kwargs,
+            )
+        return s, out
+
+    def forward(
+        self, inputs_embeds: Float[Tensor, "row position hidden"], use_cache: bool = False, **kwargs: object
+    ) -> tuple[Float[Tensor, "row position hidden"]]:
+        if kwargs:
+            raise UnsupportedModelError(f"encoder-decoder rows take no extra model arguments ({sorted(kwargs)})")
+        if inputs_embeds.shape[1] == 1:  # a 1-position row (a timing probe): that position goes through both sides
+            return (self.run(inputs_embeds.repeat(1, 2, 1))[1].last_hidden_state,)
+        s, out = self.run(inputs_embeds)
         decoded = out.last_hidden_state
-        if probe:
-            return (decoded,)
-        return (torch.cat([decoded.new_zeros(rows, s, decoded.shape[-1]), decoded], 1),)
+        return (torch.cat([decoded.new_zeros(decoded.shape[0], s, decoded.shape[-1]), decoded], 1),)
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """The model computes attention eagerly in the block (SDPA cannot return the probabilities)."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    switch = getattr(model, "set_attn_implementation", None)
+    if previous in (None, "eager") or not callable(switch):
+        yield
+        return
+    switch("eager")
+    try:
+        yield
+    finally:
+        switch(previous)
 
 
 class EncoderDecoderForward(ModelForward):
@@ -178,3 +202,15 @@ class EncoderDecoderForward(ModelForward):
                     return False
                 (grad,) = torch.autograd.grad(logits.sum(), leaf, allow_unused=True)
         return grad is not None
+
+    def attention_maps(
+        self, embeds: Float[Tensor, "row position hidden"]
+    ) -> tuple[Float[Tensor, "layer row head query source"], Float[Tensor, "layer row head query query"]]:
+        """Each decoder layer's cross-attention (decoder queries over the source) and self-attention
+        (decoder queries over the target prefix) probabilities for rows in the current :meth:`encoding`."""
+        with eager_attention(self.model), torch.no_grad():
+            _, out = self.base.run(embeds.to(self.input_device), output_attentions=True)
+        cross, own = out.cross_attentions, out.attentions
+        if not cross or not own or any(a is None for a in (*cross, *own)):
+            raise UnsupportedModelError(f"{type(self.model).__name__} returned no attention probabilities")
+        return torch.stack([a.float() for a in cross]), torch.stack([a.float() for a in own])

@@ -185,6 +185,28 @@ def test_other_methods_attribute_the_source(method, models, tok):
     assert torch.isfinite(seq.target_scores[-1, 1:-1]).all()  # the start token is held fixed (special)
 
 
+@pytest.mark.parametrize("kind", ["t5", "marian"])
+def test_attention_reads_cross_and_decoder_self_attention(kind, models, tok):
+    """attention on an encoder-decoder model: the mean over heads and decoder layers of the
+    cross-attention (source side) and the decoder self-attention (target side) at the predicting
+    position, as the model returns them with eager attention; the model's SDPA is restored after."""
+    hf = models[kind]
+    seq = _wrapped(models, tok, kind).attribute(SOURCE, TARGET, method="attention", attribute_prefix=True).sequences[0]
+    assert hf.config._attn_implementation == "sdpa"
+    src, dec = tok(SOURCE)["input_ids"], _decoder_ids(hf, tok)
+    hf.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = hf(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec[:-1]]), output_attentions=True)
+    finally:
+        hf.set_attn_implementation("sdpa")
+    cross = torch.stack(out.cross_attentions)[:, 0].mean(1).mean(0)  # query, source
+    own = torch.stack(out.decoder_attentions)[:, 0].mean(1).mean(0)  # query, target prefix
+    assert torch.allclose(seq.source_scores, cross, atol=1e-6)
+    t = own.shape[0]
+    assert torch.allclose(seq.target_scores[:, :t].tril(), own, atol=1e-6)
+
+
 def test_generated_attribution_and_step_scores(models, tok):
     """A generated target (no continuation) is attributed, with teacher-forced step scores that match
     the model's own probabilities."""
@@ -243,7 +265,7 @@ def test_html_page_has_a_panel_per_side(models, tok):
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
-        (dict(method="attention"), "method"),
+        (dict(method="rollout"), "method"),
         (dict(method="lime"), "method"),
         (dict(explain="sentences"), "explain"),
         (dict(sources="sentences"), "sources"),

@@ -29,6 +29,7 @@ SUPPORTED_METHODS: tuple[str, ...] = (
     "integrated_gradients",
     "gradient_shap",
     "occlusion",
+    "attention",
 )
 
 

@@ -25,8 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
-import genattrib  # noqa: E402
 from tiny_seq2seq import make_seq2seq_model, make_seq2seq_tokenizer  # noqa: E402
+
+import genattrib  # noqa: E402
 
 SOURCE = "The capital of France is"
 TARGET = "Paris is the capital"

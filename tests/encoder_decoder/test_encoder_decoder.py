@@ -306,3 +306,24 @@ def test_a_batch_equals_its_sequences_one_at_a_time(sources, target, models, tok
         alone = model.attribute(text, forced, method="input_x_gradient", attribute_prefix=True).sequences[0]
         assert seq.tokens == alone.tokens
         assert torch.equal(seq.scores.nan_to_num(7.0), alone.scores.nan_to_num(7.0))
+
+
+def test_dataset_runner_gives_each_record_its_scores(models, tok, tmp_path):
+    """attribute_dataset on an encoder-decoder model: every record's shard holds the scores of a
+    call on that record alone, with its two sides."""
+    model = _wrapped(models, tok, "marian")
+    records = [
+        {"prompt": SOURCE, "target": TARGET},
+        {"prompt": "A quick brown fox", "target": "the dog"},
+        {"prompt": "Once upon a time", "target": "there was"},
+    ]
+    run = genattrib.attribute_dataset(
+        model, records, tmp_path, method="input_x_gradient", batch_size=2, attribute_prefix=True
+    )
+    assert run.done == 3 and run.failed == 0
+    loaded = {tuple(seq.tokens): seq for seq in genattrib.FeatureAttributionOutput.load(tmp_path).sequences}
+    for record in records:
+        alone = model.attribute(record["prompt"], record["target"], method="input_x_gradient", attribute_prefix=True)
+        seq = loaded[tuple(alone.sequences[0].tokens)]
+        assert seq.source_length == alone.sequences[0].source_length
+        assert torch.equal(seq.scores.nan_to_num(7.0), alone.sequences[0].scores.nan_to_num(7.0))

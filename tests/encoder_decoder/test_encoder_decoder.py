@@ -327,3 +327,16 @@ def test_dataset_runner_gives_each_record_its_scores(models, tok, tmp_path):
         seq = loaded[tuple(alone.sequences[0].tokens)]
         assert seq.source_length == alone.sequences[0].source_length
         assert torch.equal(seq.scores.nan_to_num(7.0), alone.sequences[0].scores.nan_to_num(7.0))
+
+
+def test_estimate_is_refused_on_an_encoder_decoder_model(models, tok):
+    with pytest.raises(genattrib.UnsupportedModelError, match="encoder-decoder"):
+        _wrapped(models, tok, "t5").estimate(SOURCE, TARGET)
+
+
+def test_sampling_is_seeded_and_beams_run(models, tok):
+    model = _wrapped(models, tok, "t5")
+    runs = [model.attribute(SOURCE, max_new_tokens=3, do_sample=True, seed=3).sequences[0].tokens for _ in range(2)]
+    assert runs[0] == runs[1]
+    beams = model.attribute(SOURCE, max_new_tokens=3, num_beams=2).sequences[0]
+    assert 0 < beams.num_steps <= 3 and torch.isfinite(beams.source_scores[:, :-1]).all()

@@ -56,8 +56,8 @@ def test_forward_reproduces_the_models_logits(kind, models, tok):
 
 def test_loading_a_folder_gives_the_seq2seq_lm(models, tok, tmp_path):
     """A T5 folder loads as T5ForConditionalGeneration with its weights (once refused, and before that
-    loaded silently as a bare decoder); a T5 encoder alone is refused up front."""
-    from transformers import T5Config, T5EncoderModel
+    loaded silently as a bare decoder); a T5 encoder alone or a T5 without its LM head is refused up front."""
+    from transformers import T5Config, T5EncoderModel, T5Model
 
     models["t5"].save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -69,10 +69,11 @@ def test_loading_a_folder_gives_the_seq2seq_lm(models, tok, tmp_path):
             loaded.model(input_ids=ids, decoder_input_ids=dec).logits,
             models["t5"](input_ids=ids, decoder_input_ids=dec).logits,
         )
-    encoder = T5EncoderModel(T5Config(d_model=8, d_ff=8, d_kv=4, num_layers=1, num_heads=2, vocab_size=len(tok)))
-    with pytest.raises(genattrib.InvalidArgumentError, match="AutoModelForSeq2SeqLM") as info:
-        genattrib.load_model((encoder, tok))
-    assert info.value.argument == "source"
+    config = T5Config(d_model=8, d_ff=8, d_kv=4, num_layers=1, num_heads=2, vocab_size=len(tok))
+    for bare in (T5EncoderModel(config), T5Model(config)):  # no decoder / no LM head
+        with pytest.raises(genattrib.InvalidArgumentError, match="AutoModelForSeq2SeqLM") as info:
+            genattrib.load_model((bare, tok))
+        assert info.value.argument == "source"
 
 
 @pytest.mark.parametrize("kind", ["t5", "bart"])

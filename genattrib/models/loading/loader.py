@@ -52,10 +52,10 @@ def check_generative(model: nn.Module, source: object) -> None:
     encoder or a base model.
 
     Example:
-        >>> from transformers import T5Config, T5EncoderModel
-        >>> check_generative(T5EncoderModel(T5Config(d_model=8, d_ff=8, num_layers=1, num_heads=1)), "t5-encoder")
+        >>> from transformers import T5Config, T5Model
+        >>> check_generative(T5Model(T5Config(d_model=8, d_ff=8, num_layers=1, num_heads=1)), "t5-base-model")
         Traceback (most recent call last):
-        genattrib.errors.InvalidArgumentError: Invalid `source`: 't5-encoder' is an encoder-decoder ...
+        genattrib.errors.InvalidArgumentError: Invalid `source`: 't5-base-model' is an encoder-decoder ...
     """
     if not is_encoder_decoder(model):
         return

@@ -268,8 +268,6 @@ def test_html_page_has_a_panel_per_side(models, tok):
     [
         (dict(method="rollout"), "method"),
         (dict(method="lime"), "method"),
-        (dict(explain="sentences"), "explain"),
-        (dict(sources="sentences"), "sources"),
         (dict(contrast_target="Rome is"), "contrast_target"),
         (dict(top_k_scores=3), "top_k_scores"),
         (dict(stream_to="folder"), "stream_to"),
@@ -341,3 +339,41 @@ def test_sampling_is_seeded_and_beams_run(models, tok):
     assert runs[0] == runs[1]
     beams = model.attribute(SOURCE, max_new_tokens=3, num_beams=2).sequences[0]
     assert 0 < beams.num_steps <= 3 and torch.isfinite(beams.source_scores[:, :-1]).all()
+
+
+TWO_SENTENCES = "The capital of France is Paris. The capital of Italy is Rome."
+
+
+def test_sentence_units_on_the_target(models, tok):
+    """explain="sentences": each row explains one target sentence (its log-probs summed) from the
+    source and the target prefix before it; IG's scores still add up to F(x) - F(x')."""
+    model = _wrapped(models, tok, "marian")
+    out = model.attribute(
+        TWO_SENTENCES,
+        "Paris is the capital. Rome is too.",
+        method="integrated_gradients",
+        explain="sentences",
+        attribute_prefix=True,
+        n_steps=64,
+    )
+    seq = out.sequences[0]
+    s = seq.source_length
+    assert len(seq.target_spans) == 2 and seq.target_spans[0][0] == s + 1
+    assert "".join(seq.tokens[slice(*seq.target_spans[0])]).strip() == "Paris is the capital."
+    totals = seq.scores.nansum(-1)
+    assert float(seq.step_scores["completeness_error"].abs().max()) <= 2e-3 * max(1.0, float(totals.abs().max()))
+    start = seq.target_spans[1][0]
+    assert torch.isfinite(seq.scores[1, s + 1 : start]).all()  # the first sentence is the second row's prefix
+
+
+def test_source_sentence_units_are_ablated_whole(models, tok):
+    """sources="sentences" groups the source into its sentences; occlusion ablates each whole, so
+    every position of a unit carries the unit's score, and the target prefix stays NaN."""
+    model = _wrapped(models, tok, "marian")
+    seq = model.attribute(TWO_SENTENCES, "Paris is", method="occlusion", sources="sentences").sequences[0]
+    assert len(seq.source_spans) == 2 and seq.source_spans[1][1] <= seq.source_length
+    for a, b in seq.source_spans:
+        unit = seq.scores[:, a:b]
+        assert torch.equal(unit, unit[:, :1].expand_as(unit))
+    assert not torch.equal(seq.scores[:, seq.source_spans[0][0]], seq.scores[:, seq.source_spans[1][0]])
+    assert torch.isnan(seq.target_scores).all()

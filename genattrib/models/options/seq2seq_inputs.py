@@ -95,10 +95,6 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor) -> Non
         )
     if options.chat:
         _refuse("chat", "chat=True (a chat template)", "pass the source text without chat=True")
-    if options.explain != "tokens":
-        _refuse("explain", f"explain={options.explain!r} (unit rows)", "use explain='tokens'")
-    if options.sources is not None:
-        _refuse("sources", "sources= (source units)", "leave sources=None; aggregate words with out.aggregate()")
     if options.contrast_target is not None:
         _refuse("contrast_target", "a contrastive target", "attribute without contrast_target=")
     if options.top_k_scores is not None:

@@ -54,6 +54,10 @@ BY_VALUE: tuple[str, ...] = (
     "attribute_prefix",
 )
 
+#: Options of :data:`BY_VALUE` left out of the fingerprint while ``None`` (their default), so that a
+#: folder streamed before they existed still resumes.
+ADDED_LATER: tuple[str, ...] = ("attribute_prefix",)
+
 #: Options that do not change the rows a call stores: a resumed call may change them.
 NOT_IN_RESULTS: dict[str, str] = {
     "batch_size": "how many prompts go through generation and attribution together; each row's scores are the same",
@@ -121,7 +125,11 @@ def fingerprint(model: ModelParts, request: AttributionRequest, options: Storage
     holds the :data:`RESOLVED` options); the token ids; and the :data:`BY_VALUE` options."""
     prov = provenance_of(model, request, {}).to_dict()
     checked = request.options.replace(granular_budget_mb=options.granular_budget_mb)
-    by_value = {name: _plain(getattr(checked, name)) for name in BY_VALUE}
+    by_value = {
+        name: _plain(getattr(checked, name))
+        for name in BY_VALUE
+        if not (name in ADDED_LATER and getattr(checked, name) is None)
+    }
     return {
         **{k: v for k, v in prov.items() if k not in VOLATILE},
         "prompts": request.prompts,

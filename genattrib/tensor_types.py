@@ -35,6 +35,8 @@ DIMENSIONS: Mapping[str, str] = MappingProxyType(
         # sources
         "position": "token positions of a sequence (the columns: prompt and continuation)",
         "prompt": "positions of the prompt",
+        "source": "source (encoder) positions of an encoder-decoder sequence",
+        "side": "positions of one side (source or target prefix) of an encoder-decoder sequence",
         "column": "kept columns of a sparse score matrix",
         "col": "source positions moved one at a time",
         "movable": "positions a method may move (not held fixed)",

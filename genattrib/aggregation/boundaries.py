@@ -50,6 +50,8 @@ def _finish(seq: SequenceAttribution, breaks: Iterable[int], special_breaks: boo
         starts.add(0)
     if 0 < seq.prompt_length < n:
         starts.add(seq.prompt_length)
+    if seq.source_length is not None and 0 < seq.source_length < n:  # encoder-decoder: no group spans both sides
+        starts.add(seq.source_length)
     if special_breaks:
         for pos, special in enumerate(_specials(seq)):
             if special:

@@ -90,7 +90,7 @@ class ModelForward:
     ) -> None:
         self.model = model
         self.config = model.config
-        self.base = getattr(model, model.base_model_prefix)
+        self.base = self.body(model)
         self.embedding = model.get_input_embeddings()
         self.head = model.get_output_embeddings()
         if self.head is None:
@@ -112,6 +112,11 @@ class ModelForward:
         # What probes of the model found (engine/kv_cache.py, cost_model.py): the wrapper's own dict
         # (``ModelParts.probed``) keeps them for its lifetime, so a call does not probe again.
         self.capabilities: dict[object, object] = {} if probed is None else probed
+
+    @staticmethod
+    def body(model: nn.Module) -> nn.Module:
+        """The module that maps ``inputs_embeds`` to the last hidden states (the model without its LM head)."""
+        return getattr(model, model.base_model_prefix)
 
     # --- sizes -----------------------------------------------------------------------------
     @property

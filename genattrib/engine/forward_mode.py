@@ -120,6 +120,8 @@ def directional_values(
 def supports_forward_mode(forward: ModelForward, attributed_fn: TargetFunction) -> bool:
     """Whether forward mode runs on this model and matches reverse mode on a probe row, for this
     attributed function (probed once per model wrapper; any failure means: use reverse mode)."""
+    if forward.capabilities.get("forward_mode") is False:  # a runner without forward mode (encoder-decoder)
+        return False
     key = ("forward_mode", attributed_fn)
     if key not in forward.capabilities:
         try:

@@ -8,6 +8,9 @@ with SDPA work without switching to eager. Each batch (at most 64 targets of one
 one forward of its longest row, and each layer's probabilities are reduced as that layer computes
 them (``stream_attentions``): no layer's ``[head, L, L]`` probabilities are kept after it.
 
+On an encoder-decoder model, ``attention`` reads the decoder's cross-attention over the source and its
+self-attention over the target prefix (both at the predicting position; ``layers`` index decoder layers).
+
 Example:
     >>> out = model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1], max_new_tokens=2)
 """
@@ -22,6 +25,7 @@ import torch
 from genattrib.engine.attention_capture import stream_attentions
 from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.kinds import AttentionKind
 from genattrib.methods.registration import register_method
@@ -84,6 +88,8 @@ class Attention(_AttentionBase):
 
     def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         p: AttentionParams = self.params
+        if isinstance(forward, EncoderDecoderForward):
+            return MethodOutput(self._encoder_decoder(batch, forward))
         kept: dict[int, torch.Tensor] = {}  # layer -> [row, L]: its predicting rows, heads reduced
 
         def consume(layer: int, probs: torch.Tensor) -> None:
@@ -93,6 +99,21 @@ class Attention(_AttentionBase):
         self._stream(batch, forward, consume)
         per_layer = _select(torch.stack([kept[k] for k in sorted(kept)]), p.layers, 0, "layers")  # layer row L
         return MethodOutput(_reduce(per_layer, p.layer_reduction, 0))
+
+    def _encoder_decoder(self, batch: RowBatch, forward: EncoderDecoderForward) -> torch.Tensor:
+        """Encoder-decoder rows (one sequence): the decoder's cross-attention over the source and its
+        self-attention over the target prefix, read at the predicting position (as Inseq does), heads
+        and decoder layers selected and reduced as above."""
+        p: AttentionParams = self.params
+        cross, own = forward.attention_maps(batch.input_embeds[:1])  # layer 1 head query key
+        queries = batch.predicting_positions(cross.device) - int(forward.source_length or 0)
+
+        def side(maps: torch.Tensor) -> torch.Tensor:
+            rows = _select(maps[:, 0][:, :, queries], p.heads, 1, "heads")  # layer head row key
+            per_layer = _select(_reduce(rows, p.head_reduction, 1), p.layers, 0, "layers")
+            return _reduce(per_layer, p.layer_reduction, 0)
+
+        return torch.cat([side(cross), side(own)], -1).to(batch.input_embeds.device)
 
 
 @dataclass

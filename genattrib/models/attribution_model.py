@@ -142,6 +142,7 @@ class AttributionModel:
         explain: str | Sequence[Sequence[int]] | CharSpans = "tokens",
         sources: str | Sequence[Sequence[int]] | CharSpans | None = None,
         sources_include_generated: bool = False,
+        attribute_prefix: bool | None = None,
         **kwargs: Any,
     ) -> FeatureAttributionOutput:
         """Generate (or force) a continuation for each prompt and attribute every generated token.
@@ -172,6 +173,13 @@ class AttributionModel:
         methods (occlusion, LIME, context ablation) then ablate whole units, so U units cost about
         U forward rows for every target of a sequence; every method records the units
         (``seq.source_spans``) and ``out.aggregate("sources")`` sums each unit's positions.
+
+        On an encoder-decoder model (T5, BART, Marian, mT5, NLLB) the prompt is the source (the
+        encoder's input) and each generated token is attributed to the source tokens and, with
+        ``attribute_prefix=True``, to the target prefix before it too (the decoder start and the
+        earlier generated tokens; Inseq's ``attribute_target=True``). By default (``None``) only the
+        source is attributed there, the target prefix held as it is; decoder-only models always
+        attribute the whole prefix. ``seq.source_scores`` and ``seq.target_scores`` split the two sides.
 
         Storage (see :mod:`genattrib.models.results.storage`): granular scores are kept (``keep_granular``
         None: when they fit) within ``granular_budget_mb`` (MiB, default 256; ``keep_granular=True``

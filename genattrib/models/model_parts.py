@@ -44,6 +44,11 @@ class ModelParts:
         return special_ids(self.tokenizer)
 
     @property
+    def is_encoder_decoder(self) -> bool:
+        """Whether the model is an encoder-decoder (seq2seq) model: the prompt is its source."""
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 

@@ -32,6 +32,9 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.output.scores import ScoreStore, SparseScores, tensors_equal
 from genattrib.output.source_unit_scores import SourceUnitScores, sum_over_units
 
+#: ``token_roles`` of an encoder-decoder result: the encoder's positions, then the decoder's.
+SOURCE_SIDE, TARGET_SIDE = "source", "target"
+
 
 @dataclass
 class SequenceAttribution:
@@ -197,6 +200,53 @@ class SequenceAttribution:
     def target_positions(self) -> list[int]:
         """Source position of each explained generated token (the first token of each unit)."""
         return [start for start, _ in self.spans]
+
+    # --- encoder-decoder sides --------------------------------------------------------------
+    @property
+    def source_length(self) -> int | None:
+        """An encoder-decoder result's source (encoder) positions, which come first (``token_roles``
+        ``"source"``; the decoder start token and the target tokens are ``"target"``); ``None`` for a
+        decoder-only result.
+
+        Example:
+            >>> seq = SequenceAttribution(torch.arange(4), ["Hi", "</s>", "<pad>", "Hallo"], 3, torch.zeros(1, 4),
+            ...                           token_roles=["source", "source", "target", "target"])
+            >>> seq.source_length, seq.source_scores.shape, seq.target_scores.shape
+            (2, torch.Size([1, 2]), torch.Size([1, 2]))
+        """
+        roles = self.token_roles
+        if not roles or roles[0] != SOURCE_SIDE or TARGET_SIDE not in roles:
+            return None
+        length = roles.index(TARGET_SIDE)
+        if any(role != TARGET_SIDE for role in roles[length:]):
+            return None
+        return length
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """Whether this is an encoder-decoder result (source and target sides: :attr:`source_length`)."""
+        return self.source_length is not None
+
+    def _side(self, source: bool) -> Float[Tensor, "generated side"]:
+        length = self.source_length
+        if length is None:
+            raise InvalidArgumentError(
+                "source_scores" if source else "target_scores",
+                "this result is from a decoder-only model (one sequence, no source and target sides)",
+                "read seq.scores",
+            )
+        return self.scores[:, :length] if source else self.scores[:, length:]
+
+    @property
+    def source_scores(self) -> Float[Tensor, "generated source"]:
+        """Encoder-decoder results: the scores of the source tokens (``scores[:, :source_length]``)."""
+        return self._side(True)
+
+    @property
+    def target_scores(self) -> Float[Tensor, "generated side"]:
+        """Encoder-decoder results: the scores of the target prefix (decoder start and target tokens;
+        NaN unless attributed with ``attribute_prefix=True``)."""
+        return self._side(False)
 
     @property
     def target_tokens(self) -> list[str]:

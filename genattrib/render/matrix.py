@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from rich.cells import cell_len
 from rich.style import Style
 from rich.table import Table
@@ -62,6 +63,7 @@ class _Row:
 
     label: Text
     cells: list[tuple[str, Style | None]]
+    pos: int = -1  # the source position of the row (a side's heading: the side's first position)
 
 
 def _score_rows(seq: SequenceAttribution, scales: Sequence[ColorScale], fmt: NumberFormat) -> list[_Row]:
@@ -70,12 +72,29 @@ def _score_rows(seq: SequenceAttribution, scales: Sequence[ColorScale], fmt: Num
     columns = seq.scores.detach().float().cpu().T.tolist()  # [position][step]
     mask = seq.held_fixed.tolist() if seq.held_fixed is not None else [False] * len(seq.tokens)
     rows = []
+    sides = _side_headings(seq)
     for pos in range(seq.target_positions[-1]):
+        if pos in sides:
+            if sides[pos] is None:
+                break  # a source-only result: the target prefix is all NaN
+            rows.append(_Row(sides[pos], [("", None)] * seq.num_steps, pos))
         style = _SPECIAL_STYLE if mask[pos] else _GENERATED_STYLE if pos >= seq.prompt_length else _PROMPT_STYLE
         label = Text(display_token(seq.tokens[pos], LABEL_MAX_WIDTH), style=style)
         cells = [(fmt(v), None if v != v else scales[j].style(v)) for j, v in enumerate(columns[pos])]
-        rows.append(_Row(label, cells))
+        rows.append(_Row(label, cells, pos))
     return rows
+
+
+def _side_headings(seq: SequenceAttribution) -> dict[int, Text | None]:
+    """An encoder-decoder result's heading rows, by the position they come before: "source" and
+    "target prefix" (``None``: the target side was not attributed, so its rows are left out)."""
+    length = seq.source_length
+    if length is None:
+        return {}
+    target = seq.scores[:, length:]
+    attributed = bool((~torch.isnan(target)).any())
+    heading = lambda text: Text(text, style="bold underline")  # noqa: E731
+    return {0: heading("source"), length: heading("target prefix") if attributed else None}
 
 
 def _step_rows(seq: SequenceAttribution, digits: int) -> list[_Row]:
@@ -139,4 +158,7 @@ def matrix_blocks(
     blocks = split_columns(widths, width, label_width)
     # rows at or after a block's last target are blank in that block: leave them out
     targets = seq.target_positions
-    return [_block_table(headers, rows[: targets[cols[-1]]], extra, cols, label_width, widths) for cols in blocks]
+    return [
+        _block_table(headers, [r for r in rows if r.pos < targets[cols[-1]]], extra, cols, label_width, widths)
+        for cols in blocks
+    ]

@@ -1,4 +1,4 @@
-"""``load_model``: wrap any Hugging Face causal LM for attribution.
+"""``load_model``: wrap any Hugging Face causal LM or encoder-decoder (seq2seq) LM for attribution.
 
 Example:
     >>> model = load_model()                                        # embedded default model  # doctest: +SKIP
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genattrib.engine.seq2seq_forward import is_encoder_decoder
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import method_class
 from genattrib.models.attribution_model import AttributionModel
@@ -45,24 +46,28 @@ def _dtype(value: Any) -> Any:
     )
 
 
-def check_decoder_only(config: Any, source: object) -> None:
-    """Refuse an encoder-decoder (seq2seq) model, such as T5 or BART, before any work: genattrib
-    explains decoder-only causal LMs, whose every generated token is predicted from the tokens before it.
+def check_generative(model: nn.Module, source: object) -> None:
+    """Refuse a model genattrib cannot explain, before any work: an encoder-decoder model must be a
+    seq2seq LM (an encoder, a decoder and an LM head, as ``AutoModelForSeq2SeqLM`` loads), not a bare
+    encoder or a base model.
 
     Example:
-        >>> from transformers import T5Config
-        >>> check_decoder_only(T5Config(), "t5-small")
+        >>> from transformers import T5Config, T5Model
+        >>> check_generative(T5Model(T5Config(d_model=8, d_ff=8, num_layers=1, num_heads=1)), "t5-base-model")
         Traceback (most recent call last):
-        genattrib.errors.InvalidArgumentError: Invalid `source`: 't5-small' is an encoder-decoder ...
+        genattrib.errors.InvalidArgumentError: Invalid `source`: 't5-base-model' is an encoder-decoder ...
     """
-    if not getattr(config, "is_encoder_decoder", False):
+    if not is_encoder_decoder(model):
         return
-    kind = getattr(config, "model_type", "") or type(config).__name__
+    has = lambda name: callable(getattr(model, name, None))  # noqa: E731
+    if has("get_encoder") and has("get_decoder") and has("generate") and model.get_output_embeddings() is not None:
+        return
+    kind = getattr(model.config, "model_type", "") or type(model.config).__name__
     raise InvalidArgumentError(
         "source",
-        f"{source!r} is an encoder-decoder (seq2seq) model ({kind}); genattrib supports decoder-only causal LMs",
-        "load a decoder-only model (AutoModelForCausalLM: GPT-2, Llama, Qwen2, SmolLM2 ...); "
-        "encoder-decoder models such as T5 and BART are not supported",
+        f"{source!r} is an encoder-decoder ({kind}) model without a decoder and an LM head ({type(model).__name__})",
+        "load it as a seq2seq LM: AutoModelForSeq2SeqLM (T5ForConditionalGeneration, BartForConditionalGeneration, "
+        "MarianMTModel ...), or pass its hub id or folder",
     )
 
 
@@ -76,19 +81,21 @@ def _from_pretrained(
     trust_remote_code: bool,
     model_kwargs: dict[str, Any],
 ) -> tuple[nn.Module, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     if gguf_file:
         common["gguf_file"] = gguf_file
     try:
-        if not gguf_file:  # a JSON file; a GGUF's config takes as long to read as the weights: checked after
-            check_decoder_only(AutoConfig.from_pretrained(location, **common), location)
+        seq2seq = False
+        if not gguf_file:  # a JSON file; a GGUF's config takes as long to read as the weights
+            seq2seq = bool(getattr(AutoConfig.from_pretrained(location, **common), "is_encoder_decoder", False))
         tokenizer = AutoTokenizer.from_pretrained(location, **common)
         kwargs = dict(common, **model_kwargs, **dispatch)
         if dtype is not None:
             kwargs["dtype"] = dtype
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM  # T5, BART, Marian, mT5, NLLB ...
+        model = auto.from_pretrained(location, **kwargs)
     except InvalidArgumentError:
         raise
     except (OSError, ValueError) as error:  # ValueError: transformers 4.x rejects bad repo ids
@@ -97,7 +104,7 @@ def _from_pretrained(
             f"could not load {location!r} ({error})",
             "pass an existing local folder, a .gguf file, a reachable hub id, or (model, tokenizer)",
         ) from error
-    check_decoder_only(model.config, location)
+    check_generative(model, location)
     model.eval()
     return model, tokenizer
 
@@ -149,9 +156,9 @@ def load_model(
             raise InvalidArgumentError(
                 "source",
                 f"{type(source).__name__} is not a Hugging Face generative model",
-                "pass an AutoModelForCausalLM",
+                "pass an AutoModelForCausalLM or AutoModelForSeq2SeqLM",
             )
-        check_decoder_only(getattr(source, "config", None), type(source).__name__)
+        check_generative(source, type(source).__name__)
         return AttributionModel(source, tokenizer, method, max_rows=max_rows)
     if source is None:
         folder = default_model_folder()

@@ -55,6 +55,7 @@ class AttributeOptions:
     explain: str | Sequence[Sequence[int]] | CharSpans = "tokens"
     sources: str | Sequence[Sequence[int]] | CharSpans | None = None
     sources_include_generated: bool = False
+    attribute_prefix: bool | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

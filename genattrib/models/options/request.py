@@ -26,6 +26,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.methods import get_method, list_methods, method_class
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options import inputs as inp
+from genattrib.models.options import seq2seq_inputs as seq2seq
 from genattrib.models.options.arguments import (
     build_generation_config,
     resolve_baseline,
@@ -246,17 +247,25 @@ def prepare_request(
             "pass contrast_target='an alternative continuation'",
         )
     tok = model.tokenizer
-    prompt_ids = [inp.tokenize_prompt(tok, p) for p in prompts]
-    forced_ids = (
-        None
-        if forced is None
-        else [inp.tokenize_continuation(tok, p, t, continuation_name) for p, t in zip(prompt_ids, forced)]
-    )
-    contrast_ids = (
-        None
-        if contrasts is None
-        else [inp.tokenize_continuation(tok, p, c, "contrast_target") for p, c in zip(prompt_ids, contrasts)]
-    )
+    if model.is_encoder_decoder:  # the prompt is the source: its ids, then the decoder start
+        seq2seq.check_seq2seq_call(o, attributor)
+        start = seq2seq.decoder_start_id(model.model)
+        prompt_ids = [seq2seq.source_ids(tok, p, start) for p in prompts]
+        forced_ids = None if forced is None else [seq2seq.target_ids(tok, t, continuation_name) for t in forced]
+        contrast_ids = None
+    else:
+        seq2seq.check_decoder_only_call(o)
+        prompt_ids = [inp.tokenize_prompt(tok, p) for p in prompts]
+        forced_ids = (
+            None
+            if forced is None
+            else [inp.tokenize_continuation(tok, p, t, continuation_name) for p, t in zip(prompt_ids, forced)]
+        )
+        contrast_ids = (
+            None
+            if contrasts is None
+            else [inp.tokenize_continuation(tok, p, c, "contrast_target") for p, c in zip(prompt_ids, contrasts)]
+        )
     config = build_generation_config(model.model, tok, o.generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
     check_step_window(prompt_ids, forced_ids, config, slice(o.attr_pos_start, o.attr_pos_end))

@@ -49,6 +49,7 @@ from genattrib.engine import (
     build_jobs,
     plan_run,
 )
+from genattrib.errors import UnsupportedModelError
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.explain_units import describe_explain
@@ -277,6 +278,11 @@ def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tupl
 
 def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
     """Plan ``call`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
+    if call.parts.is_encoder_decoder:
+        raise UnsupportedModelError(
+            f"estimate() does not cost encoder-decoder models ({type(call.parts.model).__name__}) yet; "
+            "time attribute() on a few inputs instead"
+        )
     request, options, model = call.request, call.storage, call.parts
     method, forward = request.attributor, call.forward
     assumptions: list[str] = []

@@ -35,6 +35,7 @@ from genattrib.engine import (
     run_attribution,
     teacher_forced_step_scores,
 )
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.generation import GenerationTrace, generate_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options import inputs as inp
@@ -42,6 +43,7 @@ from genattrib.models.options.attribute_options import AttributeOptions
 from genattrib.models.options.explain_units import structure_positions, unit_spans
 from genattrib.models.options.request import AttributionRequest, continuation_argument, prepare_request
 from genattrib.models.options.sources import source_spans
+from genattrib.models.pipeline import seq2seq_steps as seq2seq
 from genattrib.models.results.assemble import assemble_output
 from genattrib.models.results.convergence import warn_if_unconverged
 from genattrib.models.results.storage import (
@@ -76,7 +78,8 @@ def prepare_call(
     storage = storage_options(options)
     forced, forced_name = continuation_argument(continuation, target)
     check_positive_int("max_rows", options.max_rows, "max_rows=64, or None to size chunks from memory", optional=True)
-    forward = ModelForward(parts.model, max_rows=options.max_rows or parts.max_rows, probed=parts.probed)
+    runner = EncoderDecoderForward if parts.is_encoder_decoder else ModelForward
+    forward = runner(parts.model, max_rows=options.max_rows or parts.max_rows, probed=parts.probed)
     request = prepare_request(parts, forward, inputs, forced, options, continuation_name=forced_name)
     return Call(parts, request, storage, forward)
 
@@ -91,6 +94,8 @@ def teacher_forced(request: AttributionRequest) -> bool:
 def generate(call: Call) -> list[GenerationTrace]:
     """Generate (recording step scores on the way), or wrap the forced continuations."""
     request = call.request
+    if call.parts.is_encoder_decoder:
+        return seq2seq.generate(call.parts, request)
     if request.forced_ids is not None:
         return [GenerationTrace(p, f, forced=True) for p, f in zip(request.prompt_ids, request.forced_ids)]
     return generate_traces(
@@ -133,7 +138,7 @@ def plan(call: Call, traces: Sequence[GenerationTrace]) -> list[SequenceJob]:
     """The engine's jobs for the continuations: rows, explained and source units, held-fixed tokens."""
     request = call.request
     units, sources = explained_spans(call.parts, request, traces)
-    return build_jobs(
+    jobs = build_jobs(
         list(traces),
         call.parts.special_ids,
         request.steps,
@@ -142,6 +147,9 @@ def plan(call: Call, traces: Sequence[GenerationTrace]) -> list[SequenceJob]:
         units,
         sources,
     )
+    if call.parts.is_encoder_decoder:
+        seq2seq.hold_target_prefix(jobs, request.options.attribute_prefix)
+    return jobs
 
 
 def keep_granular(call: Call, jobs: Sequence[SequenceJob]) -> bool:
@@ -160,6 +168,9 @@ def keep_granular(call: Call, jobs: Sequence[SequenceJob]) -> bool:
 def add_step_scores(call: Call, traces: Sequence[GenerationTrace], jobs: Sequence[SequenceJob]) -> None:
     """Step scores that generation did not record (forced, contrastive or beam-search runs), teacher-forced."""
     request = call.request
+    if isinstance(call.forward, EncoderDecoderForward):
+        seq2seq.step_scores(call.forward, request, traces, jobs)
+        return
     if request.step_functions and (request.forced_ids is not None or teacher_forced(request)):
         for trace, scores in zip(traces, teacher_forced_step_scores(call.forward, list(jobs), request.step_functions)):
             trace.step_scores = scores
@@ -168,6 +179,8 @@ def add_step_scores(call: Call, traces: Sequence[GenerationTrace], jobs: Sequenc
 def run(call: Call, jobs: Sequence[SequenceJob], keep: bool, sink: Any, done: set[tuple[int, int]]) -> list:
     """Attribute every row of ``jobs`` not in ``done`` (rows a stream already holds)."""
     request, storage = call.request, call.storage
+    if isinstance(call.forward, EncoderDecoderForward):
+        return seq2seq.run(call.forward, request, jobs, keep, storage.top_k_scores)
     return run_attribution(
         call.forward,
         request.attributor,
@@ -200,6 +213,8 @@ def attribute_call(call: Call, t0: float) -> FeatureAttributionOutput:
         with _timed(timings, "attribute"):
             results: list[EngineResult] = run(call, jobs, keep, writer, done)
     out = assemble_output(call.parts, call.request, traces, jobs, results, timings, call.forward)
+    if call.parts.is_encoder_decoder:
+        seq2seq.mark_sides(out.sequences, traces)
     warn_if_unconverged(out, call.request.attributor)
     out.provenance.timings["total"] = time.perf_counter() - t0
     return record_storage(out, call.storage, keep, writer)

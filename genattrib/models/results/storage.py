@@ -51,7 +51,12 @@ BY_VALUE: tuple[str, ...] = (
     "explain",
     "sources",
     "sources_include_generated",
+    "attribute_prefix",
 )
+
+#: Options of :data:`BY_VALUE` left out of the fingerprint while ``None`` (their default), so that a
+#: folder streamed before they existed still resumes.
+ADDED_LATER: tuple[str, ...] = ("attribute_prefix",)
 
 #: Options that do not change the rows a call stores: a resumed call may change them.
 NOT_IN_RESULTS: dict[str, str] = {
@@ -120,7 +125,11 @@ def fingerprint(model: ModelParts, request: AttributionRequest, options: Storage
     holds the :data:`RESOLVED` options); the token ids; and the :data:`BY_VALUE` options."""
     prov = provenance_of(model, request, {}).to_dict()
     checked = request.options.replace(granular_budget_mb=options.granular_budget_mb)
-    by_value = {name: _plain(getattr(checked, name)) for name in BY_VALUE}
+    by_value = {
+        name: _plain(getattr(checked, name))
+        for name in BY_VALUE
+        if not (name in ADDED_LATER and getattr(checked, name) is None)
+    }
     return {
         **{k: v for k, v in prov.items() if k not in VOLATILE},
         "prompts": request.prompts,

@@ -57,7 +57,8 @@ function mount(root) {
     for (let i = 0; i < s.n; i++) {
       const here = s.roles ? s.roles[i] : (i < s.promptLength ? "prompt" : "generated");
       if (here !== role) {
-        role = here;
+        role = here;  // an encoder-decoder result: the source and the target each get a panel
+        if (role === "source" || role === "target") block = frag.appendChild(element("div", "ga-block ga-panel ga-panel-" + role));
         if (role !== "template" && (s.roles || role === "generated")) block.appendChild(element("span", "ga-chip", role));
       }
       let cls = "ga-tok";

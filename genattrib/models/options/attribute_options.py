@@ -38,6 +38,8 @@ class AttributeOptions:
     attributed_fn: str | Callable | None = None
     step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None
     contrast_target: str | list[str] | None = None
+    contrast_prompt: str | Sequence[Any] | None = None
+    contrast_continuation: str | Sequence[Any] | None = None
     chat: bool = False
     batch_size: int | None = None
     attr_pos_start: int | None = None

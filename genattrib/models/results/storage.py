@@ -51,6 +51,8 @@ BY_VALUE: tuple[str, ...] = (
     "explain",
     "sources",
     "sources_include_generated",
+    "contrast_prompt",
+    "contrast_continuation",
 )
 
 #: Options that do not change the rows a call stores: a resumed call may change them.

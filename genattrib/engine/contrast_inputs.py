@@ -1,0 +1,106 @@
+"""Contrastive inputs: the model's predictions under a *different input* (``contrast_prompt=``,
+``contrast_continuation=``; Inseq's ``contrast_sources``/``contrast_targets``), read by the
+contrastive target functions (``contrast_prob``, ``pcxmi``, ``kl_divergence`` ...).
+
+The contrast sequences run once, teacher-forced and without gradients, before attribution. Their
+next-token logits at the aligned positions go into one :class:`ContrastTable`, a row per explained
+step. The engine then carries each step's *row key* where it carries contrast token ids, and
+:func:`bind_contrast` turns a target function into one that reads the table: nothing else in the
+engine changes, and gradient, perturbation and attention methods all see the same constants (the
+contrast input does not depend on the attributed input, so it adds no gradient).
+
+Example:
+    >>> seq = ContrastSequence(torch.tensor([5, 7, 8]), prompt_length=1, aligned=torch.tensor([0, 1]))
+    >>> table = contrast_table(ModelForward(hf_model), [seq])
+    >>> table.logits.shape[0], table.keys[0].tolist()
+    (2, [0, 1])
+    >>> bound = bind_contrast(resolve_target("contrast_prob"), table)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from genattrib.engine.forward import ModelForward
+from genattrib.errors import InvalidArgumentError
+from genattrib.targets import TargetContext, TargetFunction
+
+
+@dataclass(frozen=True)
+class ContrastSequence:
+    """One contrast sequence (its prompt and continuation, ids) and, for each explained step of the
+    real continuation, the index in the contrast continuation it aligns with (``aligned``).
+
+    ``token_ids`` are the contrast tokens of those steps (a ``contrast_target=`` token, else the
+    contrast continuation's token at the aligned index).
+    """
+
+    input_ids: Int[Tensor, " position"]
+    prompt_length: int
+    aligned: Int[Tensor, " generated"]
+    token_ids: Int[Tensor, " generated"] | None = None
+
+
+@dataclass(frozen=True)
+class ContrastTable:
+    """The contrast predictions of a call: row ``keys[s][i]`` holds sequence ``s``'s step ``i``."""
+
+    logits: Float[Tensor, "key vocab"]
+    token_ids: Int[Tensor, " key"]
+    keys: list[Int[Tensor, " generated"]]
+
+    def context(self, ctx: TargetContext) -> TargetContext:
+        """``ctx`` (whose ``contrast_ids`` are row keys) with the contrast tokens and logits filled in.
+        Keys beyond the table (the engine's one-token probes pass token ids) read its last row."""
+        assert ctx.contrast_ids is not None
+        keys = ctx.contrast_ids.long().clamp(0, self.logits.shape[0] - 1).cpu()
+        device = ctx.logits.device
+        return TargetContext(
+            ctx.logits,
+            ctx.target_ids,
+            self.token_ids[keys].to(device),
+            self.logits[keys].to(device),
+            ctx.noisy_logits,
+        )
+
+
+def contrast_table(forward: ModelForward, sequences: Sequence[ContrastSequence]) -> ContrastTable:
+    """Run every contrast sequence once (no gradients) and keep the logits at its aligned steps."""
+    logits, tokens, keys, offset = [], [], [], 0
+    with torch.no_grad():
+        for seq in sequences:
+            ids = seq.input_ids.long()
+            hidden = forward.hidden_states(forward.embed(ids[None]))[0]
+            positions = seq.prompt_length + seq.aligned.long()
+            logits.append(forward.head_logits(hidden[(positions - 1).to(hidden.device)]).float().cpu())
+            tokens.append(ids[positions] if seq.token_ids is None else seq.token_ids.long())
+            keys.append(torch.arange(offset, offset + int(positions.shape[0])))
+            offset += int(positions.shape[0])
+    return ContrastTable(torch.cat(logits), torch.cat(tokens), keys)
+
+
+def bind_contrast(target: TargetFunction, table: ContrastTable) -> TargetFunction:
+    """``target`` reading its contrast from ``table`` (same name, rule and traits)."""
+    inner = target.fn
+
+    def with_contrast(ctx: TargetContext) -> Float[Tensor, " row"]:
+        return inner(table.context(ctx))
+
+    return dataclasses.replace(target, fn=with_contrast)
+
+
+def check_alignment(aligned: Int[Tensor, " generated"], contrast_length: int, argument: str) -> None:
+    """Every aligned index falls inside the contrast continuation."""
+    if aligned.numel() and (int(aligned.min()) < 0 or int(aligned.max()) >= contrast_length):
+        raise InvalidArgumentError(
+            argument,
+            f"the continuation has {int(aligned.numel())} steps but the contrast continuation only {contrast_length} "
+            "tokens to align them with",
+            "pass a contrast_continuation= at least as long as the continuation, or contrast_alignments=[(i, j), ...]",
+        )

@@ -1,0 +1,71 @@
+"""Contrast inputs of a call (``contrast_prompt=``/``contrast_continuation=``): after the
+continuations are known, run the contrast sequences once and bind every target function of the
+request to their predictions (:mod:`genattrib.engine.contrast_inputs`).
+
+Step ``i`` of each continuation aligns with step ``i`` of its contrast continuation (the
+continuation itself unless ``contrast_continuation=`` is given), as Inseq's default alignment.
+
+Example:
+    >>> call = prepare_call(model.parts, "Paris is in France. Paris is", " in", None,
+    ...                     AttributeOptions(contrast_prompt="Paris is", step_scores=["pcxmi"]))
+    >>> request, keys = with_contrast_inputs(call, generate(call))
+    >>> keys[0].tolist()
+    [0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from genattrib.engine.contrast_inputs import ContrastSequence, bind_contrast, check_alignment, contrast_table
+from genattrib.engine.forward import ModelForward
+from genattrib.errors import InvalidArgumentError
+from genattrib.generation import GenerationTrace
+from genattrib.models.options.request import AttributionRequest
+
+
+def with_contrast_inputs(
+    forward: ModelForward, request: AttributionRequest, traces: Sequence[GenerationTrace]
+) -> tuple[AttributionRequest, list[Int[Tensor, " _generated"]] | None]:
+    """(the request with its target functions bound to the contrast predictions, the row key of
+    every step of every trace to pass to the jobs as contrast ids); without a contrast input the
+    request as it is and its ``contrast_ids``."""
+    if not request.has_contrast_input:
+        return request, request.contrast_ids
+    sequences = []
+    for i, trace in enumerate(traces):
+        n = int(trace.generated_ids.shape[0])
+        prompt = request.prompt_ids[i] if request.contrast_prompt_ids is None else request.contrast_prompt_ids[i]
+        continuation = (
+            trace.generated_ids if request.contrast_continuation_ids is None else request.contrast_continuation_ids[i]
+        )
+        aligned = torch.arange(n)
+        check_alignment(aligned, int(continuation.shape[0]), "contrast_continuation")
+        tokens = None if request.contrast_ids is None else _per_step(request.contrast_ids[i], n)
+        ids = torch.cat([prompt.long(), continuation.long()])
+        sequences.append(ContrastSequence(ids, int(prompt.shape[0]), aligned, tokens))
+    table = contrast_table(forward, sequences)
+    bound = dataclasses.replace(
+        request,
+        attributed_fn=bind_contrast(request.attributed_fn, table),
+        step_functions={name: bind_contrast(t, table) for name, t in request.step_functions.items()},
+    )
+    return bound, table.keys
+
+
+def _per_step(contrast: Int[Tensor, " contrast"], n: int) -> Int[Tensor, " generated"]:
+    """One contrast token per step (a single token is repeated)."""
+    if contrast.shape[0] == 1:
+        return contrast.expand(n).clone()
+    if contrast.shape[0] != n:
+        raise InvalidArgumentError(
+            "contrast_target",
+            f"{contrast.shape[0]} contrast tokens for {n} generated tokens",
+            "pass a single-token contrast or one with as many tokens as the continuation",
+        )
+    return contrast

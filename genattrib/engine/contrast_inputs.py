@@ -10,7 +10,7 @@ engine changes, and gradient, perturbation and attention methods all see the sam
 contrast input does not depend on the attributed input, so it adds no gradient).
 
 Example:
-    >>> seq = ContrastSequence(torch.tensor([5, 7, 8]), prompt_length=1, aligned=torch.tensor([0, 1]))
+    >>> seq = ContrastSequence(torch.tensor([5, 7, 8]), positions=torch.tensor([1, 2]))
     >>> table = contrast_table(ModelForward(hf_model), [seq])
     >>> table.logits.shape[0], table.keys[0].tolist()
     (2, [0, 1])
@@ -34,16 +34,16 @@ from genattrib.targets import TargetContext, TargetFunction
 
 @dataclass(frozen=True)
 class ContrastSequence:
-    """One contrast sequence (its prompt and continuation, ids) and, for each explained step of the
-    real continuation, the index in the contrast continuation it aligns with (``aligned``).
+    """One contrast sequence (contrast prompt and continuation, ids) and, for each generated step of
+    the real continuation, the position of the contrast sequence it aligns with (``positions``,
+    at least 1: the logits are read at the position before).
 
     ``token_ids`` are the contrast tokens of those steps (a ``contrast_target=`` token, else the
-    contrast continuation's token at the aligned index).
+    contrast sequence's token at the aligned position).
     """
 
     input_ids: Int[Tensor, " position"]
-    prompt_length: int
-    aligned: Int[Tensor, " generated"]
+    positions: Int[Tensor, " generated"]
     token_ids: Int[Tensor, " generated"] | None = None
 
 
@@ -55,9 +55,10 @@ class ContrastTable:
     token_ids: Int[Tensor, " key"]
     keys: list[Int[Tensor, " generated"]]
 
-    def context(self, ctx: TargetContext) -> TargetContext:
-        """``ctx`` (whose ``contrast_ids`` are row keys) with the contrast tokens and logits filled in.
-        Keys beyond the table (the engine's one-token probes pass token ids) read its last row."""
+    def context(self, ctx: TargetContext, logits: bool = True) -> TargetContext:
+        """``ctx`` (whose ``contrast_ids`` are row keys) with the contrast tokens and (``logits``) the
+        contrast input's logits filled in. Keys beyond the table (the engine's one-token probes pass
+        token ids) read its last row."""
         assert ctx.contrast_ids is not None
         keys = ctx.contrast_ids.long().clamp(0, self.logits.shape[0] - 1).cpu()
         device = ctx.logits.device
@@ -65,7 +66,7 @@ class ContrastTable:
             ctx.logits,
             ctx.target_ids,
             self.token_ids[keys].to(device),
-            self.logits[keys].to(device),
+            self.logits[keys].to(device) if logits else None,
             ctx.noisy_logits,
         )
 
@@ -77,7 +78,7 @@ def contrast_table(forward: ModelForward, sequences: Sequence[ContrastSequence])
         for seq in sequences:
             ids = seq.input_ids.long()
             hidden = forward.hidden_states(forward.embed(ids[None]))[0]
-            positions = seq.prompt_length + seq.aligned.long()
+            positions = seq.positions.long()
             logits.append(forward.head_logits(hidden[(positions - 1).to(hidden.device)]).float().cpu())
             tokens.append(ids[positions] if seq.token_ids is None else seq.token_ids.long())
             keys.append(torch.arange(offset, offset + int(positions.shape[0])))
@@ -85,22 +86,33 @@ def contrast_table(forward: ModelForward, sequences: Sequence[ContrastSequence])
     return ContrastTable(torch.cat(logits), torch.cat(tokens), keys)
 
 
-def bind_contrast(target: TargetFunction, table: ContrastTable) -> TargetFunction:
-    """``target`` reading its contrast from ``table`` (same name, rule and traits)."""
+def bind_contrast(target: TargetFunction, table: ContrastTable, logits: bool = True) -> TargetFunction:
+    """``target`` reading its contrast from ``table`` (same name, rule and traits): the contrast
+    tokens, and with ``logits`` the contrast input's predictions (else the contrast tokens are
+    read under the real input, as Inseq's attributed functions do without ``contrast_force_inputs``)."""
     inner = target.fn
 
     def with_contrast(ctx: TargetContext) -> Float[Tensor, " row"]:
-        return inner(table.context(ctx))
+        return inner(table.context(ctx, logits))
 
     return dataclasses.replace(target, fn=with_contrast)
 
 
-def check_alignment(aligned: Int[Tensor, " generated"], contrast_length: int, argument: str) -> None:
-    """Every aligned index falls inside the contrast continuation."""
-    if aligned.numel() and (int(aligned.min()) < 0 or int(aligned.max()) >= contrast_length):
+def right_aligned(sequence_length: int, prompt_length: int, contrast_length: int) -> Int[Tensor, " generated"]:
+    """Inseq's default alignment: the generated positions of a sequence matched 1:1 from the end with
+    the positions of the contrast sequence (step ``i`` with contrast step ``i`` when the two
+    continuations have the same length, whatever the prompts' lengths).
+
+    Example:
+        >>> right_aligned(10, 6, 7).tolist()  # 4 generated steps; the contrast prompt is 3 tokens
+        [3, 4, 5, 6]
+    """
+    positions = torch.arange(prompt_length, sequence_length) - sequence_length + contrast_length
+    if positions.numel() and int(positions.min()) < 1:
         raise InvalidArgumentError(
-            argument,
-            f"the continuation has {int(aligned.numel())} steps but the contrast continuation only {contrast_length} "
-            "tokens to align them with",
-            "pass a contrast_continuation= at least as long as the continuation, or contrast_alignments=[(i, j), ...]",
+            "contrast_continuation",
+            f"the contrast sequence has {contrast_length} tokens, too few to align the "
+            f"{sequence_length - prompt_length} generated tokens with its positions from the end",
+            "pass a contrast prompt and continuation at least as long as the continuation",
         )
+    return positions

@@ -19,9 +19,8 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 import torch
-from torch import nn
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 from genattrib.engine.contract import Attributor
 from genattrib.engine.forward import ModelForward

@@ -125,6 +125,7 @@ class AttributionModel:
         contrast_target: str | list[str] | None = None,
         contrast_prompt: str | Sequence[Any] | None = None,
         contrast_continuation: str | Sequence[Any] | None = None,
+        contrast_force_inputs: bool = False,
         chat: bool = False,
         batch_size: int | None = None,
         attr_pos_start: int | None = None,
@@ -155,7 +156,9 @@ class AttributionModel:
         through generation and attribution together (all at once by default); ``max_rows``
         caps the model rows per call inside that. ``attr_pos_start``/``attr_pos_end`` select
         generated steps (slice semantics, 0 = first generated token). Scores at or after each
-        target position are NaN.
+        target position are NaN. ``attributed_fn`` is the function explained; ``None`` takes the
+        method's own default (``logprob``; ``logit`` for ``rpi``, as its reference code), and the
+        provenance records the one used.
 
         Contrast: ``contrast_target=`` gives alternative tokens under the same input;
         ``contrast_prompt=`` (e.g. the prompt without its context) and ``contrast_continuation=``
@@ -163,9 +166,9 @@ class AttributionModel:
         contrastive functions (``contrast_prob``, ``pcxmi``, ``kl_divergence`` ...; see
         docs/methods.md) then read the prediction under that input at the aligned step (step
         ``i`` of the continuation with step ``i`` of the contrast continuation, which defaults to
-        the continuation itself), as step scores and as attributed functions alike. ``attributed_fn`` is the function explained; ``None`` takes the
-        method's own default (``logprob``; ``logit`` for ``rpi``, as its reference code), and the
-        provenance records the one used.
+        the continuation itself; aligned from the end when their lengths differ). Step scores
+        always read it; an attributed function reads only the contrast *tokens* under the real
+        input, unless ``contrast_force_inputs=True`` (as in Inseq).
 
         ``explain`` says what a row explains: ``"tokens"`` (each generated token), or units of
         the generated text, ``"words"``, ``"sentences"``, ``"paragraphs"``, ``"lines"``, token

@@ -40,6 +40,7 @@ class AttributeOptions:
     contrast_target: str | list[str] | None = None
     contrast_prompt: str | Sequence[Any] | None = None
     contrast_continuation: str | Sequence[Any] | None = None
+    contrast_force_inputs: bool = False
     chat: bool = False
     batch_size: int | None = None
     attr_pos_start: int | None = None

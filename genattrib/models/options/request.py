@@ -255,6 +255,7 @@ def prepare_request(
     contrast_prompts = check_contrast_prompts(o.contrast_prompt, prompts, o.chat)
     contrast_continuations = inp.normalize_targets(o.contrast_continuation, len(prompts), "contrast_continuation")
     has_input = contrast_prompts is not None or contrast_continuations is not None
+    check_contrast_force_inputs(o.contrast_force_inputs, has_input)
     if needs_contrast(fn, step_functions) and contrasts is None and not has_input:
         raise InvalidArgumentError(
             "contrast_target",
@@ -307,6 +308,18 @@ def prepare_request(
         contrast_prompt_ids=c_prompt_ids,
         contrast_continuation_ids=c_continuation_ids,
     )
+
+
+def check_contrast_force_inputs(value: object, has_input: bool) -> None:
+    """``contrast_force_inputs`` is a bool, and only given with a contrast input."""
+    if not isinstance(value, bool):
+        raise InvalidArgumentError("contrast_force_inputs", f"{value!r} is not a bool", "pass True or False")
+    if value and not has_input:
+        raise InvalidArgumentError(
+            "contrast_force_inputs",
+            "True reads the contrast input's predictions in the attributed function, but no contrast input was given",
+            "pass contrast_prompt= or contrast_continuation= with it, or drop contrast_force_inputs=True",
+        )
 
 
 def check_contrast_prompts(contrast_prompt: object, prompts: Sequence[inp.Prompt], chat: bool) -> list | None:

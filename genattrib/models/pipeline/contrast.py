@@ -2,8 +2,9 @@
 continuations are known, run the contrast sequences once and bind every target function of the
 request to their predictions (:mod:`genattrib.engine.contrast_inputs`).
 
-Step ``i`` of each continuation aligns with step ``i`` of its contrast continuation (the
-continuation itself unless ``contrast_continuation=`` is given), as Inseq's default alignment.
+The generated positions align 1:1 from the end with the contrast sequence (Inseq's default): step
+``i`` of the continuation with step ``i`` of the contrast continuation (the continuation itself
+unless ``contrast_continuation=`` is given) when the two have the same length.
 
 Example:
     >>> call = prepare_call(model.parts, "Paris is in France. Paris is", " in", None,
@@ -22,7 +23,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from genattrib.engine.contrast_inputs import ContrastSequence, bind_contrast, check_alignment, contrast_table
+from genattrib.engine.contrast_inputs import ContrastSequence, bind_contrast, contrast_table, right_aligned
 from genattrib.engine.forward import ModelForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.generation import GenerationTrace
@@ -44,15 +45,14 @@ def with_contrast_inputs(
         continuation = (
             trace.generated_ids if request.contrast_continuation_ids is None else request.contrast_continuation_ids[i]
         )
-        aligned = torch.arange(n)
-        check_alignment(aligned, int(continuation.shape[0]), "contrast_continuation")
-        tokens = None if request.contrast_ids is None else _per_step(request.contrast_ids[i], n)
         ids = torch.cat([prompt.long(), continuation.long()])
-        sequences.append(ContrastSequence(ids, int(prompt.shape[0]), aligned, tokens))
+        positions = right_aligned(trace.prompt_length + n, trace.prompt_length, int(ids.shape[0]))
+        tokens = None if request.contrast_ids is None else _per_step(request.contrast_ids[i], n)
+        sequences.append(ContrastSequence(ids, positions, tokens))
     table = contrast_table(forward, sequences)
     bound = dataclasses.replace(
         request,
-        attributed_fn=bind_contrast(request.attributed_fn, table),
+        attributed_fn=bind_contrast(request.attributed_fn, table, logits=request.options.contrast_force_inputs),
         step_functions={name: bind_contrast(t, table) for name, t in request.step_functions.items()},
     )
     return bound, table.keys

@@ -53,6 +53,7 @@ BY_VALUE: tuple[str, ...] = (
     "sources_include_generated",
     "contrast_prompt",
     "contrast_continuation",
+    "contrast_force_inputs",
 )
 
 #: Options that do not change the rows a call stores: a resumed call may change them.

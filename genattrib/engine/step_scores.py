@@ -96,12 +96,12 @@ def _score_job(
 
 
 @contextlib.contextmanager
-def dropout_on(model: nn.Module) -> Iterator[None]:
-    """Every module in training mode (dropout active) for the block; each module's own mode is
-    restored afterwards, also when the block raises."""
+def dropout_on(model: nn.Module, on: bool = True) -> Iterator[None]:
+    """Every module in training mode (dropout active; ``on=False``: in eval mode) for the block; each
+    module's own mode is restored afterwards, also when the block raises."""
     modes = [(module, module.training) for module in model.modules()]
     try:
-        model.train()
+        model.train(on)
         yield
     finally:
         for module, training in modes:
@@ -112,7 +112,7 @@ def mc_dropout_step_scores(
     forward: ModelForward, job: SequenceJob, target: TargetFunction, seed: int
 ) -> Float[Tensor, " generated"]:
     """``target`` at every generated position of ``job`` with ``target.noisy_passes`` dropout
-    passes (``ctx.noisy_logits``) beside the clean one; the passes draw their dropout masks from
+    passes (``ctx.noisy_logits``) beside the clean one (in eval mode); the passes draw their dropout masks from
     ``seed`` (torch's global generator is forked, so the caller's random state is untouched).
     """
     n_gen = int(job.input_ids.shape[0]) - job.prompt_length
@@ -126,7 +126,8 @@ def mc_dropout_step_scores(
         return forward.head_logits(hidden[(positions - 1).to(hidden.device)]).float()
 
     with torch.no_grad():
-        clean = logits()
+        with dropout_on(forward.model, False):
+            clean = logits()
         devices = [forward.input_device] if forward.input_device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), dropout_on(forward.model):
             torch.manual_seed(seed)

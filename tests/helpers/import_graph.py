@@ -47,7 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("faithfulness core", ("faithfulness",)),
     ("attribution methods", ("methods",)),
     ("models", ("models",)),
-    ("evaluation API and dataset runs", ("evaluation", "dataset")),
+    ("evaluation API, dataset runs and context attribution", ("evaluation", "dataset", "context")),
     (
         "entry points",
         ("cli", "cli_args", "cli_dataset", "cli_evaluate", "cli_interrupt", "cli_listing", "__main__", TOP),

@@ -38,7 +38,7 @@ from genattrib.engine import eval_mode
 from genattrib.errors import InvalidArgumentError
 from genattrib.models import AttributeOptions, AttributionModel
 from genattrib.models.options.inputs import tokenize_continuation, tokenize_prompt
-from genattrib.models.pipeline.contrast import with_contrast_inputs
+from genattrib.models.pipeline.contrast_stage import with_contrast_inputs
 from genattrib.models.pipeline.stages import add_step_scores, generate, plan, prepare_call
 from genattrib.models.results.token_text import decode_tokens
 from genattrib.targets import BUILTIN_TARGETS
@@ -60,7 +60,7 @@ def attribute_context(
     contextless_output_current_text: str = "{current}",
     chat: bool = False,
     context_sensitivity_metric: str = "kl_divergence",
-    context_sensitivity_std_threshold: float | None = 1.0,
+    context_sensitivity_std_threshold: float | int | None = 1.0,
     context_sensitivity_topk: int | None = None,
     method: str | None = None,
     attributed_fn: str = "contrast_prob_diff",

@@ -35,7 +35,7 @@ class ContextCue:
     input_context_scores: list[float] | None = None
     output_context_scores: list[float] | None = None
 
-    def salient(self, std_weight: float | None = 1.0, top_k: int | None = None) -> dict[str, list[int]]:
+    def salient(self, std_weight: float | int | None = 1.0, top_k: int | None = None) -> dict[str, list[int]]:
         """Indices of the salient cues of each context (``std_weight``/``top_k`` as in step one),
         selected over the scores of both contexts together, as Inseq does."""
         scores = [*(self.input_context_scores or []), *(self.output_context_scores or [])]
@@ -84,17 +84,17 @@ class ContextAttributionOutput:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
-    def to_text(self, std_weight: float | None = 1.0, top_k: int | None = 5) -> str:
+    def to_text(self, std_weight: float | int | None = 1.0, top_k: int | None = 5) -> str:
         """The console view (see :mod:`genattrib.context.views`)."""
         return context_text(self, std_weight, top_k)
 
-    def show(self, std_weight: float | None = 1.0, top_k: int | None = 5) -> None:
+    def show(self, std_weight: float | int | None = 1.0, top_k: int | None = 5) -> None:
         print(self.to_text(std_weight, top_k))
 
-    def to_html(self, std_weight: float | None = 1.0, top_k: int | None = 5) -> str:
+    def to_html(self, std_weight: float | int | None = 1.0, top_k: int | None = 5) -> str:
         """A self-contained HTML page (see :mod:`genattrib.context.views`)."""
         return context_html(self, std_weight, top_k)
 
-    def save_html(self, path: str | os.PathLike, std_weight: float | None = 1.0, top_k: int | None = 5) -> None:
+    def save_html(self, path: str | os.PathLike, std_weight: float | int | None = 1.0, top_k: int | None = 5) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_html(std_weight, top_k))

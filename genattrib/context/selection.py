@@ -22,7 +22,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.validation import check_positive_int
 
 
-def std_threshold(scores: Sequence[float], std_weight: float | None) -> float:
+def std_threshold(scores: Sequence[float], std_weight: float | int | None) -> float:
     """``mean + std_weight · std`` of ``scores`` (the sample std, as torch's default); 0 for None or no scores."""
     if std_weight is None or len(scores) == 0:
         return 0.0
@@ -33,7 +33,7 @@ def std_threshold(scores: Sequence[float], std_weight: float | None) -> float:
 
 
 def select_tokens(
-    scores: Sequence[float], std_weight: float | None = 1.0, top_k: int | None = None
+    scores: Sequence[float], std_weight: float | int | None = 1.0, top_k: int | None = None
 ) -> list[tuple[int, float]]:
     """``(index, score)`` of the selected scores, largest magnitude first (see the module docstring)."""
     if std_weight is not None and not isinstance(std_weight, (int, float)):

@@ -21,7 +21,7 @@ _STYLE = (
 )
 
 
-def _cue_lines(out: Any, cue: Any, std_weight: float | None, top_k: int | None) -> list[str]:
+def _cue_lines(out: Any, cue: Any, std_weight: float | int | None, top_k: int | None) -> list[str]:
     salient = cue.salient(std_weight, top_k)
     lines = []
     for side, tokens, scores in (
@@ -33,7 +33,7 @@ def _cue_lines(out: Any, cue: Any, std_weight: float | None, top_k: int | None) 
     return lines or ["    (no salient context token)"]
 
 
-def context_text(out: Any, std_weight: float | None = 1.0, top_k: int | None = 5) -> str:
+def context_text(out: Any, std_weight: float | int | None = 1.0, top_k: int | None = 5) -> str:
     """The console view of a :class:`~genattrib.context.ContextAttributionOutput`."""
     marked = {cue.index for cue in out.cues}
     text = "".join(f"[{t}]" if i in marked else t for i, t in enumerate(out.output_current_tokens))
@@ -63,7 +63,7 @@ def _span(token: str, weight: float, extra: str = "", title: str = "") -> str:
     )
 
 
-def context_html(out: Any, std_weight: float | None = 1.0, top_k: int | None = 5) -> str:
+def context_html(out: Any, std_weight: float | int | None = 1.0, top_k: int | None = 5) -> str:
     """A self-contained page: the output with its context-sensitive tokens outlined (shaded by
     their score), and one panel per token with the context shaded by its attribution."""
     top = max([abs(s) for s in out.sensitivity_scores] or [1.0]) or 1.0

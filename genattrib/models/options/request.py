@@ -135,9 +135,13 @@ def check_batch_size(batch_size: object) -> None:
 
 
 def check_lengths(
-    model: Any, prompt_ids: Sequence[Tensor], forced_ids: Sequence[Tensor] | None, config: GenerationConfig
+    model: Any,
+    prompt_ids: Sequence[Tensor],
+    forced_ids: Sequence[Tensor] | None,
+    config: GenerationConfig,
+    argument: str = "inputs",
 ) -> None:
-    """Every prompt plus its continuation fits the model's context window."""
+    """Every prompt plus its continuation fits the model's context window (``argument``: the prompts' name)."""
     window = inp.context_window(model.config)
     if window is None:
         return
@@ -151,7 +155,7 @@ def check_lengths(
         total = int(ids.shape[0]) + extra
         if int(ids.shape[0]) >= window or total > window:
             raise InvalidArgumentError(
-                "inputs",
+                argument,
                 f"prompt {i} has {int(ids.shape[0])} tokens and needs room for {extra} more, "
                 f"but the model's context window is {window} tokens",
                 "shorten the prompt, or lower max_new_tokens / max_length / the forced target (continuation=)",
@@ -285,6 +289,10 @@ def prepare_request(
     )
     config = build_generation_config(model.model, tok, o.generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
+    if c_prompt_ids is not None or c_continuation_ids is not None:  # the contrast sequences run through the model too
+        check_lengths(
+            model.model, c_prompt_ids or prompt_ids, c_continuation_ids or forced_ids, config, "contrast_prompt"
+        )
     check_step_window(prompt_ids, forced_ids, config, slice(o.attr_pos_start, o.attr_pos_end))
     seed = run_seed(o.seed, samples=forced_ids is None and bool(config.do_sample))
     baseline = None

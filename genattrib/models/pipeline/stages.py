@@ -44,7 +44,7 @@ from genattrib.models.options.attribute_options import AttributeOptions
 from genattrib.models.options.explain_units import structure_positions, unit_spans
 from genattrib.models.options.request import AttributionRequest, continuation_argument, prepare_request
 from genattrib.models.options.sources import source_spans
-from genattrib.models.pipeline.contrast import with_contrast_inputs
+from genattrib.models.pipeline.contrast_stage import with_contrast_inputs
 from genattrib.models.results.assemble import assemble_output
 from genattrib.models.results.convergence import warn_if_unconverged
 from genattrib.models.results.storage import (

@@ -112,7 +112,7 @@ def test_views_escape_tokens_and_round_trip(tmp_path):
     page = out.to_html(std_weight=0)  # cues above the mean: the first
     assert "<b>" not in page and "<i>" not in page and "&lt;b&gt;" in page and "&amp;" in page
     assert "&lt;s&gt;" in page and page.count('class="tok sensitive"') == 2  # the token and its cue
-    text = out.to_text()
+    text = out.to_text(std_weight=0)
     assert "[<i>]x" in text and "'<b>'" in text
     out.save(tmp_path / "c.json")
     assert ContextAttributionOutput.load(tmp_path / "c.json") == out

@@ -51,8 +51,8 @@ class ContrastSequence:
 class ContrastTable:
     """The contrast predictions of a call: row ``keys[s][i]`` holds sequence ``s``'s step ``i``."""
 
-    logits: Float[Tensor, "key vocab"]
-    token_ids: Int[Tensor, " key"]
+    logits: Float[Tensor, "row vocab"]
+    token_ids: Int[Tensor, " row"]
     keys: list[Int[Tensor, " generated"]]
 
     def context(self, ctx: TargetContext, logits: bool = True) -> TargetContext:

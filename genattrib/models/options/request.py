@@ -61,8 +61,8 @@ class AttributionRequest:
     generation_config: GenerationConfig
     baseline: ResolvedBaseline | None
     seed: int | None
-    contrast_prompt_ids: list[Int[Tensor, " _contrast_prompt"]] | None = None
-    contrast_continuation_ids: list[Int[Tensor, " _contrast_continuation"]] | None = None
+    contrast_prompt_ids: list[Int[Tensor, " _prompt"]] | None = None
+    contrast_continuation_ids: list[Int[Tensor, " _generated"]] | None = None
 
     @property
     def has_contrast_input(self) -> bool:

@@ -211,6 +211,39 @@ def compare_contrastive_attribution(model: Any, continuation: str, alternative: 
         report.row(f"input_x_gradient contrast_prob_diff ({label})", mine.nan_to_num(0.0), other.nan_to_num(0.0))
 
 
+def compare_attribute_context(model: Any, report: Report) -> None:
+    """PECoRe on a short retrieved-document prompt: step one's scores, and step two's context scores."""
+    import inseq
+    from bench_attribute_context import ANSWER, CONTEXT, CURRENT
+    from inseq.commands.attribute_context.attribute_context import attribute_context_with_model
+    from inseq.commands.attribute_context.attribute_context_args import AttributeContextArgs
+
+    import genattrib
+
+    ours = genattrib.attribute_context(
+        model, CURRENT, input_context_text=CONTEXT, output_current_text=ANSWER, method="saliency"
+    )
+    args = AttributeContextArgs(
+        model_name_or_path="default", attribution_method="saliency", input_current_text=CURRENT,
+        input_context_text=CONTEXT, output_current_text=ANSWER, attributed_fn="contrast_prob_diff",
+        show_viz=False, show_intermediate_outputs=False,
+    )  # fmt: skip
+    theirs = attribute_context_with_model(
+        args, inseq.load_model(model.model, "saliency", tokenizer=copy.deepcopy(model.tokenizer))
+    )
+    report.row("attribute-context step one (KL)", torch.tensor(ours.sensitivity_scores)[:, None],
+               torch.tensor(theirs.cti_scores)[:, None])  # fmt: skip
+    if ours.selected != [c.cti_idx for c in theirs.cci_scores]:
+        print(f"attribute-context selection differs: {ours.selected} vs {[c.cti_idx for c in theirs.cci_scores]}")
+        report.failed.append("attribute-context selection")
+        return
+    for cue, other in zip(ours.cues, theirs.cci_scores):
+        mine = torch.tensor(cue.input_context_scores)[None]
+        report.row(
+            f"attribute-context step two (token {cue.index})", mine, torch.tensor(other.input_context_scores)[None]
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="5 forced tokens, 8 IG steps (CI)")
@@ -229,6 +262,7 @@ def main() -> int:
     check_names(report)
     compare_step_functions(model, continuation, alternative, report)
     compare_contrastive_attribution(model, continuation, alternative, report)
+    compare_attribute_context(model, report)
     compare_methods(model, continuation, 8 if args.fast else 32, report)
     if report.failed:
         print("DISAGREEMENTS: " + ", ".join(report.failed))

@@ -1,8 +1,9 @@
 """genattrib vs Inseq 0.7.1 on the same model object: input_x_gradient, integrated_gradients,
 occlusion, attention and every step function the two share (``nox -s parity``).
 
-One row per method or step function: the largest |Δ| relative to each row's largest |score| and
-the smallest cosine over rows. A row agrees when, for every step, max|Δ| ≤ 1e-4 of the row's
+One line per method or step function: the largest |Δ| relative to each row's largest |score| and
+the smallest cosine over rows (a method's row: one generated step; a step function's row: its
+values at every step). A row agrees when, for every step, max|Δ| ≤ 1e-4 of the row's
 largest |score| or the cosine is ≥ 0.9999. Intended differences are printed with their reason
 (docs/migrating-from-inseq.md explains them) and do not fail. It also checks the name lists of
 tests/helpers/inseq_reference.py against the installed Inseq (the unit tests check genattrib
@@ -175,7 +176,7 @@ def compare_step_functions(model: Any, continuation: str, alternative: str, repo
         mine, other = ours(names, **our_kw), theirs(names, **their_kw)
         for name in names:
             suffix = f" ({label})" if label and label != name else ""
-            report.row(f"step {name}{suffix}", mine[name][:, None], other[name][:, None])
+            report.row(f"step {name}{suffix}", mine[name][None], other[name][None])
     for name, reason in NOT_COMPARED.items():
         report.intended(f"step {name}", reason)
 
@@ -231,8 +232,8 @@ def compare_attribute_context(model: Any, report: Report) -> None:
     theirs = attribute_context_with_model(
         args, inseq.load_model(model.model, "saliency", tokenizer=copy.deepcopy(model.tokenizer))
     )
-    report.row("attribute-context step one (KL)", torch.tensor(ours.sensitivity_scores)[:, None],
-               torch.tensor(theirs.cti_scores)[:, None])  # fmt: skip
+    report.row("attribute-context step one (KL)", torch.tensor(ours.sensitivity_scores)[None],
+               torch.tensor(theirs.cti_scores)[None])  # fmt: skip
     if ours.selected != [c.cti_idx for c in theirs.cci_scores]:
         print(f"attribute-context selection differs: {ours.selected} vs {[c.cti_idx for c in theirs.cci_scores]}")
         report.failed.append("attribute-context selection")

@@ -16,8 +16,8 @@ templates then fill the user message, and the chat template frames both versions
 output as its continuation.
 
 Example:
-    >>> model = genattrib.load_model()
-    >>> out = genattrib.attribute_context(
+    >>> model = genattrib.load_model()                               # doctest: +SKIP
+    >>> out = genattrib.attribute_context(                           # doctest: +SKIP
     ...     model, "Where does Anna live?", input_context_text="Anna moved to Lisbon in 2019.", max_new_tokens=8
     ... )
     >>> out.show()                                                    # doctest: +SKIP

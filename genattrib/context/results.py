@@ -2,7 +2,8 @@
 and, for each selected token, the scores of the context tokens (step two).
 
 Example:
-    >>> out = genattrib.attribute_context(model, "Paris is in", input_context_text="Paris is the capital of France.")
+    >>> context = "Paris is the capital of France."
+    >>> out = genattrib.attribute_context(model, "Paris is in", input_context_text=context)  # doctest: +SKIP
     >>> [cue.token for cue in out.cues]                         # doctest: +SKIP
     [' France']
     >>> out.show(); out.save_html("context.html"); out.save("context.json")   # doctest: +SKIP

@@ -14,6 +14,7 @@ Example:
     >>> table = contrast_table(ModelForward(hf_model), [seq])
     >>> table.logits.shape[0], table.keys[0].tolist()
     (2, [0, 1])
+    >>> from genattrib.targets import resolve_target
     >>> bound = bind_contrast(resolve_target("contrast_prob"), table)
 """
 

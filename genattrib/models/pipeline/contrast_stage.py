@@ -7,11 +7,13 @@ The generated positions align 1:1 from the end with the contrast sequence (Inseq
 unless ``contrast_continuation=`` is given) when the two have the same length.
 
 Example:
+    >>> from genattrib.models.options.attribute_options import AttributeOptions
+    >>> from genattrib.models.pipeline.stages import generate, prepare_call
     >>> call = prepare_call(model.parts, "Paris is in France. Paris is", " in", None,
     ...                     AttributeOptions(contrast_prompt="Paris is", step_scores=["pcxmi"]))
-    >>> request, keys = with_contrast_inputs(call, generate(call))
-    >>> keys[0].tolist()
-    [0]
+    >>> request, keys = with_contrast_inputs(call.forward, call.request, generate(call))
+    >>> keys[0].tolist() == list(range(len(keys[0]))), request.attributed_fn.name
+    (True, 'logprob')
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ def storage_options(options: AttributeOptions) -> StorageOptions:
 
 def _plain(value: object) -> object:
     """A JSON value that stands for an option's checked value."""
+    if hasattr(value, "tolist"):  # token ids (a tensor's repr elides long ones)
+        return value.tolist()  # type: ignore[union-attr]
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 

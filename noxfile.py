@@ -15,6 +15,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s package                   # build wheel + sdist, install the wheel in a fresh venv, use it from outside
     nox -s docs                      # the documentation site (mkdocs, strict) into site/
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
+    nox -s parity -- --fast          # genattrib vs Inseq scores, every benchmarks/parity_*.py (CI: --fast)
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
     nox -s bench-dataset             # attribute() loop vs attribute_dataset, 1 and 2 processes
@@ -228,13 +229,37 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", "site", *session.posargs, env=env)
 
 
-@nox.session(python=PYTHON)
-def bench(session: nox.Session) -> None:
-    """genattrib vs Inseq 0.7.1 on the default model (Inseq is installed only here)."""
+def _install_beside_inseq(session: nox.Session) -> None:
+    """genattrib and Inseq 0.7.1 in one venv (Inseq is installed only in the bench and parity sessions)."""
     _install_genattrib(session, "")
     session.install("--no-deps", INSEQ, "captum")  # captum's own deps are genattrib's or listed
     session.install(*INSEQ_RUNTIME_DEPS)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """genattrib vs Inseq 0.7.1 on the default model (Inseq is installed only here)."""
+    _install_beside_inseq(session)
     session.run("python", "benchmarks/bench_vs_inseq.py", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=PYTHON)
+def parity(session: nox.Session) -> None:
+    """Scores of genattrib and Inseq 0.7.1 on the same model object: every ``benchmarks/parity_*.py`` script,
+    each with this session's arguments (``nox -s parity -- --fast`` for the CI subset); fails if any fails."""
+    _install_beside_inseq(session)
+    scripts = sorted(Path("benchmarks").glob("parity_*.py"))
+    if not scripts:
+        session.error("no benchmarks/parity_*.py script found")
+    failed = []
+    for script in scripts:
+        session.log(f"parity: {script}")
+        try:
+            session.run("python", str(script), *session.posargs, env=OFFLINE_ENV)
+        except nox.command.CommandFailed:
+            failed.append(script.name)
+    if failed:
+        session.error("parity disagreements in " + ", ".join(failed))
 
 
 @nox.session(python=PYTHON, name="bench-longform")

@@ -13,6 +13,7 @@ from genattrib.progress import quiet_tqdm_in_notebook
 
 quiet_tqdm_in_notebook()  # before transformers imports tqdm.auto: no ipywidgets warning in a notebook
 
+from genattrib.context import ContextAttributionOutput, attribute_context  # noqa: E402
 from genattrib.dataset import DatasetRun, attribute_dataset  # noqa: E402
 from genattrib.errors import (  # noqa: E402
     GenattribError,
@@ -36,6 +37,7 @@ __all__ = [
     "AttributionModel",
     "BenchmarkResult",
     "CharSpans",
+    "ContextAttributionOutput",
     "DatasetRun",
     "EvaluationResult",
     "FeatureAttributionOutput",
@@ -47,6 +49,7 @@ __all__ = [
     "SequenceAttribution",
     "UnknownNameError",
     "UnsupportedModelError",
+    "attribute_context",
     "attribute_dataset",
     "benchmark",
     "describe_methods",

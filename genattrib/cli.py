@@ -1,4 +1,4 @@
-"""Command line: ``genattrib attribute | attribute-dataset | show | evaluate | methods | targets``.
+"""Command line: ``genattrib attribute | attribute-context | attribute-dataset | show | evaluate | methods | targets``.
 
 Example::
 
@@ -7,6 +7,7 @@ Example::
     $ genattrib attribute "Tell me a story." --max-new-tokens 512 --dry-run
     $ genattrib attribute "Tell me a story." --max-new-tokens 512 --top-k-scores 20 --stream-to story/
     $ genattrib attribute "Tell me a story." --max-new-tokens 64 --do-sample --temperature 0.7 --top-p 0.9 --seed 1
+    $ genattrib attribute-context --input-current-text "Where does Anna live?" --input-context-text "Anna is in Lisbon."
     $ genattrib attribute-dataset prompts.jsonl --out runs/prompts --max-new-tokens 32
     $ genattrib show paris.json --step 0
     $ genattrib show paris.json --html paris.html
@@ -43,6 +44,7 @@ from genattrib.cli_args import (
     sampling_options,
     split_list,
 )
+from genattrib.cli_context import add_attribute_context, run_attribute_context
 from genattrib.cli_dataset import add_attribute_dataset, run_attribute_dataset
 from genattrib.cli_evaluate import add_evaluate, run_evaluate
 from genattrib.cli_interrupt import interrupt_line
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_attribute(sub)
+    add_attribute_context(sub)
     add_attribute_dataset(sub)
     show = sub.add_parser("show", help="show a result saved with --save / FeatureAttributionOutput.save")
     show.add_argument("path", metavar="PATH", help="a .json or .safetensors result, or a --stream-to folder")
@@ -350,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "attribute":
             return _run_attribute(args, console)
+        if args.command == "attribute-context":
+            return run_attribute_context(args, console)
         if args.command == "attribute-dataset":
             return run_attribute_dataset(args, console)
         if args.command == "show":

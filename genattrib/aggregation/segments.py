@@ -62,6 +62,10 @@ STEP_SCORE_RULES: Mapping[str, str] = MappingProxyType(
         "baseline_value": "sum",  # F at the baseline, summed like F
         "contrast_logprob_diff": "sum",
         "contrast_prob_diff": "sum",
+        "perplexity": "product",  # 2 ** (sum of the cross-entropies)
+        "contrast_prob": "product",  # like probability
+        "mc_dropout_prob_avg": "none",  # a z-score: does not merge
+        "top_p_size": "none",  # a count per step: does not merge
     }
 )
 

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import GenerationConfig
 
 from genattrib.engine import GRANULAR_BUDGET_MB, Attributor, eval_mode
+from genattrib.errors import InvalidArgumentError
 from genattrib.generation import generate_traces
 from genattrib.methods import list_methods, method_class
 from genattrib.models.model_parts import ModelParts
@@ -27,6 +28,7 @@ from genattrib.models.options import inputs as inp
 from genattrib.models.options.arguments import build_generation_config
 from genattrib.models.options.attribute_options import AttributeOptions, resolve_legacy_top_k
 from genattrib.models.options.explain_units import CharSpans
+from genattrib.models.options.inseq_names import translate_inseq_arguments
 from genattrib.models.options.request import check_batch_size, check_lengths
 from genattrib.models.pipeline.estimate import Estimate, estimate_call
 from genattrib.models.pipeline.stages import attribute_call, prepare_call
@@ -117,14 +119,17 @@ class AttributionModel:
     # --- the main call ---------------------------------------------------------------------
     def attribute(
         self,
-        inputs: str | Sequence[Any],
+        inputs: str | Sequence[Any] | None = None,
         continuation: str | Sequence[Any] | torch.Tensor | None = None,
         *,
         target: str | Sequence[Any] | torch.Tensor | None = None,
         method: str | Attributor | None = None,
         attributed_fn: str | Callable | None = None,
         step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None,
-        contrast_target: str | list[str] | None = None,
+        contrast_target: str | list[str] | torch.Tensor | None = None,
+        contrast_prompt: str | Sequence[Any] | None = None,
+        contrast_continuation: str | Sequence[Any] | torch.Tensor | None = None,
+        contrast_force_inputs: bool = False,
         chat: bool = False,
         batch_size: int | None = None,
         attr_pos_start: int | None = None,
@@ -160,6 +165,16 @@ class AttributionModel:
         method's own default (``logprob``; ``logit`` for ``rpi``, as its reference code), and the
         provenance records the one used.
 
+        Contrast: ``contrast_target=`` gives alternative tokens under the same input;
+        ``contrast_prompt=`` (e.g. the prompt without its context) and ``contrast_continuation=``
+        give a *different input* (Inseq's ``contrast_sources``/``contrast_targets``): the
+        contrastive functions (``contrast_prob``, ``pcxmi``, ``kl_divergence`` ...; see
+        docs/methods.md) then read the prediction under that input at the aligned step (step
+        ``i`` of the continuation with step ``i`` of the contrast continuation, which defaults to
+        the continuation itself; aligned from the end when their lengths differ). Step scores
+        always read it; an attributed function reads only the contrast *tokens* under the real
+        input, unless ``contrast_force_inputs=True`` (as in Inseq).
+
         ``explain`` says what a row explains: ``"tokens"`` (each generated token), or units of
         the generated text, ``"words"``, ``"sentences"``, ``"paragraphs"``, ``"lines"``, token
         spans ``[(start, end), ...]`` (0 = first generated token) or :class:`CharSpans`. A unit
@@ -191,8 +206,20 @@ class AttributionModel:
         each finished batch of rows to a shard in the folder; re-running the same call with it
         resumes an interrupted run, and the result reads its rows from the folder
         (``FeatureAttributionOutput.load``).
+
+        Inseq's names are accepted with a ``FutureWarning`` naming genattrib's: ``input_texts=``,
+        ``generated_texts=`` (prompt + continuation), ``generation_args=``, ``contrast_targets=``,
+        ``contrast_sources=``; ``attribute_target=``, ``output_step_attributions=`` and the like
+        have no effect (see docs/migrating-from-inseq.md).
         """
         t0 = time.perf_counter()
+        inputs, continuation, kwargs = translate_inseq_arguments(inputs, continuation, kwargs)
+        if inputs is None:
+            raise InvalidArgumentError("inputs", "no prompt was given", "pass attribute('The prompt', ...)")
+        contrast = {k: kwargs.pop(k) for k in ("contrast_prompt", "contrast_continuation") if k in kwargs}
+        if contrast:  # Inseq's contrast names, translated
+            contrast_prompt = contrast.get("contrast_prompt", contrast_prompt)
+            contrast_continuation = contrast.get("contrast_continuation", contrast_continuation)
         options = _options(locals(), kwargs, forced=continuation is not None or target is not None, model=self.model)
         return attribute_call(prepare_call(self.parts, inputs, continuation, target, options), t0)
 

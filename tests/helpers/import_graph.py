@@ -47,10 +47,20 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("faithfulness core", ("faithfulness",)),
     ("attribution methods", ("methods",)),
     ("models", ("models",)),
-    ("evaluation API and dataset runs", ("evaluation", "dataset")),
+    ("evaluation API, dataset runs and context attribution", ("evaluation", "dataset", "context")),
     (
         "entry points",
-        ("cli", "cli_args", "cli_dataset", "cli_evaluate", "cli_interrupt", "cli_listing", "__main__", TOP),
+        (
+            "cli",
+            "cli_args",
+            "cli_context",
+            "cli_dataset",
+            "cli_evaluate",
+            "cli_interrupt",
+            "cli_listing",
+            "__main__",
+            TOP,
+        ),
     ),
 )
 LAYER = {unit: index for index, (_, units) in enumerate(LAYERS) for unit in units}

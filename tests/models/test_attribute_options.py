@@ -71,12 +71,17 @@ def _fingerprint(model, **arguments):
         {"n_steps": 3, "method": "integrated_gradients"},
         {"attributed_fn": "probability"},
         {"seed": 5},
+        {"contrast_prompt": "France is"},
+        {"contrast_continuation": " Rome. The capital"},
+        {"contrast_prompt": "France is", "contrast_force_inputs": True},
     ],
 )
 def test_options_that_change_the_scores_change_the_fingerprint(tiny_llama, change):
     base = {"method": "integrated_gradients", "n_steps": 2} if "n_steps" in change else {}
     if "sources_include_generated" in change:
         base = {"sources": "sentences"}
+    if "contrast_force_inputs" in change:
+        base = {"contrast_prompt": "France is"}
     assert _fingerprint(tiny_llama, **base) != _fingerprint(tiny_llama, **{**base, **change})
 
 

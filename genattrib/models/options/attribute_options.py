@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import GenerationConfig
 
 from genattrib.engine import GRANULAR_BUDGET_MB, Attributor
@@ -37,7 +38,10 @@ class AttributeOptions:
     method: str | Attributor | None = None
     attributed_fn: str | Callable | None = None
     step_scores: Iterable[str | Callable] | Mapping[str, Any] | None = None
-    contrast_target: str | list[str] | None = None
+    contrast_target: str | list[str] | torch.Tensor | None = None
+    contrast_prompt: str | Sequence[Any] | None = None
+    contrast_continuation: str | Sequence[Any] | torch.Tensor | None = None
+    contrast_force_inputs: bool = False
     chat: bool = False
     batch_size: int | None = None
     attr_pos_start: int | None = None

@@ -62,6 +62,13 @@ class AttributionRequest:
     generation_config: GenerationConfig
     baseline: ResolvedBaseline | None
     seed: int | None
+    contrast_prompt_ids: list[Int[Tensor, " _prompt"]] | None = None
+    contrast_continuation_ids: list[Int[Tensor, " _generated"]] | None = None
+
+    @property
+    def has_contrast_input(self) -> bool:
+        """Whether a contrast prompt or continuation (a different input) was given."""
+        return self.contrast_prompt_ids is not None or self.contrast_continuation_ids is not None
 
     @property
     def steps(self) -> slice:
@@ -129,9 +136,13 @@ def check_batch_size(batch_size: object) -> None:
 
 
 def check_lengths(
-    model: Any, prompt_ids: Sequence[Tensor], forced_ids: Sequence[Tensor] | None, config: GenerationConfig
+    model: Any,
+    prompt_ids: Sequence[Tensor],
+    forced_ids: Sequence[Tensor] | None,
+    config: GenerationConfig,
+    argument: str = "inputs",
 ) -> None:
-    """Every prompt plus its continuation fits the model's context window."""
+    """Every prompt plus its continuation fits the model's context window (``argument``: the prompts' name)."""
     window = inp.context_window(model.config)
     if window is None:
         return
@@ -145,7 +156,7 @@ def check_lengths(
         total = int(ids.shape[0]) + extra
         if int(ids.shape[0]) >= window or total > window:
             raise InvalidArgumentError(
-                "inputs",
+                argument,
                 f"prompt {i} has {int(ids.shape[0])} tokens and needs room for {extra} more, "
                 f"but the model's context window is {window} tokens",
                 "shorten the prompt, or lower max_new_tokens / max_length / the forced target (continuation=)",
@@ -236,26 +247,45 @@ def prepare_request(
     default_fn = attributor.traits.default_attributed_fn
     fn = resolve_target(default_fn if o.attributed_fn is None else o.attributed_fn, model.targets)
     step_functions = resolve_step_scores(o.step_scores, model.targets)
+    if fn.noisy_passes:
+        raise InvalidArgumentError(
+            "attributed_fn",
+            f"{fn.name!r} runs {fn.noisy_passes} MC-dropout passes per step: it is a step score only",
+            f"pass step_scores=[{fn.name!r}] and attribute e.g. attributed_fn='probability'",
+        )
     check_batch_size(o.batch_size)
     prompts = inp.normalize_prompts(inputs, o.chat)
     forced = inp.normalize_targets(continuation, len(prompts), continuation_name)
     contrasts = inp.normalize_targets(o.contrast_target, len(prompts), "contrast_target")
-    if needs_contrast(fn, step_functions) and contrasts is None:
+    contrast_prompts = check_contrast_prompts(o.contrast_prompt, prompts, o.chat)
+    contrast_continuations = inp.normalize_targets(o.contrast_continuation, len(prompts), "contrast_continuation")
+    has_input = contrast_prompts is not None or contrast_continuations is not None
+    check_contrast_force_inputs(o.contrast_force_inputs, has_input)
+    if needs_contrast(fn, step_functions) and contrasts is None and not has_input:
         raise InvalidArgumentError(
             "contrast_target",
             "a contrastive target was asked for but no contrast given",
-            "pass contrast_target='an alternative continuation'",
+            "pass contrast_target='an alternative continuation', or contrast_prompt='the prompt without its context'",
         )
     tok = model.tokenizer
     if model.is_encoder_decoder:  # the prompt is the source: its ids, then the decoder start
         seq2seq.check_seq2seq_call(o, attributor)
-        start = seq2seq.decoder_start_id(model.model)
-        prompt_ids = [seq2seq.source_ids(tok, p, start) for p in prompts]
+        start_id = seq2seq.decoder_start_id(model.model)
+        prompt_ids = [seq2seq.source_ids(tok, p, start_id) for p in prompts]
         forced_ids = None if forced is None else [seq2seq.target_ids(tok, t, continuation_name) for t in forced]
-        contrast_ids = None
+        contrast_ids = c_prompt_ids = c_continuation_ids = None
     else:
         seq2seq.check_decoder_only_call(o)
         prompt_ids = [inp.tokenize_prompt(tok, p) for p in prompts]
+        c_prompt_ids = None if contrast_prompts is None else [inp.tokenize_prompt(tok, p) for p in contrast_prompts]
+        c_continuation_ids = (
+            None
+            if contrast_continuations is None
+            else [
+                inp.tokenize_continuation(tok, p, c, "contrast_continuation")
+                for p, c in zip(c_prompt_ids or prompt_ids, contrast_continuations)
+            ]
+        )
         forced_ids = (
             None
             if forced is None
@@ -268,6 +298,10 @@ def prepare_request(
         )
     config = build_generation_config(model.model, tok, o.generation_config, gen_kwargs, type(attributor).param_names())
     check_lengths(model.model, prompt_ids, forced_ids, config)
+    if c_prompt_ids is not None or c_continuation_ids is not None:  # the contrast sequences run through the model too
+        check_lengths(
+            model.model, c_prompt_ids or prompt_ids, c_continuation_ids or forced_ids, config, "contrast_prompt"
+        )
     check_step_window(prompt_ids, forced_ids, config, slice(o.attr_pos_start, o.attr_pos_end))
     seed = run_seed(o.seed, samples=forced_ids is None and bool(config.do_sample))
     baseline = None
@@ -288,7 +322,47 @@ def prepare_request(
         generation_config=config,
         baseline=baseline,
         seed=seed,
+        contrast_prompt_ids=c_prompt_ids,
+        contrast_continuation_ids=c_continuation_ids,
     )
+
+
+def check_contrast_force_inputs(value: object, has_input: bool) -> None:
+    """``contrast_force_inputs`` is a bool, and only given with a contrast input."""
+    if not isinstance(value, bool):
+        raise InvalidArgumentError("contrast_force_inputs", f"{value!r} is not a bool", "pass True or False")
+    if value and not has_input:
+        raise InvalidArgumentError(
+            "contrast_force_inputs",
+            "True reads the contrast input's predictions in the attributed function, but no contrast input was given",
+            "pass contrast_prompt= or contrast_continuation= with it, or drop contrast_force_inputs=True",
+        )
+
+
+def check_contrast_prompts(contrast_prompt: object, prompts: Sequence[inp.Prompt], chat: bool) -> list | None:
+    """One contrast prompt per prompt, each in the same form as its prompt (a chat for a chat, so
+    both go through the same chat template; text for text)."""
+    if contrast_prompt is None:
+        return None
+    contrast = inp.normalize_prompts(contrast_prompt, chat)
+    if len(contrast) == 1 and len(prompts) > 1:
+        contrast = contrast * len(prompts)
+    if len(contrast) != len(prompts):
+        raise InvalidArgumentError(
+            "contrast_prompt",
+            f"{len(contrast)} contrast prompts for {len(prompts)} prompts",
+            "pass one contrast prompt, or one per prompt",
+        )
+    for i, (p, c) in enumerate(zip(prompts, contrast)):
+        if isinstance(p, str) != isinstance(c, str):
+            kinds = ("text", "a chat (chat template applied)")
+            raise InvalidArgumentError(
+                "contrast_prompt",
+                f"prompt {i} is {kinds[not isinstance(p, str)]} but its contrast prompt is "
+                f"{kinds[not isinstance(c, str)]}: the two would use different chat templates",
+                "pass the contrast prompt in the same form as the prompt (a list of messages for a chat)",
+            )
+    return contrast
 
 
 def check_units_supported(attributor: Attributor, fn: TargetFunction) -> None:

@@ -97,6 +97,9 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor) -> Non
         _refuse("chat", "chat=True (a chat template)", "pass the source text without chat=True")
     if options.contrast_target is not None:
         _refuse("contrast_target", "a contrastive target", "attribute without contrast_target=")
+    for name in ("contrast_prompt", "contrast_continuation"):
+        if getattr(options, name) is not None:
+            _refuse(name, "a contrastive input", f"attribute without {name}=")
     if options.top_k_scores is not None:
         _refuse("top_k_scores", "top-k storage of scores", "leave top_k_scores=None")
     if options.stream_to is not None:

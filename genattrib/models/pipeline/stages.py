@@ -18,12 +18,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from genattrib.engine import (
     EngineResult,
@@ -44,6 +46,7 @@ from genattrib.models.options.explain_units import structure_positions, unit_spa
 from genattrib.models.options.request import AttributionRequest, continuation_argument, prepare_request
 from genattrib.models.options.sources import source_spans
 from genattrib.models.pipeline import seq2seq_steps as seq2seq
+from genattrib.models.pipeline.contrast_stage import with_contrast_inputs
 from genattrib.models.results.assemble import assemble_output
 from genattrib.models.results.convergence import warn_if_unconverged
 from genattrib.models.results.storage import (
@@ -86,9 +89,15 @@ def prepare_call(
 
 def teacher_forced(request: AttributionRequest) -> bool:
     """Whether step scores are computed after generation rather than recorded during it: for a
-    contrast (it needs the contrast tokens), and for beam search (a step's beams are reordered
-    later, so what was recorded for row ``i`` need not belong to the returned sequence ``i``)."""
-    return request.needs_contrast or int(request.generation_config.num_beams or 1) > 1
+    contrast (it needs the contrast tokens or the contrast input's predictions), for MC-dropout
+    passes, and for beam search (a step's beams are reordered later, so what was recorded for row
+    ``i`` need not belong to the returned sequence ``i``)."""
+    return (
+        request.needs_contrast
+        or request.has_contrast_input
+        or any(t.noisy_passes for t in request.step_functions.values())
+        or int(request.generation_config.num_beams or 1) > 1
+    )
 
 
 def generate(call: Call) -> list[GenerationTrace]:
@@ -134,15 +143,16 @@ def explained_spans(
     return (None if request.explain == "tokens" else units), (sources if request.sources is not None else None)
 
 
-def plan(call: Call, traces: Sequence[GenerationTrace]) -> list[SequenceJob]:
-    """The engine's jobs for the continuations: rows, explained and source units, held-fixed tokens."""
+def plan(call: Call, traces: Sequence[GenerationTrace], contrast: Sequence[Tensor] | None = None) -> list[SequenceJob]:
+    """The engine's jobs for the continuations: rows, explained and source units, held-fixed tokens
+    (``contrast``: each trace's contrast ids, the request's ``contrast_ids`` by default)."""
     request = call.request
     units, sources = explained_spans(call.parts, request, traces)
     jobs = build_jobs(
         list(traces),
         call.parts.special_ids,
         request.steps,
-        request.contrast_ids,
+        request.contrast_ids if contrast is None else contrast,
         request.keep_special,
         units,
         sources,
@@ -172,7 +182,8 @@ def add_step_scores(call: Call, traces: Sequence[GenerationTrace], jobs: Sequenc
         seq2seq.step_scores(call.forward, request, traces, jobs)
         return
     if request.step_functions and (request.forced_ids is not None or teacher_forced(request)):
-        for trace, scores in zip(traces, teacher_forced_step_scores(call.forward, list(jobs), request.step_functions)):
+        scores_of = teacher_forced_step_scores(call.forward, list(jobs), request.step_functions, seed=request.run_seed)
+        for trace, scores in zip(traces, scores_of):
             trace.step_scores = scores
 
 
@@ -205,7 +216,10 @@ def attribute_call(call: Call, t0: float) -> FeatureAttributionOutput:
     with resume_hint(writer), eval_mode(call.parts.model):
         with _timed(timings, "generate"):
             traces = generate(call)
-        jobs = plan(call, traces)
+        with _timed(timings, "contrast"):
+            request, contrast = with_contrast_inputs(call.forward, call.request, traces)
+            call = dataclasses.replace(call, request=request)
+        jobs = plan(call, traces, contrast)
         keep = keep_granular(call, jobs)
         done = plan_stream(writer, jobs, keep, call.forward.hidden_size, call.storage.top_k_scores)
         with _timed(timings, "step_scores"):

@@ -52,6 +52,9 @@ BY_VALUE: tuple[str, ...] = (
     "sources",
     "sources_include_generated",
     "attribute_prefix",
+    "contrast_prompt",
+    "contrast_continuation",
+    "contrast_force_inputs",
 )
 
 #: Options of :data:`BY_VALUE` left out of the fingerprint while ``None`` (their default), so that a
@@ -117,6 +120,8 @@ def storage_options(options: AttributeOptions) -> StorageOptions:
 
 def _plain(value: object) -> object:
     """A JSON value that stands for an option's checked value."""
+    if hasattr(value, "tolist"):  # token ids (a tensor's repr elides long ones)
+        return value.tolist()  # type: ignore[union-attr]
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 

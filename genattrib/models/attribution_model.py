@@ -213,13 +213,19 @@ class AttributionModel:
         have no effect (see docs/migrating-from-inseq.md).
         """
         t0 = time.perf_counter()
-        inputs, continuation, kwargs = translate_inseq_arguments(inputs, continuation, kwargs)
+        inputs, continuation, kwargs = translate_inseq_arguments(
+            inputs, continuation, kwargs, encoder_decoder=self.parts.is_encoder_decoder
+        )
         if inputs is None:
             raise InvalidArgumentError("inputs", "no prompt was given", "pass attribute('The prompt', ...)")
         contrast = {k: kwargs.pop(k) for k in ("contrast_prompt", "contrast_continuation") if k in kwargs}
         if contrast:  # Inseq's contrast names, translated
             contrast_prompt = contrast.get("contrast_prompt", contrast_prompt)
             contrast_continuation = contrast.get("contrast_continuation", contrast_continuation)
+        if "attribute_prefix" in kwargs:  # Inseq's attribute_target=, translated
+            if attribute_prefix is not None:
+                raise InvalidArgumentError("attribute_target", "given with attribute_prefix=", "pass one of them")
+            attribute_prefix = kwargs.pop("attribute_prefix")
         options = _options(locals(), kwargs, forced=continuation is not None or target is not None, model=self.model)
         return attribute_call(prepare_call(self.parts, inputs, continuation, target, options), t0)
 

@@ -269,6 +269,8 @@ def test_html_page_has_a_panel_per_side(models, tok):
         (dict(method="rollout"), "method"),
         (dict(method="lime"), "method"),
         (dict(contrast_target="Rome is"), "contrast_target"),
+        (dict(contrast_prompt="Another source"), "contrast_prompt"),
+        (dict(contrast_continuation="Rome is"), "contrast_continuation"),
         (dict(top_k_scores=3), "top_k_scores"),
         (dict(stream_to="folder"), "stream_to"),
     ],
@@ -279,6 +281,20 @@ def test_unsupported_features_are_refused_before_any_work(kwargs, argument, mode
     with pytest.raises(genattrib.InvalidArgumentError) as info:
         model.attribute(SOURCE, TARGET, **kwargs)
     assert info.value.argument == argument and "encoder-decoder" in str(info.value)
+
+
+def test_inseqs_attribute_target_is_attribute_prefix(models, tok):
+    """Inseq's ``attribute_target=True`` on an encoder-decoder model attributes the target prefix,
+    like ``attribute_prefix=True``, with a warning naming genattrib's argument."""
+    model = _wrapped(models, tok, "bart")
+    ours = model.attribute(SOURCE, TARGET, method="saliency", attribute_prefix=True).sequences[0]
+    with pytest.warns(FutureWarning, match="attribute_prefix"):
+        theirs = model.attribute(SOURCE, TARGET, method="saliency", attribute_target=True).sequences[0]
+    assert torch.equal(ours.scores.nan_to_num(7.0), theirs.scores.nan_to_num(7.0))
+    assert torch.isfinite(theirs.target_scores[-1, :-1]).all()
+    with pytest.raises(genattrib.InvalidArgumentError) as info:
+        model.attribute(SOURCE, TARGET, attribute_prefix=True, attribute_target=True)
+    assert info.value.argument == "attribute_target"
 
 
 def test_attribute_prefix_false_is_refused_on_a_decoder_only_model(tiny_llama):

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from inseq_reference import INSEQ_CONTRASTIVE, INSEQ_STEP_FUNCTIONS
+from inseq_reference import INSEQ_CONTRASTIVE, INSEQ_METHODS, INSEQ_STEP_FUNCTIONS
 from tolerance import TINY_MODEL, assert_close_to_scale
 
 import genattrib
@@ -30,6 +30,12 @@ ALTERNATIVE = " Paris. The"
 def test_every_inseq_step_function_is_a_target():
     assert set(INSEQ_STEP_FUNCTIONS) <= set(genattrib.list_targets())
     assert all(BUILTIN_TARGETS[name].needs_contrast for name in INSEQ_CONTRASTIVE)
+
+
+def test_every_inseq_method_is_a_method():
+    """Inseq 0.7.1's attribution methods (its ``dummy`` placeholder aside) all exist here by name;
+    benchmarks/parity_*.py compare their scores."""
+    assert set(INSEQ_METHODS) - {"dummy"} <= set(genattrib.list_methods())
 
 
 def full_logits(model, prompt: str, continuation: str) -> tuple[torch.Tensor, torch.Tensor, int]:

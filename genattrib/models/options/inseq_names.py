@@ -29,7 +29,8 @@ IGNORED = {
     "output_step_attributions": "every step's scores are always in the result (out.sequences[i].scores[step])",
     "pretty_progress": "show_progress= draws the one progress bar",
     "include_eos_baseline": "special tokens are held fixed unless attribute_special_tokens=True",
-    "attribute_target": "a decoder-only model is always attributed to the whole prefix, prompt and generated tokens",
+    "attribute_target": "a decoder-only model is always attributed to the whole prefix, prompt and generated tokens "
+    "(on an encoder-decoder model it is attribute_prefix=)",
     "device": "the model computes where it was loaded (load_model(device_map=...))",
     "override_default_attribution": "method= always selects the method of the call",
 }
@@ -54,10 +55,14 @@ def _split(full: Any, prompt: Any, name: str) -> Any:
 
 
 def translate_inseq_arguments(
-    inputs: Any, continuation: Any, kwargs: Mapping[str, Any]
+    inputs: Any, continuation: Any, kwargs: Mapping[str, Any], encoder_decoder: bool = False
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """(inputs, continuation, the other keywords) with Inseq's names turned into genattrib's."""
+    """(inputs, continuation, the other keywords) with Inseq's names turned into genattrib's.
+    On an encoder-decoder model Inseq's ``attribute_target=`` is genattrib's ``attribute_prefix=``."""
     rest = dict(kwargs)
+    if encoder_decoder and "attribute_target" in rest:
+        _warn("attribute_target", "attribute_prefix= (the target prefix of an encoder-decoder model)")
+        rest["attribute_prefix"] = rest.pop("attribute_target")
     if "input_texts" in rest:
         if inputs is not None:
             raise InvalidArgumentError("input_texts", "given with inputs=", "pass the prompts once, as inputs=")

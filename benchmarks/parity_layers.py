@@ -143,7 +143,7 @@ def captum_rows(model: Any, continuation: str, n_steps: int) -> list[str]:
         ok = worst <= 1e-4 or cosine >= 0.9999
         if not ok:
             failed.append(f"{label} (Captum)")
-        print(f"{label:40} {worst:13.2e} {cosine:11.6f}  {'ok' if ok else 'DIFFERENT'}", flush=True)
+        print(f"{label:40} {worst:13.2e} {cosine:11.8f}  {'ok' if ok else 'DIFFERENT'}", flush=True)
     return failed
 
 
@@ -253,7 +253,7 @@ def main() -> int:
         verdict = "ok" if ok else ("intended: " + INTENDED[label] if label in INTENDED else "DIFFERENT")
         if not ok and label not in INTENDED:
             failed.append(label)
-        print(f"{label:34} {worst:13.2e} {cosine:11.6f}  {verdict}", flush=True)
+        print(f"{label:34} {worst:13.2e} {cosine:11.8f}  {verdict}", flush=True)
     if failed:
         print("disagreements: " + ", ".join(failed))
         return 1

@@ -20,7 +20,7 @@ from genattrib.errors import InvalidArgumentError
 from genattrib.generation import GenerationTrace
 
 
-def _contrast_for(contrast: Int[Tensor, " contrast"], n: int) -> Int[Tensor, " generated"]:
+def contrast_per_step(contrast: Int[Tensor, " contrast"], n: int) -> Int[Tensor, " generated"]:
     """One contrast token per generated step (a single token is repeated)."""
     if contrast.shape[0] == 1 and n > 1:
         contrast = contrast.expand(n).clone()
@@ -88,7 +88,7 @@ def build_jobs(
             )
         ids = trace.input_ids
         mask = torch.zeros_like(ids, dtype=torch.bool) if keep_special else torch.isin(ids, special)
-        contrast = None if contrast_ids is None else _contrast_for(contrast_ids[i], n)
+        contrast = None if contrast_ids is None else contrast_per_step(contrast_ids[i], n)
         start, stop = (chosen.start, chosen.stop) if n else (0, 0)
         spans = None if units is None else units[i]
         if spans is not None and spans:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from genattrib.engine.contrast_inputs import ContrastSequence, bind_contrast, contrast_table, right_aligned
 from genattrib.engine.forward import ModelForward
-from genattrib.errors import InvalidArgumentError
+from genattrib.engine.jobs import contrast_per_step
 from genattrib.generation import GenerationTrace
 from genattrib.models.options.request import AttributionRequest
 
@@ -49,7 +49,7 @@ def with_contrast_inputs(
         )
         ids = torch.cat([prompt.long(), continuation.long()])
         positions = right_aligned(trace.prompt_length + n, trace.prompt_length, int(ids.shape[0]))
-        tokens = None if request.contrast_ids is None else _per_step(request.contrast_ids[i], n)
+        tokens = None if request.contrast_ids is None else contrast_per_step(request.contrast_ids[i], n)
         sequences.append(ContrastSequence(ids, positions, tokens))
     table = contrast_table(forward, sequences)
     bound = dataclasses.replace(
@@ -58,16 +58,3 @@ def with_contrast_inputs(
         step_functions={name: bind_contrast(t, table) for name, t in request.step_functions.items()},
     )
     return bound, table.keys
-
-
-def _per_step(contrast: Int[Tensor, " contrast"], n: int) -> Int[Tensor, " generated"]:
-    """One contrast token per step (a single token is repeated)."""
-    if contrast.shape[0] == 1:
-        return contrast.expand(n).clone()
-    if contrast.shape[0] != n:
-        raise InvalidArgumentError(
-            "contrast_target",
-            f"{contrast.shape[0]} contrast tokens for {n} generated tokens",
-            "pass a single-token contrast or one with as many tokens as the continuation",
-        )
-    return contrast

@@ -241,6 +241,8 @@ def bench(session: nox.Session) -> None:
     """genattrib vs Inseq 0.7.1 on the default model (Inseq is installed only here)."""
     _install_beside_inseq(session)
     session.run("python", "benchmarks/bench_vs_inseq.py", *session.posargs, env=OFFLINE_ENV)
+    if "--device" not in session.posargs:  # attribute-context (PECoRe) on the CPU, interleaved, one thread
+        session.run("python", "benchmarks/bench_attribute_context.py", "--rounds", "2", env=OFFLINE_ENV)
 
 
 @nox.session(python=PYTHON)

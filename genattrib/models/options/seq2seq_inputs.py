@@ -35,6 +35,7 @@ SUPPORTED_METHODS: tuple[str, ...] = (
     "layer_gradient_x_activation",
     "layer_integrated_gradients",
     "layer_deeplift",
+    "value_zeroing",
 )
 
 

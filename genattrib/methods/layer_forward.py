@@ -169,10 +169,15 @@ def on_row_positions(
     return torch.cat([scores, pad] if layer.side == SOURCE else [pad, scores], 1)
 
 
-def scored_side(params: object, model: nn.Module) -> str | None:
-    """The side an encoder-decoder layer method scores (``None``: both, at the embeddings)."""
+#: The methods whose ``layer=`` is resolved here (another method's ``layer``, RPI's, means something else).
+LAYER_METHODS = ("layer_integrated_gradients", "layer_gradient_x_activation", "layer_deeplift")
+
+
+def scored_side(method: str, params: object, model: nn.Module) -> str | None:
+    """The side of an encoder-decoder row that ``method`` scores with ``params`` (``None``: both,
+    e.g. at the embeddings, or not a layer method)."""
     layer = getattr(params, "layer", None)
-    return None if layer is None else resolve_layer(model, layer).side
+    return None if layer is None or method not in LAYER_METHODS else resolve_layer(model, layer).side
 
 
 @dataclass(frozen=True)

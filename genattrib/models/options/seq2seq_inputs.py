@@ -115,7 +115,8 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor, model:
         raise InvalidArgumentError(
             "attribute_prefix", f"{options.attribute_prefix!r} is not a bool", "pass True, False or None"
         )
-    if model is not None and not options.attribute_prefix and scored_side(attributor.params, model) == TARGET:
+    side = None if model is None else scored_side(attributor.name, attributor.params, model)
+    if side == TARGET and not options.attribute_prefix:
         raise InvalidArgumentError(
             "attribute_prefix",
             f"layer={attributor.params.layer!r} is a decoder layer: it scores the target prefix, which is held "

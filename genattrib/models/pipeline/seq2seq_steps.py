@@ -78,7 +78,8 @@ def run(
 ) -> list[EngineResult]:
     """Attribute every job, one sequence at a time (its source length set on ``forward``)."""
     results = []
-    side = scored_side(request.attributor.params, forward.model)  # a layer of one side scores that side only
+    attributor = request.attributor
+    side = scored_side(attributor.name, attributor.params, forward.model)  # a layer of one side scores that side only
     for job in jobs:
         with forward.encoding(source_length(job)):
             [result] = run_attribution(

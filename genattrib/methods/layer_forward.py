@@ -37,6 +37,7 @@ from genattrib.targets import TargetFunction
 EMBEDDINGS = "embeddings"
 LayerTensor = Float[Tensor, "row side layer_hidden"]  # a layer's output or the gradient at it (side: its positions)
 SOURCE, TARGET = "source", "target"  # the side of an encoder-decoder row a layer's output covers
+CROSS_KEYS_VALUES = ("encoder_attn.k_proj", "encoder_attn.v_proj", "EncDecAttention.k", "EncDecAttention.v")
 
 
 def block_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -145,6 +146,13 @@ def _seq2seq_layer(model: nn.Module, layer: int | str, modules: dict[str, nn.Mod
             "layer",
             f"{layer!r} is in neither the encoder ({roots[SOURCE]!r}) nor the decoder ({roots[TARGET]!r})",
             f"pass {example} or a module inside one of them",
+        )
+    if layer.endswith(CROSS_KEYS_VALUES):
+        raise InvalidArgumentError(
+            "layer",
+            f"{layer!r} projects the encoder's states for the cross-attention: its positions are the source's, "
+            "its gradient comes from the decoder",
+            "pass the cross-attention module itself (one output per target position) or a block",
         )
     return Layer(layer, module, False, side)
 

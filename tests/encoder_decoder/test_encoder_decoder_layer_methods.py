@@ -207,13 +207,15 @@ def test_layer_integrated_gradients_at_a_block_is_complete(kind, which, models, 
         ("decoder.x", "layer", "no module named"),
         ("lm_head", "layer", "neither the encoder"),
         ("model.encoder.embed_tokens", "layer", "'embeddings'"),
+        ("model.decoder.layers.0.encoder_attn.v_proj", "layer", "cross-attention"),
         ("model.decoder.layers.0", "attribute_prefix", "attribute_prefix=True"),
     ],
 )
 @pytest.mark.parametrize("method", ["layer_integrated_gradients", "layer_deeplift", "layer_gradient_x_activation"])
 def test_bad_layers_are_refused_before_any_work(layer, argument, words, method, models, tok, monkeypatch):
     """A bare block index (which stack?), an unknown or out-of-range block, a module outside both stacks,
-    one side's token embedding, and a decoder layer without attribute_prefix=True are refused up front."""
+    one side's token embedding, a cross-attention key/value projection (source positions in the decoder)
+    and a decoder layer without attribute_prefix=True are refused up front."""
     hf = models["bart"]
     monkeypatch.setattr(type(hf), "generate", lambda *a, **k: pytest.fail("generated"))
     model = genattrib.load_model((hf, tok))

@@ -48,6 +48,7 @@ DIMENSIONS: Mapping[str, str] = MappingProxyType(
         "group": "groups of merged positions",
         # model
         "hidden": "the embedding (hidden) dimension",
+        "layer_hidden": "the last dimension of a layer's output (layer methods: hidden, or e.g. an MLP's inner width)",
         "vocab": "the vocabulary",
         "layer": "transformer layers",
         "head": "attention heads",

@@ -29,7 +29,14 @@ from genattrib.engine.forward import ModelForward
 from genattrib.engine.model_hooks import Hook, ReplaceOutput, hooked
 from genattrib.methods.deeplift_rules import CaptureInputs, Rescale, nonlinearity_map
 from genattrib.methods.kinds import Gradient, GradientTraits
-from genattrib.methods.layer_forward import AtModule, Layer, LeafOutput, layer_grads_by_chunk, resolve_layer
+from genattrib.methods.layer_forward import (
+    AtModule,
+    Layer,
+    LeafOutput,
+    layer_grads_by_chunk,
+    on_row_positions,
+    resolve_layer,
+)
 from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice
@@ -124,7 +131,7 @@ class DeepLift(Gradient):
             consume,
             references,
         )
-        attributions = torch.cat(parts)
+        attributions = on_row_positions(forward, layer, torch.cat(parts), length)
         valid = batch.before_target(attributions.device)
         total = (attributions.sum(-1) * valid).sum(-1)
         error = total.to(f_input.device) - (f_input - f_base)

@@ -22,7 +22,13 @@ from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.row_refs import RowRef
 from genattrib.methods.input_x_gradient import InputXGradient
-from genattrib.methods.layer_forward import EMBEDDINGS, check_layer_param, layer_grads_by_chunk, resolve_layer
+from genattrib.methods.layer_forward import (
+    EMBEDDINGS,
+    check_layer_param,
+    layer_grads_by_chunk,
+    on_row_positions,
+    resolve_layer,
+)
 from genattrib.methods.registration import register_method
 from genattrib.targets import TargetFunction
 
@@ -73,4 +79,4 @@ class LayerGradientXActivation(InputXGradient):
             attributed_fn,
             keep,
         )
-        return MethodOutput(torch.cat(parts))
+        return MethodOutput(on_row_positions(forward, layer, torch.cat(parts), batch.length))

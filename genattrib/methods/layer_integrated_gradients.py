@@ -39,6 +39,7 @@ from genattrib.methods.layer_forward import (
     LeafOutput,
     check_layer_param,
     layer_grads_by_chunk,
+    on_row_positions,
     resolve_layer,
 )
 from genattrib.methods.quadrature import quadrature_rule
@@ -148,7 +149,7 @@ class LayerIntegratedGradients(IntegratedGradients):
             attributed_fn,
             add,
         )
-        attributions = (a_input - a_base) * avg_grad
+        attributions = on_row_positions(forward, layer, (a_input - a_base) * avg_grad, length)
         valid = batch.before_target(attributions.device)
         total = (attributions.sum(-1) * valid).sum(-1)
         error = total.to(f_input.device) - (f_input - f_base)

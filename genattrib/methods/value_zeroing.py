@@ -13,7 +13,10 @@ compared after the final norm, as the model's ``hidden_states[-1]`` (and Inseq) 
 Batched: one model row per zeroed position ``j``, every block zeroing ``v_j`` at once with each
 block's output replaced by its clean output (so block ``l`` sees its clean input, as in Inseq), and
 a causal model lets those rows score every target of the sequence: ``length + 1`` rows per sequence.
-Decoder-only families with a ``v_proj`` (Llama, Qwen2, Mistral ...) or GPT-2's ``c_attn``.
+Decoder-only families with a ``v_proj`` (Llama, Qwen2, Mistral ...) or GPT-2's ``c_attn``; on an
+encoder-decoder model (:mod:`~genattrib.methods.value_zeroing_seq2seq`) ``layers`` index the decoder's
+blocks, the source is scored through the cross-attention and the target prefix through the decoder's
+self-attention, each side normalised to sum to 1 per query (as Inseq).
 
 Example:
     >>> out = model.attribute("The capital of France is", method="value_zeroing", layers=[-1], max_new_tokens=2)
@@ -32,10 +35,12 @@ from torch import Tensor, nn
 from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.model_hooks import Hook, ModuleRule, ReplaceOutput, hooked
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.errors import InvalidArgumentError, UnsupportedModelError
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
 from genattrib.methods.layer_forward import AtModule, block_stack
 from genattrib.methods.registration import register_method
+from genattrib.methods.value_zeroing_seq2seq import decoder_distances, decoder_values
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice
 
@@ -129,7 +134,8 @@ class ValueZeroing(Perturbation):
         return length + 1  # the clean row and one zeroed row per position (a row ends before its target)
 
     def _layers(self, forward: ModelForward) -> list[int]:
-        count = len(block_stack(forward.model)[1])
+        seq2seq = isinstance(forward, EncoderDecoderForward)
+        count = len(decoder_values(forward.model).blocks if seq2seq else block_stack(forward.model)[1])
         layers = self.params.layers
         chosen = range(count) if layers is None else [layers] if isinstance(layers, int) else layers
         bad = [v for v in chosen if not -count <= v < count]
@@ -141,10 +147,13 @@ class ValueZeroing(Perturbation):
 
     def check_model(self, forward: ModelForward, attributed_fn: TargetFunction) -> None:
         super().check_model(forward, attributed_fn)
-        value_modules(forward.model)
+        if not isinstance(forward, EncoderDecoderForward):
+            value_modules(forward.model)
         self._layers(forward)
 
     def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
+        if isinstance(forward, EncoderDecoderForward):
+            return self._attribute_seq2seq(batch, forward)
         distances = self.distances(batch.input_embeds[0], forward)  # [layer, zeroed j, query i]
         chosen = self._layers(forward)
         scores = distances[chosen]
@@ -156,6 +165,23 @@ class ValueZeroing(Perturbation):
         per_row = per_row * visible
         total = per_row.sum(-1, keepdim=True)
         per_row = per_row / torch.where(total == 0, torch.ones_like(total), total)
+        out = torch.zeros(batch.num_rows, batch.length)
+        out[:, : per_row.shape[-1]] = per_row.mean(1)
+        return MethodOutput(out * batch.before_target("cpu"))
+
+    def _attribute_seq2seq(self, batch: RowBatch, forward: EncoderDecoderForward) -> MethodOutput:
+        """Source scores from the cross-attention, target-prefix scores from the decoder's self-attention,
+        each side normalised over its positions (a row explaining the token at ``t`` reads decoder query
+        ``t - 1 - source``)."""
+        source = forward.base.split(batch.length)
+        distances = decoder_distances(batch.input_embeds[0], forward, self.params.similarity_metric)
+        scores = distances[self._layers(forward)]  # [layer, row position j, decoder query]
+        scores = torch.where(scores < self.params.threshold, torch.zeros_like(scores), scores)
+        query = batch.predicting_positions("cpu") - source
+        per_row = scores[:, :, query].permute(2, 0, 1)  # [row, layer, j]
+        for side in (slice(0, source), slice(source, None)):  # each side sums to 1 per query
+            total = per_row[..., side].sum(-1, keepdim=True)
+            per_row[..., side] = per_row[..., side] / torch.where(total == 0, torch.ones_like(total), total)
         out = torch.zeros(batch.num_rows, batch.length)
         out[:, : per_row.shape[-1]] = per_row.mean(1)
         return MethodOutput(out * batch.before_target("cpu"))

@@ -269,7 +269,7 @@ def prepare_request(
         )
     tok = model.tokenizer
     if model.is_encoder_decoder:  # the prompt is the source: its ids, then the decoder start
-        seq2seq.check_seq2seq_call(o, attributor)
+        seq2seq.check_seq2seq_call(o, attributor, model.model)
         start_id = seq2seq.decoder_start_id(model.model)
         prompt_ids = [seq2seq.source_ids(tok, p, start_id) for p in prompts]
         forced_ids = None if forced is None else [seq2seq.target_ids(tok, t, continuation_name) for t in forced]

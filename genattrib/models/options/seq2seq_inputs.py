@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 from jaxtyping import Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from genattrib.engine import Attributor
 from genattrib.errors import InvalidArgumentError
+from genattrib.methods.layer_forward import TARGET, scored_side
 from genattrib.models.options.attribute_options import AttributeOptions
 
 #: Methods that run on encoder-decoder models (tests/encoder_decoder/ checks each one).
@@ -30,6 +31,11 @@ SUPPORTED_METHODS: tuple[str, ...] = (
     "gradient_shap",
     "occlusion",
     "attention",
+    "deeplift",
+    "layer_gradient_x_activation",
+    "layer_integrated_gradients",
+    "layer_deeplift",
+    "value_zeroing",
 )
 
 
@@ -85,8 +91,9 @@ def _refuse(argument: str, what: str, fix: str) -> None:
     raise InvalidArgumentError(argument, f"{what} is not supported on encoder-decoder models yet", fix)
 
 
-def check_seq2seq_call(options: AttributeOptions, attributor: Attributor) -> None:
-    """Refuse, before any work, what an encoder-decoder call does not support (yet)."""
+def check_seq2seq_call(options: AttributeOptions, attributor: Attributor, model: nn.Module | None = None) -> None:
+    """Refuse, before any work, what an encoder-decoder call does not support (yet) or what
+    contradicts itself (a decoder layer, whose positions are the target prefix, without it)."""
     if attributor.name not in SUPPORTED_METHODS:
         raise InvalidArgumentError(
             "method",
@@ -107,6 +114,14 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor) -> Non
     if options.attribute_prefix is not None and not isinstance(options.attribute_prefix, bool):
         raise InvalidArgumentError(
             "attribute_prefix", f"{options.attribute_prefix!r} is not a bool", "pass True, False or None"
+        )
+    side = None if model is None else scored_side(attributor.name, attributor.params, model)
+    if side == TARGET and not options.attribute_prefix:
+        raise InvalidArgumentError(
+            "attribute_prefix",
+            f"layer={attributor.params.layer!r} is a decoder layer: it scores the target prefix, which is held "
+            "fixed unless attribute_prefix=True",
+            "pass attribute_prefix=True, or an encoder layer ('encoder.<i>') to score the source",
         )
 
 

@@ -23,6 +23,8 @@ from genattrib.engine import EngineResult, SequenceJob, run_attribution, teacher
 from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.generation import GenerationTrace
 from genattrib.generation.seq2seq_generate import generate_seq2seq_traces
+from genattrib.methods.layer_forward import SOURCE as SOURCE_LAYER
+from genattrib.methods.layer_forward import scored_side
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.request import AttributionRequest
 from genattrib.output import SequenceAttribution
@@ -76,6 +78,8 @@ def run(
 ) -> list[EngineResult]:
     """Attribute every job, one sequence at a time (its source length set on ``forward``)."""
     results = []
+    attributor = request.attributor
+    side = scored_side(attributor.name, attributor.params, forward.model)  # a layer of one side scores that side only
     for job in jobs:
         with forward.encoding(source_length(job)):
             [result] = run_attribution(
@@ -91,17 +95,20 @@ def run(
                 top_k=top_k,
                 granular_budget_mb=request.options.granular_budget_mb,
             )
-        if not request.options.attribute_prefix:
+        if not request.options.attribute_prefix or side == SOURCE_LAYER:
             _not_attributed(result, source_length(job))
+        elif side is not None:
+            _not_attributed(result, 0, source_length(job))
         results.append(result)
     return results
 
 
-def _not_attributed(result: EngineResult, source: int) -> None:
-    """NaN on the target side of a source-only result: the prefix was held fixed, not attributed."""
+def _not_attributed(result: EngineResult, start: int, stop: int | None = None) -> None:
+    """NaN on positions ``start:stop`` of a result, a side not attributed: the target side of a
+    source-only result (the prefix was held fixed), the other side of a layer of one side."""
     for scores in (result.scores, result.granular_scores):
         if isinstance(scores, Tensor):
-            scores[:, source:] = float("nan")
+            scores[:, start:stop] = float("nan")
 
 
 def side_roles(length: int, source: int) -> list[str]:

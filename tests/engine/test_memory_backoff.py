@@ -123,9 +123,9 @@ def test_teacher_forced_step_scores_run_chunked_and_back_off(tiny_llama, monkeyp
     seen = []
     original = step_scores.teacher_forced_step_scores
 
-    def spy(forward, jobs, wanted, chunk=256):
+    def spy(forward, jobs, wanted, chunk=256, **kwargs):
         calls = forward.model_calls
-        result = original(forward, jobs, wanted, chunk)
+        result = original(forward, jobs, wanted, chunk, **kwargs)
         seen.append((forward.model_calls - calls, forward.oom_retries))
         return result
 

@@ -9,6 +9,7 @@ with :class:`Rescale` on the same modules. Linear maps need no rule; products (a
 MLPs), softmax and normalisation keep their gradients, as in Captum's DeepLift.
 
 Example:
+    >>> from genattrib.engine.model_hooks import hooked
     >>> refs = {}
     >>> with hooked(hf_model, nonlinearity_map(CaptureInputs(refs))):
     ...     _ = hf_model(torch.tensor([[1, 2, 3]]))

@@ -13,7 +13,7 @@ stream past a sublayer still carries ``x``) is reported as for integrated gradie
 ``baseline_value`` is ``F(x; a')``.
 
 Example:
-    >>> out = model.attribute("The capital of France is", method="layer_integrated_gradients", layer=3,
+    >>> out = model.attribute("The capital of France is", method="layer_integrated_gradients", layer=1,
     ...                       n_steps=32, max_new_tokens=2)
 """
 

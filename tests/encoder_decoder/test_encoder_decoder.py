@@ -203,9 +203,9 @@ def test_attention_reads_cross_and_decoder_self_attention(kind, models, tok):
         hf.set_attn_implementation("sdpa")
     cross = torch.stack(out.cross_attentions)[:, 0].mean(1).mean(0)  # query, source
     own = torch.stack(out.decoder_attentions)[:, 0].mean(1).mean(0)  # query, target prefix
-    assert torch.allclose(seq.source_scores, cross, atol=1e-6)
+    assert torch.allclose(seq.source_scores, cross, atol=1e-5 * float(cross.abs().max()), rtol=0)  # other kernels
     t = own.shape[0]
-    assert torch.allclose(seq.target_scores[:, :t].tril(), own, atol=1e-6)
+    assert torch.allclose(seq.target_scores[:, :t].tril(), own, atol=1e-5 * float(own.abs().max()), rtol=0)
 
 
 def test_generated_attribution_and_step_scores(models, tok):
@@ -219,7 +219,7 @@ def test_generated_attribution_and_step_scores(models, tok):
         logits = models["bart"](input_ids=seq.input_ids[None, : seq.source_length], decoder_input_ids=dec[None]).logits
     probs = torch.softmax(logits[0, :-1], -1).gather(-1, dec[1:, None])[:, 0]
     assert seq.num_steps == len(dec) - 1 > 0
-    assert torch.allclose(seq.step_scores["probability"], probs, atol=1e-6)
+    assert torch.allclose(seq.step_scores["probability"], probs, atol=1e-5 * float(probs.abs().max()), rtol=0)
     assert out.provenance.model_class == "BartForConditionalGeneration"
 
 

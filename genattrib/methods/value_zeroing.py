@@ -40,7 +40,7 @@ from genattrib.errors import InvalidArgumentError, UnsupportedModelError
 from genattrib.methods.kinds import Perturbation, PerturbationTraits
 from genattrib.methods.layer_forward import AtModule, block_stack
 from genattrib.methods.registration import register_method
-from genattrib.methods.value_zeroing_seq2seq import decoder_distances, decoder_values
+from genattrib.methods.value_zeroing_seq2seq import decoder_distances, decoder_values, output_distance
 from genattrib.targets import TargetFunction
 from genattrib.validation import check_choice
 
@@ -108,13 +108,6 @@ class _ZeroValues(ModuleRule):
             return out
 
         ReplaceOutput(zero).attach(name, module, stack)
-
-
-def _distance(clean: Tensor, zeroed: Tensor, metric: str) -> Float[Tensor, "row position"]:
-    clean, zeroed = clean.double().to(zeroed.device), zeroed.double()  # 1 - cos cancels: float64
-    if metric == "cosine":
-        return (1 - torch.nn.functional.cosine_similarity(clean, zeroed, dim=-1)).float()
-    return (clean - zeroed).norm(dim=-1).float()
 
 
 @register_method
@@ -219,7 +212,7 @@ class ValueZeroing(Perturbation):
 
             def patch(index: int) -> Hook:
                 def swap(_m: nn.Module, out: Tensor) -> Tensor:
-                    d = _distance(clean[blocks[index]].expand(rows, -1, -1), out, metric)
+                    d = output_distance(clean[blocks[index]].expand(rows, -1, -1), out, metric)
                     dist[index, chunk] = d.cpu()
                     return clean[blocks[index]].to(out.device, out.dtype).expand(rows, -1, -1)
 
@@ -228,7 +221,7 @@ class ValueZeroing(Perturbation):
             hooks += [patch(i) for i in range(count - 1)]
             with hooked(model, *hooks):
                 out = forward.hidden_states(x.unsqueeze(0).expand(rows, -1, -1))
-            dist[count - 1, chunk] = _distance(final.expand(rows, -1, -1), out.detach(), metric).cpu()
+            dist[count - 1, chunk] = output_distance(final.expand(rows, -1, -1), out.detach(), metric).cpu()
 
         forward.run_chunked(zeroed, length, run, grad=False)
         causal = torch.arange(length).unsqueeze(0) >= torch.arange(zeroed).unsqueeze(1)  # i >= j

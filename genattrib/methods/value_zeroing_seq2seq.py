@@ -84,7 +84,8 @@ class _ZeroValuesAt(ModuleRule):
         ReplaceOutput(zero).attach(name, module, stack)
 
 
-def _distance(clean: Tensor, zeroed: Tensor, metric: str) -> Float[Tensor, "row query"]:
+def output_distance(clean: Tensor, zeroed: Tensor, metric: str) -> Float[Tensor, "row position"]:
+    """Distance of each zeroed output from the clean one (``cosine``: 1 - cos, in float64; or euclidean)."""
     clean, zeroed = clean.double().to(zeroed.device), zeroed.double()  # 1 - cos cancels: float64
     if metric == "cosine":
         return (1 - torch.nn.functional.cosine_similarity(clean, zeroed, dim=-1)).float()
@@ -124,7 +125,7 @@ def decoder_distances(
             block = values.blocks[index]
 
             def swap(_m: nn.Module, out: Tensor) -> Tensor:
-                dist[index, chunk] = _distance(clean[block].expand(rows, -1, -1), out, metric).cpu()
+                dist[index, chunk] = output_distance(clean[block].expand(rows, -1, -1), out, metric).cpu()
                 return clean[block].to(out.device, out.dtype).expand(rows, -1, -1)
 
             return AtModule(block, ReplaceOutput(swap))
@@ -132,7 +133,7 @@ def decoder_distances(
         hooks += [patch(i) for i in range(count - 1)]
         with hooked(model, *hooks):
             out = forward.hidden_states(x.unsqueeze(0).expand(rows, -1, -1))[:, source:]
-        dist[count - 1, chunk] = _distance(final.expand(rows, -1, -1), out.detach(), metric).cpu()
+        dist[count - 1, chunk] = output_distance(final.expand(rows, -1, -1), out.detach(), metric).cpu()
 
     forward.run_chunked(length, length, run, grad=False)
     j, i = torch.arange(length).unsqueeze(1), torch.arange(length - source).unsqueeze(0)

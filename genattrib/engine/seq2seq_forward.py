@@ -130,7 +130,9 @@ class EncoderDecoderForward(ModelForward):
         self.encoder_embedding = model.get_encoder().embed_tokens
         self.decoder_embedding = model.get_decoder().embed_tokens
         self.output_scale = 1.0
-        self.output_scale = self._calibrated_output_scale()
+        kept = self.capabilities.get("output_scale")  # calibrated once per loaded model (``probed``)
+        self.output_scale = float(kept) if isinstance(kept, float) else self._calibrated_output_scale()
+        self.capabilities["output_scale"] = self.output_scale
 
     def _calibrated_output_scale(self) -> float:
         """The factor on the decoder's output before the LM head: ``d_model ** -0.5`` for T5 with tied

@@ -81,14 +81,18 @@ def resolve_layer(model: nn.Module, layer: int | str | None) -> Layer:
         index = layer % len(stack)
         return Layer(f"{stack_name}.{index}", stack[index], False)
     if layer not in modules:
-        close = [n for n in modules if n.endswith(layer) or layer in n][:5]
-        raise InvalidArgumentError(
-            "layer",
-            f"the model has no module named {layer!r}",
-            f"pass a name from model.named_modules() (e.g. {', '.join(close or list(modules)[1:4])}), "
-            f"a block index or {EMBEDDINGS!r}",
-        )
+        raise _unknown_module(layer, modules, "a name from model.named_modules()", "a block index")
     return Layer(layer, modules[layer], modules[layer] is embedding)
+
+
+def _unknown_module(layer: str, modules: dict[str, nn.Module], first: str, last: str) -> InvalidArgumentError:
+    """The error for a ``layer=`` name the model lacks, suggesting up to 5 names that contain it."""
+    close = [n for n in modules if n.endswith(layer) or layer in n][:5]
+    return InvalidArgumentError(
+        "layer",
+        f"the model has no module named {layer!r}",
+        f"pass {first} (e.g. {', '.join(close or list(modules)[1:4])}), {last} or {EMBEDDINGS!r}",
+    )
 
 
 def side_stack(side: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -124,13 +128,7 @@ def _seq2seq_layer(model: nn.Module, layer: int | str, modules: dict[str, nn.Mod
         name = f"{roots[side]}.{stack_name}.{i % len(stack)}"
         return Layer(name, modules[name], False, side)
     if layer not in modules:
-        close = [n for n in modules if n.endswith(layer) or layer in n][:5]
-        raise InvalidArgumentError(
-            "layer",
-            f"the model has no module named {layer!r}",
-            f"pass {example}, a name from model.named_modules() (e.g. {', '.join(close or list(modules)[1:4])}) "
-            f"or {EMBEDDINGS!r}",
-        )
+        raise _unknown_module(layer, modules, "a name from model.named_modules()", example)
     module = modules[layer]
     if module is embedding:
         return Layer(layer, module, True)

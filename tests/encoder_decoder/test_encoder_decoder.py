@@ -54,6 +54,19 @@ def test_forward_reproduces_the_models_logits(kind, models, tok):
     assert torch.allclose(got, want, atol=1e-5 * float(want.abs().max()), rtol=0)
 
 
+def test_output_scale_is_calibrated_once_per_loaded_model(models, tok, monkeypatch):
+    """The LM-head scale check (a model call) runs at the first forward of a wrapper; later forwards
+    sharing its ``probed`` results reuse the scale without calling the model."""
+    probed: dict[object, object] = {}
+    first = EncoderDecoderForward(models["t5"], probed=probed)
+    calls = []
+    monkeypatch.setattr(EncoderDecoderForward, "_calibrated_output_scale", lambda self: calls.append(1) or 1.0)
+    again = EncoderDecoderForward(models["t5"], probed=probed)
+    assert calls == [] and again.output_scale == first.output_scale == probed["output_scale"]
+    EncoderDecoderForward(models["t5"], probed={})
+    assert calls == [1]
+
+
 def test_loading_a_folder_gives_the_seq2seq_lm(models, tok, tmp_path):
     """A T5 folder loads as T5ForConditionalGeneration with its weights (once refused, and before that
     loaded silently as a bare decoder); a T5 encoder alone or a T5 without its LM head is refused up front."""

@@ -98,6 +98,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], methods: list[str]) -> list
             times = [r["methods"][method]["seconds"] for r in results if "seconds" in r["methods"].get(method, {})]
             hashes = {r["methods"][method].get("hash") for r in results if method in r["methods"]}
             row[f"{side}_median_s"] = statistics.median(times) if times else None
+            row[f"{side}_rounds_s"] = [round(t, 4) for t in times]  # in round order, to judge the spread
             row[f"{side}_hashes"] = sorted(h for h in hashes if h)
         a, b = row["a_median_s"], row["b_median_s"]
         row["ratio_b_over_a"] = None if not (a and b) else round(b / a, 3)
@@ -138,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         a, b = (row[f"{side}_median_s"] or float("nan") for side in ("a", "b"))
         same, diff = row["same_scores"], row["max_diff_to_scale"]
-        print(f"{row['method']:<42} A {a:7.2f}s  B {b:7.2f}s  B/A {row['ratio_b_over_a']}  same: {same}  diff: {diff}")
+        pairs = [f"{y / x:.2f}" for x, y in zip(row["a_rounds_s"], row["b_rounds_s"])]
+        print(
+            f"{row['method']:<42} A {a:7.2f}s  B {b:7.2f}s  B/A {row['ratio_b_over_a']} (per round {', '.join(pairs)})"
+            f"  same: {same}  diff: {diff}"
+        )
     print(f"peak RSS (median) A {rss['a']:.0f} MB, B {rss['b']:.0f} MB")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

@@ -9,7 +9,8 @@ import math
 import pytest
 
 import genattrib
-import genattrib.models.pipeline.estimate as estimate_module
+import genattrib.models.pipeline.estimate_timing as timing_module
+import genattrib.models.pipeline.stages as stages_module
 from genattrib import FeatureAttributionOutput, InvalidArgumentError
 from genattrib.cli import main
 from genattrib.methods import method_class
@@ -59,13 +60,14 @@ def test_unit_rows_with_a_continuation_are_planned_exactly(tiny_llama):
 
 def test_without_a_continuation_nothing_is_generated_in_full(tiny_llama, monkeypatch, no_attribution):
     asked = []
-    real = estimate_module.generate_traces
+    real = timing_module.generate_traces
 
     def spy(model, prompts, *, generation_config, **kwargs):
         asked.append(generation_config.max_new_tokens)
         return real(model, prompts, generation_config=generation_config, **kwargs)
 
-    monkeypatch.setattr(estimate_module, "generate_traces", spy)
+    monkeypatch.setattr(timing_module, "generate_traces", spy)
+    monkeypatch.setattr(stages_module, "generate_traces", spy)  # the pipeline's own generation
     est = tiny_llama.estimate([PROMPT, "Once upon a"], max_new_tokens=40)
     assert est.rows == 80 and est.sequences == 2
     assert asked and max(asked) <= 5  # the generation calibration only
@@ -73,6 +75,22 @@ def test_without_a_continuation_nothing_is_generated_in_full(tiny_llama, monkeyp
     assert set(est.seconds) == {"generation", "attribution", "calibration"}
     assert est.predicted_seconds == pytest.approx(est.seconds["generation"] + est.seconds["attribution"])
     assert est.predicted_seconds > 0
+
+
+def test_predicted_seconds_cost_shared_targets_and_lm_head_reads(tiny_llama, monkeypatch, no_attribution):
+    """With the timings fixed (1 s per token-row, no call overhead, 0.25 s per further target and token of
+    a shared row), a gradient method's seconds are its token-rows plus a quarter of its further targets'
+    backward token-rows (each target first paid as a whole row would overstate a batched pass); forward
+    rows that score every target of their batch (occlusion) cost more than the same rows reading one."""
+    monkeypatch.setattr(timing_module, "calibrate_rows", lambda *args: (0.0, 1.0))
+    monkeypatch.setattr(timing_module, "calibrate_shared_targets", lambda *args: 0.25)
+    est = tiny_llama.estimate(PROMPT, TEXT, method="saliency")
+    assert est.backward_token_rows > est.token_rows  # several targets read each shared row
+    want = est.token_rows + 0.25 * (est.backward_token_rows - est.token_rows)
+    assert est.seconds["attribution"] == pytest.approx(want)
+    assert est.calibration["grad_s_per_further_target_token"] == 0.25
+    occlusion = tiny_llama.estimate(PROMPT, TEXT, method="occlusion")
+    assert occlusion.seconds["attribution"] > occlusion.token_rows  # the LM head at every target of a row
 
 
 def test_units_without_a_continuation_assume_a_unit_length(tiny_llama, no_attribution):

@@ -12,12 +12,8 @@ chunk), then costed:
   (:meth:`~genattrib.engine.ModelForward.row_bytes` × rows per chunk) with its batch inputs,
   plus the scores the result keeps (dense, top-k or granular; only a batch's worth with
   ``stream_to``);
-* predicted seconds: a short calibration on this device (``calibrate=True``): one row, then
-  a few rows (at most :data:`CALIBRATION_ROWS` rows, :data:`CALIBRATION_TOKENS` token-rows) at
-  the run's typical length, forward (and backward, for a gradient method), timed after a
-  warm-up, give the seconds per model call and per token-row; generating 1 and then a few tokens of the first
-  prompt gives the generation speed. Attribution time is then token-rows × seconds per
-  token-row plus (chunks + batches) × seconds per call.
+* predicted seconds: short timings on this device (``calibrate=True``, see
+  :mod:`~genattrib.models.pipeline.estimate_timing`) convert the planned rows into seconds.
 
 Without a continuation nothing is generated: the estimate assumes ``max_new_tokens`` tokens,
 and for named units :data:`ASSUMED_UNIT_TOKENS` tokens per unit (e.g. 20 per sentence); pass
@@ -31,37 +27,27 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from genattrib.devices import execution_device
 from genattrib.engine import (
-    Explained,
-    ModelForward,
     SequenceJob,
     build_jobs,
     plan_run,
 )
 from genattrib.errors import UnsupportedModelError
-from genattrib.generation import GenerationTrace, generate_traces
-from genattrib.models.model_parts import ModelParts
+from genattrib.generation import GenerationTrace
 from genattrib.models.options.explain_units import describe_explain
 from genattrib.models.options.request import AttributionRequest
+from genattrib.models.pipeline.estimate_timing import predict_seconds
 from genattrib.models.pipeline.stages import Call, explained_spans, generate, keep_granular, plan
 
 #: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
 ASSUMED_UNIT_TOKENS = {"words": 1.3, "sentences": 20.0, "paragraphs": 80.0, "lines": 12.0}
-
-#: Token-rows of one calibration pass, at most (and at most :data:`CALIBRATION_ROWS` rows).
-CALIBRATION_TOKENS = 512
-CALIBRATION_ROWS = 4
 
 
 def _size(n: int | float, unit: str = "B") -> str:
@@ -203,79 +189,6 @@ def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     return size, count
 
 
-def _time(fn: Any, *devices: torch.device) -> float:
-    """Seconds ``fn`` takes, waiting for the GPUs among ``devices`` (all a sharded model uses)."""
-    gpus = {d for d in devices if d.type == "cuda"}
-    for gpu in gpus:
-        torch.cuda.synchronize(gpu)
-    start = time.perf_counter()
-    fn()
-    for gpu in gpus:
-        torch.cuda.synchronize(gpu)
-    return time.perf_counter() - start
-
-
-def calibrate_rows(
-    forward: ModelForward, request: AttributionRequest, jobs: list[SequenceJob], length: int, rows: int, grad: bool
-) -> tuple[float, float]:
-    """(seconds per model call, seconds per token-row) of rows of ``length`` tokens (forward, or
-    forward+backward): a warm-up pass of ``rows`` rows, then one row (best of two) and ``rows``
-    rows timed; a line through the two points."""
-    source = next((j.input_ids for j in jobs if j.input_ids.numel()), torch.zeros(1, dtype=torch.long))
-    ids = source.repeat(math.ceil(length / source.shape[0]))[:length].expand(rows, length).contiguous()
-    embeds = forward.embed(ids)
-    positions = torch.full((rows,), length - 1, dtype=torch.long, device=forward.input_device)
-    targets = Explained.tokens(positions, ids[:, -1].to(forward.input_device))
-    fn = request.attributed_fn
-    grad = grad and fn.differentiable
-
-    def run(n: int) -> None:
-        chunk = targets.map(lambda t: t[:n])
-        if grad:
-            forward.values_and_grads(embeds[:n], chunk, fn)
-        else:
-            forward.values(embeds[:n], chunk.map(lambda t: t.unsqueeze(1)), fn)
-
-    run(rows)  # warm-up at full size: the allocator reaches its peak here
-    devices = (forward.input_device, forward.head_device, *forward.layer_shares)
-    one = min(_time(lambda: run(1), *devices) for _ in range(2))
-    if rows == 1:
-        return 0.0, one / length
-    many = _time(lambda: run(rows), *devices)
-    per_token_row = (many - one) / ((rows - 1) * length)
-    if per_token_row <= 0:  # timing noise: no overhead term
-        return 0.0, many / (rows * length)
-    return max(one - per_token_row * length, 0.0), per_token_row
-
-
-def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tuple[float, float]:
-    """(seconds of a prompt's first generated token, seconds per further token), from generating
-    1 then a few tokens of the first prompt."""
-    config = copy.deepcopy(request.generation_config)
-    total = int(config.max_new_tokens or 0)
-    n = max(2, min(5, total))
-    times = []
-    for tokens in (1, 1, n):  # the first run warms up
-        config.max_new_tokens = config.min_new_tokens = tokens
-        device = execution_device(model.model.get_input_embeddings())
-        times.append(
-            _time(
-                lambda: generate_traces(
-                    model.model,
-                    request.prompt_ids[:1],
-                    generation_config=config,
-                    step_functions={},
-                    seed=request.seed,
-                    tokenizer=model.tokenizer,
-                    show_progress=False,
-                ),
-                device,
-            )
-        )
-    first = times[1]
-    return first, max(0.0, times[2] - first) / (n - 1)
-
-
 def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
     """Plan ``call`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
     if call.parts.is_encoder_decoder:
@@ -291,7 +204,12 @@ def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
     keep = keep_granular(call, jobs)
     batches = plan_run(forward, method, jobs, request.batch_size)
     grad = method.traits.needs_gradients
-    planned = [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
+    planned, reads = [], []  # the parts (rows, tokens per row, backward passes); LM-head reads per row
+    for batch in batches:
+        parts = method.planned_rows(batch, forward, granular=keep)
+        planned += parts
+        every = method.traits.group_by_sequence and not method.traits.needs_gradients  # a row scores the batch
+        reads += [len(batch) if every else 1] * len(parts)
     costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
     token_rows = sum(r * length for r, length in costs)
@@ -336,42 +254,6 @@ def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
         assumptions=assumptions,
     )
     if calibrate and batches:
-        _calibrate(estimate, call, jobs, planned)
+        estimate.seconds, estimate.calibration = predict_seconds(call, jobs, planned, reads)
+        estimate.predicted_seconds = sum(v for k, v in estimate.seconds.items() if k != "calibration")
     return estimate
-
-
-def _calibrate(
-    estimate: Estimate,
-    call: Call,
-    jobs: list[SequenceJob],
-    planned: list[tuple[int, int, int]],
-) -> None:
-    start = time.perf_counter()
-    model, request = call.parts, call.request
-    method = request.attributor
-    grad = method.traits.needs_gradients
-    costs = [(rows, length) for rows, length, _ in planned]
-    # a forward of its own keeps the request's counts clean
-    forward = ModelForward(model.model, max_rows=call.forward.user_max_rows, probed=model.probed)
-    total = sum(r * length for r, length in costs)
-    length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
-    rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)
-    rows = max(1, min(rows, CALIBRATION_ROWS))
-    per_call, per_row = calibrate_rows(forward, request, jobs, length, rows, grad)
-    name = "grad" if grad else "forward"
-    estimate.calibration = {"rows": rows, "length": length, f"{name}_s_per_call": per_call}
-    estimate.calibration[f"{name}_s_per_token_row"] = per_row
-    # one call per chunk of rows, and one more per batch (a method's forward-only reference pass)
-    calls = sum(math.ceil(r / forward.rows_per_chunk(length, grad)) + 1 for r, length in costs)
-    seconds = {}
-    if request.forced_ids is None:
-        first, per_token = calibrate_generation(model, request)
-        n = int(request.generation_config.max_new_tokens or 0)
-        groups = math.ceil(len(jobs) / (request.batch_size or max(1, len(jobs))))
-        seconds["generation"] = groups * (first + per_token * max(0, n - 1))
-        estimate.calibration.update(generation_first_token_s=first, generation_s_per_token=per_token)
-    if grad:  # calibrated on rows with one backward pass each; shared forward rows serve several
-        total = sum((rows + backward) * length for rows, length, backward in planned) / 2
-    seconds["attribution"] = total * per_row + calls * per_call
-    estimate.seconds = {**seconds, "calibration": time.perf_counter() - start}
-    estimate.predicted_seconds = sum(seconds.values())

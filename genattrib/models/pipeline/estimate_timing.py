@@ -39,7 +39,7 @@ from genattrib.models.pipeline.stages import Call
 CALIBRATION_TOKENS = 512
 CALIBRATION_ROWS = 4
 #: Targets of the batched-backward calibration row, at most.
-CALIBRATION_TARGETS = 16
+CALIBRATION_TARGETS = 8
 
 
 def _time(fn: Any, *devices: torch.device) -> float:
@@ -92,7 +92,7 @@ def calibrate_shared_targets(
 ) -> float:
     """Seconds each further target adds to a shared row of ``length`` tokens (its part of one batched
     vector-Jacobian product), per token of the row: one row differentiated for 1 target, then for
-    ``targets`` (best of two each, after a warm-up)."""
+    ``targets`` (after :func:`calibrate_rows` warmed up the kernels at this length)."""
     source = next((j.input_ids for j in jobs if j.input_ids.numel()), torch.zeros(1, dtype=torch.long))
     ids = source.repeat(math.ceil(length / source.shape[0]))[:length][None]
     embeds = forward.embed(ids)
@@ -106,9 +106,8 @@ def calibrate_shared_targets(
         shared_input_gradients(forward, embeds, weights, explained.map(lambda t: t[:n]), fn)
 
     k = int(positions.shape[0])
-    run(k)  # warm-up
-    one = min(_time(lambda: run(1), *devices) for _ in range(2))
-    many = min(_time(lambda: run(k), *devices) for _ in range(2))
+    one = _time(lambda: run(1), *devices)  # the kernels are warm from calibrate_rows (same length)
+    many = _time(lambda: run(k), *devices)
     return max(0.0, many - one) / (max(1, k - 1) * length)
 
 

@@ -49,14 +49,23 @@ def _embeddings(model, tok) -> tuple[torch.Tensor, torch.Tensor]:
 # --- perturbation over source units ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "kind"), [("lime", "t5"), ("context_ablation", "bart")])
-def test_perturbation_methods_ablate_source_sentences_whole(method, kind, models, tok):
+@pytest.mark.parametrize(
+    ("method", "kind", "extra"), [("lime", "t5", {}), ("context_ablation", "bart", {"solver": "ridge", "alpha": 1e-3})]
+)
+def test_perturbation_methods_ablate_source_sentences_whole(method, kind, extra, models, tok):
     """sources="sentences": every position of a source sentence carries that unit's share, the two
     sentences differ, the held target prefix is NaN; context_ablation's target_value is F(x) as the
     model computes it."""
     model = genattrib.load_model((models[kind], tok))
     out = model.attribute(
-        TWO_SENTENCES, TARGET, method=method, sources="sentences", n_samples=24, seed=1, attributed_fn="logprob"
+        TWO_SENTENCES,
+        TARGET,
+        method=method,
+        sources="sentences",
+        n_samples=24,
+        seed=1,
+        attributed_fn="logprob",
+        **extra,
     )
     seq = out.sequences[0]
     assert len(seq.source_spans) == 2 and seq.source_spans[1][1] <= seq.source_length

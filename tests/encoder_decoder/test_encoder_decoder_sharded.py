@@ -70,9 +70,12 @@ def test_the_sharded_encoder_decoder_really_is_offloaded(pair):
 
 
 @pytest.mark.parametrize(
-    ("method", "extra"), [("saliency", {}), ("integrated_gradients", {"n_steps": 8, "baseline": "zero"})]
+    ("method", "extra", "prefix"),
+    [
+        ("saliency", {}, None),
+        ("integrated_gradients", {"n_steps": 8, "baseline": "zero", "attributed_fn": "probability"}, True),
+    ],
 )
-@pytest.mark.parametrize("prefix", [None, True])
 def test_sharded_scores_match_the_unsplit_model(pair, method, extra, prefix):
     whole, sharded, folder = pair
     files = _folder_digest(folder)
@@ -88,7 +91,7 @@ def test_sharded_scores_match_the_unsplit_model(pair, method, extra, prefix):
 
 def test_generation_on_the_sharded_encoder_decoder_matches(pair):
     whole, sharded, _ = pair
-    kwargs = dict(max_new_tokens=5, method="saliency", step_scores=["probability"])
+    kwargs = dict(max_new_tokens=3, method="saliency", step_scores=["probability"])
     split = sharded.attribute(SOURCE, **kwargs).sequences[0]
     alone = whole.attribute(SOURCE, **kwargs).sequences[0]
     assert split.tokens == alone.tokens and split.num_steps == alone.num_steps

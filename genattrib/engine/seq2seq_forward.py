@@ -218,3 +218,19 @@ class EncoderDecoderForward(ModelForward):
         if not cross or not own or any(a is None for a in (*cross, *own)):
             raise UnsupportedModelError(f"{type(self.model).__name__} returned no attention probabilities")
         return torch.stack([a.float() for a in cross]), torch.stack([a.float() for a in own])
+
+    def encoder_attention_maps(
+        self, embeds: Float[Tensor, "row position hidden"]
+    ) -> Float[Tensor, "layer row head source source"]:
+        """Each encoder layer's self-attention probabilities over the source of rows in the current
+        :meth:`encoding` (the encoder alone runs)."""
+        rows, length, _ = embeds.shape
+        s = self.base.split(int(length))
+        encoder = self.model.get_encoder()
+        ids = torch.zeros(rows, s, dtype=torch.long, device=self.input_device)
+        with eager_attention(self.model), torch.no_grad():
+            with _replaced_output(encoder.embed_tokens, embeds[:, :s].to(self.input_device)):
+                maps = encoder(input_ids=ids, output_attentions=True, return_dict=True).attentions
+        if not maps or any(a is None for a in maps):
+            raise UnsupportedModelError(f"{type(self.model).__name__} returned no encoder attention probabilities")
+        return torch.stack([a.float() for a in maps])

@@ -9,7 +9,9 @@ one forward of its longest row, and each layer's probabilities are reduced as th
 them (``stream_attentions``): no layer's ``[head, L, L]`` probabilities are kept after it.
 
 On an encoder-decoder model, ``attention`` reads the decoder's cross-attention over the source and its
-self-attention over the target prefix (both at the predicting position; ``layers`` index decoder layers).
+self-attention over the target prefix (both at the predicting position; ``layers`` index decoder layers);
+``rollout`` rolls the encoder's self-attention out over the source, then each decoder layer's
+self- and cross-attention (:func:`encoder_decoder_rollout`).
 
 Example:
     >>> out = model.attribute(prompt, method="attention", layers=[-1], heads=[0, 1], max_new_tokens=2)
@@ -133,6 +135,8 @@ class Rollout(_AttentionBase):
     def attribute(self, batch: RowBatch, forward: ModelForward, attributed_fn: TargetFunction) -> MethodOutput:
         w = float(self.params.residual_weight)
         device = batch.input_embeds.device
+        if isinstance(forward, EncoderDecoderForward):
+            return MethodOutput(encoder_decoder_rollout(batch, forward, w).to(device))
         eye = torch.eye(batch.length, device=device)
         rollout = eye
 
@@ -143,3 +147,32 @@ class Rollout(_AttentionBase):
 
         self._stream(batch, forward, consume)
         return MethodOutput(rollout[batch.predicting_positions(device)])
+
+
+def _mixed(probs: torch.Tensor, w: float) -> torch.Tensor:
+    """``(1 - w) A + w I`` of head-averaged probabilities ``[head, L, L]``, rows normalised."""
+    mixed = (1 - w) * probs.mean(0) + w * torch.eye(probs.shape[-1], device=probs.device)
+    return mixed / mixed.sum(-1, keepdim=True)
+
+
+def encoder_decoder_rollout(batch: RowBatch, forward: EncoderDecoderForward, w: float) -> torch.Tensor:
+    """Rollout over both stacks (the propagation of Chefer et al. 2021, with rollout's residual
+    mixing): ``R_ss`` rolls the encoder's self-attention out over the source; in each decoder
+    layer, self-attention mixes the target rows (``R_tt <- M R_tt``, ``R_ts <- M R_ts``) and
+    cross-attention brings in the encoded source (``R_ts <- w R_ts + (1 - w) A R_ss``,
+    ``R_tt <- w R_tt``). Each row of ``[R_ts, R_tt]`` sums to 1; read at the predicting positions."""
+    embeds = batch.input_embeds[:1]
+    encoder = forward.encoder_attention_maps(embeds)[:, 0]  # layer head source source
+    cross, own = forward.attention_maps(embeds)  # layer 1 head query key
+    r_ss = torch.eye(encoder.shape[-1])
+    for probs in encoder.cpu():
+        r_ss = _mixed(probs, w) @ r_ss
+    queries = int(own.shape[-1])
+    r_tt, r_ts = torch.eye(queries), torch.zeros(queries, r_ss.shape[0])
+    for self_probs, cross_probs in zip(own[:, 0].cpu(), cross[:, 0].cpu()):
+        mix = _mixed(self_probs, w)
+        r_tt, r_ts = mix @ r_tt, mix @ r_ts
+        r_ts = w * r_ts + (1 - w) * cross_probs.mean(0) @ r_ss
+        r_tt = w * r_tt
+    rows = batch.predicting_positions("cpu") - int(forward.source_length or 0)
+    return torch.cat([r_ts, r_tt], -1)[rows]

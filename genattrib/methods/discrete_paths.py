@@ -34,9 +34,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from genattrib.devices import execution_device
 from genattrib.engine.contract import MethodOutput, MethodParams, RowBatch
 from genattrib.engine.forward import ModelForward
 from genattrib.engine.lazy_rows import LazyRows
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods.kinds import Gradient, GradientTraits
 from genattrib.methods.monotonic_paths import STRATEGIES, monotonic_path
@@ -122,16 +124,38 @@ def discrete_path_attribution(
     return MethodOutput(attributions, {"completeness_error": error, "baseline_value": f_base})
 
 
-def vocabulary_matrix(forward: ModelForward) -> Float[Tensor, "vocab hidden"]:
-    """What the model sees for every token id, in float32 (the embedding weight itself for a
-    plain ``nn.Embedding`` holding it; otherwise, or when accelerate offloaded it, the embedding
-    module applied to every id)."""
-    embedding = forward.embedding
+def vocabulary_matrix(forward: ModelForward, embedding: nn.Module | None = None) -> Float[Tensor, "vocab hidden"]:
+    """What the model sees for every token id through ``embedding`` (the input embedding by
+    default), in float32: the embedding weight itself for a plain ``nn.Embedding`` holding it;
+    otherwise, or when accelerate offloaded it, the embedding module applied to every id."""
+    if embedding is None:
+        embedding = forward.embedding
     if type(embedding) is nn.Embedding and not embedding.weight.is_meta:
         return embedding.weight.detach().float()
     size = int(embedding.weight.shape[0])
-    blocks = [forward.embed(torch.arange(s, min(size, s + 8192)).unsqueeze(0))[0].float() for s in range(0, size, 8192)]
+    if embedding is forward.embedding:
+        embed = lambda ids: forward.embed(ids)  # noqa: E731
+    else:
+        device = execution_device(embedding)
+        embed = lambda ids: embedding(ids.to(device)).detach()  # noqa: E731
+    with torch.no_grad():
+        blocks = [embed(torch.arange(s, min(size, s + 8192)).unsqueeze(0))[0].float() for s in range(0, size, 8192)]
     return torch.cat(blocks)
+
+
+def embedding_sides(forward: ModelForward, length: int) -> list[tuple[nn.Module, int, int]]:
+    """(embedding module, first position, end) of each side of a row of ``length`` positions: the
+    input embedding over the whole row for a decoder-only model; for an encoder-decoder model the
+    encoder's over the source and the decoder's over the target prefix (each side's own vocabulary).
+
+    Example:
+        >>> [(start, end) for _, start, end in embedding_sides(ModelForward(hf_model), 9)]
+        [(0, 9)]
+    """
+    if not isinstance(forward, EncoderDecoderForward):
+        return [(forward.embedding, 0, length)]
+    split = forward.base.split(length)
+    return [(forward.encoder_embedding, 0, split), (forward.decoder_embedding, split, length)]
 
 
 class DiscretePathAttributor(Gradient):
@@ -154,9 +178,8 @@ class DiscretePathAttributor(Gradient):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._vocab_key: tuple | None = None
-        self._vocab: Tensor | None = None
-        self._paths: dict[tuple[int, str], Tensor] = {}
+        self._vocabs: dict[int, tuple[tuple, Tensor]] = {}  # id(embedding module) -> (its key, its matrix)
+        self._paths: dict[tuple[int, int, str], Tensor] = {}
 
     @property
     def n_points(self) -> int:
@@ -166,13 +189,17 @@ class DiscretePathAttributor(Gradient):
     def path_points(self) -> int:
         return self.n_points  # n - 1 forward + backward rows, one forward row for F(x)
 
-    def vocabulary(self, forward: ModelForward) -> Float[Tensor, "vocab hidden"]:
-        """The float32 vocabulary matrix, recomputed only when the embedding changes."""
-        weight = forward.embedding.weight
+    def vocabulary(self, forward: ModelForward, embedding: nn.Module | None = None) -> Float[Tensor, "vocab hidden"]:
+        """The float32 vocabulary matrix of ``embedding`` (the input embedding by default),
+        recomputed only when its weight changes (the paths built from it are then dropped)."""
+        embedding = forward.embedding if embedding is None else embedding
+        weight = embedding.weight
         key = (weight.data_ptr(), weight._version, tuple(weight.shape), str(weight.device), weight.dtype)
-        if key != self._vocab_key or self._vocab is None:
-            self._vocab_key, self._vocab, self._paths = key, vocabulary_matrix(forward), {}
-        return self._vocab
+        known = self._vocabs.get(id(embedding))
+        if known is None or known[0] != key:
+            self._vocabs[id(embedding)] = known = (key, vocabulary_matrix(forward, embedding))
+            self._paths = {k: v for k, v in self._paths.items() if k[0] != id(embedding)}
+        return known[1]
 
     @abstractmethod
     def search_anchors(
@@ -191,13 +218,16 @@ class DiscretePathAttributor(Gradient):
         inputs: Float[Tensor, "word hidden"],
         base: Float[Tensor, "word hidden"],
         forward: ModelForward,
+        embedding: nn.Module | None = None,
     ) -> Float[Tensor, "word point hidden"]:
-        """Monotone paths (baseline first, input last) for each word, cached by (token, baseline)."""
-        vocab = self.vocabulary(forward)
+        """Monotone paths (baseline first, input last) for each word through the vocabulary of
+        ``embedding`` (the input embedding by default), cached by (embedding, token, baseline)."""
+        embedding = forward.embedding if embedding is None else embedding
+        vocab = self.vocabulary(forward, embedding)
         inputs, base = inputs.to(vocab.device, torch.float32), base.to(vocab.device, torch.float32)
         unique_base, which = torch.unique(base, dim=0, return_inverse=True)
         digests = [hashlib.blake2b(b.cpu().numpy().tobytes(), digest_size=16).hexdigest() for b in unique_base]
-        keys = [(int(w), digests[int(k)]) for w, k in zip(words.tolist(), which.tolist())]
+        keys = [(id(embedding), int(w), digests[int(k)]) for w, k in zip(words.tolist(), which.tolist())]
         todo = {key: j for j, key in enumerate(keys) if key not in self._paths}
         found = {key: self._paths[key] for key in keys if key in self._paths}
         if todo:
@@ -216,7 +246,27 @@ class DiscretePathAttributor(Gradient):
         hidden = batch.input_embeds.shape[-1]
         paths = torch.empty(0, self.n_points, hidden, device=batch.input_embeds.device)
         if rows.numel():
-            paths = self.paths(
-                batch.input_ids[rows, cols], batch.input_embeds[rows, cols], batch.baseline_embeds[rows, cols], forward
-            )
+            sides = embedding_sides(forward, batch.length)
+            if len(sides) == 1:
+                paths = self.paths(
+                    batch.input_ids[rows, cols],
+                    batch.input_embeds[rows, cols],
+                    batch.baseline_embeds[rows, cols],
+                    forward,
+                )
+            else:  # encoder-decoder: each side's tokens walk through that side's own vocabulary
+                paths = torch.empty(int(rows.numel()), self.n_points, hidden, dtype=torch.float32)
+                for embedding, start, end in sides:
+                    on = ((cols >= start) & (cols < end)).nonzero(as_tuple=True)[0]
+                    if on.numel():
+                        r, c = rows[on], cols[on]
+                        got = self.paths(
+                            batch.input_ids[r, c],
+                            batch.input_embeds[r, c],
+                            batch.baseline_embeds[r, c],
+                            forward,
+                            embedding,
+                        )
+                        paths = paths.to(got.device)
+                        paths[on.to(got.device)] = got
         return discrete_path_attribution(batch, forward, attributed_fn, rows, cols, paths)

@@ -128,7 +128,8 @@ class KnnCache:
             self.last_source = "memory"
         else:
             graph, self.last_source = self._load_or_build(vocab, k, model_name)
-            self._memory = {ident: graph}  # one matrix per instance: drop older ones
+            # at most two matrices per instance (an encoder-decoder model's two sides): drop older ones
+            self._memory = {**dict(list(self._memory.items())[-1:]), ident: graph}
         self.last_seconds = time.perf_counter() - start
         return graph
 

@@ -279,8 +279,7 @@ def test_html_page_has_a_panel_per_side(models, tok):
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
-        (dict(method="rollout"), "method"),
-        (dict(method="lime"), "method"),
+        (dict(method="rpi"), "method"),
         (dict(contrast_target="Rome is"), "contrast_target"),
         (dict(contrast_prompt="Another source"), "contrast_prompt"),
         (dict(contrast_continuation="Rome is"), "contrast_continuation"),

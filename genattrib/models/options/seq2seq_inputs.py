@@ -36,7 +36,21 @@ SUPPORTED_METHODS: tuple[str, ...] = (
     "layer_integrated_gradients",
     "layer_deeplift",
     "value_zeroing",
+    "lime",
+    "context_ablation",
+    "discretized_integrated_gradients",
+    "uniform_discretized_integrated_gradients",
+    "sequential_integrated_gradients",
+    "reagent",
+    "rollout",
 )
+
+#: Methods refused on encoder-decoder models, with the reason (docs/encoder-decoder.md).
+REFUSED_METHODS: dict[str, str] = {
+    "rpi": "RPI integrates over one layer's self-attention probabilities (its baselines are noised copies of "
+    "that square matrix); the source reaches the target only through the decoder's cross-attention, for which "
+    "the method defines neither a path nor a baseline",
+}
 
 
 def decoder_start_id(model: Any) -> int:
@@ -95,11 +109,14 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor, model:
     """Refuse, before any work, what an encoder-decoder call does not support (yet) or what
     contradicts itself (a decoder layer, whose positions are the target prefix, without it)."""
     if attributor.name not in SUPPORTED_METHODS:
+        reason = REFUSED_METHODS.get(attributor.name, "it does not run on encoder-decoder models yet")
         raise InvalidArgumentError(
             "method",
-            f"method {attributor.name!r} does not run on encoder-decoder models yet",
-            f"use one of: {', '.join(SUPPORTED_METHODS)}",
+            f"method {attributor.name!r} is not supported on encoder-decoder models: {reason}",
+            "use attention (cross- and decoder self-attention), integrated_gradients or another of: "
+            + ", ".join(SUPPORTED_METHODS),
         )
+    check_method_params(attributor)
     if options.chat:
         _refuse("chat", "chat=True (a chat template)", "pass the source text without chat=True")
     if options.contrast_target is not None:
@@ -122,6 +139,19 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor, model:
             f"layer={attributor.params.layer!r} is a decoder layer: it scores the target prefix, which is held "
             "fixed unless attribute_prefix=True",
             "pass attribute_prefix=True, or an encoder layer ('encoder.<i>') to score the source",
+        )
+
+
+def check_method_params(attributor: Attributor) -> None:
+    """Method settings that mean nothing on two stacks: ReAGent's ``token_sampler="model"`` proposes
+    each token from the model's next-token prediction at the position before it, which an
+    encoder-decoder model does not make for its source."""
+    if attributor.name == "reagent" and getattr(attributor.params, "token_sampler", None) == "model":
+        raise InvalidArgumentError(
+            "token_sampler",
+            "token_sampler='model' proposes each token from the model's prediction at the position before it; "
+            "an encoder-decoder model predicts no source token",
+            "use token_sampler='uniform' (the default), 'pos' or 'mlm' with mlm=<a masked LM>",
         )
 
 

@@ -19,6 +19,9 @@ chunk), then costed:
   prompt gives the generation speed. Attribution time is then token-rows × seconds per
   token-row plus (chunks + batches) × seconds per call.
 
+An encoder-decoder model's sequences are planned one at a time inside their source length, as
+``attribute()`` runs them (calibration splits its rows in half between the two sides).
+
 Without a continuation nothing is generated: the estimate assumes ``max_new_tokens`` tokens,
 and for named units :data:`ASSUMED_UNIT_TOKENS` tokens per unit (e.g. 20 per sentence); pass
 the continuation to plan exactly.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -49,11 +53,14 @@ from genattrib.engine import (
     build_jobs,
     plan_run,
 )
-from genattrib.errors import UnsupportedModelError
+from genattrib.engine.row_refs import RowRef
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.generation import GenerationTrace, generate_traces
+from genattrib.generation.seq2seq_generate import generate_seq2seq_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.explain_units import describe_explain
 from genattrib.models.options.request import AttributionRequest
+from genattrib.models.pipeline.seq2seq_steps import source_length
 from genattrib.models.pipeline.stages import Call, explained_spans, generate, keep_granular, plan
 
 #: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
@@ -192,6 +199,24 @@ def planned_jobs(call: Call, assumptions: list[str]) -> tuple[list[SequenceJob],
     return jobs, traces
 
 
+def planned_batches(
+    call: Call, jobs: list[SequenceJob], keep: bool
+) -> tuple[list[list[RowRef]], list[tuple[int, int, int]]]:
+    """(the batches ``attribute()`` runs, what each of their model calls costs): an encoder-decoder
+    model's jobs are planned one at a time inside their source length, as they run."""
+    method, forward = call.request.attributor, call.forward
+    if not isinstance(forward, EncoderDecoderForward):
+        batches = plan_run(forward, method, jobs, call.request.batch_size)
+        return batches, [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
+    batches, planned = [], []
+    for job in jobs:
+        with forward.encoding(source_length(job)):
+            own = plan_run(forward, method, [job])
+            planned += [part for batch in own for part in method.planned_rows(batch, forward, granular=keep)]
+        batches += own
+    return batches, planned
+
+
 def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(bytes of parameters and buffers, parameters that cost FLOPs: all but the input embedding)."""
     size = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -248,6 +273,22 @@ def calibrate_rows(
     return max(one - per_token_row * length, 0.0), per_token_row
 
 
+def _generate_once(model: ModelParts, request: AttributionRequest, config: Any) -> None:
+    """Generate for the first prompt with ``config`` (a timing run)."""
+    if model.is_encoder_decoder:
+        generate_seq2seq_traces(model.model, request.prompt_ids[:1], config, seed=request.seed)
+        return
+    generate_traces(
+        model.model,
+        request.prompt_ids[:1],
+        generation_config=config,
+        step_functions={},
+        seed=request.seed,
+        tokenizer=model.tokenizer,
+        show_progress=False,
+    )
+
+
 def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tuple[float, float]:
     """(seconds of a prompt's first generated token, seconds per further token), from generating
     1 then a few tokens of the first prompt."""
@@ -258,40 +299,22 @@ def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tupl
     for tokens in (1, 1, n):  # the first run warms up
         config.max_new_tokens = config.min_new_tokens = tokens
         device = execution_device(model.model.get_input_embeddings())
-        times.append(
-            _time(
-                lambda: generate_traces(
-                    model.model,
-                    request.prompt_ids[:1],
-                    generation_config=config,
-                    step_functions={},
-                    seed=request.seed,
-                    tokenizer=model.tokenizer,
-                    show_progress=False,
-                ),
-                device,
-            )
-        )
+        run = functools.partial(_generate_once, model, request, config)
+        times.append(_time(run, device))
     first = times[1]
     return first, max(0.0, times[2] - first) / (n - 1)
 
 
 def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
     """Plan ``call`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
-    if call.parts.is_encoder_decoder:
-        raise UnsupportedModelError(
-            f"estimate() does not cost encoder-decoder models ({type(call.parts.model).__name__}) yet; "
-            "time attribute() on a few inputs instead"
-        )
     request, options, model = call.request, call.storage, call.parts
     method, forward = request.attributor, call.forward
     assumptions: list[str] = []
     jobs, _ = planned_jobs(call, assumptions)
     hidden = forward.hidden_size
     keep = keep_granular(call, jobs)
-    batches = plan_run(forward, method, jobs, request.batch_size)
+    batches, planned = planned_batches(call, jobs, keep)
     grad = method.traits.needs_gradients
-    planned = [part for batch in batches for part in method.planned_rows(batch, forward, granular=keep)]
     costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
     token_rows = sum(r * length for r, length in costs)
@@ -352,7 +375,7 @@ def _calibrate(
     grad = method.traits.needs_gradients
     costs = [(rows, length) for rows, length, _ in planned]
     # a forward of its own keeps the request's counts clean
-    forward = ModelForward(model.model, max_rows=call.forward.user_max_rows, probed=model.probed)
+    forward = type(call.forward)(model.model, max_rows=call.forward.user_max_rows, probed=model.probed)
     total = sum(r * length for r, length in costs)
     length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
     rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)

@@ -122,6 +122,22 @@ def test_top_k_and_stream_keep_the_sides(t5, tmp_path):
         assert torch.equal(torch.as_tensor(seq.scores).nan_to_num(7.0), dense.scores.nan_to_num(7.0))
 
 
+def test_dataset_runner_streams_rows(t5, tmp_path):
+    """attribute_dataset(stream_to=) on an encoder-decoder model: each record's shard holds the scores
+    and sides of a call on that record alone."""
+    records = [{"prompt": SOURCE, "target": TARGET}, {"prompt": "A quick brown fox", "target": "the dog"}]
+    run = genattrib.attribute_dataset(
+        t5, records, tmp_path / "out", method="saliency", batch_size=2, stream_to=tmp_path / "rows"
+    )
+    assert run.done == 2 and run.failed == 0
+    loaded = {tuple(s.tokens): s for s in genattrib.FeatureAttributionOutput.load(tmp_path / "out").sequences}
+    for record in records:
+        alone = t5.attribute(record["prompt"], record["target"], method="saliency").sequences[0]
+        seq = loaded[tuple(alone.tokens)]
+        assert seq.token_roles == alone.token_roles
+        assert torch.equal(torch.as_tensor(seq.scores).nan_to_num(7.0), alone.scores.nan_to_num(7.0))
+
+
 CONTEXT = "France is in Europe."
 CURRENT = "The capital of France is"
 OUTPUT = "Paris is"

@@ -13,7 +13,10 @@
 
 Decoder-only models take the input as the prompt (plain text, or a chat with ``chat=True``: the
 templates then fill the user message, and the chat template frames both versions alike) and the
-output as its continuation.
+output as its continuation. Encoder-decoder models (T5, BART, Marian ...) take the input as the
+source and the output as the target: the input context is in the source, the output context in
+the target prefix (attributed with ``attribute_prefix=True``), and the target's closing ``</s>``
+is no candidate in step one.
 
 Example:
     >>> model = genattrib.load_model()                               # doctest: +SKIP
@@ -31,13 +34,13 @@ from typing import Any
 
 import torch
 
+from genattrib.context import model_sides as sides
 from genattrib.context.context_tokens import context_token_mask, format_template, prompt_of
 from genattrib.context.results import ContextAttributionOutput, ContextCue
 from genattrib.context.selection import select_tokens, std_threshold
 from genattrib.engine import eval_mode
 from genattrib.errors import InvalidArgumentError
 from genattrib.models import AttributeOptions, AttributionModel
-from genattrib.models.options.inputs import tokenize_continuation, tokenize_prompt
 from genattrib.models.pipeline.contrast_stage import with_contrast_inputs
 from genattrib.models.pipeline.stages import add_step_scores, generate, plan, prepare_call
 from genattrib.models.results.token_text import decode_tokens
@@ -89,11 +92,19 @@ def attribute_context(
     contextless_text = contextless_input_current_text.format(current=input_current_text)
     full_prompt, contextless_prompt = prompt_of(full_text, chat), prompt_of(contextless_text, chat)
     tok = model.tokenizer
-    sep = "" if chat else " "  # Inseq's decoder_input_output_separator: a space between a text prompt and its output
+    seq2seq = sides.is_seq2seq(model)
+    # Inseq's decoder_input_output_separator: a space between a text prompt and its output (a target stands alone)
+    sep = "" if chat or seq2seq else " "
     with eval_mode(model.model):
         if output_current_text is None:
             prefix = out_template.split("{current}")[0].format(context=output_context_text or "")
-            ids = model.generate(_with_prefix(full_prompt, prefix), seed=seed, **generation_kwargs)[0]
+            if seq2seq and prefix.strip():
+                raise InvalidArgumentError(
+                    "output_current_text",
+                    "generating after an output context is not supported on encoder-decoder models",
+                    "pass output_current_text= (the answer to explain) with output_context_text=",
+                )
+            ids = sides.generate_ids(model, _with_prefix(full_prompt, prefix), seed, generation_kwargs)
             output_current_text = tok.decode(ids, skip_special_tokens=True).strip()
         output_full = format_template(out_template, output_current_text, output_context_text)
         contextless_output = contextless_output_current_text.format(current=output_current_text)
@@ -104,12 +115,14 @@ def attribute_context(
         )  # fmt: skip
         scores, current_ids = cti
         n_prefix = _n_tokens(tok, contextless_output_current_text.split("{current}")[0])
-        scores, current_ids = scores[n_prefix:], current_ids[n_prefix:]
+        n_special = sides.trailing_specials(model, current_ids)
+        end = len(scores) - n_special
+        scores, current_ids = scores[n_prefix:end], current_ids[n_prefix:end]
         threshold = std_threshold(scores, context_sensitivity_std_threshold)
         selected = select_tokens(scores, context_sensitivity_std_threshold, context_sensitivity_topk)
         # step 2: each selected token, attributed to the contexts
-        continuation_ids = _continuation_ids(model, full_prompt, sep + output_full.lstrip(" "))
-        offset = int(continuation_ids.shape[0]) - len(current_ids)
+        continuation_ids = sides.continuation_ids(model, full_prompt, sep + output_full.lstrip(" "))
+        offset = int(continuation_ids.shape[0]) - n_special - len(current_ids)
         in_mask = context_token_mask(tok, full_prompt, input_context_text)
         out_mask = [output_context_text is not None] * offset  # the continuation's tokens before the current output
         cues = []
@@ -119,7 +132,7 @@ def attribute_context(
                 attributed_fn, method, method_kwargs, seed, in_mask, out_mask,
             )  # fmt: skip
             cues.append(replace(cue, index=index, score=score, token=decode_tokens(tok, [current_ids[index]])[0]))
-    prompt_ids = _prompt_ids(model, full_prompt)
+    prompt_ids = sides.prompt_ids(model, full_prompt)
     prompt_tokens = decode_tokens(tok, prompt_ids.tolist())
     cont_tokens = decode_tokens(tok, continuation_ids.tolist())
     return ContextAttributionOutput(
@@ -171,14 +184,6 @@ def _n_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text.strip() else 0
 
 
-def _prompt_ids(model: AttributionModel, prompt: Any) -> torch.Tensor:
-    return tokenize_prompt(model.tokenizer, prompt)
-
-
-def _continuation_ids(model: AttributionModel, prompt: Any, text: str) -> torch.Tensor:
-    return tokenize_continuation(model.tokenizer, _prompt_ids(model, prompt), text, "output_current_text")
-
-
 def _step_scores(
     model: AttributionModel, prompt: Any, continuation: str, metric: str, contrast_prompt: Any, contrast_cont: str
 ) -> tuple[list[float], list[int]]:
@@ -218,16 +223,14 @@ def _impute(
     kwargs: dict[str, Any] = {}
     contrast_token = None
     if BUILTIN_TARGETS.get(attributed_fn) is not None and BUILTIN_TARGETS[attributed_fn].needs_contrast:
-        prefix = torch.tensor(contextless_prefix, dtype=torch.long)
-        prefix_ids = torch.cat([_prompt_ids(model, contextless_prompt), prefix])
-        with torch.no_grad():
-            device = model.model.get_input_embeddings().weight.device
-            next_id = int(model.model(prefix_ids[None].to(device)).logits[0, -1].argmax())
+        next_id = sides.next_token(model, contextless_prompt, contextless_prefix)
         contrast_token = decode_tokens(model.tokenizer, [next_id])[0]
         contextless = torch.tensor([*contextless_prefix, next_id], dtype=torch.long)
         same = next_id == int(ids[-1])
         kwargs = dict(contrast_prompt=contextless_prompt, contrast_continuation=contextless,
                       contrast_force_inputs=same or attributed_fn == "kl_divergence")  # fmt: skip
+    if sides.is_seq2seq(model) and any(out_mask):  # the output context is in the target prefix
+        kwargs["attribute_prefix"] = True
     out = model.attribute(
         prompt, ids, method=method, attributed_fn=attributed_fn, attr_pos_start=step, attr_pos_end=step + 1,
         method_kwargs=method_kwargs, seed=seed, **kwargs,

@@ -130,6 +130,7 @@ class AttributionModel:
         contrast_prompt: str | Sequence[Any] | None = None,
         contrast_continuation: str | Sequence[Any] | torch.Tensor | None = None,
         contrast_force_inputs: bool = False,
+        contrast_alignments: Sequence[Any] | None = None,
         chat: bool = False,
         batch_size: int | None = None,
         attr_pos_start: int | None = None,
@@ -173,7 +174,11 @@ class AttributionModel:
         ``i`` of the continuation with step ``i`` of the contrast continuation, which defaults to
         the continuation itself; aligned from the end when their lengths differ). Step scores
         always read it; an attributed function reads only the contrast *tokens* under the real
-        input, unless ``contrast_force_inputs=True`` (as in Inseq).
+        input, unless ``contrast_force_inputs=True`` (as in Inseq). ``contrast_alignments=[(i, j),
+        ...]`` (Inseq's ``contrast_targets_alignments``; one list per prompt for several) aligns
+        the token at index ``i`` of the sequence with the contrast sequence's token ``j`` instead
+        (indices of the decoder's tokens: prompt + continuation, or on an encoder-decoder model
+        the decoder start + target); steps without a pair align from the end.
 
         ``explain`` says what a row explains: ``"tokens"`` (each generated token), or units of
         the generated text, ``"words"``, ``"sentences"``, ``"paragraphs"``, ``"lines"``, token

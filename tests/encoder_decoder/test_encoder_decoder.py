@@ -280,11 +280,6 @@ def test_html_page_has_a_panel_per_side(models, tok):
     ("kwargs", "argument"),
     [
         (dict(method="rpi"), "method"),
-        (dict(contrast_target="Rome is"), "contrast_target"),
-        (dict(contrast_prompt="Another source"), "contrast_prompt"),
-        (dict(contrast_continuation="Rome is"), "contrast_continuation"),
-        (dict(top_k_scores=3), "top_k_scores"),
-        (dict(stream_to="folder"), "stream_to"),
     ],
 )
 def test_unsupported_features_are_refused_before_any_work(kwargs, argument, models, tok, monkeypatch):
@@ -354,11 +349,6 @@ def test_dataset_runner_gives_each_record_its_scores(models, tok, tmp_path):
         seq = loaded[tuple(alone.sequences[0].tokens)]
         assert seq.source_length == alone.sequences[0].source_length
         assert torch.equal(seq.scores.nan_to_num(7.0), alone.sequences[0].scores.nan_to_num(7.0))
-
-
-def test_estimate_is_refused_on_an_encoder_decoder_model(models, tok):
-    with pytest.raises(genattrib.UnsupportedModelError, match="encoder-decoder"):
-        _wrapped(models, tok, "t5").estimate(SOURCE, TARGET)
 
 
 def test_sampling_is_seeded_and_beams_run(models, tok):

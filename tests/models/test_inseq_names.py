@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from tolerance import OPS, TINY_MODEL, assert_close_to_scale
 
 from genattrib import InvalidArgumentError
 
@@ -57,7 +58,9 @@ def test_contrast_targets_become_a_contrast_prompt_or_continuation(tiny_llama):
         ({"input_texts": PROMPT}, "input_texts"),  # with inputs= too
         ({"generated_texts": "Another text"}, "generated_texts"),  # does not start with the prompt
         ({"generation_args": {"max_new_tokens": 2}, "max_new_tokens": 3}, "generation_args"),
-        ({"contrast_targets": PROMPT + " x", "contrast_targets_alignments": [(0, 0)]}, "contrast_targets_alignments"),
+        ({"contrast_targets": PROMPT + " x", "contrast_targets_alignments": "auto"}, "contrast_targets_alignments"),
+        ({"contrast_targets": PROMPT + " x", "contrast_targets_alignments": [(0, -1)]}, "contrast_alignments"),
+        ({"contrast_targets_alignments": [(5, 3)]}, "contrast_alignments"),  # no contrast input
     ],
 )
 def test_clashes_and_unsupported_names_fail(tiny_llama, kwargs, argument):
@@ -66,6 +69,29 @@ def test_clashes_and_unsupported_names_fail(tiny_llama, kwargs, argument):
         with pytest.raises(InvalidArgumentError) as info:
             tiny_llama.attribute(PROMPT, **kwargs)
     assert info.value.argument == argument
+
+
+def test_explicit_alignments_choose_the_contrast_positions(tiny_llama):
+    """contrast_alignments=[(i, j)]: the step at index i reads the contrast sequence's prediction of its
+    token j (Inseq's contrast_targets_alignments, same indices); unpaired steps align from the end."""
+    tok = tiny_llama.tokenizer
+    prompt_ids = tok(PROMPT)["input_ids"]
+    n = len(tok(PROMPT + CONTINUATION)["input_ids"]) - len(prompt_ids)
+    contrast = "France is" + CONTINUATION
+    kw = dict(method="occlusion", step_scores=["contrast_prob"], contrast_prompt="France is")
+    default = tiny_llama.attribute(PROMPT, CONTINUATION, **kw).sequences[0].step_scores["contrast_prob"]
+    pairs = [(len(prompt_ids), 2)]  # the first step reads the contrast sequence's token 2, predicted from 0..1
+    aligned = tiny_llama.attribute(PROMPT, CONTINUATION, contrast_alignments=pairs, **kw)
+    probs = aligned.sequences[0].step_scores["contrast_prob"]
+    c_ids = tok(contrast)["input_ids"]
+    with torch.no_grad():
+        p = tiny_llama.model(torch.tensor([c_ids])).logits[0, 1].softmax(-1)[c_ids[2]]
+    assert_close_to_scale(probs[:1], p[None], floor=TINY_MODEL, what="aligned step")
+    assert_close_to_scale(probs[1:n], default[1:n], floor=OPS, what="steps aligned from the end")
+    assert not torch.allclose(probs[0], default[0])
+    with pytest.warns(FutureWarning, match="contrast_alignments"):
+        theirs = tiny_llama.attribute(PROMPT, CONTINUATION, contrast_targets_alignments=pairs, **kw)
+    assert torch.equal(theirs.sequences[0].step_scores["contrast_prob"], probs)
 
 
 def test_no_prompt_at_all(tiny_llama):

@@ -42,6 +42,7 @@ class AttributeOptions:
     contrast_prompt: str | Sequence[Any] | None = None
     contrast_continuation: str | Sequence[Any] | torch.Tensor | None = None
     contrast_force_inputs: bool = False
+    contrast_alignments: Sequence[Any] | None = None
     chat: bool = False
     batch_size: int | None = None
     attr_pos_start: int | None = None

@@ -72,7 +72,8 @@ def translate_inseq_arguments(
         if continuation is not None:
             raise InvalidArgumentError("generated_texts", "given with continuation=", "pass it once, as continuation=")
         _warn("generated_texts", "continuation= (the text after the prompt)")
-        continuation = _split(rest.pop("generated_texts"), inputs, "generated_texts")
+        generated = rest.pop("generated_texts")  # encoder-decoder: the target alone; decoder-only: prompt + it
+        continuation = generated if encoder_decoder else _split(generated, inputs, "generated_texts")
     if "generation_args" in rest:
         _warn("generation_args", "generation settings as keywords (attribute(..., max_new_tokens=16))")
         generation = rest.pop("generation_args") or {}
@@ -87,19 +88,26 @@ def translate_inseq_arguments(
             )
         _warn("contrast_targets", "contrast_prompt= and contrast_continuation= (the prompt and continuation apart)")
         full = rest.pop("contrast_targets")
-        if isinstance(full, str) and isinstance(continuation, str) and full.endswith(continuation):
+        if encoder_decoder:  # Inseq's contrast target of an encoder-decoder model is a target text alone
+            rest["contrast_continuation"] = full
+        elif isinstance(full, str) and isinstance(continuation, str) and full.endswith(continuation):
             rest["contrast_prompt"] = full[: len(full) - len(continuation)]  # another prompt, the same continuation
         else:
             rest["contrast_continuation"] = _split(full, inputs, "contrast_targets")
     if "contrast_sources" in rest:
         _warn("contrast_sources", "contrast_prompt=")
         rest["contrast_prompt"] = rest.pop("contrast_sources")
-    if rest.get("contrast_targets_alignments"):
-        raise InvalidArgumentError(
-            "contrast_targets_alignments", "explicit alignments are not supported yet",
-            "leave them out: the steps align 1:1 from the end, as Inseq's default does",
-        )  # fmt: skip
-    rest.pop("contrast_targets_alignments", None)
+    if "contrast_targets_alignments" in rest:
+        if "contrast_alignments" in rest:
+            raise InvalidArgumentError("contrast_targets_alignments", "given with contrast_alignments=", "pass one")
+        if isinstance(rest["contrast_targets_alignments"], str):  # "auto": Inseq's word aligner, a hub model
+            raise InvalidArgumentError(
+                "contrast_targets_alignments", f"{rest['contrast_targets_alignments']!r} needs Inseq's word aligner "
+                "(a model from the hub), which genattrib does not load",
+                "pass the (i, j) pairs as contrast_alignments=, or leave them out to align the steps from the end",
+            )  # fmt: skip
+        _warn("contrast_targets_alignments", "contrast_alignments= (the same (i, j) token index pairs)")
+        rest["contrast_alignments"] = rest.pop("contrast_targets_alignments")
     for name, reason in IGNORED.items():
         if name in rest:
             value = rest.pop(name)

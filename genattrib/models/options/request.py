@@ -22,6 +22,7 @@ from torch import Tensor
 from transformers import GenerationConfig
 
 from genattrib.engine import UNIT_RULES, Attributor, ModelForward, ResolvedBaseline, bind_resources
+from genattrib.engine.contrast_inputs import check_alignments
 from genattrib.errors import InvalidArgumentError
 from genattrib.methods import get_method, list_methods, method_class
 from genattrib.models.model_parts import ModelParts
@@ -261,6 +262,7 @@ def prepare_request(
     contrast_continuations = inp.normalize_targets(o.contrast_continuation, len(prompts), "contrast_continuation")
     has_input = contrast_prompts is not None or contrast_continuations is not None
     check_contrast_force_inputs(o.contrast_force_inputs, has_input)
+    o = o.replace(contrast_alignments=check_alignments(o.contrast_alignments, len(prompts), has_input))
     if needs_contrast(fn, step_functions) and contrasts is None and not has_input:
         raise InvalidArgumentError(
             "contrast_target",
@@ -273,7 +275,9 @@ def prepare_request(
         start_id = seq2seq.decoder_start_id(model.model)
         prompt_ids = [seq2seq.source_ids(tok, p, start_id) for p in prompts]
         forced_ids = None if forced is None else [seq2seq.target_ids(tok, t, continuation_name) for t in forced]
-        contrast_ids = c_prompt_ids = c_continuation_ids = None
+        contrast_ids, c_prompt_ids, c_continuation_ids = seq2seq.contrast_ids_of(
+            tok, start_id, contrasts, contrast_prompts, contrast_continuations
+        )
     else:
         seq2seq.check_decoder_only_call(o)
         prompt_ids = [inp.tokenize_prompt(tok, p) for p in prompts]

@@ -66,17 +66,17 @@ def decoder_start_id(model: Any) -> int:
     )
 
 
-def source_ids(tokenizer: Any, text: object, start_id: int) -> Int[Tensor, " prompt"]:
+def source_ids(tokenizer: Any, text: object, start_id: int, argument: str = "inputs") -> Int[Tensor, " prompt"]:
     """The source's ids (with the tokenizer's special tokens, e.g. a closing ``</s>``), then the decoder start."""
     if not isinstance(text, str):
         raise InvalidArgumentError(
-            "inputs",
+            argument,
             "an encoder-decoder model takes plain-text sources, not chat messages",
             "pass the source text as a string (or a list of strings)",
         )
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:
-        raise InvalidArgumentError("inputs", "the source tokenizes to no tokens", "pass text the tokenizer can encode")
+        raise InvalidArgumentError(argument, "the source tokenizes to no tokens", "pass text the tokenizer can encode")
     return torch.tensor([*ids, start_id], dtype=torch.long)
 
 
@@ -101,6 +101,45 @@ def target_ids(tokenizer: Any, text: str | Tensor, argument: str = "continuation
     return torch.tensor(ids, dtype=torch.long)
 
 
+def contrast_ids_of(
+    tokenizer: Any,
+    start_id: int,
+    contrasts: list | None,
+    contrast_sources: list | None,
+    contrast_targets: list | None,
+) -> tuple[list[Tensor] | None, list[Tensor] | None, list[Tensor] | None]:
+    """(``contrast_target=`` ids, ``contrast_prompt=`` ids, ``contrast_continuation=`` ids) of an
+    encoder-decoder call: the contrast prompt is a contrast *source* (Inseq's ``contrast_sources``,
+    tokenized like the source, then the decoder start), the contrast continuation and the contrast
+    target are targets (tokenized like a forced continuation, with the closing ``</s>``)."""
+    contrast_ids = None if contrasts is None else [target_ids(tokenizer, c, "contrast_target") for c in contrasts]
+    sources = (
+        None
+        if contrast_sources is None
+        else [source_ids(tokenizer, p, start_id, "contrast_prompt") for p in contrast_sources]
+    )
+    targets = (
+        None
+        if contrast_targets is None
+        else [target_ids(tokenizer, c, "contrast_continuation") for c in contrast_targets]
+    )
+    return contrast_ids, sources, targets
+
+
+def check_contrast_target_covers(contrast_length: int, needed: int, generated: int) -> None:
+    """An encoder-decoder contrast target aligns with the continuation from the end, step for step,
+    and never reaches into the source: it must cover the last ``needed`` of the ``generated`` steps
+    (every step with step scores, else those from the first attributed one)."""
+    if contrast_length < needed:
+        raise InvalidArgumentError(
+            "contrast_continuation",
+            f"the contrast target has {contrast_length} tokens, fewer than the {needed} steps of the {generated}-token "
+            "continuation it must align with (from the end) on an encoder-decoder model",
+            "pass a contrast target at least as long as the continuation (or attribute later steps only, "
+            "attr_pos_start=, without step scores)",
+        )
+
+
 def _refuse(argument: str, what: str, fix: str) -> None:
     raise InvalidArgumentError(argument, f"{what} is not supported on encoder-decoder models yet", fix)
 
@@ -119,15 +158,6 @@ def check_seq2seq_call(options: AttributeOptions, attributor: Attributor, model:
     check_method_params(attributor)
     if options.chat:
         _refuse("chat", "chat=True (a chat template)", "pass the source text without chat=True")
-    if options.contrast_target is not None:
-        _refuse("contrast_target", "a contrastive target", "attribute without contrast_target=")
-    for name in ("contrast_prompt", "contrast_continuation"):
-        if getattr(options, name) is not None:
-            _refuse(name, "a contrastive input", f"attribute without {name}=")
-    if options.top_k_scores is not None:
-        _refuse("top_k_scores", "top-k storage of scores", "leave top_k_scores=None")
-    if options.stream_to is not None:
-        _refuse("stream_to", "streaming rows to a folder", "attribute in memory and out.save(...)")
     if options.attribute_prefix is not None and not isinstance(options.attribute_prefix, bool):
         raise InvalidArgumentError(
             "attribute_prefix", f"{options.attribute_prefix!r} is not a bool", "pass True, False or None"

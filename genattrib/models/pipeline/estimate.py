@@ -15,6 +15,9 @@ chunk), then costed:
 * predicted seconds: short timings on this device (``calibrate=True``, see
   :mod:`~genattrib.models.pipeline.estimate_timing`) convert the planned rows into seconds.
 
+An encoder-decoder model's sequences are planned one at a time inside their source length, as
+``attribute()`` runs them (calibration splits its rows in half between the two sides).
+
 Without a continuation nothing is generated: the estimate assumes ``max_new_tokens`` tokens,
 and for named units :data:`ASSUMED_UNIT_TOKENS` tokens per unit (e.g. 20 per sentence); pass
 the continuation to plan exactly.
@@ -39,11 +42,13 @@ from genattrib.engine import (
     build_jobs,
     plan_run,
 )
-from genattrib.errors import UnsupportedModelError
+from genattrib.engine.row_refs import RowRef
+from genattrib.engine.seq2seq_forward import EncoderDecoderForward
 from genattrib.generation import GenerationTrace
 from genattrib.models.options.explain_units import describe_explain
 from genattrib.models.options.request import AttributionRequest
 from genattrib.models.pipeline.estimate_timing import predict_seconds
+from genattrib.models.pipeline.seq2seq_steps import source_length
 from genattrib.models.pipeline.stages import Call, explained_spans, generate, keep_granular, plan
 
 #: Tokens per unit assumed when the continuation is not given (English text, BPE tokenizers).
@@ -189,27 +194,42 @@ def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     return size, count
 
 
+def planned_batches(
+    call: Call, jobs: list[SequenceJob], keep: bool
+) -> tuple[list[list[RowRef]], list[tuple[int, int, int]], list[int]]:
+    """(the batches ``attribute()`` runs, what each of their model calls costs, how many targets each
+    call's rows score at the LM head): an encoder-decoder model's jobs are planned one at a time inside
+    their source length, as they run."""
+    method, forward = call.request.attributor, call.forward
+    every = method.traits.group_by_sequence and not method.traits.needs_gradients  # a row scores the batch
+    batches, planned, reads = [], [], []
+
+    def add(own: list[list[RowRef]]) -> None:
+        for batch in own:
+            parts = method.planned_rows(batch, forward, granular=keep)
+            planned.extend(parts)
+            reads.extend([len(batch) if every else 1] * len(parts))
+        batches.extend(own)
+
+    if not isinstance(forward, EncoderDecoderForward):
+        add(plan_run(forward, method, jobs, call.request.batch_size))
+        return batches, planned, reads
+    for job in jobs:
+        with forward.encoding(source_length(job)):
+            add(plan_run(forward, method, [job]))
+    return batches, planned, reads
+
+
 def estimate_call(call: Call, calibrate: bool = True) -> Estimate:
     """Plan ``call`` as ``attribute()`` would, cost it, and (``calibrate``) time it."""
-    if call.parts.is_encoder_decoder:
-        raise UnsupportedModelError(
-            f"estimate() does not cost encoder-decoder models ({type(call.parts.model).__name__}) yet; "
-            "time attribute() on a few inputs instead"
-        )
     request, options, model = call.request, call.storage, call.parts
     method, forward = request.attributor, call.forward
     assumptions: list[str] = []
     jobs, _ = planned_jobs(call, assumptions)
     hidden = forward.hidden_size
     keep = keep_granular(call, jobs)
-    batches = plan_run(forward, method, jobs, request.batch_size)
+    batches, planned, reads = planned_batches(call, jobs, keep)
     grad = method.traits.needs_gradients
-    planned, reads = [], []  # the parts (rows, tokens per row, backward passes); LM-head reads per row
-    for batch in batches:
-        parts = method.planned_rows(batch, forward, granular=keep)
-        planned += parts
-        every = method.traits.group_by_sequence and not method.traits.needs_gradients  # a row scores the batch
-        reads += [len(batch) if every else 1] * len(parts)
     costs = [(rows, length) for rows, length, _ in planned]
     model_rows = sum(r for r, _ in costs)
     token_rows = sum(r * length for r, length in costs)

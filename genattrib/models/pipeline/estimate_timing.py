@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from genattrib.engine import Explained, ModelForward, SequenceJob
 from genattrib.engine.cost_model import cost_model
 from genattrib.engine.shared_forward import shared_input_gradients
 from genattrib.generation import generate_traces
+from genattrib.generation.seq2seq_generate import generate_seq2seq_traces
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.request import AttributionRequest
 from genattrib.models.pipeline.stages import Call
@@ -111,6 +113,22 @@ def calibrate_shared_targets(
     return max(0.0, many - one) / (max(1, k - 1) * length)
 
 
+def _generate_once(model: ModelParts, request: AttributionRequest, config: Any) -> None:
+    """Generate for the first prompt with ``config`` (a timing run)."""
+    if model.is_encoder_decoder:
+        generate_seq2seq_traces(model.model, request.prompt_ids[:1], config, seed=request.seed)
+        return
+    generate_traces(
+        model.model,
+        request.prompt_ids[:1],
+        generation_config=config,
+        step_functions={},
+        seed=request.seed,
+        tokenizer=model.tokenizer,
+        show_progress=False,
+    )
+
+
 def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tuple[float, float]:
     """(seconds of a prompt's first generated token, seconds per further token), from generating
     1 then a few tokens of the first prompt."""
@@ -121,20 +139,8 @@ def calibrate_generation(model: ModelParts, request: AttributionRequest) -> tupl
     for tokens in (1, 1, n):  # the first run warms up
         config.max_new_tokens = config.min_new_tokens = tokens
         device = execution_device(model.model.get_input_embeddings())
-        times.append(
-            _time(
-                lambda: generate_traces(
-                    model.model,
-                    request.prompt_ids[:1],
-                    generation_config=config,
-                    step_functions={},
-                    seed=request.seed,
-                    tokenizer=model.tokenizer,
-                    show_progress=False,
-                ),
-                device,
-            )
-        )
+        run = functools.partial(_generate_once, model, request, config)
+        times.append(_time(run, device))
     first = times[1]
     return first, max(0.0, times[2] - first) / (n - 1)
 
@@ -149,7 +155,7 @@ def predict_seconds(
     grad = request.attributor.traits.needs_gradients and request.attributed_fn.differentiable
     costs = [(rows, length) for rows, length, _ in planned]
     # a forward of its own keeps the request's counts clean
-    forward = ModelForward(model.model, max_rows=call.forward.user_max_rows, probed=model.probed)
+    forward = type(call.forward)(model.model, max_rows=call.forward.user_max_rows, probed=model.probed)
     total = sum(r * length for r, length in costs)
     length = max(2, round(sum(r * length * length for r, length in costs) / max(1, total)))
     rows = min(max(r for r, _ in costs), forward.rows_per_chunk(length, grad), CALIBRATION_TOKENS // length)

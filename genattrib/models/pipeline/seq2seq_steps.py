@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from torch import Tensor
 
@@ -28,6 +30,8 @@ from genattrib.methods.layer_forward import scored_side
 from genattrib.models.model_parts import ModelParts
 from genattrib.models.options.request import AttributionRequest
 from genattrib.output import SequenceAttribution
+from genattrib.output.rows import MemorySink, RowBlock, RowSink, SequenceRows
+from genattrib.output.scores import SparseScores
 from genattrib.output.sequence import SOURCE_SIDE, TARGET_SIDE
 
 SOURCE, TARGET = SOURCE_SIDE, TARGET_SIDE  # the side of each position, in ``seq.token_roles``
@@ -69,20 +73,54 @@ def step_scores(
             [trace.step_scores] = teacher_forced_step_scores(forward, [job], request.step_functions)
 
 
+class SideSink(RowSink):
+    """The rows of one sequence, run alone (the engine calls it sequence 0), passed on to ``inner``
+    as sequence ``sequence``: NaN on the side not attributed (positions ``start:stop``), then the
+    top-k cells (``top_k``) kept, so the held-fixed prefix never enters a top-k row or a stream."""
+
+    def __init__(self, inner: RowSink, sequence: int, span: tuple[int, int | None] | None, top_k: int | None) -> None:
+        self.inner, self.sequence, self.span, self.top_k = inner, sequence, span, top_k
+
+    def add(self, blocks: list[RowBlock]) -> None:
+        for block in blocks:
+            scores = block.scores
+            if self.span is not None:
+                for values in (scores, block.granular):
+                    if isinstance(values, Tensor):
+                        values[:, self.span[0] : self.span[1]] = float("nan")
+            if self.top_k is not None and isinstance(scores, Tensor):
+                scores = SparseScores.from_dense(scores, self.top_k)
+            self.inner.add([dataclasses.replace(block, sequence=self.sequence, scores=scores)])
+
+    def result(self, sequence: int = 0) -> SequenceRows:
+        return self.inner.result(self.sequence)
+
+
 def run(
     forward: EncoderDecoderForward,
     request: AttributionRequest,
     jobs: Sequence[SequenceJob],
     keep: bool,
     top_k: int | None,
+    sink: RowSink | None = None,
+    done: AbstractSet[tuple[int, int]] = frozenset(),
 ) -> list[EngineResult]:
-    """Attribute every job, one sequence at a time (its source length set on ``forward``)."""
+    """Attribute every job, one sequence at a time (its source length set on ``forward``), into
+    ``sink`` (a stream's writer; in memory by default), skipping the rows in ``done``."""
     results = []
     attributor = request.attributor
     side = scored_side(attributor.name, attributor.params, forward.model)  # a layer of one side scores that side only
-    for job in jobs:
-        with forward.encoding(source_length(job)):
-            [result] = run_attribution(
+    for j, job in enumerate(jobs):
+        source = source_length(job)
+        span: tuple[int, int | None] | None = None
+        if not request.options.attribute_prefix or side == SOURCE_LAYER:
+            span = (source, None)  # the target prefix was held fixed
+        elif side is not None:
+            span = (0, source)  # a decoder layer scores the prefix only
+        shape = [(job.num_rows, int(job.input_ids.shape[0]))]
+        rows = SideSink(MemorySink(shape, top_k) if sink is None else sink, 0 if sink is None else j, span, top_k)
+        with forward.encoding(source):
+            run_attribution(
                 forward,
                 request.attributor,
                 request.attributed_fn,
@@ -92,23 +130,12 @@ def run(
                 keep,
                 request.show_progress,
                 None,
-                top_k=top_k,
                 granular_budget_mb=request.options.granular_budget_mb,
+                sink=rows,
+                done={(0, row) for seq, row in done if seq == j},
             )
-        if not request.options.attribute_prefix or side == SOURCE_LAYER:
-            _not_attributed(result, source_length(job))
-        elif side is not None:
-            _not_attributed(result, 0, source_length(job))
-        results.append(result)
+        results.append(EngineResult(*rows.result()))
     return results
-
-
-def _not_attributed(result: EngineResult, start: int, stop: int | None = None) -> None:
-    """NaN on positions ``start:stop`` of a result, a side not attributed: the target side of a
-    source-only result (the prefix was held fixed), the other side of a layer of one side."""
-    for scores in (result.scores, result.granular_scores):
-        if isinstance(scores, Tensor):
-            scores[:, start:stop] = float("nan")
 
 
 def side_roles(length: int, source: int) -> list[str]:
@@ -127,4 +154,14 @@ def mark_sides(sequences: Sequence[SequenceAttribution], traces: Sequence[Genera
         seq.token_roles = side_roles(int(trace.input_ids.shape[0]), source_length(trace))
 
 
-__all__ = ["SOURCE", "TARGET", "generate", "hold_target_prefix", "mark_sides", "run", "side_roles", "step_scores"]
+__all__ = [
+    "SOURCE",
+    "TARGET",
+    "SideSink",
+    "generate",
+    "hold_target_prefix",
+    "mark_sides",
+    "run",
+    "side_roles",
+    "step_scores",
+]

@@ -191,7 +191,7 @@ def run(call: Call, jobs: Sequence[SequenceJob], keep: bool, sink: Any, done: se
     """Attribute every row of ``jobs`` not in ``done`` (rows a stream already holds)."""
     request, storage = call.request, call.storage
     if isinstance(call.forward, EncoderDecoderForward):
-        return seq2seq.run(call.forward, request, jobs, keep, storage.top_k_scores)
+        return seq2seq.run(call.forward, request, jobs, keep, storage.top_k_scores, sink, done)
     return run_attribution(
         call.forward,
         request.attributor,

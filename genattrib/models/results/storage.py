@@ -55,11 +55,12 @@ BY_VALUE: tuple[str, ...] = (
     "contrast_prompt",
     "contrast_continuation",
     "contrast_force_inputs",
+    "contrast_alignments",
 )
 
 #: Options of :data:`BY_VALUE` left out of the fingerprint while ``None`` (their default), so that a
 #: folder streamed before they existed still resumes.
-ADDED_LATER: tuple[str, ...] = ("attribute_prefix",)
+ADDED_LATER: tuple[str, ...] = ("attribute_prefix", "contrast_alignments")
 
 #: Options that do not change the rows a call stores: a resumed call may change them.
 NOT_IN_RESULTS: dict[str, str] = {

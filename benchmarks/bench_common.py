@@ -64,7 +64,7 @@ SPECS: dict[str, Spec] = {
     "layer_integrated_gradients": Spec(
         lambda a: {"n_steps": a.n_steps}, lambda a: {"n_steps": a.n_steps, "internal_batch_size": a.n_steps}
     ),
-    # Inseq 0.7.1's value_zeroing raises on transformers 5 (the row reports it as failed)
+    # Inseq 0.7.1 runs with its block hook fixed for tensor block outputs (inseq_runner.tensor_block_outputs)
     "value_zeroing": Spec(lambda a: {}, reduction="layer_mean"),
 }
 EXTRA_METHODS = (  # genattrib only (Inseq 0.7.1 has reagent, but its POS-tag sampler needs NLTK data)

@@ -8,8 +8,9 @@ head) for attention; the steps are the forced tokens after the prompt.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +22,40 @@ def _set_attention(hf_model: Any, implementation: str) -> None:
         hf_model.set_attn_implementation(implementation)
     else:  # older transformers
         hf_model.config._attn_implementation = implementation
+
+
+@contextlib.contextmanager
+def tensor_block_outputs(seen: list[str]) -> Iterator[None]:
+    """Inseq 0.7.1's value zeroing with its block hook taught that a decoder block may return a tensor
+    (a fix of Inseq, undone on exit; it appends the block's class to ``seen`` when it was needed).
+
+    ``ValueZeroing.get_states_extract_and_patch_hook`` (inseq/attr/feat/ops/value_zeroing.py) stores
+    ``output[0]`` as the zeroed states and returns ``output[:0] + (clean,) + output[1:]``: right for the
+    tuple a block used to return, a TypeError for the tensor Llama-style blocks return now. Here a tensor
+    output is stored whole and replaced by the clean states; a tuple goes through Inseq's own hook.
+    """
+    from inseq.attr.feat.ops.value_zeroing import ValueZeroing
+
+    original = ValueZeroing.get_states_extract_and_patch_hook
+
+    def factory(self: Any, block_idx: int, hidden_state_idx: int = 0) -> Any:
+        inseq_hook = original(self, block_idx, hidden_state_idx)
+
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor):
+                return inseq_hook(module, args, output)
+            if type(module).__name__ not in seen:
+                seen.append(type(module).__name__)
+            self.corrupted_block_output_states[block_idx] = output.clone().float().detach().cpu()
+            return self.clean_block_output_states[block_idx].to(output.device, output.dtype)
+
+        return hook
+
+    ValueZeroing.get_states_extract_and_patch_hook = factory
+    try:
+        yield
+    finally:
+        ValueZeroing.get_states_extract_and_patch_hook = original
 
 
 def inseq_call(model: Any, method: str, args: Any) -> Callable[[str], Any]:
@@ -37,14 +72,16 @@ def inseq_call(model: Any, method: str, args: Any) -> Callable[[str], Any]:
     def call(continuation: str) -> Any:
         if eager:
             _set_attention(hf, "eager")
+        fixed = tensor_block_outputs([]) if method == "value_zeroing" else contextlib.nullcontext()
         try:
-            return inseq_model.attribute(
-                PROMPT,
-                generated_texts=PROMPT + continuation,
-                attributed_fn=ATTRIBUTED_FN,
-                show_progress=False,
-                **params,
-            )
+            with fixed:
+                return inseq_model.attribute(
+                    PROMPT,
+                    generated_texts=PROMPT + continuation,
+                    attributed_fn=ATTRIBUTED_FN,
+                    show_progress=False,
+                    **params,
+                )
         finally:
             if eager:
                 _set_attention(hf, previous)

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
-from tiny_seq2seq import FAMILIES, make_seq2seq_model, make_seq2seq_tokenizer
+from tiny_seq2seq import FAMILIES, make_seq2seq_model
 
 import genattrib
 from genattrib.engine.seq2seq_forward import EncoderDecoderForward
@@ -19,11 +19,6 @@ from genattrib.generation.seq2seq_generate import generate_seq2seq_traces
 
 SOURCE = "The capital of France is"
 TARGET = "Paris is"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_seq2seq_tokenizer()
 
 
 @pytest.fixture(scope="module")

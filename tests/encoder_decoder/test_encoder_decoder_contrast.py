@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_seq2seq import make_seq2seq_model, make_seq2seq_tokenizer
+from tiny_seq2seq import make_seq2seq_model
 from tolerance import TINY_MODEL, assert_close_to_scale
 
 import genattrib
@@ -17,11 +17,6 @@ SOURCE = "The capital of France is"
 TARGET = "Paris is"
 CONTRAST_SOURCE = "The capital of Italy is often said to be"  # longer: its own source length
 CONTRAST_TARGET = "the capital Rome is"  # longer: aligned from the end
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_seq2seq_tokenizer()
 
 
 @pytest.fixture(scope="module")

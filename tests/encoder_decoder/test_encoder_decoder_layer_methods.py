@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_seq2seq import make_seq2seq_model, make_seq2seq_tokenizer
+from tiny_seq2seq import make_seq2seq_model
 
 import genattrib
 
 SOURCE = "The capital of France is"
 TARGET = "Paris is"
 EVERY = dict(attribute_special_tokens=True)  # every position moves to the baseline (none held fixed)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_seq2seq_tokenizer()
 
 
 @pytest.fixture(scope="module")

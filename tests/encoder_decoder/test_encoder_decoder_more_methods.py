@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_seq2seq import make_seq2seq_model, make_seq2seq_tokenizer
+from tiny_seq2seq import make_seq2seq_model
 
 import genattrib
 from genattrib.methods.discretized_integrated_gradients import DiscretizedIntegratedGradients
@@ -16,11 +16,6 @@ from genattrib.methods.uniform_discretized_integrated_gradients import UniformDi
 SOURCE = "The capital of France is"
 TARGET = "Paris is"
 TWO_SENTENCES = "The capital of France is Paris. The capital of Italy is Rome."
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_seq2seq_tokenizer()
 
 
 @pytest.fixture(scope="module")

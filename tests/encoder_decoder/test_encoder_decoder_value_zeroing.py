@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_seq2seq import make_seq2seq_model, make_seq2seq_tokenizer
+from tiny_seq2seq import make_seq2seq_model
 
 import genattrib
 
 pytestmark = pytest.mark.numeric
 
 SOURCE, TARGET = "The capital of France is", "Paris is"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_seq2seq_tokenizer()
 
 
 @pytest.fixture(scope="module")

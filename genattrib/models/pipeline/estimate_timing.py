@@ -13,7 +13,7 @@ into seconds under the machine's present load).
 
 Example:
     >>> seconds, calibration = predict_seconds(call, jobs, planned, reads)   # doctest: +SKIP
-    >>> sorted(seconds)
+    >>> sorted(seconds)  # doctest: +SKIP
     ['attribution', 'calibration', 'generation']
 """
 
